@@ -1,0 +1,96 @@
+//! Flag definitions. Names are Warden's contract.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "warden", version, about = "Run untrusted code with nothing it was not granted")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a program in a sandbox.
+    Run(RunArgs),
+    /// Work with policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Statically check a policy file; exit 1 if it has errors.
+    Check { file: PathBuf },
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    warden_policy::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    warden_policy::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn count(s: &str) -> Result<u32, String> {
+    let n = warden_policy::parse_count(s, u32::MAX as u64).map_err(|e| e.to_string())?;
+    u32::try_from(n).map_err(|_| format!("{s}: too large"))
+}
+
+fn count64(s: &str) -> Result<u64, String> {
+    warden_policy::parse_count(s, 1 << 20).map_err(|e| e.to_string())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Policy file (YAML): the ceiling for grants and limits.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Grant a capability, e.g. fs:read:./data (repeatable).
+    #[arg(long, value_name = "CAP")]
+    pub allow: Vec<String>,
+    /// Memory limit for all processes together, e.g. 64MiB.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub memory: Option<u64>,
+    /// CPU time limit summed over all threads and processes, e.g. 1s.
+    #[arg(long = "cpu-time", value_name = "DUR", value_parser = duration)]
+    pub cpu_time: Option<Duration>,
+    /// Wall-clock limit, e.g. 10s (exit status 124 when reached).
+    #[arg(long = "wall-time", value_name = "DUR", value_parser = duration)]
+    pub wall_time: Option<Duration>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub pids: Option<u32>,
+    /// Maximum bytes of stdout and stderr together; the rest is cut and the run stopped.
+    #[arg(long = "output-limit", value_name = "SIZE", value_parser = size)]
+    pub output_limit: Option<u64>,
+    /// Maximum size of any file the program writes.
+    #[arg(long = "file-size", value_name = "SIZE", value_parser = size)]
+    pub file_size: Option<u64>,
+    /// Maximum number of open files per process.
+    #[arg(long = "open-files", value_name = "N", value_parser = count64)]
+    pub open_files: Option<u64>,
+    /// Size of the private /tmp.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub tmpfs: Option<u64>,
+    /// Pass an environment variable (same as granting env:NAME).
+    #[arg(long, value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox.
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Write the JSON report to FILE (- for stderr).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Isolation backend (jail).
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,50 @@
+//! Types shared by every Warden backend and front end: what to run
+//! ([`Invocation`]), how it ended ([`Outcome`], [`Status`]) and the JSON
+//! report built from both ([`Report`]), plus the [`Backend`] trait.
+#![forbid(unsafe_code)]
+
+mod invocation;
+mod outcome;
+mod report;
+
+pub use invocation::{EffectiveLimits, Invocation};
+pub use outcome::{Enforcement, Outcome, Status, Violation};
+pub use report::Report;
+
+use thiserror::Error;
+
+/// Errors a backend reports when it cannot run an invocation at all
+/// (as opposed to a program that ran and failed, which is an [`Outcome`]).
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("invalid invocation: {0}")]
+    Invalid(String),
+    #[error("{what}: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("backend {0} is not available on this host: {1}")]
+    Unavailable(String, String),
+}
+
+impl BackendError {
+    pub fn setup(what: impl Into<String>, source: std::io::Error) -> Self {
+        BackendError::Setup {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// An isolation backend. Backends prepare once (in their constructor) and
+/// run many invocations.
+pub trait Backend {
+    /// Short name used by `--backend` and in reports.
+    fn name(&self) -> &'static str;
+    /// Runs one invocation to completion. Standard input is inherited from
+    /// the caller; standard output and error are forwarded to the caller's
+    /// after capping.
+    fn run(&self, invocation: &Invocation) -> Result<Outcome, BackendError>;
+}

@@ -1,0 +1,88 @@
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// How a run ended. The strings are part of Warden's contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The program exited by itself.
+    Exited,
+    /// The program was killed by a signal it did not get from a Warden limit.
+    Signaled,
+    /// Wall-clock limit reached.
+    Timeout,
+    MemoryLimit,
+    CpuLimit,
+    OutputLimit,
+    /// The program attempted something its grants deny (e.g. a denied syscall).
+    Violation,
+    /// Warden could not run the program (setup failure, not found, interrupted).
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Exited => "exited",
+            Status::Signaled => "signaled",
+            Status::Timeout => "timeout",
+            Status::MemoryLimit => "memory_limit",
+            Status::CpuLimit => "cpu_limit",
+            Status::OutputLimit => "output_limit",
+            Status::Violation => "violation",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// Something the program tried and was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// e.g. `syscall`
+    pub kind: String,
+    /// e.g. `ptrace denied (3 attempts)`
+    pub detail: String,
+}
+
+/// How each limit was enforced on this run, e.g. `memory` → `cgroup_v1`.
+pub type Enforcement = BTreeMap<String, String>;
+
+/// What a backend observed. The engine turns it into a [`crate::Report`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+    pub peak_memory_bytes: u64,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub truncated: bool,
+    pub violations: Vec<Violation>,
+    pub enforcement: Enforcement,
+    /// Limits that could not be enforced as asked, and how they fell back.
+    pub warnings: Vec<String>,
+    /// Why the run is an `error`, or why it was stopped.
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// Exit status of `warden run` for this outcome, following timeout(1)
+    /// and the shell: the program's own code, 124 for a wall-clock timeout,
+    /// 128+N for a signal, 125 for Warden's own error; a failed exec keeps
+    /// its 126/127 exit code.
+    pub fn exit_status(&self) -> i32 {
+        match (self.status, self.exit_code, self.signal) {
+            (Status::Timeout, _, _) => 124,
+            (Status::Error, Some(code @ (126 | 127)), _) => code,
+            // Warden itself was interrupted by this signal.
+            (Status::Error, _, Some(sig)) => 128 + sig,
+            (Status::Error, _, _) => 125,
+            (_, _, Some(sig)) => 128 + sig,
+            (_, Some(code), _) => code,
+            _ => 125,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The one API Warden's front ends call: load and check policies (with
+//! their `extends` chain), turn a run request into an [`Invocation`] whose
+//! grants are the request ∩ the policy, pick a backend and run it.
+#![forbid(unsafe_code)]
+
+mod request;
+
+pub use request::{prepare, Prepared, RunRequest};
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use warden_core::{Backend, BackendError, Report};
+use warden_policy::{check, Policy, PolicyError, Severity};
+
+/// How deep an `extends` chain may go.
+pub const MAX_EXTENDS_DEPTH: usize = 16;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("cannot read policy {path}: {source}")]
+    ReadPolicy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policy {0}: extends chain is circular")]
+    ExtendsCycle(PathBuf),
+    #[error("policy {0}: extends chain is deeper than {MAX_EXTENDS_DEPTH}")]
+    ExtendsTooDeep(PathBuf),
+    #[error("{0}")]
+    Request(String),
+    #[error("unknown backend {0:?} (available: jail)")]
+    UnknownBackend(String),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+}
+
+/// Policies larger than this are refused before parsing.
+const MAX_POLICY_FILE: u64 = 1 << 20;
+
+fn read_policy_source(path: &Path) -> Result<String, EngineError> {
+    let read = || -> std::io::Result<String> {
+        let meta = fs::metadata(path)?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        if meta.len() > MAX_POLICY_FILE {
+            return Err(std::io::Error::other(format!("larger than {MAX_POLICY_FILE} bytes")));
+        }
+        fs::read_to_string(path)
+    };
+    read().map_err(|source| EngineError::ReadPolicy {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads a policy file and its `extends` chain, resolving relative paths
+/// in each file against that file's directory, and attenuates from the
+/// root down: the result is what the chain allows.
+pub fn load_policy(path: &Path) -> Result<Policy, EngineError> {
+    let mut chain: Vec<Policy> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut next = Some(path.to_path_buf());
+    while let Some(file) = next.take() {
+        let canonical = fs::canonicalize(&file).map_err(|source| EngineError::ReadPolicy {
+            path: file.clone(),
+            source,
+        })?;
+        if seen.contains(&canonical) {
+            return Err(EngineError::ExtendsCycle(file));
+        }
+        if seen.len() >= MAX_EXTENDS_DEPTH {
+            return Err(EngineError::ExtendsTooDeep(path.to_path_buf()));
+        }
+        seen.push(canonical.clone());
+        let source = read_policy_source(&file)?;
+        let base = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let policy = warden_policy::parse_policy(&source, &file.display().to_string())?.with_base(&base);
+        if let Some(parent) = &policy.extends {
+            next = Some(base.join(parent));
+        }
+        chain.push(policy);
+    }
+    let mut effective = chain.pop().ok_or_else(|| EngineError::Request("empty policy chain".into()))?;
+    while let Some(child) = chain.pop() {
+        effective = Policy::attenuate(&effective, &child)?;
+    }
+    Ok(effective)
+}
+
+/// `warden policy check`: every diagnostic of the file, rendered with
+/// file:line:column, then any error from its `extends` chain. Returns the
+/// lines and whether any is an error.
+pub fn check_policy_file(path: &Path) -> Result<(Vec<String>, bool), EngineError> {
+    let source = read_policy_source(path)?;
+    let origin = path.display().to_string();
+    let diagnostics = check(&source, &origin);
+    let mut failed = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    let mut lines: Vec<String> = diagnostics.iter().map(|d| d.render(&origin)).collect();
+    if !failed {
+        if let Err(e) = load_policy(path) {
+            failed = true;
+            lines.push(format!("{origin}: error: {e}"));
+        }
+    }
+    Ok((lines, failed))
+}
+
+/// Backends by name, created on first use (preparing one costs work that
+/// a run of another backend should not pay).
+#[derive(Default)]
+pub struct Engine {
+    jail: Option<warden_jail::JailBackend>,
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Engine::default()
+    }
+
+    fn backend(&mut self, name: &str) -> Result<&dyn Backend, EngineError> {
+        match name {
+            "jail" => {
+                if self.jail.is_none() {
+                    self.jail = Some(warden_jail::JailBackend::new()?);
+                }
+                Ok(self.jail.as_ref().map(|b| b as &dyn Backend).ok_or_else(|| EngineError::Request("jail backend unavailable".into()))?)
+            }
+            other => Err(EngineError::UnknownBackend(other.to_string())),
+        }
+    }
+
+    /// Runs a prepared invocation and builds its report.
+    pub fn run(&mut self, prepared: &Prepared) -> Result<Report, EngineError> {
+        let backend = self.backend(&prepared.backend)?;
+        let outcome = backend.run(&prepared.invocation)?;
+        Ok(Report::from_outcome(
+            outcome,
+            prepared.capabilities.clone(),
+            prepared.policy_digest.clone(),
+            prepared.invocation.invocation_id.clone(),
+            &prepared.backend,
+            Some(prepared.invocation.limits.clone()),
+        ))
+    }
+}
+
+/// Routes a request to a backend by name (the hybrid router grows here).
+pub fn route(requested: Option<&str>) -> Result<String, EngineError> {
+    match requested.unwrap_or("jail") {
+        "jail" => Ok("jail".into()),
+        other => Err(EngineError::UnknownBackend(other.to_string())),
+    }
+}

@@ -1,0 +1,220 @@
+//! From a run request (CLI flags or, later, an HTTP body) to a fully
+//! resolved [`Invocation`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use warden_core::{EffectiveLimits, Invocation};
+use warden_policy::{Capability, Grant, Limits, Policy};
+
+use crate::{load_policy, route, EngineError};
+
+/// What the caller asked for, unresolved.
+#[derive(Debug, Default, Clone)]
+pub struct RunRequest {
+    pub argv: Vec<String>,
+    pub policy: Option<PathBuf>,
+    /// Capability strings from `--allow`.
+    pub allow: Vec<String>,
+    /// `--env NAME` or `--env NAME=VALUE`.
+    pub env: Vec<String>,
+    /// Limits from flags.
+    pub limits: Limits,
+    pub workdir: Option<PathBuf>,
+    pub backend: Option<String>,
+    /// The caller's environment, where `--env NAME` and `env:NAME` grants
+    /// take their values.
+    pub caller_env: Vec<(String, String)>,
+    /// The caller's working directory (relative paths resolve against it).
+    pub cwd: PathBuf,
+}
+
+/// A request resolved against its policy, ready for [`crate::Engine::run`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub invocation: Invocation,
+    pub backend: String,
+    /// Effective grants as capability strings, for the report.
+    pub capabilities: Vec<String>,
+    pub policy_digest: String,
+}
+
+fn env_name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn fill(limits: &Limits) -> EffectiveLimits {
+    let d = EffectiveLimits::default();
+    EffectiveLimits {
+        memory_bytes: limits.memory.unwrap_or(d.memory_bytes),
+        cpu_time: limits.cpu_time.or(d.cpu_time),
+        wall_time: limits.wall_time.unwrap_or(d.wall_time),
+        pids: limits.pids.unwrap_or(d.pids),
+        cpu_percent: limits.cpu_percent.or(d.cpu_percent),
+        output_bytes: limits.output.unwrap_or(d.output_bytes),
+        file_size_bytes: limits.file_size.unwrap_or(d.file_size_bytes),
+        open_files: limits.open_files.unwrap_or(d.open_files),
+        tmpfs_bytes: limits.tmpfs.unwrap_or(d.tmpfs_bytes),
+    }
+}
+
+fn check_limits(l: &EffectiveLimits) -> Result<(), EngineError> {
+    let bad = |what: &str| Err(EngineError::Request(format!("{what} must be greater than zero")));
+    if l.memory_bytes < (1 << 20) {
+        return Err(EngineError::Request("memory limit must be at least 1MiB".into()));
+    }
+    if l.wall_time.is_zero() {
+        return bad("wall-time");
+    }
+    if l.cpu_time.is_some_and(|d| d.is_zero()) {
+        return bad("cpu-time");
+    }
+    if l.pids == 0 {
+        return bad("pids");
+    }
+    if l.open_files < 4 {
+        return Err(EngineError::Request("open-files must be at least 4".into()));
+    }
+    if l.tmpfs_bytes == 0 {
+        return bad("tmpfs size");
+    }
+    if l.cpu_percent == Some(0) {
+        return bad("cpu share");
+    }
+    Ok(())
+}
+
+/// The entry the user named — a relative program path, or the script an
+/// interpreter is given as its first non-option argument — when it is a
+/// regular file inside the working directory. It is mounted read-only so
+/// that `warden run -- python3 job.py` works without granting the whole
+/// directory; the report lists it among the capabilities.
+fn entry_file(argv: &[String], cwd: &Path) -> Option<PathBuf> {
+    let program = argv.first()?;
+    let candidate = if program.contains('/') {
+        program.as_str()
+    } else {
+        argv.iter().skip(1).find(|a| !a.starts_with('-'))?.as_str()
+    };
+    let path = Path::new(candidate);
+    if path.is_absolute() {
+        return None;
+    }
+    let canonical = fs::canonicalize(cwd.join(path)).ok()?;
+    let cwd = fs::canonicalize(cwd).ok()?;
+    (canonical.starts_with(&cwd) && fs::metadata(&canonical).ok()?.is_file()).then_some(canonical)
+}
+
+/// Resolves a request: parses grants, intersects them with the policy,
+/// fills limits, collects the environment and the working directory.
+pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, EngineError> {
+    if req.argv.is_empty() {
+        return Err(EngineError::Request("no command given (usage: warden run [OPTIONS] -- PROGRAM [ARGS...])".into()));
+    }
+    let backend = route(req.backend.as_deref())?;
+    let mut requested: Vec<Capability> = Vec::new();
+    let mut limits = req.limits.clone();
+    for text in &req.allow {
+        let cap: Capability = text
+            .parse()
+            .map_err(|e| EngineError::Request(format!("--allow {text}: {e}")))?;
+        match cap {
+            Capability::MemLimit(b) => limits.memory = Some(b),
+            Capability::CpuLimit(p) => limits.cpu_percent = Some(p),
+            Capability::TimeLimit(d) => limits.wall_time = Some(d),
+            Capability::ProcLimit(n) => limits.pids = Some(n),
+            other => requested.push(other.with_base(&req.cwd)),
+        }
+    }
+    let mut env_values: Vec<(String, String)> = Vec::new();
+    for item in &req.env {
+        let (name, value) = match item.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (item.clone(), None),
+        };
+        if !env_name_ok(&name) {
+            return Err(EngineError::Request(format!("--env {item}: invalid variable name {name:?}")));
+        }
+        let value = match value {
+            Some(v) => v,
+            None => req
+                .caller_env
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| EngineError::Request(format!("--env {name}: not set in warden's environment")))?,
+        };
+        requested.push(Capability::Env(name.clone()));
+        env_values.retain(|(k, _)| *k != name);
+        env_values.push((name, value));
+    }
+
+    let (grants, limits, policy_digest) = match &req.policy {
+        Some(path) => {
+            let policy = load_policy(&req.cwd.join(path))?;
+            let grants = if requested.is_empty() {
+                policy.grants.iter().map(|g| g.capability.clone()).collect()
+            } else {
+                policy.allow_request(&requested, &limits)?
+            };
+            let exceeding = limits.exceeding(&policy.limits);
+            if !exceeding.is_empty() {
+                return Err(EngineError::Request(format!(
+                    "requested limits exceed policy {}: {}",
+                    path.display(),
+                    exceeding.join(", ")
+                )));
+            }
+            let limits = limits.or(&policy.limits);
+            (grants, limits, policy.digest())
+        }
+        None => {
+            let policy = Policy {
+                grants: requested.iter().cloned().map(Grant::from).collect(),
+                limits: limits.clone(),
+                origin: "command line".into(),
+                ..Policy::default()
+            };
+            (requested, limits, policy.digest())
+        }
+    };
+    // Granted variables not given a value on the command line take the caller's.
+    for cap in &grants {
+        if let Capability::Env(name) = cap {
+            if !env_values.iter().any(|(k, _)| k == name) {
+                if let Some((_, v)) = req.caller_env.iter().find(|(k, _)| k == name) {
+                    env_values.push((name.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    let effective = fill(&limits);
+    check_limits(&effective)?;
+
+    let workdir = match &req.workdir {
+        Some(dir) => fs::canonicalize(req.cwd.join(dir))
+            .map_err(|e| EngineError::Request(format!("--workdir {}: {e}", dir.display())))?,
+        None => fs::canonicalize(&req.cwd).unwrap_or_else(|_| PathBuf::from("/")),
+    };
+    let mut capabilities = grants;
+    if let Some(entry) = entry_file(&req.argv, &req.cwd) {
+        if !warden_jail::is_granted(&entry, &capabilities) {
+            capabilities.push(Capability::FsRead(entry));
+        }
+    }
+    Ok(Prepared {
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        invocation: Invocation {
+            invocation_id,
+            argv: req.argv.clone(),
+            env: env_values,
+            workdir,
+            capabilities,
+            limits: effective,
+        },
+        backend,
+        policy_digest,
+    })
+}

@@ -1,0 +1,165 @@
+//! cgroup v1: one directory per controller hierarchy (memory, pids, cpu,
+//! cpuacct), which may be co-mounted.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use warden_core::EffectiveLimits;
+
+use super::{
+    clean_stale_in, kill_procs, own_dir, read_keyed, read_u64, remove_dir_patiently, write,
+    CgroupDriver, CgroupMount, JailCgroup,
+};
+
+const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+const CFS_PERIOD_US: u64 = 100_000;
+
+pub struct V1Driver {
+    /// Warden's parent directory in each controller's hierarchy, in
+    /// CONTROLLERS order (co-mounted controllers share a path).
+    parents: [PathBuf; 4],
+}
+
+impl V1Driver {
+    pub(crate) fn new(mounts: &[CgroupMount], own_cgroups: &str) -> Result<Self, String> {
+        let mut parents: Vec<PathBuf> = Vec::new();
+        for controller in CONTROLLERS {
+            let mount = mounts
+                .iter()
+                .find(|m| m.fstype == "cgroup" && m.options.iter().any(|o| o == controller))
+                .ok_or_else(|| format!("the {controller} controller is not mounted"))?;
+            let own = own_cgroups
+                .lines()
+                .find_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    ctrls.split(',').any(|c| c == controller).then_some(path)
+                })
+                .unwrap_or("/");
+            let parent = own_dir(mount, own).join("warden");
+            match fs::create_dir(&parent) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("cannot create {}: {e}", parent.display())),
+            }
+            parents.push(parent);
+        }
+        let parents: [PathBuf; 4] = parents
+            .try_into()
+            .map_err(|_| "internal: controller count".to_string())?;
+        Ok(V1Driver { parents })
+    }
+
+    fn distinct_parents(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = Vec::new();
+        for p in &self.parents {
+            if !v.contains(&p.as_path()) {
+                v.push(p);
+            }
+        }
+        v
+    }
+}
+
+impl CgroupDriver for V1Driver {
+    fn mechanism(&self) -> &'static str {
+        "cgroup_v1"
+    }
+
+    fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>> {
+        let dirs: Vec<PathBuf> = self.distinct_parents().iter().map(|p| p.join(name)).collect();
+        let mut group = V1Cgroup {
+            memory: self.parents[0].join(name),
+            pids: self.parents[1].join(name),
+            cpu: self.parents[2].join(name),
+            cpuacct: self.parents[3].join(name),
+            dirs: Vec::new(),
+        };
+        for dir in dirs {
+            fs::create_dir(&dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+            group.dirs.push(dir);
+        }
+        // From here on a failure drops `group`, whose Drop is not relied on:
+        // callers call remove(); do it here on error.
+        if let Err(e) = group.apply(limits) {
+            let _ = group.remove();
+            return Err(e);
+        }
+        Ok(Box::new(group))
+    }
+
+    fn clean_stale(&self) {
+        for parent in self.distinct_parents() {
+            clean_stale_in(parent);
+        }
+    }
+}
+
+struct V1Cgroup {
+    memory: PathBuf,
+    pids: PathBuf,
+    cpu: PathBuf,
+    cpuacct: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+impl V1Cgroup {
+    fn apply(&self, limits: &EffectiveLimits) -> io::Result<()> {
+        write(&self.memory.join("memory.limit_in_bytes"), limits.memory_bytes.to_string())?;
+        // Count swap too, so the limit cannot be dodged by swapping out.
+        let memsw = self.memory.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            write(&memsw, limits.memory_bytes.to_string())?;
+        }
+        let _ = write(&self.memory.join("memory.swappiness"), "0");
+        write(&self.pids.join("pids.max"), limits.pids.to_string())?;
+        if let Some(pct) = limits.cpu_percent {
+            write(&self.cpu.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string())?;
+            let quota = (CFS_PERIOD_US * pct as u64 / 100).max(1000);
+            write(&self.cpu.join("cpu.cfs_quota_us"), quota.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl JailCgroup for V1Cgroup {
+    fn mechanism(&self) -> &'static str {
+        "cgroup_v1"
+    }
+
+    fn add_process(&self, pid: libc::pid_t) -> io::Result<()> {
+        let pid = pid.to_string();
+        for dir in &self.dirs {
+            write(&dir.join("cgroup.procs"), &pid)?;
+        }
+        Ok(())
+    }
+
+    fn cpu_usage_ns(&self) -> Option<u64> {
+        read_u64(&self.cpuacct.join("cpuacct.usage"))
+    }
+
+    fn peak_memory_bytes(&self) -> Option<u64> {
+        read_u64(&self.memory.join("memory.max_usage_in_bytes"))
+    }
+
+    fn oom_killed(&self) -> bool {
+        read_keyed(&self.memory.join("memory.oom_control"), "oom_kill").unwrap_or(0) > 0
+    }
+
+    fn kill_all(&self) {
+        kill_procs(&self.pids);
+    }
+
+    fn remove(&self) -> io::Result<()> {
+        let mut first_err = None;
+        for dir in &self.dirs {
+            if let Err(e) = remove_dir_patiently(dir) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}

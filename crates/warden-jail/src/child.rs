@@ -1,0 +1,218 @@
+//! Code that runs inside the jail: the init process (PID 1 of the new PID
+//! namespace), which builds the root and reaps, and the program process it
+//! forks, which drops every privilege and executes the untrusted program.
+//! Both run in a single-threaded child of the supervisor and end in
+//! `exec` or `_exit`.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::mounts::{self, MountPlan, STAGING};
+use crate::seccomp::SeccompProgram;
+use crate::sys;
+
+/// Messages from the jail to the supervisor on the status pipe: a tag,
+/// a little-endian u32 length, then the payload.
+pub(crate) const MSG_SETUP_ERROR: u8 = b'E';
+pub(crate) const MSG_EXEC_ERROR: u8 = b'X';
+pub(crate) const MSG_EXITED: u8 = b'W';
+
+/// Everything the child needs, prepared by the supervisor before forking.
+pub(crate) struct ChildPlan<'a> {
+    pub mounts: &'a MountPlan,
+    pub seccomp: &'a SeccompProgram,
+    pub uid_map: Vec<u8>,
+    pub gid_map: Vec<u8>,
+    pub workdir: CString,
+    /// Absolute paths to try, in order (PATH lookup done in advance).
+    pub candidates: Vec<CString>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub status: OwnedFd,
+    pub go: OwnedFd,
+    pub notify: OwnedFd,
+}
+
+fn send(status: RawFd, tag: u8, payload: &[u8]) {
+    let payload = &payload[..payload.len().min(2048)];
+    let mut msg = Vec::with_capacity(5 + payload.len());
+    msg.push(tag);
+    msg.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    msg.extend_from_slice(payload);
+    let _ = sys::write_all(status, &msg);
+}
+
+fn fail(status: RawFd, what: &str, err: impl std::fmt::Display) -> ! {
+    send(status, MSG_SETUP_ERROR, format!("{what}: {err}").as_bytes());
+    sys::exit_now(125)
+}
+
+/// Entry point of PID 1 in the jail. Never returns.
+pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
+    let status = plan.status.as_raw_fd();
+    // Die with the supervisor; taking PID 1 down takes the whole jail.
+    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) {
+        fail(status, "set parent-death signal", e);
+    }
+    if let Err(e) = setup_identity(&plan) {
+        fail(status, "map user namespace ids", e);
+    }
+    if let Err(e) = sys::sethostname(b"warden") {
+        fail(status, "set hostname", e);
+    }
+    if let Err(msg) = build_root(plan.mounts) {
+        fail(status, "build jail root", msg);
+    }
+    if let Err(e) = sys::loopback_up() {
+        fail(status, "bring up loopback", e);
+    }
+    if let Err(e) = sys::chdir(&plan.workdir) {
+        fail(status, &format!("enter working directory {}", plan.workdir.to_string_lossy()), e);
+    }
+    // Wait until the supervisor has put us into the run's cgroup.
+    let mut byte = [0u8; 1];
+    match sys::read(plan.go.as_raw_fd(), &mut byte) {
+        Ok(1) => {}
+        _ => sys::exit_now(125),
+    }
+    if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
+        fail(status, "create cgroup namespace", e);
+    }
+    // SAFETY: this child is single-threaded (forked from a single-threaded
+    // supervisor) and the program branch ends in exec or _exit.
+    #[allow(unsafe_code)]
+    let program = match unsafe { sys::fork() } {
+        Ok(0) => run_program(&plan),
+        Ok(pid) => pid,
+        Err(e) => fail(status, "fork program", e),
+    };
+    // The program's ends of the pipes must not stay open here.
+    let status_fd = plan.status;
+    drop(plan.stdout);
+    drop(plan.stderr);
+    drop(plan.notify);
+    drop(plan.go);
+    let status = status_fd.as_raw_fd();
+    let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
+    let _ = sys::drop_all_capabilities();
+    let _ = sys::set_no_new_privs();
+    reap(program, status)
+}
+
+fn setup_identity(plan: &ChildPlan<'_>) -> std::io::Result<()> {
+    sys::write_file(c"/proc/self/setgroups", b"deny")?;
+    sys::write_file(c"/proc/self/uid_map", &plan.uid_map)?;
+    sys::write_file(c"/proc/self/gid_map", &plan.gid_map)
+}
+
+fn build_root(plan: &MountPlan) -> Result<(), String> {
+    let step = |what: &str, r: std::io::Result<()>| r.map_err(|e| format!("{what}: {e}"));
+    step(
+        "make mounts private",
+        sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
+    )?;
+    step(
+        "mount root tmpfs",
+        sys::mount(
+            Some(c"tmpfs"),
+            STAGING,
+            Some(c"tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some(c"size=4m,nr_inodes=4096,mode=0755"),
+        ),
+    )?;
+    let root: OwnedFd = std::fs::File::open(STAGING.to_str().unwrap_or("/tmp"))
+        .map_err(|e| format!("open staging root: {e}"))?
+        .into();
+    mounts::apply(plan, root.as_raw_fd())?;
+    drop(root);
+    step("enter staging root", sys::chdir(STAGING))?;
+    step("pivot_root", sys::pivot_root_here())?;
+    step("detach old root", sys::umount_detach(c"."))?;
+    step("enter new root", sys::chdir(c"/"))?;
+    step(
+        "make root read-only",
+        sys::mount(
+            None,
+            c"/",
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            None,
+        ),
+    )
+}
+
+/// Reaps every process of the jail until the program itself exits, then
+/// reports its status and resource use, and exits: the kernel then kills
+/// whatever else is left in the PID namespace.
+fn reap(program: libc::pid_t, status: RawFd) -> ! {
+    loop {
+        match sys::waitpid(-1, libc::__WALL) {
+            Ok((pid, wstatus)) if pid == program => {
+                let (cpu_us, maxrss) = sys::children_usage();
+                let mut payload = Vec::with_capacity(20);
+                payload.extend_from_slice(&wstatus.to_le_bytes());
+                payload.extend_from_slice(&cpu_us.to_le_bytes());
+                payload.extend_from_slice(&maxrss.to_le_bytes());
+                send(status, MSG_EXITED, &payload);
+                sys::exit_now(0);
+            }
+            Ok(_) => continue,
+            Err(_) => sys::exit_now(0),
+        }
+    }
+}
+
+/// The program process: drop everything, then exec. Never returns.
+fn run_program(plan: &ChildPlan<'_>) -> ! {
+    let status = plan.status.as_raw_fd();
+    if let Err(e) = drop_privileges_and_filter(plan) {
+        fail(status, "confine program", e);
+    }
+    let argv: Vec<*const libc::c_char> =
+        plan.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const libc::c_char> =
+        plan.envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let mut errno = libc::ENOENT;
+    for path in &plan.candidates {
+        let err = sys::execve(path, &argv, &envp);
+        let code = err.raw_os_error().unwrap_or(libc::ENOENT);
+        // Keep the most telling error: "exists but cannot run" beats "not found".
+        if code != libc::ENOENT && code != libc::ENOTDIR {
+            errno = code;
+        }
+    }
+    send(status, MSG_EXEC_ERROR, &errno.to_le_bytes());
+    sys::exit_now(if errno == libc::ENOENT { 127 } else { 126 })
+}
+
+fn drop_privileges_and_filter(plan: &ChildPlan<'_>) -> std::io::Result<()> {
+    // A new session: no controlling terminal, so no TIOCSTI into the caller's.
+    sys::setsid()?;
+    sys::dup2(plan.stdout.as_raw_fd(), 1)?;
+    sys::dup2(plan.stderr.as_raw_fd(), 2)?;
+    // Undo what the supervisor set for itself: blocked termination signals
+    // and an ignored SIGPIPE would otherwise survive exec.
+    sys::unblock_all_signals();
+    // SAFETY: resetting a signal disposition to its default takes integers only.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    for (resource, value) in &plan.rlimits {
+        sys::setrlimit(*resource, *value)?;
+    }
+    sys::drop_all_capabilities()?;
+    sys::set_no_new_privs()?;
+    let listener = sys::seccomp_install_with_listener(plan.seccomp.instructions())?;
+    // From here on only allowlisted syscalls may be used, or we would block
+    // on a supervisor that does not yet hold the listener.
+    sys::send_fd(plan.notify.as_raw_fd(), listener.as_raw_fd())?;
+    drop(listener);
+    // Every descriptor but stdio closes at exec; the status pipe stays
+    // usable until then to report an exec failure.
+    sys::cloexec_from(3)
+}

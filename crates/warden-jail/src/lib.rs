@@ -1,0 +1,347 @@
+//! Warden's Linux jail backend. Each run gets fresh user, mount, PID,
+//! network, IPC, UTS and cgroup namespaces, a minimal root built by
+//! pivot_root, a seccomp allowlist whose refusals are reported by name,
+//! and cgroup limits (v1 or v2) — with rlimit fallbacks that the report
+//! names when no cgroup is available.
+//!
+//! The backend forks: call [`JailBackend::run`] from a single-threaded
+//! process (the `warden` CLI is one).
+#![deny(unsafe_code)]
+
+mod cgroup;
+mod child;
+mod mounts;
+mod seccomp;
+mod supervisor;
+// The one module that makes raw system calls; every block is justified there.
+#[allow(unsafe_code)]
+mod sys;
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use warden_core::{Backend, BackendError, Enforcement, Invocation, Outcome, Status};
+use warden_policy::Capability;
+
+use crate::cgroup::{CgroupDriver, JailCgroup};
+use crate::child::ChildPlan;
+use crate::mounts::{GrantMount, MountPlan, SystemLayout};
+use crate::seccomp::SeccompProgram;
+use crate::supervisor::{classify, Watch};
+
+pub use crate::seccomp::SeccompError;
+
+/// The uid and gid the program has inside the jail.
+pub const SANDBOX_ID: u32 = 1000;
+
+/// PATH inside the jail, used to find the program.
+pub const JAIL_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The jail backend, prepared once: the seccomp program, the probed system
+/// layout and the cgroup driver are reused by every run.
+pub struct JailBackend {
+    seccomp: SeccompProgram,
+    layout: SystemLayout,
+    cgroups: Result<Box<dyn CgroupDriver>, String>,
+    signals: OwnedFd,
+}
+
+impl JailBackend {
+    pub fn new() -> Result<Self, BackendError> {
+        let seccomp = SeccompProgram::jail_default()
+            .map_err(|e| BackendError::Unavailable("jail".into(), e.to_string()))?;
+        let layout = SystemLayout::probe().map_err(|e| BackendError::setup("probe system layout", e))?;
+        let cgroups = cgroup::detect();
+        if let Ok(driver) = &cgroups {
+            driver.clean_stale();
+        }
+        let signals = sys::signalfd_for_termination()
+            .map_err(|e| BackendError::setup("watch termination signals", e))?;
+        Ok(JailBackend {
+            seccomp,
+            layout,
+            cgroups,
+            signals,
+        })
+    }
+}
+
+/// Rejects capabilities this backend cannot enforce rather than ignoring them.
+fn check_supported(cap: &Capability) -> Result<(), BackendError> {
+    match cap {
+        Capability::FsRead(_) | Capability::FsWrite(_) | Capability::Env(_) => Ok(()),
+        c if c.is_limit() => Ok(()),
+        other => Err(BackendError::Invalid(format!(
+            "capability {other} cannot be enforced by the jail backend yet (the jail has no network and no secrets)"
+        ))),
+    }
+}
+
+fn resolve_grants(caps: &[Capability]) -> Result<Vec<GrantMount>, BackendError> {
+    let mut by_path: Vec<(PathBuf, bool)> = Vec::new();
+    for cap in caps {
+        check_supported(cap)?;
+        let (path, writable) = match cap {
+            Capability::FsRead(p) => (p, false),
+            Capability::FsWrite(p) => (p, true),
+            _ => continue,
+        };
+        let canonical = std::fs::canonicalize(path).map_err(|e| {
+            BackendError::Invalid(format!("grant {cap}: {}: {e}", path.display()))
+        })?;
+        match by_path.iter_mut().find(|(p, _)| *p == canonical) {
+            Some(entry) => entry.1 |= writable,
+            None => by_path.push((canonical, writable)),
+        }
+    }
+    by_path
+        .into_iter()
+        .map(|(path, writable)| {
+            let (fd, is_dir, locked) = mounts::open_source(&path)
+                .map_err(|e| BackendError::Invalid(format!("grant {}: {e}", path.display())))?;
+            Ok(GrantMount { path, fd, is_dir, writable, locked })
+        })
+        .collect()
+}
+
+fn cstrings(items: impl IntoIterator<Item = impl Into<Vec<u8>>>) -> Result<Vec<CString>, BackendError> {
+    items
+        .into_iter()
+        .map(|s| CString::new(s).map_err(|_| BackendError::Invalid("argument or variable contains a NUL byte".into())))
+        .collect()
+}
+
+/// Candidate absolute paths for argv[0], looked up on the jail's PATH.
+fn candidates(program: &str) -> Vec<Vec<u8>> {
+    if program.contains('/') {
+        return vec![program.as_bytes().to_vec()];
+    }
+    JAIL_PATH.split(':').map(|dir| format!("{dir}/{program}").into_bytes()).collect()
+}
+
+struct Limits {
+    rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    enforcement: Enforcement,
+    warnings: Vec<String>,
+}
+
+fn plan_limits(inv: &Invocation, cgroup: Option<&dyn JailCgroup>, cgroup_error: Option<&str>) -> Limits {
+    let l = &inv.limits;
+    let mut rlimits = vec![
+        (libc::RLIMIT_FSIZE, l.file_size_bytes),
+        (libc::RLIMIT_NOFILE, l.open_files),
+        (libc::RLIMIT_CORE, 0),
+        (libc::RLIMIT_MEMLOCK, 64 << 10),
+    ];
+    let mut enforcement = Enforcement::new();
+    let mut warnings = Vec::new();
+    enforcement.insert("wall_time".into(), "supervisor".into());
+    enforcement.insert("output".into(), "supervisor".into());
+    enforcement.insert("file_size".into(), "rlimit_fsize".into());
+    enforcement.insert("open_files".into(), "rlimit_nofile".into());
+    enforcement.insert("tmpfs".into(), "tmpfs_size".into());
+    match cgroup {
+        Some(cg) => {
+            let m = cg.mechanism().to_string();
+            enforcement.insert("memory".into(), m.clone());
+            enforcement.insert("pids".into(), m.clone());
+            if l.cpu_time.is_some() {
+                enforcement.insert("cpu_time".into(), format!("{m}_accounting"));
+            }
+            if l.cpu_percent.is_some() {
+                enforcement.insert("cpu_share".into(), m);
+            }
+        }
+        None => {
+            let why = cgroup_error.unwrap_or("no cgroup available");
+            rlimits.push((libc::RLIMIT_AS, l.memory_bytes));
+            enforcement.insert("memory".into(), "rlimit_as".into());
+            warnings.push(format!(
+                "memory limit falls back to RLIMIT_AS (address space per process, not a total) because {why}"
+            ));
+            rlimits.push((libc::RLIMIT_NPROC, l.pids as u64));
+            enforcement.insert("pids".into(), "rlimit_nproc".into());
+            warnings.push("pids limit falls back to RLIMIT_NPROC (per user inside the jail)".into());
+            if let Some(cpu) = l.cpu_time {
+                rlimits.push((libc::RLIMIT_CPU, cpu.as_secs_f64().ceil().max(1.0) as u64));
+                enforcement.insert("cpu_time".into(), "rlimit_cpu".into());
+                warnings.push("cpu time limit falls back to RLIMIT_CPU (per process, whole seconds)".into());
+            }
+            if l.cpu_percent.is_some() {
+                enforcement.insert("cpu_share".into(), "not_enforced".into());
+                warnings.push(format!("cpu share limit cannot be enforced without a cgroup: {why}"));
+            }
+        }
+    }
+    Limits { rlimits, enforcement, warnings }
+}
+
+impl Backend for JailBackend {
+    fn name(&self) -> &'static str {
+        "jail"
+    }
+
+    fn run(&self, inv: &Invocation) -> Result<Outcome, BackendError> {
+        let program = inv
+            .argv
+            .first()
+            .ok_or_else(|| BackendError::Invalid("no program to run".into()))?;
+        if !mounts::is_clean_absolute(&inv.workdir) {
+            return Err(BackendError::Invalid(format!(
+                "working directory {} must be an absolute path without . or ..",
+                inv.workdir.display()
+            )));
+        }
+        let grants = resolve_grants(&inv.capabilities)?;
+        let plan = MountPlan::build(&self.layout, grants, &inv.workdir, inv.limits.tmpfs_bytes)
+            .map_err(|e| BackendError::setup("plan jail mounts", e))?;
+
+        let group_name = format!("{}-{}", sys::getpid(), inv.invocation_id);
+        let (cgroup, cgroup_error): (Option<Box<dyn JailCgroup>>, Option<String>) = match &self.cgroups {
+            Ok(driver) => match driver.create(&group_name, &inv.limits) {
+                Ok(cg) => (Some(cg), None),
+                Err(e) => return Err(BackendError::setup("create cgroup", e)),
+            },
+            Err(why) => (None, Some(why.clone())),
+        };
+        let limits = plan_limits(inv, cgroup.as_deref(), cgroup_error.as_deref());
+        let result = self.run_in(inv, program, &plan, cgroup.as_deref(), limits);
+        if let Some(cg) = &cgroup {
+            cg.kill_all();
+            let _ = cg.remove();
+        }
+        result
+    }
+}
+
+impl JailBackend {
+    fn run_in(
+        &self,
+        inv: &Invocation,
+        program: &str,
+        plan: &MountPlan,
+        cgroup: Option<&dyn JailCgroup>,
+        limits: Limits,
+    ) -> Result<Outcome, BackendError> {
+        let setup = |what: &'static str| move |e| BackendError::setup(what, e);
+        let (stdout_r, stdout_w) = sys::pipe().map_err(setup("create stdout pipe"))?;
+        let (stderr_r, stderr_w) = sys::pipe().map_err(setup("create stderr pipe"))?;
+        let (status_r, status_w) = sys::pipe().map_err(setup("create status pipe"))?;
+        let (go_r, go_w) = sys::pipe().map_err(setup("create start pipe"))?;
+        let (notify_parent, notify_child) = sys::socketpair().map_err(setup("create notify socket"))?;
+
+        let mut env: Vec<Vec<u8>> = vec![format!("PATH={JAIL_PATH}").into_bytes()];
+        env.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));
+        let child_plan = ChildPlan {
+            mounts: plan,
+            seccomp: &self.seccomp,
+            uid_map: format!("{SANDBOX_ID} {} 1\n", sys::getuid()).into_bytes(),
+            gid_map: format!("{SANDBOX_ID} {} 1\n", sys::getgid()).into_bytes(),
+            workdir: CString::new(inv.workdir.as_os_str().as_bytes())
+                .map_err(|_| BackendError::Invalid("working directory contains a NUL byte".into()))?,
+            candidates: cstrings(candidates(program))?,
+            argv: cstrings(inv.argv.iter().map(|a| a.as_bytes().to_vec()))?,
+            envp: cstrings(env)?,
+            rlimits: limits.rlimits.clone(),
+            stdout: stdout_w,
+            stderr: stderr_w,
+            status: status_w,
+            go: go_r,
+            notify: notify_child,
+        };
+
+        let flags = (libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS) as libc::c_ulong;
+        let started = Instant::now();
+        // SAFETY: Warden's CLI is single-threaded when it runs a jail (see
+        // the crate docs), and the child only runs `run_init`, which ends
+        // in exec or _exit.
+        #[allow(unsafe_code)]
+        let init_pid = match unsafe { sys::clone_fork(flags) } {
+            Ok(0) => child::run_init(child_plan),
+            Ok(pid) => pid,
+            Err(e) => return Err(BackendError::setup("create namespaces (clone)", e)),
+        };
+        // Close the child's ends here so EOF means the jail is gone.
+        drop(child_plan);
+
+        let mut joined = Ok(());
+        if let Some(cg) = cgroup {
+            joined = cg.add_process(init_pid);
+        }
+        if let Err(e) = joined {
+            let _ = sys::kill(init_pid, libc::SIGKILL);
+            let _ = sys::waitpid(init_pid, 0);
+            return Err(BackendError::setup("join cgroup", e));
+        }
+        let _ = sys::write_all(std::os::fd::AsRawFd::as_raw_fd(&go_w), b"g");
+        drop(go_w);
+
+        let observed = supervisor::watch(Watch {
+            init_pid,
+            cgroup,
+            stdout: stdout_r,
+            stderr: stderr_r,
+            status: status_r,
+            notify: notify_parent,
+            signals: std::os::fd::AsRawFd::as_raw_fd(&self.signals),
+            wall_limit: inv.limits.wall_time,
+            cpu_limit: inv.limits.cpu_time,
+            output_limit: inv.limits.output_bytes,
+            started,
+        });
+        let _ = sys::waitpid(init_pid, 0);
+
+        let oom = cgroup.is_some_and(|c| c.oom_killed());
+        let (mut status, mut exit_code, signal) = classify(&observed, oom);
+        let (rusage_cpu_us, rusage_rss) = observed.program.map_or((0, 0), |(_, c, r)| (c, r));
+        let cpu_ms = cgroup
+            .and_then(|c| c.cpu_usage_ns())
+            .map_or(rusage_cpu_us / 1000, |ns| ns / 1_000_000);
+        let peak_memory_bytes = cgroup.and_then(|c| c.peak_memory_bytes()).unwrap_or(rusage_rss);
+        let mut error = observed.setup_error.clone();
+        if let Some(errno) = observed.exec_errno {
+            let err = std::io::Error::from_raw_os_error(errno);
+            status = Status::Error;
+            exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
+            error = Some(if errno == libc::ENOENT {
+                format!("{program}: command not found in the jail (PATH={JAIL_PATH})")
+            } else {
+                format!("{program}: cannot execute: {err}")
+            });
+        }
+        if status == Status::Error && error.is_none() {
+            error = Some(match observed.stop {
+                Some(supervisor::StopCause::Interrupted(sig)) => format!("interrupted by signal {sig}"),
+                _ => "the jail's init process died before the program finished".into(),
+            });
+        }
+        Ok(Outcome {
+            status,
+            exit_code,
+            signal,
+            wall_ms: observed.wall.as_millis() as u64,
+            cpu_ms,
+            peak_memory_bytes,
+            stdout_bytes: observed.stdout_bytes,
+            stderr_bytes: observed.stderr_bytes,
+            truncated: observed.truncated,
+            violations: observed.violations(),
+            enforcement: limits.enforcement,
+            warnings: limits.warnings,
+            error,
+        })
+    }
+}
+
+/// Whether `path` lies inside one of the granted filesystem paths.
+pub fn is_granted(path: &Path, caps: &[Capability]) -> bool {
+    caps.iter().any(|c| c.path().is_some_and(|p| path.starts_with(p)))
+}

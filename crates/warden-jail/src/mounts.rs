@@ -1,0 +1,431 @@
+//! The jail's filesystem: a plan of mount operations built in the
+//! supervisor (where allocation and error reporting are easy) and applied
+//! by the jail's init inside its new mount namespace.
+//!
+//! Every target is created and opened beneath the new root with symlinks
+//! refused (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), and every
+//! user-supplied source is an O_PATH descriptor opened the same way by the
+//! supervisor, so neither end of a bind mount can be redirected by a
+//! symlink or `..`, nor swapped between check and use.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::sys;
+
+/// Where the new root is assembled inside the private mount namespace.
+pub(crate) const STAGING: &std::ffi::CStr = c"/tmp";
+
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A trusted host path (the system runtime).
+    HostPath(CString),
+    /// A descriptor opened by the supervisor (user grants, the entry file).
+    Fd(OwnedFd),
+}
+
+#[derive(Debug)]
+pub(crate) enum Op {
+    Bind {
+        source: Source,
+        /// Relative to the new root, no leading `/`.
+        target: CString,
+        is_dir: bool,
+        readonly: bool,
+        /// Device nodes stay usable (only for the jail's own /dev entries).
+        devices: bool,
+        /// MS_* flags the source mount has and a remount must keep.
+        locked: libc::c_ulong,
+    },
+    Tmpfs {
+        target: CString,
+        options: CString,
+        flags: libc::c_ulong,
+    },
+    Proc {
+        target: CString,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Dir {
+        path: CString,
+    },
+    File {
+        path: CString,
+        contents: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MountPlan {
+    pub ops: Vec<Op>,
+}
+
+/// Host paths of the read-only system runtime.
+const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// The few /etc entries interpreters need. Never shadow, gshadow, sudoers,
+/// ssh keys or the host's passwd/group: those are generated.
+const ETC_ENTRIES: &[&str] = &[
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "host.conf",
+    "gai.conf", "protocols", "services", "mime.types", "alternatives", "ssl", "ca-certificates",
+    "os-release", "debian_version", "python3", "python3.11", "python3.12", "python3.13", "php",
+    "nodejs", "magic", "magic.mime", "locale.alias",
+];
+
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+
+const PASSWD: &str = "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n\
+sandbox:x:1000:1000:warden sandbox:/tmp:/bin/sh\n\
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
+const HOSTS: &str = "127.0.0.1\tlocalhost warden\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+fn rel(path: &str) -> io::Result<CString> {
+    sys::cstring(path.trim_start_matches('/'))
+}
+
+fn rel_path(path: &Path) -> io::Result<CString> {
+    sys::cstring(path.as_os_str().as_bytes().strip_prefix(b"/").unwrap_or(path.as_os_str().as_bytes()))
+}
+
+/// The part of the plan that is the same for every run: probed once.
+#[derive(Debug, Clone)]
+pub(crate) struct SystemLayout {
+    entries: Vec<SystemEntry>,
+    /// Device nodes for /dev with their mounts' locked flags.
+    devices: Vec<(String, libc::c_ulong)>,
+}
+
+#[derive(Debug, Clone)]
+enum SystemEntry {
+    Link { link: String, target: PathBuf },
+    Dir { path: String, locked: libc::c_ulong },
+    File { path: String, locked: libc::c_ulong },
+}
+
+impl SystemLayout {
+    pub(crate) fn probe() -> io::Result<Self> {
+        let mut entries = Vec::new();
+        let candidates = SYSTEM_DIRS
+            .iter()
+            .map(|d| format!("/{d}"))
+            .chain(ETC_ENTRIES.iter().map(|e| format!("/etc/{e}")));
+        for path in candidates {
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                entries.push(SystemEntry::Link {
+                    target: fs::read_link(&path)?,
+                    link: path,
+                });
+                continue;
+            }
+            let file = fs::File::open(&path)?;
+            let locked = sys::locked_mount_flags(file.as_raw_fd())?;
+            if meta.is_dir() {
+                entries.push(SystemEntry::Dir { path, locked });
+            } else if meta.is_file() {
+                entries.push(SystemEntry::File { path, locked });
+            }
+        }
+        if !entries.iter().any(|e| matches!(e, SystemEntry::Dir { path, .. } if path == "/usr")) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "/usr is not a directory on this host"));
+        }
+        let mut devices = Vec::new();
+        for dev in DEVICES {
+            let path = format!("/dev/{dev}");
+            let file = fs::File::open(&path)?;
+            devices.push((path, sys::locked_mount_flags(file.as_raw_fd())?));
+        }
+        Ok(SystemLayout { entries, devices })
+    }
+}
+
+/// A user grant, resolved by the supervisor.
+#[derive(Debug)]
+pub(crate) struct GrantMount {
+    pub path: PathBuf,
+    pub fd: OwnedFd,
+    pub is_dir: bool,
+    pub writable: bool,
+    pub locked: libc::c_ulong,
+}
+
+/// Opens a host path with every symlink refused, for use as a bind
+/// source. The path must already be canonical (absolute, no symlinks).
+pub(crate) fn open_source(path: &Path) -> io::Result<(OwnedFd, bool, libc::c_ulong)> {
+    let root = fs::File::open("/")?;
+    let relative = rel_path(path)?;
+    let fd = if relative.as_bytes().is_empty() {
+        fs::File::open("/")?.into()
+    } else {
+        sys::open_beneath(root.as_raw_fd(), &relative, libc::O_PATH as u64)?
+    };
+    let meta = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let locked = sys::locked_mount_flags(fd.as_raw_fd()).or_else(|_| {
+        // O_PATH descriptors do not support fstatvfs on older kernels.
+        let f = fs::File::open(path)?;
+        sys::locked_mount_flags(f.as_raw_fd())
+    })?;
+    Ok((fd, meta.is_dir(), locked))
+}
+
+impl MountPlan {
+    pub(crate) fn build(
+        layout: &SystemLayout,
+        grants: Vec<GrantMount>,
+        workdir: &Path,
+        tmpfs_bytes: u64,
+    ) -> io::Result<MountPlan> {
+        let mut ops = Vec::with_capacity(layout.entries.len() + grants.len() + 24);
+        ops.push(Op::Dir { path: rel("etc")? });
+        for entry in &layout.entries {
+            ops.push(match entry {
+                SystemEntry::Link { link, target } => Op::Symlink {
+                    target: sys::cstring(target.as_os_str().as_bytes())?,
+                    link: rel(link)?,
+                },
+                SystemEntry::Dir { path, locked } | SystemEntry::File { path, locked } => Op::Bind {
+                    source: Source::HostPath(sys::cstring(path.as_str())?),
+                    target: rel(path)?,
+                    is_dir: matches!(entry, SystemEntry::Dir { .. }),
+                    readonly: true,
+                    devices: false,
+                    locked: *locked,
+                },
+            });
+        }
+        for (name, contents) in [("etc/passwd", PASSWD), ("etc/group", GROUP), ("etc/hosts", HOSTS), ("etc/hostname", "warden\n")] {
+            ops.push(Op::File { path: rel(name)?, contents: contents.as_bytes().to_vec() });
+        }
+        ops.push(Op::Proc { target: rel("proc")? });
+        ops.push(Op::Tmpfs {
+            target: rel("dev")?,
+            options: sys::cstring("size=64k,nr_inodes=64,mode=0755")?,
+            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        });
+        for (dev, locked) in &layout.devices {
+            ops.push(Op::Bind {
+                source: Source::HostPath(sys::cstring(dev.as_str())?),
+                target: rel(dev)?,
+                is_dir: false,
+                readonly: false,
+                devices: true,
+                locked: *locked,
+            });
+        }
+        for (link, target) in [("dev/fd", "/proc/self/fd"), ("dev/stdin", "/proc/self/fd/0"), ("dev/stdout", "/proc/self/fd/1"), ("dev/stderr", "/proc/self/fd/2")] {
+            ops.push(Op::Symlink { target: sys::cstring(target)?, link: rel(link)? });
+        }
+        let tmp_options = sys::cstring(format!("size={tmpfs_bytes},mode=1777"))?;
+        for target in ["tmp", "dev/shm"] {
+            ops.push(Op::Tmpfs {
+                target: rel(target)?,
+                options: tmp_options.clone(),
+                flags: libc::MS_NOSUID | libc::MS_NODEV,
+            });
+        }
+        // Parents before children, so a nested grant lands inside its parent's mount.
+        let mut grants = grants;
+        grants.sort_by_key(|g| g.path.components().count());
+        for g in grants {
+            ops.push(Op::Bind {
+                target: rel_path(&g.path)?,
+                source: Source::Fd(g.fd),
+                is_dir: g.is_dir,
+                readonly: !g.writable,
+                devices: false,
+                locked: g.locked,
+            });
+        }
+        if workdir != Path::new("/") {
+            ops.push(Op::Dir { path: rel_path(workdir)? });
+        }
+        Ok(MountPlan { ops })
+    }
+}
+
+/// Lexical check used before any I/O: an absolute path with no `..`.
+pub(crate) fn is_clean_absolute(path: &Path) -> bool {
+    path.is_absolute() && path.components().all(|c| !matches!(c, Component::ParentDir | Component::CurDir))
+}
+
+// ---- Applied inside the jail's init (single-threaded child). ----
+
+fn fd_path(fd: RawFd) -> CString {
+    // Cannot contain NUL: digits only.
+    CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
+}
+
+/// Walks `rel` beneath `root`, creating missing directories (and, if
+/// `leaf_is_file`, an empty file as the last component), refusing
+/// symlinks everywhere. Returns an O_PATH descriptor of the leaf.
+fn ensure_beneath(root: RawFd, rel: &CString, leaf_is_file: bool) -> io::Result<OwnedFd> {
+    let bytes = rel.as_bytes();
+    let parts: Vec<&[u8]> = bytes.split(|b| *b == b'/').filter(|p| !p.is_empty()).collect();
+    let mut dir: Option<OwnedFd> = None;
+    for (i, part) in parts.iter().enumerate() {
+        if *part == b".." || *part == b"." {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "path component . or .."));
+        }
+        let name = sys::cstring(*part)?;
+        let at = dir.as_ref().map_or(root, |d| d.as_raw_fd());
+        let last = i + 1 == parts.len();
+        let opened = sys::open_beneath(at, &name, (libc::O_PATH | libc::O_NOFOLLOW) as u64);
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                if last && leaf_is_file {
+                    sys::mkfileat(at, &name)?;
+                } else {
+                    match sys::mkdirat(at, &name, 0o755) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                sys::open_beneath(at, &name, (libc::O_PATH | libc::O_NOFOLLOW) as u64)?
+            }
+            Err(e) => return Err(e),
+        };
+        dir = Some(fd);
+    }
+    match dir {
+        Some(d) => Ok(d),
+        None => sys::open_beneath(root, c".", libc::O_PATH as u64),
+    }
+}
+
+/// Applies the plan beneath `root` (the staging directory). Returns a
+/// message naming the failing step.
+pub(crate) fn apply(plan: &MountPlan, root: RawFd) -> Result<(), String> {
+    for op in &plan.ops {
+        apply_op(op, root).map_err(|e| format!("{}: {e}", describe(op)))?;
+    }
+    Ok(())
+}
+
+fn describe(op: &Op) -> String {
+    let show = |c: &CString| format!("/{}", c.to_string_lossy());
+    match op {
+        Op::Bind { target, .. } => format!("bind mount at {}", show(target)),
+        Op::Tmpfs { target, .. } => format!("tmpfs at {}", show(target)),
+        Op::Proc { target } => format!("proc at {}", show(target)),
+        Op::Symlink { link, .. } => format!("symlink {}", show(link)),
+        Op::Dir { path } => format!("directory {}", show(path)),
+        Op::File { path, .. } => format!("file {}", show(path)),
+    }
+}
+
+fn apply_op(op: &Op, root: RawFd) -> io::Result<()> {
+    match op {
+        Op::Bind { source, target, is_dir, readonly, devices, locked } => {
+            let target_fd = ensure_beneath(root, target, !is_dir)?;
+            let source_path = match source {
+                Source::HostPath(p) => p.clone(),
+                Source::Fd(fd) => fd_path(fd.as_raw_fd()),
+            };
+            let target_path = fd_path(target_fd.as_raw_fd());
+            sys::mount(Some(&source_path), &target_path, None, libc::MS_BIND | libc::MS_REC, None)?;
+            drop(target_fd);
+            // Re-open: the path now leads to the new mount's root.
+            let mounted = ensure_beneath(root, target, !is_dir)?;
+            let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | *locked;
+            if *readonly {
+                flags |= libc::MS_RDONLY;
+            }
+            if !*devices {
+                flags |= libc::MS_NODEV;
+            }
+            sys::mount(None, &fd_path(mounted.as_raw_fd()), None, flags, None)
+        }
+        Op::Tmpfs { target, options, flags } => {
+            let fd = ensure_beneath(root, target, false)?;
+            sys::mount(Some(c"tmpfs"), &fd_path(fd.as_raw_fd()), Some(c"tmpfs"), *flags, Some(options))
+        }
+        Op::Proc { target } => {
+            let fd = ensure_beneath(root, target, false)?;
+            sys::mount(
+                Some(c"proc"),
+                &fd_path(fd.as_raw_fd()),
+                Some(c"proc"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+            )
+        }
+        Op::Symlink { target, link } => {
+            let bytes = link.as_bytes();
+            let (parent, name) = match bytes.iter().rposition(|b| *b == b'/') {
+                Some(i) => (sys::cstring(&bytes[..i])?, sys::cstring(&bytes[i + 1..])?),
+                None => (CString::default(), link.clone()),
+            };
+            let dir = ensure_beneath(root, &parent, false)?;
+            // symlinkat via the directory's /proc path keeps it beneath root.
+            let mut full = fd_path(dir.as_raw_fd()).into_bytes();
+            full.push(b'/');
+            full.extend_from_slice(name.as_bytes());
+            sys::symlink(target, &sys::cstring(full)?)
+        }
+        Op::Dir { path } => ensure_beneath(root, path, false).map(drop),
+        Op::File { path, contents } => {
+            let fd = ensure_beneath(root, path, true)?;
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(std::ffi::OsStr::from_bytes(fd_path(fd.as_raw_fd()).as_bytes()))?;
+            io::Write::write_all(&mut &file, contents)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_absolute_paths() {
+        assert!(is_clean_absolute(Path::new("/a/b")));
+        assert!(!is_clean_absolute(Path::new("a/b")));
+        assert!(!is_clean_absolute(Path::new("/a/../b")));
+    }
+
+    #[test]
+    fn layout_probe_finds_usr_and_never_secrets() {
+        let layout = SystemLayout::probe().expect("probe");
+        let paths: Vec<String> = layout
+            .entries
+            .iter()
+            .map(|e| match e {
+                SystemEntry::Link { link, .. } => link.clone(),
+                SystemEntry::Dir { path, .. } | SystemEntry::File { path, .. } => path.clone(),
+            })
+            .collect();
+        assert!(paths.contains(&"/usr".to_string()));
+        for secret in ["/etc/shadow", "/etc/gshadow", "/etc/passwd", "/etc/ssh", "/etc/sudoers", "/root", "/home"] {
+            assert!(!paths.contains(&secret.to_string()), "{secret} must not be mounted");
+        }
+    }
+
+    #[test]
+    fn ensure_beneath_refuses_symlinks() {
+        let dir = std::env::temp_dir().join(format!("warden-mounts-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("escape")).unwrap();
+        let root = fs::File::open(&dir).unwrap();
+        let err = ensure_beneath(root.as_raw_fd(), &CString::new("escape/x").unwrap(), false).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        let made = ensure_beneath(root.as_raw_fd(), &CString::new("a/b/c").unwrap(), true);
+        assert!(made.is_ok());
+        assert!(dir.join("a/b/c").is_file());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

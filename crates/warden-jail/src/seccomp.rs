@@ -1,0 +1,289 @@
+//! The jail's seccomp-bpf program: an allowlist for ordinary interpreters,
+//! compiled once per process. Anything not allowed is sent to the
+//! supervisor by user notification, recorded as a violation by name, and
+//! refused with EPERM; a foreign ABI (i386, x32) is treated the same way.
+
+use std::fmt;
+
+use syscalls::x86_64::Sysno;
+
+/// Syscalls an ordinary interpreter (python3, node, php, sh) needs. Kept as
+/// data: every name must be a real x86_64 syscall or the build of the
+/// filter fails.
+const ALLOWED: &[&str] = &[
+    // I/O on descriptors the program already has or opens beneath its root.
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2",
+    "pwritev2", "lseek", "close", "close_range", "dup", "dup2", "dup3", "fcntl", "flock",
+    "fsync", "fdatasync", "sync", "syncfs", "sync_file_range", "ftruncate", "truncate",
+    "fallocate", "fadvise64", "readahead", "sendfile", "splice", "tee", "vmsplice",
+    "copy_file_range", "pipe", "pipe2",
+    // Files and directories.
+    "open", "openat", "openat2", "creat", "stat", "fstat", "lstat", "newfstatat", "statx",
+    "statfs", "fstatfs", "access", "faccessat", "faccessat2", "getdents", "getdents64",
+    "getcwd", "chdir", "fchdir", "rename", "renameat", "renameat2", "mkdir", "mkdirat",
+    "rmdir", "link", "linkat", "unlink", "unlinkat", "symlink", "symlinkat", "readlink",
+    "readlinkat", "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown",
+    "fchownat", "umask", "utime", "utimes", "utimensat", "futimesat", "getxattr",
+    "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr", "setxattr",
+    "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    "inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
+    "memfd_create",
+    // Memory.
+    "brk", "mmap", "munmap", "mremap", "mprotect", "msync", "mincore", "madvise", "mlock",
+    "mlock2", "munlock", "mlockall", "munlockall", "get_mempolicy", "membarrier",
+    "pkey_alloc", "pkey_free", "pkey_mprotect",
+    // Processes and threads (clone is filtered separately below).
+    "fork", "vfork", "execve", "execveat", "exit", "exit_group", "wait4", "waitid",
+    "set_tid_address", "set_robust_list", "get_robust_list", "futex", "futex_waitv",
+    "rseq", "arch_prctl", "prctl", "sched_yield", "sched_getaffinity", "sched_setaffinity",
+    "sched_getparam", "sched_setparam", "sched_getscheduler", "sched_setscheduler",
+    "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval",
+    "sched_getattr", "sched_setattr", "getpriority", "setpriority", "getcpu",
+    "getpid", "getppid", "gettid", "getpgid", "setpgid", "getpgrp", "getsid", "setsid",
+    "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
+    "setfsgid", "capget", "capset", "getrlimit", "setrlimit", "prlimit64", "getrusage",
+    "times", "uname", "sysinfo", "seccomp", "pidfd_open", "pidfd_send_signal",
+    "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
+    // Signals and time.
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigpending", "rt_sigtimedwait",
+    "rt_sigqueueinfo", "rt_tgsigqueueinfo", "rt_sigsuspend", "sigaltstack", "kill",
+    "tkill", "tgkill", "pause", "alarm", "getitimer", "setitimer", "nanosleep",
+    "clock_nanosleep", "clock_gettime", "clock_getres", "gettimeofday", "time",
+    "timer_create", "timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete",
+    "timerfd_create", "timerfd_settime", "timerfd_gettime", "signalfd", "signalfd4",
+    "eventfd", "eventfd2", "getrandom",
+    // Polling.
+    "poll", "ppoll", "select", "pselect6", "epoll_create", "epoll_create1", "epoll_ctl",
+    "epoll_wait", "epoll_pwait", "epoll_pwait2",
+    // Sockets (socket itself is filtered by family below). The network
+    // namespace has only loopback.
+    "connect", "accept", "accept4", "bind", "listen", "shutdown", "getsockname",
+    "getpeername", "socketpair", "setsockopt", "getsockopt", "sendto", "recvfrom",
+    "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
+    // System V IPC, private to the jail's IPC namespace.
+    "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semctl",
+    "msgget", "msgsnd", "msgrcv", "msgctl",
+    "restart_syscall",
+];
+
+/// Namespace-creating clone flags (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC,
+/// NEWUSER, NEWPID, NEWNET, NEWTIME).
+const CLONE_NAMESPACE_FLAGS: u32 = 0x0002_0000
+    | 0x0200_0000
+    | 0x0400_0000
+    | 0x0800_0000
+    | 0x1000_0000
+    | 0x2000_0000
+    | 0x4000_0000
+    | 0x0000_0080;
+
+/// Socket families allowed: AF_UNIX, AF_INET, AF_INET6, AF_NETLINK.
+const SOCKET_FAMILIES: &[u32] = &[1, 2, 10, 16];
+
+/// ioctls refused even on the program's own descriptors: TIOCSTI (push
+/// input into a terminal) and TIOCLINUX.
+const DENIED_IOCTLS: &[u32] = &[0x5412, 0x541C];
+
+/// personality(2) is allowed only to query (0xffffffff) or to set PER_LINUX.
+const PERSONALITY_ALLOWED: &[u32] = &[0xffff_ffff, 0];
+
+const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+
+const OFFSET_NR: u32 = 0;
+const OFFSET_ARCH: u32 = 4;
+const fn offset_arg_low(i: u32) -> u32 {
+    16 + 8 * i
+}
+
+// Classic BPF opcodes.
+const LD_W_ABS: u16 = 0x20;
+const JEQ_K: u16 = 0x15;
+const JGE_K: u16 = 0x35;
+const JSET_K: u16 = 0x45;
+const RET_K: u16 = 0x06;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SeccompError {
+    #[error("seccomp policy names unknown syscall {0:?}")]
+    UnknownSyscall(String),
+    #[error("seccomp program too long ({0} instructions)")]
+    TooLong(usize),
+}
+
+/// A compiled filter, ready to install.
+#[derive(Clone)]
+pub struct SeccompProgram {
+    instructions: Vec<libc::sock_filter>,
+}
+
+impl fmt::Debug for SeccompProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SeccompProgram({} instructions)", self.instructions.len())
+    }
+}
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+fn sysno(name: &str) -> Result<u32, SeccompError> {
+    name.parse::<Sysno>()
+        .map(|s| s.id() as u32)
+        .map_err(|()| SeccompError::UnknownSyscall(name.to_string()))
+}
+
+impl SeccompProgram {
+    /// Builds Warden's default jail filter.
+    pub fn jail_default() -> Result<Self, SeccompError> {
+        let mut p = Vec::with_capacity(2 * ALLOWED.len() + 64);
+        // Any other ABI goes to the supervisor, which records and refuses it.
+        p.push(stmt(LD_W_ABS, OFFSET_ARCH));
+        p.push(jump(JEQ_K, AUDIT_ARCH_X86_64, 1, 0));
+        p.push(stmt(RET_K, RET_USER_NOTIF));
+        p.push(stmt(LD_W_ABS, OFFSET_NR));
+        p.push(jump(JGE_K, X32_SYSCALL_BIT, 0, 1));
+        p.push(stmt(RET_K, RET_USER_NOTIF));
+
+        // clone: refuse new namespaces.
+        let block = [
+            stmt(LD_W_ABS, offset_arg_low(0)),
+            jump(JSET_K, CLONE_NAMESPACE_FLAGS, 0, 1),
+            stmt(RET_K, RET_USER_NOTIF),
+            stmt(RET_K, RET_ALLOW),
+        ];
+        push_guarded(&mut p, sysno("clone")?, &block);
+        // clone3 passes its flags in memory, which BPF cannot read: answer
+        // ENOSYS so libc falls back to clone, which is checked above.
+        push_guarded(&mut p, sysno("clone3")?, &[stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32)]);
+        push_guarded(
+            &mut p,
+            sysno("socket")?,
+            &value_block(0, SOCKET_FAMILIES, RET_ALLOW, RET_USER_NOTIF),
+        );
+        push_guarded(
+            &mut p,
+            sysno("ioctl")?,
+            &value_block(1, DENIED_IOCTLS, RET_USER_NOTIF, RET_ALLOW),
+        );
+        push_guarded(
+            &mut p,
+            sysno("personality")?,
+            &value_block(0, PERSONALITY_ALLOWED, RET_ALLOW, RET_USER_NOTIF),
+        );
+        for name in ALLOWED {
+            p.push(jump(JEQ_K, sysno(name)?, 0, 1));
+            p.push(stmt(RET_K, RET_ALLOW));
+        }
+        p.push(stmt(RET_K, RET_USER_NOTIF));
+        if p.len() > 4096 {
+            return Err(SeccompError::TooLong(p.len()));
+        }
+        Ok(SeccompProgram { instructions: p })
+    }
+
+    pub fn instructions(&self) -> &[libc::sock_filter] {
+        &self.instructions
+    }
+}
+
+/// `if nr == sysno { block }`, where the block always returns.
+fn push_guarded(p: &mut Vec<libc::sock_filter>, sysno: u32, block: &[libc::sock_filter]) {
+    p.push(jump(JEQ_K, sysno, 0, block.len() as u8));
+    p.extend_from_slice(block);
+    // The block clobbered the accumulator only on its own path, which
+    // returns; the fall-through path still holds the syscall number.
+}
+
+/// Loads argument `arg` and returns `on_match` if it equals one of
+/// `values`, else `otherwise`.
+fn value_block(arg: u32, values: &[u32], on_match: u32, otherwise: u32) -> Vec<libc::sock_filter> {
+    let mut b = vec![stmt(LD_W_ABS, offset_arg_low(arg))];
+    for (i, v) in values.iter().enumerate() {
+        let remaining = (values.len() - i - 1) as u8;
+        // Match: jump over the remaining compares and the `otherwise` return.
+        b.push(jump(JEQ_K, *v, remaining + 1, 0));
+    }
+    b.push(stmt(RET_K, otherwise));
+    b.push(stmt(RET_K, on_match));
+    b
+}
+
+/// A readable name for a syscall the supervisor was notified about.
+pub fn syscall_name(arch: u32, nr: i32) -> String {
+    if arch != AUDIT_ARCH_X86_64 {
+        let name = syscalls::x86::Sysno::new(nr as usize).map(|s| s.name());
+        return match name {
+            Some(n) => format!("{n} (i386 ABI)"),
+            None => format!("#{nr} (foreign ABI 0x{arch:x})"),
+        };
+    }
+    let x32 = nr as u32 & X32_SYSCALL_BIT != 0;
+    let base = (nr as u32 & !X32_SYSCALL_BIT) as usize;
+    let name = Sysno::new(base)
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| format!("#{nr}"));
+    if x32 {
+        format!("{name} (x32 ABI)")
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_filter_builds_and_fits() {
+        let p = SeccompProgram::jail_default().expect("filter builds");
+        assert!(p.instructions().len() < 1024);
+        // Last instruction is the default: notify.
+        assert_eq!(p.instructions().last().map(|i| i.k), Some(RET_USER_NOTIF));
+    }
+
+    #[test]
+    fn dangerous_syscalls_are_not_allowlisted() {
+        for name in [
+            "ptrace", "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "keyctl",
+            "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd", "kexec_load",
+            "kexec_file_load", "init_module", "finit_module", "delete_module", "io_uring_setup",
+            "io_uring_enter", "io_uring_register", "process_vm_readv", "process_vm_writev",
+            "open_by_handle_at", "name_to_handle_at", "mknod", "mknodat", "reboot", "swapon",
+            "iopl", "ioperm", "fsopen", "move_mount", "open_tree", "kcmp", "acct",
+            "clock_settime", "settimeofday", "sethostname", "syslog", "modify_ldt",
+        ] {
+            assert!(!ALLOWED.contains(&name), "{name} must not be allowed");
+            sysno(name).expect("real syscall");
+        }
+    }
+
+    #[test]
+    fn unknown_names_fail_closed() {
+        assert_eq!(
+            sysno("no_such_call"),
+            Err(SeccompError::UnknownSyscall("no_such_call".into()))
+        );
+    }
+
+    #[test]
+    fn names_for_reports() {
+        assert_eq!(syscall_name(AUDIT_ARCH_X86_64, 101), "ptrace");
+        assert_eq!(syscall_name(AUDIT_ARCH_X86_64, (X32_SYSCALL_BIT | 101) as i32), "ptrace (x32 ABI)");
+        assert_eq!(syscall_name(0x4000_0003, 26), "ptrace (i386 ABI)");
+    }
+}

@@ -1,0 +1,289 @@
+//! The supervisor's side of a run: one poll loop over the program's
+//! output, the jail's status pipe, the seccomp listener and termination
+//! signals, enforcing wall-clock, CPU-time and output limits.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use warden_core::{Status, Violation};
+
+use crate::cgroup::JailCgroup;
+use crate::child::{MSG_EXEC_ERROR, MSG_EXITED, MSG_SETUP_ERROR};
+use crate::seccomp::syscall_name;
+use crate::sys;
+
+/// Why the supervisor stopped the jail.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum StopCause {
+    Timeout,
+    CpuLimit,
+    OutputLimit,
+    Interrupted(u32),
+}
+
+pub(crate) struct Watch<'a> {
+    pub init_pid: libc::pid_t,
+    pub cgroup: Option<&'a dyn JailCgroup>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub status: OwnedFd,
+    pub notify: OwnedFd,
+    pub signals: RawFd,
+    pub wall_limit: Duration,
+    pub cpu_limit: Option<Duration>,
+    pub output_limit: u64,
+    pub started: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    pub stop: Option<StopCause>,
+    pub setup_error: Option<String>,
+    pub exec_errno: Option<i32>,
+    /// Raw wait status of the program, with its CPU µs and max RSS.
+    pub program: Option<(i32, u64, u64)>,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub truncated: bool,
+    pub denied: BTreeMap<String, u64>,
+    pub wall: Duration,
+}
+
+impl Observed {
+    pub fn violations(&self) -> Vec<Violation> {
+        self.denied
+            .iter()
+            .map(|(name, count)| Violation {
+                kind: "syscall".into(),
+                detail: if *count == 1 {
+                    format!("{name} denied")
+                } else {
+                    format!("{name} denied ({count} attempts)")
+                },
+            })
+            .collect()
+    }
+}
+
+/// At most this many distinct denied syscalls are named; the rest are counted.
+const MAX_DISTINCT_VIOLATIONS: usize = 64;
+
+struct Stream {
+    fd: OwnedFd,
+    to: RawFd,
+    open: bool,
+}
+
+pub(crate) fn watch(w: Watch<'_>) -> Observed {
+    let mut obs = Observed::default();
+    let mut streams = [
+        Stream { fd: w.stdout, to: 1, open: true },
+        Stream { fd: w.stderr, to: 2, open: true },
+    ];
+    for s in &streams {
+        let _ = sys::set_nonblocking(s.fd.as_raw_fd());
+    }
+    let mut status_buf = Vec::new();
+    let mut status_open = true;
+    let mut notify_sock = Some(w.notify);
+    let mut listener: Option<OwnedFd> = None;
+    let mut total_output = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = w.started + w.wall_limit;
+
+    let kill = |obs: &mut Observed, cause: StopCause| {
+        if obs.stop.is_none() {
+            obs.stop = Some(cause);
+        }
+        let _ = sys::kill(w.init_pid, libc::SIGKILL);
+        if let Some(cg) = w.cgroup {
+            cg.kill_all();
+        }
+    };
+
+    while status_open || streams.iter().any(|s| s.open) {
+        let now = Instant::now();
+        let mut timeout = if obs.stop.is_some() {
+            Duration::from_millis(100)
+        } else if now >= deadline {
+            kill(&mut obs, StopCause::Timeout);
+            continue;
+        } else {
+            deadline - now
+        };
+        if let (Some(limit), Some(cg), None) = (w.cpu_limit, w.cgroup, obs.stop) {
+            let used = Duration::from_nanos(cg.cpu_usage_ns().unwrap_or(0));
+            if used >= limit {
+                kill(&mut obs, StopCause::CpuLimit);
+                continue;
+            }
+            // Wake up before the budget could be spent on every core.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            let slice = ((limit - used) / cores).clamp(Duration::from_millis(1), Duration::from_millis(100));
+            timeout = timeout.min(slice);
+        }
+
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(6);
+        let mut roles: Vec<u8> = Vec::with_capacity(6);
+        let mut add = |fd: RawFd, role: u8| {
+            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            roles.push(role);
+        };
+        for (i, s) in streams.iter().enumerate() {
+            if s.open {
+                add(s.fd.as_raw_fd(), i as u8);
+            }
+        }
+        if status_open {
+            add(w.status.as_raw_fd(), 2);
+        }
+        if let Some(sock) = &notify_sock {
+            add(sock.as_raw_fd(), 3);
+        }
+        if let Some(l) = &listener {
+            add(l.as_raw_fd(), 4);
+        }
+        add(w.signals, 5);
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // Round up so we do not spin on sub-millisecond remainders.
+        let ms = if Duration::from_millis(ms as u64) < timeout { ms + 1 } else { ms };
+        if sys::poll(&mut fds, ms).is_err() {
+            kill(&mut obs, StopCause::Timeout);
+            break;
+        }
+        for (pfd, role) in fds.iter().zip(roles.iter()) {
+            if pfd.revents == 0 {
+                continue;
+            }
+            match role {
+                0 | 1 => {
+                    let s = &mut streams[*role as usize];
+                    match sys::read(s.fd.as_raw_fd(), &mut buf) {
+                        Ok(0) => s.open = false,
+                        Ok(n) => {
+                            let allowed = w.output_limit.saturating_sub(total_output).min(n as u64) as usize;
+                            let _ = sys::write_all(s.to, &buf[..allowed]);
+                            total_output += n as u64;
+                            if *role == 0 {
+                                obs.stdout_bytes += allowed as u64;
+                            } else {
+                                obs.stderr_bytes += allowed as u64;
+                            }
+                            if allowed < n {
+                                obs.truncated = true;
+                                kill(&mut obs, StopCause::OutputLimit);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => s.open = false,
+                    }
+                }
+                2 => match sys::read(w.status.as_raw_fd(), &mut buf) {
+                    Ok(0) | Err(_) => {
+                        status_open = false;
+                        obs.wall = w.started.elapsed();
+                    }
+                    Ok(n) => {
+                        if status_buf.len() < 64 * 1024 {
+                            status_buf.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                },
+                3 => {
+                    if let Some(sock) = &notify_sock {
+                        match sys::recv_fd(sock.as_raw_fd()) {
+                            Ok(Some(fd)) => {
+                                listener = Some(fd);
+                                notify_sock = None;
+                            }
+                            Ok(None) | Err(_) => notify_sock = None,
+                        }
+                    }
+                }
+                4 => {
+                    if pfd.revents & libc::POLLIN != 0 {
+                        if let Some(l) = &listener {
+                            handle_notification(l.as_raw_fd(), &mut obs);
+                        }
+                    } else {
+                        // POLLHUP: no process with the filter is left.
+                        listener = None;
+                    }
+                }
+                _ => {
+                    if let Some(sig) = sys::read_signal(w.signals) {
+                        kill(&mut obs, StopCause::Interrupted(sig));
+                    }
+                }
+            }
+        }
+    }
+    if obs.wall.is_zero() {
+        obs.wall = w.started.elapsed();
+    }
+    parse_status(&status_buf, &mut obs);
+    obs
+}
+
+fn handle_notification(listener: RawFd, obs: &mut Observed) {
+    let Ok(n) = sys::notify::receive(listener) else {
+        return;
+    };
+    let name = syscall_name(n.data.arch, n.data.nr);
+    if obs.denied.len() < MAX_DISTINCT_VIOLATIONS || obs.denied.contains_key(&name) {
+        *obs.denied.entry(name).or_insert(0) += 1;
+    } else {
+        *obs.denied.entry("(other syscalls)".into()).or_insert(0) += 1;
+    }
+    let _ = sys::notify::deny(listener, n.id, libc::EPERM);
+}
+
+fn parse_status(mut data: &[u8], obs: &mut Observed) {
+    while data.len() >= 5 {
+        let tag = data[0];
+        let len = u32::from_le_bytes([data[1], data[2], data[3], data[4]]) as usize;
+        let Some(payload) = data.get(5..5 + len) else {
+            break;
+        };
+        match tag {
+            MSG_SETUP_ERROR => obs.setup_error = Some(String::from_utf8_lossy(payload).into_owned()),
+            MSG_EXEC_ERROR if payload.len() >= 4 => {
+                obs.exec_errno = Some(i32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]))
+            }
+            MSG_EXITED if payload.len() >= 20 => {
+                let st = i32::from_le_bytes(payload[0..4].try_into().unwrap_or_default());
+                let cpu = u64::from_le_bytes(payload[4..12].try_into().unwrap_or_default());
+                let rss = u64::from_le_bytes(payload[12..20].try_into().unwrap_or_default());
+                obs.program = Some((st, cpu, rss));
+            }
+            _ => {}
+        }
+        data = &data[5 + len..];
+    }
+}
+
+/// Final status from what was observed. Limits Warden enforced come
+/// first, then the kernel's OOM kill, then how the program ended.
+pub(crate) fn classify(obs: &Observed, oom_killed: bool) -> (Status, Option<i32>, Option<i32>) {
+    let (code, signal) = match obs.program {
+        Some((st, _, _)) if libc::WIFEXITED(st) => (Some(libc::WEXITSTATUS(st)), None),
+        Some((st, _, _)) if libc::WIFSIGNALED(st) => (None, Some(libc::WTERMSIG(st))),
+        _ => (None, None),
+    };
+    let status = match obs.stop {
+        Some(StopCause::Timeout) => return (Status::Timeout, None, Some(libc::SIGKILL)),
+        Some(StopCause::CpuLimit) => return (Status::CpuLimit, None, Some(libc::SIGKILL)),
+        Some(StopCause::OutputLimit) => return (Status::OutputLimit, None, Some(libc::SIGKILL)),
+        Some(StopCause::Interrupted(sig)) => return (Status::Error, None, Some(sig as i32)),
+        None if oom_killed => return (Status::MemoryLimit, code, signal.or(Some(libc::SIGKILL))),
+        None if obs.setup_error.is_some() => return (Status::Error, None, None),
+        None if obs.exec_errno.is_some() => Status::Error,
+        None if obs.program.is_none() => return (Status::Error, None, None),
+        None if !obs.denied.is_empty() => Status::Violation,
+        None if signal.is_some() => Status::Signaled,
+        None => Status::Exited,
+    };
+    (status, code, signal)
+}

@@ -1,0 +1,250 @@
+//! Resource limits of a policy.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::capability::Capability;
+use crate::value::{
+    format_duration, format_size, parse_count, parse_duration, parse_percent, parse_size,
+    ValueError,
+};
+
+/// Resource limits. `None` means the policy sets no limit (the caller fills
+/// in its defaults).
+#[derive(Default, Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Memory in bytes (`memory`, `mem:limit`).
+    pub memory: Option<u64>,
+    /// CPU time (`cpu_time`).
+    pub cpu_time: Option<Duration>,
+    /// Wall-clock time (`wall_time`, `time:limit`).
+    pub wall_time: Option<Duration>,
+    /// Number of processes (`pids`, `proc:limit`).
+    pub pids: Option<u32>,
+    /// CPU share in percent of one core (`cpu`, `cpu:limit`).
+    pub cpu_percent: Option<u32>,
+    /// Bytes of captured output (`output`).
+    pub output: Option<u64>,
+    /// Largest file the code may write, in bytes (`file_size`).
+    pub file_size: Option<u64>,
+    /// Open file descriptors (`open_files`).
+    pub open_files: Option<u64>,
+    /// Size of the scratch tmpfs in bytes (`tmpfs`).
+    pub tmpfs: Option<u64>,
+}
+
+/// One field of [`Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum LimitField {
+    Memory,
+    CpuTime,
+    WallTime,
+    Pids,
+    Cpu,
+    Output,
+    FileSize,
+    OpenFiles,
+    Tmpfs,
+}
+
+/// The value of one limit, typed by its field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum LimitValue {
+    Bytes(u64),
+    Time(Duration),
+    Count(u64),
+    Percent(u32),
+}
+
+impl fmt::Display for LimitValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LimitValue::Bytes(b) => f.write_str(&format_size(*b)),
+            LimitValue::Time(d) => f.write_str(&format_duration(*d)),
+            LimitValue::Count(n) => write!(f, "{n}"),
+            LimitValue::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl LimitField {
+    pub(crate) const ALL: [LimitField; 9] = [
+        LimitField::Memory,
+        LimitField::CpuTime,
+        LimitField::WallTime,
+        LimitField::Pids,
+        LimitField::Cpu,
+        LimitField::Output,
+        LimitField::FileSize,
+        LimitField::OpenFiles,
+        LimitField::Tmpfs,
+    ];
+
+    /// The key of this limit in a policy's `limits` mapping.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            LimitField::Memory => "memory",
+            LimitField::CpuTime => "cpu_time",
+            LimitField::WallTime => "wall_time",
+            LimitField::Pids => "pids",
+            LimitField::Cpu => "cpu",
+            LimitField::Output => "output",
+            LimitField::FileSize => "file_size",
+            LimitField::OpenFiles => "open_files",
+            LimitField::Tmpfs => "tmpfs",
+        }
+    }
+
+    pub(crate) fn from_key(key: &str) -> Option<LimitField> {
+        LimitField::ALL.into_iter().find(|f| f.key() == key)
+    }
+
+    /// Parses a value written for this limit.
+    pub(crate) fn parse(self, text: &str) -> Result<LimitValue, ValueError> {
+        Ok(match self {
+            LimitField::Memory | LimitField::Output | LimitField::FileSize | LimitField::Tmpfs => {
+                LimitValue::Bytes(parse_size(text)?)
+            }
+            LimitField::CpuTime | LimitField::WallTime => LimitValue::Time(parse_duration(text)?),
+            LimitField::Pids => LimitValue::Count(parse_count(text, u32::MAX.into())?),
+            LimitField::OpenFiles => LimitValue::Count(parse_count(text, u64::MAX)?),
+            LimitField::Cpu => LimitValue::Percent(parse_percent(text)?),
+        })
+    }
+
+    /// The limit a limit capability sets, if it is one.
+    pub(crate) fn of_capability(cap: &Capability) -> Option<(LimitField, LimitValue)> {
+        match cap {
+            Capability::MemLimit(b) => Some((LimitField::Memory, LimitValue::Bytes(*b))),
+            Capability::CpuLimit(p) => Some((LimitField::Cpu, LimitValue::Percent(*p))),
+            Capability::TimeLimit(d) => Some((LimitField::WallTime, LimitValue::Time(*d))),
+            Capability::ProcLimit(n) => Some((LimitField::Pids, LimitValue::Count(u64::from(*n)))),
+            _ => None,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn get(&self, field: LimitField) -> Option<LimitValue> {
+        match field {
+            LimitField::Memory => self.memory.map(LimitValue::Bytes),
+            LimitField::CpuTime => self.cpu_time.map(LimitValue::Time),
+            LimitField::WallTime => self.wall_time.map(LimitValue::Time),
+            LimitField::Pids => self.pids.map(|n| LimitValue::Count(n.into())),
+            LimitField::Cpu => self.cpu_percent.map(LimitValue::Percent),
+            LimitField::Output => self.output.map(LimitValue::Bytes),
+            LimitField::FileSize => self.file_size.map(LimitValue::Bytes),
+            LimitField::OpenFiles => self.open_files.map(LimitValue::Count),
+            LimitField::Tmpfs => self.tmpfs.map(LimitValue::Bytes),
+        }
+    }
+
+    /// Sets `field`; a value of the wrong type for the field is ignored
+    /// (values come from [`LimitField::parse`], which always matches).
+    pub(crate) fn set(&mut self, field: LimitField, value: LimitValue) {
+        match (field, value) {
+            (LimitField::Memory, LimitValue::Bytes(b)) => self.memory = Some(b),
+            (LimitField::CpuTime, LimitValue::Time(d)) => self.cpu_time = Some(d),
+            (LimitField::WallTime, LimitValue::Time(d)) => self.wall_time = Some(d),
+            (LimitField::Pids, LimitValue::Count(n)) => {
+                self.pids = Some(u32::try_from(n).unwrap_or(u32::MAX))
+            }
+            (LimitField::Cpu, LimitValue::Percent(p)) => self.cpu_percent = Some(p),
+            (LimitField::Output, LimitValue::Bytes(b)) => self.output = Some(b),
+            (LimitField::FileSize, LimitValue::Bytes(b)) => self.file_size = Some(b),
+            (LimitField::OpenFiles, LimitValue::Count(n)) => self.open_files = Some(n),
+            (LimitField::Tmpfs, LimitValue::Bytes(b)) => self.tmpfs = Some(b),
+            _ => {}
+        }
+    }
+
+    /// Field-wise: `self`'s value where set, else `fallback`'s.
+    pub fn or(&self, fallback: &Limits) -> Limits {
+        Limits {
+            memory: self.memory.or(fallback.memory),
+            cpu_time: self.cpu_time.or(fallback.cpu_time),
+            wall_time: self.wall_time.or(fallback.wall_time),
+            pids: self.pids.or(fallback.pids),
+            cpu_percent: self.cpu_percent.or(fallback.cpu_percent),
+            output: self.output.or(fallback.output),
+            file_size: self.file_size.or(fallback.file_size),
+            open_files: self.open_files.or(fallback.open_files),
+            tmpfs: self.tmpfs.or(fallback.tmpfs),
+        }
+    }
+
+    /// The limits where `self` is above `ceiling`, each as
+    /// `"memory 512MiB exceeds 256MiB"`. A limit unset on either side counts
+    /// as within (the caller fills defaults before comparing).
+    pub fn exceeding(&self, ceiling: &Limits) -> Vec<String> {
+        LimitField::ALL
+            .into_iter()
+            .filter_map(|field| match (self.get(field), ceiling.get(field)) {
+                (Some(mine), Some(max)) if mine > max => {
+                    Some(format!("{} {mine} exceeds {max}", field.key()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// True if no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn or_is_field_wise() {
+        let child = Limits {
+            memory: Some(1),
+            ..Limits::default()
+        };
+        let parent = Limits {
+            memory: Some(2),
+            pids: Some(3),
+            ..Limits::default()
+        };
+        assert_eq!(
+            child.or(&parent),
+            Limits {
+                memory: Some(1),
+                pids: Some(3),
+                ..Limits::default()
+            }
+        );
+    }
+
+    #[test]
+    fn exceeding_names_fields_and_values() {
+        let mine = Limits {
+            memory: Some(512 << 20),
+            cpu_time: Some(Duration::from_secs(1)),
+            cpu_percent: Some(200),
+            pids: Some(10),
+            ..Limits::default()
+        };
+        let ceiling = Limits {
+            memory: Some(256 << 20),
+            cpu_time: Some(Duration::from_secs(2)),
+            cpu_percent: Some(50),
+            open_files: Some(3),
+            ..Limits::default()
+        };
+        assert_eq!(
+            mine.exceeding(&ceiling),
+            vec![
+                "memory 512MiB exceeds 256MiB".to_owned(),
+                "cpu 200% exceeds 50%".to_owned()
+            ]
+        );
+        assert!(ceiling.exceeding(&ceiling).is_empty());
+        assert!(Limits::default().exceeding(&ceiling).is_empty());
+    }
+}
