@@ -203,6 +203,11 @@ impl Backend for JailBackend {
         let (cgroup, cgroup_error): (Option<Box<dyn JailCgroup>>, Option<String>) = match &self.cgroups {
             Ok(driver) => match driver.create(&group_name, &inv.limits) {
                 Ok(cg) => (Some(cg), None),
+                // An ordinary user without a delegated cgroup: fall back to
+                // rlimits, and the report says so.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    (None, Some(format!("this user may not create cgroups ({e})")))
+                }
                 Err(e) => return Err(BackendError::setup("create cgroup", e)),
             },
             Err(why) => (None, Some(why.clone())),

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what Warden's jail, tests and benchmarks need on a Debian machine
+# with Rust: interpreters the tests run inside the jail, and bubblewrap and
+# hyperfine for the benchmarks. Safe to run again; installs only what is missing.
+set -euo pipefail
+
+need=()
+command -v python3 >/dev/null 2>&1 && [ -x /usr/bin/python3 ] || need+=(python3)
+[ -x /usr/bin/node ] || need+=(nodejs)
+[ -x /usr/bin/php ] || need+=(php-cli)
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
