@@ -87,3 +87,125 @@ impl Report {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Outcome;
+
+    const SCHEMA: &str = include_str!("../../../docs/report.schema.json");
+
+    fn sample() -> Report {
+        let outcome = Outcome {
+            status: Status::Violation,
+            exit_code: Some(0),
+            signal: None,
+            wall_ms: 5,
+            cpu_ms: 3,
+            peak_memory_bytes: 1 << 20,
+            stdout_bytes: 2,
+            stderr_bytes: 0,
+            truncated: false,
+            violations: vec![Violation {
+                kind: "syscall".into(),
+                detail: "ptrace denied".into(),
+            }],
+            enforcement: Default::default(),
+            warnings: vec![],
+            error: None,
+        };
+        Report::from_outcome(
+            outcome,
+            vec!["fs:read:/data".into()],
+            format!("sha256:{}", "0".repeat(64)),
+            "0".repeat(32),
+            "jail",
+            Some(EffectiveLimits::default()),
+        )
+    }
+
+    /// The documented schema and the serialised report name the same
+    /// fields, at the top level and in `limits`, and the same statuses.
+    #[test]
+    fn report_matches_its_schema() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).expect("schema is JSON");
+        let report = serde_json::to_value(sample()).expect("report serialises");
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let required = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&report), required(&schema));
+        assert_eq!(keys(&report["limits"]), required(&schema["properties"]["limits"]));
+        let statuses: Vec<&str> = schema["properties"]["status"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        for status in [
+            Status::Exited,
+            Status::Signaled,
+            Status::Timeout,
+            Status::MemoryLimit,
+            Status::CpuLimit,
+            Status::OutputLimit,
+            Status::Violation,
+            Status::Error,
+        ] {
+            assert!(statuses.contains(&status.as_str()));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        assert_eq!(report["violations"][0]["detail"], "ptrace denied");
+        assert_eq!(report["limits"]["wall_time_ms"], 60000);
+    }
+
+    #[test]
+    fn exit_statuses_follow_timeout_and_the_shell() {
+        let mut o = sample_outcome();
+        o.status = Status::Exited;
+        o.exit_code = Some(3);
+        assert_eq!(o.exit_status(), 3);
+        o.status = Status::Timeout;
+        o.signal = Some(9);
+        assert_eq!(o.exit_status(), 124);
+        o.status = Status::CpuLimit;
+        assert_eq!(o.exit_status(), 137);
+        o.status = Status::Error;
+        o.signal = None;
+        o.exit_code = Some(127);
+        assert_eq!(o.exit_status(), 127);
+        o.exit_code = None;
+        assert_eq!(o.exit_status(), 125);
+        o.signal = Some(2);
+        assert_eq!(o.exit_status(), 130);
+    }
+
+    fn sample_outcome() -> Outcome {
+        Outcome {
+            status: Status::Exited,
+            exit_code: None,
+            signal: None,
+            wall_ms: 0,
+            cpu_ms: 0,
+            peak_memory_bytes: 0,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: false,
+            violations: vec![],
+            enforcement: Default::default(),
+            warnings: vec![],
+            error: None,
+        }
+    }
+}

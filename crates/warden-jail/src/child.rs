@@ -114,6 +114,7 @@ fn build_root(plan: &MountPlan) -> Result<(), String> {
         "make mounts private",
         sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
     )?;
+    let sources = mounts::open_sources(plan)?;
     step(
         "mount root tmpfs",
         sys::mount(
@@ -127,8 +128,9 @@ fn build_root(plan: &MountPlan) -> Result<(), String> {
     let root: OwnedFd = std::fs::File::open(STAGING.to_str().unwrap_or("/tmp"))
         .map_err(|e| format!("open staging root: {e}"))?
         .into();
-    mounts::apply(plan, root.as_raw_fd())?;
+    mounts::apply(plan, &sources, root.as_raw_fd())?;
     drop(root);
+    drop(sources);
     step("enter staging root", sys::chdir(STAGING))?;
     step("pivot_root", sys::pivot_root_here())?;
     step("detach old root", sys::umount_detach(c"."))?;

@@ -92,6 +92,15 @@ fn resolve_grants(caps: &[Capability]) -> Result<Vec<GrantMount>, BackendError> 
         let canonical = std::fs::canonicalize(path).map_err(|e| {
             BackendError::Invalid(format!("grant {cap}: {}: {e}", path.display()))
         })?;
+        // A grant names exactly what is mounted: a path that resolves
+        // through a symlink elsewhere is refused, not followed.
+        if canonical != *path {
+            return Err(BackendError::Invalid(format!(
+                "grant {cap}: {} resolves through a symlink to {}; grant the real path instead",
+                path.display(),
+                canonical.display()
+            )));
+        }
         match by_path.iter_mut().find(|(p, _)| *p == canonical) {
             Some(entry) => entry.1 |= writable,
             None => by_path.push((canonical, writable)),
@@ -100,9 +109,9 @@ fn resolve_grants(caps: &[Capability]) -> Result<Vec<GrantMount>, BackendError> 
     by_path
         .into_iter()
         .map(|(path, writable)| {
-            let (fd, is_dir, locked) = mounts::open_source(&path)
+            let (is_dir, locked) = mounts::inspect_source(&path)
                 .map_err(|e| BackendError::Invalid(format!("grant {}: {e}", path.display())))?;
-            Ok(GrantMount { path, fd, is_dir, writable, locked })
+            Ok(GrantMount { path, is_dir, writable, locked })
         })
         .collect()
 }

@@ -24,8 +24,11 @@ pub(crate) const STAGING: &std::ffi::CStr = c"/tmp";
 pub(crate) enum Source {
     /// A trusted host path (the system runtime).
     HostPath(CString),
-    /// A descriptor opened by the supervisor (user grants, the entry file).
-    Fd(OwnedFd),
+    /// A user grant or the entry file: a canonical host path, relative to
+    /// `/`, opened by the jail's init with every symlink refused before the
+    /// staging root hides anything (a descriptor opened by the supervisor
+    /// would belong to the wrong mount namespace and cannot be bound).
+    Beneath(CString),
 }
 
 #[derive(Debug)]
@@ -153,15 +156,15 @@ impl SystemLayout {
 #[derive(Debug)]
 pub(crate) struct GrantMount {
     pub path: PathBuf,
-    pub fd: OwnedFd,
     pub is_dir: bool,
     pub writable: bool,
     pub locked: libc::c_ulong,
 }
 
-/// Opens a host path with every symlink refused, for use as a bind
-/// source. The path must already be canonical (absolute, no symlinks).
-pub(crate) fn open_source(path: &Path) -> io::Result<(OwnedFd, bool, libc::c_ulong)> {
+/// Opens a host path with every symlink refused, to check it as a bind
+/// source: whether it is a directory and which mount flags it carries.
+/// The path must already be canonical (absolute, no symlinks).
+pub(crate) fn inspect_source(path: &Path) -> io::Result<(bool, libc::c_ulong)> {
     let root = fs::File::open("/")?;
     let relative = rel_path(path)?;
     let fd = if relative.as_bytes().is_empty() {
@@ -175,7 +178,7 @@ pub(crate) fn open_source(path: &Path) -> io::Result<(OwnedFd, bool, libc::c_ulo
         let f = fs::File::open(path)?;
         sys::locked_mount_flags(f.as_raw_fd())
     })?;
-    Ok((fd, meta.is_dir(), locked))
+    Ok((meta.is_dir(), locked))
 }
 
 impl MountPlan {
@@ -239,7 +242,7 @@ impl MountPlan {
         for g in grants {
             ops.push(Op::Bind {
                 target: rel_path(&g.path)?,
-                source: Source::Fd(g.fd),
+                source: Source::Beneath(rel_path(&g.path)?),
                 is_dir: g.is_dir,
                 readonly: !g.writable,
                 devices: false,
@@ -279,7 +282,7 @@ fn ensure_beneath(root: RawFd, rel: &CString, leaf_is_file: bool) -> io::Result<
         let name = sys::cstring(*part)?;
         let at = dir.as_ref().map_or(root, |d| d.as_raw_fd());
         let last = i + 1 == parts.len();
-        let opened = sys::open_beneath(at, &name, (libc::O_PATH | libc::O_NOFOLLOW) as u64);
+        let opened = sys::open_beneath(at, &name, libc::O_PATH as u64);
         let fd = match opened {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -292,7 +295,7 @@ fn ensure_beneath(root: RawFd, rel: &CString, leaf_is_file: bool) -> io::Result<
                         Err(e) => return Err(e),
                     }
                 }
-                sys::open_beneath(at, &name, (libc::O_PATH | libc::O_NOFOLLOW) as u64)?
+                sys::open_beneath(at, &name, libc::O_PATH as u64)?
             }
             Err(e) => return Err(e),
         };
@@ -304,11 +307,35 @@ fn ensure_beneath(root: RawFd, rel: &CString, leaf_is_file: bool) -> io::Result<
     }
 }
 
-/// Applies the plan beneath `root` (the staging directory). Returns a
-/// message naming the failing step.
-pub(crate) fn apply(plan: &MountPlan, root: RawFd) -> Result<(), String> {
+/// Opens every grant source, in plan order, before the staging root is
+/// mounted (it may hide them, e.g. grants under /tmp).
+pub(crate) fn open_sources(plan: &MountPlan) -> Result<Vec<OwnedFd>, String> {
+    let host_root = fs::File::open("/").map_err(|e| format!("open /: {e}"))?;
+    let mut fds = Vec::new();
     for op in &plan.ops {
-        apply_op(op, root).map_err(|e| format!("{}: {e}", describe(op)))?;
+        if let Op::Bind { source: Source::Beneath(path), .. } = op {
+            let fd = if path.as_bytes().is_empty() {
+                sys::open_beneath(host_root.as_raw_fd(), c".", libc::O_PATH as u64)
+            } else {
+                sys::open_beneath(host_root.as_raw_fd(), path, libc::O_PATH as u64)
+            };
+            fds.push(fd.map_err(|e| format!("open grant /{}: {e}", path.to_string_lossy()))?);
+        }
+    }
+    Ok(fds)
+}
+
+/// Applies the plan beneath `root` (the staging directory), taking grant
+/// sources from `sources` (see [`open_sources`]). Returns a message naming
+/// the failing step.
+pub(crate) fn apply(plan: &MountPlan, sources: &[OwnedFd], root: RawFd) -> Result<(), String> {
+    let mut sources = sources.iter();
+    for op in &plan.ops {
+        let source = match op {
+            Op::Bind { source: Source::Beneath(_), .. } => sources.next().map(|fd| fd.as_raw_fd()),
+            _ => None,
+        };
+        apply_op(op, source, root).map_err(|e| format!("{}: {e}", describe(op)))?;
     }
     Ok(())
 }
@@ -325,13 +352,16 @@ fn describe(op: &Op) -> String {
     }
 }
 
-fn apply_op(op: &Op, root: RawFd) -> io::Result<()> {
+fn apply_op(op: &Op, opened: Option<RawFd>, root: RawFd) -> io::Result<()> {
     match op {
         Op::Bind { source, target, is_dir, readonly, devices, locked } => {
             let target_fd = ensure_beneath(root, target, !is_dir)?;
-            let source_path = match source {
-                Source::HostPath(p) => p.clone(),
-                Source::Fd(fd) => fd_path(fd.as_raw_fd()),
+            let source_path = match (source, opened) {
+                (Source::HostPath(p), _) => p.clone(),
+                (Source::Beneath(_), Some(fd)) => fd_path(fd),
+                (Source::Beneath(_), None) => {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, "grant source was not opened"))
+                }
             };
             let target_path = fd_path(target_fd.as_raw_fd());
             sys::mount(Some(&source_path), &target_path, None, libc::MS_BIND | libc::MS_REC, None)?;
@@ -423,6 +453,8 @@ mod tests {
         let root = fs::File::open(&dir).unwrap();
         let err = ensure_beneath(root.as_raw_fd(), &CString::new("escape/x").unwrap(), false).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        let err = ensure_beneath(root.as_raw_fd(), &CString::new("escape").unwrap(), false).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "a symlink leaf is refused too");
         let made = ensure_beneath(root.as_raw_fd(), &CString::new("a/b/c").unwrap(), true);
         assert!(made.is_ok());
         assert!(dir.join("a/b/c").is_file());

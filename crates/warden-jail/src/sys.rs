@@ -169,11 +169,6 @@ pub fn chdir(path: &CStr) -> io::Result<()> {
     check(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
 }
 
-pub fn fchdir(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fchdir only reads the descriptor number.
-    check(unsafe { libc::fchdir(fd) }).map(drop)
-}
-
 pub fn sethostname(name: &[u8]) -> io::Result<()> {
     // SAFETY: name is a valid buffer of name.len() bytes.
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
@@ -206,11 +201,6 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
         )
     })
     .map(drop)
-}
-
-pub fn close_from(first: u32) -> io::Result<()> {
-    // SAFETY: close_range only closes descriptors; callers own all of them.
-    check_long(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) }).map(drop)
 }
 
 pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {

@@ -33,7 +33,6 @@ pub trait JailCgroup {
 
 /// Creates per-run cgroups.
 pub trait CgroupDriver: Send + Sync {
-    fn mechanism(&self) -> &'static str;
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>>;
     /// Removes groups whose Warden process is gone.
     fn clean_stale(&self);

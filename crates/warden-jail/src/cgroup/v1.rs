@@ -63,10 +63,6 @@ impl V1Driver {
 }
 
 impl CgroupDriver for V1Driver {
-    fn mechanism(&self) -> &'static str {
-        "cgroup_v1"
-    }
-
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>> {
         let dirs: Vec<PathBuf> = self.distinct_parents().iter().map(|p| p.join(name)).collect();
         let mut group = V1Cgroup {

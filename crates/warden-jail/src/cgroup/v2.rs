@@ -68,10 +68,6 @@ impl V2Driver {
 }
 
 impl CgroupDriver for V2Driver {
-    fn mechanism(&self) -> &'static str {
-        "cgroup_v2"
-    }
-
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>> {
         let dir = self.parent.join(name);
         fs::create_dir(&dir).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
