@@ -6,7 +6,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "warden", version, about = "Run untrusted code with nothing it was not granted")]
+#[command(
+    name = "warden",
+    version,
+    about = "Run untrusted code with nothing it was not granted"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -15,7 +19,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a program in a sandbox.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Work with policy files.
     Policy {
         #[command(subcommand)]

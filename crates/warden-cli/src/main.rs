@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => policy_check(&file),

@@ -146,7 +146,10 @@ mod tests {
             k
         };
         assert_eq!(keys(&report), required(&schema));
-        assert_eq!(keys(&report["limits"]), required(&schema["properties"]["limits"]));
+        assert_eq!(
+            keys(&report["limits"]),
+            required(&schema["properties"]["limits"])
+        );
         let statuses: Vec<&str> = schema["properties"]["status"]["enum"]
             .as_array()
             .unwrap()

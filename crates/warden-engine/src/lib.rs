@@ -49,7 +49,9 @@ fn read_policy_source(path: &Path) -> Result<String, EngineError> {
             return Err(std::io::Error::other("not a regular file"));
         }
         if meta.len() > MAX_POLICY_FILE {
-            return Err(std::io::Error::other(format!("larger than {MAX_POLICY_FILE} bytes")));
+            return Err(std::io::Error::other(format!(
+                "larger than {MAX_POLICY_FILE} bytes"
+            )));
         }
         fs::read_to_string(path)
     };
@@ -80,13 +82,16 @@ pub fn load_policy(path: &Path) -> Result<Policy, EngineError> {
         seen.push(canonical.clone());
         let source = read_policy_source(&file)?;
         let base = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let policy = warden_policy::parse_policy(&source, &file.display().to_string())?.with_base(&base);
+        let policy =
+            warden_policy::parse_policy(&source, &file.display().to_string())?.with_base(&base);
         if let Some(parent) = &policy.extends {
             next = Some(base.join(parent));
         }
         chain.push(policy);
     }
-    let mut effective = chain.pop().ok_or_else(|| EngineError::Request("empty policy chain".into()))?;
+    let mut effective = chain
+        .pop()
+        .ok_or_else(|| EngineError::Request("empty policy chain".into()))?;
     while let Some(child) = chain.pop() {
         effective = Policy::attenuate(&effective, &child)?;
     }
@@ -129,7 +134,11 @@ impl Engine {
                 if self.jail.is_none() {
                     self.jail = Some(warden_jail::JailBackend::new()?);
                 }
-                Ok(self.jail.as_ref().map(|b| b as &dyn Backend).ok_or_else(|| EngineError::Request("jail backend unavailable".into()))?)
+                Ok(self
+                    .jail
+                    .as_ref()
+                    .map(|b| b as &dyn Backend)
+                    .ok_or_else(|| EngineError::Request("jail backend unavailable".into()))?)
             }
             other => Err(EngineError::UnknownBackend(other.to_string())),
         }

@@ -61,9 +61,15 @@ fn fill(limits: &Limits) -> EffectiveLimits {
 }
 
 fn check_limits(l: &EffectiveLimits) -> Result<(), EngineError> {
-    let bad = |what: &str| Err(EngineError::Request(format!("{what} must be greater than zero")));
+    let bad = |what: &str| {
+        Err(EngineError::Request(format!(
+            "{what} must be greater than zero"
+        )))
+    };
     if l.memory_bytes < (1 << 20) {
-        return Err(EngineError::Request("memory limit must be at least 1MiB".into()));
+        return Err(EngineError::Request(
+            "memory limit must be at least 1MiB".into(),
+        ));
     }
     if l.wall_time.is_zero() {
         return bad("wall-time");
@@ -111,7 +117,9 @@ fn entry_file(argv: &[String], cwd: &Path) -> Option<PathBuf> {
 /// fills limits, collects the environment and the working directory.
 pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, EngineError> {
     if req.argv.is_empty() {
-        return Err(EngineError::Request("no command given (usage: warden run [OPTIONS] -- PROGRAM [ARGS...])".into()));
+        return Err(EngineError::Request(
+            "no command given (usage: warden run [OPTIONS] -- PROGRAM [ARGS...])".into(),
+        ));
     }
     let backend = route(req.backend.as_deref())?;
     let mut requested: Vec<Capability> = Vec::new();
@@ -135,7 +143,9 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             None => (item.clone(), None),
         };
         if !env_name_ok(&name) {
-            return Err(EngineError::Request(format!("--env {item}: invalid variable name {name:?}")));
+            return Err(EngineError::Request(format!(
+                "--env {item}: invalid variable name {name:?}"
+            )));
         }
         let value = match value {
             Some(v) => v,
@@ -144,7 +154,9 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
                 .iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.clone())
-                .ok_or_else(|| EngineError::Request(format!("--env {name}: not set in warden's environment")))?,
+                .ok_or_else(|| {
+                    EngineError::Request(format!("--env {name}: not set in warden's environment"))
+                })?,
         };
         requested.push(Capability::Env(name.clone()));
         env_values.retain(|(k, _)| *k != name);

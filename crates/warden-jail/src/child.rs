@@ -70,7 +70,11 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
         fail(status, "bring up loopback", e);
     }
     if let Err(e) = sys::chdir(&plan.workdir) {
-        fail(status, &format!("enter working directory {}", plan.workdir.to_string_lossy()), e);
+        fail(
+            status,
+            &format!("enter working directory {}", plan.workdir.to_string_lossy()),
+            e,
+        );
     }
     // Wait until the supervisor has put us into the run's cgroup.
     let mut byte = [0u8; 1];
@@ -174,10 +178,18 @@ fn run_program(plan: &ChildPlan<'_>) -> ! {
     if let Err(e) = drop_privileges_and_filter(plan) {
         fail(status, "confine program", e);
     }
-    let argv: Vec<*const libc::c_char> =
-        plan.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let envp: Vec<*const libc::c_char> =
-        plan.envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let argv: Vec<*const libc::c_char> = plan
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = plan
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     let mut errno = libc::ENOENT;
     for path in &plan.candidates {
         let err = sys::execve(path, &argv, &envp);

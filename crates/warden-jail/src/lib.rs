@@ -53,7 +53,8 @@ impl JailBackend {
     pub fn new() -> Result<Self, BackendError> {
         let seccomp = SeccompProgram::jail_default()
             .map_err(|e| BackendError::Unavailable("jail".into(), e.to_string()))?;
-        let layout = SystemLayout::probe().map_err(|e| BackendError::setup("probe system layout", e))?;
+        let layout =
+            SystemLayout::probe().map_err(|e| BackendError::setup("probe system layout", e))?;
         let cgroups = cgroup::detect();
         if let Ok(driver) = &cgroups {
             driver.clean_stale();
@@ -89,9 +90,8 @@ fn resolve_grants(caps: &[Capability]) -> Result<Vec<GrantMount>, BackendError> 
             Capability::FsWrite(p) => (p, true),
             _ => continue,
         };
-        let canonical = std::fs::canonicalize(path).map_err(|e| {
-            BackendError::Invalid(format!("grant {cap}: {}: {e}", path.display()))
-        })?;
+        let canonical = std::fs::canonicalize(path)
+            .map_err(|e| BackendError::Invalid(format!("grant {cap}: {}: {e}", path.display())))?;
         // A grant names exactly what is mounted: a path that resolves
         // through a symlink elsewhere is refused, not followed.
         if canonical != *path {
@@ -111,15 +111,26 @@ fn resolve_grants(caps: &[Capability]) -> Result<Vec<GrantMount>, BackendError> 
         .map(|(path, writable)| {
             let (is_dir, locked) = mounts::inspect_source(&path)
                 .map_err(|e| BackendError::Invalid(format!("grant {}: {e}", path.display())))?;
-            Ok(GrantMount { path, is_dir, writable, locked })
+            Ok(GrantMount {
+                path,
+                is_dir,
+                writable,
+                locked,
+            })
         })
         .collect()
 }
 
-fn cstrings(items: impl IntoIterator<Item = impl Into<Vec<u8>>>) -> Result<Vec<CString>, BackendError> {
+fn cstrings(
+    items: impl IntoIterator<Item = impl Into<Vec<u8>>>,
+) -> Result<Vec<CString>, BackendError> {
     items
         .into_iter()
-        .map(|s| CString::new(s).map_err(|_| BackendError::Invalid("argument or variable contains a NUL byte".into())))
+        .map(|s| {
+            CString::new(s).map_err(|_| {
+                BackendError::Invalid("argument or variable contains a NUL byte".into())
+            })
+        })
         .collect()
 }
 
@@ -128,7 +139,10 @@ fn candidates(program: &str) -> Vec<Vec<u8>> {
     if program.contains('/') {
         return vec![program.as_bytes().to_vec()];
     }
-    JAIL_PATH.split(':').map(|dir| format!("{dir}/{program}").into_bytes()).collect()
+    JAIL_PATH
+        .split(':')
+        .map(|dir| format!("{dir}/{program}").into_bytes())
+        .collect()
 }
 
 struct Limits {
@@ -137,7 +151,11 @@ struct Limits {
     warnings: Vec<String>,
 }
 
-fn plan_limits(inv: &Invocation, cgroup: Option<&dyn JailCgroup>, cgroup_error: Option<&str>) -> Limits {
+fn plan_limits(
+    inv: &Invocation,
+    cgroup: Option<&dyn JailCgroup>,
+    cgroup_error: Option<&str>,
+) -> Limits {
     let l = &inv.limits;
     let mut rlimits = vec![
         (libc::RLIMIT_FSIZE, l.file_size_bytes),
@@ -173,19 +191,28 @@ fn plan_limits(inv: &Invocation, cgroup: Option<&dyn JailCgroup>, cgroup_error: 
             ));
             rlimits.push((libc::RLIMIT_NPROC, l.pids as u64));
             enforcement.insert("pids".into(), "rlimit_nproc".into());
-            warnings.push("pids limit falls back to RLIMIT_NPROC (per user inside the jail)".into());
+            warnings
+                .push("pids limit falls back to RLIMIT_NPROC (per user inside the jail)".into());
             if let Some(cpu) = l.cpu_time {
                 rlimits.push((libc::RLIMIT_CPU, cpu.as_secs_f64().ceil().max(1.0) as u64));
                 enforcement.insert("cpu_time".into(), "rlimit_cpu".into());
-                warnings.push("cpu time limit falls back to RLIMIT_CPU (per process, whole seconds)".into());
+                warnings.push(
+                    "cpu time limit falls back to RLIMIT_CPU (per process, whole seconds)".into(),
+                );
             }
             if l.cpu_percent.is_some() {
                 enforcement.insert("cpu_share".into(), "not_enforced".into());
-                warnings.push(format!("cpu share limit cannot be enforced without a cgroup: {why}"));
+                warnings.push(format!(
+                    "cpu share limit cannot be enforced without a cgroup: {why}"
+                ));
             }
         }
     }
-    Limits { rlimits, enforcement, warnings }
+    Limits {
+        rlimits,
+        enforcement,
+        warnings,
+    }
 }
 
 impl Backend for JailBackend {
@@ -209,18 +236,20 @@ impl Backend for JailBackend {
             .map_err(|e| BackendError::setup("plan jail mounts", e))?;
 
         let group_name = format!("{}-{}", sys::getpid(), inv.invocation_id);
-        let (cgroup, cgroup_error): (Option<Box<dyn JailCgroup>>, Option<String>) = match &self.cgroups {
-            Ok(driver) => match driver.create(&group_name, &inv.limits) {
-                Ok(cg) => (Some(cg), None),
-                // An ordinary user without a delegated cgroup: fall back to
-                // rlimits, and the report says so.
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    (None, Some(format!("this user may not create cgroups ({e})")))
-                }
-                Err(e) => return Err(BackendError::setup("create cgroup", e)),
-            },
-            Err(why) => (None, Some(why.clone())),
-        };
+        let (cgroup, cgroup_error): (Option<Box<dyn JailCgroup>>, Option<String>) =
+            match &self.cgroups {
+                Ok(driver) => match driver.create(&group_name, &inv.limits) {
+                    Ok(cg) => (Some(cg), None),
+                    // An ordinary user without a delegated cgroup: fall back to
+                    // rlimits, and the report says so.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (
+                        None,
+                        Some(format!("this user may not create cgroups ({e})")),
+                    ),
+                    Err(e) => return Err(BackendError::setup("create cgroup", e)),
+                },
+                Err(why) => (None, Some(why.clone())),
+            };
         let limits = plan_limits(inv, cgroup.as_deref(), cgroup_error.as_deref());
         let result = self.run_in(inv, program, &plan, cgroup.as_deref(), limits);
         if let Some(cg) = &cgroup {
@@ -245,7 +274,8 @@ impl JailBackend {
         let (stderr_r, stderr_w) = sys::pipe().map_err(setup("create stderr pipe"))?;
         let (status_r, status_w) = sys::pipe().map_err(setup("create status pipe"))?;
         let (go_r, go_w) = sys::pipe().map_err(setup("create start pipe"))?;
-        let (notify_parent, notify_child) = sys::socketpair().map_err(setup("create notify socket"))?;
+        let (notify_parent, notify_child) =
+            sys::socketpair().map_err(setup("create notify socket"))?;
 
         let mut env: Vec<Vec<u8>> = vec![format!("PATH={JAIL_PATH}").into_bytes()];
         env.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));
@@ -254,8 +284,9 @@ impl JailBackend {
             seccomp: &self.seccomp,
             uid_map: format!("{SANDBOX_ID} {} 1\n", sys::getuid()).into_bytes(),
             gid_map: format!("{SANDBOX_ID} {} 1\n", sys::getgid()).into_bytes(),
-            workdir: CString::new(inv.workdir.as_os_str().as_bytes())
-                .map_err(|_| BackendError::Invalid("working directory contains a NUL byte".into()))?,
+            workdir: CString::new(inv.workdir.as_os_str().as_bytes()).map_err(|_| {
+                BackendError::Invalid("working directory contains a NUL byte".into())
+            })?,
             candidates: cstrings(candidates(program))?,
             argv: cstrings(inv.argv.iter().map(|a| a.as_bytes().to_vec()))?,
             envp: cstrings(env)?,
@@ -319,7 +350,9 @@ impl JailBackend {
         let cpu_ms = cgroup
             .and_then(|c| c.cpu_usage_ns())
             .map_or(rusage_cpu_us / 1000, |ns| ns / 1_000_000);
-        let peak_memory_bytes = cgroup.and_then(|c| c.peak_memory_bytes()).unwrap_or(rusage_rss);
+        let peak_memory_bytes = cgroup
+            .and_then(|c| c.peak_memory_bytes())
+            .unwrap_or(rusage_rss);
         let mut error = observed.setup_error.clone();
         if let Some(errno) = observed.exec_errno {
             let err = std::io::Error::from_raw_os_error(errno);
@@ -333,7 +366,9 @@ impl JailBackend {
         }
         if status == Status::Error && error.is_none() {
             error = Some(match observed.stop {
-                Some(supervisor::StopCause::Interrupted(sig)) => format!("interrupted by signal {sig}"),
+                Some(supervisor::StopCause::Interrupted(sig)) => {
+                    format!("interrupted by signal {sig}")
+                }
                 _ => "the jail's init process died before the program finished".into(),
             });
         }
@@ -357,5 +392,6 @@ impl JailBackend {
 
 /// Whether `path` lies inside one of the granted filesystem paths.
 pub fn is_granted(path: &Path, caps: &[Capability]) -> bool {
-    caps.iter().any(|c| c.path().is_some_and(|p| path.starts_with(p)))
+    caps.iter()
+        .any(|c| c.path().is_some_and(|p| path.starts_with(p)))
 }

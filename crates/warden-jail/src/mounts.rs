@@ -76,10 +76,30 @@ const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "l
 /// The few /etc entries interpreters need. Never shadow, gshadow, sudoers,
 /// ssh keys or the host's passwd/group: those are generated.
 const ETC_ENTRIES: &[&str] = &[
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "host.conf",
-    "gai.conf", "protocols", "services", "mime.types", "alternatives", "ssl", "ca-certificates",
-    "os-release", "debian_version", "python3", "python3.11", "python3.12", "python3.13", "php",
-    "nodejs", "magic", "magic.mime", "locale.alias",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "protocols",
+    "services",
+    "mime.types",
+    "alternatives",
+    "ssl",
+    "ca-certificates",
+    "os-release",
+    "debian_version",
+    "python3",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "php",
+    "nodejs",
+    "magic",
+    "magic.mime",
+    "locale.alias",
 ];
 
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
@@ -95,7 +115,12 @@ fn rel(path: &str) -> io::Result<CString> {
 }
 
 fn rel_path(path: &Path) -> io::Result<CString> {
-    sys::cstring(path.as_os_str().as_bytes().strip_prefix(b"/").unwrap_or(path.as_os_str().as_bytes()))
+    sys::cstring(
+        path.as_os_str()
+            .as_bytes()
+            .strip_prefix(b"/")
+            .unwrap_or(path.as_os_str().as_bytes()),
+    )
 }
 
 /// The part of the plan that is the same for every run: probed once.
@@ -139,8 +164,14 @@ impl SystemLayout {
                 entries.push(SystemEntry::File { path, locked });
             }
         }
-        if !entries.iter().any(|e| matches!(e, SystemEntry::Dir { path, .. } if path == "/usr")) {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "/usr is not a directory on this host"));
+        if !entries
+            .iter()
+            .any(|e| matches!(e, SystemEntry::Dir { path, .. } if path == "/usr"))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "/usr is not a directory on this host",
+            ));
         }
         let mut devices = Vec::new();
         for dev in DEVICES {
@@ -196,20 +227,32 @@ impl MountPlan {
                     target: sys::cstring(target.as_os_str().as_bytes())?,
                     link: rel(link)?,
                 },
-                SystemEntry::Dir { path, locked } | SystemEntry::File { path, locked } => Op::Bind {
-                    source: Source::HostPath(sys::cstring(path.as_str())?),
-                    target: rel(path)?,
-                    is_dir: matches!(entry, SystemEntry::Dir { .. }),
-                    readonly: true,
-                    devices: false,
-                    locked: *locked,
-                },
+                SystemEntry::Dir { path, locked } | SystemEntry::File { path, locked } => {
+                    Op::Bind {
+                        source: Source::HostPath(sys::cstring(path.as_str())?),
+                        target: rel(path)?,
+                        is_dir: matches!(entry, SystemEntry::Dir { .. }),
+                        readonly: true,
+                        devices: false,
+                        locked: *locked,
+                    }
+                }
             });
         }
-        for (name, contents) in [("etc/passwd", PASSWD), ("etc/group", GROUP), ("etc/hosts", HOSTS), ("etc/hostname", "warden\n")] {
-            ops.push(Op::File { path: rel(name)?, contents: contents.as_bytes().to_vec() });
+        for (name, contents) in [
+            ("etc/passwd", PASSWD),
+            ("etc/group", GROUP),
+            ("etc/hosts", HOSTS),
+            ("etc/hostname", "warden\n"),
+        ] {
+            ops.push(Op::File {
+                path: rel(name)?,
+                contents: contents.as_bytes().to_vec(),
+            });
         }
-        ops.push(Op::Proc { target: rel("proc")? });
+        ops.push(Op::Proc {
+            target: rel("proc")?,
+        });
         ops.push(Op::Tmpfs {
             target: rel("dev")?,
             options: sys::cstring("size=64k,nr_inodes=64,mode=0755")?,
@@ -225,8 +268,16 @@ impl MountPlan {
                 locked: *locked,
             });
         }
-        for (link, target) in [("dev/fd", "/proc/self/fd"), ("dev/stdin", "/proc/self/fd/0"), ("dev/stdout", "/proc/self/fd/1"), ("dev/stderr", "/proc/self/fd/2")] {
-            ops.push(Op::Symlink { target: sys::cstring(target)?, link: rel(link)? });
+        for (link, target) in [
+            ("dev/fd", "/proc/self/fd"),
+            ("dev/stdin", "/proc/self/fd/0"),
+            ("dev/stdout", "/proc/self/fd/1"),
+            ("dev/stderr", "/proc/self/fd/2"),
+        ] {
+            ops.push(Op::Symlink {
+                target: sys::cstring(target)?,
+                link: rel(link)?,
+            });
         }
         let tmp_options = sys::cstring(format!("size={tmpfs_bytes},mode=1777"))?;
         for target in ["tmp", "dev/shm"] {
@@ -250,7 +301,9 @@ impl MountPlan {
             });
         }
         if workdir != Path::new("/") {
-            ops.push(Op::Dir { path: rel_path(workdir)? });
+            ops.push(Op::Dir {
+                path: rel_path(workdir)?,
+            });
         }
         Ok(MountPlan { ops })
     }
@@ -258,7 +311,10 @@ impl MountPlan {
 
 /// Lexical check used before any I/O: an absolute path with no `..`.
 pub(crate) fn is_clean_absolute(path: &Path) -> bool {
-    path.is_absolute() && path.components().all(|c| !matches!(c, Component::ParentDir | Component::CurDir))
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| !matches!(c, Component::ParentDir | Component::CurDir))
 }
 
 // ---- Applied inside the jail's init (single-threaded child). ----
@@ -273,11 +329,17 @@ fn fd_path(fd: RawFd) -> CString {
 /// symlinks everywhere. Returns an O_PATH descriptor of the leaf.
 fn ensure_beneath(root: RawFd, rel: &CString, leaf_is_file: bool) -> io::Result<OwnedFd> {
     let bytes = rel.as_bytes();
-    let parts: Vec<&[u8]> = bytes.split(|b| *b == b'/').filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&[u8]> = bytes
+        .split(|b| *b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
     let mut dir: Option<OwnedFd> = None;
     for (i, part) in parts.iter().enumerate() {
         if *part == b".." || *part == b"." {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "path component . or .."));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "path component . or ..",
+            ));
         }
         let name = sys::cstring(*part)?;
         let at = dir.as_ref().map_or(root, |d| d.as_raw_fd());
@@ -313,7 +375,11 @@ pub(crate) fn open_sources(plan: &MountPlan) -> Result<Vec<OwnedFd>, String> {
     let host_root = fs::File::open("/").map_err(|e| format!("open /: {e}"))?;
     let mut fds = Vec::new();
     for op in &plan.ops {
-        if let Op::Bind { source: Source::Beneath(path), .. } = op {
+        if let Op::Bind {
+            source: Source::Beneath(path),
+            ..
+        } = op
+        {
             let fd = if path.as_bytes().is_empty() {
                 sys::open_beneath(host_root.as_raw_fd(), c".", libc::O_PATH as u64)
             } else {
@@ -332,7 +398,10 @@ pub(crate) fn apply(plan: &MountPlan, sources: &[OwnedFd], root: RawFd) -> Resul
     let mut sources = sources.iter();
     for op in &plan.ops {
         let source = match op {
-            Op::Bind { source: Source::Beneath(_), .. } => sources.next().map(|fd| fd.as_raw_fd()),
+            Op::Bind {
+                source: Source::Beneath(_),
+                ..
+            } => sources.next().map(|fd| fd.as_raw_fd()),
             _ => None,
         };
         apply_op(op, source, root).map_err(|e| format!("{}: {e}", describe(op)))?;
@@ -354,17 +423,33 @@ fn describe(op: &Op) -> String {
 
 fn apply_op(op: &Op, opened: Option<RawFd>, root: RawFd) -> io::Result<()> {
     match op {
-        Op::Bind { source, target, is_dir, readonly, devices, locked } => {
+        Op::Bind {
+            source,
+            target,
+            is_dir,
+            readonly,
+            devices,
+            locked,
+        } => {
             let target_fd = ensure_beneath(root, target, !is_dir)?;
             let source_path = match (source, opened) {
                 (Source::HostPath(p), _) => p.clone(),
                 (Source::Beneath(_), Some(fd)) => fd_path(fd),
                 (Source::Beneath(_), None) => {
-                    return Err(io::Error::new(io::ErrorKind::NotFound, "grant source was not opened"))
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "grant source was not opened",
+                    ))
                 }
             };
             let target_path = fd_path(target_fd.as_raw_fd());
-            sys::mount(Some(&source_path), &target_path, None, libc::MS_BIND | libc::MS_REC, None)?;
+            sys::mount(
+                Some(&source_path),
+                &target_path,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )?;
             drop(target_fd);
             // Re-open: the path now leads to the new mount's root.
             let mounted = ensure_beneath(root, target, !is_dir)?;
@@ -377,9 +462,19 @@ fn apply_op(op: &Op, opened: Option<RawFd>, root: RawFd) -> io::Result<()> {
             }
             sys::mount(None, &fd_path(mounted.as_raw_fd()), None, flags, None)
         }
-        Op::Tmpfs { target, options, flags } => {
+        Op::Tmpfs {
+            target,
+            options,
+            flags,
+        } => {
             let fd = ensure_beneath(root, target, false)?;
-            sys::mount(Some(c"tmpfs"), &fd_path(fd.as_raw_fd()), Some(c"tmpfs"), *flags, Some(options))
+            sys::mount(
+                Some(c"tmpfs"),
+                &fd_path(fd.as_raw_fd()),
+                Some(c"tmpfs"),
+                *flags,
+                Some(options),
+            )
         }
         Op::Proc { target } => {
             let fd = ensure_beneath(root, target, false)?;
@@ -407,10 +502,9 @@ fn apply_op(op: &Op, opened: Option<RawFd>, root: RawFd) -> io::Result<()> {
         Op::Dir { path } => ensure_beneath(root, path, false).map(drop),
         Op::File { path, contents } => {
             let fd = ensure_beneath(root, path, true)?;
-            let file = fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(std::ffi::OsStr::from_bytes(fd_path(fd.as_raw_fd()).as_bytes()))?;
+            let file = fs::OpenOptions::new().write(true).truncate(true).open(
+                std::ffi::OsStr::from_bytes(fd_path(fd.as_raw_fd()).as_bytes()),
+            )?;
             io::Write::write_all(&mut &file, contents)
         }
     }
@@ -439,8 +533,19 @@ mod tests {
             })
             .collect();
         assert!(paths.contains(&"/usr".to_string()));
-        for secret in ["/etc/shadow", "/etc/gshadow", "/etc/passwd", "/etc/ssh", "/etc/sudoers", "/root", "/home"] {
-            assert!(!paths.contains(&secret.to_string()), "{secret} must not be mounted");
+        for secret in [
+            "/etc/shadow",
+            "/etc/gshadow",
+            "/etc/passwd",
+            "/etc/ssh",
+            "/etc/sudoers",
+            "/root",
+            "/home",
+        ] {
+            assert!(
+                !paths.contains(&secret.to_string()),
+                "{secret} must not be mounted"
+            );
         }
     }
 
@@ -451,10 +556,16 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         std::os::unix::fs::symlink("/etc", dir.join("escape")).unwrap();
         let root = fs::File::open(&dir).unwrap();
-        let err = ensure_beneath(root.as_raw_fd(), &CString::new("escape/x").unwrap(), false).unwrap_err();
+        let err = ensure_beneath(root.as_raw_fd(), &CString::new("escape/x").unwrap(), false)
+            .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
-        let err = ensure_beneath(root.as_raw_fd(), &CString::new("escape").unwrap(), false).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "a symlink leaf is refused too");
+        let err =
+            ensure_beneath(root.as_raw_fd(), &CString::new("escape").unwrap(), false).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::ELOOP),
+            "a symlink leaf is refused too"
+        );
         let made = ensure_beneath(root.as_raw_fd(), &CString::new("a/b/c").unwrap(), true);
         assert!(made.is_ok());
         assert!(dir.join("a/b/c").is_file());

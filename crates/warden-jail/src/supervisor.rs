@@ -79,8 +79,16 @@ struct Stream {
 pub(crate) fn watch(w: Watch<'_>) -> Observed {
     let mut obs = Observed::default();
     let mut streams = [
-        Stream { fd: w.stdout, to: 1, open: true },
-        Stream { fd: w.stderr, to: 2, open: true },
+        Stream {
+            fd: w.stdout,
+            to: 1,
+            open: true,
+        },
+        Stream {
+            fd: w.stderr,
+            to: 2,
+            open: true,
+        },
     ];
     for s in &streams {
         let _ = sys::set_nonblocking(s.fd.as_raw_fd());
@@ -121,14 +129,19 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
             }
             // Wake up before the budget could be spent on every core.
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            let slice = ((limit - used) / cores).clamp(Duration::from_millis(1), Duration::from_millis(100));
+            let slice = ((limit - used) / cores)
+                .clamp(Duration::from_millis(1), Duration::from_millis(100));
             timeout = timeout.min(slice);
         }
 
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(6);
         let mut roles: Vec<u8> = Vec::with_capacity(6);
         let mut add = |fd: RawFd, role: u8| {
-            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
             roles.push(role);
         };
         for (i, s) in streams.iter().enumerate() {
@@ -148,7 +161,11 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
         add(w.signals, 5);
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // Round up so we do not spin on sub-millisecond remainders.
-        let ms = if Duration::from_millis(ms as u64) < timeout { ms + 1 } else { ms };
+        let ms = if Duration::from_millis(ms as u64) < timeout {
+            ms + 1
+        } else {
+            ms
+        };
         if sys::poll(&mut fds, ms).is_err() {
             kill(&mut obs, StopCause::Timeout);
             break;
@@ -163,7 +180,8 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                     match sys::read(s.fd.as_raw_fd(), &mut buf) {
                         Ok(0) => s.open = false,
                         Ok(n) => {
-                            let allowed = w.output_limit.saturating_sub(total_output).min(n as u64) as usize;
+                            let allowed =
+                                w.output_limit.saturating_sub(total_output).min(n as u64) as usize;
                             let _ = sys::write_all(s.to, &buf[..allowed]);
                             total_output += n as u64;
                             if *role == 0 {
@@ -248,9 +266,13 @@ fn parse_status(mut data: &[u8], obs: &mut Observed) {
             break;
         };
         match tag {
-            MSG_SETUP_ERROR => obs.setup_error = Some(String::from_utf8_lossy(payload).into_owned()),
+            MSG_SETUP_ERROR => {
+                obs.setup_error = Some(String::from_utf8_lossy(payload).into_owned())
+            }
             MSG_EXEC_ERROR if payload.len() >= 4 => {
-                obs.exec_errno = Some(i32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]))
+                obs.exec_errno = Some(i32::from_le_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]))
             }
             MSG_EXITED if payload.len() >= 20 => {
                 let st = i32::from_le_bytes(payload[0..4].try_into().unwrap_or_default());

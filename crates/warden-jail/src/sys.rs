@@ -160,8 +160,7 @@ pub fn pivot_root_here() -> io::Result<()> {
     let dot = c".";
     // SAFETY: both arguments are valid NUL-terminated strings; pivot_root
     // with new_root == put_old stacks the old root on top of the new one.
-    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) })
-        .map(drop)
+    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) }).map(drop)
 }
 
 pub fn chdir(path: &CStr) -> io::Result<()> {
@@ -214,8 +213,16 @@ pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<
 
 pub fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> {
     // SAFETY: the prctl options used here take integer arguments only.
-    check(unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) })
-        .map(drop)
+    check(unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })
+    .map(drop)
 }
 
 /// Drops every capability: bounding set, ambient set, then the
@@ -425,7 +432,11 @@ pub fn children_usage() -> (u64, u64) {
     )
 }
 
-pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> io::Error {
+pub fn execve(
+    path: &CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
     // SAFETY: path is NUL-terminated; argv and envp are NULL-terminated
     // arrays of pointers to strings that the caller keeps alive.
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
@@ -506,7 +517,8 @@ pub fn locked_mount_flags(fd: RawFd) -> io::Result<libc::c_ulong> {
 /// Brings the loopback interface up in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: socket takes only integers.
-    let sock = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let sock =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: the descriptor is new and ours.
     let sock = unsafe { OwnedFd::from_raw_fd(sock) };
     // SAFETY: ifreq is plain data; zeroed is valid.
@@ -543,7 +555,8 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 }
 
 pub fn cstring(s: impl Into<Vec<u8>>) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    CString::new(s)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 pub fn getuid() -> u32 {

@@ -101,7 +101,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Some(v) = s.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok()) {
+            if let Some(v) = s
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+            {
                 out.push(v);
                 i += 4;
                 continue;
@@ -144,7 +147,10 @@ pub(crate) fn kill_procs(dir: &Path) -> usize {
         return 0;
     };
     let mut n = 0;
-    for pid in text.lines().filter_map(|l| l.trim().parse::<libc::pid_t>().ok()) {
+    for pid in text
+        .lines()
+        .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+    {
         if crate::sys::kill(pid, libc::SIGKILL).is_ok() {
             n += 1;
         }
@@ -173,7 +179,11 @@ pub(crate) fn remove_dir_patiently(dir: &Path) -> io::Result<()> {
 /// Group names are `<warden pid>-<invocation id>`: a group whose Warden
 /// process no longer exists is stale.
 pub(crate) fn is_stale(name: &str) -> bool {
-    let Some(pid) = name.split('-').next().and_then(|p| p.parse::<libc::pid_t>().ok()) else {
+    let Some(pid) = name
+        .split('-')
+        .next()
+        .and_then(|p| p.parse::<libc::pid_t>().ok())
+    else {
         return false;
     };
     if pid <= 0 {
@@ -202,7 +212,8 @@ mod tests {
 
     #[test]
     fn parses_hybrid_mountinfo() {
-        let text = "35 25 0:30 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory\n\
+        let text =
+            "35 25 0:30 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory\n\
                     36 25 0:31 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
                     40 25 0:32 / /proc rw - proc proc rw\n";
         let m = parse_mountinfo(text);

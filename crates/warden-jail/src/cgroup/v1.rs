@@ -64,7 +64,11 @@ impl V1Driver {
 
 impl CgroupDriver for V1Driver {
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>> {
-        let dirs: Vec<PathBuf> = self.distinct_parents().iter().map(|p| p.join(name)).collect();
+        let dirs: Vec<PathBuf> = self
+            .distinct_parents()
+            .iter()
+            .map(|p| p.join(name))
+            .collect();
         let mut group = V1Cgroup {
             memory: self.parents[0].join(name),
             pids: self.parents[1].join(name),
@@ -103,7 +107,10 @@ struct V1Cgroup {
 
 impl V1Cgroup {
     fn apply(&self, limits: &EffectiveLimits) -> io::Result<()> {
-        write(&self.memory.join("memory.limit_in_bytes"), limits.memory_bytes.to_string())?;
+        write(
+            &self.memory.join("memory.limit_in_bytes"),
+            limits.memory_bytes.to_string(),
+        )?;
         // Count swap too, so the limit cannot be dodged by swapping out.
         let memsw = self.memory.join("memory.memsw.limit_in_bytes");
         if memsw.exists() {
@@ -112,7 +119,10 @@ impl V1Cgroup {
         let _ = write(&self.memory.join("memory.swappiness"), "0");
         write(&self.pids.join("pids.max"), limits.pids.to_string())?;
         if let Some(pct) = limits.cpu_percent {
-            write(&self.cpu.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string())?;
+            write(
+                &self.cpu.join("cpu.cfs_period_us"),
+                CFS_PERIOD_US.to_string(),
+            )?;
             let quota = (CFS_PERIOD_US * pct as u64 / 100).max(1000);
             write(&self.cpu.join("cpu.cfs_quota_us"), quota.to_string())?;
         }

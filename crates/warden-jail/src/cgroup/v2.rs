@@ -70,7 +70,8 @@ impl V2Driver {
 impl CgroupDriver for V2Driver {
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>> {
         let dir = self.parent.join(name);
-        fs::create_dir(&dir).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        fs::create_dir(&dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         let group = V2Cgroup { dir };
         if let Err(e) = group.apply(limits) {
             let _ = group.remove();
@@ -90,7 +91,10 @@ struct V2Cgroup {
 
 impl V2Cgroup {
     fn apply(&self, limits: &EffectiveLimits) -> io::Result<()> {
-        write(&self.dir.join("memory.max"), limits.memory_bytes.to_string())?;
+        write(
+            &self.dir.join("memory.max"),
+            limits.memory_bytes.to_string(),
+        )?;
         let swap = self.dir.join("memory.swap.max");
         if swap.exists() {
             write(&swap, "0")?;
@@ -98,7 +102,10 @@ impl V2Cgroup {
         write(&self.dir.join("pids.max"), limits.pids.to_string())?;
         if let Some(pct) = limits.cpu_percent {
             let quota = (CPU_PERIOD_US * pct as u64 / 100).max(1000);
-            write(&self.dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"))?;
+            write(
+                &self.dir.join("cpu.max"),
+                format!("{quota} {CPU_PERIOD_US}"),
+            )?;
         }
         Ok(())
     }
@@ -148,9 +155,16 @@ mod tests {
         let root = std::env::temp_dir().join(format!("warden-v2-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
-        fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
         let driver = V2Driver::at(root.clone()).unwrap();
-        assert_eq!(fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(), "+memory +pids +cpu");
+        assert_eq!(
+            fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
+            "+memory +pids +cpu"
+        );
         let limits = EffectiveLimits {
             cpu_percent: Some(50),
             ..EffectiveLimits::default()
@@ -160,9 +174,15 @@ mod tests {
         let group = driver.create("1-abc", &limits);
         let dir = root.join("warden/1-abc");
         assert!(group.is_ok(), "{:?}", group.err());
-        assert_eq!(fs::read_to_string(dir.join("memory.max")).unwrap(), (512u64 << 20).to_string());
+        assert_eq!(
+            fs::read_to_string(dir.join("memory.max")).unwrap(),
+            (512u64 << 20).to_string()
+        );
         assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "64");
-        assert_eq!(fs::read_to_string(dir.join("cpu.max")).unwrap(), "50000 100000");
+        assert_eq!(
+            fs::read_to_string(dir.join("cpu.max")).unwrap(),
+            "50000 100000"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 
