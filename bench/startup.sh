@@ -61,15 +61,15 @@ WARDEN_RUN="$WARDEN run --"
 
 names=(); cmds=()
 add() { names+=("$1"); cmds+=("$2"); }
-for prog in true python; do
-    case $prog in
-        true)   p="/bin/true" ;;
-        python) p="$PY -c pass" ;;
+for label in "/bin/true" "python3 -c pass"; do
+    case $label in
+        /bin/true) p="/bin/true" ;;
+        python3*)  p="$PY -c pass" ;;
     esac
-    add "bare $prog"    "$p"
-    add "unshare $prog" "$UNSHARE $p"
-    add "bwrap $prog"   "$BWRAP $p"
-    add "warden $prog"  "$WARDEN_RUN $p"
+    add "bare $label"    "$p"
+    add "unshare $label" "$UNSHARE $p"
+    add "bwrap $label"   "$BWRAP $p"
+    add "warden $label"  "$WARDEN_RUN $p"
 done
 
 cd "$BENCH_DIR"
