@@ -32,7 +32,10 @@ pub(crate) struct ChildPlan<'a> {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub status: OwnedFd,
-    pub go: OwnedFd,
+    /// Held open by the supervisor for the whole run: a hang-up means it died.
+    pub alive: OwnedFd,
+    /// Where init writes "0" to join the run's cgroup (see `JailCgroup::join_handles`).
+    pub cgroup_join: Vec<OwnedFd>,
     pub notify: OwnedFd,
 }
 
@@ -57,6 +60,16 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) {
         fail(status, "set parent-death signal", e);
     }
+    // The supervisor may have died before the line above took effect.
+    if sys::hung_up(plan.alive.as_raw_fd()) {
+        sys::exit_now(125);
+    }
+    // Join the cgroup first, so that everything from here on is charged.
+    for fd in &plan.cgroup_join {
+        if let Err(e) = sys::write_all(fd.as_raw_fd(), b"0") {
+            fail(status, "join the run's cgroup", e);
+        }
+    }
     if let Err(e) = setup_identity(&plan) {
         fail(status, "map user namespace ids", e);
     }
@@ -76,12 +89,6 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
             e,
         );
     }
-    // Wait until the supervisor has put us into the run's cgroup.
-    let mut byte = [0u8; 1];
-    match sys::read(plan.go.as_raw_fd(), &mut byte) {
-        Ok(1) => {}
-        _ => sys::exit_now(125),
-    }
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
         fail(status, "create cgroup namespace", e);
     }
@@ -98,7 +105,8 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     drop(plan.stdout);
     drop(plan.stderr);
     drop(plan.notify);
-    drop(plan.go);
+    drop(plan.alive);
+    drop(plan.cgroup_join);
     let status = status_fd.as_raw_fd();
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
     let _ = sys::drop_all_capabilities();

@@ -273,7 +273,11 @@ impl JailBackend {
         let (stdout_r, stdout_w) = sys::pipe().map_err(setup("create stdout pipe"))?;
         let (stderr_r, stderr_w) = sys::pipe().map_err(setup("create stderr pipe"))?;
         let (status_r, status_w) = sys::pipe().map_err(setup("create status pipe"))?;
-        let (go_r, go_w) = sys::pipe().map_err(setup("create start pipe"))?;
+        let (alive_r, alive_w) = sys::pipe().map_err(setup("create liveness pipe"))?;
+        let cgroup_join = match cgroup {
+            Some(cg) => cg.join_handles().map_err(setup("open cgroup for joining"))?,
+            None => Vec::new(),
+        };
         let (notify_parent, notify_child) =
             sys::socketpair().map_err(setup("create notify socket"))?;
 
@@ -294,7 +298,8 @@ impl JailBackend {
             stdout: stdout_w,
             stderr: stderr_w,
             status: status_w,
-            go: go_r,
+            alive: alive_r,
+            cgroup_join,
             notify: notify_child,
         };
 
@@ -317,18 +322,6 @@ impl JailBackend {
         // Close the child's ends here so EOF means the jail is gone.
         drop(child_plan);
 
-        let mut joined = Ok(());
-        if let Some(cg) = cgroup {
-            joined = cg.add_process(init_pid);
-        }
-        if let Err(e) = joined {
-            let _ = sys::kill(init_pid, libc::SIGKILL);
-            let _ = sys::waitpid(init_pid, 0);
-            return Err(BackendError::setup("join cgroup", e));
-        }
-        let _ = sys::write_all(std::os::fd::AsRawFd::as_raw_fd(&go_w), b"g");
-        drop(go_w);
-
         let observed = supervisor::watch(Watch {
             init_pid,
             cgroup,
@@ -343,6 +336,7 @@ impl JailBackend {
             started,
         });
         let _ = sys::waitpid(init_pid, 0);
+        drop(alive_w);
 
         let oom = cgroup.is_some_and(|c| c.oom_killed());
         let (mut status, mut exit_code, signal) = classify(&observed, oom);

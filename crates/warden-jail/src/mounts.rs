@@ -76,31 +76,15 @@ const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "l
 /// The few /etc entries interpreters need. Never shadow, gshadow, sudoers,
 /// ssh keys or the host's passwd/group: those are generated.
 const ETC_ENTRIES: &[&str] = &[
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "localtime",
-    "nsswitch.conf",
-    "host.conf",
-    "gai.conf",
-    "protocols",
-    "services",
-    "mime.types",
-    "alternatives",
-    "ssl",
-    "ca-certificates",
-    "os-release",
-    "debian_version",
-    "python3",
-    "python3.11",
-    "python3.12",
-    "python3.13",
-    "php",
-    "nodejs",
-    "magic",
-    "magic.mime",
-    "locale.alias",
+    "ld.so.cache", "localtime", "nsswitch.conf", "host.conf", "gai.conf", "protocols",
+    "services", "locale.alias", "os-release", "debian_version", "alternatives", "ssl",
+    "python3.11", "python3.12", "python3.13", "php", "nodejs",
 ];
+
+/// Regular /etc files up to this size are copied into the jail's root
+/// (read once per process) rather than bind-mounted: a write into tmpfs is
+/// cheaper than a bind mount plus its read-only remount.
+const COPY_LIMIT: u64 = 256 << 10;
 
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
@@ -136,6 +120,7 @@ enum SystemEntry {
     Link { link: String, target: PathBuf },
     Dir { path: String, locked: libc::c_ulong },
     File { path: String, locked: libc::c_ulong },
+    Copy { path: String, contents: Vec<u8> },
 }
 
 impl SystemLayout {
@@ -154,6 +139,11 @@ impl SystemLayout {
                     target: fs::read_link(&path)?,
                     link: path,
                 });
+                continue;
+            }
+            if meta.is_file() && meta.len() <= COPY_LIMIT {
+                let contents = fs::read(&path)?;
+                entries.push(SystemEntry::Copy { path, contents });
                 continue;
             }
             let file = fs::File::open(&path)?;
@@ -226,6 +216,10 @@ impl MountPlan {
                 SystemEntry::Link { link, target } => Op::Symlink {
                     target: sys::cstring(target.as_os_str().as_bytes())?,
                     link: rel(link)?,
+                },
+                SystemEntry::Copy { path, contents } => Op::File {
+                    path: rel(path)?,
+                    contents: contents.clone(),
                 },
                 SystemEntry::Dir { path, locked } | SystemEntry::File { path, locked } => {
                     Op::Bind {
@@ -328,6 +322,15 @@ fn fd_path(fd: RawFd) -> CString {
 /// `leaf_is_file`, an empty file as the last component), refusing
 /// symlinks everywhere. Returns an O_PATH descriptor of the leaf.
 fn ensure_beneath(root: RawFd, rel: &CString, leaf_is_file: bool) -> io::Result<OwnedFd> {
+    // Fast path: the whole path already exists (one openat2, still beneath
+    // root with no symlinks); otherwise walk and create.
+    if !rel.as_bytes().is_empty() {
+        match sys::open_beneath(root, rel, libc::O_PATH as u64) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let bytes = rel.as_bytes();
     let parts: Vec<&[u8]> = bytes
         .split(|b| *b == b'/')
@@ -451,6 +454,10 @@ fn apply_op(op: &Op, opened: Option<RawFd>, root: RawFd) -> io::Result<()> {
                 None,
             )?;
             drop(target_fd);
+            if *devices {
+                // Device nodes keep their own mount's flags; nothing to add.
+                return Ok(());
+            }
             // Re-open: the path now leads to the new mount's root.
             let mounted = ensure_beneath(root, target, !is_dir)?;
             let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | *locked;
@@ -529,7 +536,9 @@ mod tests {
             .iter()
             .map(|e| match e {
                 SystemEntry::Link { link, .. } => link.clone(),
-                SystemEntry::Dir { path, .. } | SystemEntry::File { path, .. } => path.clone(),
+                SystemEntry::Dir { path, .. }
+                | SystemEntry::File { path, .. }
+                | SystemEntry::Copy { path, .. } => path.clone(),
             })
             .collect();
         assert!(paths.contains(&"/usr".to_string()));

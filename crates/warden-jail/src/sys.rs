@@ -547,6 +547,16 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usi
     Ok(n as usize)
 }
 
+/// Whether the other end of a pipe is closed (checked without blocking).
+pub fn hung_up(fd: RawFd) -> bool {
+    let mut fds = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    matches!(poll(&mut fds, 0), Ok(n) if n > 0 && fds[0].revents & libc::POLLHUP != 0)
+}
+
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl with F_GETFL/F_SETFL takes integers only.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use warden_core::EffectiveLimits;
 
+use std::os::fd::OwnedFd;
+
 use super::{
+    open_for_join,
     clean_stale_in, kill_procs, own_dir, read_keyed, read_u64, remove_dir_patiently, write,
     CgroupDriver, CgroupMount, JailCgroup,
 };
@@ -52,9 +55,15 @@ impl V1Driver {
     }
 
     fn distinct_parents(&self) -> Vec<&Path> {
+        self.parents_for(&[true; 4])
+    }
+
+    /// Parent directories of the controllers marked in `wanted`, with
+    /// co-mounted controllers (e.g. cpu,cpuacct) counted once.
+    fn parents_for(&self, wanted: &[bool; 4]) -> Vec<&Path> {
         let mut v: Vec<&Path> = Vec::new();
-        for p in &self.parents {
-            if !v.contains(&p.as_path()) {
+        for (p, want) in self.parents.iter().zip(wanted) {
+            if *want && !v.contains(&p.as_path()) {
                 v.push(p);
             }
         }
@@ -64,11 +73,11 @@ impl V1Driver {
 
 impl CgroupDriver for V1Driver {
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>> {
-        let dirs: Vec<PathBuf> = self
-            .distinct_parents()
-            .iter()
-            .map(|p| p.join(name))
-            .collect();
+        // Every cgroup directory costs a mkdir, a cgroup.procs write and an
+        // rmdir per run: the cpu and cpuacct groups are made only when a
+        // CPU share or CPU-time limit needs them.
+        let wanted = [true, true, limits.cpu_percent.is_some(), limits.cpu_time.is_some()];
+        let dirs: Vec<PathBuf> = self.parents_for(&wanted).iter().map(|p| p.join(name)).collect();
         let mut group = V1Cgroup {
             memory: self.parents[0].join(name),
             pids: self.parents[1].join(name),
@@ -135,15 +144,14 @@ impl JailCgroup for V1Cgroup {
         "cgroup_v1"
     }
 
-    fn add_process(&self, pid: libc::pid_t) -> io::Result<()> {
-        let pid = pid.to_string();
-        for dir in &self.dirs {
-            write(&dir.join("cgroup.procs"), &pid)?;
-        }
-        Ok(())
+    fn join_handles(&self) -> io::Result<Vec<OwnedFd>> {
+        self.dirs.iter().map(|d| open_for_join(&d.join("tasks"))).collect()
     }
 
     fn cpu_usage_ns(&self) -> Option<u64> {
+        if !self.dirs.contains(&self.cpuacct) {
+            return None;
+        }
         read_u64(&self.cpuacct.join("cpuacct.usage"))
     }
 

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 use warden_core::EffectiveLimits;
 
+use std::os::fd::OwnedFd;
+
 use super::{
+    open_for_join,
     clean_stale_in, kill_procs, own_dir, read_keyed, read_u64, remove_dir_patiently, write,
     CgroupDriver, CgroupMount, JailCgroup,
 };
@@ -116,8 +119,9 @@ impl JailCgroup for V2Cgroup {
         "cgroup_v2"
     }
 
-    fn add_process(&self, pid: libc::pid_t) -> io::Result<()> {
-        write(&self.dir.join("cgroup.procs"), pid.to_string())
+    fn join_handles(&self) -> io::Result<Vec<OwnedFd>> {
+        // v2 has no per-thread move for a process; cgroup.procs it is.
+        Ok(vec![open_for_join(&self.dir.join("cgroup.procs"))?])
     }
 
     fn cpu_usage_ns(&self) -> Option<u64> {

@@ -1,0 +1,192 @@
+//! Bad input: exit 125 with a one-line message; 126/127 for programs that cannot run.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::TempDir;
+
+fn refused(tag: &str, args: &[&str]) {
+    let t = TempDir::new(tag);
+    let mut argv: Vec<&str> = args.to_vec();
+    argv.extend(["--", "sh", "-c", "echo PROGRAM-RAN"]);
+    let out = t.run(argv).go();
+    out.expect_warden_error(tag);
+    out.expect_stdout_lacks(
+        "PROGRAM-RAN",
+        &format!("{tag}: the program ran despite the error"),
+    );
+}
+
+#[test]
+fn malformed_capability() {
+    refused("malformed-cap", &["--allow", "fs:bogus:x"]);
+}
+
+#[test]
+fn malformed_capability_empty_path() {
+    refused("malformed-cap-empty", &["--allow", "fs:read:"]);
+}
+
+#[test]
+fn unknown_capability_kind() {
+    refused("unknown-cap", &["--allow", "root:everything"]);
+}
+
+#[test]
+fn unknown_option() {
+    refused("unknown-opt", &["--no-such-option"]);
+}
+
+#[test]
+fn missing_policy_file() {
+    refused(
+        "missing-policy",
+        &["--policy", "/nonexistent/warden-policy.yaml"],
+    );
+}
+
+#[test]
+fn invalid_yaml_policy() {
+    let t = TempDir::new("bad-yaml");
+    let policy = t.write_root("bad.yaml", "grants: [\n  - env:A\n");
+    let out = t
+        .run([
+            "--policy",
+            policy.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo PROGRAM-RAN",
+        ])
+        .go();
+    out.expect_warden_error("invalid YAML policy");
+    out.expect_stdout_lacks("PROGRAM-RAN", "invalid YAML: the program ran");
+    assert!(
+        out.stderr.contains("bad.yaml"),
+        "message does not name the policy file\n{}",
+        out.ctx()
+    );
+}
+
+#[test]
+fn memory_minus_one() {
+    refused("mem-neg", &["--memory", "-1"]);
+}
+
+#[test]
+fn memory_zero() {
+    refused("mem-zero", &["--memory", "0"]);
+}
+
+#[test]
+fn memory_garbage_unit() {
+    refused("mem-unit", &["--memory", "12parsecs"]);
+}
+
+#[test]
+fn zero_wall_time() {
+    refused("wall-zero", &["--wall-time", "0s"]);
+}
+
+#[test]
+fn zero_pids() {
+    refused("pids-zero", &["--pids", "0"]);
+}
+
+#[test]
+fn unknown_backend() {
+    refused("backend", &["--backend", "no-such-backend"]);
+}
+
+#[test]
+fn invalid_env_name() {
+    refused("env-name", &["--env", "1BAD=x"]);
+}
+
+#[test]
+fn empty_command() {
+    let t = TempDir::new("empty-cmd");
+    let out = t.run(["--"]).go();
+    out.expect_warden_error("empty command");
+    let out = t.run(Vec::<String>::new()).go();
+    out.expect_warden_error("no command at all");
+}
+
+#[test]
+fn setup_error_still_writes_a_report() {
+    let t = TempDir::new("err-report");
+    let out = t.run(["--allow", "fs:read:./missing", "--", "true"]).go();
+    out.expect_warden_error("missing grant");
+    assert_eq!(out.status(), "error", "report status\n{}", out.ctx());
+    assert!(
+        out.report()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("missing")),
+        "report error does not name the cause\n{}",
+        out.ctx()
+    );
+}
+
+#[test]
+fn program_not_found_is_127() {
+    let t = TempDir::new("nf");
+    let out = t.run(["--", "warden-no-such-program-xyz"]).go();
+    out.expect_code(127, "program not found");
+    let out = t.run(["--", "/usr/bin/warden-no-such-program-xyz"]).go();
+    out.expect_code(127, "absolute program path not found");
+}
+
+#[test]
+fn non_executable_file_is_126() {
+    let t = TempDir::new("noexec");
+    let f = t.write("script.sh", "#!/bin/sh\necho SHOULD-NOT-RUN\n");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = t.run(["--", "./script.sh"]).go();
+    out.expect_code(126, "non-executable entry file");
+    out.expect_stdout_lacks("SHOULD-NOT-RUN", "non-executable file ran");
+}
+
+#[test]
+fn non_executable_file_in_grant_is_126() {
+    let t = TempDir::new("noexec-grant");
+    let f = t.write("d/script.sh", "#!/bin/sh\necho SHOULD-NOT-RUN\n");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = t
+        .run(["--allow", "fs:read:./d", "--", f.to_str().unwrap()])
+        .go();
+    out.expect_code(126, "non-executable file in a grant");
+}
+
+#[test]
+fn directory_as_program_is_126() {
+    let t = TempDir::new("dir-prog");
+    let out = t.run(["--", "/usr"]).go();
+    out.expect_code(126, "a directory as the program");
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let t = TempDir::new("help");
+    let out = t.raw(["run", "--help"]).go();
+    out.expect_code(0, "warden run --help");
+    for flag in [
+        "--policy",
+        "--allow",
+        "--memory",
+        "--cpu-time",
+        "--wall-time",
+        "--pids",
+        "--output-limit",
+        "--file-size",
+        "--env",
+        "--workdir",
+        "--report",
+        "--backend",
+    ] {
+        assert!(
+            out.stdout.contains(flag),
+            "--help lacks {flag}\n{}",
+            out.ctx()
+        );
+    }
+    t.raw(["--version"]).go().expect_code(0, "warden --version");
+}

@@ -1,0 +1,320 @@
+//! Policy files: their grants apply, requests outside them are refused
+//! before anything starts, `extends` only narrows, `policy check` locates problems.
+
+use crate::common::{TempDir, MIB};
+
+/// `root/base.yaml` grants work/data and work/secret, memory ≤ 128MiB, pids ≤ 32.
+fn with_base(tag: &str) -> TempDir {
+    let t = TempDir::new(tag);
+    t.write("data/x.txt", "policy-data\n");
+    t.write("secret/s.txt", "policy-secret\n");
+    t.write_root(
+        "base.yaml",
+        "grants:\n  - fs:read:./work/data\n  - fs:read:./work/secret\n  - env:WARDEN_IT_POLICY\nlimits:\n  memory: 128MiB\n  pids: 32\n",
+    );
+    t
+}
+
+fn policy_arg(t: &TempDir, name: &str) -> String {
+    t.root.join(name).display().to_string()
+}
+
+#[test]
+fn policy_grants_and_limits_apply() {
+    let t = with_base("p-apply");
+    let out = t
+        .run([
+            "--policy",
+            &policy_arg(&t, "base.yaml"),
+            "--",
+            "sh",
+            "-c",
+            "cat data/x.txt; echo \"env=$WARDEN_IT_POLICY\"",
+        ])
+        .env("WARDEN_IT_POLICY", "from-caller")
+        .go();
+    out.expect_ok("run under a policy");
+    out.expect_stdout_has("policy-data", "a grant of the policy");
+    out.expect_stdout_has("env=from-caller", "an env grant of the policy");
+    let r = out.report();
+    assert_eq!(
+        r["limits"]["memory_bytes"],
+        128 * MIB,
+        "the policy's memory limit\n{}",
+        out.ctx()
+    );
+    assert_eq!(
+        r["limits"]["pids"],
+        32,
+        "the policy's pids limit\n{}",
+        out.ctx()
+    );
+    let data = format!("fs:read:{}", t.path("data").display());
+    assert!(
+        out.capabilities().contains(&data),
+        "capabilities lack {data}\n{}",
+        out.ctx()
+    );
+    assert!(
+        r["policy_digest"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("sha256:"),
+        "policy digest\n{}",
+        out.ctx()
+    );
+}
+
+#[test]
+fn request_within_policy_narrows_it() {
+    let t = with_base("p-narrow-req");
+    let out = t
+        .run([
+            "--policy",
+            &policy_arg(&t, "base.yaml"),
+            "--allow",
+            "fs:read:./data",
+            "--memory",
+            "64MiB",
+            "--",
+            "sh",
+            "-c",
+            "cat data/x.txt; cat secret/s.txt",
+        ])
+        .go();
+    assert_ne!(
+        out.code,
+        125,
+        "a request within the policy was refused\n{}",
+        out.ctx()
+    );
+    out.expect_stdout_has("policy-data", "the requested grant");
+    out.expect_stdout_lacks("policy-secret", "a policy grant that was not requested");
+    assert_eq!(
+        out.report()["limits"]["memory_bytes"],
+        64 * MIB,
+        "requested memory\n{}",
+        out.ctx()
+    );
+}
+
+#[test]
+fn allow_outside_policy_is_refused_before_start() {
+    let t = with_base("p-outside");
+    t.mkdir("other");
+    let out = t
+        .run([
+            "--policy",
+            &policy_arg(&t, "base.yaml"),
+            "--allow",
+            "fs:read:./other",
+            "--",
+            "sh",
+            "-c",
+            "echo PROGRAM-RAN",
+        ])
+        .go();
+    out.expect_warden_error("grant outside the policy");
+    out.expect_stdout_lacks("PROGRAM-RAN", "a refused request started the program");
+    assert!(
+        out.stderr.contains("not granted"),
+        "message does not say why\n{}",
+        out.ctx()
+    );
+    for wider in ["fs:write:./data", "env:HOME"] {
+        let out = t
+            .run([
+                "--policy",
+                &policy_arg(&t, "base.yaml"),
+                "--allow",
+                wider,
+                "--",
+                "sh",
+                "-c",
+                "echo PROGRAM-RAN",
+            ])
+            .go();
+        out.expect_warden_error(&format!("{wider} outside the policy"));
+        out.expect_stdout_lacks("PROGRAM-RAN", "a refused request started the program");
+    }
+}
+
+#[test]
+fn limits_above_policy_are_refused() {
+    let t = with_base("p-limits");
+    for args in [
+        vec!["--memory", "256MiB"],
+        vec!["--pids", "64"],
+        vec!["--allow", "mem:limit:1GiB"],
+    ] {
+        let mut argv = vec!["--policy".to_string(), policy_arg(&t, "base.yaml")];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        argv.extend(["--", "sh", "-c", "echo PROGRAM-RAN"].map(String::from));
+        let out = t.run(argv).go();
+        out.expect_warden_error(&format!("{args:?} above the policy"));
+        out.expect_stdout_lacks("PROGRAM-RAN", "a refused request started the program");
+    }
+}
+
+#[test]
+fn policy_check_reports_unknown_key_with_line_and_column() {
+    let t = TempDir::new("p-check");
+    t.write_root(
+        "p.yaml",
+        "grants:\n  - env:A\nbogus: 1\nlimits:\n  memroy: 64MiB\n",
+    );
+    let out = t.raw(["policy", "check", "p.yaml"]).cwd(&t.root).go();
+    out.expect_code(1, "policy check with errors");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("p.yaml:3:1: error:") && l.contains("bogus")),
+        "no `p.yaml:3:1: error: ... bogus` line\n{}",
+        out.ctx()
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("p.yaml:5:3: error:") && l.contains("memroy")),
+        "no `p.yaml:5:3: error: ... memroy` line\n{}",
+        out.ctx()
+    );
+}
+
+#[test]
+fn policy_check_malformed_capability_and_warning() {
+    let t = TempDir::new("p-check2");
+    t.write_root("p.yaml", "grants:\n  - fs:write:/\n  - fs:reed:/tmp\n");
+    let out = t.raw(["policy", "check", "p.yaml"]).cwd(&t.root).go();
+    out.expect_code(1, "policy check with a malformed capability");
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.lines().any(|l| l.starts_with("p.yaml:2:5: warning:")),
+        "no over-broad warning at 2:5\n{}",
+        out.ctx()
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("p.yaml:3:5: error:")),
+        "no error at 3:5\n{}",
+        out.ctx()
+    );
+}
+
+#[test]
+fn policy_check_ok() {
+    let t = with_base("p-check-ok");
+    let out = t.raw(["policy", "check", "base.yaml"]).cwd(&t.root).go();
+    out.expect_code(0, "policy check of a valid policy");
+    let out = t.raw(["policy", "check", "/nonexistent/p.yaml"]).go();
+    assert_ne!(
+        out.code,
+        0,
+        "policy check of a missing file succeeded\n{}",
+        out.ctx()
+    );
+}
+
+#[test]
+fn extends_chain_narrowing_works() {
+    let t = with_base("p-extends");
+    t.write_root(
+        "child.yaml",
+        "extends: base.yaml\ngrants:\n  - fs:read:./work/data\nlimits:\n  memory: 64MiB\n",
+    );
+    t.write_root(
+        "grandchild.yaml",
+        "extends: child.yaml\nlimits:\n  pids: 8\n",
+    );
+    let out = t
+        .raw(["policy", "check", "grandchild.yaml"])
+        .cwd(&t.root)
+        .go();
+    out.expect_code(0, "policy check of a narrowing chain");
+    let out = t
+        .run([
+            "--policy",
+            &policy_arg(&t, "grandchild.yaml"),
+            "--",
+            "sh",
+            "-c",
+            "cat data/x.txt; cat secret/s.txt",
+        ])
+        .go();
+    assert_ne!(
+        out.code,
+        125,
+        "a narrowing chain was refused\n{}",
+        out.ctx()
+    );
+    out.expect_stdout_has("policy-data", "the grant the child keeps");
+    out.expect_stdout_lacks("policy-secret", "a grant the child dropped");
+    let r = out.report();
+    assert_eq!(
+        r["limits"]["memory_bytes"],
+        64 * MIB,
+        "the child's memory limit\n{}",
+        out.ctx()
+    );
+    assert_eq!(
+        r["limits"]["pids"],
+        8,
+        "the grandchild's pids limit\n{}",
+        out.ctx()
+    );
+    // The dropped grant cannot be requested back.
+    let out = t
+        .run([
+            "--policy",
+            &policy_arg(&t, "grandchild.yaml"),
+            "--allow",
+            "fs:read:./secret",
+            "--",
+            "true",
+        ])
+        .go();
+    out.expect_warden_error("a grant the chain dropped");
+}
+
+#[test]
+fn extends_widening_is_refused() {
+    let t = with_base("p-widen");
+    t.write_root(
+        "wide.yaml",
+        "extends: base.yaml\ngrants:\n  - fs:write:./work/data\n",
+    );
+    t.write_root(
+        "wide-limit.yaml",
+        "extends: base.yaml\nlimits:\n  memory: 1GiB\n",
+    );
+    for name in ["wide.yaml", "wide-limit.yaml"] {
+        let out = t
+            .run([
+                "--policy",
+                &policy_arg(&t, name),
+                "--",
+                "sh",
+                "-c",
+                "echo PROGRAM-RAN",
+            ])
+            .go();
+        out.expect_warden_error(&format!("{name} widens its parent"));
+        out.expect_stdout_lacks("PROGRAM-RAN", "a widening policy started the program");
+        assert!(
+            out.stderr.contains("widens"),
+            "message does not say it widens\n{}",
+            out.ctx()
+        );
+        let out = t.raw(["policy", "check", name]).cwd(&t.root).go();
+        out.expect_code(1, &format!("policy check {name}"));
+    }
+}
+
+#[test]
+fn circular_extends_is_refused() {
+    let t = TempDir::new("p-cycle");
+    t.write_root("a.yaml", "extends: b.yaml\nlimits:\n  pids: 4\n");
+    t.write_root("b.yaml", "extends: a.yaml\nlimits:\n  pids: 4\n");
+    let out = t
+        .run(["--policy", &policy_arg(&t, "a.yaml"), "--", "true"])
+        .go();
+    out.expect_warden_error("circular extends");
+}
