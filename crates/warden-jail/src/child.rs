@@ -224,9 +224,6 @@ fn drop_privileges_and_filter(plan: &ChildPlan<'_>) -> std::io::Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    for (resource, value) in &plan.rlimits {
-        sys::setrlimit(*resource, *value)?;
-    }
     sys::drop_all_capabilities()?;
     sys::set_no_new_privs()?;
     let listener = sys::seccomp_install_with_listener(plan.seccomp.instructions())?;
@@ -234,6 +231,11 @@ fn drop_privileges_and_filter(plan: &ChildPlan<'_>) -> std::io::Result<()> {
     // on a supervisor that does not yet hold the listener.
     sys::send_fd(plan.notify.as_raw_fd(), listener.as_raw_fd())?;
     drop(listener);
+    // Limits last: an open-files limit below the descriptors Warden itself
+    // still holds here must not break the set-up (setrlimit is allowlisted).
+    for (resource, value) in &plan.rlimits {
+        sys::setrlimit(*resource, *value)?;
+    }
     // Every descriptor but stdio closes at exec; the status pipe stays
     // usable until then to report an exec failure.
     sys::cloexec_from(3)

@@ -275,7 +275,9 @@ impl JailBackend {
         let (status_r, status_w) = sys::pipe().map_err(setup("create status pipe"))?;
         let (alive_r, alive_w) = sys::pipe().map_err(setup("create liveness pipe"))?;
         let cgroup_join = match cgroup {
-            Some(cg) => cg.join_handles().map_err(setup("open cgroup for joining"))?,
+            Some(cg) => cg
+                .join_handles()
+                .map_err(setup("open cgroup for joining"))?,
             None => Vec::new(),
         };
         let (notify_parent, notify_child) =

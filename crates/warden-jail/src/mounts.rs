@@ -52,6 +52,10 @@ pub(crate) enum Op {
     Proc {
         target: CString,
     },
+    /// Remounts a mount made earlier in the plan read-only.
+    ReadOnly {
+        target: CString,
+    },
     Symlink {
         target: CString,
         link: CString,
@@ -76,9 +80,23 @@ const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "l
 /// The few /etc entries interpreters need. Never shadow, gshadow, sudoers,
 /// ssh keys or the host's passwd/group: those are generated.
 const ETC_ENTRIES: &[&str] = &[
-    "ld.so.cache", "localtime", "nsswitch.conf", "host.conf", "gai.conf", "protocols",
-    "services", "locale.alias", "os-release", "debian_version", "alternatives", "ssl",
-    "python3.11", "python3.12", "python3.13", "php", "nodejs",
+    "ld.so.cache",
+    "localtime",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "protocols",
+    "services",
+    "locale.alias",
+    "os-release",
+    "debian_version",
+    "alternatives",
+    "ssl",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "php",
+    "nodejs",
 ];
 
 /// Regular /etc files up to this size are copied into the jail's root
@@ -281,6 +299,10 @@ impl MountPlan {
                 flags: libc::MS_NOSUID | libc::MS_NODEV,
             });
         }
+        // /dev is complete: nothing more may be created in it.
+        ops.push(Op::ReadOnly {
+            target: rel("dev")?,
+        });
         // Parents before children, so a nested grant lands inside its parent's mount.
         let mut grants = grants;
         grants.sort_by_key(|g| g.path.components().count());
@@ -418,6 +440,7 @@ fn describe(op: &Op) -> String {
         Op::Bind { target, .. } => format!("bind mount at {}", show(target)),
         Op::Tmpfs { target, .. } => format!("tmpfs at {}", show(target)),
         Op::Proc { target } => format!("proc at {}", show(target)),
+        Op::ReadOnly { target } => format!("read-only remount of {}", show(target)),
         Op::Symlink { link, .. } => format!("symlink {}", show(link)),
         Op::Dir { path } => format!("directory {}", show(path)),
         Op::File { path, .. } => format!("file {}", show(path)),
@@ -505,6 +528,20 @@ fn apply_op(op: &Op, opened: Option<RawFd>, root: RawFd) -> io::Result<()> {
             full.push(b'/');
             full.extend_from_slice(name.as_bytes());
             sys::symlink(target, &sys::cstring(full)?)
+        }
+        Op::ReadOnly { target } => {
+            let fd = ensure_beneath(root, target, false)?;
+            sys::mount(
+                None,
+                &fd_path(fd.as_raw_fd()),
+                None,
+                libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NOEXEC,
+                None,
+            )
         }
         Op::Dir { path } => ensure_beneath(root, path, false).map(drop),
         Op::File { path, contents } => {

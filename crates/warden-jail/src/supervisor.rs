@@ -299,7 +299,9 @@ pub(crate) fn classify(obs: &Observed, oom_killed: bool) -> (Status, Option<i32>
         Some(StopCause::CpuLimit) => return (Status::CpuLimit, None, Some(libc::SIGKILL)),
         Some(StopCause::OutputLimit) => return (Status::OutputLimit, None, Some(libc::SIGKILL)),
         Some(StopCause::Interrupted(sig)) => return (Status::Error, None, Some(sig as i32)),
-        None if oom_killed => return (Status::MemoryLimit, code, signal.or(Some(libc::SIGKILL))),
+        // The OOM killer acted inside the run: say so, with the program's
+        // own ending (it may have survived the loss of a child).
+        None if oom_killed => return (Status::MemoryLimit, code, signal),
         None if obs.setup_error.is_some() => return (Status::Error, None, None),
         None if obs.exec_errno.is_some() => Status::Error,
         None if obs.program.is_none() => return (Status::Error, None, None),

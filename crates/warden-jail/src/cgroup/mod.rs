@@ -7,8 +7,8 @@ mod v1;
 mod v2;
 
 use std::fs;
-use std::os::fd::OwnedFd;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use warden_core::EffectiveLimits;

@@ -10,9 +10,8 @@ use warden_core::EffectiveLimits;
 use std::os::fd::OwnedFd;
 
 use super::{
-    open_for_join,
-    clean_stale_in, kill_procs, own_dir, read_keyed, read_u64, remove_dir_patiently, write,
-    CgroupDriver, CgroupMount, JailCgroup,
+    clean_stale_in, kill_procs, open_for_join, own_dir, read_keyed, read_u64, remove_dir_patiently,
+    write, CgroupDriver, CgroupMount, JailCgroup,
 };
 
 const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
@@ -76,8 +75,17 @@ impl CgroupDriver for V1Driver {
         // Every cgroup directory costs a mkdir, a cgroup.procs write and an
         // rmdir per run: the cpu and cpuacct groups are made only when a
         // CPU share or CPU-time limit needs them.
-        let wanted = [true, true, limits.cpu_percent.is_some(), limits.cpu_time.is_some()];
-        let dirs: Vec<PathBuf> = self.parents_for(&wanted).iter().map(|p| p.join(name)).collect();
+        let wanted = [
+            true,
+            true,
+            limits.cpu_percent.is_some(),
+            limits.cpu_time.is_some(),
+        ];
+        let dirs: Vec<PathBuf> = self
+            .parents_for(&wanted)
+            .iter()
+            .map(|p| p.join(name))
+            .collect();
         let mut group = V1Cgroup {
             memory: self.parents[0].join(name),
             pids: self.parents[1].join(name),
@@ -145,7 +153,10 @@ impl JailCgroup for V1Cgroup {
     }
 
     fn join_handles(&self) -> io::Result<Vec<OwnedFd>> {
-        self.dirs.iter().map(|d| open_for_join(&d.join("tasks"))).collect()
+        self.dirs
+            .iter()
+            .map(|d| open_for_join(&d.join("tasks")))
+            .collect()
     }
 
     fn cpu_usage_ns(&self) -> Option<u64> {

@@ -11,9 +11,8 @@ use warden_core::EffectiveLimits;
 use std::os::fd::OwnedFd;
 
 use super::{
-    open_for_join,
-    clean_stale_in, kill_procs, own_dir, read_keyed, read_u64, remove_dir_patiently, write,
-    CgroupDriver, CgroupMount, JailCgroup,
+    clean_stale_in, kill_procs, open_for_join, own_dir, read_keyed, read_u64, remove_dir_patiently,
+    write, CgroupDriver, CgroupMount, JailCgroup,
 };
 
 const NEEDED: [&str; 3] = ["memory", "pids", "cpu"];
