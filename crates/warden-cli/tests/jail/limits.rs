@@ -636,3 +636,36 @@ fn smallest_open_files_limit_still_runs() {
         out.expect_ok(&format!("true under --open-files {n}"));
     }
 }
+
+/// `cpu:limit:50` (half of one core) holds two busy processes to about
+/// 500ms of CPU per wall-clock second, within 5% plus one CFS period.
+#[test]
+fn cpu_share_limit_holds_busy_processes_to_their_share() {
+    let t = TempDir::new("cpushare");
+    let out = t
+        .run([
+            "--allow",
+            "cpu:limit:50",
+            "--wall-time",
+            "2s",
+            "--",
+            "python3",
+            "-c",
+            "import os\nos.fork()\nwhile True: pass",
+        ])
+        .go();
+    out.expect_status("timeout", "busy processes under a CPU share");
+    let cpu = out.num("cpu_ms");
+    // 2s of wall clock at 50% of one core is 1000ms of CPU.
+    assert!(
+        (900..=1100).contains(&cpu),
+        "two busy processes under cpu:limit:50 for 2s got {cpu}ms of CPU (want ~1000ms)\n{}",
+        out.ctx()
+    );
+    assert_eq!(
+        out.report()["enforcement"]["cpu_share"],
+        "cgroup_v1",
+        "enforcement does not name the cgroup for the CPU share\n{}",
+        out.ctx()
+    );
+}

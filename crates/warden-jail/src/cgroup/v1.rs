@@ -72,15 +72,10 @@ impl V1Driver {
 
 impl CgroupDriver for V1Driver {
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>> {
-        // Every cgroup directory costs a mkdir, a cgroup.procs write and an
-        // rmdir per run: the cpu and cpuacct groups are made only when a
-        // CPU share or CPU-time limit needs them.
-        let wanted = [
-            true,
-            true,
-            limits.cpu_percent.is_some(),
-            limits.cpu_time.is_some(),
-        ];
+        // Every cgroup directory costs a mkdir, a join and an rmdir per run:
+        // the cpu group is made only when a CPU share needs it. cpuacct is
+        // always made, so that cpu_ms is right even for a killed run.
+        let wanted = [true, true, limits.cpu_percent.is_some(), true];
         let dirs: Vec<PathBuf> = self
             .parents_for(&wanted)
             .iter()
@@ -160,9 +155,6 @@ impl JailCgroup for V1Cgroup {
     }
 
     fn cpu_usage_ns(&self) -> Option<u64> {
-        if !self.dirs.contains(&self.cpuacct) {
-            return None;
-        }
         read_u64(&self.cpuacct.join("cpuacct.usage"))
     }
 
