@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N="${1:-60}"
-WARDEN="${WARDEN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/warden}"
+WARDEN="${WARDEN:-${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release/warden}"
 command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 1; }
 OUT="${OUT:-$ROOT/bench/out}"; mkdir -p "$OUT"
 cd /tmp

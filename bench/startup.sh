@@ -45,7 +45,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
     log "building warden (release)"
     (cd "$ROOT" && cargo build --release -p warden-cli)
 fi
-WARDEN="${WARDEN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/warden}"
+WARDEN="${WARDEN:-${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release/warden}"
 [ -x "$WARDEN" ] || { echo "warden binary not found at $WARDEN" >&2; exit 1; }
 WARDEN="$(cd "$(dirname "$WARDEN")" && pwd)/$(basename "$WARDEN")"
 
