@@ -34,8 +34,6 @@ pub(crate) struct ChildPlan<'a> {
     pub status: OwnedFd,
     /// Held open by the supervisor for the whole run: a hang-up means it died.
     pub alive: OwnedFd,
-    /// Where init writes "0" to join the run's cgroup (see `JailCgroup::join_handles`).
-    pub cgroup_join: Vec<OwnedFd>,
     pub notify: OwnedFd,
 }
 
@@ -64,12 +62,6 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     if sys::hung_up(plan.alive.as_raw_fd()) {
         sys::exit_now(125);
     }
-    // Join the cgroup first, so that everything from here on is charged.
-    for fd in &plan.cgroup_join {
-        if let Err(e) = sys::write_all(fd.as_raw_fd(), b"0") {
-            fail(status, "join the run's cgroup", e);
-        }
-    }
     if let Err(e) = setup_identity(&plan) {
         fail(status, "map user namespace ids", e);
     }
@@ -89,6 +81,20 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
             e,
         );
     }
+    // The supervisor made the run's cgroup while we built the root, and
+    // sends the files to write "0" into to join it (none without cgroups).
+    // Nothing runs before this: the program is forked after.
+    match sys::recv_fds(plan.notify.as_raw_fd()) {
+        Ok(Some(join)) => {
+            for fd in &join {
+                if let Err(e) = sys::write_all(fd.as_raw_fd(), b"0") {
+                    fail(status, "join the run's cgroup", e);
+                }
+            }
+        }
+        Ok(None) => sys::exit_now(125),
+        Err(e) => fail(status, "receive the run's cgroup", e),
+    }
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
         fail(status, "create cgroup namespace", e);
     }
@@ -106,7 +112,6 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     drop(plan.stderr);
     drop(plan.notify);
     drop(plan.alive);
-    drop(plan.cgroup_join);
     let status = status_fd.as_raw_fd();
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
     let _ = sys::drop_all_capabilities();

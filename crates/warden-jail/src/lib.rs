@@ -153,7 +153,7 @@ struct Limits {
 
 fn plan_limits(
     inv: &Invocation,
-    cgroup: Option<&dyn JailCgroup>,
+    cgroup: Option<&'static str>,
     cgroup_error: Option<&str>,
 ) -> Limits {
     let l = &inv.limits;
@@ -171,8 +171,8 @@ fn plan_limits(
     enforcement.insert("open_files".into(), "rlimit_nofile".into());
     enforcement.insert("tmpfs".into(), "tmpfs_size".into());
     match cgroup {
-        Some(cg) => {
-            let m = cg.mechanism().to_string();
+        Some(mechanism) => {
+            let m = mechanism.to_string();
             enforcement.insert("memory".into(), m.clone());
             enforcement.insert("pids".into(), m.clone());
             if l.cpu_time.is_some() {
@@ -235,38 +235,51 @@ impl Backend for JailBackend {
         let plan = MountPlan::build(&self.layout, grants, &inv.workdir, inv.limits.tmpfs_bytes)
             .map_err(|e| BackendError::setup("plan jail mounts", e))?;
 
-        let group_name = format!("{}-{}", sys::getpid(), inv.invocation_id);
-        let (cgroup, cgroup_error): (Option<Box<dyn JailCgroup>>, Option<String>) =
-            match &self.cgroups {
-                Ok(driver) => match driver.create(&group_name, &inv.limits) {
-                    Ok(cg) => (Some(cg), None),
-                    // An ordinary user without a delegated cgroup: fall back to
-                    // rlimits, and the report says so.
-                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (
-                        None,
-                        Some(format!("this user may not create cgroups ({e})")),
-                    ),
-                    Err(e) => return Err(BackendError::setup("create cgroup", e)),
-                },
-                Err(why) => (None, Some(why.clone())),
-            };
-        let limits = plan_limits(inv, cgroup.as_deref(), cgroup_error.as_deref());
-        let result = self.run_in(inv, program, &plan, cgroup.as_deref(), limits);
-        if let Some(cg) = &cgroup {
-            cg.kill_all();
-            let _ = cg.remove();
-        }
-        result
+        let limits = match &self.cgroups {
+            Ok(driver) => plan_limits(inv, Some(driver.mechanism()), None),
+            Err(why) => plan_limits(inv, None, Some(why)),
+        };
+        self.run_in(inv, program, &plan, limits)
     }
 }
 
 impl JailBackend {
+    /// Creates the run's cgroup (when there is a driver) and sends the
+    /// jail's init the files to join it; with no driver, an empty message
+    /// lets init go on under rlimits.
+    fn create_cgroup(
+        &self,
+        inv: &Invocation,
+        init_pid: libc::pid_t,
+        notify: &OwnedFd,
+    ) -> Result<Option<Box<dyn JailCgroup>>, BackendError> {
+        let socket = std::os::fd::AsRawFd::as_raw_fd(notify);
+        let Ok(driver) = &self.cgroups else {
+            sys::send_fds(socket, &[]).map_err(|e| BackendError::setup("start jail", e))?;
+            return Ok(None);
+        };
+        let name = format!("{}-{}", sys::getpid(), inv.invocation_id);
+        let group = driver
+            .create(&name, &inv.limits)
+            .map_err(|e| BackendError::setup("create cgroup", e))?;
+        let sent = group.join_handles().and_then(|fds| {
+            let raw: Vec<_> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+            sys::send_fds(socket, &raw)
+        });
+        if let Err(e) = sent {
+            let _ = sys::kill(init_pid, libc::SIGKILL);
+            group.kill_all();
+            let _ = group.remove();
+            return Err(BackendError::setup("hand the cgroup to the jail", e));
+        }
+        Ok(Some(group))
+    }
+
     fn run_in(
         &self,
         inv: &Invocation,
         program: &str,
         plan: &MountPlan,
-        cgroup: Option<&dyn JailCgroup>,
         limits: Limits,
     ) -> Result<Outcome, BackendError> {
         let setup = |what: &'static str| move |e| BackendError::setup(what, e);
@@ -274,12 +287,6 @@ impl JailBackend {
         let (stderr_r, stderr_w) = sys::pipe().map_err(setup("create stderr pipe"))?;
         let (status_r, status_w) = sys::pipe().map_err(setup("create status pipe"))?;
         let (alive_r, alive_w) = sys::pipe().map_err(setup("create liveness pipe"))?;
-        let cgroup_join = match cgroup {
-            Some(cg) => cg
-                .join_handles()
-                .map_err(setup("open cgroup for joining"))?,
-            None => Vec::new(),
-        };
         let (notify_parent, notify_child) =
             sys::socketpair().map_err(setup("create notify socket"))?;
 
@@ -301,7 +308,6 @@ impl JailBackend {
             stderr: stderr_w,
             status: status_w,
             alive: alive_r,
-            cgroup_join,
             notify: notify_child,
         };
 
@@ -324,6 +330,17 @@ impl JailBackend {
         // Close the child's ends here so EOF means the jail is gone.
         drop(child_plan);
 
+        // While the jail builds its root, make the run's cgroup and hand
+        // it over; the jail joins it before the program is forked.
+        let cgroup = match self.create_cgroup(inv, init_pid, &notify_parent) {
+            Ok(cg) => cg,
+            Err(e) => {
+                let _ = sys::kill(init_pid, libc::SIGKILL);
+                let _ = sys::waitpid(init_pid, 0);
+                return Err(e);
+            }
+        };
+        let cgroup = cgroup.as_deref();
         let observed = supervisor::watch(Watch {
             init_pid,
             cgroup,
@@ -367,6 +384,10 @@ impl JailBackend {
                 }
                 _ => "the jail's init process died before the program finished".into(),
             });
+        }
+        if let Some(cg) = cgroup {
+            cg.kill_all();
+            let _ = cg.remove();
         }
         Ok(Outcome {
             status,

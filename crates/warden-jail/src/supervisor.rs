@@ -211,12 +211,12 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                 },
                 3 => {
                     if let Some(sock) = &notify_sock {
-                        match sys::recv_fd(sock.as_raw_fd()) {
-                            Ok(Some(fd)) => {
-                                listener = Some(fd);
+                        match sys::recv_fds(sock.as_raw_fd()) {
+                            Ok(Some(mut fds)) if fds.len() == 1 => {
+                                listener = fds.pop();
                                 notify_sock = None;
                             }
-                            Ok(None) | Err(_) => notify_sock = None,
+                            _ => notify_sock = None,
                         }
                     }
                 }

@@ -327,30 +327,47 @@ pub fn seccomp_install_with_listener(filter: &[libc::sock_filter]) -> io::Result
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Sends one descriptor over a unix socket (SCM_RIGHTS).
-pub fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
+/// Most descriptors sent in one message.
+pub const MAX_FDS: usize = 8;
+
+/// Sends up to [`MAX_FDS`] descriptors (possibly none) in one message
+/// over a unix socket (SCM_RIGHTS).
+pub fn send_fds(socket: RawFd, fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors",
+        ));
+    }
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
     // u64 storage keeps the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 4];
+    let mut control = [0u64; 8];
     // SAFETY: msghdr is plain data; zeroed is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    // SAFETY: msg_control points at a buffer of at least msg_controllen
-    // bytes, so the first header is inside it and writable.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+    if !fds.is_empty() {
+        let payload = std::mem::size_of_val(fds) as u32;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation; 8 fds fit in 64 bytes.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload) } as usize;
+        // SAFETY: msg_control points at a buffer of at least msg_controllen
+        // bytes, so the first header and its data are inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+                fds.len(),
+            );
+        }
     }
     // SAFETY: msg and everything it points to are valid for the call.
     let n = unsafe { libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) };
@@ -360,41 +377,57 @@ pub fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Receives one descriptor sent by [`send_fd`]; `Ok(None)` on end of stream.
-pub fn recv_fd(socket: RawFd) -> io::Result<Option<OwnedFd>> {
+pub fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
+    send_fds(socket, &[fd])
+}
+
+/// Receives one message sent by [`send_fds`]: `Ok(None)` on end of stream,
+/// else the descriptors it carried (possibly none).
+pub fn recv_fds(socket: RawFd) -> io::Result<Option<Vec<OwnedFd>>> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    let mut control = [0u64; 4];
+    let mut control = [0u64; 8];
     // SAFETY: msghdr is plain data; zeroed is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: msg points at valid buffers for the duration of the call.
-    let n = unsafe { libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    let n = loop {
+        // SAFETY: msg points at valid buffers for the duration of the call.
+        let n = unsafe { libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     if n == 0 {
         return Ok(None);
     }
-    // SAFETY: recvmsg filled msg; CMSG_FIRSTHDR/CMSG_DATA stay within the
-    // control buffer it reported, and we check type and length first.
+    let mut out = Vec::new();
+    // SAFETY: recvmsg filled msg; we only read a header of type
+    // SCM_RIGHTS, and only as many descriptors as its length holds.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null()
-            || (*cmsg).cmsg_level != libc::SOL_SOCKET
-            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        if !cmsg.is_null()
+            && (*cmsg).cmsg_level == libc::SOL_SOCKET
+            && (*cmsg).cmsg_type == libc::SCM_RIGHTS
         {
-            return Ok(None);
+            let data_len = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
+            let count = (data_len / std::mem::size_of::<RawFd>()).min(MAX_FDS);
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            for i in 0..count {
+                out.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+            }
         }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-        Ok(Some(OwnedFd::from_raw_fd(fd)))
     }
+    Ok(Some(out))
 }
 
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
@@ -567,6 +600,16 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 pub fn cstring(s: impl Into<Vec<u8>>) -> io::Result<CString> {
     CString::new(s)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// access(2) W_OK: whether the real user may write in `path`.
+pub fn writable(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid NUL-terminated string.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 pub fn getuid() -> u32 {

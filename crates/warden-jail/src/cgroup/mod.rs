@@ -18,8 +18,6 @@ pub use v2::V2Driver;
 
 /// One run's cgroup.
 pub trait JailCgroup {
-    /// Mechanism name for reports, e.g. `cgroup_v1`.
-    fn mechanism(&self) -> &'static str;
     /// Descriptors, opened by the supervisor, into which the jail's init
     /// writes "0" to move itself into the group. A thread moving itself
     /// (v1 `tasks`) skips the global threadgroup lock whose RCU
@@ -39,6 +37,8 @@ pub trait JailCgroup {
 
 /// Creates per-run cgroups.
 pub trait CgroupDriver: Send + Sync {
+    /// Mechanism name for reports, e.g. `cgroup_v1`.
+    fn mechanism(&self) -> &'static str;
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>>;
     /// Removes groups whose Warden process is gone.
     fn clean_stale(&self);
@@ -188,6 +188,19 @@ pub(crate) fn remove_dir_patiently(dir: &Path) -> io::Result<()> {
         }
     }
     fs::remove_dir(dir)
+}
+
+/// Whether this process may create groups in `dir` (an ordinary user
+/// without delegation may not: Warden then falls back to rlimits).
+pub(crate) fn check_writable(dir: &Path) -> Result<(), String> {
+    if crate::sys::writable(dir) {
+        Ok(())
+    } else {
+        Err(format!(
+            "this user may not create cgroups in {}",
+            dir.display()
+        ))
+    }
 }
 
 /// Group names are `<warden pid>-<invocation id>`: a group whose Warden

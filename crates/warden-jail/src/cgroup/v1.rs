@@ -10,8 +10,8 @@ use warden_core::EffectiveLimits;
 use std::os::fd::OwnedFd;
 
 use super::{
-    clean_stale_in, kill_procs, open_for_join, own_dir, read_keyed, read_u64, remove_dir_patiently,
-    write, CgroupDriver, CgroupMount, JailCgroup,
+    check_writable, clean_stale_in, kill_procs, open_for_join, own_dir, read_keyed, read_u64,
+    remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup,
 };
 
 const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
@@ -45,6 +45,7 @@ impl V1Driver {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(format!("cannot create {}: {e}", parent.display())),
             }
+            check_writable(&parent)?;
             parents.push(parent);
         }
         let parents: [PathBuf; 4] = parents
@@ -71,6 +72,10 @@ impl V1Driver {
 }
 
 impl CgroupDriver for V1Driver {
+    fn mechanism(&self) -> &'static str {
+        "cgroup_v1"
+    }
+
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>> {
         // Every cgroup directory costs a mkdir, a join and an rmdir per run:
         // the cpu group is made only when a CPU share needs it. cpuacct is
@@ -143,10 +148,6 @@ impl V1Cgroup {
 }
 
 impl JailCgroup for V1Cgroup {
-    fn mechanism(&self) -> &'static str {
-        "cgroup_v1"
-    }
-
     fn join_handles(&self) -> io::Result<Vec<OwnedFd>> {
         self.dirs
             .iter()

@@ -11,8 +11,8 @@ use warden_core::EffectiveLimits;
 use std::os::fd::OwnedFd;
 
 use super::{
-    clean_stale_in, kill_procs, open_for_join, own_dir, read_keyed, read_u64, remove_dir_patiently,
-    write, CgroupDriver, CgroupMount, JailCgroup,
+    check_writable, clean_stale_in, kill_procs, open_for_join, own_dir, read_keyed, read_u64,
+    remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup,
 };
 
 const NEEDED: [&str; 3] = ["memory", "pids", "cpu"];
@@ -53,6 +53,7 @@ impl V2Driver {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(format!("cannot create {}: {e}", parent.display())),
         }
+        check_writable(&parent)?;
         let enable = "+memory +pids +cpu";
         // Our own group may hold processes (the "no internal processes"
         // rule then forbids enabling controllers below it, except at the
@@ -70,6 +71,10 @@ impl V2Driver {
 }
 
 impl CgroupDriver for V2Driver {
+    fn mechanism(&self) -> &'static str {
+        "cgroup_v2"
+    }
+
     fn create(&self, name: &str, limits: &EffectiveLimits) -> io::Result<Box<dyn JailCgroup>> {
         let dir = self.parent.join(name);
         fs::create_dir(&dir)
@@ -114,10 +119,6 @@ impl V2Cgroup {
 }
 
 impl JailCgroup for V2Cgroup {
-    fn mechanism(&self) -> &'static str {
-        "cgroup_v2"
-    }
-
     fn join_handles(&self) -> io::Result<Vec<OwnedFd>> {
         // v2 has no per-thread move for a process; cgroup.procs it is.
         Ok(vec![open_for_join(&self.dir.join("cgroup.procs"))?])
