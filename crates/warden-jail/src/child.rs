@@ -65,6 +65,11 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     if let Err(e) = setup_identity(&plan) {
         fail(status, "map user namespace ids", e);
     }
+    if let Err(e) = sys::unshare(
+        libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+    ) {
+        fail(status, "create mount, network, IPC and UTS namespaces", e);
+    }
     if let Err(e) = sys::sethostname(b"warden") {
         fail(status, "set hostname", e);
     }

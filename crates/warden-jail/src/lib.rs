@@ -311,12 +311,12 @@ impl JailBackend {
             notify: notify_child,
         };
 
-        let flags = (libc::CLONE_NEWUSER
-            | libc::CLONE_NEWNS
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWUTS) as libc::c_ulong;
+        // Only the namespaces that must exist at birth: the user namespace
+        // (for privilege inside) and the PID namespace (init must be its
+        // PID 1). The jail's init unshares the rest itself, so that their
+        // cost overlaps with the supervisor's cgroup set-up instead of
+        // adding to it.
+        let flags = (libc::CLONE_NEWUSER | libc::CLONE_NEWPID) as libc::c_ulong;
         let started = Instant::now();
         // SAFETY: Warden's CLI is single-threaded when it runs a jail (see
         // the crate docs), and the child only runs `run_init`, which ends
