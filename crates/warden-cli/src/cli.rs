@@ -50,6 +50,10 @@ fn count64(s: &str) -> Result<u64, String> {
     warden_policy::parse_count(s, 1 << 20).map_err(|e| e.to_string())
 }
 
+fn fuel(s: &str) -> Result<u64, String> {
+    warden_policy::parse_count(s, u64::MAX).map_err(|e| e.to_string())
+}
+
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Policy file (YAML): the ceiling for grants and limits.
@@ -91,6 +95,12 @@ pub struct RunArgs {
     /// Write the JSON report to FILE (- for stderr).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Fuel budget for a WebAssembly module (WASM backend only).
+    #[arg(long, value_name = "N", value_parser = fuel)]
+    pub fuel: Option<u64>,
+    /// Reproducible WebAssembly run: fixed clock, seeded randomness (WASM backend only).
+    #[arg(long)]
+    pub deterministic: bool,
     /// Isolation backend (jail).
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,

@@ -94,6 +94,8 @@ fn run(args: RunArgs) -> ExitCode {
         },
         workdir: args.workdir,
         backend: args.backend,
+        fuel: args.fuel,
+        deterministic: args.deterministic,
         caller_env: std::env::vars().collect(),
         cwd,
     };
@@ -118,22 +120,7 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn exit_status(report: &Report) -> u8 {
-    let outcome = warden_core::Outcome {
-        status: report.status,
-        exit_code: report.exit_code,
-        signal: report.signal,
-        wall_ms: 0,
-        cpu_ms: 0,
-        peak_memory_bytes: 0,
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        truncated: false,
-        violations: Vec::new(),
-        enforcement: Default::default(),
-        warnings: Vec::new(),
-        error: None,
-    };
-    u8::try_from(outcome.exit_status()).unwrap_or(EXIT_WARDEN_ERROR)
+    u8::try_from(report.exit_status()).unwrap_or(EXIT_WARDEN_ERROR)
 }
 
 fn policy_check(file: &Path) -> ExitCode {

@@ -67,4 +67,9 @@ pub struct Invocation {
     /// Effective grants (non-limit capabilities).
     pub capabilities: Vec<Capability>,
     pub limits: EffectiveLimits,
+    /// WASM only: a fuel budget (instructions, roughly); `None` = no fuel metering.
+    pub fuel: Option<u64>,
+    /// WASM only: fixed clock, seeded randomness, no threads — same input,
+    /// same output.
+    pub deterministic: bool,
 }

@@ -8,7 +8,7 @@ mod outcome;
 mod report;
 
 pub use invocation::{EffectiveLimits, Invocation};
-pub use outcome::{Enforcement, Outcome, Status, Violation};
+pub use outcome::{exit_status, Enforcement, Outcome, Status, Violation};
 pub use report::Report;
 
 use thiserror::Error;

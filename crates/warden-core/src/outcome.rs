@@ -66,23 +66,31 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// Why the run is an `error`, or why it was stopped.
     pub error: Option<String>,
+    /// WASM only: fuel used, when fuel was metered.
+    pub fuel_consumed: Option<u64>,
+    /// WASM only: time to instantiate the module, in µs.
+    pub instantiate_us: Option<u64>,
 }
 
 impl Outcome {
-    /// Exit status of `warden run` for this outcome, following timeout(1)
-    /// and the shell: the program's own code, 124 for a wall-clock timeout,
-    /// 128+N for a signal, 125 for Warden's own error; a failed exec keeps
-    /// its 126/127 exit code.
+    /// Exit status of `warden run` for this outcome; see [`exit_status`].
     pub fn exit_status(&self) -> i32 {
-        match (self.status, self.exit_code, self.signal) {
-            (Status::Timeout, _, _) => 124,
-            (Status::Error, Some(code @ (126 | 127)), _) => code,
-            // Warden itself was interrupted by this signal.
-            (Status::Error, _, Some(sig)) => 128 + sig,
-            (Status::Error, _, _) => 125,
-            (_, _, Some(sig)) => 128 + sig,
-            (_, Some(code), _) => code,
-            _ => 125,
-        }
+        exit_status(self.status, self.exit_code, self.signal)
+    }
+}
+
+/// Exit status of `warden run`, following timeout(1) and the shell: the
+/// program's own code, 124 for a wall-clock timeout, 128+N for a signal,
+/// 125 for Warden's own error; a failed exec keeps its 126/127.
+pub fn exit_status(status: Status, exit_code: Option<i32>, signal: Option<i32>) -> i32 {
+    match (status, exit_code, signal) {
+        (Status::Timeout, _, _) => 124,
+        (Status::Error, Some(code @ (126 | 127)), _) => code,
+        // Warden itself was interrupted by this signal.
+        (Status::Error, _, Some(sig)) => 128 + sig,
+        (Status::Error, _, _) => 125,
+        (_, _, Some(sig)) => 128 + sig,
+        (_, Some(code), _) => code,
+        _ => 125,
     }
 }

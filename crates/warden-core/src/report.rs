@@ -24,6 +24,8 @@ pub struct Report {
     pub enforcement: Enforcement,
     pub warnings: Vec<String>,
     pub error: Option<String>,
+    pub fuel_consumed: Option<u64>,
+    pub instantiate_us: Option<u64>,
 }
 
 impl Report {
@@ -54,6 +56,8 @@ impl Report {
             enforcement: outcome.enforcement,
             warnings: outcome.warnings,
             error: outcome.error,
+            fuel_consumed: outcome.fuel_consumed,
+            instantiate_us: outcome.instantiate_us,
         }
     }
 
@@ -78,7 +82,14 @@ impl Report {
             enforcement: Default::default(),
             warnings: Vec::new(),
             error: Some(message),
+            fuel_consumed: None,
+            instantiate_us: None,
         }
+    }
+
+    /// Exit status of `warden run` for this report.
+    pub fn exit_status(&self) -> i32 {
+        crate::exit_status(self.status, self.exit_code, self.signal)
     }
 
     pub fn to_json(&self) -> String {
@@ -113,6 +124,8 @@ mod tests {
             enforcement: Default::default(),
             warnings: vec![],
             error: None,
+            fuel_consumed: None,
+            instantiate_us: None,
         };
         Report::from_outcome(
             outcome,
@@ -209,6 +222,8 @@ mod tests {
             enforcement: Default::default(),
             warnings: vec![],
             error: None,
+            fuel_consumed: None,
+            instantiate_us: None,
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct RunRequest {
     pub limits: Limits,
     pub workdir: Option<PathBuf>,
     pub backend: Option<String>,
+    /// `--fuel N` (WASM only).
+    pub fuel: Option<u64>,
+    /// `--deterministic` (WASM only).
+    pub deterministic: bool,
     /// The caller's environment, where `--env NAME` and `env:NAME` grants
     /// take their values.
     pub caller_env: Vec<(String, String)>,
@@ -122,6 +126,11 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
         ));
     }
     let backend = route(req.backend.as_deref())?;
+    if backend == "jail" && (req.fuel.is_some() || req.deterministic) {
+        return Err(EngineError::Request(
+            "--fuel and --deterministic apply to WebAssembly modules only (backend wasm)".into(),
+        ));
+    }
     let mut requested: Vec<Capability> = Vec::new();
     let mut limits = req.limits.clone();
     for text in &req.allow {
@@ -225,6 +234,8 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             workdir,
             capabilities,
             limits: effective,
+            fuel: req.fuel,
+            deterministic: req.deterministic,
         },
         backend,
         policy_digest,

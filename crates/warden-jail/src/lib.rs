@@ -403,6 +403,8 @@ impl JailBackend {
             enforcement: limits.enforcement,
             warnings: limits.warnings,
             error,
+            fuel_consumed: None,
+            instantiate_us: None,
         })
     }
 }
