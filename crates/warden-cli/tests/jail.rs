@@ -4,7 +4,7 @@
 //! directory of its own, and checks the exit status, the program's output
 //! and the JSON report. These machines have root and namespaces: nothing here
 //! is skipped. Suites: languages, limits, grants, escapes, errors, policy,
-//! signals, unprivileged.
+//! signals, unprivileged, redteam (attacks from a security review).
 
 mod common;
 
@@ -31,3 +31,6 @@ mod signals;
 
 #[path = "jail/unprivileged.rs"]
 mod unprivileged;
+
+#[path = "jail/redteam.rs"]
+mod redteam;

@@ -1,0 +1,353 @@
+//! Red-team attacks beyond escapes.rs that the jail contains: reaching the
+//! jail's init, seccomp argument tricks, kernel memory outside the limit,
+//! dodging the wall clock, raising rlimits, talking to another jail, and
+//! grant paths with odd characters. Each assertion names what leaked.
+
+use std::time::Duration;
+
+use crate::common::{unique, wait_for_process, TempDir};
+
+/// The jail's init (PID 1) is a fork of Warden, holding its pipes and
+/// environment: the program must not reach its descriptors, memory,
+/// executable (the host's warden binary, CVE-2019-5736) or environment,
+/// and signals to it must not end the run.
+#[test]
+fn jail_init_is_out_of_reach() {
+    let t = TempDir::new("rt-init");
+    let py = r#"
+import os, signal, time
+for p in ["/proc/1/exe", "/proc/1/mem", "/proc/1/environ", "/proc/1/fd/0", "/proc/1/fd/1", "/proc/1/fd/2", "/proc/1/fd/3"]:
+    for flags in (os.O_RDONLY, os.O_WRONLY):
+        try:
+            os.close(os.open(p, flags))
+            print("OPENED", p, flags, flush=True)
+        except OSError as e:
+            print("denied", p, e.errno, flush=True)
+for p in ["/proc/1/root/", "/proc/1/cwd/", "/proc/1/map_files/"]:
+    try:
+        print("LISTED", p, os.listdir(p), flush=True)
+    except OSError as e:
+        print("denied", p, e.errno, flush=True)
+for s in (signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP, signal.SIGINT):
+    try:
+        os.kill(1, s)
+    except OSError:
+        pass
+time.sleep(0.3)
+print("still alive", flush=True)
+"#;
+    let out = t
+        .run(["--", "python3", "-c", py])
+        .env("WARDEN_RT_SECRET", "host-env-secret-value")
+        .go();
+    out.expect_ok("poking at the jail's init");
+    out.expect_stdout_lacks("OPENED", "a descriptor, memory or exe of the jail's init");
+    out.expect_stdout_lacks("LISTED", "the jail's init's root or cwd");
+    out.expect_stdout_lacks("host-env-secret-value", "Warden's environment via init");
+    out.expect_stdout_has(
+        "still alive",
+        "signals to the jail's init ended the program",
+    );
+}
+
+/// seccomp sees 64-bit arguments, the kernel uses only the low 32 bits of
+/// ioctl commands, clone flags and socket families: high garbage bits must
+/// not slip a denied value past the filter.
+#[test]
+fn seccomp_ignores_high_bits_of_arguments() {
+    let t = TempDir::new("rt-hibits");
+    let py = r#"
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+L = ctypes.c_long
+c = ctypes.c_char(b"x")
+def show(what, r):
+    print(what, "ret", r, "errno", ctypes.get_errno(), flush=True)
+    if r == 0 and what == "clone":
+        import os; os._exit(0)
+show("tiocsti", libc.syscall(L(16), L(0), L(0x100005412), ctypes.byref(c)))
+show("clone", libc.syscall(L(56), L(0x7fffffff00000000 | 0x10000011), L(0), L(0), L(0), L(0)))
+show("socket", libc.syscall(L(41), L(0x100000011), L(3), L(0)))
+"#;
+    let out = t.run(["--", "python3", "-c", py]).go();
+    out.expect_code(0, "high-bit arguments");
+    for what in ["tiocsti", "clone", "socket"] {
+        out.expect_stdout_has(
+            &format!("{what} ret -1 errno 1"),
+            &format!("{what} with high garbage bits must fail with EPERM"),
+        );
+    }
+    out.expect_status("violation", "high-bit arguments");
+    out.expect_violation("ioctl", "TIOCSTI with high bits");
+    out.expect_violation("clone", "clone(CLONE_NEWUSER) with high bits");
+    out.expect_violation("socket", "AF_PACKET with high bits");
+}
+
+/// Socket families that reach raw links, kernel crypto, the hypervisor or
+/// radios (and could autoload modules) are refused and recorded; so is a
+/// personality change; clone3 answers ENOSYS and creates nothing.
+#[test]
+fn exotic_socket_families_personality_and_clone3() {
+    let t = TempDir::new("rt-families");
+    let py = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+L = ctypes.c_long
+for name, fam in (("packet", 17), ("alg", 38), ("vsock", 40), ("bluetooth", 31), ("can", 29), ("xdp", 44)):
+    r = libc.syscall(L(41), L(fam), L(2), L(0))
+    print(name, "ret", r, "errno", ctypes.get_errno(), flush=True)
+r = libc.syscall(L(135), L(0x0400000))  # READ_IMPLIES_EXEC
+print("personality ret", r, "errno", ctypes.get_errno(), flush=True)
+# clone3 with CLONE_NEWUSER in a real clone_args: flags are in memory.
+args = (ctypes.c_uint64 * 11)(0x10000000, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0)
+r = libc.syscall(L(435), args, L(88))
+if r == 0:
+    os._exit(0)
+print("clone3 ret", r, "errno", ctypes.get_errno(), flush=True)
+print("uid_map", open("/proc/self/uid_map").read().split(), flush=True)
+"#;
+    let out = t.run(["--", "python3", "-c", py]).go();
+    out.expect_code(0, "exotic families");
+    for name in [
+        "packet",
+        "alg",
+        "vsock",
+        "bluetooth",
+        "can",
+        "xdp",
+        "personality",
+    ] {
+        out.expect_stdout_has(
+            &format!("{name} ret -1 errno 1"),
+            &format!("{name} must fail with EPERM"),
+        );
+    }
+    out.expect_stdout_has("clone3 ret -1 errno 38", "clone3 must answer ENOSYS");
+    out.expect_status("violation", "exotic families");
+    out.expect_violation("socket denied (6 attempts)", "every exotic family");
+    out.expect_violation("personality", "personality change");
+}
+
+/// Kernel memory the program pins in socket buffers is charged to its
+/// memory limit, not only its own pages.
+#[test]
+fn socket_buffer_memory_is_charged_to_the_limit() {
+    let t = TempDir::new("rt-sockmem");
+    let py = r#"
+import socket
+keep = []
+while True:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    for s in (a, b):
+        try:
+            while True:
+                s.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+    keep.append((a, b))
+    if len(keep) % 20 == 0:
+        print("pairs", len(keep), flush=True)
+"#;
+    let out = t
+        .run([
+            "--memory",
+            "32MiB",
+            "--open-files",
+            "4096",
+            "--",
+            "python3",
+            "-c",
+            py,
+        ])
+        .go();
+    // 4096 descriptors of full socket buffers is about 800 MiB of skbs.
+    out.expect_status("memory_limit", "memory pinned in socket buffers");
+    let peak = out.num("peak_memory_bytes");
+    assert!(
+        peak <= 34 << 20,
+        "peak {peak} bytes over a 32MiB limit\n{}",
+        out.ctx()
+    );
+}
+
+/// Files in the jail's tmpfs are memory: filling /tmp and /dev/shm is
+/// bounded by the memory limit even when the tmpfs size is larger.
+#[test]
+fn tmpfs_pages_count_against_the_memory_limit() {
+    let t = TempDir::new("rt-tmpfs-mem");
+    let out = t
+        .run([
+            "--memory",
+            "32MiB",
+            "--tmpfs",
+            "128MiB",
+            "--",
+            "sh",
+            "-c",
+            "head -c 80M /dev/zero > /tmp/a; head -c 80M /dev/zero > /dev/shm/b; echo FILLED",
+        ])
+        .go();
+    out.expect_status("memory_limit", "tmpfs files beyond the memory limit");
+    out.expect_stdout_lacks("FILLED", "160 MiB of tmpfs under a 32 MiB limit");
+}
+
+/// Closing stdout and stderr (or handing them to a daemon) must not take
+/// the wall clock with them.
+#[test]
+fn closing_output_does_not_dodge_the_wall_clock() {
+    let t = TempDir::new("rt-closed-out");
+    let out = t
+        .run([
+            "--wall-time",
+            "500ms",
+            "--",
+            "sh",
+            "-c",
+            "exec >&- 2>&- 0<&-; sleep 30",
+        ])
+        .deadline(Duration::from_secs(20))
+        .go();
+    out.expect_code(124, "program with closed stdio");
+    out.expect_status("timeout", "program with closed stdio");
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "wall clock not enforced after stdio was closed: {:?}\n{}",
+        out.elapsed,
+        out.ctx()
+    );
+}
+
+/// The program cannot raise its own hard limits back.
+#[test]
+fn raising_hard_rlimits_is_refused() {
+    let t = TempDir::new("rt-rlimits");
+    let py = r#"
+import resource
+for name in ("RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_CORE"):
+    r = getattr(resource, name)
+    soft, hard = resource.getrlimit(r)
+    try:
+        resource.setrlimit(r, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        print("RAISED", name, flush=True)
+    except (ValueError, OSError):
+        print("refused", name, hard, flush=True)
+"#;
+    let out = t
+        .run([
+            "--file-size",
+            "1MiB",
+            "--open-files",
+            "32",
+            "--",
+            "python3",
+            "-c",
+            py,
+        ])
+        .go();
+    out.expect_code(0, "setrlimit probe");
+    out.expect_stdout_lacks("RAISED", "a hard rlimit was raised from inside");
+    out.expect_stdout_has("refused RLIMIT_FSIZE 1048576", "file-size hard limit");
+    out.expect_stdout_has("refused RLIMIT_NOFILE 32", "open-files hard limit");
+}
+
+/// Two jails running at the same time share no System V IPC, abstract
+/// unix sockets, loopback ports or /tmp.
+#[test]
+fn concurrent_jails_are_isolated_from_each_other() {
+    let t = TempDir::new("rt-peers");
+    let marker = unique("peer");
+    let server = format!(
+        r#"
+import socket, sys, time, os
+ipc_key = 0x5741524e
+libc = __import__("ctypes").CDLL(None, use_errno=True)
+shm = libc.shmget(ipc_key, 4096, 0o1666)
+a = socket.socket(socket.AF_UNIX); a.bind("\0warden-rt-peer")
+a.listen(1)
+t = socket.socket(); t.bind(("127.0.0.1", 47123)); t.listen(1)
+open("/tmp/peer-file", "w").write("x")
+print("server up", shm, flush=True)
+time.sleep(8)
+# {marker}
+"#
+    );
+    let server_run = t
+        .run(["--", "python3", "-c", &server])
+        .deadline(Duration::from_secs(30))
+        .spawn();
+    assert!(
+        wait_for_process(&marker, Duration::from_secs(10)),
+        "the first jail did not start"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t2 = TempDir::new("rt-peers-2");
+    let client = r#"
+import socket, os, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.shmget(0x5741524e, 0, 0)
+print("shm", "SHARED" if r >= 0 else "absent", flush=True)
+a = socket.socket(socket.AF_UNIX)
+try:
+    a.connect("\0warden-rt-peer"); print("abstract SHARED", flush=True)
+except OSError as e:
+    print("abstract absent", e.errno, flush=True)
+s = socket.socket(); s.settimeout(1)
+try:
+    s.connect(("127.0.0.1", 47123)); print("tcp SHARED", flush=True)
+except OSError as e:
+    print("tcp absent", e.errno, flush=True)
+print("tmp", "SHARED" if os.path.exists("/tmp/peer-file") else "absent", flush=True)
+"#;
+    let out = t2.run(["--", "python3", "-c", client]).go();
+    let first = server_run.wait();
+    first.expect_stdout_has("server up", "the first jail's listeners");
+    out.expect_ok("second jail");
+    out.expect_stdout_lacks("SHARED", "something shared between two concurrent jails");
+    for what in ["shm absent", "abstract absent", "tcp absent", "tmp absent"] {
+        out.expect_stdout_has(what, "isolation probe");
+    }
+}
+
+/// Grant paths with a newline, a colon or a space are mounted at exactly
+/// their own path and expose no sibling.
+#[test]
+fn grant_paths_with_odd_characters_expose_only_themselves() {
+    let t = TempDir::new("rt-odd");
+    t.write("odd\nname/in.txt", "newline-dir\n");
+    t.write("co:lon/in.txt", "colon-dir\n");
+    t.write("sp ace/in.txt", "space-dir\n");
+    t.write("other/secret.txt", "sibling-secret\n");
+    let out = t
+        .run([
+            "--allow",
+            "fs:read:./odd\nname",
+            "--allow",
+            "fs:read:./co:lon",
+            "--allow",
+            "fs:read:./sp ace",
+            "--",
+            "sh",
+            "-c",
+            "cat 'odd\nname/in.txt' co:lon/in.txt 'sp ace/in.txt'; cat other/secret.txt; ls -A",
+        ])
+        .go();
+    assert_ne!(
+        out.code,
+        125,
+        "warden refused odd grant paths\n{}",
+        out.ctx()
+    );
+    for want in ["newline-dir", "colon-dir", "space-dir"] {
+        out.expect_stdout_has(want, "a grant with an odd character");
+    }
+    out.expect_stdout_lacks("sibling-secret", "an ungranted sibling of an odd grant");
+    assert!(
+        !out.stdout.lines().any(|l| l == "other"),
+        "the ungranted directory `other` is visible\n{}",
+        out.ctx()
+    );
+}
