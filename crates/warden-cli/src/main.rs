@@ -46,28 +46,108 @@ fn invocation_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn write_report(target: Option<&Path>, report: &Report) -> anyhow::Result<()> {
-    let Some(target) = target else {
-        return Ok(());
-    };
-    let json = report.to_json();
-    if target == Path::new("-") {
-        let mut err = std::io::stderr().lock();
-        writeln!(err, "{json}")?;
-        return Ok(());
+/// Where the report goes, fixed before the program runs: the parent
+/// directory is opened first, so that a program with write access near the
+/// report path cannot redirect the report by planting symlinks.
+enum ReportTarget {
+    None,
+    Stderr,
+    File {
+        dir: std::os::fd::OwnedFd,
+        name: std::ffi::OsString,
+        shown: std::path::PathBuf,
+    },
+}
+
+impl ReportTarget {
+    fn open(path: Option<&Path>) -> anyhow::Result<ReportTarget> {
+        let Some(path) = path else {
+            return Ok(ReportTarget::None);
+        };
+        if path == Path::new("-") {
+            return Ok(ReportTarget::Stderr);
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| anyhow::anyhow!("--report {}: not a file name", path.display()))?
+            .to_os_string();
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = rustix::fs::open(
+            parent,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| anyhow::anyhow!("--report {}: {}: {e}", path.display(), parent.display()))?;
+        Ok(ReportTarget::File {
+            dir,
+            name,
+            shown: path.to_path_buf(),
+        })
     }
-    std::fs::write(target, format!("{json}\n"))
-        .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", target.display()))
+
+    /// Writes a temporary file beside the target and renames it over the
+    /// target: the rename replaces whatever entry is there (a planted
+    /// symlink included) instead of following it.
+    fn write(&self, report: &Report) -> anyhow::Result<()> {
+        use rustix::fs::{Mode, OFlags};
+        let json = format!("{}\n", report.to_json());
+        match self {
+            ReportTarget::None => Ok(()),
+            ReportTarget::Stderr => {
+                std::io::stderr().lock().write_all(json.as_bytes())?;
+                Ok(())
+            }
+            ReportTarget::File { dir, name, shown } => {
+                let fail = |e: std::io::Error| {
+                    anyhow::anyhow!("cannot write report {}: {e}", shown.display())
+                };
+                let mut tmp = name.clone();
+                tmp.push(format!(".{}.tmp", invocation_id()));
+                let fd = rustix::fs::openat(
+                    dir,
+                    tmp.as_os_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map_err(|e| fail(e.into()))?;
+                let mut file = std::fs::File::from(fd);
+                let written = file.write_all(json.as_bytes());
+                drop(file);
+                if let Err(e) = written.and_then(|()| {
+                    rustix::fs::renameat(dir, tmp.as_os_str(), dir, name.as_os_str())
+                        .map_err(Into::into)
+                }) {
+                    let _ =
+                        rustix::fs::unlinkat(dir, tmp.as_os_str(), rustix::fs::AtFlags::empty());
+                    return Err(fail(e));
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 fn run(args: RunArgs) -> ExitCode {
     let id = invocation_id();
-    let report_path = args.report.clone();
     let backend = args.backend.clone().unwrap_or_else(|| "jail".into());
+    let report_target = match ReportTarget::open(args.report.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("warden: {e}");
+            return ExitCode::from(EXIT_WARDEN_ERROR);
+        }
+    };
     let fail = |message: String| {
         eprintln!("warden: {message}");
         let report = Report::setup_error(message, id.clone(), &backend);
-        if let Err(e) = write_report(report_path.as_deref(), &report) {
+        if let Err(e) = report_target.write(&report) {
             eprintln!("warden: {e}");
         }
         ExitCode::from(EXIT_WARDEN_ERROR)
@@ -112,7 +192,7 @@ fn run(args: RunArgs) -> ExitCode {
         eprintln!("warden: {}: {error}", report.status.as_str());
     }
     let status = exit_status(&report);
-    if let Err(e) = write_report(report_path.as_deref(), &report) {
+    if let Err(e) = report_target.write(&report) {
         eprintln!("warden: {e}");
         return ExitCode::from(EXIT_WARDEN_ERROR);
     }

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use warden_core::{EffectiveLimits, Invocation};
 use warden_policy::{Capability, Grant, Limits, Policy};
@@ -78,6 +79,12 @@ fn check_limits(l: &EffectiveLimits) -> Result<(), EngineError> {
     if l.wall_time.is_zero() {
         return bad("wall-time");
     }
+    const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+    if l.wall_time > MAX_DURATION || l.cpu_time.is_some_and(|d| d > MAX_DURATION) {
+        return Err(EngineError::Request(
+            "wall-time and cpu-time may be at most 365 days".into(),
+        ));
+    }
     if l.cpu_time.is_some_and(|d| d.is_zero()) {
         return bad("cpu-time");
     }
@@ -96,17 +103,26 @@ fn check_limits(l: &EffectiveLimits) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// The entry the user named — a relative program path, or the script an
-/// interpreter is given as its first non-option argument — when it is a
-/// regular file inside the working directory. It is mounted read-only so
-/// that `warden run -- python3 job.py` works without granting the whole
-/// directory; the report lists it among the capabilities.
+/// Interpreters whose first non-option argument is the script they run.
+const INTERPRETERS: &[&str] = &[
+    "python", "python3", "node", "nodejs", "php", "sh", "bash", "dash", "ruby", "perl",
+];
+
+/// The entry the user named — a relative program path (`./tool`), or the
+/// script a known interpreter is given as its first non-option argument
+/// (`python3 job.py`) — when it is a regular file inside the working
+/// directory. It is mounted read-only so that such commands work without
+/// granting the whole directory; the report lists it among the
+/// capabilities. Under a policy it is granted only if the policy allows
+/// reading it.
 fn entry_file(argv: &[String], cwd: &Path) -> Option<PathBuf> {
     let program = argv.first()?;
     let candidate = if program.contains('/') {
         program.as_str()
-    } else {
+    } else if INTERPRETERS.contains(&program.as_str()) {
         argv.iter().skip(1).find(|a| !a.starts_with('-'))?.as_str()
+    } else {
+        return None;
     };
     let path = Path::new(candidate);
     if path.is_absolute() {
@@ -172,6 +188,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
         env_values.push((name, value));
     }
 
+    let mut ceiling: Option<Policy> = None;
     let (grants, limits, policy_digest) = match &req.policy {
         Some(path) => {
             let policy = load_policy(&req.cwd.join(path))?;
@@ -189,7 +206,9 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
                 )));
             }
             let limits = limits.or(&policy.limits);
-            (grants, limits, policy.digest())
+            let digest = policy.digest();
+            ceiling = Some(policy);
+            (grants, limits, digest)
         }
         None => {
             let policy = Policy {
@@ -221,8 +240,10 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
     };
     let mut capabilities = grants;
     if let Some(entry) = entry_file(&req.argv, &req.cwd) {
-        if !warden_jail::is_granted(&entry, &capabilities) {
-            capabilities.push(Capability::FsRead(entry));
+        let entry = Capability::FsRead(entry);
+        let allowed = ceiling.as_ref().is_none_or(|p| p.permits(&entry));
+        if allowed && !capabilities.iter().any(|c| c.subsumes(&entry)) {
+            capabilities.push(entry);
         }
     }
     Ok(Prepared {

@@ -34,6 +34,10 @@ pub(crate) struct ChildPlan<'a> {
     pub status: OwnedFd,
     /// Held open by the supervisor for the whole run: a hang-up means it died.
     pub alive: OwnedFd,
+    /// The supervisor's own descriptors, inherited by the fork: closed
+    /// first thing, or the hang-up above could never be seen and the jail
+    /// would hold the supervisor's ends of its own pipes.
+    pub parent_fds: Vec<RawFd>,
     pub notify: OwnedFd,
 }
 
@@ -54,6 +58,14 @@ fn fail(status: RawFd, what: &str, err: impl std::fmt::Display) -> ! {
 /// Entry point of PID 1 in the jail. Never returns.
 pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     let status = plan.status.as_raw_fd();
+    for fd in &plan.parent_fds {
+        // SAFETY: these descriptors belong to the supervisor's side; this
+        // forked copy never uses them, and nothing else here owns them.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::close(*fd);
+        }
+    }
     // Die with the supervisor; taking PID 1 down takes the whole jail.
     if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) {
         fail(status, "set parent-death signal", e);

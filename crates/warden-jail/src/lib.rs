@@ -18,9 +18,9 @@ mod supervisor;
 mod sys;
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use warden_core::{Backend, BackendError, Enforcement, Invocation, Outcome, Status};
@@ -308,6 +308,14 @@ impl JailBackend {
             stderr: stderr_w,
             status: status_w,
             alive: alive_r,
+            parent_fds: vec![
+                stdout_r.as_raw_fd(),
+                stderr_r.as_raw_fd(),
+                status_r.as_raw_fd(),
+                alive_w.as_raw_fd(),
+                notify_parent.as_raw_fd(),
+                self.signals.as_raw_fd(),
+            ],
             notify: notify_child,
         };
 
@@ -407,10 +415,4 @@ impl JailBackend {
             instantiate_us: None,
         })
     }
-}
-
-/// Whether `path` lies inside one of the granted filesystem paths.
-pub fn is_granted(path: &Path, caps: &[Capability]) -> bool {
-    caps.iter()
-        .any(|c| c.path().is_some_and(|p| path.starts_with(p)))
 }

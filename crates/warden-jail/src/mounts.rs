@@ -292,13 +292,16 @@ impl MountPlan {
             });
         }
         let tmp_options = sys::cstring(format!("size={tmpfs_bytes},mode=1777"))?;
-        for target in ["tmp", "dev/shm"] {
-            ops.push(Op::Tmpfs {
-                target: rel(target)?,
-                options: tmp_options.clone(),
-                flags: libc::MS_NOSUID | libc::MS_NODEV,
-            });
-        }
+        ops.push(Op::Tmpfs {
+            target: rel("tmp")?,
+            options: tmp_options,
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+        });
+        // One tmpfs, one cap: POSIX shared memory lives in /tmp too.
+        ops.push(Op::Symlink {
+            target: sys::cstring("/tmp")?,
+            link: rel("dev/shm")?,
+        });
         // /dev is complete: nothing more may be created in it.
         ops.push(Op::ReadOnly {
             target: rel("dev")?,

@@ -49,10 +49,6 @@ const ALLOWED: &[Sysno] = &[
     Sysno::copy_file_range,
     Sysno::pipe,
     Sysno::pipe2,
-    Sysno::open,
-    Sysno::openat,
-    Sysno::openat2,
-    Sysno::creat,
     Sysno::stat,
     Sysno::fstat,
     Sysno::lstat,
@@ -71,8 +67,6 @@ const ALLOWED: &[Sysno] = &[
     Sysno::rename,
     Sysno::renameat,
     Sysno::renameat2,
-    Sysno::mkdir,
-    Sysno::mkdirat,
     Sysno::rmdir,
     Sysno::link,
     Sysno::linkat,
@@ -82,10 +76,6 @@ const ALLOWED: &[Sysno] = &[
     Sysno::symlinkat,
     Sysno::readlink,
     Sysno::readlinkat,
-    Sysno::chmod,
-    Sysno::fchmod,
-    Sysno::fchmodat,
-    Sysno::fchmodat2,
     Sysno::chown,
     Sysno::fchown,
     Sysno::lchown,
@@ -101,12 +91,6 @@ const ALLOWED: &[Sysno] = &[
     Sysno::listxattr,
     Sysno::llistxattr,
     Sysno::flistxattr,
-    Sysno::setxattr,
-    Sysno::lsetxattr,
-    Sysno::fsetxattr,
-    Sysno::removexattr,
-    Sysno::lremovexattr,
-    Sysno::fremovexattr,
     Sysno::inotify_init,
     Sysno::inotify_init1,
     Sysno::inotify_add_watch,
@@ -145,7 +129,6 @@ const ALLOWED: &[Sysno] = &[
     Sysno::futex_waitv,
     Sysno::rseq,
     Sysno::arch_prctl,
-    Sysno::prctl,
     Sysno::sched_yield,
     Sysno::sched_getaffinity,
     Sysno::sched_setaffinity,
@@ -193,7 +176,6 @@ const ALLOWED: &[Sysno] = &[
     Sysno::times,
     Sysno::uname,
     Sysno::sysinfo,
-    Sysno::seccomp,
     Sysno::pidfd_open,
     Sysno::pidfd_send_signal,
     Sysno::landlock_create_ruleset,
@@ -293,6 +275,28 @@ const SOCKET_FAMILIES: &[u32] = &[1, 2, 10, 16];
 /// ioctls refused even on the program's own descriptors: TIOCSTI (push
 /// input into a terminal) and TIOCLINUX.
 const DENIED_IOCTLS: &[u32] = &[0x5412, 0x541C];
+
+/// Syscalls with a file-mode argument, and its index.
+const MODE_ARGS: &[(Sysno, u32)] = &[
+    (Sysno::open, 2),
+    (Sysno::openat, 3),
+    (Sysno::creat, 1),
+    (Sysno::mkdir, 1),
+    (Sysno::mkdirat, 2),
+    (Sysno::chmod, 1),
+    (Sysno::fchmod, 1),
+    (Sysno::fchmodat, 2),
+    (Sysno::fchmodat2, 2),
+];
+
+/// S_ISUID | S_ISGID.
+const SETID_BITS: u32 = 0o6000;
+
+/// seccomp(2) operations allowed: SECCOMP_GET_ACTION_AVAIL, SECCOMP_GET_NOTIF_SIZES.
+const SECCOMP_QUERIES: &[u32] = &[2, 3];
+
+/// prctl(2) option that installs a seccomp filter.
+const PR_SET_SECCOMP: u32 = 22;
 
 /// personality(2) is allowed only to query (0xffffffff) or to set PER_LINUX.
 const PERSONALITY_ALLOWED: &[u32] = &[0xffff_ffff, 0];
@@ -403,6 +407,36 @@ impl SeccompProgram {
             sysno("personality")?,
             &value_block(0, PERSONALITY_ALLOWED, RET_ALLOW, RET_USER_NOTIF),
         );
+        // Calls that create files or change modes: no setuid/setgid bits, so
+        // nothing planted in a write grant can become a privileged binary.
+        for (call, mode_arg) in MODE_ARGS {
+            let block = [
+                stmt(LD_W_ABS, offset_arg_low(*mode_arg)),
+                jump(JSET_K, SETID_BITS, 0, 1),
+                stmt(RET_K, RET_USER_NOTIF),
+                stmt(RET_K, RET_ALLOW),
+            ];
+            push_guarded(&mut p, call.id() as u32, &block);
+        }
+        // openat2 passes its mode in memory, out of BPF's reach: ENOSYS
+        // makes libc and runtimes fall back to openat, checked above.
+        push_guarded(
+            &mut p,
+            Sysno::openat2.id() as u32,
+            &[stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32)],
+        );
+        // A filter of the program's own could answer a call before ours
+        // reports it: installing filters is refused (queries are fine).
+        push_guarded(
+            &mut p,
+            Sysno::seccomp.id() as u32,
+            &value_block(0, SECCOMP_QUERIES, RET_ALLOW, RET_USER_NOTIF),
+        );
+        push_guarded(
+            &mut p,
+            Sysno::prctl.id() as u32,
+            &value_block(0, &[PR_SET_SECCOMP], RET_USER_NOTIF, RET_ALLOW),
+        );
         let mut numbers: Vec<u32> = ALLOWED.iter().map(|s| s.id() as u32).collect();
         numbers.sort_unstable();
         numbers.dedup();
@@ -512,7 +546,7 @@ mod tests {
         let p = SeccompProgram::jail_default().expect("filter builds");
         // Range compression keeps the program short (it was ~540 as a flat list).
         assert!(
-            p.instructions().len() < 250,
+            p.instructions().len() < 400,
             "{} instructions",
             p.instructions().len()
         );
@@ -610,10 +644,20 @@ mod tests {
         for nr in 0..600u32 {
             let name = Sysno::new(nr as usize).map(|s| s.name());
             let got = decide(&p, arch, nr, [0; 6]);
-            let special = matches!(
-                name,
-                Some("clone" | "clone3" | "socket" | "ioctl" | "personality")
-            );
+            let special = MODE_ARGS.iter().any(|(c, _)| c.id() as u32 == nr)
+                || matches!(
+                    name,
+                    Some(
+                        "clone"
+                            | "clone3"
+                            | "socket"
+                            | "ioctl"
+                            | "personality"
+                            | "openat2"
+                            | "seccomp"
+                            | "prctl"
+                    )
+                );
             if special {
                 continue;
             }
@@ -661,6 +705,53 @@ mod tests {
         assert_eq!(
             decide(&p, arch, nr("personality"), [0x0040000, 0, 0, 0, 0, 0]),
             RET_USER_NOTIF
+        );
+        // No setuid/setgid bits through any mode argument; plain modes pass.
+        assert_eq!(
+            decide(&p, arch, nr("chmod"), [0, 0o4755, 0, 0, 0, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            decide(&p, arch, nr("chmod"), [0, 0o755, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(&p, arch, nr("openat"), [0, 0, 0x41, 0o6755, 0, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            decide(&p, arch, nr("openat"), [0, 0, 0x41, 0o644, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(&p, arch, nr("mkdirat"), [0, 0, 0o2775, 0, 0, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            decide(&p, arch, nr("fchmodat2"), [0, 0, 0o2000, 0, 0, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            decide(&p, arch, nr("openat2"), [0; 6]),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
+        assert_eq!(decide(&p, arch, nr("fsetxattr"), [0; 6]), RET_USER_NOTIF);
+        // No filters of the program's own; queries and other prctls pass.
+        assert_eq!(
+            decide(&p, arch, nr("seccomp"), [1, 0, 0, 0, 0, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            decide(&p, arch, nr("seccomp"), [2, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(&p, arch, nr("prctl"), [22, 2, 0, 0, 0, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            decide(&p, arch, nr("prctl"), [15, 0, 0, 0, 0, 0]),
+            RET_ALLOW
         );
         // Foreign ABIs never reach the allowlist.
         assert_eq!(decide(&p, 0x4000_0003, 3, [0; 6]), RET_USER_NOTIF);

@@ -351,3 +351,204 @@ fn grant_paths_with_odd_characters_expose_only_themselves() {
         out.ctx()
     );
 }
+
+// ---- Findings of the security review, fixed: each test pins the fix. ----
+
+/// A program with a write grant plants a symlink where the report goes:
+/// the report must replace the link, never write through it.
+#[test]
+fn report_is_not_written_through_a_planted_symlink() {
+    let t = TempDir::new("rt-report");
+    t.mkdir("out");
+    let victim = t.write_root("victim.txt", "precious\n");
+    let link_target = victim.display().to_string();
+    let out = t
+        .raw([
+            "run",
+            "--allow",
+            "fs:write:./out",
+            "--report",
+            "out/report.json",
+            "--",
+            "python3",
+            "-c",
+            &format!("import os; os.symlink({link_target:?}, 'out/report.json')"),
+        ])
+        .go();
+    out.expect_code(0, "planting a symlink at the report path");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious\n",
+        "the report was written through the planted symlink into {victim:?}"
+    );
+    let report = t.path("out/report.json");
+    assert!(
+        !std::fs::symlink_metadata(&report)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the planted symlink is still there instead of the report"
+    );
+    assert!(std::fs::read_to_string(&report)
+        .unwrap()
+        .contains("\"status\""));
+}
+
+/// A filter installed by the program itself could answer a denied call
+/// before Warden's and hide it: installing filters is refused and recorded.
+#[test]
+fn own_seccomp_filter_cannot_hide_denied_calls() {
+    let t = TempDir::new("rt-ownfilter");
+    let py = r#"
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+L = ctypes.c_long
+# A one-instruction filter: return ERRNO(EPERM) for everything.
+class F(ctypes.Structure): _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class P(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(F))]
+prog = (F * 1)(F(0x06, 0, 0, 0x00050001))
+fp = P(1, prog)
+print("seccomp", libc.syscall(L(317), L(1), L(0), ctypes.byref(fp)), ctypes.get_errno(), flush=True)
+print("prctl", libc.prctl(22, 2, ctypes.byref(fp), 0, 0), ctypes.get_errno(), flush=True)
+print("ptrace", libc.syscall(L(101), L(0), L(0), L(0), L(0)), flush=True)
+"#;
+    let out = t.run(["--", "python3", "-c", py]).go();
+    out.expect_stdout_has(
+        "seccomp -1 1",
+        "installing a seccomp filter must fail with EPERM",
+    );
+    out.expect_stdout_has("prctl -1 1", "PR_SET_SECCOMP must fail with EPERM");
+    out.expect_status("violation", "own filters");
+    out.expect_violation("seccomp", "seccomp(SET_MODE_FILTER)");
+    out.expect_violation("prctl", "prctl(PR_SET_SECCOMP)");
+    out.expect_violation("ptrace", "ptrace after the failed filter install");
+}
+
+/// Junk syscall numbers must not push a real denied syscall out of the
+/// report: real names are always listed.
+#[test]
+fn junk_syscalls_cannot_crowd_out_real_violations() {
+    let t = TempDir::new("rt-crowd");
+    let py = r#"
+import ctypes
+libc = ctypes.CDLL(None)
+libc.syscall.restype = ctypes.c_long
+for n in range(1000, 1100):
+    libc.syscall(ctypes.c_long(n))
+libc.syscall(ctypes.c_long(101), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+"#;
+    let out = t.run(["--", "python3", "-c", py]).go();
+    out.expect_status("violation", "junk then ptrace");
+    out.expect_violation("ptrace", "ptrace after 100 junk syscall numbers");
+}
+
+/// A setuid or setgid bit cannot be set on anything the program creates in
+/// a write grant (Warden started by root must not plant setuid binaries).
+#[test]
+fn setuid_bits_cannot_be_planted_in_a_write_grant() {
+    let t = TempDir::new("rt-setuid");
+    t.mkdir("out");
+    let py = r#"
+import os, shutil
+shutil.copy("/usr/bin/id", "out/id")
+for what, f in [
+    ("chmod", lambda: os.chmod("out/id", 0o4755)),
+    ("setgid", lambda: os.chmod("out/id", 0o2755)),
+    ("open", lambda: os.close(os.open("out/new", os.O_CREAT | os.O_WRONLY, 0o6755))),
+    ("mkdir", lambda: os.mkdir("out/d", 0o2775)),
+]:
+    try:
+        f(); print(what, "ALLOWED", flush=True)
+    except OSError as e:
+        print(what, "denied", e.errno, flush=True)
+"#;
+    let out = t
+        .run(["--allow", "fs:write:./out", "--", "python3", "-c", py])
+        .go();
+    out.expect_stdout_lacks("ALLOWED", "a setuid/setgid mode in a write grant");
+    out.expect_status("violation", "setuid attempts");
+    use std::os::unix::fs::PermissionsExt;
+    for name in ["out/id", "out/new", "out/d"] {
+        if let Ok(meta) = std::fs::metadata(t.path(name)) {
+            assert_eq!(
+                meta.permissions().mode() & 0o6000,
+                0,
+                "{name} carries a setuid/setgid bit on the host"
+            );
+        }
+    }
+}
+
+/// Under a policy, the automatic entry-file grant is checked against the
+/// policy like any other grant; and only interpreters get their first
+/// argument mounted (`cat etc/shadow` from / is not an entry file).
+#[test]
+fn entry_file_respects_policy_and_interpreters_only() {
+    let t = TempDir::new("rt-entry");
+    t.write("secret.txt", "top secret\n");
+    t.write_root("strict.yaml", "grants:\n  - env:LANG\n");
+    let out = t
+        .run([
+            "--policy",
+            t.root.join("strict.yaml").to_str().unwrap(),
+            "--",
+            "python3",
+            "secret.txt",
+        ])
+        .go();
+    out.expect_stdout_lacks("top secret", "the entry file outside the policy");
+    assert!(
+        !out.capabilities().iter().any(|c| c.contains("secret.txt")),
+        "entry file granted outside the policy\n{}",
+        out.ctx()
+    );
+    let out = t.run(["--", "cat", "secret.txt"]).go();
+    out.expect_stdout_lacks("top secret", "a non-interpreter's argument as entry file");
+}
+
+/// A wall-clock limit beyond the clock's range is a clear error, not a panic.
+#[test]
+fn absurd_durations_are_refused_not_panicked_on() {
+    let t = TempDir::new("rt-dur");
+    let out = t
+        .run(["--wall-time", "18446744073709551615s", "--", "true"])
+        .go();
+    out.expect_warden_error("a wall time of 2^64 seconds");
+}
+
+/// /tmp and /dev/shm are one tmpfs with one cap, not two.
+#[test]
+fn tmpfs_cap_is_shared_by_tmp_and_dev_shm() {
+    let t = TempDir::new("rt-shm");
+    let py = r#"
+import os
+def fill(path):
+    n = 0
+    try:
+        with open(path, "wb") as f:
+            for _ in range(64):
+                f.write(b"x" * (1 << 20)); f.flush(); n += 1
+    except OSError:
+        pass
+    return n
+a = fill("/tmp/a"); b = fill("/dev/shm/b")
+print("total", a + b, flush=True)
+"#;
+    let out = t
+        .run([
+            "--tmpfs", "8MiB", "--memory", "256MiB", "--", "python3", "-c", py,
+        ])
+        .go();
+    let total: u64 = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(999);
+    assert!(
+        total <= 8,
+        "wrote {total} MiB into /tmp + /dev/shm under an 8MiB tmpfs cap\n{}",
+        out.ctx()
+    );
+}
