@@ -21,8 +21,9 @@ pub(crate) const MSG_EXITED: u8 = b'W';
 pub(crate) struct ChildPlan<'a> {
     pub mounts: &'a MountPlan,
     pub seccomp: &'a SeccompProgram,
-    pub uid_map: Vec<u8>,
-    pub gid_map: Vec<u8>,
+    /// uid_map and gid_map lines the jail writes for itself (ordinary
+    /// user); `None` in root mode, where the supervisor writes them.
+    pub own_ids: Option<(Vec<u8>, Vec<u8>)>,
     pub workdir: CString,
     /// Absolute paths to try, in order (PATH lookup done in advance).
     pub candidates: Vec<CString>,
@@ -74,8 +75,15 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     if sys::hung_up(plan.alive.as_raw_fd()) {
         sys::exit_now(125);
     }
-    if let Err(e) = setup_identity(&plan) {
-        fail(status, "map user namespace ids", e);
+    if let Err(e) = take_identity(&plan) {
+        fail(status, "take the sandbox identity", e);
+    }
+    // A change of identity clears the parent-death signal: set it again.
+    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) {
+        fail(status, "set parent-death signal", e);
+    }
+    if sys::hung_up(plan.alive.as_raw_fd()) {
+        sys::exit_now(125);
     }
     if let Err(e) = sys::unshare(
         libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
@@ -136,10 +144,26 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     reap(program, status)
 }
 
-fn setup_identity(plan: &ChildPlan<'_>) -> std::io::Result<()> {
-    sys::write_file(c"/proc/self/setgroups", b"deny")?;
-    sys::write_file(c"/proc/self/uid_map", &plan.uid_map)?;
-    sys::write_file(c"/proc/self/gid_map", &plan.gid_map)
+/// Becomes uid/gid 1000 inside. An ordinary user maps its own ids to
+/// 1000 (a single-id map it may write itself) and already is 1000; in root
+/// mode the supervisor writes the maps, says so over the socket, and init
+/// switches to 1000 (host "nobody") keeping its capabilities inside the
+/// namespace, which has no uid 0.
+fn take_identity(plan: &ChildPlan<'_>) -> std::io::Result<()> {
+    match &plan.own_ids {
+        Some((uid_map, gid_map)) => {
+            sys::write_file(c"/proc/self/setgroups", b"deny")?;
+            sys::write_file(c"/proc/self/uid_map", uid_map)?;
+            sys::write_file(c"/proc/self/gid_map", gid_map)
+        }
+        None => {
+            match sys::recv_fds(plan.notify.as_raw_fd())? {
+                Some(_) => {}
+                None => sys::exit_now(125),
+            }
+            sys::switch_ids(crate::SANDBOX_ID, crate::SANDBOX_ID)
+        }
+    }
 }
 
 fn build_root(plan: &MountPlan) -> Result<(), String> {

@@ -10,6 +10,7 @@
 
 mod cgroup;
 mod child;
+mod idmap;
 mod mounts;
 mod seccomp;
 mod supervisor;
@@ -43,6 +44,10 @@ pub const JAIL_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// The jail backend, prepared once: the seccomp program, the probed system
 /// layout and the cgroup driver are reused by every run.
 pub struct JailBackend {
+    /// Started by root: the program runs as an unprivileged host user and
+    /// grants are idmapped trees (see `idmap`).
+    root_mode: bool,
+    idmaps: std::cell::RefCell<idmap::IdMaps>,
     seccomp: SeccompProgram,
     layout: SystemLayout,
     cgroups: Result<Box<dyn CgroupDriver>, String>,
@@ -62,12 +67,24 @@ impl JailBackend {
         let signals = sys::signalfd_for_termination()
             .map_err(|e| BackendError::setup("watch termination signals", e))?;
         Ok(JailBackend {
+            root_mode: sys::getuid() == 0,
+            idmaps: Default::default(),
             seccomp,
             layout,
             cgroups,
             signals,
         })
     }
+}
+
+/// Root mode: maps the jail's uid/gid 1000 to the unprivileged sandbox
+/// host id (only a privileged parent may map an id other than its own),
+/// then tells the jail's init, which is waiting to take that identity.
+fn map_ids(pid: libc::pid_t, notify: &OwnedFd) -> std::io::Result<()> {
+    let map = format!("{SANDBOX_ID} {} 1\n", idmap::SANDBOX_HOST_ID);
+    std::fs::write(format!("/proc/{pid}/uid_map"), &map)?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), &map)?;
+    sys::send_fds(notify.as_raw_fd(), &[])
 }
 
 /// Rejects capabilities this backend cannot enforce rather than ignoring them.
@@ -81,7 +98,8 @@ fn check_supported(cap: &Capability) -> Result<(), BackendError> {
     }
 }
 
-fn resolve_grants(caps: &[Capability]) -> Result<Vec<GrantMount>, BackendError> {
+/// Canonical granted paths, each with whether it is writable.
+fn resolve_grants(caps: &[Capability]) -> Result<Vec<(PathBuf, bool)>, BackendError> {
     let mut by_path: Vec<(PathBuf, bool)> = Vec::new();
     for cap in caps {
         check_supported(cap)?;
@@ -106,19 +124,50 @@ fn resolve_grants(caps: &[Capability]) -> Result<Vec<GrantMount>, BackendError> 
             None => by_path.push((canonical, writable)),
         }
     }
-    by_path
-        .into_iter()
-        .map(|(path, writable)| {
-            let (is_dir, locked) = mounts::inspect_source(&path)
-                .map_err(|e| BackendError::Invalid(format!("grant {}: {e}", path.display())))?;
-            Ok(GrantMount {
+    Ok(by_path)
+}
+
+impl JailBackend {
+    /// Checks each granted path and, in root mode, prepares its idmapped
+    /// tree. Returns the mounts and any warnings for the report.
+    fn prepare_grants(
+        &self,
+        caps: &[Capability],
+    ) -> Result<(Vec<GrantMount>, Vec<String>), BackendError> {
+        let mut warnings = Vec::new();
+        let mut mounts = Vec::new();
+        for (path, writable) in resolve_grants(caps)? {
+            let invalid =
+                |e: std::io::Error| BackendError::Invalid(format!("grant {}: {e}", path.display()));
+            let is_dir = mounts::inspect_source(&path).map_err(invalid)?;
+            let detached = if self.root_mode {
+                let (tree, idmapped) = self
+                    .idmaps
+                    .borrow_mut()
+                    .detached_tree(&path, writable)
+                    .map_err(|e| {
+                        BackendError::setup(format!("prepare grant {}", path.display()), e)
+                    })?;
+                if !idmapped {
+                    warnings.push(format!(
+                        "grant {}: its filesystem cannot be idmapped; the program accesses it as host uid {} (others' permissions)",
+                        path.display(),
+                        idmap::SANDBOX_HOST_ID
+                    ));
+                }
+                Some(tree)
+            } else {
+                None
+            };
+            mounts.push(GrantMount {
                 path,
                 is_dir,
                 writable,
-                locked,
-            })
-        })
-        .collect()
+                detached,
+            });
+        }
+        Ok((mounts, warnings))
+    }
 }
 
 fn cstrings(
@@ -231,14 +280,15 @@ impl Backend for JailBackend {
                 inv.workdir.display()
             )));
         }
-        let grants = resolve_grants(&inv.capabilities)?;
+        let (grants, grant_warnings) = self.prepare_grants(&inv.capabilities)?;
         let plan = MountPlan::build(&self.layout, grants, &inv.workdir, inv.limits.tmpfs_bytes)
             .map_err(|e| BackendError::setup("plan jail mounts", e))?;
 
-        let limits = match &self.cgroups {
+        let mut limits = match &self.cgroups {
             Ok(driver) => plan_limits(inv, Some(driver.mechanism()), None),
             Err(why) => plan_limits(inv, None, Some(why)),
         };
+        limits.warnings.extend(grant_warnings);
         self.run_in(inv, program, &plan, limits)
     }
 }
@@ -295,8 +345,14 @@ impl JailBackend {
         let child_plan = ChildPlan {
             mounts: plan,
             seccomp: &self.seccomp,
-            uid_map: format!("{SANDBOX_ID} {} 1\n", sys::getuid()).into_bytes(),
-            gid_map: format!("{SANDBOX_ID} {} 1\n", sys::getgid()).into_bytes(),
+            // An ordinary user maps its own ids (it may); root's maps are
+            // written by the supervisor, to an unprivileged host id.
+            own_ids: (!self.root_mode).then(|| {
+                (
+                    format!("{SANDBOX_ID} {} 1\n", sys::getuid()).into_bytes(),
+                    format!("{SANDBOX_ID} {} 1\n", sys::getgid()).into_bytes(),
+                )
+            }),
             workdir: CString::new(inv.workdir.as_os_str().as_bytes()).map_err(|_| {
                 BackendError::Invalid("working directory contains a NUL byte".into())
             })?,
@@ -338,6 +394,13 @@ impl JailBackend {
         // Close the child's ends here so EOF means the jail is gone.
         drop(child_plan);
 
+        if self.root_mode {
+            if let Err(e) = map_ids(init_pid, &notify_parent) {
+                let _ = sys::kill(init_pid, libc::SIGKILL);
+                let _ = sys::waitpid(init_pid, 0);
+                return Err(BackendError::setup("map the jail's user ids", e));
+            }
+        }
         // While the jail builds its root, make the run's cgroup and hand
         // it over; the jail joins it before the program is forked.
         let cgroup = match self.create_cgroup(inv, init_pid, &notify_parent) {

@@ -4,9 +4,11 @@
 //!
 //! Every target is created and opened beneath the new root with symlinks
 //! refused (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), and every
-//! user-supplied source is an O_PATH descriptor opened the same way by the
-//! supervisor, so neither end of a bind mount can be redirected by a
-//! symlink or `..`, nor swapped between check and use.
+//! user-supplied source is either a detached mount tree prepared by the
+//! supervisor (root mode) or opened the same way by the jail's init, so
+//! neither end of a bind mount can be redirected by a symlink or `..`.
+//! Read-only, nosuid and nodev are set with mount_setattr(AT_RECURSIVE),
+//! so mounts nested beneath a grant get them too.
 
 use std::ffi::CString;
 use std::fs;
@@ -29,6 +31,9 @@ pub(crate) enum Source {
     /// staging root hides anything (a descriptor opened by the supervisor
     /// would belong to the wrong mount namespace and cannot be bound).
     Beneath(CString),
+    /// A detached mount tree prepared by the supervisor (root mode: already
+    /// idmapped, read-only as granted, nosuid, nodev); attached as is.
+    Detached(OwnedFd),
 }
 
 #[derive(Debug)]
@@ -41,8 +46,6 @@ pub(crate) enum Op {
         readonly: bool,
         /// Device nodes stay usable (only for the jail's own /dev entries).
         devices: bool,
-        /// MS_* flags the source mount has and a remount must keep.
-        locked: libc::c_ulong,
     },
     Tmpfs {
         target: CString,
@@ -54,6 +57,12 @@ pub(crate) enum Op {
     },
     /// Remounts a mount made earlier in the plan read-only.
     ReadOnly {
+        target: CString,
+    },
+    /// Hardens a path under the jail's /proc: a directory is bound onto
+    /// itself read-only, a file is hidden under /dev/null. Skipped when the
+    /// kernel has no such entry.
+    ProtectProc {
         target: CString,
     },
     Symlink {
@@ -129,15 +138,15 @@ fn rel_path(path: &Path) -> io::Result<CString> {
 #[derive(Debug, Clone)]
 pub(crate) struct SystemLayout {
     entries: Vec<SystemEntry>,
-    /// Device nodes for /dev with their mounts' locked flags.
-    devices: Vec<(String, libc::c_ulong)>,
+    /// Device nodes for /dev.
+    devices: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 enum SystemEntry {
     Link { link: String, target: PathBuf },
-    Dir { path: String, locked: libc::c_ulong },
-    File { path: String, locked: libc::c_ulong },
+    Dir { path: String },
+    File { path: String },
     Copy { path: String, contents: Vec<u8> },
 }
 
@@ -164,12 +173,10 @@ impl SystemLayout {
                 entries.push(SystemEntry::Copy { path, contents });
                 continue;
             }
-            let file = fs::File::open(&path)?;
-            let locked = sys::locked_mount_flags(file.as_raw_fd())?;
             if meta.is_dir() {
-                entries.push(SystemEntry::Dir { path, locked });
+                entries.push(SystemEntry::Dir { path });
             } else if meta.is_file() {
-                entries.push(SystemEntry::File { path, locked });
+                entries.push(SystemEntry::File { path });
             }
         }
         if !entries
@@ -181,12 +188,7 @@ impl SystemLayout {
                 "/usr is not a directory on this host",
             ));
         }
-        let mut devices = Vec::new();
-        for dev in DEVICES {
-            let path = format!("/dev/{dev}");
-            let file = fs::File::open(&path)?;
-            devices.push((path, sys::locked_mount_flags(file.as_raw_fd())?));
-        }
+        let devices = DEVICES.iter().map(|d| format!("/dev/{d}")).collect();
         Ok(SystemLayout { entries, devices })
     }
 }
@@ -197,13 +199,14 @@ pub(crate) struct GrantMount {
     pub path: PathBuf,
     pub is_dir: bool,
     pub writable: bool,
-    pub locked: libc::c_ulong,
+    /// Root mode: the prepared tree to attach instead of binding `path`.
+    pub detached: Option<OwnedFd>,
 }
 
 /// Opens a host path with every symlink refused, to check it as a bind
-/// source: whether it is a directory and which mount flags it carries.
-/// The path must already be canonical (absolute, no symlinks).
-pub(crate) fn inspect_source(path: &Path) -> io::Result<(bool, libc::c_ulong)> {
+/// source; returns whether it is a directory. The path must already be
+/// canonical (absolute, no symlinks).
+pub(crate) fn inspect_source(path: &Path) -> io::Result<bool> {
     let root = fs::File::open("/")?;
     let relative = rel_path(path)?;
     let fd = if relative.as_bytes().is_empty() {
@@ -211,14 +214,32 @@ pub(crate) fn inspect_source(path: &Path) -> io::Result<(bool, libc::c_ulong)> {
     } else {
         sys::open_beneath(root.as_raw_fd(), &relative, libc::O_PATH as u64)?
     };
-    let meta = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-    let locked = sys::locked_mount_flags(fd.as_raw_fd()).or_else(|_| {
-        // O_PATH descriptors do not support fstatvfs on older kernels.
-        let f = fs::File::open(path)?;
-        sys::locked_mount_flags(f.as_raw_fd())
-    })?;
-    Ok((meta.is_dir(), locked))
+    Ok(fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))?.is_dir())
 }
+
+/// Entries of the jail's /proc that are bound read-only (directories) or
+/// hidden (files): kernel tunables, the sysrq trigger, kernel memory and
+/// addresses, keys and scheduler internals.
+const PROC_PROTECTED: &[&str] = &[
+    "sys",
+    "irq",
+    "bus",
+    "fs",
+    "sysrq-trigger",
+    "kcore",
+    "kallsyms",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "acpi",
+    "scsi",
+    "config.gz",
+];
 
 impl MountPlan {
     pub(crate) fn build(
@@ -239,16 +260,13 @@ impl MountPlan {
                     path: rel(path)?,
                     contents: contents.clone(),
                 },
-                SystemEntry::Dir { path, locked } | SystemEntry::File { path, locked } => {
-                    Op::Bind {
-                        source: Source::HostPath(sys::cstring(path.as_str())?),
-                        target: rel(path)?,
-                        is_dir: matches!(entry, SystemEntry::Dir { .. }),
-                        readonly: true,
-                        devices: false,
-                        locked: *locked,
-                    }
-                }
+                SystemEntry::Dir { path } | SystemEntry::File { path } => Op::Bind {
+                    source: Source::HostPath(sys::cstring(path.as_str())?),
+                    target: rel(path)?,
+                    is_dir: matches!(entry, SystemEntry::Dir { .. }),
+                    readonly: true,
+                    devices: false,
+                },
             });
         }
         for (name, contents) in [
@@ -265,19 +283,23 @@ impl MountPlan {
         ops.push(Op::Proc {
             target: rel("proc")?,
         });
+        for entry in PROC_PROTECTED {
+            ops.push(Op::ProtectProc {
+                target: rel(&format!("proc/{entry}"))?,
+            });
+        }
         ops.push(Op::Tmpfs {
             target: rel("dev")?,
             options: sys::cstring("size=64k,nr_inodes=64,mode=0755")?,
             flags: libc::MS_NOSUID | libc::MS_NOEXEC,
         });
-        for (dev, locked) in &layout.devices {
+        for dev in &layout.devices {
             ops.push(Op::Bind {
                 source: Source::HostPath(sys::cstring(dev.as_str())?),
                 target: rel(dev)?,
                 is_dir: false,
                 readonly: false,
                 devices: true,
-                locked: *locked,
             });
         }
         for (link, target) in [
@@ -310,13 +332,16 @@ impl MountPlan {
         let mut grants = grants;
         grants.sort_by_key(|g| g.path.components().count());
         for g in grants {
+            let source = match g.detached {
+                Some(tree) => Source::Detached(tree),
+                None => Source::Beneath(rel_path(&g.path)?),
+            };
             ops.push(Op::Bind {
                 target: rel_path(&g.path)?,
-                source: Source::Beneath(rel_path(&g.path)?),
+                source,
                 is_dir: g.is_dir,
                 readonly: !g.writable,
                 devices: false,
-                locked: g.locked,
             });
         }
         if workdir != Path::new("/") {
@@ -341,6 +366,11 @@ pub(crate) fn is_clean_absolute(path: &Path) -> bool {
 fn fd_path(fd: RawFd) -> CString {
     // Cannot contain NUL: digits only.
     CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
+}
+
+/// Opens an existing path beneath `root`, refusing symlinks.
+fn ensure_existing_beneath(root: RawFd, rel: &CString) -> io::Result<OwnedFd> {
+    sys::open_beneath(root, rel, libc::O_PATH as u64)
 }
 
 /// Walks `rel` beneath `root`, creating missing directories (and, if
@@ -444,6 +474,7 @@ fn describe(op: &Op) -> String {
         Op::Tmpfs { target, .. } => format!("tmpfs at {}", show(target)),
         Op::Proc { target } => format!("proc at {}", show(target)),
         Op::ReadOnly { target } => format!("read-only remount of {}", show(target)),
+        Op::ProtectProc { target } => format!("protect {}", show(target)),
         Op::Symlink { link, .. } => format!("symlink {}", show(link)),
         Op::Dir { path } => format!("directory {}", show(path)),
         Op::File { path, .. } => format!("file {}", show(path)),
@@ -458,10 +489,12 @@ fn apply_op(op: &Op, opened: Option<RawFd>, root: RawFd) -> io::Result<()> {
             is_dir,
             readonly,
             devices,
-            locked,
         } => {
             let target_fd = ensure_beneath(root, target, !is_dir)?;
             let source_path = match (source, opened) {
+                (Source::Detached(tree), _) => {
+                    return sys::move_mount_onto(tree.as_raw_fd(), target_fd.as_raw_fd());
+                }
                 (Source::HostPath(p), _) => p.clone(),
                 (Source::Beneath(_), Some(fd)) => fd_path(fd),
                 (Source::Beneath(_), None) => {
@@ -486,14 +519,36 @@ fn apply_op(op: &Op, opened: Option<RawFd>, root: RawFd) -> io::Result<()> {
             }
             // Re-open: the path now leads to the new mount's root.
             let mounted = ensure_beneath(root, target, !is_dir)?;
-            let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | *locked;
+            let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
             if *readonly {
-                flags |= libc::MS_RDONLY;
+                attrs |= sys::MOUNT_ATTR_RDONLY;
             }
-            if !*devices {
-                flags |= libc::MS_NODEV;
+            // Recursive: mounts nested beneath the source get the same.
+            sys::mount_setattr_recursive(mounted.as_raw_fd(), attrs, None)
+        }
+        Op::ProtectProc { target } => {
+            let fd = match ensure_existing_beneath(root, target) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let is_dir = fs::metadata(std::ffi::OsStr::from_bytes(
+                fd_path(fd.as_raw_fd()).as_bytes(),
+            ))?
+            .is_dir();
+            let path = fd_path(fd.as_raw_fd());
+            if is_dir {
+                sys::mount(Some(&path), &path, None, libc::MS_BIND | libc::MS_REC, None)?;
+            } else {
+                sys::mount(Some(c"/dev/null"), &path, None, libc::MS_BIND, None)?;
             }
-            sys::mount(None, &fd_path(mounted.as_raw_fd()), None, flags, None)
+            drop(fd);
+            let mounted = ensure_existing_beneath(root, target)?;
+            sys::mount_setattr_recursive(
+                mounted.as_raw_fd(),
+                sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+                None,
+            )
         }
         Op::Tmpfs {
             target,

@@ -524,27 +524,95 @@ pub fn symlink(target: &CStr, link: &CStr) -> io::Result<()> {
     check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }).map(drop)
 }
 
-/// Mount flags of the filesystem holding `fd`, as MS_* bits that a
-/// bind remount inside a user namespace must keep (they are locked).
-/// Atime flags are left out: a remount that names none preserves them.
-pub fn locked_mount_flags(fd: RawFd) -> io::Result<libc::c_ulong> {
-    // SAFETY: statvfs is plain data; fstatvfs fills it.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: st is a valid statvfs for the call to fill.
-    check(unsafe { libc::fstatvfs(fd, &mut st) })?;
-    let f = st.f_flag;
-    let mut flags = 0;
-    for (st_bit, ms_bit) in [
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-    ] {
-        if f & st_bit != 0 {
-            flags |= ms_bit;
-        }
-    }
-    Ok(flags)
+/// struct mount_attr for mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x10_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// open_tree(OPEN_TREE_CLONE | AT_RECURSIVE): a detached copy of the mount
+/// tree at `path`, not following a symlink at its end.
+pub fn open_tree_clone(path: &CStr) -> io::Result<OwnedFd> {
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | AT_RECURSIVE
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    // SAFETY: path is NUL-terminated; open_tree takes no other pointers.
+    let fd = check_long(unsafe {
+        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags)
+    })?;
+    // SAFETY: the kernel returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// mount_setattr(AT_RECURSIVE): sets `attr_set` on the mount at `fd` and
+/// every mount beneath it, idmapped through `userns` if given.
+pub fn mount_setattr_recursive(fd: RawFd, attr_set: u64, userns: Option<RawFd>) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: attr_set
+            | if userns.is_some() {
+                MOUNT_ATTR_IDMAP
+            } else {
+                0
+            },
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |u| u as u64),
+    };
+    // SAFETY: attr is a valid mount_attr of the size passed; the path is
+    // the empty string with AT_EMPTY_PATH, so `fd` itself is the target.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// move_mount: attaches the detached tree `from` onto the directory or
+/// file open as `onto`.
+pub fn move_mount_onto(from: RawFd, onto: RawFd) -> io::Result<()> {
+    // SAFETY: both paths are empty strings with the *_EMPTY_PATH flags, so
+    // only the two descriptors are used.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from,
+            c"".as_ptr(),
+            onto,
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// Empties the supplementary groups, then sets real, effective and saved
+/// gid and uid (in the caller's user namespace).
+pub fn switch_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: a zero-length group list with a null pointer is valid.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: integer-only calls.
+    check(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: integer-only call.
+    check(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
 }
 
 /// Brings the loopback interface up in the current network namespace.

@@ -552,3 +552,105 @@ print("total", a + b, flush=True)
         out.ctx()
     );
 }
+
+/// Started by root, the program is not host root: its uid maps to an
+/// unprivileged host uid, host sysctls stay read-only, and a host service
+/// listening on a unix socket in a read grant sees an unprivileged peer.
+#[test]
+fn root_started_program_is_not_host_root() {
+    let t = TempDir::new("rt-notroot");
+    t.mkdir("sock");
+    let sock = t.path("sock/s");
+    let server = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
+import os; os.chmod(sys.argv[1], 0o777)
+print("ready", flush=True)
+s.settimeout(20)
+c, _ = s.accept()
+pid, uid, gid = struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+print("peer uid", uid, flush=True)
+c.sendall(b"hello\n")
+"#,
+            sock.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start host unix server");
+    let mut server = server;
+    let mut stdout = server.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut ready).expect("server ready");
+    let py = r#"
+import socket
+print(open("/proc/self/uid_map").read().split(), flush=True)
+try:
+    open("/proc/sys/kernel/core_pattern", "w").write("|/tmp/x")
+    print("SYSCTL WRITTEN", flush=True)
+except OSError as e:
+    print("sysctl denied", e.errno, flush=True)
+s = socket.socket(socket.AF_UNIX); s.connect("sock/s"); print("got", s.recv(10), flush=True)
+"#;
+    let out = t
+        .run(["--allow", "fs:read:./sock", "--", "python3", "-c", py])
+        .go();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let _ = server.wait();
+    out.expect_stdout_lacks("SYSCTL WRITTEN", "a host sysctl written from the jail");
+    out.expect_stdout_lacks("'1000', '0',", "the jail's uid mapped to host root");
+    assert!(
+        rest.contains("peer uid") && !rest.contains("peer uid 0\n"),
+        "the host service saw the program as root: {rest:?}\n{}",
+        out.ctx()
+    );
+}
+
+/// A read-only grant is read-only all the way down: a mount nested inside
+/// the granted directory on the host must not stay writable in the jail.
+#[test]
+fn read_only_grant_covers_nested_mounts() {
+    let t = TempDir::new("rt-nested");
+    t.mkdir("ro/sub");
+    let sub = t.path("ro/sub");
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "warden-test",
+            sub.to_str().unwrap(),
+        ])
+        .status()
+        .expect("mount tmpfs")
+        .success();
+    assert!(mounted, "could not mount a tmpfs for the test");
+    std::fs::write(sub.join("f"), "host\n").unwrap();
+    let out = t
+        .run([
+            "--allow",
+            "fs:read:./ro",
+            "--",
+            "sh",
+            "-c",
+            "echo PWNED > ro/sub/f; echo PWNED > ro/sub/new",
+        ])
+        .go();
+    let content = std::fs::read_to_string(sub.join("f")).unwrap_or_default();
+    let created = sub.join("new").exists();
+    let _ = std::process::Command::new("umount").arg(&sub).status();
+    assert_eq!(
+        content,
+        "host\n",
+        "a nested mount under a read-only grant was written\n{}",
+        out.ctx()
+    );
+    assert!(
+        !created,
+        "a file was created in a nested mount under a read-only grant"
+    );
+}

@@ -1,0 +1,116 @@
+//! Root mode: the program runs as an unprivileged host user
+//! ([`SANDBOX_HOST_ID`]), and each grant is a detached mount tree prepared
+//! by the supervisor (which, as root, may idmap it) so that the grant's
+//! owner appears as the sandbox user inside it. Granted paths stay usable
+//! — the owner's permissions apply — without the program ever holding a
+//! privileged host identity: files it creates are stored as the owner's,
+//! sockets it connects to see an unprivileged peer, and sysctls and other
+//! root-only host objects stay out of reach.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::sys;
+
+/// The host uid and gid of the program when Warden runs as root ("nobody").
+pub const SANDBOX_HOST_ID: u32 = 65534;
+
+/// User namespaces that map one owner (uid, gid) to the sandbox user,
+/// made once per owner and kept for the process's life.
+#[derive(Default)]
+pub(crate) struct IdMaps {
+    by_owner: HashMap<(u32, u32), OwnedFd>,
+}
+
+impl IdMaps {
+    fn userns_for(&mut self, uid: u32, gid: u32) -> io::Result<&OwnedFd> {
+        match self.by_owner.entry((uid, gid)) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => Ok(e.insert(mapping_userns(uid, gid)?)),
+        }
+    }
+
+    /// A detached copy of the mount tree at `path` (canonical), recursively
+    /// nosuid, nodev, read-only unless `writable`, and idmapped so that the
+    /// path's owner is the sandbox user. When the filesystem cannot be
+    /// idmapped, the tree is returned without it and `Ok((fd, false))`
+    /// tells the caller to warn.
+    pub(crate) fn detached_tree(
+        &mut self,
+        path: &Path,
+        writable: bool,
+    ) -> io::Result<(OwnedFd, bool)> {
+        let meta = std::fs::symlink_metadata(path)?;
+        let c_path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+        let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+        if !writable {
+            attrs |= sys::MOUNT_ATTR_RDONLY;
+        }
+        let userns = self.userns_for(meta.uid(), meta.gid())?.as_raw_fd();
+        let tree = sys::open_tree_clone(&c_path)?;
+        match sys::mount_setattr_recursive(tree.as_raw_fd(), attrs, Some(userns)) {
+            Ok(()) => Ok((tree, true)),
+            Err(_) => {
+                // Idmapping is refused per filesystem (and once set cannot be
+                // retried on the same tree): start again without it.
+                let tree = sys::open_tree_clone(&c_path)?;
+                sys::mount_setattr_recursive(tree.as_raw_fd(), attrs, None)?;
+                Ok((tree, false))
+            }
+        }
+    }
+}
+
+/// A user namespace whose only mapping is owner uid → sandbox uid and
+/// owner gid → sandbox gid, held by descriptor.
+fn mapping_userns(uid: u32, gid: u32) -> io::Result<OwnedFd> {
+    let (ready_r, ready_w) = sys::pipe()?;
+    let (done_r, done_w) = sys::pipe()?;
+    // SAFETY: the supervisor is single-threaded here (before the jail's
+    // clone), and the child only unshares, signals, waits and _exits.
+    #[allow(unsafe_code)]
+    let pid = match unsafe { sys::fork() }? {
+        0 => {
+            drop(ready_r);
+            drop(done_w);
+            let ok = sys::unshare(libc::CLONE_NEWUSER).is_ok();
+            let _ = sys::write_all(ready_w.as_raw_fd(), if ok { b"1" } else { b"0" });
+            let mut b = [0u8; 1];
+            let _ = sys::read(done_r.as_raw_fd(), &mut b);
+            sys::exit_now(0)
+        }
+        pid => pid,
+    };
+    drop(ready_w);
+    drop(done_r);
+    let result = (|| {
+        let mut b = [0u8; 1];
+        if sys::read(ready_r.as_raw_fd(), &mut b)? != 1 || b[0] != b'1' {
+            return Err(io::Error::other(
+                "could not create an idmapping user namespace",
+            ));
+        }
+        let proc = format!("/proc/{pid}");
+        std::fs::write(
+            format!("{proc}/uid_map"),
+            format!("{uid} {SANDBOX_HOST_ID} 1\n"),
+        )?;
+        std::fs::write(
+            format!("{proc}/gid_map"),
+            format!("{gid} {SANDBOX_HOST_ID} 1\n"),
+        )?;
+        Ok(OwnedFd::from(std::fs::File::open(format!(
+            "{proc}/ns/user"
+        ))?))
+    })();
+    drop(done_w);
+    let _ = sys::waitpid(pid, 0);
+    result
+}
