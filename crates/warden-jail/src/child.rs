@@ -30,6 +30,9 @@ pub(crate) struct ChildPlan<'a> {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    /// The program's stdin: a pipe from the supervisor, or `None` for the
+    /// jail's /dev/null.
+    pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub status: OwnedFd,
@@ -59,7 +62,7 @@ fn fail(status: RawFd, what: &str, err: impl std::fmt::Display) -> ! {
 /// Entry point of PID 1 in the jail. Never returns.
 pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     let status = plan.status.as_raw_fd();
-    for fd in &plan.parent_fds {
+    for fd in plan.parent_fds.iter().filter(|fd| **fd >= 0) {
         // SAFETY: these descriptors belong to the supervisor's side; this
         // forked copy never uses them, and nothing else here owns them.
         #[allow(unsafe_code)]
@@ -133,6 +136,7 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     };
     // The program's ends of the pipes must not stay open here.
     let status_fd = plan.status;
+    drop(plan.stdin);
     drop(plan.stdout);
     drop(plan.stderr);
     drop(plan.notify);
@@ -260,6 +264,13 @@ fn run_program(plan: &ChildPlan<'_>) -> ! {
 fn drop_privileges_and_filter(plan: &ChildPlan<'_>) -> std::io::Result<()> {
     // A new session: no controlling terminal, so no TIOCSTI into the caller's.
     sys::setsid()?;
+    match &plan.stdin {
+        Some(pipe) => sys::dup2(pipe.as_raw_fd(), 0)?,
+        None => {
+            let null = std::fs::File::open("/dev/null")?;
+            sys::dup2(null.as_raw_fd(), 0)?;
+        }
+    }
     sys::dup2(plan.stdout.as_raw_fd(), 1)?;
     sys::dup2(plan.stderr.as_raw_fd(), 2)?;
     // Undo what the supervisor set for itself: blocked termination signals

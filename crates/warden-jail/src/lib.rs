@@ -10,6 +10,7 @@
 
 mod cgroup;
 mod child;
+mod forward;
 mod idmap;
 mod mounts;
 mod seccomp;
@@ -337,6 +338,15 @@ impl JailBackend {
         let (stderr_r, stderr_w) = sys::pipe().map_err(setup("create stderr pipe"))?;
         let (status_r, status_w) = sys::pipe().map_err(setup("create status pipe"))?;
         let (alive_r, alive_w) = sys::pipe().map_err(setup("create liveness pipe"))?;
+        // The program never gets the caller's stdin itself (it could chmod
+        // or reopen the file, or drive the terminal): a pipe fed by a pump
+        // thread, or the jail's /dev/null.
+        let (stdin_r, stdin_w) = if sys::stdin_is_null() {
+            (None, None)
+        } else {
+            let (r, w) = sys::pipe().map_err(setup("create stdin pipe"))?;
+            (Some(r), Some(w))
+        };
         let (notify_parent, notify_child) =
             sys::socketpair().map_err(setup("create notify socket"))?;
 
@@ -364,7 +374,9 @@ impl JailBackend {
             stderr: stderr_w,
             status: status_w,
             alive: alive_r,
+            stdin: stdin_r,
             parent_fds: vec![
+                stdin_w.as_ref().map_or(-1, |w| w.as_raw_fd()),
                 stdout_r.as_raw_fd(),
                 stderr_r.as_raw_fd(),
                 status_r.as_raw_fd(),
@@ -393,6 +405,13 @@ impl JailBackend {
         };
         // Close the child's ends here so EOF means the jail is gone.
         drop(child_plan);
+        if let Some(w) = stdin_w {
+            if let Err(e) = forward::pump_stdin(w) {
+                let _ = sys::kill(init_pid, libc::SIGKILL);
+                let _ = sys::waitpid(init_pid, 0);
+                return Err(BackendError::setup("start the stdin pump", e));
+            }
+        }
 
         if self.root_mode {
             if let Err(e) = map_ids(init_pid, &notify_parent) {

@@ -11,6 +11,7 @@ use warden_core::{Status, Violation};
 
 use crate::cgroup::JailCgroup;
 use crate::child::{MSG_EXEC_ERROR, MSG_EXITED, MSG_SETUP_ERROR};
+use crate::forward::Forwarder;
 use crate::seccomp::syscall_name;
 use crate::sys;
 
@@ -72,24 +73,34 @@ const MAX_DISTINCT_VIOLATIONS: usize = 64;
 
 struct Stream {
     fd: OwnedFd,
-    to: RawFd,
+    out: Forwarder,
     open: bool,
 }
 
+/// After the jail is gone, output still queued for a caller that does not
+/// read it (a stopped terminal) is given this long, then dropped.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 pub(crate) fn watch(w: Watch<'_>) -> Observed {
     let mut obs = Observed::default();
+    let (Ok(out), Ok(err)) = (Forwarder::new(1), Forwarder::new(2)) else {
+        let _ = sys::kill(w.init_pid, libc::SIGKILL);
+        obs.setup_error = Some("cannot start output threads".into());
+        return obs;
+    };
     let mut streams = [
         Stream {
             fd: w.stdout,
-            to: 1,
+            out,
             open: true,
         },
         Stream {
             fd: w.stderr,
-            to: 2,
+            out: err,
             open: true,
         },
     ];
+    let mut jail_gone_at: Option<Instant> = None;
     for s in &streams {
         let _ = sys::set_nonblocking(s.fd.as_raw_fd());
     }
@@ -118,6 +129,14 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
 
     while status_open || streams.iter().any(|s| s.open) {
         let now = Instant::now();
+        for s in streams.iter_mut() {
+            s.out.retry();
+        }
+        if let Some(gone) = jail_gone_at {
+            if now.duration_since(gone) > DRAIN_GRACE {
+                break;
+            }
+        }
         let mut timeout = if obs.stop.is_some() {
             Duration::from_millis(100)
         } else if now >= deadline {
@@ -149,10 +168,14 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
             });
             roles.push(role);
         };
+        let mut any_blocked = false;
         for (i, s) in streams.iter().enumerate() {
-            if s.open {
+            // A stream whose caller is not keeping up is left in its pipe
+            // (the program blocks on it) until the queue has room.
+            if s.open && !s.out.blocked() {
                 add(s.fd.as_raw_fd(), i as u8);
             }
+            any_blocked |= s.out.blocked();
         }
         if status_open {
             add(w.status.as_raw_fd(), 2);
@@ -164,6 +187,9 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
             add(l.as_raw_fd(), 4);
         }
         add(w.signals, 5);
+        if any_blocked {
+            timeout = timeout.min(Duration::from_millis(10));
+        }
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // Round up so we do not spin on sub-millisecond remainders.
         let ms = if Duration::from_millis(ms as u64) < timeout {
@@ -187,7 +213,9 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                         Ok(n) => {
                             let allowed =
                                 w.output_limit.saturating_sub(total_output).min(n as u64) as usize;
-                            let _ = sys::write_all(s.to, &buf[..allowed]);
+                            if allowed > 0 {
+                                s.out.offer(buf[..allowed].to_vec());
+                            }
                             total_output += n as u64;
                             if *role == 0 {
                                 obs.stdout_bytes += allowed as u64;
@@ -207,6 +235,7 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                     Ok(0) | Err(_) => {
                         status_open = false;
                         obs.wall = w.started.elapsed();
+                        jail_gone_at = Some(Instant::now());
                     }
                     Ok(n) => {
                         if status_buf.len() < 64 * 1024 {
@@ -245,6 +274,9 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     }
     if obs.wall.is_zero() {
         obs.wall = w.started.elapsed();
+    }
+    for s in streams {
+        s.out.finish(DRAIN_GRACE);
     }
     parse_status(&status_buf, &mut obs);
     obs

@@ -658,6 +658,18 @@ pub fn hung_up(fd: RawFd) -> bool {
     matches!(poll(&mut fds, 0), Ok(n) if n > 0 && fds[0].revents & libc::POLLHUP != 0)
 }
 
+/// Whether standard input is closed or is /dev/null (then the program
+/// gets the jail's own /dev/null instead of a pump).
+pub fn stdin_is_null() -> bool {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid stat buffer.
+    if unsafe { libc::fstat(0, &mut st) } != 0 {
+        return true;
+    }
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3)
+}
+
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl with F_GETFL/F_SETFL takes integers only.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;

@@ -654,3 +654,119 @@ fn read_only_grant_covers_nested_mounts() {
         "a file was created in a nested mount under a read-only grant"
     );
 }
+
+/// The program gets a pipe, not the caller's stdin: a file given as stdin
+/// cannot be chmodded or rewritten through /proc/self/fd/0, and a
+/// directory given as stdin is no handle on the host's filesystem.
+#[test]
+fn callers_stdin_is_not_handed_to_the_program() {
+    let t = TempDir::new("rt-stdin");
+    let input = t.write_root("input.txt", "line one\n");
+    let py = r#"
+import os, sys
+print("read", sys.stdin.read().strip(), flush=True)
+for what, f in [
+    ("fchmod", lambda: os.fchmod(0, 0o777)),
+    ("reopen", lambda: os.write(os.open("/proc/self/fd/0", os.O_WRONLY | os.O_TRUNC), b"pwned\n")),
+]:
+    try:
+        f(); print(what, "DONE", flush=True)
+    except OSError as e:
+        print(what, "failed", e.errno, flush=True)
+"#;
+    let file = std::fs::File::open(&input).unwrap();
+    let out = std::process::Command::new(crate::common::warden_bin())
+        .args(["run", "--", "python3", "-c", py])
+        .current_dir(t.work())
+        .stdin(file)
+        .output()
+        .expect("run warden");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("read line one"),
+        "stdin did not reach the program: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&input).unwrap(),
+        "line one\n",
+        "the caller's stdin file was rewritten: {stdout}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&input).unwrap().permissions().mode() & 0o777;
+    assert_ne!(
+        mode, 0o777,
+        "the caller's stdin file was chmodded: {stdout}"
+    );
+
+    // A directory as stdin.
+    let dir = std::fs::File::open("/").unwrap();
+    let out = std::process::Command::new(crate::common::warden_bin())
+        .args([
+            "run",
+            "--",
+            "python3",
+            "-c",
+            "import os\ntry:\n    print(os.read(os.open('etc/shadow', 0, dir_fd=0), 20))\nexcept OSError as e:\n    print('failed', e.errno)",
+        ])
+        .current_dir(t.work())
+        .stdin(dir)
+        .output()
+        .expect("run warden");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("root:"),
+        "the host's /etc/shadow was read through a directory on stdin: {stdout}"
+    );
+}
+
+/// A caller that stops reading the program's output must not stall the
+/// supervisor: the program blocks on its own output, and the wall clock
+/// still stops it on time.
+#[test]
+fn unread_output_does_not_stall_the_limits() {
+    let t = TempDir::new("rt-stall");
+    let report = t.report_path();
+    let mut child = std::process::Command::new(crate::common::warden_bin())
+        .args(["run", "--report"])
+        .arg(&report)
+        .args([
+            "--wall-time",
+            "2s",
+            "--",
+            "python3",
+            "-c",
+            "import sys\nsys.stdout.write('x' * 4000000); sys.stdout.flush()\nwhile True: pass",
+        ])
+        .current_dir(t.work())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start warden");
+    // Never read stdout: the pipe fills after 64 KiB.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.is_some(),
+        "warden hung for 10s writing output nobody reads; the 2s wall clock never fired"
+    );
+    assert_eq!(
+        status.unwrap().code(),
+        Some(124),
+        "expected the wall-clock exit status"
+    );
+    let report = std::fs::read_to_string(&report).unwrap_or_default();
+    assert!(
+        report.contains("\"timeout\""),
+        "unexpected report: {report}"
+    );
+}
