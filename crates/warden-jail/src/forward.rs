@@ -15,14 +15,25 @@ use crate::sys;
 const QUEUE: usize = 16;
 
 pub(crate) struct Forwarder {
+    /// `None` when the destination never blocks (a regular file or
+    /// /dev/null): chunks are written inline and no thread is started.
     tx: Option<SyncSender<Vec<u8>>>,
-    done: Receiver<()>,
+    done: Option<Receiver<()>>,
     pending: Option<Vec<u8>>,
+    direct: Option<RawFd>,
 }
 
 impl Forwarder {
     /// Starts a thread that writes every chunk it is given to `to`.
     pub(crate) fn new(to: RawFd) -> io::Result<Forwarder> {
+        if sys::never_blocks(to) {
+            return Ok(Forwarder {
+                tx: None,
+                done: None,
+                pending: None,
+                direct: Some(to),
+            });
+        }
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
         let (done_tx, done) = sync_channel(1);
         std::thread::Builder::new()
@@ -38,14 +49,19 @@ impl Forwarder {
             })?;
         Ok(Forwarder {
             tx: Some(tx),
-            done,
+            done: Some(done),
             pending: None,
+            direct: None,
         })
     }
 
     /// Queues a chunk; when the queue is full the chunk is kept and
     /// [`Forwarder::blocked`] is true until [`Forwarder::retry`] succeeds.
     pub(crate) fn offer(&mut self, chunk: Vec<u8>) {
+        if let Some(fd) = self.direct {
+            let _ = sys::write_all(fd, &chunk);
+            return;
+        }
         debug_assert!(self.pending.is_none());
         self.pending = Some(chunk);
         self.retry();
@@ -75,7 +91,9 @@ impl Forwarder {
             let _ = tx.send_timeout_compat(chunk, wait);
         }
         drop(self.tx.take());
-        let _ = self.done.recv_timeout(wait);
+        if let Some(done) = &self.done {
+            let _ = done.recv_timeout(wait);
+        }
     }
 }
 

@@ -670,6 +670,18 @@ pub fn stdin_is_null() -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3)
 }
 
+/// Whether writes to `fd` cannot block: a regular file or /dev/null.
+pub fn never_blocks(fd: RawFd) -> bool {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid stat buffer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return true;
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    kind == libc::S_IFREG || (kind == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3))
+}
+
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl with F_GETFL/F_SETFL takes integers only.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
