@@ -12,6 +12,14 @@ command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 
+# Guest programs of the WASM backend's tests are built for these targets.
+if command -v rustup >/dev/null 2>&1; then
+  installed=$(rustup target list --installed)
+  for t in wasm32-wasip1 wasm32-wasip2; do
+    echo "$installed" | grep -qx "$t" || rustup target add "$t"
+  done
+fi
+
 if [ "${#need[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -20,6 +20,17 @@ pub struct Cli {
 pub enum Command {
     /// Run a program in a sandbox.
     Run(Box<RunArgs>),
+    /// Precompile a WebAssembly module for this host (`warden run` accepts the result).
+    Compile {
+        /// The module (.wasm or .wat).
+        module: PathBuf,
+        /// Where to write the precompiled module (.cwasm).
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: PathBuf,
+        /// Compile for runs with a fuel budget (--fuel).
+        #[arg(long)]
+        metered: bool,
+    },
     /// Work with policy files.
     Policy {
         #[command(subcommand)]
@@ -101,10 +112,10 @@ pub struct RunArgs {
     /// Reproducible WebAssembly run: fixed clock, seeded randomness (WASM backend only).
     #[arg(long)]
     pub deterministic: bool,
-    /// Isolation backend (jail).
+    /// Isolation backend: jail, or wasm (chosen automatically for .wasm/.wat/.cwasm).
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
-    /// The program and its arguments.
-    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    /// The program and its arguments (after `--`, or from the first non-option word).
+    #[arg(trailing_var_arg = true, required = true, value_name = "PROGRAM")]
     pub command: Vec<String>,
 }

@@ -35,6 +35,11 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => policy_check(&file),
+        Command::Compile {
+            module,
+            output,
+            metered,
+        } => compile(&module, &output, metered),
     }
 }
 
@@ -136,7 +141,8 @@ impl ReportTarget {
 
 fn run(args: RunArgs) -> ExitCode {
     let id = invocation_id();
-    let backend = args.backend.clone().unwrap_or_else(|| "jail".into());
+    let backend = warden_engine::route(args.backend.as_deref(), &args.command)
+        .unwrap_or_else(|_| args.backend.clone().unwrap_or_default());
     let report_target = match ReportTarget::open(args.report.as_deref()) {
         Ok(t) => t,
         Err(e) => {
@@ -189,7 +195,9 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(e.to_string()),
     };
     if let Some(error) = &report.error {
-        eprintln!("warden: {}: {error}", report.status.as_str());
+        // One line here; the report keeps the whole message (e.g. a trap's backtrace).
+        let first = error.lines().next().unwrap_or_default();
+        eprintln!("warden: {}: {first}", report.status.as_str());
     }
     let status = exit_status(&report);
     if let Err(e) = report_target.write(&report) {
@@ -201,6 +209,23 @@ fn run(args: RunArgs) -> ExitCode {
 
 fn exit_status(report: &Report) -> u8 {
     u8::try_from(report.exit_status()).unwrap_or(EXIT_WARDEN_ERROR)
+}
+
+fn compile(module: &Path, output: &Path, metered: bool) -> ExitCode {
+    let result = std::fs::read(module)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", module.display()))
+        .and_then(|bytes| Ok(Engine::new().compile(&bytes, metered)?))
+        .and_then(|compiled| {
+            std::fs::write(output, compiled)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warden: {e}");
+            ExitCode::from(EXIT_WARDEN_ERROR)
+        }
+    }
 }
 
 fn policy_check(file: &Path) -> ExitCode {

@@ -81,7 +81,8 @@ impl Outcome {
 
 /// Exit status of `warden run`, following timeout(1) and the shell: the
 /// program's own code, 124 for a wall-clock timeout, 128+N for a signal,
-/// 125 for Warden's own error; a failed exec keeps its 126/127.
+/// 125 for Warden's own error; a failed exec keeps its 126/127; a limit
+/// stop without a signal is 137 and a WASM trap 134.
 pub fn exit_status(status: Status, exit_code: Option<i32>, signal: Option<i32>) -> i32 {
     match (status, exit_code, signal) {
         (Status::Timeout, _, _) => 124,
@@ -91,6 +92,11 @@ pub fn exit_status(status: Status, exit_code: Option<i32>, signal: Option<i32>) 
         (Status::Error, _, _) => 125,
         (_, _, Some(sig)) => 128 + sig,
         (_, Some(code), _) => code,
+        // A limit stop without a signal (the WASM backend stops the guest
+        // itself): the same status a jail's SIGKILL would give.
+        (Status::MemoryLimit | Status::CpuLimit | Status::OutputLimit, None, None) => 137,
+        // A guest trap: like a crash (SIGABRT).
+        (Status::Violation, None, None) => 134,
         _ => 125,
     }
 }

@@ -33,7 +33,7 @@ pub enum EngineError {
     ExtendsTooDeep(PathBuf),
     #[error("{0}")]
     Request(String),
-    #[error("unknown backend {0:?} (available: jail)")]
+    #[error("unknown backend {0:?} (available: jail, wasm)")]
     UnknownBackend(String),
     #[error("{0}")]
     Backend(#[from] BackendError),
@@ -121,6 +121,7 @@ pub fn check_policy_file(path: &Path) -> Result<(Vec<String>, bool), EngineError
 #[derive(Default)]
 pub struct Engine {
     jail: Option<warden_jail::JailBackend>,
+    wasm: Option<warden_wasm::WasmBackend>,
 }
 
 impl Engine {
@@ -128,20 +129,45 @@ impl Engine {
         Engine::default()
     }
 
+    /// The backend named `name`. A process should use one backend: the
+    /// jail forks without exec and must not share the process with the
+    /// WASM backend's threads.
     fn backend(&mut self, name: &str) -> Result<&dyn Backend, EngineError> {
         match name {
             "jail" => {
                 if self.jail.is_none() {
                     self.jail = Some(warden_jail::JailBackend::new()?);
                 }
-                Ok(self
-                    .jail
+                self.jail
                     .as_ref()
                     .map(|b| b as &dyn Backend)
-                    .ok_or_else(|| EngineError::Request("jail backend unavailable".into()))?)
+                    .ok_or_else(|| EngineError::Request("jail backend unavailable".into()))
+            }
+            "wasm" => {
+                if self.wasm.is_none() {
+                    self.wasm = Some(warden_wasm::WasmBackend::new()?);
+                }
+                self.wasm
+                    .as_ref()
+                    .map(|b| b as &dyn Backend)
+                    .ok_or_else(|| EngineError::Request("wasm backend unavailable".into()))
             }
             other => Err(EngineError::UnknownBackend(other.to_string())),
         }
+    }
+
+    /// `warden compile`: precompiles a module for this host (`metered`:
+    /// for runs with a fuel budget).
+    pub fn compile(&mut self, bytes: &[u8], metered: bool) -> Result<Vec<u8>, EngineError> {
+        if self.wasm.is_none() {
+            self.wasm = Some(warden_wasm::WasmBackend::new()?);
+        }
+        let wasm = self
+            .wasm
+            .as_ref()
+            .ok_or_else(|| EngineError::Request("wasm backend unavailable".into()))?;
+        wasm.precompile(bytes, metered)
+            .map_err(|e| EngineError::Backend(e.into()))
     }
 
     /// Runs a prepared invocation and builds its report.
@@ -159,10 +185,23 @@ impl Engine {
     }
 }
 
-/// Routes a request to a backend by name (the hybrid router grows here).
-pub fn route(requested: Option<&str>) -> Result<String, EngineError> {
-    match requested.unwrap_or("jail") {
-        "jail" => Ok("jail".into()),
-        other => Err(EngineError::UnknownBackend(other.to_string())),
+/// File extensions that mean a WebAssembly module.
+const WASM_EXTENSIONS: &[&str] = &["wasm", "wat", "cwasm"];
+
+/// Routes a request to a backend: an explicit `--backend` wins; otherwise
+/// a `.wasm`, `.wat` or `.cwasm` program goes to the WASM backend and
+/// everything else to the jail (the hybrid router grows here).
+pub fn route(requested: Option<&str>, argv: &[String]) -> Result<String, EngineError> {
+    match requested {
+        Some(name @ ("jail" | "wasm")) => Ok(name.to_string()),
+        Some(other) => Err(EngineError::UnknownBackend(other.to_string())),
+        None => {
+            let is_wasm = argv
+                .first()
+                .and_then(|p| Path::new(p).extension())
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| WASM_EXTENSIONS.contains(&e));
+            Ok(if is_wasm { "wasm" } else { "jail" }.to_string())
+        }
     }
 }

@@ -141,7 +141,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             "no command given (usage: warden run [OPTIONS] -- PROGRAM [ARGS...])".into(),
         ));
     }
-    let backend = route(req.backend.as_deref())?;
+    let backend = route(req.backend.as_deref(), &req.argv)?;
     if backend == "jail" && (req.fuel.is_some() || req.deterministic) {
         return Err(EngineError::Request(
             "--fuel and --deterministic apply to WebAssembly modules only (backend wasm)".into(),
@@ -239,7 +239,21 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
         None => fs::canonicalize(&req.cwd).unwrap_or_else(|_| PathBuf::from("/")),
     };
     let mut capabilities = grants;
-    if let Some(entry) = entry_file(&req.argv, &req.cwd) {
+    // The module a WASM run executes is read by Warden itself, not
+    // granted to the guest; and it is fixed against the caller's
+    // directory, so --workdir cannot change which module runs.
+    let mut argv = req.argv.clone();
+    if backend == "wasm" {
+        if let Some(module) = argv.first_mut() {
+            *module = req.cwd.join(&*module).display().to_string();
+        }
+    }
+    let entry = if backend == "jail" {
+        entry_file(&req.argv, &req.cwd)
+    } else {
+        None
+    };
+    if let Some(entry) = entry {
         let entry = Capability::FsRead(entry);
         let allowed = ceiling.as_ref().is_none_or(|p| p.permits(&entry));
         if allowed && !capabilities.iter().any(|c| c.subsumes(&entry)) {
@@ -250,7 +264,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
         capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         invocation: Invocation {
             invocation_id,
-            argv: req.argv.clone(),
+            argv,
             env: env_values,
             workdir,
             capabilities,

@@ -1,0 +1,189 @@
+//! Per-invocation cost of a WASI hello through Warden's library API, beside
+//! raw wasmtime in the same run.
+//!
+//! Measured per variant: one run's latency (median, p99) on one thread,
+//! then runs per second on 1 and 2 threads. Variants:
+//! * `warden run_with_io`: `WasmBackend::run_with_io` from the module's
+//!   path (module-cache lookup, grants, WASI context, store, limiter,
+//!   epoch deadline, instantiate, `_start`, drop, outcome);
+//! * `warden run_prepared`: the same from an already prepared module;
+//! * `raw wasmtime (default pooling)`: instantiate + `_start` + drop with
+//!   wasmtime's default pooling allocator and an empty WASI context;
+//! * `raw wasmtime (Warden's pool settings)`: the same with the pool
+//!   settings Warden uses (pages reset in place, `PAGEMAP_SCAN`).
+//!
+//! Usage: cargo run --release -p warden-wasm --example bench_hello [-- MODULE.wasm [RUNS]]
+//! (default: the Rust hello built by tests-guests/build.sh, 20000 runs).
+//! WARDEN_BENCH_KEEP_RESIDENT, WARDEN_BENCH_DECOMMIT_BATCH and
+//! WARDEN_BENCH_POOL vary Warden's pool settings; WARDEN_BENCH_ONLY=TEXT
+//! measures only the variants whose name contains TEXT.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use warden_core::{EffectiveLimits, Invocation, Status};
+use warden_wasm::{Input, Output, RunIo, WasmBackend, WasmConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::WasiCtxBuilder;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let module = args
+        .next()
+        .filter(|a| !a.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(default_module);
+    let runs: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+
+    let mut config = WasmConfig::default();
+    let env = |name: &str| -> Option<usize> { std::env::var(name).ok()?.parse().ok() };
+    if let Some(v) = env("WARDEN_BENCH_KEEP_RESIDENT") {
+        config.pool_keep_resident_bytes = v;
+    }
+    if let Some(v) = env("WARDEN_BENCH_DECOMMIT_BATCH") {
+        config.pool_decommit_batch = v;
+    }
+    if let Some(v) = env("WARDEN_BENCH_POOL") {
+        config.pool_instances = v as u32;
+    }
+    let backend = WasmBackend::with_config(config.clone()).expect("wasm backend");
+    let inv = Invocation {
+        invocation_id: "0".repeat(32),
+        argv: vec![module.display().to_string()],
+        env: Vec::new(),
+        workdir: PathBuf::from("/"),
+        capabilities: Vec::new(),
+        limits: EffectiveLimits::default(),
+        fuel: None,
+        deterministic: false,
+    };
+    let io = RunIo {
+        stdin: Input::Empty,
+        stdout: Output::Discard,
+        stderr: Output::Discard,
+    };
+    let check = backend.run_with_io(&inv, &io).expect("run");
+    assert_eq!(check.status, Status::Exited, "{check:?}");
+    assert!(check.stdout_bytes > 0);
+    let prepared = backend
+        .prepare(&module, backend.engine_kind(&inv))
+        .expect("prepare");
+
+    let raw_default = raw_pre(&module, PoolingAllocationConfig::new());
+    let mut warden_pool = PoolingAllocationConfig::new();
+    warden_pool
+        .linear_memory_keep_resident(config.pool_keep_resident_bytes)
+        .table_keep_resident(config.pool_keep_resident_bytes)
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    let raw_tuned = raw_pre(&module, warden_pool);
+
+    println!("module: {}, {runs} runs per measurement", module.display());
+    println!("{config:?}");
+    println!(
+        "{:<40} {:>10} {:>10} {:>12} {:>12}",
+        "variant", "median µs", "p99 µs", "1 thr run/s", "2 thr run/s"
+    );
+    let warden_path = || {
+        let o = backend.run_with_io(&inv, &io).expect("run");
+        debug_assert_eq!(o.status, Status::Exited);
+    };
+    let warden_prepared = || {
+        let o = backend.run_prepared(&prepared, &inv, &io).expect("run");
+        debug_assert_eq!(o.status, Status::Exited);
+    };
+    let raw1 = || raw_run(&raw_default);
+    let raw2 = || raw_run(&raw_tuned);
+    measure("warden run_with_io", runs, &warden_path);
+    measure("warden run_prepared", runs, &warden_prepared);
+    measure("raw wasmtime (default pooling)", runs, &raw1);
+    measure("raw wasmtime (Warden's pool settings)", runs, &raw2);
+}
+
+fn measure(label: &str, runs: usize, f: &(dyn Fn() + Sync)) {
+    // WARDEN_BENCH_ONLY=text: only the variants whose label contains it.
+    if let Ok(only) = std::env::var("WARDEN_BENCH_ONLY") {
+        if !label.contains(&only) {
+            return;
+        }
+    }
+    for _ in 0..1000 {
+        f();
+    }
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    let throughput = |threads: usize| {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for _ in 0..runs {
+                        f();
+                    }
+                });
+            }
+        });
+        (threads * runs) as f64 / t.elapsed().as_secs_f64()
+    };
+    let one = throughput(1);
+    let two = throughput(2);
+    println!(
+        "{label:<40} {:>10.1} {:>10.1} {:>12.0} {:>12.0}",
+        us(pct(0.5)),
+        us(pct(0.99)),
+        one,
+        two
+    );
+}
+
+fn raw_pre(module: &Path, pool: PoolingAllocationConfig) -> InstancePre<WasiP1Ctx> {
+    let mut c = Config::new();
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&c).expect("engine");
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).expect("link WASI");
+    let m = Module::from_file(&engine, module).expect("compile");
+    linker.instantiate_pre(&m).expect("instantiate_pre")
+}
+
+fn raw_run(pre: &InstancePre<WasiP1Ctx>) {
+    let ctx = WasiCtxBuilder::new().build_p1();
+    let mut store = Store::new(pre.module().engine(), ctx);
+    let instance = pre.instantiate(&mut store).expect("instantiate");
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .expect("_start");
+    if let Err(e) = start.call(&mut store, ()) {
+        let exit = e.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0);
+        assert_eq!(exit, Some(0), "{e:#}");
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn default_module() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("sh")
+        .arg(root.join("tests-guests/build.sh"))
+        .output()
+        .expect("run tests-guests/build.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        .join("wasm32-wasip1/release/hello.wasm")
+}

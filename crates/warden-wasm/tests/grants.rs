@@ -1,0 +1,199 @@
+//! Each grant and its absence: preopens, read-only preopens, escapes.
+mod common;
+
+use common::*;
+use warden_core::Status;
+use warden_policy::Capability;
+
+/// A granted directory `data` holding `in.txt`, a secret file beside it,
+/// and a symlink inside `data` that points at the secret.
+struct Fixture {
+    _tmp: TempDir,
+    data: std::path::PathBuf,
+    secret: std::path::PathBuf,
+}
+
+fn fixture(tag: &str) -> Fixture {
+    let tmp = TempDir::new(tag);
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("in.txt"), "granted contents\n").unwrap();
+    let secret = tmp.path().join("secret.txt");
+    std::fs::write(&secret, "top secret\n").unwrap();
+    std::os::unix::fs::symlink(&secret, data.join("link")).unwrap();
+    std::os::unix::fs::symlink("../secret.txt", data.join("rel-link")).unwrap();
+    Fixture {
+        _tmp: tmp,
+        data,
+        secret,
+    }
+}
+
+fn p(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+#[test]
+fn a_read_grant_opens_its_directory_at_the_same_path() {
+    let f = fixture("read");
+    let mut i = inv(&rust("readfile"), &[&p(&f.data.join("in.txt"))]);
+    i.capabilities = vec![read(&f.data)];
+    let r = run(&i);
+    assert_eq!(
+        r.outcome.status,
+        Status::Exited,
+        "{:?} {}",
+        r.outcome,
+        r.stderr
+    );
+    assert_eq!(r.outcome.exit_code, Some(0), "{}", r.stderr);
+    assert_eq!(r.stdout, "granted contents\n");
+}
+
+#[test]
+fn without_a_grant_nothing_is_readable() {
+    let f = fixture("none");
+    let r = run(&inv(&rust("readfile"), &[&p(&f.data.join("in.txt"))]));
+    assert_eq!(r.outcome.status, Status::Exited);
+    assert_eq!(r.outcome.exit_code, Some(2), "{}", r.stdout);
+    assert_eq!(r.stdout, "");
+    // Not even the module's own directory or the root.
+    for path in ["/etc/hostname", ".", "/"] {
+        let r = run(&inv(&rust("readfile"), &[path]));
+        assert_eq!(r.outcome.exit_code, Some(2), "{path}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn a_read_outside_the_preopen_fails() {
+    let f = fixture("outside");
+    for target in [
+        p(&f.secret),
+        format!("{}/../secret.txt", p(&f.data)),
+        "/etc/hostname".to_string(),
+    ] {
+        let mut i = inv(&rust("readfile"), &[&target]);
+        i.capabilities = vec![read(&f.data)];
+        let r = run(&i);
+        assert_eq!(r.outcome.status, Status::Exited, "{target}");
+        assert_eq!(
+            r.outcome.exit_code,
+            Some(2),
+            "{target}: read {:?}",
+            r.stdout
+        );
+        assert!(!r.stdout.contains("secret"));
+    }
+}
+
+#[test]
+fn a_symlink_out_of_the_preopen_fails() {
+    let f = fixture("symlink");
+    for link in ["link", "rel-link"] {
+        let mut i = inv(&rust("readfile"), &[&p(&f.data.join(link))]);
+        i.capabilities = vec![read(&f.data)];
+        let r = run(&i);
+        assert_eq!(r.outcome.exit_code, Some(2), "{link}: read {:?}", r.stdout);
+        assert!(!r.stdout.contains("secret"));
+    }
+}
+
+#[test]
+fn a_grant_through_a_symlink_is_refused() {
+    let f = fixture("grantlink");
+    let alias = f.data.parent().unwrap().join("alias");
+    std::os::unix::fs::symlink(&f.data, &alias).unwrap();
+    let mut i = inv(&rust("readfile"), &[&p(&alias.join("in.txt"))]);
+    i.capabilities = vec![read(&alias)];
+    let err = backend()
+        .run_with_io(&i, &warden_wasm::RunIo::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+}
+
+#[test]
+fn a_read_only_preopen_refuses_writes() {
+    let f = fixture("ro");
+    let target = f.data.join("new.txt");
+    let mut i = inv(&rust("writefile"), &[&p(&target), "written"]);
+    i.capabilities = vec![read(&f.data)];
+    let r = run(&i);
+    assert_eq!(r.outcome.exit_code, Some(2), "{}", r.stderr);
+    assert!(!target.exists());
+    // Overwriting an existing file is refused too.
+    let mut i = inv(&rust("writefile"), &[&p(&f.data.join("in.txt")), "x"]);
+    i.capabilities = vec![read(&f.data)];
+    assert_eq!(run(&i).outcome.exit_code, Some(2));
+    assert_eq!(
+        std::fs::read_to_string(f.data.join("in.txt")).unwrap(),
+        "granted contents\n"
+    );
+}
+
+#[test]
+fn a_write_grant_allows_writes_inside_only() {
+    let f = fixture("rw");
+    let target = f.data.join("new.txt");
+    let mut i = inv(&rust("writefile"), &[&p(&target), "written"]);
+    i.capabilities = vec![write(&f.data)];
+    let r = run(&i);
+    assert_eq!(r.outcome.exit_code, Some(0), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "written");
+    assert!(r.outcome.warnings.iter().any(|w| w.contains("file_size")));
+
+    // Outside the grant, and through the symlink: refused.
+    let outside = f.data.parent().unwrap().join("escaped.txt");
+    for t in [outside.clone(), f.data.join("link")] {
+        let mut i = inv(&rust("writefile"), &[&p(&t), "pwned"]);
+        i.capabilities = vec![write(&f.data)];
+        assert_eq!(run(&i).outcome.exit_code, Some(2), "{}", t.display());
+    }
+    assert!(!outside.exists());
+    assert_eq!(std::fs::read_to_string(&f.secret).unwrap(), "top secret\n");
+}
+
+#[test]
+fn read_and_write_grants_on_one_directory_merge() {
+    let f = fixture("merge");
+    let target = f.data.join("both.txt");
+    let mut i = inv(&rust("writefile"), &[&p(&target), "ok"]);
+    i.capabilities = vec![read(&f.data), write(&f.data)];
+    assert_eq!(run(&i).outcome.exit_code, Some(0));
+}
+
+#[test]
+fn unsupported_capabilities_are_refused_by_name() {
+    for cap in ["net:http:example.com", "secret:db", "module:call:parser"] {
+        let mut i = inv(&rust("hello"), &[]);
+        i.capabilities = vec![cap.parse::<Capability>().unwrap()];
+        let err = backend()
+            .run_with_io(&i, &warden_wasm::RunIo::default())
+            .unwrap_err();
+        assert!(err.to_string().contains(cap), "{err}");
+    }
+}
+
+#[test]
+fn a_file_grant_other_than_the_module_is_refused() {
+    let f = fixture("filegrant");
+    let mut i = inv(&rust("hello"), &[]);
+    i.capabilities = vec![read(&f.data.join("in.txt"))];
+    let err = backend()
+        .run_with_io(&i, &warden_wasm::RunIo::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("directories only"), "{err}");
+    // The module file itself (which the engine adds for the jail) is fine.
+    let module = rust("hello");
+    let mut i = inv(&module, &[]);
+    i.capabilities = vec![read(&module)];
+    assert_eq!(run(&i).outcome.status, Status::Exited);
+    // Also when argv[0] names it relative to the working directory.
+    let dir = module.parent().unwrap();
+    let mut i = inv(std::path::Path::new("./sub/../hello.wasm"), &[]);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    i.workdir = dir.to_path_buf();
+    i.capabilities = vec![read(&module)];
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::Exited, "{:?}", r.outcome);
+    assert_eq!(r.stdout, "hello from rust\n");
+}

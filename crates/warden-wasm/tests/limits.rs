@@ -1,0 +1,161 @@
+//! Each limit, hit, with the status it must produce.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use warden_core::Status;
+
+#[test]
+fn wall_time_stops_an_infinite_loop() {
+    let mut i = inv(&wat("spin.wat"), &[]);
+    i.limits.wall_time = Duration::from_millis(100);
+    let t = Instant::now();
+    let r = run(&i);
+    let took = t.elapsed();
+    assert_eq!(r.outcome.status, Status::Timeout, "{:?}", r.outcome);
+    assert_eq!(r.outcome.exit_status(), 124);
+    assert!(took >= Duration::from_millis(100), "{took:?}");
+    assert!(took < Duration::from_millis(600), "{took:?}");
+    assert!(r.outcome.wall_ms >= 100);
+}
+
+#[test]
+fn wall_time_stops_a_loop_in_the_start_function() {
+    let mut i = inv(&wat("start_spin.wat"), &[]);
+    i.limits.wall_time = Duration::from_millis(100);
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::Timeout, "{:?}", r.outcome);
+}
+
+#[test]
+fn wall_time_also_holds_with_fuel_metering() {
+    let mut i = inv(&wat("spin.wat"), &[]);
+    i.limits.wall_time = Duration::from_millis(100);
+    i.fuel = Some(1 << 40);
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::Timeout, "{:?}", r.outcome);
+    // Compiled code keeps its fuel count in a register and only writes it
+    // back at calls and returns, so after an interrupt in a call-free loop
+    // the count is a lower bound (here: 0).
+    assert!(r.outcome.fuel_consumed.is_some(), "{:?}", r.outcome);
+}
+
+#[test]
+fn memory_growth_past_the_limit_is_refused() {
+    let mut i = inv(&wat("grow_bomb.wat"), &[]);
+    i.limits.memory_bytes = 16 << 20;
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::MemoryLimit, "{:?}", r.outcome);
+    assert!(r.outcome.peak_memory_bytes <= 16 << 20);
+    assert!(r.outcome.peak_memory_bytes >= 15 << 20, "{:?}", r.outcome);
+    assert!(r.outcome.error.as_deref().unwrap().contains("refused"));
+}
+
+#[test]
+fn a_rust_allocation_bomb_hits_the_memory_limit() {
+    let mut i = inv(&rust("alloc"), &[]);
+    i.limits.memory_bytes = 32 << 20;
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::MemoryLimit, "{:?}", r.outcome);
+    assert!(r.outcome.peak_memory_bytes <= 32 << 20);
+}
+
+#[test]
+fn table_growth_is_capped_too() {
+    let mut i = inv(&wat("table_bomb.wat"), &[]);
+    i.limits.memory_bytes = 16 << 20;
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::MemoryLimit, "{:?}", r.outcome);
+    assert!(r.outcome.error.as_deref().unwrap().contains("table"));
+}
+
+#[test]
+fn a_huge_initial_memory_is_refused_at_instantiation() {
+    let r = run(&inv(&wat("huge_memory.wat"), &[]));
+    assert_eq!(r.outcome.status, Status::MemoryLimit, "{:?}", r.outcome);
+    assert_eq!(r.outcome.peak_memory_bytes, 0);
+}
+
+#[test]
+fn fuel_exhaustion_is_a_cpu_limit() {
+    let mut i = inv(&wat("count.wat"), &[]);
+    i.fuel = Some(1_000_000);
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::CpuLimit, "{:?}", r.outcome);
+    assert_eq!(r.outcome.fuel_consumed, Some(1_000_000));
+    assert!(r.outcome.error.as_deref().unwrap().contains("fuel"));
+}
+
+#[test]
+fn cpu_time_is_enforced_at_epoch_ticks() {
+    let mut i = inv(&wat("spin.wat"), &[]);
+    i.limits.cpu_time = Some(Duration::from_millis(150));
+    i.limits.wall_time = Duration::from_secs(10);
+    let t = Instant::now();
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::CpuLimit, "{:?}", r.outcome);
+    assert!(r.outcome.cpu_ms >= 150, "{:?}", r.outcome);
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert_eq!(r.outcome.enforcement["cpu_time"], "epoch_thread_cputime");
+}
+
+#[test]
+fn a_cpu_share_throttles() {
+    let mut i = inv(&wat("spin.wat"), &[]);
+    i.limits.cpu_percent = Some(25);
+    i.limits.wall_time = Duration::from_millis(400);
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::Timeout, "{:?}", r.outcome);
+    // 25% of 400 ms is 100 ms; leave room for tick granularity and load.
+    assert!(r.outcome.cpu_ms <= 180, "{:?}", r.outcome);
+    assert_eq!(r.outcome.enforcement["cpu_share"], "epoch_throttle");
+}
+
+#[test]
+fn output_is_capped_and_truncated() {
+    let mut i = inv(&wat("flood.wat"), &[]);
+    i.limits.output_bytes = 10_000;
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::OutputLimit, "{:?}", r.outcome);
+    assert!(r.outcome.truncated);
+    assert_eq!(r.outcome.stdout_bytes, 10_000);
+    assert_eq!(r.stdout.len(), 10_000);
+}
+
+#[test]
+fn stdout_and_stderr_share_the_cap() {
+    // readfile of a missing file writes to stderr only: a cap smaller
+    // than its message truncates it.
+    let mut i = inv(&rust("readfile"), &["/nonexistent/file"]);
+    i.limits.output_bytes = 8;
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::OutputLimit, "{:?}", r.outcome);
+    assert_eq!(r.outcome.stderr_bytes, 8);
+    assert_eq!(r.stderr.len(), 8);
+}
+
+#[test]
+fn output_below_the_cap_is_not_truncated() {
+    let mut i = inv(&rust("hello"), &[]);
+    i.limits.output_bytes = 16;
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::Exited, "{:?}", r.outcome);
+    assert!(!r.outcome.truncated);
+}
+
+#[test]
+fn wall_time_stops_a_guest_blocked_in_a_host_call() {
+    let mut i = inv(&wat("sleep.wat"), &[]);
+    i.limits.wall_time = Duration::from_millis(100);
+    let t = Instant::now();
+    let r = run(&i);
+    let took = t.elapsed();
+    assert_eq!(
+        r.outcome.status,
+        Status::Timeout,
+        "{:?} after {took:?}",
+        r.outcome
+    );
+    assert!(took < Duration::from_millis(600), "{took:?}");
+}
