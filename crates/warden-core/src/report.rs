@@ -110,22 +110,15 @@ mod tests {
         let outcome = Outcome {
             status: Status::Violation,
             exit_code: Some(0),
-            signal: None,
             wall_ms: 5,
             cpu_ms: 3,
             peak_memory_bytes: 1 << 20,
             stdout_bytes: 2,
-            stderr_bytes: 0,
-            truncated: false,
             violations: vec![Violation {
                 kind: "syscall".into(),
                 detail: "ptrace denied".into(),
             }],
-            enforcement: Default::default(),
-            warnings: vec![],
-            error: None,
-            fuel_consumed: None,
-            instantiate_us: None,
+            ..sample_outcome()
         };
         Report::from_outcome(
             outcome,
