@@ -73,6 +73,28 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An outcome with `status` and nothing observed yet (no exit code,
+    /// zero usage, no violations); fill in what is known.
+    pub fn with_status(status: Status) -> Outcome {
+        Outcome {
+            status,
+            exit_code: None,
+            signal: None,
+            wall_ms: 0,
+            cpu_ms: 0,
+            peak_memory_bytes: 0,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: false,
+            violations: Vec::new(),
+            enforcement: Enforcement::new(),
+            warnings: Vec::new(),
+            error: None,
+            fuel_consumed: None,
+            instantiate_us: None,
+        }
+    }
+
     /// Exit status of `warden run` for this outcome; see [`exit_status`].
     pub fn exit_status(&self) -> i32 {
         exit_status(self.status, self.exit_code, self.signal)

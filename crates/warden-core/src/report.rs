@@ -63,28 +63,18 @@ impl Report {
 
     /// A report for a run that never started (bad flag, bad policy).
     pub fn setup_error(message: String, invocation_id: String, backend: &str) -> Report {
-        Report {
-            status: Status::Error,
-            exit_code: None,
-            signal: None,
-            wall_ms: 0,
-            cpu_ms: 0,
-            peak_memory_bytes: 0,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            truncated: false,
-            violations: Vec::new(),
-            capabilities: Vec::new(),
-            policy_digest: String::new(),
-            invocation_id,
-            backend: backend.to_string(),
-            limits: None,
-            enforcement: Default::default(),
-            warnings: Vec::new(),
+        let outcome = Outcome {
             error: Some(message),
-            fuel_consumed: None,
-            instantiate_us: None,
-        }
+            ..Outcome::with_status(Status::Error)
+        };
+        Report::from_outcome(
+            outcome,
+            Vec::new(),
+            String::new(),
+            invocation_id,
+            backend,
+            None,
+        )
     }
 
     /// Exit status of `warden run` for this report.
@@ -201,22 +191,6 @@ mod tests {
     }
 
     fn sample_outcome() -> Outcome {
-        Outcome {
-            status: Status::Exited,
-            exit_code: None,
-            signal: None,
-            wall_ms: 0,
-            cpu_ms: 0,
-            peak_memory_bytes: 0,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            truncated: false,
-            violations: vec![],
-            enforcement: Default::default(),
-            warnings: vec![],
-            error: None,
-            fuel_consumed: None,
-            instantiate_us: None,
-        }
+        Outcome::with_status(Status::Exited)
     }
 }

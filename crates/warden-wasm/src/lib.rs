@@ -250,21 +250,10 @@ fn module_failure(e: WasmError, started: Instant) -> Result<Outcome, BackendErro
         _ => return Err(e.into()),
     };
     Ok(Outcome {
-        status: Status::Error,
         exit_code: Some(code),
-        signal: None,
         wall_ms: started.elapsed().as_millis() as u64,
-        cpu_ms: 0,
-        peak_memory_bytes: 0,
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        truncated: false,
-        violations: Vec::new(),
-        enforcement: Default::default(),
-        warnings: Vec::new(),
         error: Some(e.to_string()),
-        fuel_consumed: None,
-        instantiate_us: None,
+        ..Outcome::with_status(Status::Error)
     })
 }
 
