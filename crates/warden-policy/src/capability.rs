@@ -39,6 +39,19 @@ pub enum Capability {
     Secret(String),
     /// `module:call:NAME` — call the named module.
     ModuleCall(String),
+    /// `clock:read` — read the wall and monotonic clocks (wasm guests;
+    /// native programs always have the kernel's clocks).
+    ClockRead,
+    /// `random:read` — read random bytes (wasm guests; native programs
+    /// always have `getrandom`).
+    RandomRead,
+    /// `log:write` — write levelled log records through the host.
+    LogWrite,
+    /// `kv:read:NS` — read keys of the key-value namespace NS (`*`: every
+    /// namespace).
+    KvRead(String),
+    /// `kv:write:NS` — read, write and delete keys of namespace NS.
+    KvWrite(String),
     /// `mem:limit:SIZE` — memory limit in bytes.
     MemLimit(u64),
     /// `cpu:limit:PERCENT` — CPU share in percent of one core.
@@ -85,7 +98,7 @@ pub enum CapabilityError {
     },
     /// Not one of the known capability kinds.
     #[error(
-        "unknown capability {input:?}: expected fs:read, fs:write, net:connect, net:http, env, secret, module:call, mem:limit, cpu:limit, time:limit or proc:limit"
+        "unknown capability {input:?}: expected fs:read, fs:write, net:connect, net:http, env, secret, module:call, clock:read, random:read, log:write, kv:read, kv:write, mem:limit, cpu:limit, time:limit or proc:limit"
     )]
     Unknown {
         /// The input (possibly shortened).
@@ -119,6 +132,15 @@ pub enum MalformedReason {
     /// `module:load:…` and the like.
     #[error("unknown module access {0:?}: expected call")]
     UnknownModuleAccess(String),
+    /// `kv:delete:…` and the like.
+    #[error("unknown kv access {0:?}: expected read or write")]
+    UnknownKvAccess(String),
+    /// `clock:write`, `log:read:x` and the like.
+    #[error("expected exactly {expected:?}")]
+    ExpectedExactly {
+        /// The only spelling of this capability.
+        expected: &'static str,
+    },
     /// `mem:max:…` and the like.
     #[error("unknown {kind} operation {op:?}: expected limit")]
     UnknownLimitOp {
@@ -170,6 +192,8 @@ const SECRET_ALPHABET: &str =
     "ASCII letters, digits, '_', '-', '.' and '/', not starting with '-', '.' or '/'";
 const MODULE_ALPHABET: &str =
     "ASCII letters, digits, '_', '-' and '.', not starting with '-' or '.'";
+const KV_NAMESPACE_ALPHABET: &str =
+    "ASCII letters, digits, '_', '-' and '.', not starting with '-' or '.', or *";
 const MAX_NAME_LEN: usize = 256;
 
 fn valid_env_name(name: &str) -> bool {
@@ -275,6 +299,43 @@ impl FromStr for Capability {
                     }));
                 }
                 Ok(Capability::ModuleCall(name.to_owned()))
+            }
+            "clock" | "random" | "log" => {
+                let (cap, expected) = match kind {
+                    "clock" => (Capability::ClockRead, "clock:read"),
+                    "random" => (Capability::RandomRead, "random:read"),
+                    _ => (Capability::LogWrite, "log:write"),
+                };
+                if s != expected {
+                    return Err(malformed(MalformedReason::ExpectedExactly { expected }));
+                }
+                Ok(cap)
+            }
+            "kv" => {
+                let (access, namespace) = split_arg(rest);
+                let write = match access {
+                    "read" => false,
+                    "write" => true,
+                    other => {
+                        return Err(malformed(MalformedReason::UnknownKvAccess(excerpt(other))))
+                    }
+                };
+                if namespace.is_empty() {
+                    return Err(malformed(MalformedReason::MissingName));
+                }
+                if namespace != "*" && !valid_name(namespace, b"-.") {
+                    return Err(malformed(MalformedReason::InvalidName {
+                        what: "kv namespace",
+                        name: excerpt(namespace),
+                        expected: KV_NAMESPACE_ALPHABET,
+                    }));
+                }
+                let namespace = namespace.to_owned();
+                Ok(if write {
+                    Capability::KvWrite(namespace)
+                } else {
+                    Capability::KvRead(namespace)
+                })
             }
             "mem" | "cpu" | "time" | "proc" => {
                 let (op, value) = split_arg(rest);
@@ -530,6 +591,7 @@ impl Capability {
     /// `fs:read:/a` covers `fs:read` of `/a` and below (component-wise);
     /// `*.ex.com` covers `api.ex.com` (not `ex.com`), `*` covers every host,
     /// port `*` every port; `env`, `secret` and `module:call` match exactly;
+    /// `kv:write:NS` covers `kv:read:NS`, namespace `*` every namespace;
     /// a limit covers a smaller or equal limit of the same kind.
     /// `net:connect` and `net:http` are distinct channels and never cover each other.
     pub fn subsumes(&self, other: &Capability) -> bool {
@@ -545,6 +607,12 @@ impl Capability {
             (C::Env(a), C::Env(b))
             | (C::Secret(a), C::Secret(b))
             | (C::ModuleCall(a), C::ModuleCall(b)) => a == b,
+            (C::KvWrite(a), C::KvRead(b) | C::KvWrite(b)) | (C::KvRead(a), C::KvRead(b)) => {
+                a == "*" || a == b
+            }
+            (C::ClockRead, C::ClockRead)
+            | (C::RandomRead, C::RandomRead)
+            | (C::LogWrite, C::LogWrite) => true,
             (C::MemLimit(a), C::MemLimit(b)) => b <= a,
             (C::CpuLimit(a), C::CpuLimit(b)) | (C::ProcLimit(a), C::ProcLimit(b)) => b <= a,
             (C::TimeLimit(a), C::TimeLimit(b)) => b <= a,
@@ -613,6 +681,11 @@ impl fmt::Display for Capability {
             Capability::Env(n) => write!(f, "env:{n}"),
             Capability::Secret(n) => write!(f, "secret:{n}"),
             Capability::ModuleCall(n) => write!(f, "module:call:{n}"),
+            Capability::ClockRead => f.write_str("clock:read"),
+            Capability::RandomRead => f.write_str("random:read"),
+            Capability::LogWrite => f.write_str("log:write"),
+            Capability::KvRead(ns) => write!(f, "kv:read:{ns}"),
+            Capability::KvWrite(ns) => write!(f, "kv:write:{ns}"),
             Capability::MemLimit(b) => write!(f, "mem:limit:{}", format_size(*b)),
             Capability::CpuLimit(p) => write!(f, "cpu:limit:{p}%"),
             Capability::TimeLimit(d) => write!(f, "time:limit:{}", format_duration(*d)),

@@ -406,6 +406,9 @@ fn over_broad(capability: &Capability) -> Option<String> {
         Capability::NetHttp(HostPattern::Any) => {
             Some("allows HTTP requests to any host".to_owned())
         }
+        Capability::KvWrite(ns) if ns == "*" => {
+            Some("allows writing every key-value namespace of the tenant".to_owned())
+        }
         _ => None,
     }
 }
@@ -439,6 +442,15 @@ fn broader_candidates(capability: &Capability) -> Vec<Capability> {
         Capability::NetHttp(host) => broader_hosts(host)
             .into_iter()
             .map(Capability::NetHttp)
+            .collect(),
+        Capability::KvRead(ns) | Capability::KvWrite(ns) => [ns.as_str(), "*"]
+            .into_iter()
+            .flat_map(|n| {
+                [
+                    Capability::KvWrite(n.to_owned()),
+                    Capability::KvRead(n.to_owned()),
+                ]
+            })
             .collect(),
         other => vec![other.clone()],
     }

@@ -125,6 +125,11 @@ fn every_capability_kind_parses_and_round_trips() {
             "net:http:[2001:db8::1]",
         ),
         ("env:LANG", Capability::Env("LANG".into()), "env:LANG"),
+        ("clock:read", Capability::ClockRead, "clock:read"),
+        ("random:read", Capability::RandomRead, "random:read"),
+        ("log:write", Capability::LogWrite, "log:write"),
+        ("kv:read:cache", Capability::KvRead("cache".into()), "kv:read:cache"),
+        ("kv:write:*", Capability::KvWrite("*".into()), "kv:write:*"),
         ("env:_x9", Capability::Env("_x9".into()), "env:_x9"),
         (
             "secret:db/password",
@@ -193,7 +198,31 @@ fn malformed_capabilities_are_refused_with_precise_messages() {
         ),
         (
             "gpu:use",
-            r#"unknown capability "gpu:use": expected fs:read, fs:write, net:connect, net:http, env, secret, module:call, mem:limit, cpu:limit, time:limit or proc:limit"#,
+            r#"unknown capability "gpu:use": expected fs:read, fs:write, net:connect, net:http, env, secret, module:call, clock:read, random:read, log:write, kv:read, kv:write, mem:limit, cpu:limit, time:limit or proc:limit"#,
+        ),
+        (
+            "clock:write",
+            r#"malformed capability "clock:write": expected exactly "clock:read""#,
+        ),
+        (
+            "random",
+            r#"malformed capability "random": expected exactly "random:read""#,
+        ),
+        (
+            "log:write:x",
+            r#"malformed capability "log:write:x": expected exactly "log:write""#,
+        ),
+        (
+            "kv:delete:cache",
+            r#"malformed capability "kv:delete:cache": unknown kv access "delete": expected read or write"#,
+        ),
+        (
+            "kv:read:",
+            r#"malformed capability "kv:read:": missing name"#,
+        ),
+        (
+            "kv:write:a/b",
+            r#"malformed capability "kv:write:a/b": invalid kv namespace name "a/b": expected ASCII letters, digits, '_', '-' and '.', not starting with '-' or '.', or *"#,
         ),
         (
             "net:connect:example.com",
@@ -362,6 +391,18 @@ fn subsumption_table() {
         ("secret:db", "secret:db/x", false),
         ("module:call:parser", "module:call:parser", true),
         ("module:call:parser", "module:call:parser2", false),
+        ("kv:write:cache", "kv:read:cache", true),
+        ("kv:write:cache", "kv:write:cache", true),
+        ("kv:read:cache", "kv:write:cache", false),
+        ("kv:read:cache", "kv:read:cache2", false),
+        ("kv:read:*", "kv:read:cache", true),
+        ("kv:read:*", "kv:write:cache", false),
+        ("kv:write:*", "kv:write:anything", true),
+        ("clock:read", "clock:read", true),
+        ("clock:read", "random:read", false),
+        ("random:read", "random:read", true),
+        ("log:write", "log:write", true),
+        ("log:write", "kv:write:log", false),
         ("mem:limit:1GiB", "mem:limit:64MiB", true),
         ("mem:limit:64MiB", "mem:limit:1GiB", false),
         ("cpu:limit:50%", "cpu:limit:50", true),
@@ -721,6 +762,28 @@ grant: []
             "22:9: error: limit pids must be a single value; found a list",
             r#"24:3: error: duplicate key "wall_time" (first at 23:3)"#,
             r#"25:1: error: unknown top-level key "grant": did you mean "grants"?"#,
+        ]
+    );
+}
+
+#[test]
+fn check_reports_broad_and_shadowed_host_interface_grants() {
+    let source = "\
+grants:
+  - kv:write:*
+  - kv:read:cache
+  - kv:write:cache
+  - clock:read
+  - clock:read
+  - log:write
+";
+    assert_eq!(
+        diagnostics(source),
+        vec![
+            "2:5: warning: over-broad grant kv:write:* allows writing every key-value namespace of the tenant",
+            "3:5: warning: grant kv:read:cache is redundant: already covered by kv:write:cache at 4:5",
+            "4:5: warning: grant kv:write:cache is redundant: already covered by kv:write:* at 2:5",
+            "6:5: warning: duplicate grant clock:read (first at 5:5)",
         ]
     );
 }
