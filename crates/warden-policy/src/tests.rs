@@ -128,7 +128,11 @@ fn every_capability_kind_parses_and_round_trips() {
         ("clock:read", Capability::ClockRead, "clock:read"),
         ("random:read", Capability::RandomRead, "random:read"),
         ("log:write", Capability::LogWrite, "log:write"),
-        ("kv:read:cache", Capability::KvRead("cache".into()), "kv:read:cache"),
+        (
+            "kv:read:cache",
+            Capability::KvRead("cache".into()),
+            "kv:read:cache",
+        ),
         ("kv:write:*", Capability::KvWrite("*".into()), "kv:write:*"),
         ("env:_x9", Capability::Env("_x9".into()), "env:_x9"),
         (
