@@ -7,8 +7,13 @@
 //! user-supplied source is either a detached mount tree prepared by the
 //! supervisor (root mode) or opened the same way by the jail's init, so
 //! neither end of a bind mount can be redirected by a symlink or `..`.
-//! Read-only, nosuid and nodev are set with mount_setattr(AT_RECURSIVE),
-//! so mounts nested beneath a grant get them too.
+//! A bind is a detached clone of the source (open_tree) that gets
+//! read-only, nosuid and nodev with mount_setattr(AT_RECURSIVE) — so mounts
+//! nested beneath a grant get them too — before move_mount attaches it:
+//! the tree is never visible writable. Warden's own part of the root is
+//! created in a fresh tmpfs nobody else can reach, with directory
+//! descriptors kept open, so it costs one system call per entry instead of
+//! a probe-and-create walk.
 
 use std::ffi::CString;
 use std::fs;
@@ -64,6 +69,7 @@ pub(crate) enum Op {
     /// kernel has no such entry.
     ProtectProc {
         target: CString,
+        is_dir: bool,
     },
     Symlink {
         target: CString,
@@ -81,6 +87,10 @@ pub(crate) enum Op {
 #[derive(Debug, Default)]
 pub(crate) struct MountPlan {
     pub ops: Vec<Op>,
+    /// The leading operations that build Warden's own root (tmpfs, system
+    /// binds, /etc, /proc, /dev, /tmp): their targets are created without
+    /// probing first. Grants and the working directory come after.
+    pub system_len: usize,
 }
 
 /// Host paths of the read-only system runtime.
@@ -222,15 +232,15 @@ pub(crate) fn inspect_source(path: &Path) -> io::Result<bool> {
 /// timer internals that leak kernel state. Root-only entries (kcore,
 /// kpage*) need no mount: the program is never host root, so their modes
 /// keep it out, and each mount here costs start-up time.
-const PROC_PROTECTED: &[&str] = &[
-    "sys",
-    "irq",
-    "bus",
-    "fs",
-    "sysrq-trigger",
-    "timer_list",
-    "sched_debug",
-    "latency_stats",
+const PROC_PROTECTED: &[(&str, bool)] = &[
+    ("sys", true),
+    ("irq", true),
+    ("bus", true),
+    ("fs", true),
+    ("sysrq-trigger", false),
+    ("timer_list", false),
+    ("sched_debug", false),
+    ("latency_stats", false),
 ];
 
 impl MountPlan {
@@ -275,9 +285,10 @@ impl MountPlan {
         ops.push(Op::Proc {
             target: rel("proc")?,
         });
-        for entry in PROC_PROTECTED {
+        for (entry, is_dir) in PROC_PROTECTED {
             ops.push(Op::ProtectProc {
                 target: rel(&format!("proc/{entry}"))?,
+                is_dir: *is_dir,
             });
         }
         ops.push(Op::Tmpfs {
@@ -320,6 +331,7 @@ impl MountPlan {
         ops.push(Op::ReadOnly {
             target: rel("dev")?,
         });
+        let system_len = ops.len();
         // Parents before children, so a nested grant lands inside its parent's mount.
         let mut grants = grants;
         grants.sort_by_key(|g| g.path.components().count());
@@ -341,7 +353,7 @@ impl MountPlan {
                 path: rel_path(workdir)?,
             });
         }
-        Ok(MountPlan { ops })
+        Ok(MountPlan { ops, system_len })
     }
 }
 
@@ -358,11 +370,6 @@ pub(crate) fn is_clean_absolute(path: &Path) -> bool {
 fn fd_path(fd: RawFd) -> CString {
     // Cannot contain NUL: digits only.
     CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
-}
-
-/// Opens an existing path beneath `root`, refusing symlinks.
-fn ensure_existing_beneath(root: RawFd, rel: &CString) -> io::Result<OwnedFd> {
-    sys::open_beneath(root, rel, libc::O_PATH as u64)
 }
 
 /// Walks `rel` beneath `root`, creating missing directories (and, if
@@ -446,7 +453,11 @@ pub(crate) fn open_sources(plan: &MountPlan) -> Result<Vec<OwnedFd>, String> {
 /// the failing step.
 pub(crate) fn apply(plan: &MountPlan, sources: &[OwnedFd], root: RawFd) -> Result<(), String> {
     let mut sources = sources.iter();
-    for op in &plan.ops {
+    let mut staging = Staging {
+        root,
+        dirs: Vec::new(),
+    };
+    for (i, op) in plan.ops.iter().enumerate() {
         let source = match op {
             Op::Bind {
                 source: Source::Beneath(_),
@@ -454,7 +465,10 @@ pub(crate) fn apply(plan: &MountPlan, sources: &[OwnedFd], root: RawFd) -> Resul
             } => sources.next().map(|fd| fd.as_raw_fd()),
             _ => None,
         };
-        apply_op(op, source, root).map_err(|e| format!("{}: {e}", describe(op)))?;
+        let fresh = i < plan.system_len;
+        staging
+            .apply(op, source, fresh)
+            .map_err(|e| format!("{}: {e}", describe(op)))?;
     }
     Ok(())
 }
@@ -466,140 +480,220 @@ fn describe(op: &Op) -> String {
         Op::Tmpfs { target, .. } => format!("tmpfs at {}", show(target)),
         Op::Proc { target } => format!("proc at {}", show(target)),
         Op::ReadOnly { target } => format!("read-only remount of {}", show(target)),
-        Op::ProtectProc { target } => format!("protect {}", show(target)),
+        Op::ProtectProc { target, .. } => format!("protect {}", show(target)),
         Op::Symlink { link, .. } => format!("symlink {}", show(link)),
         Op::Dir { path } => format!("directory {}", show(path)),
         Op::File { path, .. } => format!("file {}", show(path)),
     }
 }
 
-fn apply_op(op: &Op, opened: Option<RawFd>, root: RawFd) -> io::Result<()> {
-    match op {
-        Op::Bind {
-            source,
-            target,
-            is_dir,
-            readonly,
-            devices,
-        } => {
-            let target_fd = ensure_beneath(root, target, !is_dir)?;
-            let source_path = match (source, opened) {
-                (Source::Detached(tree), _) => {
-                    return sys::move_mount_onto(tree.as_raw_fd(), target_fd.as_raw_fd());
-                }
-                (Source::HostPath(p), _) => p.clone(),
-                (Source::Beneath(_), Some(fd)) => fd_path(fd),
-                (Source::Beneath(_), None) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        "grant source was not opened",
-                    ))
-                }
-            };
-            let target_path = fd_path(target_fd.as_raw_fd());
-            sys::mount(
-                Some(&source_path),
-                &target_path,
-                None,
-                libc::MS_BIND | libc::MS_REC,
-                None,
-            )?;
-            drop(target_fd);
-            if *devices {
-                // Device nodes keep their own mount's flags; nothing to add.
-                return Ok(());
-            }
-            // Re-open: the path now leads to the new mount's root.
-            let mounted = ensure_beneath(root, target, !is_dir)?;
-            let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
-            if *readonly {
-                attrs |= sys::MOUNT_ATTR_RDONLY;
-            }
-            // Recursive: mounts nested beneath the source get the same.
-            sys::mount_setattr_recursive(mounted.as_raw_fd(), attrs, None)
+/// Splits `a/b/c` into `a/b` and `c` (`""` and `c` for a single name).
+fn split_parent(rel: &CString) -> io::Result<(CString, CString)> {
+    let bytes = rel.as_bytes();
+    let (parent, name) = match bytes.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (&b""[..], bytes),
+    };
+    if name.is_empty() || name == b"." || name == b".." {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "target must end in a name",
+        ));
+    }
+    Ok((sys::cstring(parent)?, sys::cstring(name)?))
+}
+
+/// The root being assembled, with the directories already opened in it.
+///
+/// A cached directory descriptor stays valid until something is mounted on
+/// it or above it (the descriptor would then name the covered directory),
+/// so every mount drops the entries at and beneath its target.
+struct Staging {
+    root: RawFd,
+    dirs: Vec<(CString, OwnedFd)>,
+}
+
+impl Staging {
+    /// The directory `rel` beneath the root (created if missing, symlinks
+    /// refused), opened once.
+    fn dir(&mut self, rel: &CString) -> io::Result<RawFd> {
+        if rel.as_bytes().is_empty() {
+            return Ok(self.root);
         }
-        Op::ProtectProc { target } => {
-            let fd = match ensure_existing_beneath(root, target) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        if let Some((_, fd)) = self.dirs.iter().find(|(p, _)| p == rel) {
+            return Ok(fd.as_raw_fd());
+        }
+        let fd = ensure_beneath(self.root, rel, false)?;
+        let raw = fd.as_raw_fd();
+        self.dirs.push((rel.clone(), fd));
+        Ok(raw)
+    }
+
+    /// Forgets cached directories at or beneath `target`, which is about
+    /// to be covered by a mount.
+    fn covered(&mut self, target: &CString) {
+        let t = target.as_bytes();
+        self.dirs.retain(|(p, _)| {
+            let p = p.as_bytes();
+            !(p == t || (p.len() > t.len() && p.starts_with(t) && p[t.len()] == b'/'))
+        });
+    }
+
+    /// The mount point `name` in `parent`, created if missing, opened
+    /// `O_PATH` with symlinks refused. `fresh`: the parent is part of the
+    /// root Warden itself is building, where nothing exists yet, so create
+    /// first instead of probing.
+    fn mount_point(
+        &self,
+        parent: RawFd,
+        name: &CString,
+        is_dir: bool,
+        fresh: bool,
+    ) -> io::Result<OwnedFd> {
+        if !fresh {
+            match sys::open_beneath(parent, name, libc::O_PATH as u64) {
+                Ok(fd) => return Ok(fd),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(e),
-            };
-            let is_dir = fs::metadata(std::ffi::OsStr::from_bytes(
-                fd_path(fd.as_raw_fd()).as_bytes(),
-            ))?
-            .is_dir();
-            let path = fd_path(fd.as_raw_fd());
-            if is_dir {
-                sys::mount(Some(&path), &path, None, libc::MS_BIND | libc::MS_REC, None)?;
-            } else {
-                sys::mount(Some(c"/dev/null"), &path, None, libc::MS_BIND, None)?;
             }
-            drop(fd);
-            let mounted = ensure_existing_beneath(root, target)?;
-            sys::mount_setattr_recursive(
-                mounted.as_raw_fd(),
-                sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
-                None,
-            )
         }
-        Op::Tmpfs {
-            target,
-            options,
-            flags,
-        } => {
-            let fd = ensure_beneath(root, target, false)?;
-            sys::mount(
-                Some(c"tmpfs"),
-                &fd_path(fd.as_raw_fd()),
-                Some(c"tmpfs"),
-                *flags,
-                Some(options),
-            )
+        let made = if is_dir {
+            sys::mkdirat(parent, name, 0o755)
+        } else {
+            sys::mkfileat(parent, name)
+        };
+        match made {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
         }
-        Op::Proc { target } => {
-            let fd = ensure_beneath(root, target, false)?;
-            sys::mount(
-                Some(c"proc"),
-                &fd_path(fd.as_raw_fd()),
-                Some(c"proc"),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                None,
-            )
-        }
-        Op::Symlink { target, link } => {
-            let bytes = link.as_bytes();
-            let (parent, name) = match bytes.iter().rposition(|b| *b == b'/') {
-                Some(i) => (sys::cstring(&bytes[..i])?, sys::cstring(&bytes[i + 1..])?),
-                None => (CString::default(), link.clone()),
-            };
-            let dir = ensure_beneath(root, &parent, false)?;
-            // symlinkat via the directory's /proc path keeps it beneath root.
-            let mut full = fd_path(dir.as_raw_fd()).into_bytes();
-            full.push(b'/');
-            full.extend_from_slice(name.as_bytes());
-            sys::symlink(target, &sys::cstring(full)?)
-        }
-        Op::ReadOnly { target } => {
-            let fd = ensure_beneath(root, target, false)?;
-            sys::mount(
-                None,
-                &fd_path(fd.as_raw_fd()),
-                None,
-                libc::MS_REMOUNT
-                    | libc::MS_BIND
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NOEXEC,
-                None,
-            )
-        }
-        Op::Dir { path } => ensure_beneath(root, path, false).map(drop),
-        Op::File { path, contents } => {
-            let fd = ensure_beneath(root, path, true)?;
-            let file = fs::OpenOptions::new().write(true).truncate(true).open(
-                std::ffi::OsStr::from_bytes(fd_path(fd.as_raw_fd()).as_bytes()),
-            )?;
-            io::Write::write_all(&mut &file, contents)
+        sys::open_beneath(parent, name, libc::O_PATH as u64)
+    }
+
+    fn apply(&mut self, op: &Op, opened: Option<RawFd>, fresh: bool) -> io::Result<()> {
+        match op {
+            Op::Bind {
+                source,
+                target,
+                is_dir,
+                readonly,
+                devices,
+            } => {
+                let (parent, name) = split_parent(target)?;
+                let parent = self.dir(&parent)?;
+                let point = self.mount_point(parent, &name, *is_dir, fresh)?;
+                let cloned;
+                let tree = match (source, opened) {
+                    (Source::Detached(tree), _) => tree.as_raw_fd(),
+                    (Source::HostPath(p), _) => {
+                        cloned = sys::open_tree_clone(p)?;
+                        cloned.as_raw_fd()
+                    }
+                    (Source::Beneath(_), Some(fd)) => {
+                        cloned = sys::open_tree_clone_at(fd, c"")?;
+                        cloned.as_raw_fd()
+                    }
+                    (Source::Beneath(_), None) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "grant source was not opened",
+                        ))
+                    }
+                };
+                // Device nodes keep their own mount's flags; a prepared
+                // (root-mode) tree already has its attributes.
+                if !*devices && !matches!(source, Source::Detached(_)) {
+                    let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+                    if *readonly {
+                        attrs |= sys::MOUNT_ATTR_RDONLY;
+                    }
+                    // Recursive: mounts nested beneath the source get the same.
+                    sys::mount_setattr_recursive(tree, attrs, None)?;
+                }
+                sys::move_mount_onto(tree, point.as_raw_fd())?;
+                self.covered(target);
+                Ok(())
+            }
+            Op::ProtectProc { target, is_dir } => {
+                let (parent, name) = split_parent(target)?;
+                let parent = self.dir(&parent)?;
+                let point = match sys::open_beneath(parent, &name, libc::O_PATH as u64) {
+                    Ok(fd) => fd,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                let tree = if *is_dir {
+                    sys::open_tree_clone_at(point.as_raw_fd(), c"")?
+                } else {
+                    sys::open_tree_clone(c"/dev/null")?
+                };
+                sys::mount_setattr_recursive(
+                    tree.as_raw_fd(),
+                    sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+                    None,
+                )?;
+                sys::move_mount_onto(tree.as_raw_fd(), point.as_raw_fd())?;
+                self.covered(target);
+                Ok(())
+            }
+            Op::Tmpfs {
+                target,
+                options,
+                flags,
+            } => {
+                let (parent, name) = split_parent(target)?;
+                let parent = self.dir(&parent)?;
+                let point = self.mount_point(parent, &name, true, fresh)?;
+                sys::mount(
+                    Some(c"tmpfs"),
+                    &fd_path(point.as_raw_fd()),
+                    Some(c"tmpfs"),
+                    *flags,
+                    Some(options),
+                )?;
+                self.covered(target);
+                Ok(())
+            }
+            Op::Proc { target } => {
+                let (parent, name) = split_parent(target)?;
+                let parent = self.dir(&parent)?;
+                let point = self.mount_point(parent, &name, true, fresh)?;
+                sys::mount(
+                    Some(c"proc"),
+                    &fd_path(point.as_raw_fd()),
+                    Some(c"proc"),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    None,
+                )?;
+                self.covered(target);
+                Ok(())
+            }
+            Op::Symlink { target, link } => {
+                let (parent, name) = split_parent(link)?;
+                let parent = self.dir(&parent)?;
+                sys::symlinkat(target, parent, &name)
+            }
+            Op::ReadOnly { target } => {
+                let fd = self.dir(target)?;
+                sys::mount(
+                    None,
+                    &fd_path(fd),
+                    None,
+                    libc::MS_REMOUNT
+                        | libc::MS_BIND
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NOEXEC,
+                    None,
+                )
+            }
+            Op::Dir { path } => self.dir(path).map(drop),
+            Op::File { path, contents } => {
+                let (parent, name) = split_parent(path)?;
+                let parent = self.dir(&parent)?;
+                let file = fs::File::from(sys::create_new_file(parent, &name)?);
+                io::Write::write_all(&mut &file, contents)
+            }
         }
     }
 }

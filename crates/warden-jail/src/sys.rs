@@ -519,9 +519,27 @@ pub fn mkfileat(dirfd: RawFd, name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-pub fn symlink(target: &CStr, link: &CStr) -> io::Result<()> {
+/// Creates the symbolic link `name` in the directory open as `dirfd`.
+pub fn symlinkat(target: &CStr, dirfd: RawFd, name: &CStr) -> io::Result<()> {
     // SAFETY: both are NUL-terminated strings.
-    check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }).map(drop)
+    check(unsafe { libc::symlinkat(target.as_ptr(), dirfd, name.as_ptr()) }).map(drop)
+}
+
+/// Creates the file `name` in the directory open as `dirfd`, failing if
+/// anything (a symlink included) already has that name; returns it open
+/// for writing.
+pub fn create_new_file(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is NUL-terminated.
+    let fd = check(unsafe {
+        libc::openat(
+            dirfd,
+            name.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o644 as libc::c_uint,
+        )
+    })?;
+    // SAFETY: openat succeeded; the descriptor is ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// struct mount_attr for mount_setattr(2).
@@ -553,6 +571,24 @@ pub fn open_tree_clone(path: &CStr) -> io::Result<OwnedFd> {
     let fd = check_long(unsafe {
         libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags)
     })?;
+    // SAFETY: the kernel returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// open_tree(OPEN_TREE_CLONE | AT_RECURSIVE) of what `dirfd` refers to
+/// (an `O_PATH` descriptor) when `name` is empty, else of `name` beneath
+/// it, not following a symlink at its end.
+pub fn open_tree_clone_at(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    let mut flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | AT_RECURSIVE
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    if name.is_empty() {
+        flags |= libc::AT_EMPTY_PATH as libc::c_uint;
+    }
+    // SAFETY: name is NUL-terminated; open_tree takes no other pointers.
+    let fd =
+        check_long(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, name.as_ptr(), flags) })?;
     // SAFETY: the kernel returned a new descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
