@@ -52,6 +52,9 @@ pub struct JailBackend {
     seccomp: SeccompProgram,
     layout: SystemLayout,
     cgroups: Result<Box<dyn CgroupDriver>, String>,
+    /// Groups left by Warden processes killed mid-run are removed once,
+    /// after the first run's jail is started (off its critical path).
+    stale_cleaned: std::cell::Cell<bool>,
     signals: OwnedFd,
 }
 
@@ -62,9 +65,6 @@ impl JailBackend {
         let layout =
             SystemLayout::probe().map_err(|e| BackendError::setup("probe system layout", e))?;
         let cgroups = cgroup::detect();
-        if let Ok(driver) = &cgroups {
-            driver.clean_stale();
-        }
         let signals = sys::signalfd_for_termination()
             .map_err(|e| BackendError::setup("watch termination signals", e))?;
         Ok(JailBackend {
@@ -73,6 +73,7 @@ impl JailBackend {
             seccomp,
             layout,
             cgroups,
+            stale_cleaned: Default::default(),
             signals,
         })
     }
@@ -325,6 +326,9 @@ impl JailBackend {
             group.kill_all();
             let _ = group.remove();
             return Err(BackendError::setup("hand the cgroup to the jail", e));
+        }
+        if !self.stale_cleaned.replace(true) {
+            driver.clean_stale();
         }
         Ok(Some(group))
     }

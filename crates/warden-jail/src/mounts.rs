@@ -179,7 +179,9 @@ impl SystemLayout {
                 continue;
             }
             if meta.is_file() && meta.len() <= COPY_LIMIT {
-                let contents = fs::read(&path)?;
+                // The size is known: one read, one to see the end.
+                let mut contents = Vec::with_capacity(meta.len() as usize + 1);
+                io::Read::read_to_end(&mut fs::File::open(&path)?, &mut contents)?;
                 entries.push(SystemEntry::Copy { path, contents });
                 continue;
             }

@@ -48,9 +48,9 @@ pub trait CgroupDriver: Send + Sync {
 /// carries the memory controller, else v1 when its memory, pids and CPU
 /// controllers are mounted and writable. The error says why neither works.
 pub fn detect() -> Result<Box<dyn CgroupDriver>, String> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+    let mountinfo = read_text("/proc/self/mountinfo")
         .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-    let own = fs::read_to_string("/proc/self/cgroup")
+    let own = read_text("/proc/self/cgroup")
         .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
     let mounts = parse_mountinfo(&mountinfo);
     let mut reasons = Vec::new();
@@ -143,13 +143,22 @@ pub(crate) fn open_for_join(path: &Path) -> io::Result<OwnedFd> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
+/// Reads a small kernel-generated text file (procfs, cgroupfs) in one
+/// `read` where it fits: these files report size 0, so `fs::read_to_string`
+/// would stat first and then grow its buffer in many small reads.
+pub(crate) fn read_text(path: impl AsRef<Path>) -> io::Result<String> {
+    let mut buf = Vec::with_capacity(16 << 10);
+    io::Read::read_to_end(&mut fs::File::open(path)?, &mut buf)?;
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 pub(crate) fn read_u64(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
+    read_text(path).ok()?.trim().parse().ok()
 }
 
 /// Value of `key` in a flat-keyed file like memory.events or cpu.stat.
 pub(crate) fn read_keyed(path: &Path, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+    let text = read_text(path).ok()?;
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()
@@ -157,7 +166,7 @@ pub(crate) fn read_keyed(path: &Path, key: &str) -> Option<u64> {
 }
 
 pub(crate) fn kill_procs(dir: &Path) -> usize {
-    let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) else {
+    let Ok(text) = read_text(dir.join("cgroup.procs")) else {
         return 0;
     };
     let mut n = 0;

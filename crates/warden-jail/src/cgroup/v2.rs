@@ -37,7 +37,7 @@ impl V2Driver {
 
     /// Uses `own` (our own group's directory) as the delegation point.
     pub(crate) fn at(own: PathBuf) -> Result<Self, String> {
-        let available = fs::read_to_string(own.join("cgroup.controllers"))
+        let available = super::read_text(own.join("cgroup.controllers"))
             .map_err(|e| format!("cannot read {}/cgroup.controllers: {e}", own.display()))?;
         for c in NEEDED {
             if !available.split_whitespace().any(|a| a == c) {
