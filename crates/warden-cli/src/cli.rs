@@ -112,6 +112,15 @@ pub struct RunArgs {
     /// Reproducible WebAssembly run: fixed clock, seeded randomness (WASM backend only).
     #[arg(long)]
     pub deterministic: bool,
+    /// A module the program may call by name with module:call:NAME (WASM backend only; repeatable).
+    #[arg(long = "module", value_name = "NAME=PATH")]
+    pub modules: Vec<String>,
+    /// Whose key-value store the run uses (kv:read / kv:write grants).
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+    /// Directory of the key-value stores [default: $WARDEN_KV_DIR, else /var/lib/warden/kv for root, else ~/.local/share/warden/kv].
+    #[arg(long = "kv-dir", value_name = "DIR")]
+    pub kv_dir: Option<PathBuf>,
     /// Isolation backend: jail, or wasm (chosen automatically for .wasm/.wat/.cwasm).
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,

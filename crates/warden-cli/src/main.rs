@@ -182,18 +182,41 @@ fn run(args: RunArgs) -> ExitCode {
         backend: args.backend,
         fuel: args.fuel,
         deterministic: args.deterministic,
+        tenant: args.tenant,
+        modules: args.modules,
+        // Filled by leased secrets later.
+        redact: Vec::new(),
         caller_env: std::env::vars().collect(),
-        cwd,
+        cwd: cwd.clone(),
     };
     let prepared = match warden_engine::prepare(&request, id.clone()) {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
-    let mut engine = Engine::new();
+    let kv_dir = args
+        .kv_dir
+        .map(|d| cwd.join(d))
+        .or_else(warden_engine::default_kv_dir);
+    let mut engine = Engine::new().with_kv_dir(kv_dir);
     let report = match engine.run(&prepared) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
+    // What the guest logged through the host, one line per record.
+    {
+        let mut err = std::io::stderr().lock();
+        for record in &report.logs {
+            let _ = writeln!(
+                err,
+                "warden: log: {}: {}",
+                record.level.as_str(),
+                printable(&record.message)
+            );
+        }
+        if report.logs_truncated {
+            let _ = writeln!(err, "warden: log: (records dropped or cut at the log cap)");
+        }
+    }
     if let Some(error) = &report.error {
         // One line here; the report keeps the whole message (e.g. a trap's backtrace).
         let first = error.lines().next().unwrap_or_default();
@@ -207,18 +230,34 @@ fn run(args: RunArgs) -> ExitCode {
     ExitCode::from(status)
 }
 
+/// `text` with control characters escaped, so that a guest's log message
+/// cannot move the cursor or forge other lines on the caller's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<char>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 fn exit_status(report: &Report) -> u8 {
     u8::try_from(report.exit_status()).unwrap_or(EXIT_WARDEN_ERROR)
 }
 
+/// `warden compile`: precompiles a module for this host. The `.cwasm`
+/// carries a tag under the host key of the wasm backend's cache directory
+/// (`$WARDEN_CACHE_DIR`, …), so only this host's `warden run`, with the same
+/// key, accepts it. Written beside `output` and renamed into place: a
+/// reader never sees half a file.
 fn compile(module: &Path, output: &Path, metered: bool) -> ExitCode {
     let result = std::fs::read(module)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", module.display()))
         .and_then(|bytes| Ok(Engine::new().compile(&bytes, metered)?))
-        .and_then(|compiled| {
-            std::fs::write(output, compiled)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))
-        });
+        .and_then(|compiled| write_atomically(output, &compiled));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -226,6 +265,33 @@ fn compile(module: &Path, output: &Path, metered: bool) -> ExitCode {
             ExitCode::from(EXIT_WARDEN_ERROR)
         }
     }
+}
+
+/// Writes `bytes` to a new temporary file next to `path` (mode 0644) and
+/// renames it over `path` (replacing a symlink there instead of following
+/// it).
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("cannot write {}: not a file name", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", invocation_id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e));
+    }
+    Ok(())
 }
 
 fn policy_check(file: &Path) -> ExitCode {

@@ -55,6 +55,9 @@ impl Default for EffectiveLimits {
 /// One run of untrusted code, fully resolved: the effective grants are
 /// already the intersection of what was requested and what the policy
 /// allows, and every path is absolute.
+///
+/// `Default` is an empty invocation (no argv, no grants, default limits,
+/// tenant `default`); fill in what a run needs with `..Default::default()`.
 #[derive(Clone, Debug)]
 pub struct Invocation {
     pub invocation_id: String,
@@ -72,4 +75,66 @@ pub struct Invocation {
     /// WASM only: fixed clock, seeded randomness, no threads — same input,
     /// same output.
     pub deterministic: bool,
+    /// WASM only: the seed of the random stream in deterministic mode
+    /// (`None`: Warden's fixed seed). Two runs with the same seed and input
+    /// give the same output.
+    pub deterministic_seed: Option<u64>,
+    /// Who the run is for: selects the tenant's key-value store (the `kv`
+    /// host capability). A name of ASCII letters, digits, `_`, `-` and `.`
+    /// (not starting with `.` or `-`), at most 64 bytes; see
+    /// [`valid_tenant`].
+    pub tenant: String,
+    /// Literal strings replaced by `[REDACTED]` in what the run logs
+    /// through the host (`log` capability), e.g. leased secret values.
+    pub redact: Vec<String>,
+    /// WASM only: modules the run may call by name (`module:call:NAME`),
+    /// besides those registered with the backend.
+    pub modules: Vec<ModuleRef>,
+}
+
+impl Default for Invocation {
+    fn default() -> Self {
+        Invocation {
+            invocation_id: "0".repeat(32),
+            argv: Vec::new(),
+            env: Vec::new(),
+            workdir: PathBuf::from("/"),
+            capabilities: Vec::new(),
+            limits: EffectiveLimits::default(),
+            fuel: None,
+            deterministic: false,
+            deterministic_seed: None,
+            tenant: DEFAULT_TENANT.to_string(),
+            redact: Vec::new(),
+            modules: Vec::new(),
+        }
+    }
+}
+
+/// The tenant of a run that names none.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// True if `name` is a valid tenant name: 1 to 64 ASCII letters, digits,
+/// `_`, `-` and `.`, starting with a letter, digit or `_` (so it is safe
+/// as a file name).
+pub fn valid_tenant(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A module another module may call by name (`module:call:NAME`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleRef {
+    /// The name callers use (the alphabet of `module:call:NAME`).
+    pub name: String,
+    /// The module file (absolute).
+    pub path: PathBuf,
+    /// What the module asks for. A callee gets these grants intersected
+    /// with its caller's (never more than the caller has); `None` means
+    /// "whatever the caller has".
+    pub grants: Option<Vec<Capability>>,
 }

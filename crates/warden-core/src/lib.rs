@@ -7,8 +7,8 @@ mod invocation;
 mod outcome;
 mod report;
 
-pub use invocation::{EffectiveLimits, Invocation};
-pub use outcome::{exit_status, Enforcement, Outcome, Status, Violation};
+pub use invocation::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, DEFAULT_TENANT};
+pub use outcome::{exit_status, Enforcement, LogLevel, LogRecord, Outcome, Status, Violation};
 pub use report::Report;
 
 use thiserror::Error;

@@ -45,6 +45,36 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// Severity of a record a guest logged through the host (`log:write`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// One record a guest logged through the host: already capped and redacted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogRecord {
+    pub level: LogLevel,
+    pub message: String,
+}
+
 /// How each limit was enforced on this run, e.g. `memory` → `cgroup_v1`.
 pub type Enforcement = BTreeMap<String, String>;
 
@@ -70,6 +100,11 @@ pub struct Outcome {
     pub fuel_consumed: Option<u64>,
     /// WASM only: time to instantiate the module, in µs.
     pub instantiate_us: Option<u64>,
+    /// WASM only: what the guest logged through the host (`log:write`),
+    /// in order, capped and redacted.
+    pub logs: Vec<LogRecord>,
+    /// Log records (or bytes of them) were dropped at the cap.
+    pub logs_truncated: bool,
 }
 
 impl Outcome {
@@ -92,6 +127,8 @@ impl Outcome {
             error: None,
             fuel_consumed: None,
             instantiate_us: None,
+            logs: Vec::new(),
+            logs_truncated: false,
         }
     }
 

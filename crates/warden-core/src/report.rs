@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use crate::{EffectiveLimits, Enforcement, Outcome, Status, Violation};
+use crate::{EffectiveLimits, Enforcement, LogRecord, Outcome, Status, Violation};
 
 /// The JSON report of one run (`--report`). Field names are Warden's
 /// contract; docs/report.schema.json describes them.
@@ -26,6 +26,13 @@ pub struct Report {
     pub error: Option<String>,
     pub fuel_consumed: Option<u64>,
     pub instantiate_us: Option<u64>,
+    /// WASM only: records the guest logged through the host; omitted when
+    /// there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogRecord>,
+    /// Present (and true) only when log records were dropped at the cap.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub logs_truncated: bool,
 }
 
 impl Report {
@@ -58,6 +65,8 @@ impl Report {
             error: outcome.error,
             fuel_consumed: outcome.fuel_consumed,
             instantiate_us: outcome.instantiate_us,
+            logs: outcome.logs,
+            logs_truncated: outcome.logs_truncated,
         }
     }
 
@@ -167,6 +176,33 @@ mod tests {
         }
         assert_eq!(report["violations"][0]["detail"], "ptrace denied");
         assert_eq!(report["limits"]["wall_time_ms"], 60000);
+
+        // The optional fields: present only when there is something to say,
+        // described in the schema but not required.
+        let mut with_logs = sample();
+        with_logs.logs = vec![LogRecord {
+            level: crate::LogLevel::Warn,
+            message: "low disk".into(),
+        }];
+        with_logs.logs_truncated = true;
+        let with_logs = serde_json::to_value(with_logs).expect("report serialises");
+        let properties = keys(&schema["properties"]);
+        let optional: Vec<String> = keys(&with_logs)
+            .into_iter()
+            .filter(|k| !required(&schema).contains(k))
+            .collect();
+        assert_eq!(optional, ["logs", "logs_truncated"]);
+        for k in &optional {
+            assert!(properties.contains(k), "{k} is not in the schema");
+        }
+        assert_eq!(with_logs["logs"][0]["level"], "warn");
+        assert_eq!(with_logs["logs"][0]["message"], "low disk");
+        let log_item = &schema["properties"]["logs"]["items"];
+        assert_eq!(keys(&with_logs["logs"][0]), required(log_item));
+        let levels = log_item["properties"]["level"]["enum"].as_array().unwrap();
+        for level in ["trace", "debug", "info", "warn", "error"] {
+            assert!(levels.iter().any(|l| l == level), "{level}");
+        }
     }
 
     #[test]

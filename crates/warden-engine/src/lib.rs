@@ -6,6 +6,8 @@
 mod request;
 
 pub use request::{prepare, Prepared, RunRequest};
+/// Where the WASM backend's key-value stores live by default.
+pub use warden_wasm::default_kv_dir;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -122,11 +124,29 @@ pub fn check_policy_file(path: &Path) -> Result<(Vec<String>, bool), EngineError
 pub struct Engine {
     jail: Option<warden_jail::JailBackend>,
     wasm: Option<warden_wasm::WasmBackend>,
+    /// Where the WASM backend keeps the tenants' key-value stores.
+    kv_dir: Option<PathBuf>,
 }
 
 impl Engine {
     pub fn new() -> Self {
         Engine::default()
+    }
+
+    /// Sets the directory of the key-value stores of the `kv` host
+    /// capability (see [`warden_wasm::default_kv_dir`]); without one, the
+    /// WASM backend's `kv` functions answer `unavailable`. Takes effect for
+    /// a backend not made yet.
+    pub fn with_kv_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.kv_dir = dir;
+        self
+    }
+
+    fn wasm_backend(&self) -> Result<warden_wasm::WasmBackend, BackendError> {
+        warden_wasm::WasmBackend::with_config(warden_wasm::WasmConfig {
+            kv_dir: self.kv_dir.clone(),
+            ..warden_wasm::WasmConfig::default()
+        })
     }
 
     /// The backend named `name`. A process should use one backend: the
@@ -145,7 +165,7 @@ impl Engine {
             }
             "wasm" => {
                 if self.wasm.is_none() {
-                    self.wasm = Some(warden_wasm::WasmBackend::new()?);
+                    self.wasm = Some(self.wasm_backend()?);
                 }
                 self.wasm
                     .as_ref()
@@ -160,7 +180,7 @@ impl Engine {
     /// for runs with a fuel budget).
     pub fn compile(&mut self, bytes: &[u8], metered: bool) -> Result<Vec<u8>, EngineError> {
         if self.wasm.is_none() {
-            self.wasm = Some(warden_wasm::WasmBackend::new()?);
+            self.wasm = Some(self.wasm_backend()?);
         }
         let wasm = self
             .wasm

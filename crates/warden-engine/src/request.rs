@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use warden_core::{EffectiveLimits, Invocation};
+use warden_core::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, DEFAULT_TENANT};
 use warden_policy::{Capability, Grant, Limits, Policy};
 
 use crate::{load_policy, route, EngineError};
@@ -27,6 +27,14 @@ pub struct RunRequest {
     pub fuel: Option<u64>,
     /// `--deterministic` (WASM only).
     pub deterministic: bool,
+    /// `--tenant NAME`: whose key-value store the run uses (default
+    /// `default`).
+    pub tenant: Option<String>,
+    /// `--module NAME=PATH` (WASM only): modules the run may call by name
+    /// (with `module:call:NAME`).
+    pub modules: Vec<String>,
+    /// Literal strings to replace by `[REDACTED]` in what the run logs.
+    pub redact: Vec<String>,
     /// The caller's environment, where `--env NAME` and `env:NAME` grants
     /// take their values.
     pub caller_env: Vec<(String, String)>,
@@ -133,6 +141,36 @@ fn entry_file(argv: &[String], cwd: &Path) -> Option<PathBuf> {
     (canonical.starts_with(&cwd) && fs::metadata(&canonical).ok()?.is_file()).then_some(canonical)
 }
 
+/// Parses `--module NAME=PATH` values: a name callers use with
+/// `module:call:NAME`, and an existing module file (relative to `cwd`).
+fn callable_modules(specs: &[String], cwd: &Path) -> Result<Vec<ModuleRef>, EngineError> {
+    let mut modules: Vec<ModuleRef> = Vec::new();
+    for spec in specs {
+        let bad = |why: String| EngineError::Request(format!("--module {spec}: {why}"));
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=PATH".into()))?;
+        match format!("module:call:{name}").parse::<Capability>() {
+            Ok(Capability::ModuleCall(_)) => {}
+            Ok(_) => return Err(bad(format!("invalid module name {name:?}"))),
+            Err(e) => return Err(bad(e.to_string())),
+        }
+        if modules.iter().any(|m| m.name == name) {
+            return Err(bad(format!("module {name} is given twice")));
+        }
+        let path = fs::canonicalize(cwd.join(path)).map_err(|e| bad(format!("{path}: {e}")))?;
+        if !path.is_file() {
+            return Err(bad(format!("{}: not a file", path.display())));
+        }
+        modules.push(ModuleRef {
+            name: name.to_string(),
+            path,
+            grants: None,
+        });
+    }
+    Ok(modules)
+}
+
 /// Resolves a request: parses grants, intersects them with the policy,
 /// fills limits, collects the environment and the working directory.
 pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, EngineError> {
@@ -147,6 +185,21 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             "--fuel and --deterministic apply to WebAssembly modules only (backend wasm)".into(),
         ));
     }
+    if backend == "jail" && !req.modules.is_empty() {
+        return Err(EngineError::Request(
+            "--module applies to WebAssembly modules only (backend wasm)".into(),
+        ));
+    }
+    let tenant = req
+        .tenant
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TENANT.to_string());
+    if !valid_tenant(&tenant) {
+        return Err(EngineError::Request(format!(
+            "--tenant {tenant:?}: expected 1-64 ASCII letters, digits, '_', '-' or '.', not starting with '-' or '.'"
+        )));
+    }
+    let modules = callable_modules(&req.modules, &req.cwd)?;
     let mut requested: Vec<Capability> = Vec::new();
     let mut limits = req.limits.clone();
     for text in &req.allow {
@@ -271,8 +324,62 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             limits: effective,
             fuel: req.fuel,
             deterministic: req.deterministic,
+            deterministic_seed: None,
+            tenant,
+            redact: req.redact.clone(),
+            modules,
         },
         backend,
         policy_digest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callable_modules_and_tenants_are_checked() {
+        let dir =
+            std::env::temp_dir().join(format!("warden-engine-modules-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("m.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        let req = |modules: &[&str], tenant: Option<&str>, program: &str| RunRequest {
+            argv: vec![program.to_string()],
+            modules: modules.iter().map(|s| s.to_string()).collect(),
+            tenant: tenant.map(str::to_string),
+            cwd: dir.clone(),
+            ..RunRequest::default()
+        };
+        let id = || "0".repeat(32);
+        let p = prepare(&req(&["parser=m.wasm"], Some("acme"), "main.wasm"), id()).unwrap();
+        assert_eq!(p.invocation.tenant, "acme");
+        assert_eq!(p.invocation.modules.len(), 1);
+        assert_eq!(p.invocation.modules[0].name, "parser");
+        assert_eq!(
+            p.invocation.modules[0].path,
+            fs::canonicalize(dir.join("m.wasm")).unwrap()
+        );
+        assert_eq!(p.invocation.modules[0].grants, None);
+        let p = prepare(&req(&[], None, "main.wasm"), id()).unwrap();
+        assert_eq!(p.invocation.tenant, "default");
+
+        for bad in [
+            &["parser"][..],
+            &["../x=m.wasm"],
+            &["p=missing.wasm"],
+            &["p=m.wasm", "p=m.wasm"],
+        ] {
+            let err = prepare(&req(bad, None, "main.wasm"), id()).unwrap_err();
+            assert!(err.to_string().starts_with("--module "), "{bad:?}: {err}");
+        }
+        for bad in ["../x", "", ".hidden", "a/b"] {
+            let err = prepare(&req(&[], Some(bad), "main.wasm"), id()).unwrap_err();
+            assert!(err.to_string().contains("--tenant"), "{bad:?}: {err}");
+        }
+        // --module is for WebAssembly runs only.
+        let err = prepare(&req(&["p=m.wasm"], None, "python3"), id()).unwrap_err();
+        assert!(err.to_string().contains("WebAssembly"), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

@@ -60,6 +60,7 @@ fn main() {
         limits: EffectiveLimits::default(),
         fuel: None,
         deterministic: false,
+        ..Invocation::default()
     };
     let io = RunIo {
         stdin: Input::Empty,

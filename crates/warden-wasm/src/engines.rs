@@ -151,12 +151,24 @@ fn make_slot(config: &WasmConfig, kind: EngineKind) -> Result<EngineSlot, WasmEr
             message: format!("linking proc_exit: {e:#}"),
         })?;
     linker.allow_shadowing(false);
+    // Warden's host capabilities (`warden` module) and the gated clocks
+    // and randomness.
+    crate::host::p1::add_to_linker(&mut linker).map_err(|e| WasmError::Engine {
+        kind,
+        message: format!("linking Warden's host functions: {e:#}"),
+    })?;
 
     let mut component_linker = wasmtime::component::Linker::<RunState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(|e| {
         WasmError::Engine {
             kind,
             message: format!("linking WASI preview 2: {e:#}"),
+        }
+    })?;
+    crate::host::component::add_to_linker(&mut component_linker).map_err(|e| {
+        WasmError::Engine {
+            kind,
+            message: format!("linking warden:host: {e:#}"),
         }
     })?;
     Ok(EngineSlot {

@@ -22,14 +22,49 @@
 //!   crash; `proc_exit(n)` is `exited` with code `n`.
 //! * **Prepared once.** Engines (pooling allocator when the memory limit
 //!   fits a pool slot) and the WASI linkers are made once per backend;
-//!   modules are compiled once per file version and engine.
+//!   modules are compiled once per content digest and engine: kept in
+//!   memory per file version, and on disk across processes.
+//! * **Compile cache and `.cwasm` authentication.** A compiled `.wasm` or
+//!   `.wat` is stored in [`WasmConfig::cache_dir`] (by default
+//!   `$WARDEN_CACHE_DIR`, else `/var/cache/warden/wasm` for root, else
+//!   `$XDG_CACHE_HOME/warden/wasm` or `~/.cache/warden/wasm`), named by the
+//!   SHA-256 of its content and a fingerprint of the engine (wasmtime
+//!   version, fuel, pooling, compiler settings), and tagged with
+//!   HMAC-SHA256 under a per-host key kept in the same directory (`key`,
+//!   32 random bytes, mode 0600). A load checks the tag, the digest and the
+//!   fingerprint before wasmtime's deserializer sees a byte; a bad entry is
+//!   deleted and the module recompiled. Entries are written atomically and
+//!   evicted least recently used beyond 1,024 entries or
+//!   [`WasmConfig::cache_max_bytes`]. A directory that is a symlink, is not
+//!   the user's own or is group/other-writable is not used at all.
+//!   `warden compile` ([`WasmBackend::precompile`]) seals a `.cwasm` with a
+//!   trailer tag under the same key, and only a `.cwasm` whose tag checks out
+//!   is loaded: anything else is an invalid module (exit 126), so a `.cwasm`
+//!   from elsewhere cannot smuggle in native code.
+//! * **Compiles are bounded.** A module is compiled on a worker thread that
+//!   the run waits for only until its wall-clock deadline (then the outcome
+//!   is `timeout`, exit 124), one compile per module digest at a time and at
+//!   most one per core; sources are limited to [`MAX_MODULE_BYTES`].
+//! * **Host capabilities.** `log`, `kv`, `http` and `call`, exported as the
+//!   preview-1 import module `warden` and the WIT package
+//!   `warden:host@0.1.0` (wit/host.wit; docs/host.md), each checked against
+//!   a capability (`log:write`, `kv:read:NS`/`kv:write:NS`, `net:http:HOST`,
+//!   `module:call:NAME`); WASI clocks and randomness need `clock:read` and
+//!   `random:read`. A module importing an interface it has no grant for is
+//!   refused before it starts (exit status 126); a refused call is a status
+//!   code for the guest and a `capability` violation in the report.
 //! * **Threads.** [`WasmBackend`] is `Send + Sync` and cheap to clone; runs
 //!   on several threads at once are fine. A run blocks its thread; from
 //!   async code call it on a blocking thread (`spawn_blocking`).
 #![deny(unsafe_code)]
 
+mod cache;
+mod compile;
 mod deterministic;
 mod engines;
+#[doc(hidden)]
+pub mod fuzzing;
+mod host;
 mod limiter;
 mod module;
 mod output;
@@ -42,8 +77,14 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use warden_core::{Backend, BackendError, Invocation, Outcome, Status};
 
+pub use cache::{
+    default_dir as default_cache_dir, CacheError, DEFAULT_CACHE_MAX_BYTES, MAX_ARTIFACT_BYTES,
+};
 pub use deterministic::{FIXED_WALL_CLOCK, MONOTONIC_STEP_NS, SEED as DETERMINISTIC_SEED};
 pub use engines::EngineKind;
+pub use host::http::HttpConfig;
+pub use host::kv::default_kv_dir;
+pub use host::{HostCode, P1_MODULE, WIT_PACKAGE};
 pub use module::{ModuleFormat, PreparedModule, MAX_MODULE_BYTES};
 pub use output::{Input, Output, RunIo, SharedBuffer};
 
@@ -72,6 +113,19 @@ pub struct WasmConfig {
     pub epoch_tick: Duration,
     /// Maximum wasm stack of a run (wasmtime's `max_wasm_stack`).
     pub max_wasm_stack: usize,
+    /// Directory of the on-disk compile cache and of the host key that
+    /// authenticates its entries and `.cwasm` files; `None`: no disk cache,
+    /// and `.cwasm` files can be neither made nor run. Default:
+    /// [`default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// Byte budget of the on-disk compile cache.
+    pub cache_max_bytes: u64,
+    /// Directory of the key-value stores (`kv` capability), one database
+    /// file per tenant, made with mode 0700 on first use. `None`: the `kv`
+    /// functions answer `unavailable`.
+    pub kv_dir: Option<PathBuf>,
+    /// Deadline and size caps of the `http` capability.
+    pub http: HttpConfig,
 }
 
 impl Default for WasmConfig {
@@ -85,6 +139,10 @@ impl Default for WasmConfig {
             pool_decommit_batch: 1,
             epoch_tick: Duration::from_millis(1),
             max_wasm_stack: 512 << 10,
+            cache_dir: cache::default_dir(),
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            kv_dir: None,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -105,6 +163,10 @@ pub enum WasmError {
     },
     #[error("{}: invalid module: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
+    #[error("{}: compiling the module did not finish before the wall-clock deadline", path.display())]
+    CompileTimeout { path: PathBuf },
+    #[error("cannot authenticate precompiled modules: {0}")]
+    HostKey(String),
     #[error("{}: cannot link: {message}", path.display())]
     Link { path: PathBuf, message: String },
     #[error("capability {0} is not supported by the wasm backend yet")]
@@ -117,6 +179,16 @@ pub enum WasmError {
     Store(String),
     #[error("module {module} was prepared for another engine (metered: {metered}); prepare it for this invocation")]
     WrongEngine { module: String, metered: bool },
+    #[error("{}: imports {import}, which needs capability {capability} (not granted)", path.display())]
+    UngrantedImport {
+        path: PathBuf,
+        import: String,
+        capability: &'static str,
+    },
+    #[error("invalid tenant name {0:?} (1-64 ASCII letters, digits, '_', '-', '.', not starting with '-' or '.')")]
+    Tenant(String),
+    #[error("invalid module name {0:?} (ASCII letters, digits, '_', '-', '.', not starting with '-' or '.')")]
+    ModuleName(String),
 }
 
 impl From<WasmError> for BackendError {
@@ -132,6 +204,7 @@ impl From<WasmError> for BackendError {
 struct Inner {
     engines: engines::Engines,
     cache: module::ModuleCache,
+    host: host::HostShared,
 }
 
 /// The wasm backend. Cheap to clone; clones share engines, the module
@@ -149,6 +222,7 @@ impl WasmBackend {
     }
 
     pub fn with_config(config: WasmConfig) -> Result<Self, BackendError> {
+        let host = host::HostShared::new(config.kv_dir.clone(), config.http.clone());
         let engines = engines::Engines::new(config)?;
         // Make the common engine now: a broken host shows at start-up,
         // and the first run does not pay for it.
@@ -156,14 +230,66 @@ impl WasmBackend {
         engines.get(kind)?;
         Ok(WasmBackend {
             inner: Arc::new(Inner {
+                cache: module::ModuleCache::new(engines.config()),
                 engines,
-                cache: module::ModuleCache::default(),
+                host,
             }),
         })
     }
 
     pub fn config(&self) -> &WasmConfig {
         self.inner.engines.config()
+    }
+
+    pub(crate) fn engines(&self) -> &engines::Engines {
+        &self.inner.engines
+    }
+
+    pub(crate) fn host_shared(&self) -> &host::HostShared {
+        &self.inner.host
+    }
+
+    /// Registers a module other modules may call by `name`
+    /// (`module:call:NAME`). `grants`: what it asks for (a callee gets
+    /// them narrowed to its caller's); `None`: whatever its caller has.
+    /// Replaces an earlier registration of the same name. An invocation's
+    /// own [`Invocation::modules`] take precedence.
+    pub fn register_module(
+        &self,
+        name: &str,
+        path: &Path,
+        grants: Option<Vec<warden_policy::Capability>>,
+    ) -> Result<(), WasmError> {
+        host::call::check_name(name).map_err(|_| WasmError::ModuleName(name.to_string()))?;
+        let path = std::fs::canonicalize(path).map_err(|source| WasmError::NotFound {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.inner
+            .host
+            .modules
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                name.to_string(),
+                warden_core::ModuleRef {
+                    name: name.to_string(),
+                    path,
+                    grants,
+                },
+            );
+        Ok(())
+    }
+
+    /// The module registered as `name`.
+    pub fn registered_module(&self, name: &str) -> Option<warden_core::ModuleRef> {
+        self.inner
+            .host
+            .modules
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// The engine an invocation runs in.
@@ -183,28 +309,21 @@ impl WasmBackend {
     /// Compiles (or fetches from the cache) the module at `path` for an
     /// engine of `kind`.
     pub fn prepare(&self, path: &Path, kind: EngineKind) -> Result<PreparedModule, WasmError> {
-        let slot = self.inner.engines.get(kind)?;
-        self.inner.cache.get_or_load(&slot, kind, path)
+        self.prepare_until(path, kind, None)
     }
 
     /// Compiles `bytes` (a module, binary or text, or a component) to a
-    /// `.cwasm` for engines that meter fuel (`metered`) or not. The result
-    /// is loadable by the same wasmtime version with the same settings only.
+    /// `.cwasm` for engines that meter fuel (`metered`) or not, sealed with
+    /// the host key of [`WasmConfig::cache_dir`]. The result is loadable on
+    /// this host (same key), by the same wasmtime version with the same
+    /// settings only.
     pub fn precompile(&self, bytes: &[u8], metered: bool) -> Result<Vec<u8>, WasmError> {
         let kind = self.inner.engines.kind_for(
             warden_core::EffectiveLimits::default().memory_bytes,
             metered,
         );
         let slot = self.inner.engines.get(kind)?;
-        let compiled = if module::is_component(bytes) {
-            slot.engine.precompile_component(bytes)
-        } else {
-            slot.engine.precompile_module(bytes)
-        };
-        compiled.map_err(|e| WasmError::Invalid {
-            path: PathBuf::from("<bytes>"),
-            message: format!("{e:#}"),
-        })
+        self.inner.cache.precompile(&slot, bytes)
     }
 
     /// Runs an invocation with the given standard streams. Module problems
@@ -214,11 +333,15 @@ impl WasmBackend {
         let started = Instant::now();
         let path = Self::module_path(inv)?;
         let kind = self.engine_kind(inv);
-        let module = match self.prepare(&path, kind) {
+        let deadline = started.checked_add(inv.limits.wall_time);
+        let module = match self.prepare_until(&path, kind, deadline) {
             Ok(m) => m,
             Err(e) => return module_failure(e, started),
         };
-        Ok(run::run(&self.inner.engines, &module, inv, io, started)?)
+        match run::run(self, &module, inv, io, started) {
+            Ok(o) => Ok(o),
+            Err(e) => module_failure(e, started),
+        }
     }
 
     /// Runs an already prepared module (what a long-lived service does);
@@ -238,7 +361,10 @@ impl WasmBackend {
             }
             .into());
         }
-        Ok(run::run(&self.inner.engines, module, inv, io, started)?)
+        match run::run(self, module, inv, io, started) {
+            Ok(o) => Ok(o),
+            Err(e) => module_failure(e, started),
+        }
     }
 }
 
@@ -246,7 +372,16 @@ impl WasmBackend {
 fn module_failure(e: WasmError, started: Instant) -> Result<Outcome, BackendError> {
     let code = match &e {
         WasmError::NotFound { .. } => 127,
-        WasmError::Invalid { .. } | WasmError::Link { .. } => 126,
+        WasmError::Invalid { .. } | WasmError::Link { .. } | WasmError::UngrantedImport { .. } => {
+            126
+        }
+        WasmError::CompileTimeout { .. } => {
+            return Ok(Outcome {
+                wall_ms: started.elapsed().as_millis() as u64,
+                error: Some(e.to_string()),
+                ..Outcome::with_status(Status::Timeout)
+            })
+        }
         _ => return Err(e.into()),
     };
     Ok(Outcome {

@@ -23,6 +23,11 @@ pub(crate) struct MemLimiter {
 }
 
 impl MemLimiter {
+    /// Bytes of linear memory the store holds now.
+    pub fn current(&self) -> u64 {
+        self.current
+    }
+
     /// `pool_table_elements`: the table size of a pool slot, when the run's
     /// engine pools instances (a larger table cannot be had anyway).
     pub fn new(limit: u64, pool_table_elements: Option<u64>) -> Self {

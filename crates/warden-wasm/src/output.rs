@@ -194,6 +194,16 @@ impl CappedStream {
         Ok(())
     }
 
+    /// Writes what the cap allows (a callee's stderr, forwarded);
+    /// `Err` when the cap cut it. A failing target is ignored, as a
+    /// guest's own failed write would be its own business.
+    pub fn write_capped(&self, buf: &[u8]) -> Result<(), OutputLimitReached> {
+        match self.put(buf) {
+            Err(PutError::Limit(l)) => Err(l),
+            Ok(()) | Err(PutError::Io(_)) => Ok(()),
+        }
+    }
+
     fn flush_target(&self) -> io::Result<()> {
         match (&self.target, self.fd) {
             (Output::Inherit, Fd::Stdout) => io::stdout().flush(),

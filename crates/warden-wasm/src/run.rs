@@ -13,11 +13,11 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::deterministic;
-use crate::engines::Engines;
+use crate::host::{self, call::CallContext, HostState};
 use crate::limiter::MemLimiter;
 use crate::module::{Code, PreparedModule};
 use crate::output::{CappedStream, Input, OutputCap, RunIo};
-use crate::WasmError;
+use crate::{WasmBackend, WasmError};
 
 /// Longest trap or error text kept in a report.
 const MAX_MESSAGE: usize = 2048;
@@ -25,9 +25,18 @@ const MAX_MESSAGE: usize = 2048;
 /// The data of a run's store.
 pub(crate) struct RunState {
     pub wasi: WasiP1Ctx,
+    /// The host capabilities' side of the run.
+    pub host: HostState,
     limiter: MemLimiter,
     /// Set by the epoch callback when it stops the run.
     stop: Option<Stop>,
+}
+
+impl RunState {
+    /// Bytes of linear memory the run holds now.
+    pub fn limiter_current(&self) -> u64 {
+        self.limiter.current()
+    }
 }
 
 impl WasiView for RunState {
@@ -60,6 +69,14 @@ pub(crate) fn preopens(caps: &[Capability], module: &Path) -> Result<Vec<Preopen
             Capability::FsWrite(p) => (p, true),
             // Resolved by the engine into the invocation's env.
             Capability::Env(_) => continue,
+            // Host capabilities, checked by the host functions.
+            Capability::ClockRead
+            | Capability::RandomRead
+            | Capability::LogWrite
+            | Capability::KvRead(_)
+            | Capability::KvWrite(_)
+            | Capability::NetHttp(_)
+            | Capability::ModuleCall(_) => continue,
             // Limits arrive in `EffectiveLimits`.
             c if c.is_limit() => continue,
             other => return Err(WasmError::Unsupported(other.to_string())),
@@ -180,17 +197,27 @@ fn wasi_ctx(
             })?;
     }
     if inv.deterministic {
-        let bytes = RANDOM.get_or_init(|| deterministic::random_bytes(deterministic::SEED));
+        // Clocks and randomness still need their grants (`clock:read`,
+        // `random:read`); granted, they are the fixed clock and the seeded
+        // stream.
+        let seed = inv.deterministic_seed.unwrap_or(deterministic::SEED);
+        let bytes = if seed == deterministic::SEED {
+            RANDOM
+                .get_or_init(|| deterministic::random_bytes(deterministic::SEED))
+                .clone()
+        } else {
+            deterministic::random_bytes(seed)
+        };
         b.wall_clock(deterministic::FixedWallClock)
             .monotonic_clock(deterministic::SteppingClock::default())
             .secure_random(wasmtime_wasi::Deterministic::new(bytes.clone()))
-            .insecure_random(wasmtime_wasi::Deterministic::new(bytes.clone()))
-            .insecure_random_seed(u128::from(deterministic::SEED));
+            .insecure_random(wasmtime_wasi::Deterministic::new(bytes))
+            .insecure_random_seed(u128::from(seed));
     }
     Ok(b.build_p1())
 }
 
-fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
@@ -234,15 +261,34 @@ impl Deadline {
     }
 }
 
-/// Runs a prepared module. `engines` must be the set `module` was
-/// compiled in.
+/// Runs a prepared module (prepared by `backend`), blocking the thread.
 pub(crate) fn run(
-    engines: &Engines,
+    backend: &WasmBackend,
     module: &PreparedModule,
     inv: &Invocation,
     io: &RunIo,
     started: Instant,
 ) -> Result<Outcome, WasmError> {
+    wasmtime_wasi::runtime::in_tokio(run_async(backend, module, inv, io, started, 0))
+}
+
+/// Runs a prepared module inside wasmtime-wasi's tokio runtime: a
+/// top-level run (`depth` 0) or a module called by another (its caller's
+/// depth + 1). A module that imports a host interface the invocation does
+/// not grant is refused here, before it is instantiated.
+pub(crate) async fn run_async(
+    backend: &WasmBackend,
+    module: &PreparedModule,
+    inv: &Invocation,
+    io: &RunIo,
+    started: Instant,
+    depth: u32,
+) -> Result<Outcome, WasmError> {
+    host::check_imports(module, &inv.capabilities)?;
+    if !warden_core::valid_tenant(&inv.tenant) {
+        return Err(WasmError::Tenant(inv.tenant.clone()));
+    }
+    let engines = backend.engines();
     let preopens = preopens(&inv.capabilities, &module.path)?;
     let (enforcement, warnings) = enforcement(inv, &preopens);
     let cap = OutputCap::new(inv.limits.output_bytes);
@@ -250,10 +296,25 @@ pub(crate) fn run(
     let stderr = CappedStream::stderr(cap.clone(), io.stderr.clone());
     let wasi = wasi_ctx(inv, &preopens, io, &stdout, &stderr)?;
 
+    // The guest's clock starts now: compiling a module on a cache miss is
+    // Warden's work, not the guest's (it is in `wall_ms` all the same).
+    let cpu_start = thread_cpu();
+    let guest_start = Instant::now();
+    let deadline_at = guest_start
+        .checked_add(inv.limits.wall_time)
+        .unwrap_or_else(|| guest_start + Duration::from_secs(100 * 365 * 86_400));
+    let calls = CallContext::new(
+        backend,
+        inv,
+        depth,
+        inv.limits.cpu_time.map(|l| cpu_start + l),
+        stderr.clone(),
+    );
     let mut store = Store::new(
         &module.engine,
         RunState {
             wasi,
+            host: HostState::new(backend, inv, deadline_at, calls),
             limiter: MemLimiter::new(
                 inv.limits.memory_bytes,
                 module
@@ -270,13 +331,6 @@ pub(crate) fn run(
             .set_fuel(fuel)
             .map_err(|e| WasmError::Store(format!("set fuel: {e:#}")))?;
     }
-    // The guest's clock starts now: compiling a module on a cache miss is
-    // Warden's work, not the guest's (it is in `wall_ms` all the same).
-    let cpu_start = thread_cpu();
-    let guest_start = Instant::now();
-    let deadline_at = guest_start
-        .checked_add(inv.limits.wall_time)
-        .unwrap_or_else(|| guest_start + Duration::from_secs(100 * 365 * 86_400));
     let deadline = Deadline {
         started: guest_start,
         wall: deadline_at,
@@ -321,10 +375,7 @@ pub(crate) fn run(
         }
     };
     let budget = deadline_at.saturating_duration_since(Instant::now());
-    // (The timer must be made inside the runtime.)
-    let result =
-        wasmtime_wasi::runtime::in_tokio(async { tokio::time::timeout(budget, run).await });
-    let result = match result {
+    let result = match tokio::time::timeout(budget, run).await {
         Ok(r) => r,
         Err(_) => {
             store.data_mut().stop = Some(Stop::Timeout);
@@ -336,7 +387,7 @@ pub(crate) fn run(
     let fuel_consumed = inv
         .fuel
         .map(|f| f.saturating_sub(store.get_fuel().unwrap_or(0)));
-    let state = store.data();
+    let state = store.data_mut();
     let mut outcome = Outcome {
         status: Status::Exited,
         exit_code: None,
@@ -353,6 +404,8 @@ pub(crate) fn run(
         error: None,
         fuel_consumed,
         instantiate_us: Some(instantiate_us),
+        logs: std::mem::take(&mut state.host.log.records),
+        logs_truncated: state.host.log.truncated,
     };
     classify(
         &mut outcome,
@@ -361,6 +414,13 @@ pub(crate) fn run(
         state.limiter.refused.clone(),
         inv,
     );
+    // Denied host calls, like the jail's denied system calls: recorded,
+    // and the run is a `violation` if it otherwise ended by itself.
+    let host_violations = state.host.violations();
+    if state.host.any_denied() && outcome.status == Status::Exited {
+        outcome.status = Status::Violation;
+    }
+    outcome.violations.extend(host_violations);
     drop(store);
     io.flush();
     outcome.wall_ms = started.elapsed().as_millis() as u64;

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use warden_core::{Backend, Status};
+use warden_policy::Capability;
 use warden_wasm::{Input, RunIo, WasmBackend, WasmConfig};
 
 #[test]
@@ -198,6 +199,8 @@ fn prepared_modules_run_many_times() {
 #[test]
 fn deterministic_runs_are_identical() {
     let mut i = inv(&rust("clockrand"), &[]);
+    // Clocks and randomness need their grants, in deterministic mode too.
+    i.capabilities = vec![Capability::ClockRead, Capability::RandomRead];
     i.deterministic = true;
     let a = run(&i);
     let b = run(&i);

@@ -19,6 +19,8 @@ fn a_deadline_stops_the_run_within_5ms() {
 fn measure(guest: &str, what: &str) {
     let module = wat(guest);
     let mut i = inv(&module, &[]);
+    // (sleep.wat waits on a clock: it needs clock:read.)
+    i.capabilities = vec![warden_policy::Capability::ClockRead];
     i.limits.wall_time = Duration::from_millis(50);
     let kind = backend().engine_kind(&i);
     let prepared = backend().prepare(&module, kind).unwrap();

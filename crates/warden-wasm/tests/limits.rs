@@ -147,6 +147,8 @@ fn output_below_the_cap_is_not_truncated() {
 #[test]
 fn wall_time_stops_a_guest_blocked_in_a_host_call() {
     let mut i = inv(&wat("sleep.wat"), &[]);
+    // Sleeping waits on a clock: it needs clock:read.
+    i.capabilities = vec![warden_policy::Capability::ClockRead];
     i.limits.wall_time = Duration::from_millis(100);
     let t = Instant::now();
     let r = run(&i);

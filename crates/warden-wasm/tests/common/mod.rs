@@ -83,6 +83,7 @@ pub fn inv(module: &Path, args: &[&str]) -> Invocation {
         },
         fuel: None,
         deterministic: false,
+        ..Invocation::default()
     }
 }
 
@@ -153,4 +154,21 @@ pub fn vm_rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS line")
+}
+
+/// Capabilities from their strings.
+pub fn caps(list: &[&str]) -> Vec<Capability> {
+    list.iter()
+        .map(|c| c.parse().unwrap_or_else(|e| panic!("{c}: {e}")))
+        .collect()
+}
+
+/// The details of an outcome's violations of `kind`.
+pub fn violations_of(outcome: &Outcome, kind: &str) -> Vec<String> {
+    outcome
+        .violations
+        .iter()
+        .filter(|v| v.kind == kind)
+        .map(|v| v.detail.clone())
+        .collect()
 }

@@ -1,0 +1,358 @@
+//! `kv`: a per-tenant key-value store, embedded (one redb database file
+//! per tenant, `<kv_dir>/<tenant>.redb`; one table per namespace).
+//!
+//! `kv:read:NS` allows `get` and `list`, `kv:write:NS` also `set` and
+//! `delete` (NS `*`: every namespace). Every bound is a status code, never
+//! a trap: keys 1 byte to 1 KiB, values up to 1 MiB, and per run at most
+//! [`MAX_OPS`] operations, [`MAX_WRITTEN_BYTES`] written and
+//! [`MAX_READ_BYTES`] read.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, ReadableDatabase, TableDefinition, TableError};
+use warden_policy::Capability;
+
+use super::{HostError, HostState};
+use crate::WasmBackend;
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1 << 10;
+/// Largest value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Operations per run.
+pub const MAX_OPS: u32 = 10_000;
+/// Bytes of keys and values written per run.
+pub const MAX_WRITTEN_BYTES: u64 = 64 << 20;
+/// Bytes of keys and values read per run.
+pub const MAX_READ_BYTES: u64 = 256 << 20;
+/// Keys per page of `list`.
+pub const LIST_MAX_KEYS: usize = 1000;
+/// Bytes of keys per page of `list`.
+pub const LIST_MAX_BYTES: usize = 64 << 10;
+
+/// The open databases of a backend, one per tenant, opened on first use
+/// (redb allows one open handle per file and process).
+pub(crate) struct Stores {
+    dir: Option<PathBuf>,
+    open: Mutex<HashMap<String, Arc<Database>>>,
+}
+
+impl Stores {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Stores {
+            dir,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's database, created (with its directory, mode 0700) if
+    /// needed.
+    fn database(&self, tenant: &str) -> Result<Arc<Database>, HostError> {
+        let dir = self
+            .dir
+            .as_deref()
+            .ok_or_else(|| HostError::Unavailable("no key-value directory is configured".into()))?;
+        if !warden_core::valid_tenant(tenant) {
+            return Err(HostError::Invalid(format!(
+                "invalid tenant name {tenant:?}"
+            )));
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = open.get(tenant) {
+            return Ok(db.clone());
+        }
+        create_private_dir(dir)
+            .map_err(|e| HostError::Unavailable(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(format!("{tenant}.redb"));
+        let db = Database::create(&path).map_err(|e| {
+            HostError::Unavailable(format!("key-value store {}: {e}", path.display()))
+        })?;
+        let db = Arc::new(db);
+        open.insert(tenant.to_string(), db.clone());
+        Ok(db)
+    }
+}
+
+/// Where the key-value stores live when nothing else is said:
+/// `$WARDEN_KV_DIR`, else `/var/lib/warden/kv` for root, else
+/// `$XDG_DATA_HOME/warden/kv` or `~/.local/share/warden/kv`. `None` if
+/// none of these can be named (no `HOME`).
+pub fn default_kv_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WARDEN_KV_DIR") {
+        return (!dir.is_empty()).then(|| PathBuf::from(dir));
+    }
+    if rustix::process::geteuid().is_root() {
+        return Some(PathBuf::from("/var/lib/warden/kv"));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from) {
+        if xdg.is_absolute() {
+            return Some(xdg.join("warden/kv"));
+        }
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/share/warden/kv"))
+}
+
+/// Makes `dir` (and its parents) with mode 0700 if it is missing.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// What a run did with the store so far (its quotas).
+pub(crate) struct Session {
+    backend: WasmBackend,
+    tenant: String,
+    ops: u32,
+    read: u64,
+    written: u64,
+}
+
+impl Session {
+    pub fn new(backend: &WasmBackend, tenant: &str) -> Self {
+        Session {
+            backend: backend.clone(),
+            tenant: tenant.to_string(),
+            ops: 0,
+            read: 0,
+            written: 0,
+        }
+    }
+
+    fn count_op(&mut self) -> Result<(), HostError> {
+        if self.ops >= MAX_OPS {
+            return Err(HostError::Limit(format!(
+                "at most {MAX_OPS} key-value operations per run"
+            )));
+        }
+        self.ops += 1;
+        Ok(())
+    }
+
+    fn count_read(&mut self, n: usize) -> Result<(), HostError> {
+        self.read = self.read.saturating_add(n as u64);
+        if self.read > MAX_READ_BYTES {
+            return Err(HostError::Limit(format!(
+                "at most {MAX_READ_BYTES} bytes read from the key-value store per run"
+            )));
+        }
+        Ok(())
+    }
+
+    fn count_written(&mut self, n: usize) -> Result<(), HostError> {
+        let total = self.written.saturating_add(n as u64);
+        if total > MAX_WRITTEN_BYTES {
+            return Err(HostError::Limit(format!(
+                "at most {MAX_WRITTEN_BYTES} bytes written to the key-value store per run"
+            )));
+        }
+        self.written = total;
+        Ok(())
+    }
+
+    fn database(&self) -> Result<Arc<Database>, HostError> {
+        self.backend.host_shared().kv.database(&self.tenant)
+    }
+}
+
+/// A namespace name: the alphabet of `kv:read:NS` (not `*`).
+fn check_namespace(ns: &str) -> Result<(), HostError> {
+    let valid = ns != "*"
+        && matches!(
+            format!("kv:read:{ns}").parse::<Capability>(),
+            Ok(Capability::KvRead(_))
+        );
+    if valid {
+        Ok(())
+    } else {
+        Err(HostError::Invalid(format!("invalid namespace {ns:?}")))
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), HostError> {
+    if key.is_empty() {
+        return Err(HostError::Invalid("empty key".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(HostError::TooLarge(format!(
+            "key of {} bytes (at most {MAX_KEY_BYTES})",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn storage(e: impl std::fmt::Display) -> HostError {
+    HostError::Failed(format!("key-value store: {e}"))
+}
+
+fn table(ns: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(ns)
+}
+
+/// Checks the names, the grant (recording a denial) and the operation
+/// quota of one call.
+fn begin(
+    state: &mut HostState,
+    function: &'static str,
+    ns: &str,
+    write: bool,
+) -> Result<Arc<Database>, HostError> {
+    check_namespace(ns)?;
+    let needed = if write {
+        Capability::KvWrite(ns.to_string())
+    } else {
+        Capability::KvRead(ns.to_string())
+    };
+    state.require(function, needed)?;
+    state.kv.count_op()?;
+    state.kv.database()
+}
+
+/// The value of `key` in namespace `ns`.
+pub(crate) fn get(
+    state: &mut HostState,
+    function: &'static str,
+    ns: &str,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, HostError> {
+    check_key(key)?;
+    let db = begin(state, function, ns, false)?;
+    let txn = db.begin_read().map_err(storage)?;
+    let table = match txn.open_table(table(ns)) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(storage(e)),
+    };
+    let value = table.get(key).map_err(storage)?.map(|v| v.value().to_vec());
+    if let Some(v) = &value {
+        state.kv.count_read(v.len())?;
+    }
+    Ok(value)
+}
+
+/// Stores `value` under `key`, durably.
+pub(crate) fn set(
+    state: &mut HostState,
+    function: &'static str,
+    ns: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), HostError> {
+    check_key(key)?;
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(HostError::TooLarge(format!(
+            "value of {} bytes (at most {MAX_VALUE_BYTES})",
+            value.len()
+        )));
+    }
+    let db = begin(state, function, ns, true)?;
+    state.kv.count_written(key.len() + value.len())?;
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut t = txn.open_table(table(ns)).map_err(storage)?;
+        t.insert(key, value).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}
+
+/// Removes `key`; true if it was there.
+pub(crate) fn delete(
+    state: &mut HostState,
+    function: &'static str,
+    ns: &str,
+    key: &[u8],
+) -> Result<bool, HostError> {
+    check_key(key)?;
+    let db = begin(state, function, ns, true)?;
+    let txn = db.begin_write().map_err(storage)?;
+    let existed = {
+        let mut t = txn.open_table(table(ns)).map_err(storage)?;
+        let removed = t.remove(key).map_err(storage)?;
+        removed.is_some()
+    };
+    txn.commit().map_err(storage)?;
+    Ok(existed)
+}
+
+/// One page of keys.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyPage {
+    pub keys: Vec<Vec<u8>>,
+    pub more: bool,
+}
+
+/// Keys of `ns` starting with `prefix`, strictly after `after` when given.
+pub(crate) fn list(
+    state: &mut HostState,
+    function: &'static str,
+    ns: &str,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+) -> Result<KeyPage, HostError> {
+    if prefix.len() > MAX_KEY_BYTES || after.is_some_and(|a| a.len() > MAX_KEY_BYTES) {
+        return Err(HostError::TooLarge(format!(
+            "prefix or start key over {MAX_KEY_BYTES} bytes"
+        )));
+    }
+    let db = begin(state, function, ns, false)?;
+    let txn = db.begin_read().map_err(storage)?;
+    let table = match txn.open_table(table(ns)) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(KeyPage::default()),
+        Err(e) => return Err(storage(e)),
+    };
+    let start: &[u8] = match after {
+        Some(a) if a >= prefix => a,
+        _ => prefix,
+    };
+    let mut page = KeyPage::default();
+    let mut bytes = 0usize;
+    for entry in table.range::<&[u8]>(start..).map_err(storage)? {
+        let (k, _) = entry.map_err(storage)?;
+        let k = k.value();
+        if after.is_some_and(|a| k == a) {
+            continue;
+        }
+        if !k.starts_with(prefix) {
+            break;
+        }
+        if page.keys.len() >= LIST_MAX_KEYS || bytes + k.len() > LIST_MAX_BYTES {
+            page.more = true;
+            break;
+        }
+        bytes += k.len();
+        page.keys.push(k.to_vec());
+    }
+    state.kv.count_read(bytes)?;
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_and_keys_are_checked() {
+        assert!(check_namespace("orders").is_ok());
+        assert!(check_namespace("a.b-c_d").is_ok());
+        for bad in ["", "*", ".hidden", "-x", "a/b", "a:b", "../x"] {
+            assert!(check_namespace(bad).is_err(), "{bad}");
+        }
+        assert!(check_key(b"").is_err());
+        assert!(check_key(&[0u8; MAX_KEY_BYTES]).is_ok());
+        assert!(matches!(
+            check_key(&[0u8; MAX_KEY_BYTES + 1]),
+            Err(HostError::TooLarge(_))
+        ));
+    }
+}

@@ -1,0 +1,167 @@
+//! `log`: levelled records kept in the run's report (`log:write`),
+//! capped and redacted.
+
+use warden_core::{LogLevel, LogRecord};
+use warden_policy::Capability;
+
+use super::{HostError, HostState};
+
+/// Records kept per run; later ones are dropped (and counted).
+pub const MAX_RECORDS: usize = 256;
+/// Bytes of messages kept per run.
+pub const MAX_TOTAL_BYTES: usize = 64 << 10;
+/// Bytes of one message; the rest is cut.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 10;
+/// What replaces each redacted string.
+pub const REDACTED: &str = "[REDACTED]";
+/// Marks a message that was cut.
+const CUT: &str = "…";
+
+/// The level of a preview-1 `log` call: 0 trace … 4 error.
+pub fn level_of(n: i32) -> Option<LogLevel> {
+    Some(match n {
+        0 => LogLevel::Trace,
+        1 => LogLevel::Debug,
+        2 => LogLevel::Info,
+        3 => LogLevel::Warn,
+        4 => LogLevel::Error,
+        _ => return None,
+    })
+}
+
+/// A run's log: records in order, within the caps.
+#[derive(Debug, Default)]
+pub(crate) struct LogBuffer {
+    pub records: Vec<LogRecord>,
+    bytes: usize,
+    /// Records dropped or messages cut at a cap.
+    pub truncated: bool,
+    /// Records dropped at a cap.
+    pub dropped: u64,
+    redact: Vec<String>,
+    /// Length of the longest redacted string.
+    longest_secret: usize,
+}
+
+impl LogBuffer {
+    pub fn new(redact: &[String]) -> Self {
+        let redact: Vec<String> = redact.iter().filter(|s| !s.is_empty()).cloned().collect();
+        LogBuffer {
+            longest_secret: redact.iter().map(String::len).max().unwrap_or(0),
+            redact,
+            ..LogBuffer::default()
+        }
+    }
+
+    /// How many bytes of a raw message the host needs to read: enough to
+    /// redact a secret that straddles the cut.
+    pub fn read_limit(&self) -> usize {
+        MAX_MESSAGE_BYTES + self.longest_secret
+    }
+
+    /// Replaces every redacted string in `text`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.redact {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+
+    /// Appends a record: lossy UTF-8, redacted, cut at
+    /// [`MAX_MESSAGE_BYTES`]. `more` says the guest's message was longer
+    /// than `raw` (the host read only a prefix). Past the run's caps the
+    /// record is dropped and counted.
+    pub fn push(&mut self, level: LogLevel, raw: &[u8], more: bool) {
+        if self.records.len() >= MAX_RECORDS || self.bytes >= MAX_TOTAL_BYTES {
+            self.truncated = true;
+            self.dropped += 1;
+            return;
+        }
+        let mut message = self.redact(&String::from_utf8_lossy(raw));
+        let room = MAX_MESSAGE_BYTES.min(MAX_TOTAL_BYTES - self.bytes);
+        if message.len() > room || more {
+            let mut end = room.min(message.len());
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(CUT);
+            self.truncated = true;
+        }
+        self.bytes += message.len();
+        self.records.push(LogRecord { level, message });
+    }
+}
+
+/// `log.write`: checks `log:write`, then appends the record.
+pub(crate) fn write(
+    state: &mut HostState,
+    function: &'static str,
+    level: LogLevel,
+    raw: &[u8],
+    more: bool,
+) -> Result<(), HostError> {
+    state.require(function, Capability::LogWrite)?;
+    state.log.push(level, raw, more);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_redacted_and_cut() {
+        let mut log = LogBuffer::new(&["hunter2".to_string(), String::new()]);
+        log.push(LogLevel::Info, b"password is hunter2, again hunter2", false);
+        assert_eq!(
+            log.records[0].message,
+            "password is [REDACTED], again [REDACTED]"
+        );
+        let long = vec![b'a'; MAX_MESSAGE_BYTES + 100];
+        log.push(LogLevel::Warn, &long, false);
+        assert_eq!(log.records[1].message.len(), MAX_MESSAGE_BYTES + CUT.len());
+        assert!(log.truncated);
+    }
+
+    #[test]
+    fn a_secret_across_the_cut_is_still_redacted() {
+        let secret = "s3cr3t-value";
+        let mut log = LogBuffer::new(&[secret.to_string()]);
+        let mut msg = vec![b'x'; MAX_MESSAGE_BYTES - 4];
+        msg.extend_from_slice(secret.as_bytes());
+        let n = log.read_limit().min(msg.len());
+        log.push(LogLevel::Info, &msg[..n], false);
+        assert!(!log.records[0].message.contains("s3cr"), "a prefix leaked");
+    }
+
+    #[test]
+    fn records_are_capped() {
+        let mut log = LogBuffer::new(&[]);
+        for _ in 0..MAX_RECORDS + 10 {
+            log.push(LogLevel::Debug, b"x", false);
+        }
+        assert_eq!(log.records.len(), MAX_RECORDS);
+        assert_eq!(log.dropped, 10);
+        assert!(log.truncated);
+        let mut log = LogBuffer::new(&[]);
+        let big = vec![b'b'; MAX_MESSAGE_BYTES];
+        for _ in 0..40 {
+            log.push(LogLevel::Debug, &big, false);
+        }
+        let total: usize = log.records.iter().map(|r| r.message.len()).sum();
+        assert!(total <= MAX_TOTAL_BYTES + CUT.len(), "{total}");
+        assert!(log.dropped > 0);
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(level_of(0), Some(LogLevel::Trace));
+        assert_eq!(level_of(4), Some(LogLevel::Error));
+        assert_eq!(level_of(5), None);
+        assert_eq!(level_of(-1), None);
+    }
+}

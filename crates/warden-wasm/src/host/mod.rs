@@ -1,0 +1,422 @@
+//! Host capabilities offered to guests: `log`, `kv`, `http` and `call`
+//! (plus the gating of WASI's clocks and randomness).
+//!
+//! One layer of host logic (this module and [`log`], [`kv`], [`http`],
+//! [`call`]) works on a run's [`HostState`]; two thin ABIs sit on top of
+//! it: the preview-1 import module `warden` for core modules ([`p1`]) and
+//! the WIT package `warden:host@0.1.0` for components ([`component`]).
+//! docs/host.md documents both.
+//!
+//! Capabilities are checked twice: before instantiation, a module that
+//! imports an interface none of whose capabilities the run has is refused
+//! ([`check_imports`]: "an ungranted host function is not even linked");
+//! and every call checks the exact capability it needs (a namespace, a
+//! host, a module name). A refused call returns a status code (never a
+//! trap) and is recorded as a `capability` violation of the run.
+
+pub(crate) mod call;
+pub(crate) mod component;
+pub(crate) mod http;
+pub(crate) mod kv;
+pub(crate) mod log;
+pub(crate) mod p1;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::Instant;
+
+use thiserror::Error;
+use warden_core::{Invocation, ModuleRef, Violation};
+use warden_policy::Capability;
+
+use crate::module::{Code as ModuleCode, PreparedModule};
+use crate::{WasmBackend, WasmError};
+
+/// Name of the preview-1 import module of Warden's host functions.
+pub const P1_MODULE: &str = "warden";
+/// The WIT package of Warden's host interfaces (components).
+pub const WIT_PACKAGE: &str = "warden:host";
+
+/// Status codes of the preview-1 ABI (`i32` results); the WIT ABI returns
+/// the same conditions as `warden:host/types.error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum HostCode {
+    Ok = 0,
+    Denied = 1,
+    NotFound = 2,
+    Invalid = 3,
+    TooLarge = 4,
+    Limit = 5,
+    Unavailable = 6,
+    Timeout = 7,
+    Failed = 8,
+    /// The result does not fit the guest's buffer; the needed length was
+    /// written to the length out-pointer (p1 only).
+    BufferTooSmall = 9,
+}
+
+/// Why a host call failed. Shown in violations and logs; mapped to a
+/// [`HostCode`] for the guest.
+#[derive(Debug, Error)]
+pub(crate) enum HostError {
+    #[error("{function}: {capability} not granted")]
+    Denied {
+        function: &'static str,
+        capability: String,
+    },
+    #[error("not found")]
+    NotFound,
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
+    #[error("limit reached: {0}")]
+    Limit(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("deadline reached")]
+    Timeout,
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+impl HostError {
+    pub fn code(&self) -> HostCode {
+        match self {
+            HostError::Denied { .. } => HostCode::Denied,
+            HostError::NotFound => HostCode::NotFound,
+            HostError::Invalid(_) => HostCode::Invalid,
+            HostError::TooLarge(_) => HostCode::TooLarge,
+            HostError::Limit(_) => HostCode::Limit,
+            HostError::Unavailable(_) => HostCode::Unavailable,
+            HostError::Timeout => HostCode::Timeout,
+            HostError::Failed(_) => HostCode::Failed,
+        }
+    }
+}
+
+/// What the host capabilities of a backend share between runs: the open
+/// key-value stores, the registry of callable modules, the HTTP client.
+pub(crate) struct HostShared {
+    pub kv: kv::Stores,
+    pub modules: RwLock<HashMap<String, ModuleRef>>,
+    pub http: http::HttpConfig,
+    pub http_agent: ureq::Agent,
+}
+
+impl HostShared {
+    pub fn new(kv_dir: Option<PathBuf>, http: http::HttpConfig) -> Self {
+        HostShared {
+            kv: kv::Stores::new(kv_dir),
+            modules: RwLock::new(HashMap::new()),
+            http,
+            http_agent: http::agent(),
+        }
+    }
+}
+
+/// Distinct denied host calls kept per run (then only counted).
+const MAX_DENIED_KINDS: usize = 64;
+/// Violations of callees kept per run.
+const MAX_CALLEE_VIOLATIONS: usize = 64;
+
+/// The host side of one run: its grants and what its host calls did.
+pub(crate) struct HostState {
+    /// Effective grants of the run (limits excluded).
+    pub grants: Vec<Capability>,
+    pub log: log::LogBuffer,
+    pub kv: kv::Session,
+    /// The run's wall-clock deadline: no host call outlives it.
+    pub deadline: Instant,
+    pub call: call::CallContext,
+    /// Denied calls by detail (`function: capability not granted`), counted.
+    denied: BTreeMap<String, u64>,
+    /// Other denials beyond [`MAX_DENIED_KINDS`].
+    denied_overflow: u64,
+    /// Violations that happened in callees, already prefixed.
+    callee_violations: Vec<Violation>,
+}
+
+impl HostState {
+    pub fn new(
+        backend: &WasmBackend,
+        inv: &Invocation,
+        deadline: Instant,
+        call: call::CallContext,
+    ) -> Self {
+        HostState {
+            grants: inv
+                .capabilities
+                .iter()
+                .filter(|c| !c.is_limit())
+                .cloned()
+                .collect(),
+            log: log::LogBuffer::new(&inv.redact),
+            kv: kv::Session::new(backend, &inv.tenant),
+            deadline,
+            call,
+            denied: BTreeMap::new(),
+            denied_overflow: 0,
+            callee_violations: Vec::new(),
+        }
+    }
+
+    /// True if some grant covers `needed`.
+    pub fn has(&self, needed: &Capability) -> bool {
+        self.grants.iter().any(|g| g.subsumes(needed))
+    }
+
+    /// `Ok` if `needed` is granted; otherwise records the denial of
+    /// `function` and returns [`HostError::Denied`].
+    pub fn require(&mut self, function: &'static str, needed: Capability) -> Result<(), HostError> {
+        if self.has(&needed) {
+            return Ok(());
+        }
+        Err(self.deny(function, needed.to_string()))
+    }
+
+    /// Records that `function` was refused for want of `capability`.
+    pub fn deny(&mut self, function: &'static str, capability: String) -> HostError {
+        let err = HostError::Denied {
+            function,
+            capability,
+        };
+        let detail = err.to_string();
+        if let Some(n) = self.denied.get_mut(&detail) {
+            *n += 1;
+        } else if self.denied.len() < MAX_DENIED_KINDS {
+            self.denied.insert(detail, 1);
+        } else {
+            self.denied_overflow += 1;
+        }
+        err
+    }
+
+    /// Adds a callee's violations (prefixed with its name) to this run's.
+    pub fn add_callee_violations(&mut self, module: &str, violations: &[Violation]) {
+        for v in violations {
+            if self.callee_violations.len() >= MAX_CALLEE_VIOLATIONS {
+                break;
+            }
+            self.callee_violations.push(Violation {
+                kind: v.kind.clone(),
+                detail: format!("in module {module}: {}", v.detail),
+            });
+        }
+    }
+
+    /// The run's denied host calls as report violations, then its
+    /// callees'.
+    pub fn violations(&self) -> Vec<Violation> {
+        let mut out: Vec<Violation> = self
+            .denied
+            .iter()
+            .map(|(detail, count)| Violation {
+                kind: "capability".into(),
+                detail: if *count == 1 {
+                    detail.clone()
+                } else {
+                    format!("{detail} ({count} attempts)")
+                },
+            })
+            .collect();
+        if self.denied_overflow > 0 {
+            out.push(Violation {
+                kind: "capability".into(),
+                detail: format!("{} more denied host calls", self.denied_overflow),
+            });
+        }
+        out.extend(self.callee_violations.iter().cloned());
+        out
+    }
+
+    /// True if this run itself (not a callee) had a host call refused.
+    pub fn any_denied(&self) -> bool {
+        !self.denied.is_empty() || self.denied_overflow > 0
+    }
+}
+
+/// A host interface a module can import, and what its presence requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interface {
+    Log,
+    Kv,
+    Http,
+    Call,
+    /// `wasi:clocks/*` functions (components only; preview-1 clock
+    /// functions are gated when called).
+    Clocks,
+    /// `wasi:random/*` functions (components only, as above).
+    Random,
+}
+
+impl Interface {
+    /// The capability a run needs to import this interface at all: any
+    /// grant of the family (the exact one is checked at each call).
+    pub fn needs(self) -> &'static str {
+        match self {
+            Interface::Log => "log:write",
+            Interface::Kv => "kv:read:NS or kv:write:NS",
+            Interface::Http => "net:http:HOST",
+            Interface::Call => "module:call:NAME",
+            Interface::Clocks => "clock:read",
+            Interface::Random => "random:read",
+        }
+    }
+
+    /// True if some grant of `grants` lets a module import this interface.
+    pub fn granted(self, grants: &[Capability]) -> bool {
+        grants.iter().any(|g| match self {
+            Interface::Log => matches!(g, Capability::LogWrite),
+            Interface::Kv => matches!(g, Capability::KvRead(_) | Capability::KvWrite(_)),
+            Interface::Http => matches!(g, Capability::NetHttp(_)),
+            Interface::Call => matches!(g, Capability::ModuleCall(_)),
+            Interface::Clocks => matches!(g, Capability::ClockRead),
+            Interface::Random => matches!(g, Capability::RandomRead),
+        })
+    }
+
+    /// The interface of a preview-1 import `module`.`name`, if it is one
+    /// of Warden's.
+    pub fn of_p1_import(module: &str, name: &str) -> Option<Interface> {
+        if module != P1_MODULE {
+            return None;
+        }
+        Some(match name {
+            "log" => Interface::Log,
+            n if n.starts_with("kv_") => Interface::Kv,
+            n if n.starts_with("http_") => Interface::Http,
+            "call" => Interface::Call,
+            _ => return None,
+        })
+    }
+
+    /// The interface of a component import (an instance name such as
+    /// `warden:host/kv@0.1.0` or `wasi:clocks/wall-clock@0.2.6`).
+    pub fn of_component_import(name: &str) -> Option<Interface> {
+        let unversioned = name.split('@').next().unwrap_or(name);
+        let (package, interface) = unversioned.split_once('/')?;
+        match package {
+            WIT_PACKAGE => Some(match interface {
+                "log" => Interface::Log,
+                "kv" => Interface::Kv,
+                "http" => Interface::Http,
+                "call" => Interface::Call,
+                _ => return None,
+            }),
+            "wasi:clocks" => Some(Interface::Clocks),
+            "wasi:random" => Some(Interface::Random),
+            _ => None,
+        }
+    }
+}
+
+/// Refuses a module that imports a host interface the run has no grant
+/// for, before it is instantiated: such a function is not linked for it.
+/// A component is refused for an interface only if it imports one of its
+/// functions (importing `wasi:clocks/wall-clock` for its `datetime` type,
+/// as every component using the filesystem does, needs no grant).
+pub(crate) fn check_imports(
+    module: &PreparedModule,
+    grants: &[Capability],
+) -> Result<(), WasmError> {
+    use wasmtime::component::types::ComponentItem;
+    let refuse = |import: String, interface: Interface| WasmError::UngrantedImport {
+        path: module.path.clone(),
+        import,
+        capability: interface.needs(),
+    };
+    match &module.code {
+        ModuleCode::Module(pre) => {
+            for import in pre.module().imports() {
+                if let Some(interface) = Interface::of_p1_import(import.module(), import.name()) {
+                    if !interface.granted(grants) {
+                        return Err(refuse(
+                            format!("{}.{}", import.module(), import.name()),
+                            interface,
+                        ));
+                    }
+                }
+            }
+        }
+        ModuleCode::Component(pre) => {
+            let component = pre.instance_pre().component();
+            let engine = &module.engine;
+            for (name, item) in component.component_type().imports(engine) {
+                let Some(interface) = Interface::of_component_import(name) else {
+                    continue;
+                };
+                if interface.granted(grants) {
+                    continue;
+                }
+                let uses_functions = match &item.ty {
+                    ComponentItem::ComponentInstance(instance) => instance
+                        .exports(engine)
+                        .any(|(_, export)| matches!(export.ty, ComponentItem::ComponentFunc(_))),
+                    ComponentItem::ComponentFunc(_) => true,
+                    _ => false,
+                };
+                if uses_functions {
+                    return Err(refuse(name.to_string(), interface));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_map_to_interfaces() {
+        assert_eq!(
+            Interface::of_p1_import("warden", "log"),
+            Some(Interface::Log)
+        );
+        assert_eq!(
+            Interface::of_p1_import("warden", "kv_set"),
+            Some(Interface::Kv)
+        );
+        assert_eq!(
+            Interface::of_p1_import("warden", "http_request"),
+            Some(Interface::Http)
+        );
+        assert_eq!(
+            Interface::of_p1_import("warden", "call"),
+            Some(Interface::Call)
+        );
+        assert_eq!(Interface::of_p1_import("env", "log"), None);
+        assert_eq!(
+            Interface::of_component_import("warden:host/kv@0.1.0"),
+            Some(Interface::Kv)
+        );
+        assert_eq!(
+            Interface::of_component_import("warden:host/types@0.1.0"),
+            None
+        );
+        assert_eq!(
+            Interface::of_component_import("wasi:clocks/wall-clock@0.2.6"),
+            Some(Interface::Clocks)
+        );
+        assert_eq!(
+            Interface::of_component_import("wasi:random/insecure-seed@0.2.4"),
+            Some(Interface::Random)
+        );
+        assert_eq!(
+            Interface::of_component_import("wasi:cli/stdout@0.2.6"),
+            None
+        );
+    }
+
+    #[test]
+    fn any_grant_of_a_family_links_its_interface() {
+        let grants = vec![Capability::KvRead("orders".into())];
+        assert!(Interface::Kv.granted(&grants));
+        assert!(!Interface::Log.granted(&grants));
+        assert!(!Interface::Http.granted(&[]));
+    }
+}
