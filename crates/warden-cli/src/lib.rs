@@ -1,0 +1,6 @@
+//! The `warden` command line, shared by the `warden` and `warden-wasm`
+//! binaries (see [`app`]).
+#![forbid(unsafe_code)]
+
+pub mod app;
+mod cli;
