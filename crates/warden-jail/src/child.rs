@@ -20,6 +20,8 @@ pub(crate) const MSG_EXITED: u8 = b'W';
 /// Everything the child needs, prepared by the supervisor before forking.
 pub(crate) struct ChildPlan<'a> {
     pub mounts: &'a MountPlan,
+    /// Where the supervisor's argument strings are (to blank them here).
+    pub argv_area: Option<(usize, usize)>,
     pub seccomp: &'a SeccompProgram,
     /// uid_map and gid_map lines the jail writes for itself (ordinary
     /// user); `None` in root mode, where the supervisor writes them.
@@ -68,6 +70,16 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
         #[allow(unsafe_code)]
         unsafe {
             libc::close(*fd);
+        }
+    }
+    // The program may read its PID 1's command line: make it say nothing
+    // about the caller's.
+    if let Some(area) = plan.argv_area {
+        // SAFETY: the area was read from the supervisor's /proc/self/stat
+        // before the fork, and this child is single-threaded.
+        #[allow(unsafe_code)]
+        unsafe {
+            sys::scrub_argv(area, b"warden-init");
         }
     }
     // Die with the supervisor; taking PID 1 down takes the whole jail.

@@ -55,6 +55,8 @@ pub struct JailBackend {
     /// Groups left by Warden processes killed mid-run are removed once,
     /// after the first run's jail is started (off its critical path).
     stale_cleaned: std::cell::Cell<bool>,
+    /// The supervisor's argument strings, blanked in the jail's init.
+    argv_area: Option<(usize, usize)>,
     signals: OwnedFd,
 }
 
@@ -74,6 +76,7 @@ impl JailBackend {
             layout,
             cgroups,
             stale_cleaned: Default::default(),
+            argv_area: sys::argv_area(),
             signals,
         })
     }
@@ -361,6 +364,7 @@ impl JailBackend {
         env.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));
         let child_plan = ChildPlan {
             mounts: plan,
+            argv_area: self.argv_area,
             seccomp: &self.seccomp,
             // An ordinary user maps its own ids (it may); root's maps are
             // written by the supervisor, to an unprivileged host id.

@@ -853,3 +853,42 @@ pub mod notify {
         check(unsafe { libc::ioctl(listener, NOTIF_SEND, &resp as *const Resp) }).map(drop)
     }
 }
+
+/// The address range of this process's argument strings (what
+/// `/proc/PID/cmdline` shows), from `/proc/self/stat`.
+pub fn argv_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may
+    // itself contain spaces or parentheses: field 3 is the first.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let start = fields.get(48 - 3)?.parse().ok()?;
+    let end = fields.get(49 - 3)?.parse().ok()?;
+    (start < end && end - start < (1 << 21)).then_some((start, end))
+}
+
+/// Overwrites this process's argument strings with `name` and zeros, so
+/// that `/proc/PID/cmdline` of the jail's init does not show the caller's
+/// command line (policy paths, `--env NAME=VALUE`) to the program.
+///
+/// # Safety
+///
+/// `area` must come from [`argv_area`] of this process or of the process
+/// it was forked from, and no other thread may be running.
+pub unsafe fn scrub_argv(area: (usize, usize), name: &[u8]) {
+    let (start, end) = area;
+    let len = end - start;
+    // SAFETY: [start, end) is the argument strings area the kernel reports
+    // for this process (inherited unchanged across fork): part of the
+    // initial stack mapping, readable and writable for the life of the
+    // process, and no other thread runs (the caller's contract). Nothing
+    // borrows it as Rust data; Rust's `env::args` would read valid, empty
+    // strings afterwards.
+    #[allow(unsafe_code)]
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, len);
+        area.fill(0);
+        let n = name.len().min(len.saturating_sub(1));
+        area[..n].copy_from_slice(&name[..n]);
+    }
+}

@@ -50,6 +50,27 @@ print("still alive", flush=True)
     );
 }
 
+/// The jail's init is a fork of Warden: its command line (world-readable
+/// in /proc) must not show the caller's (policy paths, `--env NAME=VALUE`).
+#[test]
+fn jail_init_command_line_is_blank() {
+    let t = TempDir::new("rt-cmdline");
+    let out = t
+        .run([
+            "--env",
+            "RT_CMDLINE=cmdline-secret-value",
+            "--",
+            "/bin/sh",
+            "-c",
+            "tr '\\0' ' ' < /proc/1/cmdline; echo; echo done",
+        ])
+        .go();
+    out.expect_ok("reading the jail init's command line");
+    out.expect_stdout_lacks("cmdline-secret-value", "the caller's --env value");
+    out.expect_stdout_lacks("--env", "the caller's command line");
+    out.expect_stdout_has("warden-init", "init's blanked command line");
+}
+
 /// seccomp sees 64-bit arguments, the kernel uses only the low 32 bits of
 /// ioctl commands, clone flags and socket families: high garbage bits must
 /// not slip a denied value past the filter.
