@@ -151,10 +151,18 @@ impl WasmRuntime for warden_wasm::WasmBackend {
     }
 }
 
+/// Instances the pool of an engine made by [`Engine::new`] holds: one run
+/// per process, plus the modules it calls (depth ≤ 8, a component being
+/// several core instances). Each pooled instance costs set-up (its fiber
+/// stack's guard page, its slots), which a short-lived process does not
+/// win back; a service sizes its own pool.
+const ONE_RUN_POOL_INSTANCES: u32 = 32;
+
 fn make_wasm_backend(settings: WasmSettings) -> Result<Box<dyn WasmRuntime>, BackendError> {
     Ok(Box::new(warden_wasm::WasmBackend::with_config(
         warden_wasm::WasmConfig {
             kv_dir: settings.kv_dir,
+            pool_instances: ONE_RUN_POOL_INSTANCES,
             ..warden_wasm::WasmConfig::default()
         },
     )?))

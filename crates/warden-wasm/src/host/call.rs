@@ -19,12 +19,15 @@
 //! and its violations the caller's report.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use warden_core::{EffectiveLimits, Invocation, ModuleRef, Violation};
 use warden_policy::Capability;
 use wasmtime::AsContextMut;
 
+use super::kv::Quota;
 use super::HostError;
 use crate::output::{CappedStream, Input, Output, RunIo, SharedBuffer};
 use crate::run::RunState;
@@ -39,6 +42,60 @@ pub const MAX_INPUT_BYTES: usize = 1 << 20;
 pub const MAX_REPLY_BYTES: u64 = 1 << 20;
 /// Smallest memory a callee is started with.
 const MIN_CALLEE_MEMORY: u64 = 1 << 20;
+/// How the invocation id of a callee starts (then a number unique in the
+/// process): the key under which its caller's key-value quota waits for it
+/// in [`HostShared::call_quotas`](super::HostShared).
+const CALL_ID_PREFIX: &str = "warden-call-";
+
+/// The key-value quota of the caller of `inv`, if `inv` is a call being
+/// started (it is taken: each call's run takes it once).
+pub(crate) fn caller_quota(backend: &WasmBackend, inv: &Invocation) -> Option<Arc<Mutex<Quota>>> {
+    if !inv.invocation_id.starts_with(CALL_ID_PREFIX) {
+        return None;
+    }
+    backend
+        .host_shared()
+        .call_quotas
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&inv.invocation_id)
+}
+
+/// Hands a caller's key-value quota to the callee it is about to start
+/// (under the callee's invocation id), and takes it back when dropped if
+/// the callee never took it (e.g. it was refused before it started).
+struct QuotaHandoff {
+    backend: WasmBackend,
+    id: String,
+}
+
+impl QuotaHandoff {
+    fn new(backend: &WasmBackend, quota: Arc<Mutex<Quota>>) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = format!("{CALL_ID_PREFIX}{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        backend
+            .host_shared()
+            .call_quotas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), quota);
+        QuotaHandoff {
+            backend: backend.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for QuotaHandoff {
+    fn drop(&mut self) {
+        self.backend
+            .host_shared()
+            .call_quotas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
 
 /// What a run needs to know to make calls.
 pub(crate) struct CallContext {
@@ -183,6 +240,9 @@ struct Plan {
     callee: Invocation,
     depth: u32,
     stderr: CappedStream,
+    /// The caller's key-value quota, waiting for the callee (taken back
+    /// when the plan is dropped, after the call).
+    _quota: QuotaHandoff,
 }
 
 /// Checks the call and derives the callee's invocation from the caller's.
@@ -248,8 +308,9 @@ fn plan(
         })
         .cloned()
         .collect();
+    let quota = QuotaHandoff::new(&ctx.backend, host.kv.quota());
     let callee = Invocation {
-        invocation_id: String::new(),
+        invocation_id: quota.id.clone(),
         argv: vec![target.name.clone()],
         env,
         workdir: ctx.workdir.clone(),
@@ -274,6 +335,7 @@ fn plan(
         callee,
         depth: ctx.depth + 1,
         stderr: ctx.stderr.clone(),
+        _quota: quota,
     })
 }
 
@@ -374,6 +436,11 @@ where
     for record in &outcome.logs {
         let message = format!("{name}: {}", record.message);
         host.log.push(record.level, message.as_bytes(), false);
+    }
+    // Records the callee dropped or cut are missing from the caller's
+    // log too: its report must say so.
+    if outcome.logs_truncated {
+        host.log.truncated = true;
     }
     host.add_callee_violations(name, &outcome.violations);
     Ok(Reply {

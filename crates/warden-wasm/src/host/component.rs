@@ -2,25 +2,30 @@
 //! `warden:host@0.1.0` (wit/host.wit), over the same host logic as the
 //! preview-1 module `warden`.
 //!
-//! `log`, `kv` and `http` are bound with the generated `add_to_linker`
-//! functions; `call.invoke` is linked by hand because it needs the
-//! caller's store (its fuel), which the generated synchronous-store
-//! bindings do not give.
+//! Every function is linked by hand, with its strings and lists taken as
+//! views of the guest's memory (`WasmStr`, `WasmList`) rather than as
+//! `String`s and `Vec`s: a size is checked against its cap *before* the
+//! host copies anything, as the preview-1 ABI does. (Bindings that lift
+//! arguments into owned values would copy whatever the guest passes — a
+//! 100 MiB "log message", or a million header pairs that cost the host
+//! several times their size in the guest — before any check could run;
+//! only wasmtime's per-call transfer budget, 128 MiB, would stop them.)
+//! The generated bindings still provide the result types and the `types`
+//! interface.
+
+use std::borrow::Cow;
 
 use warden_core::LogLevel;
-use wasmtime::component::{HasSelf, Linker};
-use wasmtime::StoreContextMut;
+use wasmtime::component::{ComponentType, HasSelf, Lift, Linker, WasmList, WasmStr};
+use wasmtime::{AsContext, StoreContextMut};
 
 use super::{call as host_call, http as host_http, kv as host_kv, log as host_log};
-use super::{HostError, HostState};
+use super::{HostError, HostState, MAX_METHOD, MAX_NAME};
 use crate::run::RunState;
 
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "warden:host/host",
-    imports: {
-        "warden:host/http.send": async,
-    },
 });
 
 use warden::host::types::Error;
@@ -43,85 +48,185 @@ impl From<HostError> for Error {
 
 impl types::Host for HostState {}
 
-impl log::Host for HostState {
-    fn write(&mut self, level: log::Level, message: String) -> Result<(), Error> {
-        let level = match level {
-            log::Level::Trace => LogLevel::Trace,
-            log::Level::Debug => LogLevel::Debug,
-            log::Level::Info => LogLevel::Info,
-            log::Level::Warn => LogLevel::Warn,
-            log::Level::Error => LogLevel::Error,
+type Ctx<'a> = StoreContextMut<'a, RunState>;
+
+/// The instance names of the interfaces (as the component imports them).
+const LOG: &str = "warden:host/log@0.1.0";
+const KV: &str = "warden:host/kv@0.1.0";
+const HTTP: &str = "warden:host/http@0.1.0";
+const CALL: &str = "warden:host/call@0.1.0";
+
+fn too_large(what: &str, len: usize, max: usize) -> HostError {
+    HostError::TooLarge(format!("{what} of {len} bytes (at most {max})"))
+}
+
+/// A view of a guest string (not copied).
+fn view<'a>(store: &'a Ctx<'_>, s: &WasmStr) -> Result<Cow<'a, str>, HostError> {
+    s.to_str(store.as_context())
+        .map_err(|_| HostError::Invalid("a string argument is not valid".into()))
+}
+
+/// A guest string of at most `max` bytes, copied.
+fn string(store: &Ctx<'_>, s: &WasmStr, what: &str, max: usize) -> Result<String, HostError> {
+    let text = view(store, s)?;
+    if text.len() > max {
+        return Err(too_large(what, text.len(), max));
+    }
+    Ok(text.into_owned())
+}
+
+/// A guest byte list of at most `max` bytes, copied.
+fn bytes(store: &Ctx<'_>, l: &WasmList<u8>, what: &str, max: usize) -> Result<Vec<u8>, HostError> {
+    if l.len() > max {
+        return Err(too_large(what, l.len(), max));
+    }
+    Ok(l.as_le_slice(store.as_context()).to_vec())
+}
+
+fn namespace(store: &Ctx<'_>, s: &WasmStr) -> Result<String, HostError> {
+    string(store, s, "namespace", MAX_NAME)
+}
+
+fn key(store: &Ctx<'_>, l: &WasmList<u8>) -> Result<Vec<u8>, HostError> {
+    bytes(store, l, "key", host_kv::MAX_KEY_BYTES)
+}
+
+fn log_write(store: &mut Ctx<'_>, level: log::Level, message: &WasmStr) -> Result<(), HostError> {
+    let level = match level {
+        log::Level::Trace => LogLevel::Trace,
+        log::Level::Debug => LogLevel::Debug,
+        log::Level::Info => LogLevel::Info,
+        log::Level::Warn => LogLevel::Warn,
+        log::Level::Error => LogLevel::Error,
+    };
+    // Only what a record can keep is copied.
+    let limit = store.data().host.log.read_limit();
+    let (raw, more) = {
+        let text = view(store, message)?;
+        let b = text.as_bytes();
+        (b[..b.len().min(limit)].to_vec(), b.len() > limit)
+    };
+    host_log::write(
+        &mut store.data_mut().host,
+        "warden:host/log.write",
+        level,
+        &raw,
+        more,
+    )
+}
+
+fn kv_get(
+    store: &mut Ctx<'_>,
+    ns: &WasmStr,
+    k: &WasmList<u8>,
+) -> Result<Option<Vec<u8>>, HostError> {
+    let (ns, k) = (namespace(store, ns)?, key(store, k)?);
+    host_kv::get(&mut store.data_mut().host, "warden:host/kv.get", &ns, &k)
+}
+
+fn kv_set(
+    store: &mut Ctx<'_>,
+    ns: &WasmStr,
+    k: &WasmList<u8>,
+    value: &WasmList<u8>,
+) -> Result<(), HostError> {
+    let (ns, k) = (namespace(store, ns)?, key(store, k)?);
+    let value = bytes(store, value, "value", host_kv::MAX_VALUE_BYTES)?;
+    host_kv::set(
+        &mut store.data_mut().host,
+        "warden:host/kv.set",
+        &ns,
+        &k,
+        &value,
+    )
+}
+
+fn kv_delete(store: &mut Ctx<'_>, ns: &WasmStr, k: &WasmList<u8>) -> Result<bool, HostError> {
+    let (ns, k) = (namespace(store, ns)?, key(store, k)?);
+    host_kv::delete(&mut store.data_mut().host, "warden:host/kv.delete", &ns, &k)
+}
+
+fn kv_list(
+    store: &mut Ctx<'_>,
+    ns: &WasmStr,
+    prefix: &WasmList<u8>,
+    after: Option<&WasmList<u8>>,
+) -> Result<kv::KeyPage, HostError> {
+    let ns = namespace(store, ns)?;
+    let prefix = bytes(store, prefix, "prefix", host_kv::MAX_KEY_BYTES)?;
+    let after = after.map(|a| key(store, a)).transpose()?;
+    let page = host_kv::list(
+        &mut store.data_mut().host,
+        "warden:host/kv.list-keys",
+        &ns,
+        &prefix,
+        after.as_deref(),
+    )?;
+    Ok(kv::KeyPage {
+        keys: page.keys,
+        more: page.more,
+    })
+}
+
+/// `warden:host/http.request`, as views of the guest's memory.
+#[derive(ComponentType, Lift)]
+#[component(record)]
+struct RequestView {
+    method: WasmStr,
+    url: WasmStr,
+    headers: WasmList<(WasmStr, WasmStr)>,
+    body: WasmList<u8>,
+}
+
+/// Copies a request out of the guest, each part checked against its cap
+/// first.
+fn http_request(store: &mut Ctx<'_>, req: &RequestView) -> Result<host_http::Request, HostError> {
+    let method = string(store, &req.method, "method", MAX_METHOD)?;
+    let url = string(store, &req.url, "URL", host_http::MAX_URL_BYTES)?;
+    if req.headers.len() > host_http::MAX_HEADERS {
+        return Err(HostError::TooLarge(format!(
+            "{} request headers (at most {})",
+            req.headers.len(),
+            host_http::MAX_HEADERS
+        )));
+    }
+    let mut headers = Vec::with_capacity(req.headers.len());
+    let mut header_bytes = 0usize;
+    for i in 0..req.headers.len() {
+        let (name, value) = match req.headers.get(&mut *store, i) {
+            Some(Ok(pair)) => pair,
+            _ => return Err(HostError::Invalid("a request header".into())),
         };
-        let limit = self.log.read_limit();
-        let raw = message.as_bytes();
-        let more = raw.len() > limit;
-        host_log::write(
-            self,
-            "warden:host/log.write",
-            level,
-            &raw[..raw.len().min(limit)],
-            more,
-        )
-        .map_err(Error::from)
+        let name = view(store, &name)?;
+        let value = view(store, &value)?;
+        header_bytes = header_bytes
+            .saturating_add(name.len())
+            .saturating_add(value.len());
+        if header_bytes > host_http::MAX_HEADER_BYTES {
+            return Err(too_large(
+                "request headers",
+                header_bytes,
+                host_http::MAX_HEADER_BYTES,
+            ));
+        }
+        headers.push((name.into_owned(), value.into_owned()));
     }
+    let max_body = store
+        .data()
+        .host
+        .call
+        .backend
+        .host_shared()
+        .http
+        .max_request_bytes;
+    let body = bytes(store, &req.body, "request body", max_body)?;
+    Ok(host_http::Request {
+        method,
+        url,
+        headers,
+        body,
+    })
 }
-
-impl kv::Host for HostState {
-    fn get(&mut self, namespace: String, key: Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
-        host_kv::get(self, "warden:host/kv.get", &namespace, &key).map_err(Error::from)
-    }
-
-    fn set(&mut self, namespace: String, key: Vec<u8>, value: Vec<u8>) -> Result<(), Error> {
-        host_kv::set(self, "warden:host/kv.set", &namespace, &key, &value).map_err(Error::from)
-    }
-
-    fn delete(&mut self, namespace: String, key: Vec<u8>) -> Result<bool, Error> {
-        host_kv::delete(self, "warden:host/kv.delete", &namespace, &key).map_err(Error::from)
-    }
-
-    fn list_keys(
-        &mut self,
-        namespace: String,
-        prefix: Vec<u8>,
-        start_after: Option<Vec<u8>>,
-    ) -> Result<kv::KeyPage, Error> {
-        let page = host_kv::list(
-            self,
-            "warden:host/kv.list-keys",
-            &namespace,
-            &prefix,
-            start_after.as_deref(),
-        )?;
-        Ok(kv::KeyPage {
-            keys: page.keys,
-            more: page.more,
-        })
-    }
-}
-
-impl http::Host for HostState {
-    async fn send(&mut self, request: http::Request) -> Result<http::Response, Error> {
-        let response = host_http::send(
-            self,
-            "warden:host/http.send",
-            host_http::Request {
-                method: request.method,
-                url: request.url,
-                headers: request.headers,
-                body: request.body,
-            },
-        )
-        .await?;
-        Ok(http::Response {
-            status: response.status,
-            headers: response.headers,
-            body: response.body,
-        })
-    }
-}
-
-/// The instance name of the `call` interface.
-const CALL_INTERFACE: &str = "warden:host/call@0.1.0";
 
 /// Adds the `warden:host` interfaces to a component linker.
 pub(crate) fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
@@ -129,15 +234,81 @@ pub(crate) fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<(
         &mut state.host
     }
     types::add_to_linker::<RunState, HasSelf<HostState>>(linker, host)?;
-    log::add_to_linker::<RunState, HasSelf<HostState>>(linker, host)?;
-    kv::add_to_linker::<RunState, HasSelf<HostState>>(linker, host)?;
-    http::add_to_linker::<RunState, HasSelf<HostState>>(linker, host)?;
-    linker.instance(CALL_INTERFACE)?.func_wrap_async(
-        "invoke",
-        |store: StoreContextMut<'_, RunState>, (module, input): (String, Vec<u8>)| {
+
+    linker.instance(LOG)?.func_wrap(
+        "write",
+        |mut store: Ctx<'_>, (level, message): (log::Level, WasmStr)| {
+            Ok((log_write(&mut store, level, &message).map_err(Error::from),))
+        },
+    )?;
+
+    let mut kv = linker.instance(KV)?;
+    kv.func_wrap(
+        "get",
+        |mut store: Ctx<'_>, (ns, k): (WasmStr, WasmList<u8>)| {
+            Ok((kv_get(&mut store, &ns, &k).map_err(Error::from),))
+        },
+    )?;
+    kv.func_wrap(
+        "set",
+        |mut store: Ctx<'_>, (ns, k, value): (WasmStr, WasmList<u8>, WasmList<u8>)| {
+            Ok((kv_set(&mut store, &ns, &k, &value).map_err(Error::from),))
+        },
+    )?;
+    kv.func_wrap(
+        "delete",
+        |mut store: Ctx<'_>, (ns, k): (WasmStr, WasmList<u8>)| {
+            Ok((kv_delete(&mut store, &ns, &k).map_err(Error::from),))
+        },
+    )?;
+    kv.func_wrap(
+        "list-keys",
+        |mut store: Ctx<'_>, (ns, prefix, after): (WasmStr, WasmList<u8>, Option<WasmList<u8>>)| {
+            Ok((kv_list(&mut store, &ns, &prefix, after.as_ref()).map_err(Error::from),))
+        },
+    )?;
+
+    linker.instance(HTTP)?.func_wrap_async(
+        "send",
+        |mut store: Ctx<'_>, (req,): (RequestView,)| {
             Box::new(async move {
+                let request = match http_request(&mut store, &req) {
+                    Ok(r) => r,
+                    Err(e) => return Ok((Err(Error::from(e)),)),
+                };
+                let sent =
+                    host_http::send(&mut store.data_mut().host, "warden:host/http.send", request)
+                        .await;
+                let result: Result<http::Response, Error> = sent
+                    .map(|r| http::Response {
+                        status: r.status,
+                        headers: r.headers,
+                        body: r.body,
+                    })
+                    .map_err(Error::from);
+                Ok((result,))
+            })
+        },
+    )?;
+
+    // `call.invoke` needs the caller's store itself (its fuel).
+    linker.instance(CALL)?.func_wrap_async(
+        "invoke",
+        |mut store: Ctx<'_>, (module, input): (WasmStr, WasmList<u8>)| {
+            Box::new(async move {
+                let args = string(&store, &module, "module name", MAX_NAME).and_then(|m| {
+                    Ok((
+                        m,
+                        bytes(&store, &input, "input", host_call::MAX_INPUT_BYTES)?,
+                    ))
+                });
+                let (module, input) = match args {
+                    Ok(a) => a,
+                    Err(e) => return Ok((Err(Error::from(e)),)),
+                };
                 let reply =
-                    host_call::invoke(store, "warden:host/call.invoke", &module, input).await?;
+                    host_call::invoke(&mut store, "warden:host/call.invoke", &module, input)
+                        .await?;
                 let result: Result<call::Reply, Error> = reply
                     .map(|r| call::Reply {
                         exit_code: r.exit_code,

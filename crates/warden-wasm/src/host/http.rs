@@ -46,8 +46,22 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_HEADER_BYTES: usize = 16 << 10;
 /// Response headers passed back (the rest are dropped).
 const MAX_RESPONSE_HEADERS: usize = 64;
-/// Header names a guest may not set: the host is the URL's.
-const FORBIDDEN_HEADERS: &[&str] = &["host", "connection", "transfer-encoding", "upgrade"];
+/// Header names a guest may not set: the host is the URL's, and the
+/// framing and hop-by-hop headers are the client's (a guest's
+/// `Content-Length: 0` would silently drop its body, a larger one stall
+/// the call until its deadline).
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+];
 
 /// What a guest asks for.
 #[derive(Debug, Clone)]
@@ -157,10 +171,17 @@ pub(crate) async fn send(
         return Err(HostError::Timeout);
     }
     let cap = config.max_response_bytes;
+    let call_deadline = Instant::now().checked_add(timeout);
     let call = wasmtime_wasi::runtime::spawn_blocking(move || {
+        // The blocking pool may start this late (when it is busy): never
+        // send a request after the guest has stopped waiting for it.
+        let left = call_deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return Err(HostError::Timeout);
+        }
         let request = agent
             .configure_request(request)
-            .timeout_global(Some(timeout))
+            .timeout_global(Some(left))
             .build();
         let mut response = agent.run(request).map_err(transport)?;
         let status = response.status().as_u16();
@@ -189,7 +210,7 @@ pub(crate) async fn send(
     });
     // The client's own timeout bounds the blocking thread; this one
     // bounds the guest's wait even if the client overstays.
-    match tokio::time::timeout(timeout + Duration::from_millis(50), call).await {
+    match tokio::time::timeout(timeout.saturating_add(Duration::from_millis(50)), call).await {
         Ok(result) => result,
         Err(_) => Err(HostError::Timeout),
     }

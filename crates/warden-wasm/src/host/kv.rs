@@ -31,6 +31,9 @@ pub const MAX_READ_BYTES: u64 = 256 << 20;
 pub const LIST_MAX_KEYS: usize = 1000;
 /// Bytes of keys per page of `list`.
 pub const LIST_MAX_BYTES: usize = 64 << 10;
+/// Cache of one tenant's open database (redb's default, 1 GiB, would let
+/// each tenant's reads grow Warden's memory by that much).
+const CACHE_BYTES: usize = 16 << 20;
 
 /// The open databases of a backend, one per tenant, opened on first use
 /// (redb allows one open handle per file and process).
@@ -65,14 +68,61 @@ impl Stores {
         }
         create_private_dir(dir)
             .map_err(|e| HostError::Unavailable(format!("{}: {e}", dir.display())))?;
+        check_private_dir(dir)?;
         let path = dir.join(format!("{tenant}.redb"));
-        let db = Database::create(&path).map_err(|e| {
-            HostError::Unavailable(format!("key-value store {}: {e}", path.display()))
-        })?;
+        let file = open_private_file(&path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create_file(file)
+            .map_err(|e| {
+                HostError::Unavailable(format!("key-value store {}: {e}", path.display()))
+            })?;
         let db = Arc::new(db);
         open.insert(tenant.to_string(), db.clone());
         Ok(db)
     }
+}
+
+/// Refuses a key-value directory that someone else could change: it must
+/// be a directory of Warden's own user, writable by no one else (else
+/// another user could plant or swap a tenant's database file).
+fn check_private_dir(dir: &Path) -> Result<(), HostError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| HostError::Unavailable(format!("{}: {e}", dir.display())))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(HostError::Unavailable(format!(
+            "key-value directory {} must be a directory owned by uid {me} and writable by no one else",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens (or creates, mode 0600) a tenant's database file: never through a
+/// symlink, and only a regular file of Warden's own user with no other
+/// name (a hard link).
+fn open_private_file(path: &Path) -> Result<std::fs::File, HostError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refuse = |why: String| HostError::Unavailable(format!("{}: {why}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32)
+        .open(path)
+        .map_err(|e| refuse(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| refuse(e.to_string()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_file() || meta.uid() != me || meta.nlink() != 1 {
+        return Err(refuse(format!(
+            "not a regular file of uid {me} with a single name"
+        )));
+    }
+    Ok(file)
 }
 
 /// Where the key-value stores live when nothing else is said:
@@ -108,55 +158,78 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// What a run did with the store so far (its quotas).
-pub(crate) struct Session {
-    backend: WasmBackend,
-    tenant: String,
+/// What a run did with the store so far, against its quotas. A run and
+/// the modules it calls share one (a callee's operations count against
+/// its caller's quota: calls do not multiply it).
+#[derive(Debug, Default)]
+pub(crate) struct Quota {
     ops: u32,
     read: u64,
     written: u64,
 }
 
+/// A run's access to its tenant's store.
+pub(crate) struct Session {
+    backend: WasmBackend,
+    tenant: String,
+    quota: Arc<Mutex<Quota>>,
+}
+
 impl Session {
-    pub fn new(backend: &WasmBackend, tenant: &str) -> Self {
+    /// `quota`: the caller's, for a called module; `None` for a run of
+    /// its own.
+    pub fn new(backend: &WasmBackend, tenant: &str, quota: Option<Arc<Mutex<Quota>>>) -> Self {
         Session {
             backend: backend.clone(),
             tenant: tenant.to_string(),
-            ops: 0,
-            read: 0,
-            written: 0,
+            quota: quota.unwrap_or_default(),
         }
+    }
+
+    /// The quota this run counts against (to share with a callee).
+    pub fn quota(&self) -> Arc<Mutex<Quota>> {
+        self.quota.clone()
+    }
+
+    fn with_quota<R>(&self, f: impl FnOnce(&mut Quota) -> R) -> R {
+        f(&mut self.quota.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn count_op(&mut self) -> Result<(), HostError> {
-        if self.ops >= MAX_OPS {
-            return Err(HostError::Limit(format!(
-                "at most {MAX_OPS} key-value operations per run"
-            )));
-        }
-        self.ops += 1;
-        Ok(())
+        self.with_quota(|q| {
+            if q.ops >= MAX_OPS {
+                return Err(HostError::Limit(format!(
+                    "at most {MAX_OPS} key-value operations per run"
+                )));
+            }
+            q.ops += 1;
+            Ok(())
+        })
     }
 
     fn count_read(&mut self, n: usize) -> Result<(), HostError> {
-        self.read = self.read.saturating_add(n as u64);
-        if self.read > MAX_READ_BYTES {
-            return Err(HostError::Limit(format!(
-                "at most {MAX_READ_BYTES} bytes read from the key-value store per run"
-            )));
-        }
-        Ok(())
+        self.with_quota(|q| {
+            q.read = q.read.saturating_add(n as u64);
+            if q.read > MAX_READ_BYTES {
+                return Err(HostError::Limit(format!(
+                    "at most {MAX_READ_BYTES} bytes read from the key-value store per run"
+                )));
+            }
+            Ok(())
+        })
     }
 
     fn count_written(&mut self, n: usize) -> Result<(), HostError> {
-        let total = self.written.saturating_add(n as u64);
-        if total > MAX_WRITTEN_BYTES {
-            return Err(HostError::Limit(format!(
-                "at most {MAX_WRITTEN_BYTES} bytes written to the key-value store per run"
-            )));
-        }
-        self.written = total;
-        Ok(())
+        self.with_quota(|q| {
+            let total = q.written.saturating_add(n as u64);
+            if total > MAX_WRITTEN_BYTES {
+                return Err(HostError::Limit(format!(
+                    "at most {MAX_WRITTEN_BYTES} bytes written to the key-value store per run"
+                )));
+            }
+            q.written = total;
+            Ok(())
+        })
     }
 
     fn database(&self) -> Result<Arc<Database>, HostError> {

@@ -70,17 +70,73 @@ impl LogBuffer {
         out
     }
 
-    /// Appends a record: lossy UTF-8, redacted, cut at
+    /// `raw` with every byte of every occurrence of a redacted string
+    /// (overlapping ones too) replaced, a run of such bytes by one
+    /// [`REDACTED`]. `more` says the guest's message goes on past `raw`:
+    /// then the last `longest_secret - 1` bytes could begin a secret that
+    /// `raw` does not hold whole, and are dropped (unless redacted).
+    fn redact_bytes(&self, raw: &[u8], more: bool) -> Vec<u8> {
+        if self.redact.is_empty() {
+            return raw.to_vec();
+        }
+        let mut covered = vec![false; raw.len()];
+        // A secret is UTF-8, so each occurrence lies within one valid
+        // chunk of `raw` (it starts with a byte no invalid sequence
+        // swallows): search the valid chunks as `str`s (linear time).
+        let mut offset = 0;
+        for chunk in raw.utf8_chunks() {
+            let text = chunk.valid();
+            for secret in &self.redact {
+                let mut from = 0;
+                while let Some(found) = text.get(from..).and_then(|t| t.find(secret.as_str())) {
+                    let at = from + found;
+                    covered[offset + at..offset + at + secret.len()].fill(true);
+                    // The next occurrence may overlap this one.
+                    from = at + text[at..].chars().next().map_or(1, char::len_utf8);
+                }
+            }
+            offset += text.len() + chunk.invalid().len();
+        }
+        let keep = if more {
+            raw.len()
+                .saturating_sub(self.longest_secret.saturating_sub(1))
+        } else {
+            raw.len()
+        };
+        let mut out = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            if covered[i] {
+                out.extend_from_slice(REDACTED.as_bytes());
+                while i < raw.len() && covered[i] {
+                    i += 1;
+                }
+            } else if i >= keep {
+                break;
+            } else {
+                out.push(raw[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Appends a record: redacted, lossy UTF-8, cut at
     /// [`MAX_MESSAGE_BYTES`]. `more` says the guest's message was longer
-    /// than `raw` (the host read only a prefix). Past the run's caps the
-    /// record is dropped and counted.
+    /// than `raw` (the host read only a prefix, [`read_limit`] bytes).
+    /// Past the run's caps the record is dropped and counted.
+    ///
+    /// [`read_limit`]: LogBuffer::read_limit
     pub fn push(&mut self, level: LogLevel, raw: &[u8], more: bool) {
         if self.records.len() >= MAX_RECORDS || self.bytes >= MAX_TOTAL_BYTES {
             self.truncated = true;
             self.dropped += 1;
             return;
         }
-        let mut message = self.redact(&String::from_utf8_lossy(raw));
+        let redacted = self.redact_bytes(raw, more);
+        // Once more on the text: nothing lossy decoding made can spell a
+        // secret either.
+        let mut message = self.redact(&String::from_utf8_lossy(&redacted));
         let room = MAX_MESSAGE_BYTES.min(MAX_TOTAL_BYTES - self.bytes);
         if message.len() > room || more {
             let mut end = room.min(message.len());
@@ -136,6 +192,66 @@ mod tests {
         let n = log.read_limit().min(msg.len());
         log.push(LogLevel::Info, &msg[..n], false);
         assert!(!log.records[0].message.contains("s3cr"), "a prefix leaked");
+    }
+
+    /// What a guest's `log` call keeps of `msg`: the host reads at most
+    /// `read_limit` bytes.
+    fn logged(log: &mut LogBuffer, msg: &[u8]) -> String {
+        let n = log.read_limit().min(msg.len());
+        log.push(LogLevel::Info, &msg[..n], msg.len() > n);
+        log.records.last().unwrap().message.clone()
+    }
+
+    #[test]
+    fn no_prefix_of_a_secret_survives_at_the_read_limit() {
+        // Redacting long secrets shortens the text: the part kept can then
+        // reach the end of what the host read, where a secret is cut.
+        let secret = format!("sk_live_{}", "0123456789".repeat(5) + "012345");
+        assert_eq!(secret.len(), 64);
+        for lead in [0, 1, 2, 10] {
+            for start in [4096 - 63, 4096 - 10, 4095, 4096, 4160 - 63, 4150, 4159] {
+                let mut log = LogBuffer::new(std::slice::from_ref(&secret));
+                let mut msg = secret.repeat(lead).into_bytes();
+                if msg.len() > start {
+                    continue;
+                }
+                msg.resize(start, b'x');
+                msg.extend_from_slice(secret.as_bytes());
+                msg.extend_from_slice(&[b'y'; 100]);
+                let kept = logged(&mut log, &msg);
+                assert!(
+                    !kept.contains("sk_live"),
+                    "lead {lead}, start {start}: {}",
+                    &kept[kept.len().saturating_sub(80)..]
+                );
+                assert!(kept.len() <= MAX_MESSAGE_BYTES + CUT.len());
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_bordered_and_non_utf8_secrets_are_redacted() {
+        let mut log = LogBuffer::new(&["abab".to_string(), "b\u{e9}c".to_string()]);
+        log.push(LogLevel::Info, b"xababab-ababy", false);
+        assert_eq!(log.records[0].message, "x[REDACTED]-[REDACTED]y");
+        // A secret next to invalid UTF-8 is still found.
+        log.push(LogLevel::Info, b"\xff\xe2b\xc3\xa9c\xff", false);
+        assert_eq!(log.records[1].message, "\u{fffd}\u{fffd}[REDACTED]\u{fffd}");
+        // A secret whose head is also its tail, whole at the very end of
+        // a cut read, is redacted whole (not cut back to its head).
+        let secret = format!("ab{}ab", "c".repeat(60));
+        let mut log = LogBuffer::new(std::slice::from_ref(&secret));
+        let mut msg = secret.repeat(2).into_bytes();
+        msg.resize(log.read_limit() - secret.len(), b'x');
+        msg.extend_from_slice(secret.as_bytes());
+        msg.extend_from_slice(b"zzz");
+        let kept = logged(&mut log, &msg);
+        assert!(!kept.contains("ab"), "{}", &kept[kept.len() - 20..]);
+        assert!(
+            kept.ends_with("[REDACTED]…"),
+            "{}",
+            &kept[kept.len() - 20..]
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub(crate) mod p1;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use thiserror::Error;
@@ -37,6 +37,11 @@ use crate::{WasmBackend, WasmError};
 pub const P1_MODULE: &str = "warden";
 /// The WIT package of Warden's host interfaces (components).
 pub const WIT_PACKAGE: &str = "warden:host";
+
+/// Longest namespace or module name a guest may pass (longer: too large).
+pub(crate) const MAX_NAME: usize = 256;
+/// Longest HTTP method a guest may pass.
+pub(crate) const MAX_METHOD: usize = 16;
 
 /// Status codes of the preview-1 ABI (`i32` results); the WIT ABI returns
 /// the same conditions as `warden:host/types.error`.
@@ -104,6 +109,9 @@ pub(crate) struct HostShared {
     pub modules: RwLock<HashMap<String, ModuleRef>>,
     pub http: http::HttpConfig,
     pub http_agent: ureq::Agent,
+    /// Key-value quotas of callers, handed to the callees they are
+    /// starting, by the callee's invocation id (see [`call`]).
+    pub call_quotas: Mutex<HashMap<String, Arc<Mutex<kv::Quota>>>>,
 }
 
 impl HostShared {
@@ -113,6 +121,7 @@ impl HostShared {
             modules: RwLock::new(HashMap::new()),
             http,
             http_agent: http::agent(),
+            call_quotas: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -137,6 +146,9 @@ pub(crate) struct HostState {
     denied_overflow: u64,
     /// Violations that happened in callees, already prefixed.
     callee_violations: Vec<Violation>,
+    /// Callees' violations beyond [`MAX_CALLEE_VIOLATIONS`], counted by
+    /// kind (so that the report says some are missing).
+    callee_violations_dropped: BTreeMap<String, u64>,
 }
 
 impl HostState {
@@ -154,12 +166,13 @@ impl HostState {
                 .cloned()
                 .collect(),
             log: log::LogBuffer::new(&inv.redact),
-            kv: kv::Session::new(backend, &inv.tenant),
+            kv: kv::Session::new(backend, &inv.tenant, call::caller_quota(backend, inv)),
             deadline,
             call,
             denied: BTreeMap::new(),
             denied_overflow: 0,
             callee_violations: Vec::new(),
+            callee_violations_dropped: BTreeMap::new(),
         }
     }
 
@@ -198,7 +211,11 @@ impl HostState {
     pub fn add_callee_violations(&mut self, module: &str, violations: &[Violation]) {
         for v in violations {
             if self.callee_violations.len() >= MAX_CALLEE_VIOLATIONS {
-                break;
+                *self
+                    .callee_violations_dropped
+                    .entry(v.kind.clone())
+                    .or_insert(0) += 1;
+                continue;
             }
             self.callee_violations.push(Violation {
                 kind: v.kind.clone(),
@@ -229,6 +246,14 @@ impl HostState {
             });
         }
         out.extend(self.callee_violations.iter().cloned());
+        out.extend(
+            self.callee_violations_dropped
+                .iter()
+                .map(|(kind, n)| Violation {
+                    kind: kind.clone(),
+                    detail: format!("{n} more in called modules"),
+                }),
+        );
         out
     }
 

@@ -14,7 +14,7 @@ use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as wasi_p1, WasiSnapshotPre
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wiggle::GuestMemory;
 
-use super::{call, http, kv, log, HostCode, HostError, P1_MODULE};
+use super::{call, http, kv, log, HostCode, HostError, MAX_METHOD, MAX_NAME, P1_MODULE};
 use crate::run::RunState;
 
 /// The WASI preview-1 module.
@@ -26,10 +26,6 @@ const SUBSCRIPTION_SIZE: usize = 48;
 const SUBSCRIPTION_TAG: usize = 8;
 /// Tag of a clock subscription.
 const EVENTTYPE_CLOCK: u8 = 0;
-/// Longest namespace or module name read from a guest.
-const MAX_NAME: usize = 256;
-/// Longest HTTP method read from a guest.
-const MAX_METHOD: usize = 16;
 
 type Ctx<'a> = Caller<'a, RunState>;
 
@@ -592,10 +588,15 @@ fn gate_wasi(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
 }
 
 /// True if one of the `n` subscriptions at `subs` is a clock. Unreadable
-/// subscriptions are left to wasmtime-wasi to refuse.
+/// subscriptions are left to wasmtime-wasi to refuse (it reads the same
+/// bytes, and fails on the same bounds). A shared memory (which another
+/// thread could change between this check and wasmtime-wasi's read) counts
+/// as a clock: without `clock:read`, no `poll_oneoff` on a shared memory.
 fn waits_on_a_clock(caller: &mut Ctx<'_>, subs: i32, n: i32) -> bool {
-    let Ok(mem) = memory(caller) else {
-        return false;
+    let mem = match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => m,
+        Some(Extern::SharedMemory(_)) => return true,
+        _ => return false,
     };
     let Some(len) = (n as u32 as usize).checked_mul(SUBSCRIPTION_SIZE) else {
         return false;
