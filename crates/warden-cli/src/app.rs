@@ -298,18 +298,45 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     ExitCode::from(status)
 }
 
-/// `text` with control characters escaped, so that a guest's log message
-/// cannot move the cursor or forge other lines on the caller's terminal.
+/// `text` with control characters and invisible formatting characters
+/// (bidirectional overrides and isolates, zero-width marks) escaped, so
+/// that a guest's log message cannot move the cursor, forge other lines or
+/// display differently from what it says on the caller's terminal.
 fn printable(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<char>>()
+            if c.is_control() || is_invisible_format(c) {
+                c.escape_unicode().collect::<Vec<char>>()
             } else {
                 vec![c]
             }
         })
         .collect()
+}
+
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn log_lines_cannot_carry_terminal_controls_or_bidi_tricks() {
+        assert_eq!(printable("ok line"), "ok line");
+        assert_eq!(printable("a\nb\x1b[2J"), "a\\u{a}b\\u{1b}[2J");
+        assert_eq!(printable("x\u{202E}gnp.exe"), "x\\u{202e}gnp.exe");
+        assert_eq!(printable("\u{2066}\u{200B}é"), "\\u{2066}\\u{200b}é");
+    }
 }
 
 fn exit_status(report: &Report) -> u8 {
