@@ -181,7 +181,10 @@ impl SystemLayout {
             if meta.is_file() && meta.len() <= COPY_LIMIT {
                 // The size is known: one read, one to see the end.
                 let mut contents = Vec::with_capacity(meta.len() as usize + 1);
-                io::Read::read_to_end(&mut fs::File::open(&path)?, &mut contents)?;
+                io::Read::read_to_end(
+                    &mut io::Read::take(fs::File::open(&path)?, COPY_LIMIT + 1),
+                    &mut contents,
+                )?;
                 entries.push(SystemEntry::Copy { path, contents });
                 continue;
             }

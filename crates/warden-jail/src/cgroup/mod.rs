@@ -148,7 +148,12 @@ pub(crate) fn open_for_join(path: &Path) -> io::Result<OwnedFd> {
 /// would stat first and then grow its buffer in many small reads.
 pub(crate) fn read_text(path: impl AsRef<Path>) -> io::Result<String> {
     let mut buf = Vec::with_capacity(16 << 10);
-    io::Read::read_to_end(&mut fs::File::open(path)?, &mut buf)?;
+    // Through `Take`: `File`'s own `read_to_end` would stat and seek for a
+    // size hint first, which these files do not have.
+    io::Read::read_to_end(
+        &mut io::Read::take(fs::File::open(path)?, 1 << 20),
+        &mut buf,
+    )?;
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
