@@ -892,3 +892,9 @@ pub unsafe fn scrub_argv(area: (usize, usize), name: &[u8]) {
         area[..n].copy_from_slice(&name[..n]);
     }
 }
+
+/// Joins the `nstype` namespace open as `fd` (a /proc/PID/ns file).
+pub fn setns(fd: RawFd, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: setns takes only integers.
+    check(unsafe { libc::setns(fd, nstype) }).map(drop)
+}
