@@ -656,9 +656,12 @@ fn cpu_share_limit_holds_busy_processes_to_their_share() {
         .go();
     out.expect_status("timeout", "busy processes under a CPU share");
     let cpu = out.num("cpu_ms");
-    // 2s of wall clock at 50% of one core is 1000ms of CPU.
+    // 2s of wall clock at 50% of one core is 1000ms of CPU. The cap is
+    // what is enforced (at most 5% over, plus one CFS period); less only
+    // means the host was busy (other tests run in parallel on 2 cores), so
+    // the lower bound only checks that the share is not far too strict.
     assert!(
-        (900..=1100).contains(&cpu),
+        (600..=1100).contains(&cpu),
         "two busy processes under cpu:limit:50 for 2s got {cpu}ms of CPU (want ~1000ms)\n{}",
         out.ctx()
     );
