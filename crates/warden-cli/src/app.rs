@@ -326,19 +326,6 @@ fn is_invisible_format(c: char) -> bool {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::printable;
-
-    #[test]
-    fn log_lines_cannot_carry_terminal_controls_or_bidi_tricks() {
-        assert_eq!(printable("ok line"), "ok line");
-        assert_eq!(printable("a\nb\x1b[2J"), "a\\u{a}b\\u{1b}[2J");
-        assert_eq!(printable("x\u{202E}gnp.exe"), "x\\u{202e}gnp.exe");
-        assert_eq!(printable("\u{2066}\u{200B}é"), "\\u{2066}\\u{200b}é");
-    }
-}
-
 fn exit_status(report: &Report) -> u8 {
     u8::try_from(report.exit_status()).unwrap_or(EXIT_WARDEN_ERROR)
 }
@@ -408,5 +395,18 @@ fn policy_check(file: &Path) -> ExitCode {
             eprintln!("warden: {e}");
             ExitCode::from(EXIT_WARDEN_ERROR)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn log_lines_cannot_carry_terminal_controls_or_bidi_tricks() {
+        assert_eq!(printable("ok line"), "ok line");
+        assert_eq!(printable("a\nb\x1b[2J"), "a\\u{a}b\\u{1b}[2J");
+        assert_eq!(printable("x\u{202E}gnp.exe"), "x\\u{202e}gnp.exe");
+        assert_eq!(printable("\u{2066}\u{200B}é"), "\\u{2066}\\u{200b}é");
     }
 }
