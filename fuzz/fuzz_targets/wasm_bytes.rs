@@ -3,6 +3,10 @@
 //! `warden run` under small memory, fuel, wall-clock and output limits.
 //! `warden_wasm::fuzzing` holds the body and its oracle (no panic, no
 //! backend failure, every limit held) so that a unit test runs it on stable.
+//!
+//! Seeds: the test guests, e.g.
+//! `cargo fuzz run wasm_bytes fuzz/corpus/wasm_bytes tests-guests/wat`
+//! (new inputs go to the first directory only).
 #![no_main]
 
 use std::sync::OnceLock;

@@ -491,7 +491,7 @@ fn a_compile_past_the_wall_clock_deadline_is_a_timeout() {
     let tmp = TempDir::new("compile-timeout");
     let dir = cache_dir(&tmp);
     let module = tmp.path().join("slow.wat");
-    fs::write(&module, slow_module(100, 500)).unwrap();
+    fs::write(&module, slow_module(60, 400)).unwrap();
     let b = backend_in(&dir);
     let mut i = inv(&module, &[]);
     i.limits.wall_time = Duration::from_millis(100);
