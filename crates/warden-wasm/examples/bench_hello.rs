@@ -9,8 +9,14 @@
 //! * `warden run_prepared`: the same from an already prepared module;
 //! * `raw wasmtime (default pooling)`: instantiate + `_start` + drop with
 //!   wasmtime's default pooling allocator and an empty WASI context;
-//! * `raw wasmtime (Warden's pool settings)`: the same with the pool
-//!   settings Warden uses (pages reset in place, `PAGEMAP_SCAN`).
+//! * `raw wasmtime (Warden's pool settings)`: the same with exactly the
+//!   pool settings Warden uses (slot count and sizes, pages reset in place,
+//!   `PAGEMAP_SCAN`): the reference of the 1.2× bar;
+//! * `raw wasmtime, async + epoch`: the same engine with what Warden's
+//!   engine adds for its limits (epoch interruption, guest on a fiber so a
+//!   blocked host call can be abandoned), an epoch deadline set, called
+//!   through wasmtime-wasi's async preview-1 functions on its tokio runtime:
+//!   what of Warden's cost is wasmtime's.
 //!
 //! Usage: cargo run --release -p warden-wasm --example bench_hello [-- MODULE.wasm [RUNS]]
 //! (default: the Rust hello built by tests-guests/build.sh, 20000 runs).
@@ -35,7 +41,7 @@ fn main() {
     let module = args
         .next()
         .filter(|a| !a.is_empty())
-        .map(PathBuf::from)
+        .map(|m| std::fs::canonicalize(&m).unwrap_or_else(|e| panic!("{m}: {e}")))
         .unwrap_or_else(default_module);
     let runs: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
 
@@ -49,6 +55,30 @@ fn main() {
     }
     if let Some(v) = env("WARDEN_BENCH_POOL") {
         config.pool_instances = v as u32;
+    }
+    // What a one-run process pays before its first run: a backend with a
+    // pool of a CLI's size (32 slots) and one without a pool, each made and
+    // dropped in this process (so warm caches; the first of each is left
+    // out).
+    for (label, pool) in [("32-slot pool", 32u32), ("no pool (on demand)", 0)] {
+        let mut times: Vec<Duration> = (0..6)
+            .map(|_| {
+                let t = Instant::now();
+                let b = WasmBackend::with_config(WasmConfig {
+                    pool_instances: pool,
+                    ..config.clone()
+                })
+                .expect("wasm backend");
+                drop(b);
+                t.elapsed()
+            })
+            .skip(1)
+            .collect();
+        times.sort();
+        println!(
+            "backend made and dropped, {label}: median {:.0} µs",
+            us(times[times.len() / 2])
+        );
     }
     let backend = WasmBackend::with_config(config.clone()).expect("wasm backend");
     let inv = Invocation {
@@ -74,13 +104,9 @@ fn main() {
         .prepare(&module, backend.engine_kind(&inv))
         .expect("prepare");
 
-    let raw_default = raw_pre(&module, PoolingAllocationConfig::new());
-    let mut warden_pool = PoolingAllocationConfig::new();
-    warden_pool
-        .linear_memory_keep_resident(config.pool_keep_resident_bytes)
-        .table_keep_resident(config.pool_keep_resident_bytes)
-        .pagemap_scan(wasmtime::Enabled::Auto);
-    let raw_tuned = raw_pre(&module, warden_pool);
+    let raw_default = raw_pre(&module, PoolingAllocationConfig::new(), None);
+    let raw_tuned = raw_pre(&module, warden_pool(&config), None);
+    let raw_async = raw_pre(&module, warden_pool(&config), Some(&config));
 
     println!("module: {}, {runs} runs per measurement", module.display());
     println!("{config:?}");
@@ -98,17 +124,45 @@ fn main() {
     };
     let raw1 = || raw_run(&raw_default);
     let raw2 = || raw_run(&raw_tuned);
+    let raw3 = || raw_run_async(&raw_async);
+    let prepared_us = measure("warden run_prepared", runs, &warden_prepared);
     measure("warden run_with_io", runs, &warden_path);
-    measure("warden run_prepared", runs, &warden_prepared);
+    let raw_us = measure("raw wasmtime (Warden's pool settings)", runs, &raw2);
+    measure("raw wasmtime, async + epoch", runs, &raw3);
     measure("raw wasmtime (default pooling)", runs, &raw1);
-    measure("raw wasmtime (Warden's pool settings)", runs, &raw2);
+    if let (Some(w), Some(r)) = (prepared_us, raw_us) {
+        println!(
+            "warden run_prepared / raw wasmtime (Warden's pool settings), medians: {:.2}x (bar: 1.2x)",
+            w / r
+        );
+    }
 }
 
-fn measure(label: &str, runs: usize, f: &(dyn Fn() + Sync)) {
+/// The pooling configuration of Warden's engines (engines.rs), from its
+/// settings.
+fn warden_pool(config: &WasmConfig) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    let n = config.pool_instances;
+    pool.total_core_instances(n)
+        .total_memories(n)
+        .total_tables(n)
+        .total_component_instances(n)
+        .total_stacks(n)
+        .table_elements(config.pool_table_elements as usize)
+        .linear_memory_keep_resident(config.pool_keep_resident_bytes)
+        .table_keep_resident(config.pool_keep_resident_bytes)
+        .decommit_batch_size(config.pool_decommit_batch.max(1))
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .max_memory_size(config.pool_max_memory_bytes as usize);
+    pool
+}
+
+/// Prints one row; returns the median in µs.
+fn measure(label: &str, runs: usize, f: &(dyn Fn() + Sync)) -> Option<f64> {
     // WARDEN_BENCH_ONLY=text: only the variants whose label contains it.
     if let Ok(only) = std::env::var("WARDEN_BENCH_ONLY") {
         if !label.contains(&only) {
-            return;
+            return None;
         }
     }
     for _ in 0..1000 {
@@ -145,14 +199,32 @@ fn measure(label: &str, runs: usize, f: &(dyn Fn() + Sync)) {
         one,
         two
     );
+    Some(us(pct(0.5)))
 }
 
-fn raw_pre(module: &Path, pool: PoolingAllocationConfig) -> InstancePre<WasiP1Ctx> {
+/// `warden`: Warden's engine settings (epoch interruption, stack sizes) and
+/// wasmtime-wasi's async functions; else wasmtime's defaults and its
+/// synchronous ones.
+fn raw_pre(
+    module: &Path,
+    pool: PoolingAllocationConfig,
+    warden: Option<&WasmConfig>,
+) -> InstancePre<WasiP1Ctx> {
     let mut c = Config::new();
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(config) = warden {
+        c.epoch_interruption(true)
+            .max_wasm_stack(config.max_wasm_stack)
+            .async_stack_size(config.max_wasm_stack + (512 << 10))
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+    }
     let engine = Engine::new(&c).expect("engine");
     let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).expect("link WASI");
+    if warden.is_some() {
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |t| t).expect("link WASI");
+    } else {
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).expect("link WASI");
+    }
     let m = Module::from_file(&engine, module).expect("compile");
     linker.instantiate_pre(&m).expect("instantiate_pre")
 }
@@ -165,6 +237,21 @@ fn raw_run(pre: &InstancePre<WasiP1Ctx>) {
         .get_typed_func::<(), ()>(&mut store, "_start")
         .expect("_start");
     if let Err(e) = start.call(&mut store, ()) {
+        let exit = e.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0);
+        assert_eq!(exit, Some(0), "{e:#}");
+    }
+}
+
+fn raw_run_async(pre: &InstancePre<WasiP1Ctx>) {
+    let ctx = WasiCtxBuilder::new().build_p1();
+    let mut store = Store::new(pre.module().engine(), ctx);
+    store.set_epoch_deadline(1 << 40);
+    let result = wasmtime_wasi::runtime::in_tokio(async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call_async(&mut store, ()).await
+    });
+    if let Err(e) = result {
         let exit = e.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0);
         assert_eq!(exit, Some(0), "{e:#}");
     }

@@ -3,15 +3,29 @@
 //! Up to four engines, made on first use: with or without fuel metering
 //! (an unmetered run must not pay for fuel), and with the pooling allocator
 //! or on demand (the pool's slots have a fixed maximum memory size; a
-//! memory limit beyond it gets the on-demand engine). Every engine has
-//! epoch interruption on: it is how wall-clock and CPU-time limits stop a
-//! run (and runs execute on fibers, so that a run blocked in a host call
-//! can be abandoned at its deadline). One ticker thread increments every engine's epoch each tick while
-//! at least one run is in progress, and sleeps otherwise.
+//! memory limit beyond it gets the on-demand engine). Runs execute on
+//! fibers (wasmtime's async support), so that a run blocked in a host call
+//! can be abandoned at its deadline.
+//!
+//! Each engine pays for one interruption mechanism only (measured in
+//! BENCHMARKS.md: epoch checks and fuel counting each cost up to ~50% on
+//! call-heavy code, and together twice as much):
+//! * **unmetered** engines have epoch interruption: one ticker thread
+//!   increments their epoch every tick while runs are in progress (and for
+//!   a short while after, so that back-to-back runs do not have to wake
+//!   it), and each run's epoch callback checks its deadlines;
+//! * **metered** engines (a fuel budget was asked for) have no epoch
+//!   checks: the fuel counter they maintain anyway makes the guest yield to
+//!   Warden every [`FUEL_YIELD_INTERVAL`] units of fuel, and the run checks
+//!   its deadlines there (`run.rs`). wasmtime charges bulk memory and table
+//!   operations per byte or element, so the time between two yields stays
+//!   bounded (like the time between two epoch checks, it depends on the
+//!   code: see the constant).
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig,
@@ -20,6 +34,19 @@ use wasmtime::{
 
 use crate::run::RunState;
 use crate::{WasmConfig, WasmError};
+
+/// Units of fuel a metered run executes between two returns to Warden
+/// (deadline checks). Typical code runs 10–20 units per nanosecond here
+/// (fib, SHA-256: BENCHMARKS.md), so this is 50–100 µs of guest work, and a
+/// yield (~0.2 µs) costs under 0.5%; 100,000 cost 2–5% on a tight loop.
+/// Code that misses the cache on every load runs far fewer units per
+/// nanosecond: its deadline can land tens of milliseconds late.
+pub(crate) const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+
+/// How long the ticker keeps ticking after the last run ended before it
+/// sleeps: a run that starts within it does not have to wake the ticker
+/// (a futex wake-up and a context switch per run otherwise).
+const TICKER_LINGER: Duration = Duration::from_millis(200);
 
 /// Which engine a module is compiled for and run in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,7 +114,9 @@ impl Engines {
             return Ok(slot.clone());
         }
         let slot = Arc::new(make_slot(&self.config, kind)?);
-        self.ticker.add_engine(slot.engine.clone());
+        if !kind.metered {
+            self.ticker.add_engine(slot.engine.clone());
+        }
         let _ = cell.set(slot.clone());
         Ok(slot)
     }
@@ -95,7 +124,9 @@ impl Engines {
 
 fn engine_config(config: &WasmConfig, kind: EngineKind) -> Config {
     let mut c = Config::new();
-    c.epoch_interruption(true);
+    // One mechanism per engine: fuel (which also brings the guest back to
+    // Warden at regular intervals) or epochs.
+    c.epoch_interruption(!kind.metered);
     c.consume_fuel(kind.metered);
     // Backtraces are kept (a trap's report names where it happened) but
     // never depend on the environment.
@@ -157,6 +188,11 @@ fn make_slot(config: &WasmConfig, kind: EngineKind) -> Result<EngineSlot, WasmEr
         kind,
         message: format!("linking Warden's host functions: {e:#}"),
     })?;
+    // `file_size` and `open_files` on the guest's own files.
+    crate::fslimits::add_to_linker(&mut linker).map_err(|e| WasmError::Engine {
+        kind,
+        message: format!("linking the file limits: {e:#}"),
+    })?;
 
     let mut component_linker = wasmtime::component::Linker::<RunState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(|e| {
@@ -178,40 +214,70 @@ fn make_slot(config: &WasmConfig, kind: EngineKind) -> Result<EngineSlot, WasmEr
     })
 }
 
-/// The ticker thread: increments every engine's epoch once per tick while
-/// a run is active.
+/// The ticker thread: increments the epoch of every unmetered engine once
+/// per tick while a run is active, and for [`TICKER_LINGER`] after.
 pub(crate) struct Ticker {
     shared: Arc<TickShared>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// Runs in progress, counted in shards (by thread) so that runs on
+/// different threads do not contend for one cache line.
+struct ActiveRuns {
+    shards: [Shard; 16],
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(AtomicUsize);
+
+impl ActiveRuns {
+    fn shard(&self) -> &AtomicUsize {
+        thread_local! {
+            static SHARD: usize = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::thread::current().id().hash(&mut h);
+                h.finish() as usize
+            };
+        }
+        &self.shards[SHARD.with(|s| *s) % self.shards.len()].0
+    }
+
+    fn any(&self) -> bool {
+        self.shards.iter().any(|s| s.0.load(Ordering::SeqCst) > 0)
+    }
+}
+
 struct TickShared {
-    state: Mutex<TickState>,
+    /// Runs in progress. Counted without a lock: starting a run takes the
+    /// lock only when the ticker is asleep.
+    active: ActiveRuns,
+    /// The ticker is asleep (or about to be) on `wake`.
+    waiting: AtomicBool,
+    stop: AtomicBool,
+    /// Held by the ticker from deciding to sleep until it sleeps, and by a
+    /// run that wakes it.
+    lock: Mutex<()>,
     wake: Condvar,
     engines: Mutex<Vec<Engine>>,
     interval: Duration,
 }
 
-struct TickState {
-    active: usize,
-    /// The ticker waits on `wake` (so a run starting must notify it).
-    waiting: bool,
-    stop: bool,
-}
-
 /// Keeps the ticker running while it lives (one per run).
 pub(crate) struct TickGuard<'a> {
-    shared: &'a TickShared,
+    shard: &'a AtomicUsize,
 }
 
 impl Ticker {
     fn start(interval: Duration) -> Result<Self, WasmError> {
         let shared = Arc::new(TickShared {
-            state: Mutex::new(TickState {
-                active: 0,
-                waiting: false,
-                stop: false,
-            }),
+            active: ActiveRuns {
+                shards: Default::default(),
+            },
+            waiting: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            lock: Mutex::new(()),
             wake: Condvar::new(),
             engines: Mutex::new(Vec::new()),
             interval,
@@ -237,35 +303,40 @@ impl Ticker {
 
     /// Marks a run as active until the guard is dropped.
     pub fn active(&self) -> TickGuard<'_> {
-        let mut st = self.shared.lock_state();
-        st.active += 1;
-        if st.waiting {
-            st.waiting = false;
-            self.shared.wake.notify_all();
+        let shared = &*self.shared;
+        let shard = shared.active.shard();
+        shard.fetch_add(1, Ordering::SeqCst);
+        // The ticker sets `waiting` and then re-reads `active` before it
+        // sleeps (both SeqCst), so either it sees this run or this run sees
+        // it waiting and wakes it.
+        if shared.waiting.load(Ordering::SeqCst) {
+            let _held = shared.lock_state();
+            shared.waiting.store(false, Ordering::SeqCst);
+            shared.wake.notify_all();
         }
-        TickGuard {
-            shared: &self.shared,
-        }
+        TickGuard { shard }
     }
 }
 
 impl TickShared {
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, TickState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Drop for TickGuard<'_> {
     fn drop(&mut self) {
-        let mut st = self.shared.lock_state();
-        st.active = st.active.saturating_sub(1);
+        self.shard.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.shared.lock_state().stop = true;
-        self.shared.wake.notify_all();
+        {
+            let _held = self.shared.lock_state();
+            self.shared.stop.store(true, Ordering::SeqCst);
+            self.shared.wake.notify_all();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -273,19 +344,45 @@ impl Drop for Ticker {
 }
 
 fn tick_loop(shared: &TickShared) {
+    let mut idle_since: Option<Instant> = None;
     loop {
-        {
-            let mut st = shared.lock_state();
-            while st.active == 0 && !st.stop {
-                st.waiting = true;
-                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            st.waiting = false;
-            if st.stop {
-                return;
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if shared.active.any() {
+            idle_since = None;
+        } else {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= TICKER_LINGER {
+                let mut held = shared.lock_state();
+                shared.waiting.store(true, Ordering::SeqCst);
+                while !shared.active.any()
+                    && !shared.stop.load(Ordering::SeqCst)
+                    && shared.waiting.load(Ordering::SeqCst)
+                {
+                    held = shared.wake.wait(held).unwrap_or_else(|e| e.into_inner());
+                }
+                shared.waiting.store(false, Ordering::SeqCst);
+                drop(held);
+                idle_since = None;
+                continue;
             }
         }
-        std::thread::sleep(shared.interval);
+        // Sleep on the condition variable rather than `thread::sleep`, so
+        // that dropping the backend (at the end of a CLI run) need not wait
+        // for the tick to end.
+        {
+            let held = shared.lock_state();
+            if shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            drop(
+                shared
+                    .wake
+                    .wait_timeout(held, shared.interval)
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        }
         for engine in shared
             .engines
             .lock()

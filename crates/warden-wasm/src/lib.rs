@@ -17,8 +17,14 @@
 //!   on wasmtime fibers, so a blocked call is abandoned); `cpu_time` → the
 //!   thread's CPU clock checked at each epoch tick; `cpu_percent` → the
 //!   same tick sleeps off CPU used beyond the share; `fuel` → wasmtime
-//!   fuel, in a separate engine so unmetered runs do not pay for it;
-//!   `output_bytes` → the stdio cap. A trap is a `violation`, never a
+//!   fuel, in a separate engine so unmetered runs do not pay for it (and
+//!   without epoch checks: a metered guest yields to Warden every 10⁶
+//!   units of fuel, where the same deadlines are checked);
+//!   `output_bytes` → the stdio cap (output for the caller's own stdout or
+//!   stderr goes through a writer thread, so a reader that stops reading
+//!   cannot hold a run past its deadline); `file_size` and `open_files` →
+//!   checks in front of wasmtime-wasi's preview-1 file functions (not for
+//!   components: reported `not_enforced`). A trap is a `violation`, never a
 //!   crash; `proc_exit(n)` is `exited` with code `n`.
 //! * **Prepared once.** Engines (pooling allocator when the memory limit
 //!   fits a pool slot) and the WASI linkers are made once per backend;
@@ -62,6 +68,7 @@ mod cache;
 mod compile;
 mod deterministic;
 mod engines;
+mod fslimits;
 #[doc(hidden)]
 pub mod fuzzing;
 mod host;

@@ -2,12 +2,24 @@
 //! stdout/stderr through one shared byte cap, as the jail's supervisor
 //! does. A write past the cap is cut at the cap and traps the guest; the
 //! run is then reported as `output_limit` with `truncated`.
+//!
+//! Output for the caller's own stdout/stderr ([`Output::Inherit`]) never
+//! blocks the run's thread: unless the descriptor is a regular file or
+//! `/dev/null` (which never block), it is queued for a writer thread per
+//! descriptor (one per process, like the jail's forwarders). When the queue
+//! is full (the reader does not keep up, or has stopped), the guest's write
+//! waits asynchronously, so the run's deadline still ends it; at the end of
+//! a run Warden waits for its output to be written at most until the run's
+//! deadline (and [`DRAIN_GRACE`]), then reports what is still queued.
 
-use std::io::{self, Write};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -72,16 +84,6 @@ pub struct RunIo {
 }
 
 impl RunIo {
-    /// Flushes the caller's stdout/stderr where the run writes to them.
-    pub(crate) fn flush(&self) {
-        if matches!(self.stdout, Output::Inherit) {
-            let _ = io::stdout().flush();
-        }
-        if matches!(self.stderr, Output::Inherit) {
-            let _ = io::stderr().flush();
-        }
-    }
-
     /// Stdin empty, stdout and stderr collected in the returned buffers.
     pub fn captured(stdin: Input) -> (RunIo, SharedBuffer, SharedBuffer) {
         let out = SharedBuffer::new();
@@ -134,13 +136,224 @@ enum Fd {
     Stderr,
 }
 
+/// Bytes queued for the caller's stdout (or stderr) beyond which a guest's
+/// write waits.
+const QUEUE_BYTES: usize = 1 << 20;
+/// At the end of a run, how long its queued output may take to be written
+/// (never past the run's deadline), as the jail's `DRAIN_GRACE`.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// The caller's stdout or stderr.
+enum Sink {
+    /// A regular file or `/dev/null`: written from the run's thread.
+    Direct(Fd),
+    /// Anything that can block (a pipe, a terminal, a socket): written by a
+    /// thread of its own.
+    Queued(Arc<Queue>),
+}
+
+/// Output waiting for a writer thread.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// The writer waits here for chunks.
+    work: Condvar,
+    /// Runs waiting for their output to be written wait here.
+    progress: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    chunks: VecDeque<Vec<u8>>,
+    queued: usize,
+    /// Bytes ever queued / ever written (or dropped after a failure).
+    enqueued_total: u64,
+    written_total: u64,
+    /// The descriptor failed (the reader is gone): output is dropped and
+    /// writes fail from then on.
+    failed: bool,
+    /// Guests waiting for room in the queue.
+    wakers: Vec<Waker>,
+}
+
+impl Fd {
+    fn write_all(self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = match self {
+                Fd::Stdout => rustix::io::write(io::stdout().as_fd(), buf),
+                Fd::Stderr => rustix::io::write(io::stderr().as_fd(), buf),
+            };
+            match n {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(rustix::io::Errno::INTR) => {}
+                // Someone made the descriptor non-blocking: wait a little.
+                Err(rustix::io::Errno::AGAIN) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// True for a regular file and `/dev/null`, which never block.
+    fn never_blocks(self) -> bool {
+        let st = match self {
+            Fd::Stdout => rustix::fs::fstat(io::stdout().as_fd()),
+            Fd::Stderr => rustix::fs::fstat(io::stderr().as_fd()),
+        };
+        let Ok(st) = st else {
+            // Closed: writes fail at once, they cannot block.
+            return true;
+        };
+        match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::RegularFile => true,
+            rustix::fs::FileType::CharacterDevice => st.st_rdev == rustix::fs::makedev(1, 3),
+            _ => false,
+        }
+    }
+
+    fn sink(self) -> &'static Sink {
+        static STDOUT: OnceLock<Sink> = OnceLock::new();
+        static STDERR: OnceLock<Sink> = OnceLock::new();
+        let cell = match self {
+            Fd::Stdout => &STDOUT,
+            Fd::Stderr => &STDERR,
+        };
+        cell.get_or_init(|| {
+            if self.never_blocks() {
+                return Sink::Direct(self);
+            }
+            let queue = Arc::new(Queue {
+                state: Mutex::new(QueueState::default()),
+                work: Condvar::new(),
+                progress: Condvar::new(),
+            });
+            let for_thread = queue.clone();
+            let name = match self {
+                Fd::Stdout => "warden-wasm-stdout",
+                Fd::Stderr => "warden-wasm-stderr",
+            };
+            match std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || for_thread.write_loop(self))
+            {
+                Ok(_) => Sink::Queued(queue),
+                // No thread: write from the run's thread, as before.
+                Err(_) => Sink::Direct(self),
+            }
+        })
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_loop(&self, fd: Fd) {
+        loop {
+            let chunk = {
+                let mut st = self.lock();
+                loop {
+                    if let Some(c) = st.chunks.pop_front() {
+                        break c;
+                    }
+                    st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let ok = fd.write_all(&chunk).is_ok();
+            let wakers = {
+                let mut st = self.lock();
+                st.queued -= chunk.len();
+                st.written_total += chunk.len() as u64;
+                if !ok {
+                    // The caller stopped reading for good: drop the rest.
+                    st.failed = true;
+                    st.chunks.clear();
+                    st.queued = 0;
+                    st.written_total = st.enqueued_total;
+                }
+                std::mem::take(&mut st.wakers)
+            };
+            self.progress.notify_all();
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+
+    /// Queues `buf`; returns the sequence number of its last byte.
+    fn push(&self, buf: &[u8]) -> io::Result<u64> {
+        let mut st = self.lock();
+        if st.failed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if !buf.is_empty() {
+            st.chunks.push_back(buf.to_vec());
+            st.queued += buf.len();
+            st.enqueued_total += buf.len() as u64;
+            self.work.notify_one();
+        }
+        Ok(st.enqueued_total)
+    }
+
+    /// Room in the queue (0: full); a failed queue has room (its writes
+    /// fail at once).
+    fn room(&self) -> usize {
+        let st = self.lock();
+        if st.failed {
+            return QUEUE_BYTES;
+        }
+        QUEUE_BYTES.saturating_sub(st.queued)
+    }
+
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.lock();
+        if st.failed || st.queued < QUEUE_BYTES {
+            return Poll::Ready(());
+        }
+        if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            st.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Waits until byte `seq` is written or `until`; returns how many of
+    /// the bytes up to `seq` are still queued.
+    fn wait_written(&self, seq: u64, until: Instant) -> u64 {
+        let mut st = self.lock();
+        loop {
+            if st.written_total >= seq {
+                return 0;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return seq - st.written_total;
+            }
+            st = self
+                .progress
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
 /// One of a run's output streams: counts what passes, enforces the cap.
 #[derive(Clone)]
 pub(crate) struct CappedStream {
     cap: Arc<OutputCap>,
-    written: Arc<AtomicU64>,
+    counts: Arc<StreamCounts>,
     target: Output,
     fd: Fd,
+}
+
+#[derive(Default)]
+struct StreamCounts {
+    /// Bytes that went through (at most the cap).
+    written: AtomicU64,
+    /// Sequence number (in its queue) of the last byte this stream queued
+    /// for the caller's descriptor.
+    queued_to: AtomicU64,
 }
 
 /// The error a guest's write traps with when the output cap is reached.
@@ -160,24 +373,53 @@ impl CappedStream {
     fn new(cap: Arc<OutputCap>, target: Output, fd: Fd) -> Self {
         CappedStream {
             cap,
-            written: Arc::new(AtomicU64::new(0)),
+            counts: Arc::default(),
             target,
             fd,
         }
     }
 
+    /// The writer queue this stream's output goes through, if any.
+    fn queue(&self) -> Option<&'static Queue> {
+        match (&self.target, self.fd.sink()) {
+            (Output::Inherit, Sink::Queued(q)) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// Waits (at most until `until`) for what this stream queued for the
+    /// caller's descriptor to be written; returns the bytes still queued.
+    pub fn wait_delivered(&self, until: Instant) -> u64 {
+        let seq = self.counts.queued_to.load(Ordering::Relaxed);
+        match self.queue() {
+            Some(q) if seq > 0 => q.wait_written(seq, until),
+            _ => 0,
+        }
+    }
+
+    /// Ready when the stream can take more bytes without exceeding its
+    /// queue (always, for targets that do not queue).
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.queue() {
+            Some(q) => q.poll_room(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
     /// Bytes that went through (at most the cap).
-    pub fn counter(&self) -> Arc<AtomicU64> {
-        self.written.clone()
+    pub fn written(&self) -> u64 {
+        self.counts.written.load(Ordering::Relaxed)
     }
 
     /// Writes what the cap allows; `Err(OutputLimitReached)` when it cut.
     fn put(&self, buf: &[u8]) -> Result<(), PutError> {
         let granted = self.cap.take(buf.len() as u64) as usize;
         let result = match &self.target {
-            Output::Inherit => match self.fd {
-                Fd::Stdout => io::stdout().lock().write_all(&buf[..granted]),
-                Fd::Stderr => io::stderr().lock().write_all(&buf[..granted]),
+            Output::Inherit => match self.fd.sink() {
+                Sink::Direct(fd) => fd.write_all(&buf[..granted]),
+                Sink::Queued(q) => q.push(&buf[..granted]).map(|seq| {
+                    self.counts.queued_to.fetch_max(seq, Ordering::Relaxed);
+                }),
             },
             Output::Buffer(b) => {
                 b.lock().extend_from_slice(&buf[..granted]);
@@ -185,7 +427,9 @@ impl CappedStream {
             }
             Output::Discard => Ok(()),
         };
-        self.written.fetch_add(granted as u64, Ordering::Relaxed);
+        self.counts
+            .written
+            .fetch_add(granted as u64, Ordering::Relaxed);
         result.map_err(PutError::Io)?;
         if granted < buf.len() {
             self.cap.exceeded.store(true, Ordering::Relaxed);
@@ -204,12 +448,9 @@ impl CappedStream {
         }
     }
 
+    /// Nothing to do: bytes go to the descriptor (or its queue) unbuffered.
     fn flush_target(&self) -> io::Result<()> {
-        match (&self.target, self.fd) {
-            (Output::Inherit, Fd::Stdout) => io::stdout().flush(),
-            (Output::Inherit, Fd::Stderr) => io::stderr().flush(),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -238,7 +479,11 @@ impl StdoutStream for CappedStream {
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for CappedStream {
-    async fn ready(&mut self) {}
+    /// Waits for room in the writer queue (without blocking the thread: the
+    /// run's deadline can still end it).
+    async fn ready(&mut self) {
+        std::future::poll_fn(|cx| self.poll_room(cx)).await;
+    }
 }
 
 impl OutputStream for CappedStream {
@@ -255,16 +500,22 @@ impl OutputStream for CappedStream {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 * 1024)
+        Ok(match self.queue() {
+            Some(q) => q.room().min(64 * 1024),
+            None => 64 * 1024,
+        })
     }
 }
 
 impl AsyncWrite for CappedStream {
     fn poll_write(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.poll_room(cx).is_pending() {
+            return Poll::Pending;
+        }
         Poll::Ready(match self.put(buf) {
             Ok(()) => Ok(buf.len()),
             Err(PutError::Io(e)) => Err(e),

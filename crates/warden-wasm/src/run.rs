@@ -1,9 +1,12 @@
 //! One run: WASI context from the grants, a store under the limits,
 //! instantiate, call `_start`, classify how it ended.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use warden_core::{Enforcement, Invocation, Outcome, Status, Violation};
@@ -13,10 +16,12 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::deterministic;
+use crate::engines::FUEL_YIELD_INTERVAL;
+use crate::fslimits::FsLimits;
 use crate::host::{self, call::CallContext, HostState};
 use crate::limiter::MemLimiter;
 use crate::module::{Code, PreparedModule};
-use crate::output::{CappedStream, Input, OutputCap, RunIo};
+use crate::output::{CappedStream, Input, OutputCap, RunIo, DRAIN_GRACE};
 use crate::{WasmBackend, WasmError};
 
 /// Longest trap or error text kept in a report.
@@ -27,9 +32,14 @@ pub(crate) struct RunState {
     pub wasi: WasiP1Ctx,
     /// The host capabilities' side of the run.
     pub host: HostState,
+    /// Open descriptors and file sizes (preview-1 modules).
+    pub fs: FsLimits,
     limiter: MemLimiter,
     /// Set by the epoch callback when it stops the run.
     stop: Option<Stop>,
+    /// The thread's CPU clock, read at the first epoch tick (see
+    /// [`CpuBase`]).
+    cpu_base: Option<CpuBase>,
 }
 
 impl RunState {
@@ -126,29 +136,57 @@ pub(crate) fn preopens(caps: &[Capability], module: &Path) -> Result<Vec<Preopen
     Ok(out)
 }
 
-/// How each limit is enforced on a run, and what is not.
-pub(crate) fn enforcement(inv: &Invocation, preopens: &[Preopen]) -> (Enforcement, Vec<String>) {
+/// How each limit is enforced on a run, and what is not. `metered`: the
+/// run's engine counts fuel (and checks deadlines when the guest yields)
+/// instead of epochs.
+pub(crate) fn enforcement(
+    inv: &Invocation,
+    preopens: &[Preopen],
+    component: bool,
+    metered: bool,
+) -> (Enforcement, Vec<String>) {
     let mut e = Enforcement::new();
     let mut warnings = Vec::new();
+    let (clock, cpu, share) = if metered {
+        (
+            "fuel_yield",
+            "fuel_yield_thread_cputime",
+            "fuel_yield_throttle",
+        )
+    } else {
+        ("epoch", "epoch_thread_cputime", "epoch_throttle")
+    };
     e.insert("memory".into(), "wasm_limiter".into());
-    e.insert("wall_time".into(), "epoch".into());
+    e.insert("wall_time".into(), clock.into());
     e.insert("output".into(), "wasm_stdio_cap".into());
     e.insert("pids".into(), "no_processes".into());
     if inv.limits.cpu_time.is_some() {
-        e.insert("cpu_time".into(), "epoch_thread_cputime".into());
+        e.insert("cpu_time".into(), cpu.into());
     }
     if inv.limits.cpu_percent.is_some() {
-        e.insert("cpu_share".into(), "epoch_throttle".into());
+        e.insert("cpu_share".into(), share.into());
     }
     if inv.fuel.is_some() {
         e.insert("fuel".into(), "wasm_fuel".into());
     }
-    if preopens.iter().any(|p| p.writable) {
-        e.insert("file_size".into(), "not_enforced".into());
-        warnings.push(
-            "file_size: not enforced by the wasm backend yet (writes through fs:write grants are not capped)"
-                .into(),
-        );
+    if !preopens.is_empty() {
+        if component {
+            // WASI 0.2's filesystem interface is not wrapped (fslimits.rs
+            // covers preview 1).
+            e.insert("open_files".into(), "not_enforced".into());
+            if preopens.iter().any(|p| p.writable) {
+                e.insert("file_size".into(), "not_enforced".into());
+                warnings.push(
+                    "file_size: not enforced for WASI 0.2 components (writes through fs:write grants are not capped)"
+                        .into(),
+                );
+            }
+        } else {
+            e.insert("open_files".into(), "wasm_fd_count".into());
+            if preopens.iter().any(|p| p.writable) {
+                e.insert("file_size".into(), "wasm_write_check".into());
+            }
+        }
     }
     (e, warnings)
 }
@@ -222,7 +260,52 @@ pub(crate) fn thread_cpu() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-/// What the epoch callback checks at every tick.
+/// A reading of the run thread's CPU clock (a system call that takes the
+/// scheduler's run-queue lock: ~0.5 µs, as much as a tenth of a short run).
+///
+/// A run without a CPU limit does not read it at the start. It takes its
+/// first reading the first time it waits or is interrupted: an epoch tick,
+/// a fuel yield, a host call that blocks. Until then the thread never
+/// waited, so the CPU time it used is the wall time since the start (less
+/// any preemption by other threads: an upper bound). A run that ends within
+/// a millisecond reads nothing (its `cpu_ms` is 0 either way), and one that
+/// never waited reports its wall time. A CPU limit reads the clock at the
+/// start and checks it exactly.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuBase {
+    at: Instant,
+    cpu: Duration,
+}
+
+impl CpuBase {
+    fn now() -> Self {
+        let cpu = thread_cpu();
+        CpuBase {
+            at: Instant::now(),
+            cpu,
+        }
+    }
+
+    /// CPU time used since `start`, given the earliest reading taken after
+    /// it (`None`: none was).
+    fn used_since(start: Instant, base: Option<CpuBase>) -> Duration {
+        match base {
+            Some(b) => thread_cpu().saturating_sub(b.cpu) + b.at.saturating_duration_since(start),
+            None => start.elapsed(),
+        }
+    }
+
+    fn earliest(a: Option<CpuBase>, b: Option<CpuBase>) -> Option<CpuBase> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if a.at <= b.at { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// What a run checks at every epoch tick (unmetered engines) or fuel yield
+/// (metered engines).
+#[derive(Clone, Copy)]
 struct Deadline {
     started: Instant,
     wall: Instant,
@@ -232,6 +315,11 @@ struct Deadline {
 }
 
 impl Deadline {
+    /// True if CPU time has to be looked at (a limit or a share).
+    fn watches_cpu(&self) -> bool {
+        self.cpu_limit.is_some() || self.cpu_percent.is_some()
+    }
+
     fn check(&self) -> Option<Stop> {
         let now = Instant::now();
         if now >= self.wall {
@@ -289,8 +377,9 @@ pub(crate) async fn run_async(
         return Err(WasmError::Tenant(inv.tenant.clone()));
     }
     let engines = backend.engines();
+    let metered = module.kind.metered;
     let preopens = preopens(&inv.capabilities, &module.path)?;
-    let (enforcement, warnings) = enforcement(inv, &preopens);
+    let (enforcement, warnings) = enforcement(inv, &preopens, module.is_component(), metered);
     let cap = OutputCap::new(inv.limits.output_bytes);
     let stdout = CappedStream::stdout(cap.clone(), io.stdout.clone());
     let stderr = CappedStream::stderr(cap.clone(), io.stderr.clone());
@@ -298,8 +387,11 @@ pub(crate) async fn run_async(
 
     // The guest's clock starts now: compiling a module on a cache miss is
     // Warden's work, not the guest's (it is in `wall_ms` all the same).
-    let cpu_start = thread_cpu();
-    let guest_start = Instant::now();
+    // The CPU clock is read now only for a CPU limit (see CpuBase).
+    let watches_cpu = inv.limits.cpu_time.is_some() || inv.limits.cpu_percent.is_some();
+    let precise = watches_cpu.then(CpuBase::now);
+    let cpu_start = precise.map_or(Duration::ZERO, |b| b.cpu);
+    let guest_start = precise.map_or_else(Instant::now, |b| b.at);
     let deadline_at = guest_start
         .checked_add(inv.limits.wall_time)
         .unwrap_or_else(|| guest_start + Duration::from_secs(100 * 365 * 86_400));
@@ -315,6 +407,11 @@ pub(crate) async fn run_async(
         RunState {
             wasi,
             host: HostState::new(backend, inv, deadline_at, calls),
+            fs: FsLimits::new(
+                inv.limits.file_size_bytes,
+                inv.limits.open_files,
+                preopens.len(),
+            ),
             limiter: MemLimiter::new(
                 inv.limits.memory_bytes,
                 module
@@ -323,14 +420,10 @@ pub(crate) async fn run_async(
                     .then_some(u64::from(engines.config().pool_table_elements)),
             ),
             stop: None,
+            cpu_base: precise,
         },
     );
     store.limiter(|s| &mut s.limiter);
-    if let Some(fuel) = inv.fuel {
-        store
-            .set_fuel(fuel)
-            .map_err(|e| WasmError::Store(format!("set fuel: {e:#}")))?;
-    }
     let deadline = Deadline {
         started: guest_start,
         wall: deadline_at,
@@ -338,65 +431,101 @@ pub(crate) async fn run_async(
         cpu_limit: inv.limits.cpu_time,
         cpu_percent: inv.limits.cpu_percent.filter(|p| *p < 100),
     };
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |mut ctx| match deadline.check() {
-        Some(stop) => {
-            ctx.data_mut().stop = Some(stop);
-            Ok(UpdateDeadline::Interrupt)
-        }
-        None => Ok(UpdateDeadline::Continue(1)),
-    });
+    // Keeps the epoch ticker going (unmetered engines only).
+    let mut ticking = None;
+    if metered {
+        // No epochs in this engine: the guest comes back to Warden every
+        // FUEL_YIELD_INTERVAL units of fuel, where `supervise` checks the
+        // deadlines.
+        store
+            .set_fuel(inv.fuel.unwrap_or(u64::MAX))
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+            .map_err(|e| WasmError::Store(format!("set fuel: {e:#}")))?;
+    } else {
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            if state.cpu_base.is_none() {
+                state.cpu_base = Some(CpuBase::now());
+            }
+            match deadline.check() {
+                Some(stop) => {
+                    state.stop = Some(stop);
+                    Ok(UpdateDeadline::Interrupt)
+                }
+                None => Ok(UpdateDeadline::Continue(1)),
+            }
+        });
+        ticking = Some(engines.ticker.active());
+    }
 
-    let ticking = engines.ticker.active();
     let t0 = Instant::now();
     let mut instantiate_us = 0;
-    // The epoch callback stops a guest running wasm code; the timer
-    // abandons one blocked in a host call (dropping the call's future
-    // unwinds its fiber).
-    let run = async {
-        match &module.code {
-            Code::Module(pre) => {
-                let instantiated = pre.instantiate_async(&mut store).await;
-                instantiate_us = t0.elapsed().as_micros() as u64;
-                let instance = instantiated?;
-                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                start.call_async(&mut store, ()).await
-            }
-            Code::Component(pre) => {
-                let instantiated = pre.instantiate_async(&mut store).await;
-                instantiate_us = t0.elapsed().as_micros() as u64;
-                let command = instantiated?;
-                match command.wasi_cli_run().call_run(&mut store).await? {
-                    Ok(()) => Ok(()),
-                    // `run` returned an error: exit status 1, as wasmtime's CLI.
-                    Err(()) => Err(I32Exit(1).into()),
+    let result = {
+        let run = std::pin::pin!(async {
+            match &module.code {
+                Code::Module(pre) => {
+                    let instantiated = pre.instantiate_async(&mut store).await;
+                    instantiate_us = t0.elapsed().as_micros() as u64;
+                    let instance = instantiated?;
+                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                    start.call_async(&mut store, ()).await
+                }
+                Code::Component(pre) => {
+                    let instantiated = pre.instantiate_async(&mut store).await;
+                    instantiate_us = t0.elapsed().as_micros() as u64;
+                    let command = instantiated?;
+                    match command.wasi_cli_run().call_run(&mut store).await? {
+                        Ok(()) => Ok(()),
+                        // `run` returned an error: exit status 1, as wasmtime's CLI.
+                        Err(()) => Err(I32Exit(1).into()),
+                    }
                 }
             }
-        }
-    };
-    let budget = deadline_at.saturating_duration_since(Instant::now());
-    let result = match tokio::time::timeout(budget, run).await {
-        Ok(r) => r,
-        Err(_) => {
-            store.data_mut().stop = Some(Stop::Timeout);
-            Err(wasmtime::Error::msg("deadline reached in a host call"))
-        }
+        });
+        supervise(
+            run,
+            deadline,
+            metered.then_some(engines.config().epoch_tick),
+        )
+        .await
+        // Dropping `run` here abandons a guest stopped at a deadline
+        // (its fiber is unwound).
     };
     drop(ticking);
+    let (result, waited) = result;
+    let result = match result {
+        Ok(r) => r,
+        Err(stop) => {
+            store.data_mut().stop = Some(stop);
+            Err(wasmtime::Error::msg("deadline reached"))
+        }
+    };
 
+    // Fuel is written back to the store at every yield, so this is exact to
+    // within FUEL_YIELD_INTERVAL even for a run stopped in a call-free loop.
     let fuel_consumed = inv
         .fuel
         .map(|f| f.saturating_sub(store.get_fuel().unwrap_or(0)));
     let state = store.data_mut();
+    let ended = Instant::now();
+    // A run shorter than a millisecond used less than a millisecond of CPU:
+    // no clock read for it.
+    let cpu_ms = if ended.saturating_duration_since(guest_start) >= Duration::from_millis(1) {
+        let base = CpuBase::earliest(state.cpu_base, waited);
+        CpuBase::used_since(guest_start, base).as_millis() as u64
+    } else {
+        0
+    };
     let mut outcome = Outcome {
         status: Status::Exited,
         exit_code: None,
         signal: None,
         wall_ms: 0,
-        cpu_ms: thread_cpu().saturating_sub(cpu_start).as_millis() as u64,
+        cpu_ms,
         peak_memory_bytes: state.limiter.peak,
-        stdout_bytes: stdout.counter().load(Ordering::Relaxed),
-        stderr_bytes: stderr.counter().load(Ordering::Relaxed),
+        stdout_bytes: stdout.written(),
+        stderr_bytes: stderr.written(),
         truncated: cap.exceeded.load(Ordering::Relaxed),
         violations: Vec::new(),
         enforcement,
@@ -414,17 +543,75 @@ pub(crate) async fn run_async(
         state.limiter.refused.clone(),
         inv,
     );
-    // Denied host calls, like the jail's denied system calls: recorded,
-    // and the run is a `violation` if it otherwise ended by itself.
+    // Denied host calls and refused file-size/descriptor limits, like the
+    // jail's denied system calls: recorded, and the run is a `violation` if
+    // it otherwise ended by itself.
     let host_violations = state.host.violations();
-    if state.host.any_denied() && outcome.status == Status::Exited {
+    if (state.host.any_denied() || state.fs.any_refused()) && outcome.status == Status::Exited {
         outcome.status = Status::Violation;
     }
+    outcome.violations.extend(state.fs.violations());
     outcome.violations.extend(host_violations);
     drop(store);
-    io.flush();
-    outcome.wall_ms = started.elapsed().as_millis() as u64;
+    // Output still queued for the caller's stdout/stderr gets until the
+    // deadline (and DRAIN_GRACE) to be written; a reader that does not read
+    // does not hold the report back.
+    let until = deadline_at.min(ended + DRAIN_GRACE);
+    let undelivered = stdout.wait_delivered(until) + stderr.wait_delivered(until);
+    if undelivered > 0 {
+        outcome.warnings.push(format!(
+            "output: {undelivered} bytes were still waiting for the caller to read them when the run ended"
+        ));
+        outcome.wall_ms = started.elapsed().as_millis() as u64;
+    } else {
+        outcome.wall_ms = ended.saturating_duration_since(started).as_millis() as u64;
+    }
     Ok(outcome)
+}
+
+/// Drives a run to its end or its deadline. Checked at every return to
+/// Warden: the wall-clock deadline always, and CPU time (at most every
+/// `cpu_every`) for metered runs, whose engine has no epoch callback to do
+/// it. A run that waits (a host call that blocks, a full output queue) is
+/// woken at its wall-clock deadline by a timer, made the first time it
+/// waits. Returns why it was stopped, if it was, and the CPU clock read the
+/// first time it waited or yielded (see [`CpuBase`]).
+async fn supervise<F: Future>(
+    mut run: Pin<&mut F>,
+    deadline: Deadline,
+    cpu_every: Option<Duration>,
+) -> (Result<F::Output, Stop>, Option<CpuBase>) {
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut next_cpu_check = deadline.started;
+    let mut waited: Option<CpuBase> = None;
+    let result = std::future::poll_fn(|cx| {
+        let now = Instant::now();
+        if now >= deadline.wall {
+            return Poll::Ready(Err(Stop::Timeout));
+        }
+        if let Some(every) = cpu_every {
+            if deadline.watches_cpu() && now >= next_cpu_check {
+                next_cpu_check = now + every;
+                if let Some(stop) = deadline.check() {
+                    return Poll::Ready(Err(stop));
+                }
+            }
+        }
+        if let Poll::Ready(r) = run.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if waited.is_none() {
+            waited = Some(CpuBase::now());
+        }
+        let timer =
+            timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.wall.into())));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Stop::Timeout));
+        }
+        Poll::Pending
+    })
+    .await;
+    (result, waited)
 }
 
 fn shorten(mut s: String) -> String {

@@ -12,13 +12,16 @@ use warden_wasm::{Input, RunIo};
 
 #[test]
 fn a_deadline_stops_the_run_within_5ms() {
-    measure("spin.wat", "wasm code (epoch)");
-    measure("sleep.wat", "a host call (timer)");
+    measure("spin.wat", "wasm code (epoch)", None);
+    measure("sleep.wat", "a host call (timer)", None);
+    measure("spin.wat", "metered wasm code (fuel yield)", Some(1 << 50));
+    measure("sleep.wat", "a metered host call (timer)", Some(1 << 50));
 }
 
-fn measure(guest: &str, what: &str) {
+fn measure(guest: &str, what: &str, fuel: Option<u64>) {
     let module = wat(guest);
     let mut i = inv(&module, &[]);
+    i.fuel = fuel;
     // (sleep.wat waits on a clock: it needs clock:read.)
     i.capabilities = vec![warden_policy::Capability::ClockRead];
     i.limits.wall_time = Duration::from_millis(50);

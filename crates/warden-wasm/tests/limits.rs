@@ -35,10 +35,40 @@ fn wall_time_also_holds_with_fuel_metering() {
     i.fuel = Some(1 << 40);
     let r = run(&i);
     assert_eq!(r.outcome.status, Status::Timeout, "{:?}", r.outcome);
-    // Compiled code keeps its fuel count in a register and only writes it
-    // back at calls and returns, so after an interrupt in a call-free loop
-    // the count is a lower bound (here: 0).
-    assert!(r.outcome.fuel_consumed.is_some(), "{:?}", r.outcome);
+    // The metered engine makes the guest yield every 10⁶ units of fuel
+    // (where the deadline is checked) and the count is written back at each
+    // yield, so a run stopped in a call-free loop reports what it used:
+    // 100 ms of a one-instruction loop is tens of millions of units.
+    let used = r.outcome.fuel_consumed.expect("fuel_consumed");
+    assert!(used > 1_000_000, "{:?}", r.outcome);
+    assert_eq!(r.outcome.enforcement["wall_time"], "fuel_yield");
+}
+
+#[test]
+fn cpu_time_is_enforced_with_fuel_metering_too() {
+    let mut i = inv(&wat("spin.wat"), &[]);
+    i.limits.cpu_time = Some(Duration::from_millis(150));
+    i.limits.wall_time = Duration::from_secs(10);
+    i.fuel = Some(1 << 50);
+    let t = Instant::now();
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::CpuLimit, "{:?}", r.outcome);
+    assert!(r.outcome.cpu_ms >= 150, "{:?}", r.outcome);
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        r.outcome.enforcement["cpu_time"],
+        "fuel_yield_thread_cputime"
+    );
+}
+
+#[test]
+fn a_fuel_budget_still_ends_in_cpu_limit_with_the_exact_count() {
+    // Exhaustion lands on the budget exactly, yields or not.
+    let mut i = inv(&wat("spin.wat"), &[]);
+    i.fuel = Some(12_345_678);
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::CpuLimit, "{:?}", r.outcome);
+    assert_eq!(r.outcome.fuel_consumed, Some(12_345_678));
 }
 
 #[test]
@@ -160,4 +190,33 @@ fn wall_time_stops_a_guest_blocked_in_a_host_call() {
         r.outcome
     );
     assert!(took < Duration::from_millis(600), "{took:?}");
+}
+
+#[test]
+fn cpu_ms_counts_work_not_waiting() {
+    // Without a CPU limit the clock is read lazily (run.rs, CpuBase): a
+    // guest that spins reports about its wall time, one that sleeps in a
+    // host call reports next to nothing; metered or not.
+    for fuel in [None, Some(1u64 << 50)] {
+        let mut spin = inv(&wat("spin.wat"), &[]);
+        spin.limits.wall_time = Duration::from_millis(300);
+        spin.fuel = fuel;
+        let r = run(&spin);
+        assert_eq!(r.outcome.status, Status::Timeout, "{:?}", r.outcome);
+        // At most its wall time; well above nothing even when the tests
+        // running beside it take most of the CPU.
+        assert!(
+            (50..=r.outcome.wall_ms + 5).contains(&r.outcome.cpu_ms),
+            "fuel {fuel:?}: {:?}",
+            r.outcome
+        );
+
+        let mut sleep = inv(&wat("sleep.wat"), &[]);
+        sleep.capabilities = vec![warden_policy::Capability::ClockRead];
+        sleep.limits.wall_time = Duration::from_millis(300);
+        sleep.fuel = fuel;
+        let r = run(&sleep);
+        assert_eq!(r.outcome.status, Status::Timeout, "{:?}", r.outcome);
+        assert!(r.outcome.cpu_ms < 50, "fuel {fuel:?}: {:?}", r.outcome);
+    }
 }

@@ -8,8 +8,16 @@ use warden_wasm::{Output, RunIo};
 
 #[test]
 fn ten_thousand_runs_do_not_grow_rss() {
+    // Unmetered (epoch) runs, then metered (fuel) ones: each engine has its
+    // own pool.
     let module = rust("hello");
-    let i = inv(&module, &[]);
+    ten_thousand(inv(&module, &[]), "unmetered");
+    let mut metered = inv(&module, &[]);
+    metered.fuel = Some(1 << 40);
+    ten_thousand(metered, "metered");
+}
+
+fn ten_thousand(i: warden_core::Invocation, what: &str) {
     let io = RunIo {
         stdin: warden_wasm::Input::Empty,
         stdout: Output::Discard,
@@ -30,16 +38,16 @@ fn ten_thousand_runs_do_not_grow_rss() {
     }
     let after = vm_rss_kib();
     eprintln!(
-        "VmRSS: {before} kB after warm-up, {at_1000} kB after 1,000 runs, {after} kB after 10,000 runs"
+        "{what}: VmRSS {before} kB after warm-up, {at_1000} kB after 1,000 runs, {after} kB after 10,000 runs"
     );
     assert!(
         at_1000.saturating_sub(before) < 4096,
-        "RSS grew by {} kB over 1,000 runs",
+        "{what}: RSS grew by {} kB over 1,000 runs",
         at_1000 - before
     );
     assert!(
         after.saturating_sub(at_1000) < 1024,
-        "RSS grew by {} kB between runs 1,000 and 10,000",
+        "{what}: RSS grew by {} kB between runs 1,000 and 10,000",
         after - at_1000
     );
 }
