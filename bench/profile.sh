@@ -10,6 +10,6 @@ WARDEN="${WARDEN:-${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/rel
 command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 1; }
 OUT="${OUT:-$ROOT/bench/out}"; mkdir -p "$OUT"
 cd /tmp
-perf trace -e execve,clone,clone3,mkdir,rmdir,pivot_root,seccomp,exit_group,wait4,unshare,getdents64 \
+perf trace -e execve,clone,mkdir,rmdir,pivot_root,seccomp,exit_group,unshare,setns \
     -o "$OUT/phases.trace" -- bash -c "for i in \$(seq $N); do '$WARDEN' run -- /bin/true; done"
 python3 "$ROOT/bench/phases.py" "$OUT/phases.trace"
