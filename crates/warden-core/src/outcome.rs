@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -76,7 +77,8 @@ pub struct LogRecord {
 }
 
 /// How each limit was enforced on this run, e.g. `memory` → `cgroup_v1`.
-pub type Enforcement = BTreeMap<String, String>;
+/// Mostly fixed names: borrowed, so that a run does not allocate them.
+pub type Enforcement = BTreeMap<Cow<'static, str>, Cow<'static, str>>;
 
 /// What a backend observed. The engine turns it into a [`crate::Report`].
 #[derive(Clone, Debug, PartialEq)]

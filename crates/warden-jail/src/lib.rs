@@ -230,13 +230,13 @@ fn plan_limits(
     match cgroup {
         Some(mechanism) => {
             let m = mechanism.to_string();
-            enforcement.insert("memory".into(), m.clone());
-            enforcement.insert("pids".into(), m.clone());
+            enforcement.insert("memory".into(), m.clone().into());
+            enforcement.insert("pids".into(), m.clone().into());
             if l.cpu_time.is_some() {
-                enforcement.insert("cpu_time".into(), format!("{m}_accounting"));
+                enforcement.insert("cpu_time".into(), format!("{m}_accounting").into());
             }
             if l.cpu_percent.is_some() {
-                enforcement.insert("cpu_share".into(), m);
+                enforcement.insert("cpu_share".into(), m.into());
             }
         }
         None => {

@@ -355,21 +355,25 @@ pub(crate) fn run(
     module: &PreparedModule,
     inv: &Invocation,
     io: &RunIo,
-    started: Instant,
+    started: Option<Instant>,
 ) -> Result<Outcome, WasmError> {
-    wasmtime_wasi::runtime::in_tokio(run_async(backend, module, inv, io, started, 0))
+    // Boxed: the future is large (≈ 2 KiB) and would otherwise be copied
+    // on its way into the runtime.
+    wasmtime_wasi::runtime::in_tokio(Box::pin(run_async(backend, module, inv, io, started, 0)))
 }
 
 /// Runs a prepared module inside wasmtime-wasi's tokio runtime: a
 /// top-level run (`depth` 0) or a module called by another (its caller's
 /// depth + 1). A module that imports a host interface the invocation does
-/// not grant is refused here, before it is instantiated.
+/// not grant is refused here, before it is instantiated. `started`: when
+/// Warden's work on the run began (its `wall_ms` counts from there), if
+/// before the guest's clock starts (a compile on a cache miss).
 pub(crate) async fn run_async(
     backend: &WasmBackend,
     module: &PreparedModule,
     inv: &Invocation,
     io: &RunIo,
-    started: Instant,
+    started: Option<Instant>,
     depth: u32,
 ) -> Result<Outcome, WasmError> {
     host::check_imports(module, &inv.capabilities)?;
@@ -392,6 +396,7 @@ pub(crate) async fn run_async(
     let precise = watches_cpu.then(CpuBase::now);
     let cpu_start = precise.map_or(Duration::ZERO, |b| b.cpu);
     let guest_start = precise.map_or_else(Instant::now, |b| b.at);
+    let started = started.unwrap_or(guest_start);
     let deadline_at = guest_start
         .checked_add(inv.limits.wall_time)
         .unwrap_or_else(|| guest_start + Duration::from_secs(100 * 365 * 86_400));
@@ -459,7 +464,9 @@ pub(crate) async fn run_async(
         ticking = Some(engines.ticker.active());
     }
 
-    let t0 = Instant::now();
+    // `instantiate_us` counts from the guest clock's start: the store's
+    // set-up above is part of making the instance (one clock read less).
+    let t0 = guest_start;
     let mut instantiate_us = 0;
     let result = {
         let run = std::pin::pin!(async {
@@ -486,6 +493,7 @@ pub(crate) async fn run_async(
         supervise(
             run,
             deadline,
+            guest_start,
             metered.then_some(engines.config().epoch_tick),
         )
         .await
@@ -579,13 +587,16 @@ pub(crate) async fn run_async(
 async fn supervise<F: Future>(
     mut run: Pin<&mut F>,
     deadline: Deadline,
+    first_poll_at: Instant,
     cpu_every: Option<Duration>,
 ) -> (Result<F::Output, Stop>, Option<CpuBase>) {
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut next_cpu_check = deadline.started;
     let mut waited: Option<CpuBase> = None;
+    // The first poll follows the clock read that set the deadline.
+    let mut first_poll = Some(first_poll_at);
     let result = std::future::poll_fn(|cx| {
-        let now = Instant::now();
+        let now = first_poll.take().unwrap_or_else(Instant::now);
         if now >= deadline.wall {
             return Poll::Ready(Err(Stop::Timeout));
         }

@@ -400,7 +400,7 @@ where
         &module,
         &plan.callee,
         &io,
-        Instant::now(),
+        None,
         plan.depth,
     ))
     .await;
