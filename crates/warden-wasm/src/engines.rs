@@ -68,6 +68,10 @@ impl EngineKind {
 pub(crate) struct EngineSlot {
     pub engine: Engine,
     pub linker: Linker<RunState>,
+    /// Synchronous WASI preview 1, for runs that cannot block (see
+    /// [`crate::module::SYNC_IMPORTS`]); unmetered engines only (fuel
+    /// yields need a fiber).
+    pub sync_linker: Option<Linker<RunState>>,
     pub component_linker: wasmtime::component::Linker<RunState>,
 }
 
@@ -168,20 +172,7 @@ fn make_slot(config: &WasmConfig, kind: EngineKind) -> Result<EngineSlot, WasmEr
             message: format!("linking WASI preview 1: {e:#}"),
         },
     )?;
-    // wasmtime-wasi turns `proc_exit(n)` with n >= 126 into an error;
-    // Warden reports every exit status as given, as the jail does.
-    linker.allow_shadowing(true);
-    linker
-        .func_wrap(
-            "wasi_snapshot_preview1",
-            "proc_exit",
-            |status: i32| -> wasmtime::Result<()> { Err(wasmtime_wasi::I32Exit(status).into()) },
-        )
-        .map_err(|e| WasmError::Engine {
-            kind,
-            message: format!("linking proc_exit: {e:#}"),
-        })?;
-    linker.allow_shadowing(false);
+    plain_proc_exit(&mut linker, kind)?;
     // Warden's host capabilities (`warden` module) and the gated clocks
     // and randomness.
     crate::host::p1::add_to_linker(&mut linker).map_err(|e| WasmError::Engine {
@@ -207,11 +198,47 @@ fn make_slot(config: &WasmConfig, kind: EngineKind) -> Result<EngineSlot, WasmEr
             message: format!("linking warden:host: {e:#}"),
         }
     })?;
+    let sync_linker = if kind.metered {
+        None
+    } else {
+        let mut sync: Linker<RunState> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut sync, |s: &mut RunState| &mut s.wasi).map_err(
+            |e| WasmError::Engine {
+                kind,
+                message: format!("linking synchronous WASI preview 1: {e:#}"),
+            },
+        )?;
+        plain_proc_exit(&mut sync, kind)?;
+        crate::host::p1::add_to_sync_linker(&mut sync).map_err(|e| WasmError::Engine {
+            kind,
+            message: format!("linking Warden's synchronous host functions: {e:#}"),
+        })?;
+        Some(sync)
+    };
     Ok(EngineSlot {
         engine,
         linker,
+        sync_linker,
         component_linker,
     })
+}
+
+/// wasmtime-wasi turns `proc_exit(n)` with n >= 126 into an error; Warden
+/// reports every exit status as given, as the jail does.
+fn plain_proc_exit(linker: &mut Linker<RunState>, kind: EngineKind) -> Result<(), WasmError> {
+    linker.allow_shadowing(true);
+    linker
+        .func_wrap(
+            "wasi_snapshot_preview1",
+            "proc_exit",
+            |status: i32| -> wasmtime::Result<()> { Err(wasmtime_wasi::I32Exit(status).into()) },
+        )
+        .map_err(|e| WasmError::Engine {
+            kind,
+            message: format!("linking proc_exit: {e:#}"),
+        })?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// The ticker thread: increments the epoch of every unmetered engine once

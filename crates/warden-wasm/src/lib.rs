@@ -373,6 +373,21 @@ impl WasmBackend {
             Err(e) => module_failure(e, Instant::now()),
         }
     }
+
+    /// True if a top-level run of `module` with these grants and streams
+    /// would run on the calling thread's stack, without a fiber (it cannot
+    /// block: see `run::sync_pre`). Such a run needs the calling thread to
+    /// have room for `max_wasm_stack` plus the host's frames (Rust's
+    /// default 2 MiB for spawned threads is plenty).
+    pub fn runs_on_caller_stack(
+        &self,
+        module: &PreparedModule,
+        inv: &Invocation,
+        io: &RunIo,
+    ) -> Result<bool, BackendError> {
+        let preopens = run::preopens(&inv.capabilities, &module.path)?;
+        Ok(run::sync_pre(module, &preopens, io).is_some())
+    }
 }
 
 /// A module that cannot be run: an outcome like the jail's failed exec.

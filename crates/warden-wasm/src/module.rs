@@ -82,6 +82,8 @@ pub struct PreparedModule {
     pub(crate) kind: EngineKind,
     pub(crate) engine: Engine,
     pub(crate) code: Code,
+    /// Host interfaces it imports (see [`crate::host::host_imports`]).
+    pub(crate) host_imports: Arc<[(String, crate::host::Interface)]>,
     pub(crate) path: PathBuf,
     pub(crate) format: ModuleFormat,
     digest: Digest,
@@ -92,9 +94,61 @@ pub struct PreparedModule {
 #[derive(Clone)]
 pub(crate) enum Code {
     /// A core module using WASI preview 1; its `_start` is called.
-    Module(InstancePre<RunState>),
+    Module(InstancePre<RunState>, Option<SyncPre>),
     /// A component using WASI 0.2; its `wasi:cli/run` is called.
     Component(CommandPre<RunState>),
+}
+
+/// Preview-1 imports with which a run never waits, given no preopened
+/// directory, a stdin that is not the caller's, and output that does not
+/// queue (see `run::run`): such a run needs no fiber, and a deadline is
+/// enforced by epochs alone. Clocks and randomness are gated as on the
+/// asynchronous path; `fd_read` can only read the given stdin.
+pub(crate) const SYNC_IMPORTS: &[(&str, &str)] = &[
+    ("wasi_snapshot_preview1", "args_get"),
+    ("wasi_snapshot_preview1", "args_sizes_get"),
+    ("wasi_snapshot_preview1", "environ_get"),
+    ("wasi_snapshot_preview1", "environ_sizes_get"),
+    ("wasi_snapshot_preview1", "clock_res_get"),
+    ("wasi_snapshot_preview1", "clock_time_get"),
+    ("wasi_snapshot_preview1", "random_get"),
+    ("wasi_snapshot_preview1", "fd_write"),
+    ("wasi_snapshot_preview1", "fd_read"),
+    ("wasi_snapshot_preview1", "fd_close"),
+    ("wasi_snapshot_preview1", "fd_seek"),
+    ("wasi_snapshot_preview1", "fd_tell"),
+    ("wasi_snapshot_preview1", "fd_fdstat_get"),
+    ("wasi_snapshot_preview1", "fd_filestat_get"),
+    ("wasi_snapshot_preview1", "fd_prestat_get"),
+    ("wasi_snapshot_preview1", "fd_prestat_dir_name"),
+    ("wasi_snapshot_preview1", "proc_exit"),
+    ("wasi_snapshot_preview1", "sched_yield"),
+    ("warden", "log"),
+];
+
+/// A module's instantiation through the synchronous linker.
+#[derive(Clone)]
+pub(crate) struct SyncPre {
+    pub pre: InstancePre<RunState>,
+    /// Imports `fd_read`: only with a stdin that cannot block.
+    pub reads_stdin: bool,
+}
+
+impl SyncPre {
+    /// `None` unless every import of `module` is in [`SYNC_IMPORTS`].
+    fn new(slot: &EngineSlot, module: &Module) -> Option<SyncPre> {
+        let linker = slot.sync_linker.as_ref()?;
+        let mut reads_stdin = false;
+        for import in module.imports() {
+            let name = (import.module(), import.name());
+            if !SYNC_IMPORTS.contains(&name) {
+                return None;
+            }
+            reads_stdin |= name.1 == "fd_read";
+        }
+        let pre = linker.instantiate_pre(module).ok()?;
+        Some(SyncPre { pre, reads_stdin })
+    }
 }
 
 impl std::fmt::Debug for PreparedModule {
@@ -388,13 +442,17 @@ impl ModuleCache {
                         "exports no `_start` function (not a WASI command)".into(),
                     ));
                 }
-                Code::Module(slot.linker.instantiate_pre(&m).map_err(link)?)
+                let pre = slot.linker.instantiate_pre(&m).map_err(link)?;
+                let sync = SyncPre::new(slot, &m);
+                Code::Module(pre, sync)
             }
         };
+        let host_imports = crate::host::host_imports(&code, &slot.engine).into();
         Ok(PreparedModule {
             kind,
             engine: slot.engine.clone(),
             code,
+            host_imports,
             path: path.to_path_buf(),
             format,
             digest: read.digest,

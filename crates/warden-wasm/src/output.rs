@@ -361,6 +361,15 @@ struct StreamCounts {
 #[error("output limit of {0} bytes (stdout and stderr together) reached")]
 pub(crate) struct OutputLimitReached(pub u64);
 
+impl Output {
+    /// True if a guest's write to this target (as its stdout, or stderr)
+    /// never waits: it is not queued for a writer thread.
+    pub(crate) fn never_waits(&self, stderr: bool) -> bool {
+        let fd = if stderr { Fd::Stderr } else { Fd::Stdout };
+        !matches!((self, fd.sink()), (Output::Inherit, Sink::Queued(_)))
+    }
+}
+
 impl CappedStream {
     pub fn stdout(cap: Arc<OutputCap>, target: Output) -> Self {
         Self::new(cap, target, Fd::Stdout)

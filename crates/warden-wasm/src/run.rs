@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -16,11 +16,12 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::deterministic;
+use crate::engines::TickGuard;
 use crate::engines::FUEL_YIELD_INTERVAL;
 use crate::fslimits::FsLimits;
-use crate::host::{self, call::CallContext, HostState};
+use crate::host::{self, call::CallContext, HostState, Interface};
 use crate::limiter::MemLimiter;
-use crate::module::{Code, PreparedModule};
+use crate::module::{Code, PreparedModule, SyncPre};
 use crate::output::{CappedStream, Input, OutputCap, RunIo, DRAIN_GRACE};
 use crate::{WasmBackend, WasmError};
 
@@ -350,6 +351,8 @@ impl Deadline {
 }
 
 /// Runs a prepared module (prepared by `backend`), blocking the thread.
+/// A run that cannot block (see [`can_run_sync`]) runs on this thread's
+/// stack; any other on a fiber, driven by wasmtime-wasi's tokio runtime.
 pub(crate) fn run(
     backend: &WasmBackend,
     module: &PreparedModule,
@@ -357,9 +360,40 @@ pub(crate) fn run(
     io: &RunIo,
     started: Option<Instant>,
 ) -> Result<Outcome, WasmError> {
-    // Boxed: the future is large (≈ 2 KiB) and would otherwise be copied
-    // on its way into the runtime.
-    wasmtime_wasi::runtime::in_tokio(Box::pin(run_async(backend, module, inv, io, started, 0)))
+    let preopens = admit(module, inv)?;
+    if let Some(sync) = sync_pre(module, &preopens, io) {
+        let run = Run::new(backend, module, inv, io, started, 0, preopens)?;
+        return Ok(run.run_sync(sync, inv));
+    }
+    // Boxed: the future is large and would otherwise be copied on its way
+    // into the runtime.
+    wasmtime_wasi::runtime::in_tokio(Box::pin(async {
+        Ok(Run::new(backend, module, inv, io, started, 0, preopens)?
+            .run_async(module, inv)
+            .await)
+    }))
+}
+
+/// The synchronous instantiation of `module` if a top-level run of it with
+/// these preopened directories and streams cannot block: every import is in
+/// [`crate::module::SYNC_IMPORTS`] (so the engine is unmetered), no
+/// directory is preopened, stdin is not the caller's if the module reads
+/// one, and output never queues. Epochs alone then stop it at its
+/// deadline, without a fiber.
+pub(crate) fn sync_pre<'m>(
+    module: &'m PreparedModule,
+    preopens: &[Preopen],
+    io: &RunIo,
+) -> Option<&'m SyncPre> {
+    let Code::Module(_, Some(sync)) = &module.code else {
+        return None;
+    };
+    let can = !module.kind.metered
+        && preopens.is_empty()
+        && !(sync.reads_stdin && matches!(io.stdin, Input::Inherit))
+        && io.stdout.never_waits(false)
+        && io.stderr.never_waits(true);
+    can.then_some(sync)
 }
 
 /// Runs a prepared module inside wasmtime-wasi's tokio runtime: a
@@ -376,205 +410,305 @@ pub(crate) async fn run_async(
     started: Option<Instant>,
     depth: u32,
 ) -> Result<Outcome, WasmError> {
+    let preopens = admit(module, inv)?;
+    Ok(
+        Run::new(backend, module, inv, io, started, depth, preopens)?
+            .run_async(module, inv)
+            .await,
+    )
+}
+
+/// Refuses what cannot run (an import of an ungranted host interface, a
+/// bad tenant, a grant this backend cannot honour), in that order; returns
+/// the directories to preopen.
+fn admit(module: &PreparedModule, inv: &Invocation) -> Result<Vec<Preopen>, WasmError> {
     host::check_imports(module, &inv.capabilities)?;
     if !warden_core::valid_tenant(&inv.tenant) {
         return Err(WasmError::Tenant(inv.tenant.clone()));
     }
-    let engines = backend.engines();
-    let metered = module.kind.metered;
-    let preopens = preopens(&inv.capabilities, &module.path)?;
-    let (enforcement, warnings) = enforcement(inv, &preopens, module.is_component(), metered);
-    let cap = OutputCap::new(inv.limits.output_bytes);
-    let stdout = CappedStream::stdout(cap.clone(), io.stdout.clone());
-    let stderr = CappedStream::stderr(cap.clone(), io.stderr.clone());
-    let wasi = wasi_ctx(inv, &preopens, io, &stdout, &stderr)?;
+    preopens(&inv.capabilities, &module.path)
+}
 
-    // The guest's clock starts now: compiling a module on a cache miss is
-    // Warden's work, not the guest's (it is in `wall_ms` all the same).
-    // The CPU clock is read now only for a CPU limit (see CpuBase).
-    let watches_cpu = inv.limits.cpu_time.is_some() || inv.limits.cpu_percent.is_some();
-    let precise = watches_cpu.then(CpuBase::now);
-    let cpu_start = precise.map_or(Duration::ZERO, |b| b.cpu);
-    let guest_start = precise.map_or_else(Instant::now, |b| b.at);
-    let started = started.unwrap_or(guest_start);
-    let deadline_at = guest_start
-        .checked_add(inv.limits.wall_time)
-        .unwrap_or_else(|| guest_start + Duration::from_secs(100 * 365 * 86_400));
-    let calls = CallContext::new(
-        backend,
-        inv,
-        depth,
-        inv.limits.cpu_time.map(|l| cpu_start + l),
-        stderr.clone(),
-    );
-    let mut store = Store::new(
-        &module.engine,
-        RunState {
-            wasi,
-            host: HostState::new(backend, inv, deadline_at, calls),
-            fs: FsLimits::new(
-                inv.limits.file_size_bytes,
-                inv.limits.open_files,
-                preopens.len(),
-            ),
-            limiter: MemLimiter::new(
-                inv.limits.memory_bytes,
-                module
-                    .kind
-                    .pooled
-                    .then_some(u64::from(engines.config().pool_table_elements)),
-            ),
-            stop: None,
-            cpu_base: precise,
-        },
-    );
-    store.limiter(|s| &mut s.limiter);
-    let deadline = Deadline {
-        started: guest_start,
-        wall: deadline_at,
-        cpu_start,
-        cpu_limit: inv.limits.cpu_time,
-        cpu_percent: inv.limits.cpu_percent.filter(|p| *p < 100),
-    };
-    // Keeps the epoch ticker going (unmetered engines only).
-    let mut ticking = None;
-    if metered {
-        // No epochs in this engine: the guest comes back to Warden every
-        // FUEL_YIELD_INTERVAL units of fuel, where `supervise` checks the
-        // deadlines.
-        store
-            .set_fuel(inv.fuel.unwrap_or(u64::MAX))
-            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
-            .map_err(|e| WasmError::Store(format!("set fuel: {e:#}")))?;
-    } else {
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |mut ctx| {
-            let state = ctx.data_mut();
-            if state.cpu_base.is_none() {
-                state.cpu_base = Some(CpuBase::now());
-            }
-            match deadline.check() {
-                Some(stop) => {
-                    state.stop = Some(stop);
-                    Ok(UpdateDeadline::Interrupt)
-                }
-                None => Ok(UpdateDeadline::Continue(1)),
-            }
+/// A run between its set-up and its outcome: the store with its limits,
+/// the deadlines, the output streams.
+struct Run<'a> {
+    store: Store<RunState>,
+    deadline: Deadline,
+    started: Instant,
+    guest_start: Instant,
+    metered: bool,
+    epoch_tick: Duration,
+    /// Keeps the epoch ticker going (unmetered engines only).
+    ticking: Option<TickGuard<'a>>,
+    cap: Arc<OutputCap>,
+    stdout: CappedStream,
+    stderr: CappedStream,
+    enforcement: Enforcement,
+    warnings: Vec<String>,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        backend: &'a WasmBackend,
+        module: &PreparedModule,
+        inv: &Invocation,
+        io: &RunIo,
+        started: Option<Instant>,
+        depth: u32,
+        preopens: Vec<Preopen>,
+    ) -> Result<Self, WasmError> {
+        let engines = backend.engines();
+        let metered = module.kind.metered;
+        let (enforcement, warnings) = enforcement(inv, &preopens, module.is_component(), metered);
+        let cap = OutputCap::new(inv.limits.output_bytes);
+        let stdout = CappedStream::stdout(cap.clone(), io.stdout.clone());
+        let stderr = CappedStream::stderr(cap.clone(), io.stderr.clone());
+        let wasi = wasi_ctx(inv, &preopens, io, &stdout, &stderr)?;
+
+        // The guest's clock starts now: compiling a module on a cache miss
+        // is Warden's work, not the guest's (it is in `wall_ms` all the
+        // same). The CPU clock is read now only for a CPU limit (see
+        // CpuBase).
+        let watches_cpu = inv.limits.cpu_time.is_some() || inv.limits.cpu_percent.is_some();
+        let precise = watches_cpu.then(CpuBase::now);
+        let cpu_start = precise.map_or(Duration::ZERO, |b| b.cpu);
+        let guest_start = precise.map_or_else(Instant::now, |b| b.at);
+        let started = started.unwrap_or(guest_start);
+        let deadline_at = guest_start
+            .checked_add(inv.limits.wall_time)
+            .unwrap_or_else(|| guest_start + Duration::from_secs(100 * 365 * 86_400));
+        // What only `call` and the key-value store need is made only for
+        // modules that import them.
+        let imports = |i| module.host_imports.iter().any(|(_, x)| *x == i);
+        let calls = imports(Interface::Call).then(|| {
+            CallContext::new(
+                backend,
+                inv,
+                depth,
+                inv.limits.cpu_time.map(|l| cpu_start + l),
+                stderr.clone(),
+            )
         });
-        ticking = Some(engines.ticker.active());
+        let kv = imports(Interface::Kv) || imports(Interface::Call);
+        let mut store = Store::new(
+            &module.engine,
+            RunState {
+                wasi,
+                host: HostState::new(backend, inv, deadline_at, calls, kv),
+                fs: FsLimits::new(
+                    inv.limits.file_size_bytes,
+                    inv.limits.open_files,
+                    preopens.len(),
+                ),
+                limiter: MemLimiter::new(
+                    inv.limits.memory_bytes,
+                    module
+                        .kind
+                        .pooled
+                        .then_some(u64::from(engines.config().pool_table_elements)),
+                ),
+                stop: None,
+                cpu_base: precise,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Deadline {
+            started: guest_start,
+            wall: deadline_at,
+            cpu_start,
+            cpu_limit: inv.limits.cpu_time,
+            cpu_percent: inv.limits.cpu_percent.filter(|p| *p < 100),
+        };
+        let mut ticking = None;
+        if metered {
+            // No epochs in this engine: the guest comes back to Warden
+            // every FUEL_YIELD_INTERVAL units of fuel, where `supervise`
+            // checks the deadlines.
+            store
+                .set_fuel(inv.fuel.unwrap_or(u64::MAX))
+                .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+                .map_err(|e| WasmError::Store(format!("set fuel: {e:#}")))?;
+        } else {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |mut ctx| {
+                let state = ctx.data_mut();
+                if state.cpu_base.is_none() {
+                    state.cpu_base = Some(CpuBase::now());
+                }
+                match deadline.check() {
+                    Some(stop) => {
+                        state.stop = Some(stop);
+                        Ok(UpdateDeadline::Interrupt)
+                    }
+                    None => Ok(UpdateDeadline::Continue(1)),
+                }
+            });
+            ticking = Some(engines.ticker.active());
+        }
+        Ok(Run {
+            store,
+            deadline,
+            started,
+            guest_start,
+            metered,
+            epoch_tick: engines.config().epoch_tick,
+            ticking,
+            cap,
+            stdout,
+            stderr,
+            enforcement,
+            warnings,
+        })
     }
 
-    // `instantiate_us` counts from the guest clock's start: the store's
-    // set-up above is part of making the instance (one clock read less).
-    let t0 = guest_start;
-    let mut instantiate_us = 0;
-    let result = {
-        let run = std::pin::pin!(async {
-            match &module.code {
-                Code::Module(pre) => {
-                    let instantiated = pre.instantiate_async(&mut store).await;
-                    instantiate_us = t0.elapsed().as_micros() as u64;
-                    let instance = instantiated?;
-                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                    start.call_async(&mut store, ()).await
-                }
-                Code::Component(pre) => {
-                    let instantiated = pre.instantiate_async(&mut store).await;
-                    instantiate_us = t0.elapsed().as_micros() as u64;
-                    let command = instantiated?;
-                    match command.wasi_cli_run().call_run(&mut store).await? {
-                        Ok(()) => Ok(()),
-                        // `run` returned an error: exit status 1, as wasmtime's CLI.
-                        Err(()) => Err(I32Exit(1).into()),
+    /// Runs on this thread; only epoch ticks stop the guest.
+    fn run_sync(mut self, sync: &SyncPre, inv: &Invocation) -> Outcome {
+        let t0 = self.guest_start;
+        let mut instantiate_us = 0;
+        let result = (|| {
+            let instance = sync.pre.instantiate(&mut self.store);
+            instantiate_us = t0.elapsed().as_micros() as u64;
+            let start = instance?.get_typed_func::<(), ()>(&mut self.store, "_start")?;
+            start.call(&mut self.store, ())
+        })();
+        self.finish(Ok(result), None, instantiate_us, inv)
+    }
+
+    /// Runs on a fiber, abandoned at the deadline if it waits.
+    async fn run_async(mut self, module: &PreparedModule, inv: &Invocation) -> Outcome {
+        // `instantiate_us` counts from the guest clock's start: the store's
+        // set-up is part of making the instance (one clock read less).
+        let t0 = self.guest_start;
+        let mut instantiate_us = 0;
+        let store = &mut self.store;
+        let (result, waited) = {
+            let run = std::pin::pin!(async {
+                match &module.code {
+                    Code::Module(pre, _) => {
+                        let instantiated = pre.instantiate_async(&mut *store).await;
+                        instantiate_us = t0.elapsed().as_micros() as u64;
+                        let instance = instantiated?;
+                        let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+                        start.call_async(&mut *store, ()).await
+                    }
+                    Code::Component(pre) => {
+                        let instantiated = pre.instantiate_async(&mut *store).await;
+                        instantiate_us = t0.elapsed().as_micros() as u64;
+                        let command = instantiated?;
+                        match command.wasi_cli_run().call_run(&mut *store).await? {
+                            Ok(()) => Ok(()),
+                            // `run` returned an error: exit status 1, as
+                            // wasmtime's CLI.
+                            Err(()) => Err(I32Exit(1).into()),
+                        }
                     }
                 }
-            }
-        });
-        supervise(
-            run,
-            deadline,
-            guest_start,
-            metered.then_some(engines.config().epoch_tick),
-        )
-        .await
-        // Dropping `run` here abandons a guest stopped at a deadline
-        // (its fiber is unwound).
-    };
-    drop(ticking);
-    let (result, waited) = result;
-    let result = match result {
-        Ok(r) => r,
-        Err(stop) => {
-            store.data_mut().stop = Some(stop);
-            Err(wasmtime::Error::msg("deadline reached"))
-        }
-    };
+            });
+            supervise(
+                run,
+                self.deadline,
+                self.guest_start,
+                self.metered.then_some(self.epoch_tick),
+            )
+            .await
+            // Dropping `run` here abandons a guest stopped at a deadline
+            // (its fiber is unwound).
+        };
+        self.finish(result, waited, instantiate_us, inv)
+    }
 
-    // Fuel is written back to the store at every yield, so this is exact to
-    // within FUEL_YIELD_INTERVAL even for a run stopped in a call-free loop.
-    let fuel_consumed = inv
-        .fuel
-        .map(|f| f.saturating_sub(store.get_fuel().unwrap_or(0)));
-    let state = store.data_mut();
-    let ended = Instant::now();
-    // A run shorter than a millisecond used less than a millisecond of CPU:
-    // no clock read for it.
-    let cpu_ms = if ended.saturating_duration_since(guest_start) >= Duration::from_millis(1) {
-        let base = CpuBase::earliest(state.cpu_base, waited);
-        CpuBase::used_since(guest_start, base).as_millis() as u64
-    } else {
-        0
-    };
-    let mut outcome = Outcome {
-        status: Status::Exited,
-        exit_code: None,
-        signal: None,
-        wall_ms: 0,
-        cpu_ms,
-        peak_memory_bytes: state.limiter.peak,
-        stdout_bytes: stdout.written(),
-        stderr_bytes: stderr.written(),
-        truncated: cap.exceeded.load(Ordering::Relaxed),
-        violations: Vec::new(),
-        enforcement,
-        warnings,
-        error: None,
-        fuel_consumed,
-        instantiate_us: Some(instantiate_us),
-        logs: std::mem::take(&mut state.host.log.records),
-        logs_truncated: state.host.log.truncated,
-    };
-    classify(
-        &mut outcome,
-        result,
-        state.stop,
-        state.limiter.refused.clone(),
-        inv,
-    );
-    // Denied host calls and refused file-size/descriptor limits, like the
-    // jail's denied system calls: recorded, and the run is a `violation` if
-    // it otherwise ended by itself.
-    let host_violations = state.host.violations();
-    if (state.host.any_denied() || state.fs.any_refused()) && outcome.status == Status::Exited {
-        outcome.status = Status::Violation;
+    /// The outcome of a run that ended (`Err`: stopped by `supervise`).
+    fn finish(
+        mut self,
+        result: Result<wasmtime::Result<()>, Stop>,
+        waited: Option<CpuBase>,
+        instantiate_us: u64,
+        inv: &Invocation,
+    ) -> Outcome {
+        drop(self.ticking.take());
+        let result = match result {
+            Ok(r) => r,
+            Err(stop) => {
+                self.store.data_mut().stop = Some(stop);
+                Err(wasmtime::Error::msg("deadline reached"))
+            }
+        };
+        // Fuel is written back to the store at every yield, so this is
+        // exact to within FUEL_YIELD_INTERVAL even for a run stopped in a
+        // call-free loop.
+        let fuel_consumed = inv
+            .fuel
+            .map(|f| f.saturating_sub(self.store.get_fuel().unwrap_or(0)));
+        let state = self.store.data_mut();
+        let ended = Instant::now();
+        // A run shorter than a millisecond used less than a millisecond of
+        // CPU: no clock read for it.
+        let cpu_ms =
+            if ended.saturating_duration_since(self.guest_start) >= Duration::from_millis(1) {
+                let base = CpuBase::earliest(state.cpu_base, waited);
+                CpuBase::used_since(self.guest_start, base).as_millis() as u64
+            } else {
+                0
+            };
+        let mut outcome = Outcome {
+            status: Status::Exited,
+            exit_code: None,
+            signal: None,
+            wall_ms: 0,
+            cpu_ms,
+            peak_memory_bytes: state.limiter.peak,
+            stdout_bytes: self.stdout.written(),
+            stderr_bytes: self.stderr.written(),
+            truncated: self.cap.exceeded.load(Ordering::Relaxed),
+            violations: Vec::new(),
+            enforcement: std::mem::take(&mut self.enforcement),
+            warnings: std::mem::take(&mut self.warnings),
+            error: None,
+            fuel_consumed,
+            instantiate_us: Some(instantiate_us),
+            logs: std::mem::take(&mut state.host.log.records),
+            logs_truncated: state.host.log.truncated,
+        };
+        classify(
+            &mut outcome,
+            result,
+            state.stop,
+            state.limiter.refused.clone(),
+            inv,
+        );
+        // Denied host calls and refused file-size/descriptor limits, like
+        // the jail's denied system calls: recorded, and the run is a
+        // `violation` if it otherwise ended by itself.
+        let host_violations = state.host.violations();
+        if (state.host.any_denied() || state.fs.any_refused()) && outcome.status == Status::Exited {
+            outcome.status = Status::Violation;
+        }
+        outcome.violations.extend(state.fs.violations());
+        outcome.violations.extend(host_violations);
+        let Run {
+            store,
+            deadline,
+            started,
+            stdout,
+            stderr,
+            ..
+        } = self;
+        drop(store);
+        // Output still queued for the caller's stdout/stderr gets until the
+        // deadline (and DRAIN_GRACE) to be written; a reader that does not
+        // read does not hold the report back.
+        let until = deadline.wall.min(ended + DRAIN_GRACE);
+        let undelivered = stdout.wait_delivered(until) + stderr.wait_delivered(until);
+        if undelivered > 0 {
+            outcome.warnings.push(format!(
+                "output: {undelivered} bytes were still waiting for the caller to read them when the run ended"
+            ));
+            outcome.wall_ms = started.elapsed().as_millis() as u64;
+        } else {
+            outcome.wall_ms = ended.saturating_duration_since(started).as_millis() as u64;
+        }
+        outcome
     }
-    outcome.violations.extend(state.fs.violations());
-    outcome.violations.extend(host_violations);
-    drop(store);
-    // Output still queued for the caller's stdout/stderr gets until the
-    // deadline (and DRAIN_GRACE) to be written; a reader that does not read
-    // does not hold the report back.
-    let until = deadline_at.min(ended + DRAIN_GRACE);
-    let undelivered = stdout.wait_delivered(until) + stderr.wait_delivered(until);
-    if undelivered > 0 {
-        outcome.warnings.push(format!(
-            "output: {undelivered} bytes were still waiting for the caller to read them when the run ended"
-        ));
-        outcome.wall_ms = started.elapsed().as_millis() as u64;
-    } else {
-        outcome.wall_ms = ended.saturating_duration_since(started).as_millis() as u64;
-    }
-    Ok(outcome)
 }
 
 /// Drives a run to its end or its deadline. Checked at every return to

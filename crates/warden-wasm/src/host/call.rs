@@ -257,7 +257,11 @@ fn plan(
     let used_memory = state.limiter_current();
     let host = &mut state.host;
     host.require(function, Capability::ModuleCall(name.to_string()))?;
-    let ctx = &host.call;
+    let quota = host.kv_session()?.quota();
+    let ctx = host
+        .call
+        .as_ref()
+        .ok_or_else(|| HostError::Failed("no call context for this module".into()))?;
     if ctx.depth >= MAX_DEPTH {
         return Err(HostError::Limit(format!(
             "calls nest at most {MAX_DEPTH} deep"
@@ -308,7 +312,7 @@ fn plan(
         })
         .cloned()
         .collect();
-    let quota = QuotaHandoff::new(&ctx.backend, host.kv.quota());
+    let quota = QuotaHandoff::new(&ctx.backend, quota);
     let callee = Invocation {
         invocation_id: quota.id.clone(),
         argv: vec![target.name.clone()],
@@ -370,7 +374,13 @@ async fn call<S>(
 where
     S: AsContextMut<Data = RunState> + Send,
 {
-    let metered = store.as_context_mut().data().host.call.metered;
+    let metered = store
+        .as_context_mut()
+        .data()
+        .host
+        .call
+        .as_ref()
+        .is_some_and(|c| c.metered);
     let fuel_left = if metered {
         Some(store.as_context_mut().get_fuel().unwrap_or(0))
     } else {

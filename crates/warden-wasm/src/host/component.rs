@@ -214,7 +214,6 @@ fn http_request(store: &mut Ctx<'_>, req: &RequestView) -> Result<host_http::Req
     let max_body = store
         .data()
         .host
-        .call
         .backend
         .host_shared()
         .http

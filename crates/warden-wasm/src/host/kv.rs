@@ -287,8 +287,9 @@ fn begin(
         Capability::KvRead(ns.to_string())
     };
     state.require(function, needed)?;
-    state.kv.count_op()?;
-    state.kv.database()
+    let session = state.kv_session()?;
+    session.count_op()?;
+    session.database()
 }
 
 /// The value of `key` in namespace `ns`.
@@ -308,7 +309,7 @@ pub(crate) fn get(
     };
     let value = table.get(key).map_err(storage)?.map(|v| v.value().to_vec());
     if let Some(v) = &value {
-        state.kv.count_read(v.len())?;
+        state.kv_session()?.count_read(v.len())?;
     }
     Ok(value)
 }
@@ -329,7 +330,7 @@ pub(crate) fn set(
         )));
     }
     let db = begin(state, function, ns, true)?;
-    state.kv.count_written(key.len() + value.len())?;
+    state.kv_session()?.count_written(key.len() + value.len())?;
     let txn = db.begin_write().map_err(storage)?;
     {
         let mut t = txn.open_table(table(ns)).map_err(storage)?;
@@ -406,7 +407,7 @@ pub(crate) fn list(
         bytes += k.len();
         page.keys.push(k.to_vec());
     }
-    state.kv.count_read(bytes)?;
+    state.kv_session()?.count_read(bytes)?;
     Ok(page)
 }
 

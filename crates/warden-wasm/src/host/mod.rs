@@ -136,10 +136,13 @@ pub(crate) struct HostState {
     /// Effective grants of the run (limits excluded).
     pub grants: Vec<Capability>,
     pub log: log::LogBuffer,
-    pub kv: kv::Session,
+    pub backend: WasmBackend,
+    /// Only for a module that imports the key-value store or `call`.
+    kv: Option<kv::Session>,
     /// The run's wall-clock deadline: no host call outlives it.
     pub deadline: Instant,
-    pub call: call::CallContext,
+    /// Only for a module that imports `call`.
+    pub call: Option<call::CallContext>,
     /// Denied calls by detail (`function: capability not granted`), counted.
     denied: BTreeMap<String, u64>,
     /// Other denials beyond [`MAX_DENIED_KINDS`].
@@ -156,7 +159,8 @@ impl HostState {
         backend: &WasmBackend,
         inv: &Invocation,
         deadline: Instant,
-        call: call::CallContext,
+        call: Option<call::CallContext>,
+        kv: bool,
     ) -> Self {
         HostState {
             grants: inv
@@ -166,7 +170,9 @@ impl HostState {
                 .cloned()
                 .collect(),
             log: log::LogBuffer::new(&inv.redact),
-            kv: kv::Session::new(backend, &inv.tenant, call::caller_quota(backend, inv)),
+            backend: backend.clone(),
+            kv: kv
+                .then(|| kv::Session::new(backend, &inv.tenant, call::caller_quota(backend, inv))),
             deadline,
             call,
             denied: BTreeMap::new(),
@@ -174,6 +180,14 @@ impl HostState {
             callee_violations: Vec::new(),
             callee_violations_dropped: BTreeMap::new(),
         }
+    }
+
+    /// The run's key-value session (there is one for every module that
+    /// imports the store or `call`).
+    pub fn kv_session(&mut self) -> Result<&mut kv::Session, HostError> {
+        self.kv
+            .as_mut()
+            .ok_or_else(|| HostError::Failed("no key-value session for this module".into()))
     }
 
     /// True if some grant covers `needed`.
@@ -340,42 +354,52 @@ impl Interface {
 
 /// Refuses a module that imports a host interface the run has no grant
 /// for, before it is instantiated: such a function is not linked for it.
-/// A component is refused for an interface only if it imports one of its
-/// functions (importing `wasi:clocks/wall-clock` for its `datetime` type,
-/// as every component using the filesystem does, needs no grant).
 pub(crate) fn check_imports(
     module: &PreparedModule,
     grants: &[Capability],
 ) -> Result<(), WasmError> {
+    for (import, interface) in module.host_imports.iter() {
+        if !interface.granted(grants) {
+            return Err(WasmError::UngrantedImport {
+                path: module.path.clone(),
+                import: import.clone(),
+                capability: interface.needs(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The host interfaces a module imports (with one import naming each),
+/// found once when it is prepared. A component counts for an interface only
+/// if it imports one of its functions (importing `wasi:clocks/wall-clock`
+/// for its `datetime` type, as every component using the filesystem does,
+/// needs no grant).
+pub(crate) fn host_imports(
+    code: &ModuleCode,
+    engine: &wasmtime::Engine,
+) -> Vec<(String, Interface)> {
     use wasmtime::component::types::ComponentItem;
-    let refuse = |import: String, interface: Interface| WasmError::UngrantedImport {
-        path: module.path.clone(),
-        import,
-        capability: interface.needs(),
+    let mut found: Vec<(String, Interface)> = Vec::new();
+    let mut add = |import: String, interface: Interface| {
+        if !found.iter().any(|(_, i)| *i == interface) {
+            found.push((import, interface));
+        }
     };
-    match &module.code {
-        ModuleCode::Module(pre) => {
+    match code {
+        ModuleCode::Module(pre, _) => {
             for import in pre.module().imports() {
                 if let Some(interface) = Interface::of_p1_import(import.module(), import.name()) {
-                    if !interface.granted(grants) {
-                        return Err(refuse(
-                            format!("{}.{}", import.module(), import.name()),
-                            interface,
-                        ));
-                    }
+                    add(format!("{}.{}", import.module(), import.name()), interface);
                 }
             }
         }
         ModuleCode::Component(pre) => {
             let component = pre.instance_pre().component();
-            let engine = &module.engine;
             for (name, item) in component.component_type().imports(engine) {
                 let Some(interface) = Interface::of_component_import(name) else {
                     continue;
                 };
-                if interface.granted(grants) {
-                    continue;
-                }
                 let uses_functions = match &item.ty {
                     ComponentItem::ComponentInstance(instance) => instance
                         .exports(engine)
@@ -384,12 +408,12 @@ pub(crate) fn check_imports(
                     _ => false,
                 };
                 if uses_functions {
-                    return Err(refuse(name.to_string(), interface));
+                    add(name.to_string(), interface);
                 }
             }
         }
     }
-    Ok(())
+    found
 }
 
 #[cfg(test)]

@@ -172,7 +172,29 @@ fn encode_page(page: &kv::KeyPage) -> Vec<u8> {
 /// linker that already has WASI preview 1.
 pub(crate) fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     add_warden(linker)?;
-    gate_wasi(linker)
+    gate_wasi(linker)?;
+    gate_poll(linker)
+}
+
+/// What the synchronous linker (runs that cannot block, see
+/// [`crate::module::SYNC_IMPORTS`]) adds to WASI preview 1: `warden.log`
+/// and the same gated clocks and randomness. `poll_oneoff` can wait, so it
+/// is never reached this way; it is replaced by a trap all the same.
+pub(crate) fn add_to_sync_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    add_log(linker)?;
+    gate_wasi(linker)?;
+    linker.allow_shadowing(true);
+    linker.func_wrap(
+        WASI,
+        "poll_oneoff",
+        |_: i32, _: i32, _: i32, _: i32| -> wasmtime::Result<i32> {
+            Err(wasmtime::Error::msg(
+                "poll_oneoff is not available to a run that may not block",
+            ))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 fn log_call(caller: &mut Ctx<'_>, level: i32, ptr: i32, len: i32) -> Result<i32, HostError> {
@@ -301,7 +323,6 @@ fn http_args(caller: &mut Ctx<'_>, p: HttpParams) -> Result<(Memory, http::Reque
     let max_body = caller
         .data()
         .host
-        .call
         .backend
         .host_shared()
         .http
@@ -334,7 +355,7 @@ fn call_args(caller: &mut Ctx<'_>, p: CallParams) -> Result<(Memory, String, Vec
     Ok((mem, name, input))
 }
 
-fn add_warden(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+fn add_log(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         P1_MODULE,
         "log",
@@ -342,6 +363,11 @@ fn add_warden(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
             status(log_call(&mut caller, level, ptr, len))
         },
     )?;
+    Ok(())
+}
+
+fn add_warden(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    add_log(linker)?;
     linker.func_wrap(
         P1_MODULE,
         "kv_get",
@@ -494,9 +520,8 @@ fn with_wasi<R>(
     }
 }
 
-/// Replaces `clock_time_get`, `clock_res_get`, `random_get` and
-/// `poll_oneoff` with versions that check `clock:read` / `random:read`
-/// (for `poll_oneoff`: when a subscription is a clock) and then run
+/// Replaces `clock_time_get`, `clock_res_get` and `random_get` with
+/// versions that check `clock:read` / `random:read` and then run
 /// wasmtime-wasi's own (which honours `--deterministic`).
 fn gate_wasi(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
@@ -548,6 +573,14 @@ fn gate_wasi(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
             })
         },
     )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Replaces `poll_oneoff` with a version that, without `clock:read`,
+/// refuses subscriptions to a clock, and then runs wasmtime-wasi's own.
+fn gate_poll(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
     linker.func_wrap_async(
         WASI,
         "poll_oneoff",
