@@ -6,6 +6,7 @@
 mod invocation;
 mod outcome;
 mod report;
+pub mod state;
 
 pub use invocation::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, DEFAULT_TENANT};
 pub use outcome::{exit_status, Enforcement, LogLevel, LogRecord, Outcome, Status, Violation};

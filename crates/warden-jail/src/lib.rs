@@ -272,6 +272,35 @@ fn plan_limits(
     }
 }
 
+/// Warden's own state directories (the compile cache with its key, the
+/// key-value stores) that a grant covers: each is hidden under an empty
+/// read-only tmpfs, so that `fs:read:/var` does not hand out the key that
+/// authenticates machine code. A grant inside one is refused.
+fn state_masks(grants: &[GrantMount]) -> Result<Vec<PathBuf>, BackendError> {
+    let mut masks: Vec<PathBuf> = Vec::new();
+    if grants.is_empty() {
+        return Ok(masks);
+    }
+    for dir in warden_core::state::default_state_dirs() {
+        let Ok(dir) = std::fs::canonicalize(&dir) else {
+            continue; // not there: nothing to hide
+        };
+        for g in grants {
+            if g.path.starts_with(&dir) {
+                return Err(BackendError::Invalid(format!(
+                    "grant of {} refused: it is inside Warden's own state directory {}",
+                    g.path.display(),
+                    dir.display()
+                )));
+            }
+            if dir.starts_with(&g.path) && !masks.contains(&dir) {
+                masks.push(dir.clone());
+            }
+        }
+    }
+    Ok(masks)
+}
+
 impl Backend for JailBackend {
     fn name(&self) -> &'static str {
         "jail"
@@ -289,8 +318,15 @@ impl Backend for JailBackend {
             )));
         }
         let (grants, grant_warnings) = self.prepare_grants(&inv.capabilities)?;
-        let plan = MountPlan::build(&self.layout, grants, &inv.workdir, inv.limits.tmpfs_bytes)
-            .map_err(|e| BackendError::setup("plan jail mounts", e))?;
+        let hidden = state_masks(&grants)?;
+        let plan = MountPlan::build(
+            &self.layout,
+            grants,
+            &hidden,
+            &inv.workdir,
+            inv.limits.tmpfs_bytes,
+        )
+        .map_err(|e| BackendError::setup("plan jail mounts", e))?;
 
         let mut limits = match &self.cgroups {
             Ok(driver) => plan_limits(inv, Some(driver.mechanism()), None),

@@ -252,6 +252,7 @@ impl MountPlan {
     pub(crate) fn build(
         layout: &SystemLayout,
         grants: Vec<GrantMount>,
+        hidden: &[PathBuf],
         workdir: &Path,
         tmpfs_bytes: u64,
     ) -> io::Result<MountPlan> {
@@ -351,6 +352,15 @@ impl MountPlan {
                 is_dir: g.is_dir,
                 readonly: !g.writable,
                 devices: false,
+            });
+        }
+        // Directories a grant must not show (Warden's own state): an empty
+        // tmpfs nobody can enter, after every grant.
+        for dir in hidden {
+            ops.push(Op::Tmpfs {
+                target: rel_path(dir)?,
+                options: sys::cstring("size=4k,nr_inodes=1,mode=000")?,
+                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             });
         }
         if workdir != Path::new("/") {

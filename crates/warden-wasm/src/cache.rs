@@ -96,24 +96,10 @@ pub enum CacheError {
     Key { path: PathBuf, reason: String },
 }
 
-/// The cache directory used when none is configured: `$WARDEN_CACHE_DIR`
-/// if set (empty: no cache), else `/var/cache/warden/wasm` for root, else
-/// `$XDG_CACHE_HOME/warden/wasm` (if absolute) or `$HOME/.cache/warden/wasm`.
+/// The cache directory used when none is configured (see
+/// [`warden_core::state::default_cache_dir`]).
 pub fn default_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("WARDEN_CACHE_DIR") {
-        return (!dir.is_empty()).then(|| PathBuf::from(dir));
-    }
-    if rustix::process::geteuid().is_root() {
-        return Some(PathBuf::from("/var/cache/warden/wasm"));
-    }
-    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from) {
-        if xdg.is_absolute() {
-            return Some(xdg.join("warden/wasm"));
-        }
-    }
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(|h| PathBuf::from(h).join(".cache/warden/wasm"))
+    warden_core::state::default_cache_dir()
 }
 
 /// SHA-256 of `bytes`.

@@ -287,3 +287,43 @@ fn workdir_flag_sets_the_working_directory() {
         out.ctx()
     );
 }
+
+/// Warden's own state (the compile cache with the key that authenticates
+/// machine code, the key-value stores) never shows through a grant that
+/// covers it: a grant of its parent sees an empty, unreadable directory,
+/// and a grant inside it is refused.
+#[test]
+fn wardens_own_state_is_hidden_inside_a_broader_grant() {
+    let t = TempDir::new("g-state");
+    t.write("var/cache/warden/wasm/key", "host-secret-key\n");
+    t.write("var/cache/other.txt", "visible\n");
+    t.write("var/lib/warden/kv/acme.redb", "tenant-data\n");
+    let cache = t.path("var/cache/warden/wasm");
+    let kv = t.path("var/lib/warden/kv");
+    let out = t
+        .run([
+            "--allow",
+            "fs:read:./var",
+            "--",
+            "sh",
+            "-c",
+            "cat var/cache/other.txt; cat var/cache/warden/wasm/key; cat var/lib/warden/kv/acme.redb; ls -a var/cache/warden/wasm",
+        ])
+        .env("WARDEN_CACHE_DIR", cache.to_str().unwrap())
+        .env("WARDEN_KV_DIR", kv.to_str().unwrap())
+        .go();
+    out.expect_stdout_has("visible", "the rest of the grant is there");
+    out.expect_stdout_lacks("host-secret-key", "the cache key stays hidden");
+    out.expect_stdout_lacks("tenant-data", "the kv stores stay hidden");
+    // A grant inside the state directory is refused before anything runs.
+    let out = t
+        .run(["--allow", "fs:read:./var/cache/warden/wasm", "--", "true"])
+        .env("WARDEN_CACHE_DIR", cache.to_str().unwrap())
+        .go();
+    out.expect_warden_error("grant inside Warden's state");
+    assert!(
+        out.stderr.contains("inside Warden's own state directory"),
+        "{}",
+        out.ctx()
+    );
+}

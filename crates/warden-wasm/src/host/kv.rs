@@ -125,25 +125,10 @@ fn open_private_file(path: &Path) -> Result<std::fs::File, HostError> {
     Ok(file)
 }
 
-/// Where the key-value stores live when nothing else is said:
-/// `$WARDEN_KV_DIR`, else `/var/lib/warden/kv` for root, else
-/// `$XDG_DATA_HOME/warden/kv` or `~/.local/share/warden/kv`. `None` if
-/// none of these can be named (no `HOME`).
+/// Where the key-value stores live when nothing else is said (see
+/// [`warden_core::state::default_kv_dir`]).
 pub fn default_kv_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("WARDEN_KV_DIR") {
-        return (!dir.is_empty()).then(|| PathBuf::from(dir));
-    }
-    if rustix::process::geteuid().is_root() {
-        return Some(PathBuf::from("/var/lib/warden/kv"));
-    }
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from) {
-        if xdg.is_absolute() {
-            return Some(xdg.join("warden/kv"));
-        }
-    }
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(|h| PathBuf::from(h).join(".local/share/warden/kv"))
+    warden_core::state::default_kv_dir()
 }
 
 /// Makes `dir` (and its parents) with mode 0700 if it is missing.
