@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Read hyperfine's JSON export from bench/startup.sh and print a table and ratios.
 
-Usage: bench/ratios.py bench/out/startup.json
+Usage: bench/ratios.py bench/out/startup.json [MORE.json ...]
+
+With several files (rounds of the same commands, see ROUNDS in startup.sh),
+the times of each command are pooled over the rounds, and the warden/bwrap
+ratio of medians of every round is printed too: load that changes during a
+run then hits every command alike.
 
 Command names must be "<runner> <program>", runner in bare/unshare/bwrap/warden.
 Prints markdown: per-command mean ± stddev, median, min (ms), then the ratios
@@ -10,13 +15,17 @@ and whether warden meets the bar (warden <= 1.0x bwrap).
 """
 import json
 import math
+import statistics
 import sys
 
 
 def main() -> int:
-    path = sys.argv[1] if len(sys.argv) > 1 else "bench/out/startup.json"
-    with open(path) as f:
-        results = json.load(f)["results"]
+    paths = sys.argv[1:] or ["bench/out/startup.json"]
+    rounds = []
+    for path in paths:
+        with open(path) as f:
+            rounds.append(json.load(f)["results"])
+    results = pool(rounds)
 
     stats = {}
     order = []
@@ -57,6 +66,20 @@ def main() -> int:
             )
             if base == "bwrap":
                 verdicts.append((prog, rm, w["median"] / b["median"]))
+    if len(rounds) > 1:
+        print()
+        print("| program | warden/bwrap, medians, per round | median of rounds |")
+        print("|---|---|---:|")
+        for prog in order:
+            per = []
+            for rnd in rounds:
+                by = {r["command"]: r for r in rnd}
+                w, b = by.get(f"warden {prog}"), by.get(f"bwrap {prog}")
+                if w and b:
+                    per.append(statistics.median(w["times"]) / statistics.median(b["times"]))
+            if per:
+                shown = " ".join(f"{x:.2f}" for x in per)
+                print(f"| {prog} | {shown} | {statistics.median(per):.2f}× |")
     print()
     for prog, rm, rmed in verdicts:
         ok = "meets" if rmed <= 1.0 and rm <= 1.0 else "MISSES"
@@ -65,6 +88,29 @@ def main() -> int:
             f"{ok} the bar (≤ 1.0×)"
         )
     return 0
+
+
+def pool(rounds):
+    """One result per command with the times of every round."""
+    if len(rounds) == 1:
+        return rounds[0]
+    pooled = {}
+    for rnd in rounds:
+        for r in rnd:
+            pooled.setdefault(r["command"], []).extend(r["times"])
+    out = []
+    for command, times in pooled.items():
+        out.append(
+            {
+                "command": command,
+                "times": times,
+                "mean": statistics.mean(times),
+                "stddev": statistics.stdev(times) if len(times) > 1 else 0.0,
+                "median": statistics.median(times),
+                "min": min(times),
+            }
+        )
+    return out
 
 
 if __name__ == "__main__":

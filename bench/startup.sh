@@ -14,11 +14,15 @@
 #
 # Usage (from the repository root):   bench/startup.sh
 # Tunables (environment):  WARMUP=20 RUNS=200 OUT=bench/out  SKIP_BUILD=1  BENCH_DIR=/tmp
+#   ROUNDS=N  run the whole hyperfine invocation N times (RUNS each) and pool
+#             the rounds, so that load that changes during a run hits every
+#             command alike (each round's ratio is printed too)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WARMUP="${WARMUP:-20}"
 RUNS="${RUNS:-200}"
+ROUNDS="${ROUNDS:-1}"
 OUT="${OUT:-$ROOT/bench/out}"
 BENCH_DIR="${BENCH_DIR:-/tmp}"
 mkdir -p "$OUT"
@@ -103,14 +107,23 @@ cat "$OUT/machine.txt" >&2
 
 # --- 6. one hyperfine run -------------------------------------------------------------
 hf=(hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style basic
-    --export-json "$OUT/startup.json" --export-markdown "$OUT/startup.md")
+    --export-markdown "$OUT/startup.md")
 for i in "${!cmds[@]}"; do
     hf+=(--command-name "${names[$i]}" "${cmds[$i]}")
 done
 printf '%q ' "${hf[@]}" > "$OUT/command.txt"; echo >> "$OUT/command.txt"
-log "running: $(cat "$OUT/command.txt")"
-"${hf[@]}" </dev/null
+if [ "$ROUNDS" -gt 1 ]; then
+    echo "(repeated ROUNDS=$ROUNDS times; round 1 exported to startup.json, round r to startup-r.json)" >> "$OUT/command.txt"
+fi
+log "running: $(cat "$OUT/command.txt") --export-json $OUT/startup.json"
+"${hf[@]}" --export-json "$OUT/startup.json" </dev/null
+exports=("$OUT/startup.json")
+for ((r = 2; r <= ROUNDS; r++)); do
+    log "round $r of $ROUNDS"
+    "${hf[@]}" --export-json "$OUT/startup-$r.json" </dev/null
+    exports+=("$OUT/startup-$r.json")
+done
 
 # --- 7. ratios ------------------------------------------------------------------------------
-python3 "$ROOT/bench/ratios.py" "$OUT/startup.json" | tee "$OUT/ratios.md"
+python3 "$ROOT/bench/ratios.py" "${exports[@]}" | tee "$OUT/ratios.md"
 log "results in $OUT/ (startup.json, startup.md, ratios.md, machine.txt, command.txt)"

@@ -131,6 +131,9 @@ pub struct WasmConfig {
     /// file per tenant, made with mode 0700 on first use. `None`: the `kv`
     /// functions answer `unavailable`.
     pub kv_dir: Option<PathBuf>,
+    /// Size of one tenant's database file beyond which `set` is refused
+    /// (`limit`): what a tenant's runs can fill on Warden's disk together.
+    pub kv_max_tenant_bytes: u64,
     /// Deadline and size caps of the `http` capability.
     pub http: HttpConfig,
 }
@@ -149,6 +152,7 @@ impl Default for WasmConfig {
             cache_dir: cache::default_dir(),
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             kv_dir: None,
+            kv_max_tenant_bytes: host::kv::DEFAULT_MAX_TENANT_BYTES,
             http: HttpConfig::default(),
         }
     }
@@ -229,7 +233,11 @@ impl WasmBackend {
     }
 
     pub fn with_config(config: WasmConfig) -> Result<Self, BackendError> {
-        let host = host::HostShared::new(config.kv_dir.clone(), config.http.clone());
+        let host = host::HostShared::new(
+            config.kv_dir.clone(),
+            config.kv_max_tenant_bytes,
+            config.http.clone(),
+        );
         let engines = engines::Engines::new(config)?;
         // Make the common engine now: a broken host shows at start-up,
         // and the first run does not pay for it.

@@ -196,3 +196,42 @@ fn without_a_store_directory_kv_is_unavailable() {
     // UNAVAILABLE (6): the default test backend has no kv_dir.
     assert_eq!(r.stdout, "get ns k: rc=6\n");
 }
+
+#[test]
+fn a_tenants_store_stops_growing_at_its_cap() {
+    let dir = TempDir::new("kv-cap");
+    let backend = WasmBackend::with_config(WasmConfig {
+        kv_dir: Some(dir.path().join("stores")),
+        kv_max_tenant_bytes: 4 << 20,
+        ..WasmConfig::default()
+    })
+    .expect("backend");
+    let run = |commands: &[&str]| {
+        let mut i = inv(&rust("hostkv"), commands);
+        i.capabilities = caps(&["kv:write:ns"]);
+        i.tenant = "t-cap".to_string();
+        let (io, out, _) = warden_wasm::RunIo::captured(warden_wasm::Input::Empty);
+        let outcome = backend.run_with_io(&i, &io).expect("runs");
+        (outcome, out.text())
+    };
+    let sets: Vec<String> = (0..8).map(|n| format!("setbig ns k{n} 1048576")).collect();
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let (outcome, stdout) = run(&sets);
+    assert_eq!(outcome.status, Status::Exited, "{outcome:?}");
+    let rcs: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    // The first megabytes fit; then LIMIT (5), never more than the cap.
+    assert_eq!(rcs[0], "rc=0", "{stdout}");
+    assert!(rcs.contains(&"rc=5"), "{stdout}");
+    let file = dir.path().join("stores/t-cap.redb");
+    let size = std::fs::metadata(&file).expect("store file").len();
+    assert!(size <= (4 << 20) + (2 << 20), "store grew to {size} bytes");
+    // A later run is refused too, and reads still work.
+    let (_, stdout) = run(&["setbig ns more 1048576", "get ns k9"]);
+    assert!(
+        stdout.starts_with("setbig ns more 1048576: rc=5"),
+        "{stdout}"
+    );
+}

@@ -5,7 +5,8 @@
 //! `delete` (NS `*`: every namespace). Every bound is a status code, never
 //! a trap: keys 1 byte to 1 KiB, values up to 1 MiB, and per run at most
 //! [`MAX_OPS`] operations, [`MAX_WRITTEN_BYTES`] written and
-//! [`MAX_READ_BYTES`] read.
+//! [`MAX_READ_BYTES`] read; a tenant's database file grows to at most
+//! `WasmConfig::kv_max_tenant_bytes` (default [`DEFAULT_MAX_TENANT_BYTES`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub const MAX_OPS: u32 = 10_000;
 pub const MAX_WRITTEN_BYTES: u64 = 64 << 20;
 /// Bytes of keys and values read per run.
 pub const MAX_READ_BYTES: u64 = 256 << 20;
+/// Default size cap of one tenant's database file.
+pub const DEFAULT_MAX_TENANT_BYTES: u64 = 256 << 20;
 /// Keys per page of `list`.
 pub const LIST_MAX_KEYS: usize = 1000;
 /// Bytes of keys per page of `list`.
@@ -39,20 +42,28 @@ const CACHE_BYTES: usize = 16 << 20;
 /// (redb allows one open handle per file and process).
 pub(crate) struct Stores {
     dir: Option<PathBuf>,
-    open: Mutex<HashMap<String, Arc<Database>>>,
+    max_tenant_bytes: u64,
+    open: Mutex<HashMap<String, Arc<Tenant>>>,
+}
+
+/// One tenant's open database and its file (whose size is capped).
+pub(crate) struct Tenant {
+    db: Database,
+    file: std::fs::File,
 }
 
 impl Stores {
-    pub fn new(dir: Option<PathBuf>) -> Self {
+    pub fn new(dir: Option<PathBuf>, max_tenant_bytes: u64) -> Self {
         Stores {
             dir,
+            max_tenant_bytes,
             open: Mutex::new(HashMap::new()),
         }
     }
 
     /// The tenant's database, created (with its directory, mode 0700) if
     /// needed.
-    fn database(&self, tenant: &str) -> Result<Arc<Database>, HostError> {
+    fn database(&self, tenant: &str) -> Result<Arc<Tenant>, HostError> {
         let dir = self
             .dir
             .as_deref()
@@ -71,15 +82,21 @@ impl Stores {
         check_private_dir(dir)?;
         let path = dir.join(format!("{tenant}.redb"));
         let file = open_private_file(&path)?;
+        let size_probe = file
+            .try_clone()
+            .map_err(|e| HostError::Unavailable(format!("{}: {e}", path.display())))?;
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create_file(file)
             .map_err(|e| {
                 HostError::Unavailable(format!("key-value store {}: {e}", path.display()))
             })?;
-        let db = Arc::new(db);
-        open.insert(tenant.to_string(), db.clone());
-        Ok(db)
+        let tenant_store = Arc::new(Tenant {
+            db,
+            file: size_probe,
+        });
+        open.insert(tenant.to_string(), tenant_store.clone());
+        Ok(tenant_store)
     }
 }
 
@@ -217,7 +234,7 @@ impl Session {
         })
     }
 
-    fn database(&self) -> Result<Arc<Database>, HostError> {
+    fn database(&self) -> Result<Arc<Tenant>, HostError> {
         self.backend.host_shared().kv.database(&self.tenant)
     }
 }
@@ -264,7 +281,7 @@ fn begin(
     function: &'static str,
     ns: &str,
     write: bool,
-) -> Result<Arc<Database>, HostError> {
+) -> Result<Arc<Tenant>, HostError> {
     check_namespace(ns)?;
     let needed = if write {
         Capability::KvWrite(ns.to_string())
@@ -285,8 +302,8 @@ pub(crate) fn get(
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, HostError> {
     check_key(key)?;
-    let db = begin(state, function, ns, false)?;
-    let txn = db.begin_read().map_err(storage)?;
+    let store = begin(state, function, ns, false)?;
+    let txn = store.db.begin_read().map_err(storage)?;
     let table = match txn.open_table(table(ns)) {
         Ok(t) => t,
         Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -314,9 +331,16 @@ pub(crate) fn set(
             value.len()
         )));
     }
-    let db = begin(state, function, ns, true)?;
+    let store = begin(state, function, ns, true)?;
+    let size = store.file.metadata().map_err(storage)?.len();
+    let cap = state.backend.host_shared().kv.max_tenant_bytes;
+    if size.saturating_add((key.len() + value.len()) as u64) > cap {
+        return Err(HostError::Limit(format!(
+            "the tenant's store is full ({size} of at most {cap} bytes)"
+        )));
+    }
     state.kv_session()?.count_written(key.len() + value.len())?;
-    let txn = db.begin_write().map_err(storage)?;
+    let txn = store.db.begin_write().map_err(storage)?;
     {
         let mut t = txn.open_table(table(ns)).map_err(storage)?;
         t.insert(key, value).map_err(storage)?;
@@ -332,8 +356,8 @@ pub(crate) fn delete(
     key: &[u8],
 ) -> Result<bool, HostError> {
     check_key(key)?;
-    let db = begin(state, function, ns, true)?;
-    let txn = db.begin_write().map_err(storage)?;
+    let store = begin(state, function, ns, true)?;
+    let txn = store.db.begin_write().map_err(storage)?;
     let existed = {
         let mut t = txn.open_table(table(ns)).map_err(storage)?;
         let removed = t.remove(key).map_err(storage)?;
@@ -363,8 +387,8 @@ pub(crate) fn list(
             "prefix or start key over {MAX_KEY_BYTES} bytes"
         )));
     }
-    let db = begin(state, function, ns, false)?;
-    let txn = db.begin_read().map_err(storage)?;
+    let store = begin(state, function, ns, false)?;
+    let txn = store.db.begin_read().map_err(storage)?;
     let table = match txn.open_table(table(ns)) {
         Ok(t) => t,
         Err(TableError::TableDoesNotExist(_)) => return Ok(KeyPage::default()),

@@ -115,9 +115,9 @@ pub(crate) struct HostShared {
 }
 
 impl HostShared {
-    pub fn new(kv_dir: Option<PathBuf>, http: http::HttpConfig) -> Self {
+    pub fn new(kv_dir: Option<PathBuf>, kv_max_tenant_bytes: u64, http: http::HttpConfig) -> Self {
         HostShared {
-            kv: kv::Stores::new(kv_dir),
+            kv: kv::Stores::new(kv_dir, kv_max_tenant_bytes),
             modules: RwLock::new(HashMap::new()),
             http,
             http_agent: http::agent(),
