@@ -8,7 +8,8 @@ the times of each command are pooled over the rounds, and the warden/bwrap
 ratio of medians of every round is printed too: load that changes during a
 run then hits every command alike.
 
-Command names must be "<runner> <program>", runner in bare/unshare/bwrap/warden.
+Command names must be "<runner> <program>", runner in bare/unshare/bwrap/
+bwrap-noetc/warden.
 Prints markdown: per-command mean ± stddev, median, min (ms), then the ratios
 warden/bwrap, warden/unshare, warden/bare (of means and of medians) per program,
 and whether warden meets the bar (warden <= 1.0x bwrap).
@@ -47,11 +48,12 @@ def main() -> int:
     print("| program | ratio | of means | of medians | of minimums |")
     print("|---|---|---:|---:|---:|")
     verdicts = []
+    noetc = []
     for prog in order:
         w = stats.get(("warden", prog))
         if w is None:
             continue
-        for base in ("bwrap", "unshare", "bare"):
+        for base in ("bwrap", "bwrap-noetc", "unshare", "bare"):
             b = stats.get((base, prog))
             if b is None:
                 continue
@@ -66,26 +68,38 @@ def main() -> int:
             )
             if base == "bwrap":
                 verdicts.append((prog, rm, w["median"] / b["median"]))
+            if base == "bwrap-noetc":
+                noetc.append((prog, rm, w["median"] / b["median"]))
     if len(rounds) > 1:
         print()
-        print("| program | warden/bwrap, medians, per round | median of rounds |")
-        print("|---|---|---:|")
+        print("| program | ratio of medians | per round | median of rounds |")
+        print("|---|---|---|---:|")
         for prog in order:
-            per = []
-            for rnd in rounds:
-                by = {r["command"]: r for r in rnd}
-                w, b = by.get(f"warden {prog}"), by.get(f"bwrap {prog}")
-                if w and b:
-                    per.append(statistics.median(w["times"]) / statistics.median(b["times"]))
-            if per:
-                shown = " ".join(f"{x:.2f}" for x in per)
-                print(f"| {prog} | {shown} | {statistics.median(per):.2f}× |")
+            for base in ("bwrap", "bwrap-noetc"):
+                per = []
+                for rnd in rounds:
+                    by = {r["command"]: r for r in rnd}
+                    w, b = by.get(f"warden {prog}"), by.get(f"{base} {prog}")
+                    if w and b:
+                        per.append(
+                            statistics.median(w["times"]) / statistics.median(b["times"])
+                        )
+                if per:
+                    shown = " ".join(f"{x:.2f}" for x in per)
+                    print(
+                        f"| {prog} | warden/{base} | {shown} | {statistics.median(per):.2f}× |"
+                    )
     print()
     for prog, rm, rmed in verdicts:
         ok = "meets" if rmed <= 1.0 and rm <= 1.0 else "MISSES"
         print(
             f"- {prog}: warden/bwrap = {rm:.2f}× (means), {rmed:.2f}× (medians) — "
             f"{ok} the bar (≤ 1.0×)"
+        )
+    for prog, rm, rmed in noetc:
+        print(
+            f"- {prog}: warden/bwrap-noetc (bwrap without /etc) = {rm:.2f}× (means), "
+            f"{rmed:.2f}× (medians)"
         )
     return 0
 

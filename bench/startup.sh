@@ -7,8 +7,11 @@
 #   unshare                   - unshare --user --map-root-user --mount --pid --fork --net
 #                               (the floor for creating namespaces, no root change, no limits)
 #   bwrap                     - bubblewrap with a setup equivalent to warden's jail
-#                               (all namespaces, minimal root, /proc, /dev, tmpfs /tmp,
+#                               (all namespaces, minimal root with the same /etc entries,
+#                               hostname, /proc, /dev, tmpfs /tmp,
 #                               cleared environment; no seccomp, no resource limits)
+#   bwrap-noetc               - the same without /etc (cheaper for bwrap; what earlier
+#                               runs compared with)
 #   warden                    - `warden run --` with its default full isolation
 #                               (namespaces, pivot_root, seccomp, cgroup limits)
 #
@@ -57,7 +60,24 @@ WARDEN="$(cd "$(dirname "$WARDEN")" && pwd)/$(basename "$WARDEN")"
 # Absolute program paths everywhere (no PATH lookup, no pyenv/asdf shims).
 PY=/usr/bin/python3
 UNSHARE="unshare --user --map-root-user --mount --pid --fork --net"
-BWRAP="bwrap --unshare-all --die-with-parent --new-session \
+# bwrap gets the same /etc as the jail (the entries of ETC_ENTRIES in
+# crates/warden-jail/src/mounts.rs that exist here, and passwd, group, hosts,
+# hostname, which warden writes its own of) and a hostname of its own, so
+# that programs find the same files under both (python3 reads nsswitch.conf,
+# passwd and /etc/ssl at start-up when they are there).
+BWRAP_ETC=""
+for e in ld.so.cache localtime nsswitch.conf host.conf gai.conf protocols services \
+    locale.alias os-release debian_version alternatives ssl python3.11 python3.12 \
+    python3.13 php nodejs passwd group hosts hostname; do
+    [ -e "/etc/$e" ] && BWRAP_ETC="$BWRAP_ETC --ro-bind /etc/$e /etc/$e"
+done
+BWRAP="bwrap --unshare-all --die-with-parent --new-session --hostname warden \
+--ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib \
+--symlink usr/lib64 /lib64 --symlink usr/sbin /sbin$BWRAP_ETC \
+--proc /proc --dev /dev --tmpfs /tmp --clearenv --setenv PATH /usr/bin:/bin --"
+# The same without any /etc (what earlier runs of this bench compared with):
+# cheaper for bwrap, and programs find no passwd, nsswitch.conf or certificates.
+BWRAP_NOETC="bwrap --unshare-all --die-with-parent --new-session \
 --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib \
 --symlink usr/lib64 /lib64 --symlink usr/sbin /sbin \
 --proc /proc --dev /dev --tmpfs /tmp --clearenv --setenv PATH /usr/bin:/bin --"
@@ -72,6 +92,7 @@ for label in "/bin/true" "python3 -c pass"; do
     esac
     add "bare $label"    "$p"
     add "unshare $label" "$UNSHARE $p"
+    add "bwrap-noetc $label" "$BWRAP_NOETC $p"
     add "bwrap $label"   "$BWRAP $p"
     add "warden $label"  "$WARDEN_RUN $p"
 done
