@@ -400,8 +400,8 @@ pub(crate) fn sync_pre<'m>(
 /// top-level run (`depth` 0) or a module called by another (its caller's
 /// depth + 1). A module that imports a host interface the invocation does
 /// not grant is refused here, before it is instantiated. `started`: when
-/// Warden's work on the run began (its `wall_ms` counts from there), if
-/// before the guest's clock starts (a compile on a cache miss).
+/// Warden's work on the run began (`wall_ms` and the wall-clock limit count
+/// from there), if before the guest's set-up (a compile on a cache miss).
 pub(crate) async fn run_async(
     backend: &WasmBackend,
     module: &PreparedModule,
@@ -465,18 +465,18 @@ impl<'a> Run<'a> {
         let stderr = CappedStream::stderr(cap.clone(), io.stderr.clone());
         let wasi = wasi_ctx(inv, &preopens, io, &stdout, &stderr)?;
 
-        // The guest's clock starts now: compiling a module on a cache miss
-        // is Warden's work, not the guest's (it is in `wall_ms` all the
-        // same). The CPU clock is read now only for a CPU limit (see
-        // CpuBase).
+        // The guest's CPU clock starts now (read now only for a CPU limit,
+        // see CpuBase). The wall-clock limit counts from when Warden began
+        // the run, as the jail's does: a compile on a cache miss spends the
+        // same budget (and is stopped by it).
         let watches_cpu = inv.limits.cpu_time.is_some() || inv.limits.cpu_percent.is_some();
         let precise = watches_cpu.then(CpuBase::now);
         let cpu_start = precise.map_or(Duration::ZERO, |b| b.cpu);
         let guest_start = precise.map_or_else(Instant::now, |b| b.at);
         let started = started.unwrap_or(guest_start);
-        let deadline_at = guest_start
+        let deadline_at = started
             .checked_add(inv.limits.wall_time)
-            .unwrap_or_else(|| guest_start + Duration::from_secs(100 * 365 * 86_400));
+            .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400));
         // What only `call` and the key-value store need is made only for
         // modules that import them.
         let imports = |i| module.host_imports.iter().any(|(_, x)| *x == i);

@@ -561,3 +561,42 @@ fn the_module_size_is_bounded_by_format() {
         "{o:?}"
     );
 }
+
+#[test]
+fn the_wall_clock_limit_covers_the_compile_too() {
+    // A slow-compiling module whose `_start` spins: on a cache miss the
+    // compile and the guest share one --wall-time budget, as a jail's
+    // set-up and program do.
+    let tmp = TempDir::new("compile-budget");
+    let module = tmp.path().join("slow_spin.wat");
+    let wat = slow_module(30, 400).replace(
+        "(func (export \"_start\")))",
+        "(func (export \"_start\") (loop (br 0))))",
+    );
+    fs::write(&module, wat).unwrap();
+    // How long this build takes to compile it, warm (backends with caches
+    // of their own, so that the run below compiles again).
+    let mut compile = Duration::ZERO;
+    for _ in 0..2 {
+        let probe = TempDir::new("compile-budget-probe");
+        let probe_backend = backend_in(&cache_dir(&probe));
+        let t = Instant::now();
+        probe_backend.prepare(&module, UNMETERED).unwrap();
+        compile = t.elapsed();
+    }
+    let b = backend_in(&cache_dir(&tmp));
+    let mut i = inv(&module, &[]);
+    i.limits.wall_time = compile.mul_f64(1.25);
+    let started = Instant::now();
+    let (io, _, _) = RunIo::captured(Input::Empty);
+    let o = b.run_with_io(&i, &io).unwrap();
+    let took = started.elapsed();
+    assert_eq!(o.status, Status::Timeout, "{o:?}");
+    // Counted from the guest's start instead, it would take the compile
+    // longer (≈ 2.25× the compile in all).
+    assert!(
+        took < i.limits.wall_time + compile / 5,
+        "took {took:?} with a {:?} limit (compile alone {compile:?})",
+        i.limits.wall_time
+    );
+}
