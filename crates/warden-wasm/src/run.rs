@@ -477,8 +477,9 @@ impl<'a> Run<'a> {
         let deadline_at = started
             .checked_add(inv.limits.wall_time)
             .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400));
-        // What only `call` and the key-value store need is made only for
-        // modules that import them.
+        // What only `call`, `http` and the key-value store need is made
+        // only for modules that import them (the session carries the
+        // per-run quotas those share with callees).
         let imports = |i| module.host_imports.iter().any(|(_, x)| *x == i);
         let calls = imports(Interface::Call).then(|| {
             CallContext::new(
@@ -489,7 +490,7 @@ impl<'a> Run<'a> {
                 stderr.clone(),
             )
         });
-        let kv = imports(Interface::Kv) || imports(Interface::Call);
+        let kv = imports(Interface::Kv) || imports(Interface::Call) || imports(Interface::Http);
         let mut store = Store::new(
             &module.engine,
             RunState {

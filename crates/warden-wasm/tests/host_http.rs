@@ -238,3 +238,33 @@ fn a_slow_server_hits_the_per_call_deadline() {
         r.stdout
     );
 }
+
+#[test]
+fn requests_per_run_are_capped() {
+    let backend = WasmBackend::with_config(WasmConfig {
+        http: HttpConfig {
+            max_requests_per_run: 3,
+            ..HttpConfig::default()
+        },
+        ..WasmConfig::default()
+    })
+    .expect("backend");
+    let mut i = inv(&rust("hosthttp"), &["GET", &url("/hello"), "", "1024", "5"]);
+    i.capabilities = caps(&["net:http:127.0.0.1"]);
+    let (io, out, _) = warden_wasm::RunIo::captured(warden_wasm::Input::Empty);
+    let outcome = backend.run_with_io(&i, &io).expect("runs");
+    assert_eq!(outcome.status, Status::Exited, "{outcome:?}");
+    let rcs: Vec<String> = out
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("rc="))
+        .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    // Three sent, then LIMIT (5).
+    assert_eq!(
+        rcs,
+        ["rc=0", "rc=0", "rc=0", "rc=5", "rc=5"],
+        "{}",
+        out.text()
+    );
+}

@@ -24,6 +24,8 @@ pub struct HttpConfig {
     pub max_response_bytes: u64,
     /// Largest request body.
     pub max_request_bytes: usize,
+    /// Requests a run may send, the modules it calls included.
+    pub max_requests_per_run: u32,
 }
 
 impl Default for HttpConfig {
@@ -32,6 +34,7 @@ impl Default for HttpConfig {
             timeout: Duration::from_secs(10),
             max_response_bytes: 1 << 20,
             max_request_bytes: 1 << 20,
+            max_requests_per_run: 100,
         }
     }
 }
@@ -146,6 +149,9 @@ pub(crate) async fn send(
             config.max_request_bytes
         )));
     }
+    state
+        .kv_session()?
+        .count_http_request(config.max_requests_per_run)?;
     let header_bytes: usize = req.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
     if req.headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
         return Err(HostError::TooLarge(format!(

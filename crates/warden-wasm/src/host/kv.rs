@@ -168,6 +168,8 @@ pub(crate) struct Quota {
     ops: u32,
     read: u64,
     written: u64,
+    /// HTTP requests sent (the `http` capability shares this quota).
+    http_requests: u32,
 }
 
 /// A run's access to its tenant's store.
@@ -205,6 +207,20 @@ impl Session {
                 )));
             }
             q.ops += 1;
+            Ok(())
+        })
+    }
+
+    /// Counts one outgoing HTTP request against `max` per run (callees
+    /// included).
+    pub(crate) fn count_http_request(&mut self, max: u32) -> Result<(), HostError> {
+        self.with_quota(|q| {
+            if q.http_requests >= max {
+                return Err(HostError::Limit(format!(
+                    "at most {max} HTTP requests per run (called modules included)"
+                )));
+            }
+            q.http_requests += 1;
             Ok(())
         })
     }

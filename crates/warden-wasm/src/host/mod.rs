@@ -137,7 +137,8 @@ pub(crate) struct HostState {
     pub grants: Vec<Capability>,
     pub log: log::LogBuffer,
     pub backend: WasmBackend,
-    /// Only for a module that imports the key-value store or `call`.
+    /// Only for a module that imports the key-value store, `call` or
+    /// `http` (it holds the per-run quotas they share with callees).
     kv: Option<kv::Session>,
     /// The run's wall-clock deadline: no host call outlives it.
     pub deadline: Instant,

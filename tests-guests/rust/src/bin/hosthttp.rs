@@ -1,6 +1,7 @@
-//! `hosthttp METHOD URL [BODY [BUFSIZE]]`: one request through Warden's
-//! `warden.http_request` (preview 1 only). Prints `rc=N status=S len=L`,
-//! then the body (as much as fits the buffer, 1 MiB by default).
+//! `hosthttp METHOD URL [BODY [BUFSIZE [REPEAT]]]`: REPEAT (default 1)
+//! requests through Warden's `warden.http_request` (preview 1 only). Prints
+//! `rc=N status=S len=L` for each, then the body (as much as fits the
+//! buffer, 1 MiB by default).
 #[cfg(not(target_env = "p2"))]
 #[link(wasm_import_module = "warden")]
 extern "C" {
@@ -27,6 +28,14 @@ fn main() {
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     let (method, url, body) = (arg(1), arg(2), arg(3));
     let cap: usize = arg(4).parse().unwrap_or(1 << 20);
+    let repeat: usize = arg(5).parse().unwrap_or(1);
+    for _ in 0..repeat {
+        request(&method, &url, &body, cap);
+    }
+}
+
+#[cfg(not(target_env = "p2"))]
+fn request(method: &str, url: &str, body: &str, cap: usize) {
     let headers = "X-Warden-Test: yes\n";
     let mut buf = vec![0u8; cap];
     let (mut len, mut status) = (0u32, 0u32);
