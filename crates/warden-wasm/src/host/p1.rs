@@ -524,55 +524,30 @@ fn with_wasi<R>(
 /// versions that check `clock:read` / `random:read` and then run
 /// wasmtime-wasi's own (which honours `--deterministic`).
 fn gate_wasi(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    /// Shadows WASI function `$name` with one that refuses (recording the
+    /// denial) without `$cap`, else calls wasmtime-wasi's `$name`.
+    macro_rules! gated {
+        ($name:ident, $cap:expr, ($($arg:ident: $ty:ty),*)) => {
+            linker.func_wrap(
+                WASI,
+                stringify!($name),
+                |mut caller: Ctx<'_>, $($arg: $ty),*| -> wasmtime::Result<i32> {
+                    if !caller.data().host.has(&$cap) {
+                        return Ok(refuse(
+                            &mut caller,
+                            concat!("wasi_snapshot_preview1.", stringify!($name)),
+                            $cap,
+                        ));
+                    }
+                    with_wasi(&mut caller, |ctx, mem| wasi_p1::$name(ctx, mem, $($arg),*))
+                },
+            )?
+        };
+    }
     linker.allow_shadowing(true);
-    linker.func_wrap(
-        WASI,
-        "clock_time_get",
-        |mut caller: Ctx<'_>, id: i32, precision: i64, out: i32| -> wasmtime::Result<i32> {
-            if !caller.data().host.has(&Capability::ClockRead) {
-                return Ok(refuse(
-                    &mut caller,
-                    "wasi_snapshot_preview1.clock_time_get",
-                    Capability::ClockRead,
-                ));
-            }
-            with_wasi(&mut caller, |ctx, mem| {
-                wasi_p1::clock_time_get(ctx, mem, id, precision, out)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "clock_res_get",
-        |mut caller: Ctx<'_>, id: i32, out: i32| -> wasmtime::Result<i32> {
-            if !caller.data().host.has(&Capability::ClockRead) {
-                return Ok(refuse(
-                    &mut caller,
-                    "wasi_snapshot_preview1.clock_res_get",
-                    Capability::ClockRead,
-                ));
-            }
-            with_wasi(&mut caller, |ctx, mem| {
-                wasi_p1::clock_res_get(ctx, mem, id, out)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "random_get",
-        |mut caller: Ctx<'_>, buf: i32, len: i32| -> wasmtime::Result<i32> {
-            if !caller.data().host.has(&Capability::RandomRead) {
-                return Ok(refuse(
-                    &mut caller,
-                    "wasi_snapshot_preview1.random_get",
-                    Capability::RandomRead,
-                ));
-            }
-            with_wasi(&mut caller, |ctx, mem| {
-                wasi_p1::random_get(ctx, mem, buf, len)
-            })
-        },
-    )?;
+    gated!(clock_time_get, Capability::ClockRead, (id: i32, precision: i64, out: i32));
+    gated!(clock_res_get, Capability::ClockRead, (id: i32, out: i32));
+    gated!(random_get, Capability::RandomRead, (buf: i32, len: i32));
     linker.allow_shadowing(false);
     Ok(())
 }
