@@ -351,7 +351,7 @@ impl Deadline {
 }
 
 /// Runs a prepared module (prepared by `backend`), blocking the thread.
-/// A run that cannot block (see [`can_run_sync`]) runs on this thread's
+/// A run that cannot block (see [`sync_pre`]) runs on this thread's
 /// stack; any other on a fiber, driven by wasmtime-wasi's tokio runtime.
 pub(crate) fn run(
     backend: &WasmBackend,
