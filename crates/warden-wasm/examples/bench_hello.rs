@@ -105,8 +105,8 @@ fn main() {
         .expect("prepare");
 
     let raw_default = raw_pre(&module, PoolingAllocationConfig::new(), None);
-    let raw_tuned = raw_pre(&module, warden_pool(&config), None);
-    let raw_async = raw_pre(&module, warden_pool(&config), Some(&config));
+    let raw_tuned = raw_pre(&module, config.pooling_config(), None);
+    let raw_async = raw_pre(&module, config.pooling_config(), Some(&config));
 
     println!("module: {}, {runs} runs per measurement", module.display());
     println!("{config:?}");
@@ -136,25 +136,6 @@ fn main() {
             w / r
         );
     }
-}
-
-/// The pooling configuration of Warden's engines (engines.rs), from its
-/// settings.
-fn warden_pool(config: &WasmConfig) -> PoolingAllocationConfig {
-    let mut pool = PoolingAllocationConfig::new();
-    let n = config.pool_instances;
-    pool.total_core_instances(n)
-        .total_memories(n)
-        .total_tables(n)
-        .total_component_instances(n)
-        .total_stacks(n)
-        .table_elements(config.pool_table_elements as usize)
-        .linear_memory_keep_resident(config.pool_keep_resident_bytes)
-        .table_keep_resident(config.pool_keep_resident_bytes)
-        .decommit_batch_size(config.pool_decommit_batch.max(1))
-        .pagemap_scan(wasmtime::Enabled::Auto)
-        .max_memory_size(config.pool_max_memory_bytes as usize);
-    pool
 }
 
 /// Prints one row; returns the median in µs.

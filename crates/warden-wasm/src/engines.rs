@@ -27,10 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig,
-    WasmBacktraceDetails,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, WasmBacktraceDetails};
 
 use crate::run::RunState;
 use crate::{WasmConfig, WasmError};
@@ -142,20 +139,7 @@ fn engine_config(config: &WasmConfig, kind: EngineKind) -> Config {
     // frames.
     c.async_stack_size(config.max_wasm_stack + (512 << 10));
     if kind.pooled {
-        let mut pool = PoolingAllocationConfig::new();
-        let n = config.pool_instances;
-        pool.total_core_instances(n)
-            .total_memories(n)
-            .total_tables(n)
-            .total_component_instances(n)
-            .total_stacks(n)
-            .table_elements(config.pool_table_elements as usize)
-            .linear_memory_keep_resident(config.pool_keep_resident_bytes)
-            .table_keep_resident(config.pool_keep_resident_bytes)
-            .decommit_batch_size(config.pool_decommit_batch.max(1))
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .max_memory_size(config.pool_max_memory_bytes as usize);
-        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(config.pooling_config()));
     }
     c
 }

@@ -138,6 +138,28 @@ pub struct WasmConfig {
     pub http: HttpConfig,
 }
 
+impl WasmConfig {
+    /// The pooling allocator of Warden's pooled engines, from these
+    /// settings (public so that benchmarks can give raw wasmtime the very
+    /// same pool).
+    pub fn pooling_config(&self) -> wasmtime::PoolingAllocationConfig {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        let n = self.pool_instances;
+        pool.total_core_instances(n)
+            .total_memories(n)
+            .total_tables(n)
+            .total_component_instances(n)
+            .total_stacks(n)
+            .table_elements(self.pool_table_elements as usize)
+            .linear_memory_keep_resident(self.pool_keep_resident_bytes)
+            .table_keep_resident(self.pool_keep_resident_bytes)
+            .decommit_batch_size(self.pool_decommit_batch.max(1))
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .max_memory_size(self.pool_max_memory_bytes as usize);
+        pool
+    }
+}
+
 impl Default for WasmConfig {
     fn default() -> Self {
         WasmConfig {

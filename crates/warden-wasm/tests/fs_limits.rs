@@ -39,13 +39,7 @@ fn a_write_past_the_file_size_limit_is_refused() {
     // Up to the limit is fine.
     i.limits.file_size_bytes = 10;
     let r = run(&i);
-    assert_eq!(
-        r.outcome.status,
-        Status::Exited,
-        "{:?} {}",
-        r.outcome,
-        r.stderr
-    );
+    r.expect_exited();
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "0123456789");
     assert!(r.outcome.violations.is_empty(), "{:?}", r.outcome);
 }
@@ -202,13 +196,7 @@ fn components_report_the_file_limits_as_not_enforced() {
     let mut i = inv(&component("writefile"), &[&p(&target), "x"]);
     i.capabilities = vec![write(dir.path())];
     let r = run(&i);
-    assert_eq!(
-        r.outcome.status,
-        Status::Exited,
-        "{:?} {}",
-        r.outcome,
-        r.stderr
-    );
+    r.expect_exited();
     assert_eq!(r.outcome.enforcement["file_size"], "not_enforced");
     assert_eq!(r.outcome.enforcement["open_files"], "not_enforced");
     assert!(r

@@ -39,13 +39,7 @@ fn a_read_grant_opens_its_directory_at_the_same_path() {
     let mut i = inv(&rust("readfile"), &[&p(&f.data.join("in.txt"))]);
     i.capabilities = vec![read(&f.data)];
     let r = run(&i);
-    assert_eq!(
-        r.outcome.status,
-        Status::Exited,
-        "{:?} {}",
-        r.outcome,
-        r.stderr
-    );
+    r.expect_exited();
     assert_eq!(r.outcome.exit_code, Some(0), "{}", r.stderr);
     assert_eq!(r.stdout, "granted contents\n");
 }

@@ -35,13 +35,7 @@ fn a_granted_call_runs_the_callee_with_the_input() {
         "echoer",
         "echo hi there",
     ));
-    assert_eq!(
-        r.outcome.status,
-        Status::Exited,
-        "{:?} {}",
-        r.outcome,
-        r.stderr
-    );
+    r.expect_exited();
     assert_eq!(r.stdout, "rc=0 exit=0\nhi there");
     // The callee's exit status comes back; its failure is not the caller's.
     let reader = module("reader", &rust("readin"), None);

@@ -123,13 +123,7 @@ fn http(grants: &[&str], args: &[&str]) -> Ran {
 #[test]
 fn a_granted_host_is_reached() {
     let r = http(&["net:http:127.0.0.1"], &["GET", &url("/hello")]);
-    assert_eq!(
-        r.outcome.status,
-        Status::Exited,
-        "{:?} {}",
-        r.outcome,
-        r.stderr
-    );
+    r.expect_exited();
     assert_eq!(r.stdout, "rc=0 status=200 len=11\nhello world\n");
     // Method, body and headers reach the server.
     let r = http(&["net:http:*"], &["POST", &url("/echo"), "payload"]);

@@ -47,13 +47,7 @@ fn values_are_stored_and_outlive_the_run() {
             "get orders a1",
         ],
     );
-    assert_eq!(
-        r.outcome.status,
-        Status::Exited,
-        "{:?} {}",
-        r.outcome,
-        r.stderr
-    );
+    r.expect_exited();
     assert_eq!(
         r.stdout,
         "set orders a1 one: rc=0\nset orders a2 two: rc=0\nset orders b1 three: rc=0\nget orders a1: rc=0 value=one\n"

@@ -639,22 +639,7 @@ fn a_kv_directory_others_can_write_is_refused() {
 #[test]
 fn kv_operation_and_byte_quotas_hold() {
     // 10,001 gets: the last is LIMIT.
-    let body = r#"
-    (local $i i32) (local $ok i32) (local $limit i32) (local $rc i32)
-    (loop $l
-      (local.set $rc (call $kv_get (i32.const 1024) (i32.const 2) (i32.const 1040) (i32.const 1)
-                                   (i32.const 2000) (i32.const 10) (i32.const 2020)))
-      (if (i32.eq (local.get $rc) (i32.const 2)) (then (local.set $ok (i32.add (local.get $ok) (i32.const 1)))))
-      (if (i32.eq (local.get $rc) (i32.const 5)) (then (local.set $limit (i32.add (local.get $limit) (i32.const 1)))))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $l (i32.lt_u (local.get $i) (i32.const 10001))))
-    (call $r (local.get $ok))
-    (call $r (local.get $limit))
-    "#;
-    let g = Guest::new(&["kv_get"], "(call $ops)")
-        .func(&format!("(func $ops {body})"))
-        .data(1024, "ns")
-        .data(1040, "k");
+    let g = kv_get_loop(10_001);
     let got = attack(&g, &["kv:read:ns"], "quota-ops");
     assert_eq!(got.codes, [10_000, 1], "{:?}", got.outcome);
 
@@ -1482,22 +1467,7 @@ fn component_guests_meet_the_same_checks() {
 fn calls_share_their_callers_kv_quota() {
     // The callee: 4,000 kv_get calls, then prints how many were answered
     // (NOT_FOUND) and how many hit the quota (LIMIT).
-    let body = r#"
-    (local $i i32) (local $ok i32) (local $limit i32) (local $rc i32)
-    (loop $l
-      (local.set $rc (call $kv_get (i32.const 1024) (i32.const 2) (i32.const 1040) (i32.const 1)
-                                   (i32.const 2000) (i32.const 10) (i32.const 2020)))
-      (if (i32.eq (local.get $rc) (i32.const 2)) (then (local.set $ok (i32.add (local.get $ok) (i32.const 1)))))
-      (if (i32.eq (local.get $rc) (i32.const 5)) (then (local.set $limit (i32.add (local.get $limit) (i32.const 1)))))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $l (i32.lt_u (local.get $i) (i32.const 4000))))
-    (call $r (local.get $ok))
-    (call $r (local.get $limit))
-    "#;
-    let user = Guest::new(&["kv_get"], "(call $ops)")
-        .func(&format!("(func $ops {body})"))
-        .data(1024, "ns")
-        .data(1040, "k");
+    let user = kv_get_loop(4000);
     let user = callee("kvuser", &user.file(), None);
     // The caller: calls kvuser three times and prints the replies.
     let mut body = String::new();
@@ -1528,4 +1498,27 @@ fn calls_share_their_callers_kv_quota() {
         got.outcome,
         got.stdout
     );
+}
+
+/// A guest that calls `kv_get(ns, k)` `n` times and reports how many calls
+/// were answered (NOT_FOUND) and how many hit the quota (LIMIT).
+fn kv_get_loop(n: u32) -> Guest {
+    let body = format!(
+        r#"
+    (local $i i32) (local $ok i32) (local $limit i32) (local $rc i32)
+    (loop $l
+      (local.set $rc (call $kv_get (i32.const 1024) (i32.const 2) (i32.const 1040) (i32.const 1)
+                                   (i32.const 2000) (i32.const 10) (i32.const 2020)))
+      (if (i32.eq (local.get $rc) (i32.const 2)) (then (local.set $ok (i32.add (local.get $ok) (i32.const 1)))))
+      (if (i32.eq (local.get $rc) (i32.const 5)) (then (local.set $limit (i32.add (local.get $limit) (i32.const 1)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const {n}))))
+    (call $r (local.get $ok))
+    (call $r (local.get $limit))
+    "#
+    );
+    Guest::new(&["kv_get"], "(call $ops)")
+        .func(&format!("(func $ops {body})"))
+        .data(1024, "ns")
+        .data(1040, "k")
 }

@@ -183,8 +183,9 @@ impl HostState {
         }
     }
 
-    /// The run's key-value session (there is one for every module that
-    /// imports the store or `call`).
+    /// The run's key-value session, which also holds the per-run quotas
+    /// shared with callees (there is one for every module that imports the
+    /// store, `call` or `http`).
     pub fn kv_session(&mut self) -> Result<&mut kv::Session, HostError> {
         self.kv
             .as_mut()

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use warden_core::{EffectiveLimits, Invocation, Outcome};
+use warden_core::{EffectiveLimits, Invocation, Outcome, Status};
 use warden_policy::Capability;
 use warden_wasm::{Input, RunIo, WasmBackend};
 
@@ -92,6 +92,19 @@ pub struct Ran {
     pub outcome: Outcome,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl Ran {
+    /// Asserts that the run ended by itself (status `exited`).
+    pub fn expect_exited(&self) {
+        assert_eq!(
+            self.outcome.status,
+            Status::Exited,
+            "{:?} {}",
+            self.outcome,
+            self.stderr
+        );
+    }
 }
 
 /// Runs with stdin from `stdin`, capturing stdout and stderr.
