@@ -1,9 +1,7 @@
 //! Each limit, hit, with the status it must produce.
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use warden_core::Status;
 
 #[test]

@@ -1,11 +1,9 @@
 //! The `kv` host capability: `kv:read:NS` / `kv:write:NS` (NS or `*`), a
 //! store per tenant that outlives runs, bounds as status codes, and no
 //! link at all without a kv grant.
-mod common;
-
 use std::sync::OnceLock;
 
-use common::*;
+use crate::common::*;
 use warden_core::Status;
 use warden_wasm::{WasmBackend, WasmConfig};
 

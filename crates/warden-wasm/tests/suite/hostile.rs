@@ -1,8 +1,6 @@
 //! Malformed and hostile modules: each gives a clear status, never a
 //! crash of the host.
-mod common;
-
-use common::*;
+use crate::common::*;
 use warden_core::Status;
 
 fn assert_trap(name: &str, detail: &str) {

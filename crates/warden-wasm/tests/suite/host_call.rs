@@ -2,12 +2,10 @@
 //! `module:call:NAME`, the caller's grants as the callee's ceiling (a
 //! callee that asks for more gets no more), limits that carry over, and a
 //! bounded depth.
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use warden_core::{Invocation, ModuleRef, Status};
 
 fn module(name: &str, path: &Path, grants: Option<&[&str]>) -> ModuleRef {

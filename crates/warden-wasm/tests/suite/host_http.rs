@@ -2,15 +2,13 @@
 //! redirects followed, a per-call deadline, a response-size cap, and no
 //! link at all without a grant. A real HTTP server on 127.0.0.1, started
 //! here, answers (it stops by itself after a minute).
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use warden_core::Status;
 use warden_wasm::{HttpConfig, WasmBackend, WasmConfig};
 
@@ -219,8 +217,8 @@ fn a_slow_server_hits_the_per_call_deadline() {
     let mut i = inv(&rust("hosthttp"), &["GET", &url("/slow")]);
     i.capabilities = caps(&["net:http:127.0.0.1"]);
     i.limits.wall_time = Duration::from_millis(400);
-    common::backend()
-        .prepare(&rust("hosthttp"), common::backend().engine_kind(&i))
+    crate::common::backend()
+        .prepare(&rust("hosthttp"), crate::common::backend().engine_kind(&i))
         .unwrap();
     let t = Instant::now();
     let r = run(&i);

@@ -1,7 +1,5 @@
 //! Each grant and its absence: preopens, read-only preopens, escapes.
-mod common;
-
-use common::*;
+use crate::common::*;
 use warden_core::Status;
 use warden_policy::Capability;
 

@@ -1,9 +1,7 @@
 //! The WIT ABI (`warden:host@0.1.0`) for components: the same host logic
 //! as the preview-1 module, the same refusal of ungranted interfaces
 //! before the component starts.
-mod common;
-
-use common::*;
+use crate::common::*;
 use warden_core::{LogLevel, ModuleRef, Status};
 
 #[test]

@@ -1,11 +1,9 @@
 //! Runs that cannot block run on the caller's stack, without a fiber
 //! (run.rs, `sync_pre`): which runs qualify, and that every limit and gate
 //! holds on that path as on the other.
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use warden_core::{Invocation, Status};
 use warden_policy::Capability;
 use warden_wasm::{Input, RunIo};

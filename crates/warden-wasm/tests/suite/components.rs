@@ -1,10 +1,8 @@
 //! WASI 0.2 command components (Rust guests built for wasm32-wasip2):
 //! the same grants and limits as preview-1 modules.
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use warden_core::Status;
 
 #[test]

@@ -1,8 +1,6 @@
 //! Running modules: output, exit codes, arguments and environment, stdin,
 //! precompiled modules, engines, deterministic mode.
-mod common;
-
-use common::*;
+use crate::common::*;
 use warden_core::{Backend, Status};
 use warden_policy::Capability;
 use warden_wasm::{Input, RunIo, WasmBackend, WasmConfig};

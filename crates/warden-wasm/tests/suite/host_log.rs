@@ -1,8 +1,6 @@
 //! The `log` host capability (`log:write`): records in the outcome,
 //! levels, caps, redaction, and no link at all without the grant.
-mod common;
-
-use common::*;
+use crate::common::*;
 use warden_core::{LogLevel, Status};
 
 #[test]

@@ -2,9 +2,7 @@
 //! modules): a write past the file-size limit fails with EFBIG and writes
 //! nothing, an open past the descriptor limit fails with EMFILE; both are
 //! recorded as `limit` violations.
-mod common;
-
-use common::*;
+use crate::common::*;
 use warden_core::Status;
 
 /// Preview-1 errno values.

@@ -1,14 +1,12 @@
 //! The on-disk compile cache, `.cwasm` authentication and compiles under
 //! the run's deadline: real files, real engines, a cache directory per
 //! test.
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use warden_core::Status;
 use warden_wasm::{EngineKind, Input, RunIo, WasmBackend, WasmConfig};
 

@@ -8,13 +8,11 @@
 //! The guests are WAT written by the tests (see [`Guest`]): each records
 //! the status codes it got (`(call $r EXPR)`) and prints them, in decimal,
 //! separated by spaces, on stdout at the end.
-mod common;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-use common::*;
+use crate::common::*;
 use warden_core::{Invocation, Status};
 use warden_wasm::{Input, RunIo, WasmBackend, WasmConfig};
 

@@ -2,11 +2,9 @@
 //! granted (preview 1: `NOTCAPABLE` and a recorded violation; components:
 //! refused before they start if they import clock or random functions);
 //! deterministic mode still needs the grants and is reproducible.
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use warden_core::Status;
 
 const NOTCAPABLE: i32 = 76;
