@@ -58,7 +58,13 @@ pub fn main(backends: Backends) -> ExitCode {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
                 _ => EXIT_WARDEN_ERROR,
             };
-            let _ = e.print();
+            if code == 0 {
+                let _ = e.print();
+            } else if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                eprintln!("warden: missing subcommand (see --help)");
+            } else {
+                eprintln!("warden: {}", one_line(&e.render().to_string()));
+            }
             return ExitCode::from(code);
         }
     };
@@ -83,6 +89,26 @@ pub fn main(backends: Backends) -> ExitCode {
             output,
             metered,
         } => compile(&module, &output, metered, engine),
+    }
+}
+
+/// clap's message for a bad command line, as one line: the lines of its
+/// first paragraph (which name the cause, and for a missing argument which
+/// one) without the `error:` prefix; the tip and usage that follow are left
+/// to `--help`.
+fn one_line(rendered: &str) -> String {
+    let cause: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let cause = cause.join(" ");
+    let cause = cause.strip_prefix("error: ").unwrap_or(&cause);
+    if cause.is_empty() {
+        "invalid command line (see --help)".to_owned()
+    } else {
+        format!("{cause} (see --help)")
     }
 }
 

@@ -66,6 +66,9 @@ fn fuel(s: &str) -> Result<u64, String> {
 }
 
 #[derive(clap::Args, Debug)]
+// `--memory -1` is a bad size, not an unknown flag `-1`: the value parser
+// names the cause.
+#[command(allow_negative_numbers = true)]
 pub struct RunArgs {
     /// Policy file (YAML): the ceiling for grants and limits.
     #[arg(long, value_name = "FILE")]

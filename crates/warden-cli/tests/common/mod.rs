@@ -443,18 +443,16 @@ impl Outcome {
             .collect();
         let first = lines.first().copied().unwrap_or("");
         assert!(
-            first.starts_with("warden:") || first.starts_with("error:"),
-            "{what}: stderr must start with `warden:` (or clap's `error:`)\n{}",
+            first.starts_with("warden:"),
+            "{what}: stderr must start with `warden:`\n{}",
             self.ctx()
         );
-        if first.starts_with("warden:") {
-            assert_eq!(
-                lines.len(),
-                1,
-                "{what}: warden's error must be one line on stderr\n{}",
-                self.ctx()
-            );
-        }
+        assert_eq!(
+            lines.len(),
+            1,
+            "{what}: warden's error must be one line on stderr\n{}",
+            self.ctx()
+        );
         self
     }
 

@@ -2,9 +2,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::common::TempDir;
+use crate::common::{Outcome, TempDir};
 
-fn refused(tag: &str, args: &[&str]) {
+fn refused(tag: &str, args: &[&str]) -> Outcome {
     let t = TempDir::new(tag);
     let mut argv: Vec<&str> = args.to_vec();
     argv.extend(["--", "sh", "-c", "echo PROGRAM-RAN"]);
@@ -13,6 +13,16 @@ fn refused(tag: &str, args: &[&str]) {
     out.expect_stdout_lacks(
         "PROGRAM-RAN",
         &format!("{tag}: the program ran despite the error"),
+    );
+    out
+}
+
+/// The one line names what was wrong.
+fn names(out: &Outcome, needle: &str) {
+    assert!(
+        out.stderr.contains(needle),
+        "the message does not name {needle:?}\n{}",
+        out.ctx()
     );
 }
 
@@ -33,7 +43,8 @@ fn unknown_capability_kind() {
 
 #[test]
 fn unknown_option() {
-    refused("unknown-opt", &["--no-such-option"]);
+    let out = refused("unknown-opt", &["--no-such-option"]);
+    names(&out, "--no-such-option");
 }
 
 #[test]
@@ -69,7 +80,8 @@ fn invalid_yaml_policy() {
 
 #[test]
 fn memory_minus_one() {
-    refused("mem-neg", &["--memory", "-1"]);
+    let out = refused("mem-neg", &["--memory", "-1"]);
+    names(&out, "--memory");
 }
 
 #[test]
@@ -109,6 +121,7 @@ fn empty_command() {
     out.expect_warden_error("empty command");
     let out = t.run(Vec::<String>::new()).go();
     out.expect_warden_error("no command at all");
+    names(&out, "<PROGRAM>");
 }
 
 #[test]
