@@ -191,14 +191,17 @@ fn cstrings(
         .collect()
 }
 
-/// Candidate absolute paths for argv[0], looked up on the jail's PATH.
-fn candidates(program: &str) -> Vec<Vec<u8>> {
+/// Candidate absolute paths for argv[0], looked up on the program's PATH
+/// (as execvp would: an empty entry is the working directory).
+fn candidates(program: &str, path: &str) -> Vec<Vec<u8>> {
     if program.contains('/') {
         return vec![program.as_bytes().to_vec()];
     }
-    JAIL_PATH
-        .split(':')
-        .map(|dir| format!("{dir}/{program}").into_bytes())
+    path.split(':')
+        .map(|dir| match dir {
+            "" => program.to_owned().into_bytes(),
+            dir => format!("{dir}/{program}").into_bytes(),
+        })
         .collect()
 }
 
@@ -396,7 +399,18 @@ impl JailBackend {
         let (notify_parent, notify_child) =
             sys::socketpair().map_err(setup("create notify socket"))?;
 
-        let mut env: Vec<Vec<u8>> = vec![format!("PATH={JAIL_PATH}").into_bytes()];
+        // A granted PATH replaces the jail's default instead of following
+        // it (two PATH entries would mean different things to different
+        // programs).
+        let path = inv
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or(JAIL_PATH, |(_, v)| v.as_str());
+        let mut env: Vec<Vec<u8>> = Vec::with_capacity(inv.env.len() + 1);
+        if !inv.env.iter().any(|(k, _)| k == "PATH") {
+            env.push(format!("PATH={JAIL_PATH}").into_bytes());
+        }
         env.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));
         let child_plan = ChildPlan {
             mounts: plan,
@@ -413,7 +427,7 @@ impl JailBackend {
             workdir: CString::new(inv.workdir.as_os_str().as_bytes()).map_err(|_| {
                 BackendError::Invalid("working directory contains a NUL byte".into())
             })?,
-            candidates: cstrings(candidates(program))?,
+            candidates: cstrings(candidates(program, path))?,
             argv: cstrings(inv.argv.iter().map(|a| a.as_bytes().to_vec()))?,
             envp: cstrings(env)?,
             rlimits: limits.rlimits.clone(),
@@ -509,7 +523,7 @@ impl JailBackend {
             status = Status::Error;
             exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
             error = Some(if errno == libc::ENOENT {
-                format!("{program}: command not found in the jail (PATH={JAIL_PATH})")
+                format!("{program}: command not found in the jail (PATH={path})")
             } else {
                 format!("{program}: cannot execute: {err}")
             });

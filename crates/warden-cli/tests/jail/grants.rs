@@ -244,6 +244,30 @@ fn env_flag_with_value() {
     );
 }
 
+/// A granted PATH replaces the jail's default: one PATH in the
+/// environment (python reads the first, sh the last), and the program is
+/// looked up on it.
+#[test]
+fn env_path_replaces_the_default() {
+    let t = TempDir::new("g-envpath");
+    let out = t
+        .run([
+            "--env",
+            "PATH=/bin",
+            "--",
+            "python3",
+            "-c",
+            "import os\nprint(os.environ['PATH'])\nprint(sum(1 for k in os.environ if k == 'PATH'))",
+        ])
+        .go();
+    out.expect_ok("--env PATH");
+    assert_eq!(out.stdout, "/bin\n1\n", "PATH\n{}", out.ctx());
+    let out = t
+        .run(["--env", "PATH=/nonexistent", "--", "python3", "-c", "pass"])
+        .go();
+    out.expect_code(127, "a program not on the granted PATH");
+}
+
 #[test]
 fn grant_of_nonexistent_path_is_refused() {
     let t = TempDir::new("g-missing");
