@@ -9,12 +9,9 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use crate::sys;
 
@@ -36,31 +33,31 @@ impl IdMaps {
         }
     }
 
-    /// A detached copy of the mount tree at `path` (canonical), recursively
-    /// nosuid, nodev, read-only unless `writable`, and idmapped so that the
-    /// path's owner is the sandbox user. When the filesystem cannot be
-    /// idmapped, the tree is returned without it and `Ok((fd, false))`
-    /// tells the caller to warn.
+    /// A detached copy of the mount tree at `source` (an `O_PATH`
+    /// descriptor opened without following symlinks), recursively nosuid,
+    /// nodev, read-only unless `writable`, and idmapped so that its owner
+    /// is the sandbox user. Owner and tree both come from the descriptor:
+    /// a second lookup by path could be raced onto another directory. When
+    /// the filesystem cannot be idmapped, the tree is returned without it
+    /// and `Ok((fd, false))` tells the caller to warn.
     pub(crate) fn detached_tree(
         &mut self,
-        path: &Path,
+        source: &OwnedFd,
         writable: bool,
     ) -> io::Result<(OwnedFd, bool)> {
-        let meta = std::fs::symlink_metadata(path)?;
-        let c_path = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+        let meta = std::fs::metadata(format!("/proc/self/fd/{}", source.as_raw_fd()))?;
         let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
         if !writable {
             attrs |= sys::MOUNT_ATTR_RDONLY;
         }
         let userns = self.userns_for(meta.uid(), meta.gid())?.as_raw_fd();
-        let tree = sys::open_tree_clone(&c_path)?;
+        let tree = sys::open_tree_clone_at(source.as_raw_fd(), c"")?;
         match sys::mount_setattr_recursive(tree.as_raw_fd(), attrs, Some(userns)) {
             Ok(()) => Ok((tree, true)),
             Err(_) => {
                 // Idmapping is refused per filesystem (and once set cannot be
                 // retried on the same tree): start again without it.
-                let tree = sys::open_tree_clone(&c_path)?;
+                let tree = sys::open_tree_clone_at(source.as_raw_fd(), c"")?;
                 sys::mount_setattr_recursive(tree.as_raw_fd(), attrs, None)?;
                 Ok((tree, false))
             }

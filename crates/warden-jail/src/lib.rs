@@ -147,12 +147,12 @@ impl JailBackend {
         for (path, writable) in resolve_grants(caps)? {
             let invalid =
                 |e: std::io::Error| BackendError::Invalid(format!("grant {}: {e}", path.display()));
-            let is_dir = mounts::inspect_source(&path).map_err(invalid)?;
+            let (source, is_dir) = mounts::inspect_source(&path).map_err(invalid)?;
             let detached = if self.root_mode {
                 let (tree, idmapped) = self
                     .idmaps
                     .borrow_mut()
-                    .detached_tree(&path, writable)
+                    .detached_tree(&source, writable)
                     .map_err(|e| {
                         BackendError::setup(format!("prepare grant {}", path.display()), e)
                     })?;

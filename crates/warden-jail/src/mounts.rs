@@ -219,17 +219,20 @@ pub(crate) struct GrantMount {
 }
 
 /// Opens a host path with every symlink refused, to check it as a bind
-/// source; returns whether it is a directory. The path must already be
-/// canonical (absolute, no symlinks).
-pub(crate) fn inspect_source(path: &Path) -> io::Result<bool> {
+/// source: the `O_PATH` descriptor and whether it is a directory. The path
+/// must already be canonical (absolute, no symlinks). Whatever is mounted
+/// from it must come from this descriptor, never from the path again: a
+/// directory above it can be swapped for a symlink in between.
+pub(crate) fn inspect_source(path: &Path) -> io::Result<(OwnedFd, bool)> {
     let root = fs::File::open("/")?;
     let relative = rel_path(path)?;
-    let fd = if relative.as_bytes().is_empty() {
-        fs::File::open("/")?.into()
+    let fd: OwnedFd = if relative.as_bytes().is_empty() {
+        root.into()
     } else {
         sys::open_beneath(root.as_raw_fd(), &relative, libc::O_PATH as u64)?
     };
-    Ok(fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))?.is_dir())
+    let is_dir = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))?.is_dir();
+    Ok((fd, is_dir))
 }
 
 /// Entries of the jail's /proc that are bound read-only (directories) or

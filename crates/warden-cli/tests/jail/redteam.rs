@@ -791,3 +791,57 @@ fn unread_output_does_not_stall_the_limits() {
         "unexpected report: {report}"
     );
 }
+
+/// A grant's path is checked (no symlinks anywhere) and then mounted: if
+/// the mount looked the path up again, a directory above the grant could be
+/// swapped for a symlink in between, and (as root, idmapped to the owner)
+/// the program would get any host directory. A host thread swaps a grant's
+/// parent with a symlink to a root-only directory while runs read through
+/// the grant; none may see the secret. Before the fix this leaked within a
+/// few dozen runs.
+#[test]
+fn grant_path_swapped_during_setup_is_not_followed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let t = TempDir::new("rt-swap");
+    let victim = t.mkdir("victim/etc");
+    std::fs::write(victim.join("secret"), "HOST-SECRET\n").unwrap();
+    let shared = t.mkdir("shared");
+    t.mkdir("shared/in/etc");
+    std::fs::write(shared.join("in/etc/secret"), "decoy\n").unwrap();
+    std::os::unix::fs::symlink(t.path("victim"), shared.join("lnk")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let dir = std::fs::File::open(&shared).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = rustix::fs::renameat_with(
+                    &dir,
+                    "in",
+                    &dir,
+                    "lnk",
+                    rustix::fs::RenameFlags::EXCHANGE,
+                );
+            }
+        })
+    };
+    let grant = format!("fs:read:{}", shared.join("in/etc").display());
+    let file = shared.join("in/etc/secret");
+    let mut leaked = None;
+    for _ in 0..150 {
+        let out = t
+            .run(["--allow", &grant, "--", "cat", file.to_str().unwrap()])
+            .go();
+        if out.stdout.contains("HOST-SECRET") {
+            leaked = Some(out.ctx());
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    if let Some(ctx) = leaked {
+        panic!("a swapped grant path mounted the other directory\n{ctx}");
+    }
+}
