@@ -118,6 +118,78 @@ fn memory_bomb_spread_over_processes_is_capped() {
     assert_consistent(&out);
 }
 
+/// Unread loopback TCP send queues are kernel memory the program holds:
+/// they must fit in the memory limit (v1 counts them apart, and only once
+/// they have a limit; before, 100 connections queued over a gigabyte under
+/// 32 MiB), while ordinary loopback traffic still flows.
+#[test]
+fn socket_buffers_count_against_the_memory_limit() {
+    let t = TempDir::new("mem-tcp");
+    let hoard = r#"
+import socket
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(200)
+total = 0; keep = []
+for i in range(100):
+    c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    c.connect(l.getsockname()); s, _ = l.accept()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    c.setblocking(False)
+    while True:
+        try:
+            total += c.send(b"x" * 65536)
+        except OSError:
+            break
+    keep += [c, s]
+print("queued", total)
+"#;
+    let out = t
+        .run([
+            "--memory",
+            "32MiB",
+            "--wall-time",
+            "30s",
+            "--",
+            "python3",
+            "-c",
+            hoard,
+        ])
+        .go();
+    assert_ne!(out.code, 125, "warden failed\n{}", out.ctx());
+    let queued: u64 = out
+        .stdout
+        .trim()
+        .strip_prefix("queued ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        queued < 8 * MIB,
+        "{queued} bytes queued in socket buffers under a 32MiB limit\n{}",
+        out.ctx()
+    );
+    let transfer = r#"
+import socket, threading
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+N = 20 << 20
+def serve():
+    s, _ = l.accept(); sent = 0
+    while sent < N:
+        sent += s.send(b"y" * min(65536, N - sent))
+    s.close()
+threading.Thread(target=serve).start()
+c = socket.create_connection(l.getsockname()); got = 0
+while True:
+    d = c.recv(1 << 16)
+    if not d: break
+    got += len(d)
+print(got)
+"#;
+    let out = t
+        .run(["--memory", "32MiB", "--", "python3", "-c", transfer])
+        .go();
+    out.expect_ok("20 MiB over loopback TCP under a 32MiB limit");
+    assert_eq!(out.stdout.trim(), "20971520", "{}", out.ctx());
+}
+
 /// A program that stays under the limit is not disturbed and its peak is measured.
 #[test]
 fn memory_under_limit_runs_and_peak_is_reported() {

@@ -114,6 +114,11 @@ impl CgroupDriver for V1Driver {
     }
 }
 
+/// What a v1 group's socket buffers may hold beside its memory limit.
+fn socket_budget(memory_bytes: u64) -> u64 {
+    (memory_bytes / 32).max(2 << 20)
+}
+
 struct V1Cgroup {
     memory: PathBuf,
     pids: PathBuf,
@@ -134,6 +139,16 @@ impl V1Cgroup {
             write(&memsw, limits.memory_bytes.to_string())?;
         }
         let _ = write(&self.memory.join("memory.swappiness"), "0");
+        // v1 charges socket buffers (TCP, and UDP through the same socket
+        // accounting) to a counter of their own, and only once it has a
+        // limit: without one, a program on loopback held a gigabyte in
+        // unread send queues under a 32 MiB limit. Sockets get 1/32 of the
+        // memory limit on top of it (so the two stay within 5% of it), and
+        // at least 2 MiB: below that loopback TCP stalls on drops.
+        let tcp = self.memory.join("memory.kmem.tcp.limit_in_bytes");
+        if tcp.exists() {
+            write(&tcp, socket_budget(limits.memory_bytes).to_string())?;
+        }
         write(&self.pids.join("pids.max"), limits.pids.to_string())?;
         if let Some(pct) = limits.cpu_percent {
             write(
@@ -160,7 +175,10 @@ impl JailCgroup for V1Cgroup {
     }
 
     fn peak_memory_bytes(&self) -> Option<u64> {
-        read_u64(&self.memory.join("memory.max_usage_in_bytes"))
+        // Socket buffers are counted apart in v1: add their peak (an upper
+        // bound of what the group held at once).
+        let sockets = read_u64(&self.memory.join("memory.kmem.tcp.max_usage_in_bytes"));
+        read_u64(&self.memory.join("memory.max_usage_in_bytes")).map(|m| m + sockets.unwrap_or(0))
     }
 
     fn oom_killed(&self) -> bool {
