@@ -39,7 +39,6 @@ const ALLOWED: &[Sysno] = &[
     Sysno::sync_file_range,
     Sysno::ftruncate,
     Sysno::truncate,
-    Sysno::fallocate,
     Sysno::fadvise64,
     Sysno::readahead,
     Sysno::sendfile,
@@ -289,6 +288,13 @@ const MODE_ARGS: &[(Sysno, u32)] = &[
     (Sysno::fchmodat2, 2),
 ];
 
+/// fallocate(2) modes allowed: 0 (allocate and extend, which RLIMIT_FSIZE
+/// checks), PUNCH_HOLE|KEEP_SIZE and COLLAPSE_RANGE (free space) and
+/// ZERO_RANGE (extends like 0). KEEP_SIZE alone would allocate disk past the
+/// file-size limit without growing the file; INSERT_RANGE and UNSHARE_RANGE
+/// also allocate without that check.
+const FALLOCATE_MODES: &[u32] = &[0, 0x01 | 0x02, 0x08, 0x10];
+
 /// S_ISUID | S_ISGID.
 const SETID_BITS: u32 = 0o6000;
 
@@ -401,6 +407,11 @@ impl SeccompProgram {
             &mut p,
             sysno("ioctl")?,
             &value_block(1, DENIED_IOCTLS, RET_USER_NOTIF, RET_ALLOW),
+        );
+        push_guarded(
+            &mut p,
+            Sysno::fallocate.id() as u32,
+            &value_block(1, FALLOCATE_MODES, RET_ALLOW, RET_USER_NOTIF),
         );
         push_guarded(
             &mut p,
@@ -653,6 +664,7 @@ mod tests {
                             | "socket"
                             | "ioctl"
                             | "personality"
+                            | "fallocate"
                             | "openat2"
                             | "seccomp"
                             | "prctl"
@@ -698,6 +710,23 @@ mod tests {
             decide(&p, arch, nr("ioctl"), [0, 0x5401, 0, 0, 0, 0]),
             RET_ALLOW
         );
+        // fallocate: allocation that grows the file (and so meets the
+        // file-size limit) or frees space; not KEEP_SIZE preallocation.
+        for (mode, want) in [
+            (0, RET_ALLOW),
+            (0x03, RET_ALLOW),
+            (0x10, RET_ALLOW),
+            (0x01, RET_USER_NOTIF),
+            (0x11, RET_USER_NOTIF),
+            (0x20, RET_USER_NOTIF),
+            (0x40, RET_USER_NOTIF),
+        ] {
+            assert_eq!(
+                decide(&p, arch, nr("fallocate"), [3, mode, 0, 1 << 30, 0, 0]),
+                want,
+                "fallocate mode {mode:#x}"
+            );
+        }
         assert_eq!(
             decide(&p, arch, nr("personality"), [0xffff_ffff, 0, 0, 0, 0, 0]),
             RET_ALLOW

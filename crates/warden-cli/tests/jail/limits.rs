@@ -523,6 +523,51 @@ print("size", os.path.getsize('/tmp/big'))
     out.expect_stdout_has(&format!("size {}", MIB), "file-size limit: file size");
 }
 
+/// fallocate with KEEP_SIZE allocates disk without growing the file, so
+/// RLIMIT_FSIZE never sees it: in a write grant, a program under a 1 MiB
+/// file-size limit allocated gigabytes of host disk. Such modes are refused
+/// and recorded; allocation that grows the file meets the limit as a write.
+#[test]
+fn fallocate_cannot_allocate_past_the_file_size_limit() {
+    let t = TempDir::new("fsize-falloc");
+    let out_dir = t.mkdir("out");
+    let py = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+path = sys.argv[1]
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+for mode in (0x01, 0x20, 0x40):
+    r = libc.fallocate(fd, mode, 0, 1 << 30)
+    print("mode", mode, "result", r, "errno", ctypes.get_errno())
+print("blocks", os.fstat(fd).st_blocks * 512)
+"#;
+    let file = out_dir.join("f");
+    let out = t
+        .run([
+            "--file-size",
+            "1MiB",
+            "--allow",
+            &format!("fs:write:{}", out_dir.display()),
+            "--",
+            "python3",
+            "-c",
+            py,
+            file.to_str().unwrap(),
+        ])
+        .go();
+    out.expect_code(0, "fallocate under --file-size");
+    out.expect_status("violation", "refused fallocate");
+    for mode in [1, 32, 64] {
+        out.expect_stdout_has(
+            &format!("mode {mode} result -1 errno 1"),
+            "fallocate KEEP_SIZE/INSERT/UNSHARE refused",
+        );
+    }
+    out.expect_stdout_has("blocks 0", "no disk allocated");
+    out.expect_violation("fallocate", "refused fallocate recorded");
+}
+
 #[test]
 fn tmpfs_size_is_capped() {
     let t = TempDir::new("tmpfs");
