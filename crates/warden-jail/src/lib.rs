@@ -249,7 +249,8 @@ fn plan_limits(
             warnings.push(format!(
                 "memory limit falls back to RLIMIT_AS (address space per process, not a total) because {why}"
             ));
-            rlimits.push((libc::RLIMIT_NPROC, l.pids as u64));
+            // The jail's init runs as the same user: one more than the program's.
+            rlimits.push((libc::RLIMIT_NPROC, u64::from(l.pids) + 1));
             enforcement.insert("pids".into(), "rlimit_nproc".into());
             warnings
                 .push("pids limit falls back to RLIMIT_NPROC (per user inside the jail)".into());

@@ -376,6 +376,36 @@ print("forked", n, flush=True)
     );
 }
 
+/// Python forking children that stay alive until a fork fails.
+pub const FORK_UNTIL_REFUSED: &str = r#"
+import os, time
+n = 0
+while n < 50:
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(2)
+        os._exit(0)
+    n += 1
+print("forked", n, flush=True)
+"#;
+
+/// `--pids N` is the program's N processes and threads: the jail's own
+/// init does not take one of them (`--pids 1` could not even start `true`).
+#[test]
+fn pids_limit_is_exact_for_the_program() {
+    let t = TempDir::new("pids-exact");
+    let out = t.run(["--pids", "1", "--", "true"]).go();
+    out.expect_ok("--pids 1 -- true");
+    let out = t
+        .run(["--pids", "3", "--", "python3", "-c", FORK_UNTIL_REFUSED])
+        .go();
+    out.expect_ok("--pids 3");
+    assert_eq!(out.stdout.trim(), "forked 2", "{}", out.ctx());
+}
+
 #[test]
 fn fork_bomb_is_contained_and_run_finishes() {
     let t = TempDir::new("forkbomb");

@@ -227,3 +227,24 @@ fn grants_work_as_ordinary_user() {
         out.ctx()
     );
 }
+
+/// The RLIMIT_NPROC fallback counts the program's processes only, like the
+/// cgroup: the jail's init runs as the same user and is not one of them.
+#[test]
+fn pids_fallback_is_exact_for_the_program() {
+    let (t, bin) = unprivileged("u-pids");
+    let out = t
+        .run([
+            "--pids",
+            "3",
+            "--",
+            "python3",
+            "-c",
+            crate::limits::FORK_UNTIL_REFUSED,
+        ])
+        .bin(bin)
+        .user(NOBODY)
+        .go();
+    out.expect_ok("--pids 3 as an ordinary user");
+    assert_eq!(out.stdout.trim(), "forked 2", "{}", out.ctx());
+}

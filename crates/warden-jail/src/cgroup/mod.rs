@@ -13,6 +13,13 @@ use std::path::{Path, PathBuf};
 
 use warden_core::EffectiveLimits;
 
+/// `pids.max` for a program limit of `pids` processes and threads: the
+/// jail's init (Warden's own PID 1) lives in the group too and is not the
+/// program's to count.
+pub(crate) fn pids_max(pids: u32) -> String {
+    (u64::from(pids) + 1).to_string()
+}
+
 pub use v1::V1Driver;
 pub use v2::V2Driver;
 

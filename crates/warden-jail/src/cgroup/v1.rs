@@ -10,8 +10,8 @@ use warden_core::EffectiveLimits;
 use std::os::fd::OwnedFd;
 
 use super::{
-    check_writable, clean_stale_in, kill_procs, open_for_join, own_dir, read_keyed, read_u64,
-    remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup,
+    check_writable, clean_stale_in, kill_procs, open_for_join, own_dir, pids_max, read_keyed,
+    read_u64, remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup,
 };
 
 const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
@@ -149,7 +149,7 @@ impl V1Cgroup {
         if tcp.exists() {
             write(&tcp, socket_budget(limits.memory_bytes).to_string())?;
         }
-        write(&self.pids.join("pids.max"), limits.pids.to_string())?;
+        write(&self.pids.join("pids.max"), pids_max(limits.pids))?;
         if let Some(pct) = limits.cpu_percent {
             write(
                 &self.cpu.join("cpu.cfs_period_us"),

@@ -11,8 +11,8 @@ use warden_core::EffectiveLimits;
 use std::os::fd::OwnedFd;
 
 use super::{
-    check_writable, clean_stale_in, kill_procs, open_for_join, own_dir, read_keyed, read_u64,
-    remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup,
+    check_writable, clean_stale_in, kill_procs, open_for_join, own_dir, pids_max, read_keyed,
+    read_u64, remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup,
 };
 
 const NEEDED: [&str; 3] = ["memory", "pids", "cpu"];
@@ -106,7 +106,7 @@ impl V2Cgroup {
         if swap.exists() {
             write(&swap, "0")?;
         }
-        write(&self.dir.join("pids.max"), limits.pids.to_string())?;
+        write(&self.dir.join("pids.max"), pids_max(limits.pids))?;
         if let Some(pct) = limits.cpu_percent {
             let quota = (CPU_PERIOD_US * pct as u64 / 100).max(1000);
             write(
@@ -182,7 +182,8 @@ mod tests {
             fs::read_to_string(dir.join("memory.max")).unwrap(),
             (512u64 << 20).to_string()
         );
-        assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "64");
+        // 64 for the program, one for the jail's init.
+        assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "65");
         assert_eq!(
             fs::read_to_string(dir.join("cpu.max")).unwrap(),
             "50000 100000"
