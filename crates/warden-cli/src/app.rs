@@ -63,7 +63,17 @@ pub fn main(backends: Backends) -> ExitCode {
             } else if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 eprintln!("warden: missing subcommand (see --help)");
             } else {
-                eprintln!("warden: {}", one_line(&e.render().to_string()));
+                let message = one_line(&e.render().to_string());
+                eprintln!("warden: {message}");
+                // A run whose flags were refused still leaves the report it
+                // asked for, when its --report can be made out.
+                if let Some(path) = report_flag(std::env::args_os().skip(1)) {
+                    let report = Report::setup_error(message, invocation_id(), "");
+                    match ReportTarget::open(Some(&path)).and_then(|t| t.write(&report)) {
+                        Ok(()) => {}
+                        Err(e) => eprintln!("warden: {e}"),
+                    }
+                }
             }
             return ExitCode::from(code);
         }
@@ -90,6 +100,53 @@ pub fn main(backends: Backends) -> ExitCode {
             metered,
         } => compile(&module, &output, metered, engine),
     }
+}
+
+/// The flags of `warden run` that take a value (in `cli.rs`).
+const RUN_FLAGS_WITH_VALUES: &[&str] = &[
+    "--policy",
+    "--allow",
+    "--memory",
+    "--cpu-time",
+    "--wall-time",
+    "--pids",
+    "--output-limit",
+    "--file-size",
+    "--open-files",
+    "--tmpfs",
+    "--env",
+    "--workdir",
+    "--fuel",
+    "--module",
+    "--tenant",
+    "--kv-dir",
+    "--backend",
+];
+
+/// The `--report` value of a `warden run` command line that clap refused:
+/// looked for between `run` and the program (`--`, or a word that is
+/// neither a flag nor a flag's value, ends the search).
+fn report_flag(args: impl Iterator<Item = std::ffi::OsString>) -> Option<std::path::PathBuf> {
+    let mut args = args.skip_while(|a| a != "run").skip(1);
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str() else { continue };
+        if text == "--" {
+            return None;
+        }
+        if text == "--report" {
+            return args.next().map(Into::into);
+        }
+        if let Some(value) = text.strip_prefix("--report=") {
+            return Some(value.into());
+        }
+        if !text.starts_with('-') {
+            return None;
+        }
+        if RUN_FLAGS_WITH_VALUES.contains(&text) {
+            args.next();
+        }
+    }
+    None
 }
 
 /// clap's message for a bad command line, as one line: the lines of its
@@ -147,28 +204,40 @@ fn invocation_id() -> String {
 
 /// Where the report goes, fixed before the program runs: the parent
 /// directory is opened first, so that a program with write access near the
-/// report path cannot redirect the report by planting symlinks.
+/// report path cannot redirect the report by planting symlinks, and
+/// whatever cannot take the report is refused before the program starts.
 enum ReportTarget {
     None,
     Stderr,
+    /// A regular file, or none yet: written beside it and renamed over it.
     File {
         dir: std::os::fd::OwnedFd,
         name: std::ffi::OsString,
+        shown: std::path::PathBuf,
+    },
+    /// A pipe or character device the caller named (`/dev/stdout`,
+    /// `/dev/fd/3`, a FIFO): opened before the run and written in place,
+    /// never replaced.
+    Stream {
+        file: std::fs::File,
         shown: std::path::PathBuf,
     },
 }
 
 impl ReportTarget {
     fn open(path: Option<&Path>) -> anyhow::Result<ReportTarget> {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags};
         let Some(path) = path else {
             return Ok(ReportTarget::None);
         };
         if path == Path::new("-") {
             return Ok(ReportTarget::Stderr);
         }
+        let shown = path.to_path_buf();
+        let bad = |why: String| anyhow::anyhow!("--report {}: {why}", path.display());
         let name = path
             .file_name()
-            .ok_or_else(|| anyhow::anyhow!("--report {}: not a file name", path.display()))?
+            .ok_or_else(|| bad("not a file name".into()))?
             .to_os_string();
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -176,20 +245,79 @@ impl ReportTarget {
         };
         let dir = rustix::fs::open(
             parent,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
         )
-        .map_err(|e| anyhow::anyhow!("--report {}: {}: {e}", path.display(), parent.display()))?;
-        Ok(ReportTarget::File {
-            dir,
-            name,
-            shown: path.to_path_buf(),
-        })
+        .map_err(|e| bad(format!("{}: {e}", parent.display())))?;
+        let stream = |follow: bool| -> anyhow::Result<ReportTarget> {
+            // Non-blocking so that a FIFO without a reader is an error now
+            // (ENXIO) rather than a hang; cleared before the report is written.
+            let mut flags = OFlags::WRONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            if !follow {
+                flags |= OFlags::NOFOLLOW;
+            }
+            let fd = rustix::fs::openat(&dir, name.as_os_str(), flags, Mode::empty())
+                .map_err(|e| bad(e.to_string()))?;
+            rustix::fs::fcntl_setfl(&fd, OFlags::WRONLY).map_err(|e| bad(e.to_string()))?;
+            Ok(ReportTarget::Stream {
+                file: std::fs::File::from(fd),
+                shown: shown.clone(),
+            })
+        };
+        let is_stream = |t: FileType| matches!(t, FileType::CharacterDevice | FileType::Fifo);
+        // `/dev/fd/N` of a file the caller opened (`3>r.json`): appended to,
+        // so that whatever else that descriptor carries stays intact.
+        let caller_file = || -> anyhow::Result<ReportTarget> {
+            let fd = rustix::fs::openat(
+                &dir,
+                name.as_os_str(),
+                OFlags::WRONLY | OFlags::APPEND | OFlags::NOCTTY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| bad(e.to_string()))?;
+            Ok(ReportTarget::Stream {
+                file: std::fs::File::from(fd),
+                shown: shown.clone(),
+            })
+        };
+        match rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(bad(e.to_string())),
+            Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => {}
+                t if is_stream(t) => return stream(false),
+                // `/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`: the caller's
+                // own descriptors, followed. A symlink anywhere else may have
+                // been planted by an earlier run: it is replaced, not followed.
+                FileType::Symlink => {
+                    let under_dev_or_proc = std::fs::canonicalize(parent)
+                        .is_ok_and(|p| p.starts_with("/dev") || p.starts_with("/proc"));
+                    let target = rustix::fs::statat(&dir, name.as_os_str(), AtFlags::empty())
+                        .map(|t| FileType::from_raw_mode(t.st_mode));
+                    match target {
+                        Ok(t) if under_dev_or_proc && is_stream(t) => return stream(true),
+                        Ok(FileType::RegularFile) if under_dev_or_proc => return caller_file(),
+                        _ => {}
+                    }
+                }
+                FileType::Directory => return Err(bad("is a directory".into())),
+                _ => return Err(bad("not a regular file, pipe or character device".into())),
+            },
+        }
+        // The report is written after the run: make sure now that it can be.
+        rustix::fs::accessat(
+            &dir,
+            ".",
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+            AtFlags::EACCESS,
+        )
+        .map_err(|e| bad(format!("{}: {e}", parent.display())))?;
+        Ok(ReportTarget::File { dir, name, shown })
     }
 
-    /// Writes a temporary file beside the target and renames it over the
-    /// target: the rename replaces whatever entry is there (a planted
-    /// symlink included) instead of following it.
+    /// Writes the report. A file target gets a temporary file beside it,
+    /// renamed over it: the rename replaces whatever entry is there (a
+    /// planted symlink included) instead of following it.
     fn write(&self, report: &Report) -> anyhow::Result<()> {
         use rustix::fs::{Mode, OFlags};
         let json = format!("{}\n", report.to_json());
@@ -199,6 +327,9 @@ impl ReportTarget {
                 std::io::stderr().lock().write_all(json.as_bytes())?;
                 Ok(())
             }
+            ReportTarget::Stream { file, shown } => (&*file)
+                .write_all(json.as_bytes())
+                .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", shown.display())),
             ReportTarget::File { dir, name, shown } => {
                 let fail = |e: std::io::Error| {
                     anyhow::anyhow!("cannot write report {}: {e}", shown.display())
@@ -426,7 +557,50 @@ fn policy_check(file: &Path) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{printable, report_flag, RUN_FLAGS_WITH_VALUES};
+
+    #[test]
+    fn the_value_flag_list_matches_the_run_command() {
+        use clap::CommandFactory;
+        let cli = crate::cli::Cli::command();
+        let run = cli.find_subcommand("run").expect("run subcommand");
+        let mut want: Vec<String> = run
+            .get_arguments()
+            .filter(|a| a.get_action().takes_values() && a.get_long() != Some("report"))
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        want.sort();
+        let mut have: Vec<String> = RUN_FLAGS_WITH_VALUES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        have.sort();
+        assert_eq!(have, want);
+    }
+
+    #[test]
+    fn report_flag_is_found_before_the_program_only() {
+        let find = |line: &str| report_flag(line.split(' ').map(Into::into));
+        assert_eq!(
+            find("run --memory abc --report r.json -- true"),
+            Some("r.json".into())
+        );
+        assert_eq!(
+            find("run --bogus --report=r.json true"),
+            Some("r.json".into())
+        );
+        assert_eq!(
+            find("run --env A=1 --report r.json true"),
+            Some("r.json".into())
+        );
+        assert_eq!(
+            find("run --deterministic --report r.json x.wasm"),
+            Some("r.json".into())
+        );
+        assert_eq!(find("run --memory abc -- prog --report r.json"), None);
+        assert_eq!(find("run --memory abc prog --report r.json"), None);
+        assert_eq!(find("policy check --report r.json"), None);
+    }
 
     #[test]
     fn log_lines_cannot_carry_terminal_controls_or_bidi_tricks() {

@@ -14,6 +14,8 @@ fn refused(tag: &str, args: &[&str]) -> Outcome {
         "PROGRAM-RAN",
         &format!("{tag}: the program ran despite the error"),
     );
+    // Refused flags too leave the report that --report asked for.
+    assert_eq!(out.status(), "error", "{tag}: report status\n{}", out.ctx());
     out
 }
 
@@ -202,4 +204,58 @@ fn help_and_version_exit_zero() {
         );
     }
     t.raw(["--version"]).go().expect_code(0, "warden --version");
+}
+
+/// Whatever cannot take the report is refused before the program runs,
+/// and a device is written, never replaced (`--report /dev/full` as root
+/// used to rename a file over the device node).
+#[test]
+fn report_targets_are_checked_before_the_run() {
+    let t = TempDir::new("report-target");
+    let dir = t.mkdir("a-dir");
+    for target in [dir.to_str().unwrap(), "/nonexistent/dir/r.json"] {
+        let out = t
+            .raw([
+                "run",
+                "--report",
+                target,
+                "--",
+                "sh",
+                "-c",
+                "echo PROGRAM-RAN",
+            ])
+            .go();
+        out.expect_code(125, target);
+        out.expect_stdout_lacks("PROGRAM-RAN", &format!("{target}: the program ran"));
+    }
+    let out = t.raw(["run", "--report", "/dev/full", "--", "true"]).go();
+    out.expect_code(125, "a report that cannot be written");
+    assert!(
+        out.stderr.contains("/dev/full"),
+        "message names the target\n{}",
+        out.ctx()
+    );
+    let out = t.raw(["run", "--report", "/dev/null", "--", "true"]).go();
+    out.expect_code(0, "--report /dev/null");
+    use std::os::unix::fs::FileTypeExt;
+    for dev in ["/dev/full", "/dev/null"] {
+        let ft = std::fs::symlink_metadata(dev).unwrap().file_type();
+        assert!(ft.is_char_device(), "{dev} was replaced");
+    }
+}
+
+/// `--report /dev/stdout` (a link to the caller's descriptor) is written
+/// through, after the program's own output.
+#[test]
+fn report_to_the_callers_stdout() {
+    let t = TempDir::new("report-stdout");
+    let out = t
+        .raw(["run", "--report", "/dev/stdout", "--", "echo", "hi"])
+        .go();
+    out.expect_code(0, "--report /dev/stdout");
+    let (first, rest) = out.stdout.split_once('\n').unwrap_or_default();
+    assert_eq!(first, "hi", "{}", out.ctx());
+    let report: serde_json::Value = serde_json::from_str(rest)
+        .unwrap_or_else(|e| panic!("report on stdout is not JSON: {e}\n{}", out.ctx()));
+    assert_eq!(report["status"], "exited");
 }
