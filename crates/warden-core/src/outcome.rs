@@ -152,7 +152,9 @@ pub fn exit_status(status: Status, exit_code: Option<i32>, signal: Option<i32>) 
         (Status::Error, _, Some(sig)) => 128 + sig,
         (Status::Error, _, _) => 125,
         (_, _, Some(sig)) => 128 + sig,
-        (_, Some(code), _) => code,
+        // What a native process's status would keep of it (a WASM guest
+        // may exit with any 32-bit code; the report keeps the whole value).
+        (_, Some(code), _) => code & 0xff,
         // A limit stop without a signal (the WASM backend stops the guest
         // itself): the same status a jail's SIGKILL would give.
         (Status::MemoryLimit | Status::CpuLimit | Status::OutputLimit, None, None) => 137,

@@ -224,6 +224,14 @@ mod tests {
         assert_eq!(o.exit_status(), 125);
         o.signal = Some(2);
         assert_eq!(o.exit_status(), 130);
+        // A WASM guest's 32-bit exit code: the low byte, as a native
+        // process's wait status keeps it.
+        o.status = Status::Exited;
+        o.signal = None;
+        for (code, status) in [(256, 0), (300, 44), (-1, 255), (255, 255)] {
+            o.exit_code = Some(code);
+            assert_eq!(o.exit_status(), status, "exit code {code}");
+        }
     }
 
     fn sample_outcome() -> Outcome {
