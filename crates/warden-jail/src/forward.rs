@@ -6,7 +6,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sys;
@@ -21,6 +23,9 @@ pub(crate) struct Forwarder {
     done: Option<Receiver<()>>,
     pending: Option<Vec<u8>>,
     direct: Option<RawFd>,
+    /// Set by the writer when the destination refused a write (the
+    /// caller's pipe has no reader any more).
+    broken: Arc<AtomicBool>,
 }
 
 impl Forwarder {
@@ -32,16 +37,20 @@ impl Forwarder {
                 done: None,
                 pending: None,
                 direct: Some(to),
+                broken: Arc::default(),
             });
         }
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
         let (done_tx, done) = sync_channel(1);
+        let broken = Arc::new(AtomicBool::new(false));
+        let writer_broken = broken.clone();
         std::thread::Builder::new()
             .name(format!("warden-out-{to}"))
             .spawn(move || {
                 for chunk in rx {
                     if sys::write_all(to, &chunk).is_err() {
                         // The caller stopped reading: drop the rest.
+                        writer_broken.store(true, Ordering::Relaxed);
                         break;
                     }
                 }
@@ -52,7 +61,15 @@ impl Forwarder {
             done: Some(done),
             pending: None,
             direct: None,
+            broken,
         })
+    }
+
+    /// Whether the destination is gone (a write to it failed): the
+    /// supervisor then closes the program's end too, so that the program
+    /// meets a closed pipe (SIGPIPE or EPIPE) as it would outside.
+    pub(crate) fn broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
     }
 
     /// Queues a chunk; when the queue is full the chunk is kept and

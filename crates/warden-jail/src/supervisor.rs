@@ -72,9 +72,9 @@ impl Observed {
 const MAX_DISTINCT_VIOLATIONS: usize = 64;
 
 struct Stream {
-    fd: OwnedFd,
+    /// The read end of the program's pipe; `None` once closed.
+    fd: Option<OwnedFd>,
     out: Forwarder,
-    open: bool,
 }
 
 /// After the jail is gone, output still queued for a caller that does not
@@ -90,19 +90,17 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     };
     let mut streams = [
         Stream {
-            fd: w.stdout,
+            fd: Some(w.stdout),
             out,
-            open: true,
         },
         Stream {
-            fd: w.stderr,
+            fd: Some(w.stderr),
             out: err,
-            open: true,
         },
     ];
     let mut jail_gone_at: Option<Instant> = None;
-    for s in &streams {
-        let _ = sys::set_nonblocking(s.fd.as_raw_fd());
+    for fd in streams.iter().filter_map(|s| s.fd.as_ref()) {
+        let _ = sys::set_nonblocking(fd.as_raw_fd());
     }
     let mut status_buf = Vec::new();
     let mut status_open = true;
@@ -127,10 +125,14 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
         }
     };
 
-    while status_open || streams.iter().any(|s| s.open) {
+    while status_open || streams.iter().any(|s| s.fd.is_some()) {
         let now = Instant::now();
         for s in streams.iter_mut() {
             s.out.retry();
+            // The caller's end is gone: so is the program's (`| head`).
+            if s.out.broken() {
+                s.fd = None;
+            }
         }
         if let Some(gone) = jail_gone_at {
             if now.duration_since(gone) > DRAIN_GRACE {
@@ -172,8 +174,8 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
         for (i, s) in streams.iter().enumerate() {
             // A stream whose caller is not keeping up is left in its pipe
             // (the program blocks on it) until the queue has room.
-            if s.open && !s.out.blocked() {
-                add(s.fd.as_raw_fd(), i as u8);
+            if let (Some(fd), false) = (&s.fd, s.out.blocked()) {
+                add(fd.as_raw_fd(), i as u8);
             }
             any_blocked |= s.out.blocked();
         }
@@ -208,8 +210,9 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
             match role {
                 0 | 1 => {
                     let s = &mut streams[*role as usize];
-                    match sys::read(s.fd.as_raw_fd(), &mut buf) {
-                        Ok(0) => s.open = false,
+                    let Some(fd) = &s.fd else { continue };
+                    match sys::read(fd.as_raw_fd(), &mut buf) {
+                        Ok(0) => s.fd = None,
                         Ok(n) => {
                             let allowed =
                                 w.output_limit.saturating_sub(total_output).min(n as u64) as usize;
@@ -228,7 +231,7 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => s.open = false,
+                        Err(_) => s.fd = None,
                     }
                 }
                 2 => match sys::read(w.status.as_raw_fd(), &mut buf) {

@@ -475,6 +475,32 @@ fn output_limit_truncates_and_stops() {
     );
 }
 
+/// A caller that stops reading (`| head -1`) closes the program's pipe
+/// too: `yes` dies of SIGPIPE at once, as it would outside, instead of
+/// writing into the void until the output limit.
+#[test]
+fn a_closed_caller_pipe_reaches_the_program() {
+    let t = TempDir::new("output-epipe");
+    let script = format!(
+        "{} run --report {} -- yes | head -1",
+        crate::common::warden_bin().display(),
+        t.report_path().display()
+    );
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(t.work())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "y\n");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.report_path()).unwrap()).unwrap();
+    assert_eq!(report["status"], "signaled", "{report}");
+    assert_eq!(report["signal"], 13, "{report}");
+    assert!(report["stdout_bytes"].as_u64().unwrap() < MIB, "{report}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 #[test]
 fn output_limit_counts_stderr_too() {
     let t = TempDir::new("output-err");
