@@ -84,17 +84,20 @@ fn check_limits(l: &EffectiveLimits) -> Result<(), EngineError> {
             "memory limit must be at least 1MiB".into(),
         ));
     }
-    if l.wall_time.is_zero() {
-        return bad("wall-time");
+    // Deadlines and the report count whole milliseconds: a shorter limit
+    // would read as 0 there.
+    const MIN_DURATION: Duration = Duration::from_millis(1);
+    if l.wall_time < MIN_DURATION {
+        return Err(EngineError::Request("wall-time must be at least 1ms".into()));
+    }
+    if l.cpu_time.is_some_and(|d| d < MIN_DURATION) {
+        return Err(EngineError::Request("cpu-time must be at least 1ms".into()));
     }
     const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
     if l.wall_time > MAX_DURATION || l.cpu_time.is_some_and(|d| d > MAX_DURATION) {
         return Err(EngineError::Request(
             "wall-time and cpu-time may be at most 365 days".into(),
         ));
-    }
-    if l.cpu_time.is_some_and(|d| d.is_zero()) {
-        return bad("cpu-time");
     }
     if l.pids == 0 {
         return bad("pids");

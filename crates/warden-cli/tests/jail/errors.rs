@@ -102,6 +102,14 @@ fn zero_wall_time() {
 }
 
 #[test]
+fn sub_millisecond_limits() {
+    let out = refused("wall-us", &["--wall-time", "500us"]);
+    names(&out, "wall-time");
+    let out = refused("cpu-us", &["--cpu-time", "999us"]);
+    names(&out, "cpu-time");
+}
+
+#[test]
 fn zero_pids() {
     refused("pids-zero", &["--pids", "0"]);
 }
