@@ -88,7 +88,9 @@ fn check_limits(l: &EffectiveLimits) -> Result<(), EngineError> {
     // would read as 0 there.
     const MIN_DURATION: Duration = Duration::from_millis(1);
     if l.wall_time < MIN_DURATION {
-        return Err(EngineError::Request("wall-time must be at least 1ms".into()));
+        return Err(EngineError::Request(
+            "wall-time must be at least 1ms".into(),
+        ));
     }
     if l.cpu_time.is_some_and(|d| d < MIN_DURATION) {
         return Err(EngineError::Request("cpu-time must be at least 1ms".into()));
