@@ -456,17 +456,44 @@ impl JailBackend {
         // adding to it.
         let flags = (libc::CLONE_NEWUSER | libc::CLONE_NEWPID) as libc::c_ulong;
         let started = Instant::now();
-        // SAFETY: Warden's CLI is single-threaded when it runs a jail (see
-        // the crate docs), and the child only runs `run_init`, which ends
-        // in exec or _exit.
-        #[allow(unsafe_code)]
-        let init_pid = match unsafe { sys::clone_fork(flags) } {
-            Ok(0) => child::run_init(child_plan),
+        // Root mode: the user namespace is made with the sandbox host user
+        // as its owner, because the kernel charges the per-user counters of
+        // everything inside (inotify instances and watches, user and mount
+        // namespaces) to the owner in the host namespace: owned by root, a
+        // program that used up its 128 inotify instances starved host
+        // root's own services of them. Root's capabilities are kept for the
+        // clone itself.
+        let mut plan = Some(child_plan);
+        let mut clone = || {
+            // SAFETY: Warden's CLI is single-threaded when it runs a jail
+            // (see the crate docs), and the child only runs `run_init`,
+            // which ends in exec or _exit: it never returns from here.
+            #[allow(unsafe_code)]
+            let cloned = unsafe { sys::clone_fork(flags) };
+            if let Ok(0) = cloned {
+                match plan.take() {
+                    Some(p) => child::run_init(p),
+                    None => sys::exit_now(125),
+                }
+            }
+            cloned
+        };
+        let cloned = if self.root_mode {
+            match sys::as_thread_euid(idmap::SANDBOX_HOST_ID, &mut clone) {
+                Ok(cloned) => cloned,
+                // Without root again every later step would fail anyway (a
+                // jail already made dies with this process: PDEATHSIG).
+                Err(e) => return Err(BackendError::setup("switch the namespace owner's uid", e)),
+            }
+        } else {
+            clone()
+        };
+        // Close the child's ends here so EOF means the jail is gone.
+        drop(plan);
+        let init_pid = match cloned {
             Ok(pid) => pid,
             Err(e) => return Err(BackendError::setup("create namespaces (clone)", e)),
         };
-        // Close the child's ends here so EOF means the jail is gone.
-        drop(child_plan);
         if let Some(w) = stdin_w {
             if let Err(e) = forward::pump_stdin(w) {
                 let _ = sys::kill(init_pid, libc::SIGKILL);

@@ -642,6 +642,45 @@ pub fn move_mount_onto(from: RawFd, onto: RawFd) -> io::Result<()> {
 
 /// Empties the supplementary groups, then sets real, effective and saved
 /// gid and uid (in the caller's user namespace).
+/// SECBIT_NO_SETUID_FIXUP: a change of uid leaves capabilities alone.
+const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+
+/// Runs `f` with the calling thread's effective uid set to `uid` and its
+/// capabilities kept (so that what `f` creates is owned by `uid`, yet made
+/// with root's privilege: e.g. a user namespace where unprivileged ones are
+/// restricted), then restores uid and securebits. Only this thread
+/// changes: the raw syscalls, not libc's, which would change every thread.
+pub fn as_thread_euid<T>(uid: u32, f: impl FnOnce() -> T) -> io::Result<T> {
+    // SAFETY: integer-only prctl.
+    let bits = check(unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) })? as libc::c_ulong;
+    prctl(libc::PR_SET_SECUREBITS, bits | SECBIT_NO_SETUID_FIXUP)?;
+    if let Err(e) = set_thread_euid(uid) {
+        let _ = prctl(libc::PR_SET_SECUREBITS, bits);
+        return Err(e);
+    }
+    let out = f();
+    // The saved uid is still 0: switching back needs no privilege.
+    set_thread_euid(0)?;
+    prctl(libc::PR_SET_SECUREBITS, bits)?;
+    Ok(out)
+}
+
+/// Sets the calling thread's effective uid only (real and saved uids are
+/// kept).
+fn set_thread_euid(uid: u32) -> io::Result<()> {
+    // SAFETY: integer-only syscall; -1 leaves the real and saved uids as
+    // they are.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_setresuid,
+            -1 as libc::c_long,
+            uid as libc::c_long,
+            -1 as libc::c_long,
+        )
+    };
+    check_long(ret).map(drop)
+}
+
 pub fn switch_ids(uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: a zero-length group list with a null pointer is valid.
     check(unsafe { libc::setgroups(0, std::ptr::null()) })?;

@@ -845,3 +845,56 @@ fn grant_path_swapped_during_setup_is_not_followed() {
         panic!("a swapped grant path mounted the other directory\n{ctx}");
     }
 }
+
+/// The kernel charges per-user counters (inotify instances among them) to
+/// the owner of the jail's user namespace in the host namespace. Owned by
+/// root, a program holding all 128 inotify instances left host root's own
+/// services without any; the namespace now belongs to the sandbox user.
+#[test]
+fn a_run_cannot_use_up_host_roots_inotify_instances() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the jail suite runs as root (CI does)"
+    );
+    let t = TempDir::new("rt-inotify");
+    let flag = t.mkdir("flag");
+    let py = r#"
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None)
+n = 0
+while n < 100000 and libc.inotify_init1(0) >= 0:
+    n += 1
+open(os.path.join(sys.argv[1], "held"), "w").write(str(n))
+time.sleep(5)
+"#;
+    let running = t
+        .run([
+            "--allow",
+            &format!("fs:write:{}", flag.display()),
+            "--wall-time",
+            "20s",
+            "--",
+            "python3",
+            "-c",
+            py,
+            flag.to_str().unwrap(),
+        ])
+        .spawn();
+    let held = flag.join("held");
+    let start = std::time::Instant::now();
+    while !held.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let count = std::fs::read_to_string(&held).unwrap_or_default();
+    let ours = rustix::fs::inotify::init(rustix::fs::inotify::CreateFlags::CLOEXEC);
+    running.signal("TERM");
+    let _ = running.wait();
+    assert!(
+        !count.is_empty(),
+        "the jailed program did not report its inotify count"
+    );
+    assert!(
+        ours.is_ok(),
+        "host root could not create an inotify instance while a run held {count}: {ours:?}"
+    );
+}
