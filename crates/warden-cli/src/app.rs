@@ -422,7 +422,9 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         .kv_dir
         .map(|d| cwd.join(d))
         .or_else(warden_engine::default_kv_dir);
-    let mut engine = engine.with_kv_dir(kv_dir);
+    // A SIGINT/SIGTERM/SIGHUP/SIGQUIT stops a WebAssembly run with a report,
+    // as it does a jail.
+    let mut engine = engine.with_kv_dir(kv_dir).with_interrupt_on_signals(true);
     let report = match engine.run(&prepared) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
@@ -493,9 +495,9 @@ fn exit_status(report: &Report) -> u8 {
 /// key, accepts it. Written beside `output` and renamed into place: a
 /// reader never sees half a file.
 fn compile(module: &Path, output: &Path, metered: bool, mut engine: Engine) -> ExitCode {
-    let result = std::fs::read(module)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", module.display()))
-        .and_then(|bytes| Ok(engine.compile(&bytes, metered)?))
+    let result = engine
+        .compile_file(module, metered)
+        .map_err(anyhow::Error::from)
         .and_then(|compiled| write_atomically(output, &compiled));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,11 +32,31 @@ impl Drop for Dir {
     }
 }
 
+/// Runs `cmd`, retrying while its binary is still open for writing
+/// somewhere (ETXTBSY; see `lonely_warden`).
+fn output(cmd: &mut Command) -> std::process::Output {
+    for _ in 0..100 {
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{cmd:?}: binary stayed busy")
+}
+
 /// A copy of `warden` alone in a directory, and a hello module beside it.
 fn lonely_warden(name: &str) -> (Dir, PathBuf, PathBuf) {
     let dir = Dir::new(name);
     let warden = dir.0.join("warden");
-    std::fs::copy(env!("CARGO_BIN_EXE_warden"), &warden).unwrap();
+    // A hard link, not a copy: a copy's write descriptor, inherited by a
+    // child another test thread forks meanwhile, makes exec fail with
+    // ETXTBSY. (A copy, with retries, where the two are on different
+    // filesystems.)
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_warden"), &warden).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_warden"), &warden).unwrap();
+    }
     let module = dir.0.join("hello.wat");
     std::fs::write(&module, HELLO_WAT).unwrap();
     (dir, warden, module)
@@ -70,7 +90,7 @@ fn a_missing_warden_wasm_is_a_clear_warden_error() {
             "/dev/null".to_string(),
         ],
     ] {
-        let out = Command::new(&warden).args(&args).output().unwrap();
+        let out = output(Command::new(&warden).args(&args));
         assert_eq!(out.status.code(), Some(125), "{args:?}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -85,18 +105,11 @@ fn a_missing_warden_wasm_is_a_clear_warden_error() {
 #[test]
 fn jail_runs_and_policy_checks_need_only_warden() {
     let (dir, warden, _module) = lonely_warden("alone");
-    let out = Command::new(&warden)
-        .args(["run", "--", "/bin/echo", "jailed"])
-        .output()
-        .unwrap();
+    let out = output(Command::new(&warden).args(["run", "--", "/bin/echo", "jailed"]));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "jailed\n");
     let policy = dir.0.join("p.yaml");
     std::fs::write(&policy, "grants:\n  - env:LANG\n").unwrap();
-    let out = Command::new(&warden)
-        .args(["policy", "check"])
-        .arg(&policy)
-        .output()
-        .unwrap();
+    let out = output(Command::new(&warden).args(["policy", "check"]).arg(&policy));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }

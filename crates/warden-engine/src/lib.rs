@@ -129,6 +129,9 @@ pub struct Engine {
     wasm_factory: Option<WasmFactory>,
     /// Where the WASM backend keeps the tenants' key-value stores.
     kv_dir: Option<PathBuf>,
+    /// Termination signals stop WASM runs (see
+    /// [`Engine::with_interrupt_on_signals`]).
+    interrupt_on_signals: bool,
 }
 
 /// Makes the WASM backend (see [`Engine::new`]).
@@ -137,17 +140,25 @@ pub type WasmFactory = fn(WasmSettings) -> Result<Box<dyn WasmRuntime>, BackendE
 /// What the engine hands the WASM backend when it makes it.
 pub struct WasmSettings {
     pub kv_dir: Option<PathBuf>,
+    /// See [`warden_wasm::WasmConfig::interrupt_on_signals`].
+    pub interrupt_on_signals: bool,
 }
 
 /// The WASM backend as the engine uses it.
 pub trait WasmRuntime: Backend {
     /// `warden compile`: a `.cwasm` for this host.
     fn precompile(&self, bytes: &[u8], metered: bool) -> Result<Vec<u8>, BackendError>;
+    /// `warden compile` of the module file at `path` (named in errors).
+    fn precompile_file(&self, path: &Path, metered: bool) -> Result<Vec<u8>, BackendError>;
 }
 
 impl WasmRuntime for warden_wasm::WasmBackend {
     fn precompile(&self, bytes: &[u8], metered: bool) -> Result<Vec<u8>, BackendError> {
         warden_wasm::WasmBackend::precompile(self, bytes, metered).map_err(Into::into)
+    }
+
+    fn precompile_file(&self, path: &Path, metered: bool) -> Result<Vec<u8>, BackendError> {
+        warden_wasm::WasmBackend::precompile_file(self, path, metered).map_err(Into::into)
     }
 }
 
@@ -162,6 +173,7 @@ fn make_wasm_backend(settings: WasmSettings) -> Result<Box<dyn WasmRuntime>, Bac
     Ok(Box::new(warden_wasm::WasmBackend::with_config(
         warden_wasm::WasmConfig {
             kv_dir: settings.kv_dir,
+            interrupt_on_signals: settings.interrupt_on_signals,
             pool_instances: ONE_RUN_POOL_INSTANCES,
             ..warden_wasm::WasmConfig::default()
         },
@@ -193,6 +205,7 @@ impl Engine {
             wasm: None,
             wasm_factory: None,
             kv_dir: None,
+            interrupt_on_signals: false,
         }
     }
 
@@ -205,12 +218,24 @@ impl Engine {
         self
     }
 
+    /// Makes SIGINT, SIGTERM, SIGHUP and SIGQUIT stop a WASM run (status
+    /// `error`, the signal, exit status 128+N, and a report), as the jail
+    /// backend always does: what `warden run` wants, not a service, which
+    /// handles its own signals. Process-wide once the WASM backend is made
+    /// (see [`warden_wasm::WasmConfig::interrupt_on_signals`]); takes
+    /// effect for a backend not made yet.
+    pub fn with_interrupt_on_signals(mut self, on: bool) -> Self {
+        self.interrupt_on_signals = on;
+        self
+    }
+
     fn wasm_backend(&self) -> Result<Box<dyn WasmRuntime>, EngineError> {
         let make = self.wasm_factory.ok_or_else(|| {
             EngineError::Request("the wasm backend is not built into this program".into())
         })?;
         Ok(make(WasmSettings {
             kv_dir: self.kv_dir.clone(),
+            interrupt_on_signals: self.interrupt_on_signals,
         })?)
     }
 
@@ -252,6 +277,21 @@ impl Engine {
             .as_ref()
             .ok_or_else(|| EngineError::Request("wasm backend unavailable".into()))?;
         wasm.precompile(bytes, metered)
+            .map_err(EngineError::Backend)
+    }
+
+    /// `warden compile` of the module file at `path`: like
+    /// [`Engine::compile`], but the file is read with the backend's size
+    /// bound and every error names it.
+    pub fn compile_file(&mut self, path: &Path, metered: bool) -> Result<Vec<u8>, EngineError> {
+        if self.wasm.is_none() {
+            self.wasm = Some(self.wasm_backend()?);
+        }
+        let wasm = self
+            .wasm
+            .as_ref()
+            .ok_or_else(|| EngineError::Request("wasm backend unavailable".into()))?;
+        wasm.precompile_file(path, metered)
             .map_err(EngineError::Backend)
     }
 

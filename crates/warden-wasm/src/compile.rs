@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
@@ -26,6 +26,27 @@ use crate::engines::EngineKind;
 
 /// Stack of a compile thread.
 const COMPILE_STACK: usize = 8 << 20;
+/// How often a caller waiting for a compile looks for a termination signal
+/// (only when signals are watched: see `signals.rs`).
+const SIGNAL_POLL: Duration = Duration::from_millis(10);
+
+/// How long to wait before looking again: until `deadline`, and no longer
+/// than [`SIGNAL_POLL`] when signals are watched (`None`: without end);
+/// `Err` when the deadline has passed or a termination signal came.
+fn wait_time(deadline: Option<Instant>) -> Result<Option<Duration>, ()> {
+    if crate::signals::received().is_some() {
+        return Err(());
+    }
+    let left = match deadline {
+        Some(d) => Some(d.checked_duration_since(Instant::now()).ok_or(())?),
+        None => None,
+    };
+    let slice = crate::signals::watched().then_some(SIGNAL_POLL);
+    Ok(match (left, slice) {
+        (Some(l), Some(s)) => Some(l.min(s)),
+        (l, s) => l.or(s),
+    })
+}
 
 /// A compiled module or component. Cheap to clone.
 #[derive(Clone)]
@@ -175,14 +196,13 @@ impl Compiler {
     fn acquire(&self, deadline: Option<Instant>) -> Option<Slot> {
         let mut running = lock(&self.shared.running);
         while *running >= self.shared.max_running {
-            running = match deadline {
+            running = match wait_time(deadline).ok()? {
                 None => self
                     .shared
                     .slot_freed
                     .wait(running)
                     .unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.checked_duration_since(Instant::now())?;
+                Some(left) => {
                     self.shared
                         .slot_freed
                         .wait_timeout(running, left)
@@ -259,10 +279,9 @@ impl Pending {
                 State::Abandoned => return Some(State::Abandoned),
                 State::Running => {}
             }
-            state = match deadline {
+            state = match wait_time(deadline).ok()? {
                 None => self.done.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.checked_duration_since(Instant::now())?;
+                Some(left) => {
                     self.done
                         .wait_timeout(state, left)
                         .unwrap_or_else(|e| e.into_inner())

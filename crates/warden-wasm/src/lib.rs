@@ -7,7 +7,11 @@
 //!   become preopened directories at the same guest path (read-only where
 //!   only read is granted; wasmtime-wasi's cap-std keeps every path, `..`
 //!   and symlink inside them; a grant that is itself reached through a
-//!   symlink is refused, as in the jail). Other capabilities are refused
+//!   symlink is refused, as in the jail); a grant inside the run's
+//!   working directory is also preopened under its path relative to it
+//!   (`data`), so that `data/in.json` works as in the jail (wasi-libc
+//!   resolves relative paths against `/` and matches preopen names with
+//!   leading `/` and `./` stripped). Other capabilities are refused
 //!   by name until the backend supports them. Stdin is the caller's;
 //!   stdout and stderr go to the caller's through one shared byte cap.
 //! * **Limits.** `memory` → a resource limiter over linear memories and
@@ -59,6 +63,11 @@
 //!   `random:read`. A module importing an interface it has no grant for is
 //!   refused before it starts (exit status 126); a refused call is a status
 //!   code for the guest and a `capability` violation in the report.
+//! * **Termination signals.** With [`WasmConfig::interrupt_on_signals`]
+//!   (what `warden run` sets), SIGINT, SIGTERM, SIGHUP and SIGQUIT stop the
+//!   process's runs (status `error`, `signal`, exit status 128+N), so that
+//!   a report is still written; handlers and one watcher thread per
+//!   process, nothing per run.
 //! * **Threads.** [`WasmBackend`] is `Send + Sync` and cheap to clone; runs
 //!   on several threads at once are fine. A run blocks its thread; from
 //!   async code call it on a blocking thread (`spawn_blocking`).
@@ -76,6 +85,7 @@ mod limiter;
 mod module;
 mod output;
 mod run;
+mod signals;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -136,6 +146,16 @@ pub struct WasmConfig {
     pub kv_max_tenant_bytes: u64,
     /// Deadline and size caps of the `http` capability.
     pub http: HttpConfig,
+    /// Stop runs when the process receives SIGINT, SIGTERM, SIGHUP or
+    /// SIGQUIT (what `warden run` wants): the run ends within about an
+    /// epoch tick with status `error`, `signal` set to the signal and the
+    /// error "interrupted by signal N" (exit status 128+N), also when it is
+    /// blocked in a host call or waiting for its module to compile. This is
+    /// process-wide: the backend installs handlers for these signals once
+    /// per process (a watcher thread, no per-run work), and from then on
+    /// the first such signal stops every run of the process, current and
+    /// later. Off by default: a long-lived service handles its own signals.
+    pub interrupt_on_signals: bool,
 }
 
 impl WasmConfig {
@@ -176,6 +196,7 @@ impl Default for WasmConfig {
             kv_dir: None,
             kv_max_tenant_bytes: host::kv::DEFAULT_MAX_TENANT_BYTES,
             http: HttpConfig::default(),
+            interrupt_on_signals: false,
         }
     }
 }
@@ -190,6 +211,12 @@ pub enum WasmError {
     Ticker(#[source] std::io::Error),
     #[error("{}: {source}", path.display())]
     NotFound {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: cannot read the module: {source}", path.display())]
+    Unreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -255,6 +282,9 @@ impl WasmBackend {
     }
 
     pub fn with_config(config: WasmConfig) -> Result<Self, BackendError> {
+        if config.interrupt_on_signals {
+            signals::watch().map_err(|e| BackendError::setup("watch termination signals", e))?;
+        }
         let host = host::HostShared::new(
             config.kv_dir.clone(),
             config.kv_max_tenant_bytes,
@@ -360,7 +390,21 @@ impl WasmBackend {
             metered,
         );
         let slot = self.inner.engines.get(kind)?;
-        self.inner.cache.precompile(&slot, bytes)
+        self.inner
+            .cache
+            .precompile(&slot, bytes, Path::new("<bytes>"))
+    }
+
+    /// [`Self::precompile`] of the module file at `path` (read with the
+    /// bound of [`MAX_MODULE_BYTES`]); every error names the file.
+    pub fn precompile_file(&self, path: &Path, metered: bool) -> Result<Vec<u8>, WasmError> {
+        let bytes = module::read_source(path)?;
+        let kind = self.inner.engines.kind_for(
+            warden_core::EffectiveLimits::default().memory_bytes,
+            metered,
+        );
+        let slot = self.inner.engines.get(kind)?;
+        self.inner.cache.precompile(&slot, &bytes, path)
     }
 
     /// Runs an invocation with the given standard streams. Module problems
@@ -368,6 +412,9 @@ impl WasmBackend {
     /// status `error` and exit code 127 or 126, like a failed exec.
     pub fn run_with_io(&self, inv: &Invocation, io: &RunIo) -> Result<Outcome, BackendError> {
         let started = Instant::now();
+        if let Some(sig) = signals::received() {
+            return Ok(interrupted(sig, started));
+        }
         let path = Self::module_path(inv)?;
         let kind = self.engine_kind(inv);
         let deadline = started.checked_add(inv.limits.wall_time);
@@ -415,18 +462,35 @@ impl WasmBackend {
         inv: &Invocation,
         io: &RunIo,
     ) -> Result<bool, BackendError> {
-        let preopens = run::preopens(&inv.capabilities, &module.path)?;
+        let preopens = run::preopens(&inv.capabilities, &module.path, &inv.workdir)?;
         Ok(run::sync_pre(module, &preopens, io).is_some())
     }
 }
 
-/// A module that cannot be run: an outcome like the jail's failed exec.
+/// The outcome of a run stopped (or never started) because the process
+/// received termination signal `sig` (see [`WasmConfig::interrupt_on_signals`]).
+pub(crate) fn interrupted(sig: i32, started: Instant) -> Outcome {
+    Outcome {
+        signal: Some(sig),
+        wall_ms: started.elapsed().as_millis() as u64,
+        error: Some(format!("interrupted by signal {sig}")),
+        ..Outcome::with_status(Status::Error)
+    }
+}
+
+/// A module that cannot be run: an outcome like the jail's failed exec
+/// (127 when the file does not exist, 126 when it cannot be read or run).
 fn module_failure(e: WasmError, started: Instant) -> Result<Outcome, BackendError> {
+    if let Some(sig) = signals::received() {
+        // A compile given up because Warden was interrupted.
+        return Ok(interrupted(sig, started));
+    }
     let code = match &e {
         WasmError::NotFound { .. } => 127,
-        WasmError::Invalid { .. } | WasmError::Link { .. } | WasmError::UngrantedImport { .. } => {
-            126
-        }
+        WasmError::Unreadable { .. }
+        | WasmError::Invalid { .. }
+        | WasmError::Link { .. }
+        | WasmError::UngrantedImport { .. } => 126,
         WasmError::CompileTimeout { .. } => {
             return Ok(Outcome {
                 wall_ms: started.elapsed().as_millis() as u64,

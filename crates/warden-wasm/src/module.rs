@@ -460,9 +460,14 @@ impl ModuleCache {
         })
     }
 
-    /// `warden compile`: the artifact of `bytes` for the engine of `slot`,
-    /// sealed with the host key.
-    pub fn precompile(&self, slot: &EngineSlot, bytes: &[u8]) -> Result<Vec<u8>, WasmError> {
+    /// `warden compile`: the artifact of `bytes` (read from `path`, named
+    /// in errors) for the engine of `slot`, sealed with the host key.
+    pub fn precompile(
+        &self,
+        slot: &EngineSlot,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<Vec<u8>, WasmError> {
         let disk = self.disk().map_err(|e| WasmError::HostKey(e.to_string()))?;
         let artifact = if is_component(bytes) {
             slot.engine.precompile_component(bytes)
@@ -470,7 +475,7 @@ impl ModuleCache {
             slot.engine.precompile_module(bytes)
         }
         .map_err(|e| WasmError::Invalid {
-            path: PathBuf::from("<bytes>"),
+            path: path.to_path_buf(),
             message: format!("{e:#}"),
         })?;
         Ok(cache::seal_cwasm(disk.key(), artifact))
@@ -481,11 +486,37 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A module file that could not be opened or read: not found (exit status
+/// 127) only when it does not exist, else unreadable (126), as the jail's
+/// failed exec.
 fn not_found(path: &Path, e: std::io::Error) -> WasmError {
-    WasmError::NotFound {
-        path: path.to_path_buf(),
-        source: e,
+    if e.kind() == std::io::ErrorKind::NotFound {
+        WasmError::NotFound {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    } else {
+        WasmError::Unreadable {
+            path: path.to_path_buf(),
+            source: e,
+        }
     }
+}
+
+/// The bytes of the module source at `path` (`warden compile`), bounded by
+/// [`MAX_MODULE_BYTES`].
+pub(crate) fn read_source(path: &Path) -> Result<Vec<u8>, WasmError> {
+    let kind = EngineKind {
+        metered: false,
+        pooled: false,
+    };
+    if ModuleFormat::of(path) == ModuleFormat::Cwasm {
+        return Err(WasmError::Invalid {
+            path: path.to_path_buf(),
+            message: "already precompiled: compile the .wasm or .wat it was made from".into(),
+        });
+    }
+    Ok(read_module(kind, path)?.bytes)
 }
 
 /// Reads a module file through one handle, bounded by the size its format
@@ -589,18 +620,21 @@ fn deserialize(
     }
 }
 
-/// wasmtime's refusal of a `.cwasm`, with a hint when the engine's fuel
-/// setting is what differs.
-fn explain_mismatch(e: wasmtime::Error, kind: EngineKind) -> String {
-    let mut message = format!("{e:#}");
-    if message.contains("fuel") || message.contains("compatible") {
-        message.push_str(if kind.metered {
-            " (this run meters fuel: the module must be precompiled with fuel metering)"
-        } else {
-            " (this run does not meter fuel: the module must be precompiled without fuel metering)"
-        });
+/// wasmtime's refusal of a `.cwasm`; when the engine's fuel setting is what
+/// differs (wasmtime: "compiled with(out) fuel support", or the epoch
+/// setting that goes with it), one line saying what to do instead.
+pub(crate) fn explain_mismatch(e: wasmtime::Error, kind: EngineKind) -> String {
+    let message = format!("{e:#}");
+    let fuel = message.contains("fuel support") || message.contains("epoch interruption");
+    match (fuel, kind.metered) {
+        (true, true) => "precompiled without fuel metering, so it cannot run with --fuel: \
+             recompile it with `warden compile --metered` (or run without --fuel)"
+            .into(),
+        (true, false) => "precompiled with fuel metering (`warden compile --metered`), so it \
+             runs only with --fuel N: recompile it without `--metered` to run it without a fuel budget"
+            .into(),
+        (false, _) => message,
     }
-    message
 }
 
 impl WasmBackend {

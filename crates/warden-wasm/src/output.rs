@@ -436,15 +436,18 @@ impl CappedStream {
             }
             Output::Discard => Ok(()),
         };
+        // Counted against the cap also when the target failed (a caller's
+        // pipe whose reader is gone drops them): a guest that ignores its
+        // write errors is stopped by the output limit, as any output, and
+        // not kept alive until its deadline.
         self.counts
             .written
             .fetch_add(granted as u64, Ordering::Relaxed);
-        result.map_err(PutError::Io)?;
         if granted < buf.len() {
             self.cap.exceeded.store(true, Ordering::Relaxed);
             return Err(PutError::Limit(OutputLimitReached(self.cap.limit)));
         }
-        Ok(())
+        result.map_err(PutError::Io)
     }
 
     /// Writes what the cap allows (a callee's stderr, forwarded);

@@ -60,19 +60,41 @@ impl WasiView for RunState {
 enum Stop {
     Timeout,
     CpuTime,
+    /// The process received this termination signal (see `signals.rs`).
+    Interrupted(i32),
 }
 
 /// A directory made visible to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Preopen {
     pub path: PathBuf,
+    /// The name the guest sees it under: its canonical path, or for a
+    /// grant inside the run's working directory also (a second preopen of
+    /// the same directory) its path relative to it.
+    pub guest: String,
     pub writable: bool,
 }
 
 /// Turns the effective grants into preopened directories. `module` (the
 /// module file itself, which the engine may list as a read grant) is
 /// skipped: the host reads it, the guest does not see it.
-pub(crate) fn preopens(caps: &[Capability], module: &Path) -> Result<Vec<Preopen>, WasmError> {
+///
+/// Each grant is preopened under its canonical path. A grant that lies
+/// inside `workdir` (the run's working directory) is preopened a second
+/// time under its path relative to it (`data`, or `.` for the working
+/// directory itself when that is granted), so that a guest reaches it by
+/// the relative path it was granted with: wasi-libc (what Rust, C and most
+/// toolchains use) starts with a working directory of `/`, resolves
+/// `data/in.json` as `/data/in.json`, strips leading `/` and `./` from
+/// paths and preopen names alike, and picks the preopen whose name is the
+/// longest whole-component prefix. Nothing more is reachable than the
+/// grant: the second preopen is the same directory with the same rights,
+/// and the working directory itself is never preopened unless granted.
+pub(crate) fn preopens(
+    caps: &[Capability],
+    module: &Path,
+    workdir: &Path,
+) -> Result<Vec<Preopen>, WasmError> {
     let mut out: Vec<Preopen> = Vec::new();
     for cap in caps {
         let (path, writable) = match cap {
@@ -129,11 +151,36 @@ pub(crate) fn preopens(caps: &[Capability], module: &Path) -> Result<Vec<Preopen
         match out.iter_mut().find(|p| p.path == canonical) {
             Some(p) => p.writable |= writable,
             None => out.push(Preopen {
+                guest: canonical.to_str().unwrap_or_default().to_string(),
                 path: canonical,
                 writable,
             }),
         }
     }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    // Relative names for grants inside the working directory. With a
+    // working directory of `/` the canonical names already are what
+    // wasi-libc matches relative paths against.
+    let Ok(workdir) = std::fs::canonicalize(workdir) else {
+        return Ok(out);
+    };
+    if workdir == Path::new("/") {
+        return Ok(out);
+    }
+    let aliases: Vec<Preopen> = out
+        .iter()
+        .filter_map(|p| {
+            let rel = p.path.strip_prefix(&workdir).ok()?.to_str()?;
+            Some(Preopen {
+                path: p.path.clone(),
+                guest: if rel.is_empty() { "." } else { rel }.to_string(),
+                writable: p.writable,
+            })
+        })
+        .collect();
+    out.extend(aliases);
     Ok(out)
 }
 
@@ -228,8 +275,7 @@ fn wasi_ctx(
         } else {
             FsPerms::ReadOnly
         };
-        let guest = p.path.to_str().unwrap_or_default();
-        b.preopened_dir(&p.path, guest, perms)
+        b.preopened_dir(&p.path, &p.guest, perms)
             .map_err(|e| WasmError::Grant {
                 grant: p.path.display().to_string(),
                 message: format!("{e:#}"),
@@ -322,6 +368,9 @@ impl Deadline {
     }
 
     fn check(&self) -> Option<Stop> {
+        if let Some(sig) = crate::signals::received() {
+            return Some(Stop::Interrupted(sig));
+        }
         let now = Instant::now();
         if now >= self.wall {
             return Some(Stop::Timeout);
@@ -426,7 +475,7 @@ fn admit(module: &PreparedModule, inv: &Invocation) -> Result<Vec<Preopen>, Wasm
     if !warden_core::valid_tenant(&inv.tenant) {
         return Err(WasmError::Tenant(inv.tenant.clone()));
     }
-    preopens(&inv.capabilities, &module.path)
+    preopens(&inv.capabilities, &module.path, &inv.workdir)
 }
 
 /// A run between its set-up and its outcome: the store with its limits,
@@ -698,7 +747,12 @@ impl<'a> Run<'a> {
         // Output still queued for the caller's stdout/stderr gets until the
         // deadline (and DRAIN_GRACE) to be written; a reader that does not
         // read does not hold the report back.
-        let until = deadline.wall.min(ended + DRAIN_GRACE);
+        let until = if outcome.signal.is_some() && outcome.status == Status::Error {
+            // Interrupted: the caller is waiting for Warden to end.
+            ended
+        } else {
+            deadline.wall.min(ended + DRAIN_GRACE)
+        };
         let undelivered = stdout.wait_delivered(until) + stderr.wait_delivered(until);
         if undelivered > 0 {
             outcome.warnings.push(format!(
@@ -726,12 +780,18 @@ async fn supervise<F: Future>(
     cpu_every: Option<Duration>,
 ) -> (Result<F::Output, Stop>, Option<CpuBase>) {
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // Registered the first time the run waits, if termination signals are
+    // watched: a signal then wakes it.
+    let mut signal_waker: Option<crate::signals::Waiting> = None;
     let mut next_cpu_check = deadline.started;
     let mut waited: Option<CpuBase> = None;
     // The first poll follows the clock read that set the deadline.
     let mut first_poll = Some(first_poll_at);
     let result = std::future::poll_fn(|cx| {
         let now = first_poll.take().unwrap_or_else(Instant::now);
+        if let Some(sig) = crate::signals::received() {
+            return Poll::Ready(Err(Stop::Interrupted(sig)));
+        }
         if now >= deadline.wall {
             return Poll::Ready(Err(Stop::Timeout));
         }
@@ -748,6 +808,15 @@ async fn supervise<F: Future>(
         }
         if waited.is_none() {
             waited = Some(CpuBase::now());
+            signal_waker = crate::signals::Waiting::register(cx.waker());
+        } else if let Some(w) = &mut signal_waker {
+            w.update(cx.waker());
+        }
+        if signal_waker.is_some() {
+            // A signal that came before the waker was registered.
+            if let Some(sig) = crate::signals::received() {
+                return Poll::Ready(Err(Stop::Interrupted(sig)));
+            }
         }
         let timer =
             timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.wall.into())));
@@ -802,6 +871,13 @@ fn classify(
     }
     let trap = err.downcast_ref::<Trap>().copied();
     match stop {
+        Some(Stop::Interrupted(sig)) => {
+            // As the jail reports an interrupted Warden.
+            o.status = Status::Error;
+            o.signal = Some(sig);
+            o.error = Some(format!("interrupted by signal {sig}"));
+            return;
+        }
         Some(Stop::Timeout) => {
             o.status = Status::Timeout;
             o.error = Some(format!(
@@ -875,10 +951,11 @@ mod tests {
             Capability::FsWrite(dir.clone()),
             Capability::Env("HOME".into()),
         ];
-        let p = preopens(&caps, Path::new("/nonexistent.wasm")).unwrap();
+        let p = preopens(&caps, Path::new("/nonexistent.wasm"), Path::new("/")).unwrap();
         assert_eq!(
             p,
             vec![Preopen {
+                guest: dir.to_str().unwrap().to_string(),
                 path: dir,
                 writable: true
             }]
@@ -888,7 +965,7 @@ mod tests {
     #[test]
     fn unsupported_capabilities_are_named() {
         let caps = vec![Capability::Secret("db".into())];
-        let err = preopens(&caps, Path::new("/m.wasm")).unwrap_err();
+        let err = preopens(&caps, Path::new("/m.wasm"), Path::new("/")).unwrap_err();
         assert!(err.to_string().contains("secret:db"), "{err}");
     }
 
@@ -896,6 +973,46 @@ mod tests {
     fn the_module_file_is_not_preopened() {
         let module = PathBuf::from("/some/where/m.wasm");
         let caps = vec![Capability::FsRead(module.clone())];
-        assert!(preopens(&caps, &module).unwrap().is_empty());
+        assert!(preopens(&caps, &module, Path::new("/some/where"))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn grants_inside_the_working_directory_get_their_relative_name_too() {
+        let base = std::fs::canonicalize(std::env::temp_dir())
+            .unwrap()
+            .join(format!("warden-wasm-preopen-{}", std::process::id()));
+        let elsewhere = base.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let work = base.join("work");
+        std::fs::create_dir_all(work.join("sub")).unwrap();
+        let caps = vec![
+            Capability::FsRead(work.join("sub")),
+            Capability::FsWrite(work.clone()),
+            Capability::FsRead(elsewhere.clone()),
+        ];
+        let p = preopens(&caps, Path::new("/m.wasm"), &work).unwrap();
+        let names: Vec<(&str, bool)> = p.iter().map(|p| (p.guest.as_str(), p.writable)).collect();
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        assert_eq!(
+            names,
+            vec![
+                (s(&work.join("sub")).as_str(), false),
+                (s(&work).as_str(), true),
+                (s(&elsewhere).as_str(), false),
+                ("sub", false),
+                (".", true),
+            ]
+        );
+        // Not granted: the working directory gets no name of its own.
+        let p = preopens(
+            &[Capability::FsRead(work.join("sub"))],
+            Path::new("/m.wasm"),
+            &work,
+        )
+        .unwrap();
+        assert!(p.iter().all(|p| p.path == work.join("sub")), "{p:?}");
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -127,3 +127,80 @@ fn output_left_in_the_queue_does_not_hold_the_outcome_back() {
     assert!((400..1500).contains(&took), "{line}");
     assert!(line.contains("still waiting for the caller"), "{line}");
 }
+
+/// `warden run flood.wasm | head -c 10`: the caller's stdout is a pipe
+/// whose reader is gone. The guest's writes fail (EPIPE) and their bytes
+/// still count against the output limit, so a guest that ignores the
+/// errors is stopped by that limit, not kept running until its deadline.
+#[test]
+fn a_guest_flooding_a_closed_pipe_is_stopped_by_the_output_limit() {
+    if std::env::var_os(CHILD).is_some() {
+        // The harness has printed its banner; from here on only the guest
+        // writes to stdout.
+        eprintln!("READY");
+        child(&wat("flood.wat"), &[], 20_000);
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let mut c = Command::new(exe)
+        .args([
+            "a_guest_flooding_a_closed_pipe_is_stopped_by_the_output_limit",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let mut out = c.stdout.take().unwrap();
+    let mut err = std::io::BufReader::new(c.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(n > 0, "the child ended before its run: {lines:?}");
+        if line.trim() == "READY" {
+            break;
+        }
+        lines.push(line);
+    }
+    // Like `head -c 10`: read a little, then go away.
+    let mut head = [0u8; 10];
+    // (The harness's banner comes first: what is read does not matter.)
+    out.read_exact(&mut head).unwrap();
+    drop(out);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = c.try_wait().expect("wait") {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = c.kill();
+            panic!("the run was not stopped within 30 s of its reader going away");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "child failed: {status}\n{rest}");
+    let line = rest
+        .lines()
+        .find(|l| l.starts_with("OUTCOME"))
+        .unwrap_or_else(|| panic!("no outcome from the child:\n{rest}"));
+    assert_eq!(
+        field(line, "status"),
+        Status::OutputLimit.as_str(),
+        "{line}"
+    );
+    let took: u64 = field(line, "took_ms").parse().unwrap();
+    assert!(took < 10_000, "{line}");
+    // Every byte counted, written or dropped: the whole default limit.
+    let counted: u64 = field(line, "stdout_bytes").parse().unwrap();
+    assert_eq!(
+        counted,
+        warden_core::EffectiveLimits::default().output_bytes,
+        "{line}"
+    );
+}

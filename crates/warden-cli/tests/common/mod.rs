@@ -94,7 +94,12 @@ impl TempDir {
     /// build directory.
     pub fn private_warden(&self) -> PathBuf {
         let dst = self.root.join("warden");
-        fs::copy(warden_bin(), &dst).expect("copy warden binary");
+        // A hard link where it can be: a copy's write descriptor, inherited
+        // by a child that another test thread forks meanwhile, would make
+        // its exec fail with ETXTBSY.
+        if fs::hard_link(warden_bin(), &dst).is_err() {
+            fs::copy(warden_bin(), &dst).expect("copy warden binary");
+        }
         fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).expect("chmod warden");
         dst
     }

@@ -194,3 +194,47 @@ fn a_file_grant_other_than_the_module_is_refused() {
     assert_eq!(r.outcome.status, Status::Exited, "{:?}", r.outcome);
     assert_eq!(r.stdout, "hello from rust\n");
 }
+
+/// A grant inside the run's working directory is reachable by its path
+/// relative to it (as in the jail, whose working directory is the
+/// caller's), and nothing beside it is: not `..`, not an ungranted sibling,
+/// not the working directory itself.
+#[test]
+fn a_grant_inside_the_working_directory_is_reachable_by_its_relative_path() {
+    let f = fixture("relative");
+    let work = f.data.parent().unwrap().to_path_buf();
+    std::fs::create_dir(work.join("other")).unwrap();
+    std::fs::write(work.join("other/x.txt"), "not granted\n").unwrap();
+    let read_rel = |path: &str| {
+        let mut i = inv(&rust("readfile"), &[path]);
+        i.workdir = work.clone();
+        i.capabilities = vec![read(&f.data)];
+        run(&i)
+    };
+    for path in ["data/in.txt", "./data/in.txt", &p(&f.data.join("in.txt"))] {
+        let r = read_rel(path);
+        r.expect_exited();
+        assert_eq!(r.outcome.exit_code, Some(0), "{path}: {}", r.stderr);
+        assert_eq!(r.stdout, "granted contents\n", "{path}");
+    }
+    for path in [
+        "other/x.txt",
+        "./other/x.txt",
+        "secret.txt",
+        "data/../secret.txt",
+        "data/../other/x.txt",
+        "../secret.txt",
+        "data/link",
+        "data/rel-link",
+    ] {
+        let r = read_rel(path);
+        assert_eq!(
+            r.outcome.exit_code,
+            Some(2),
+            "{path} was readable: {}",
+            r.stdout
+        );
+        assert_eq!(r.stdout, "", "{path}");
+    }
+    assert_ne!(f.secret, work.join("data/in.txt"));
+}
