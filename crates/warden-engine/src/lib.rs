@@ -29,10 +29,19 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
-    #[error("policy {0}: extends chain is circular")]
-    ExtendsCycle(PathBuf),
-    #[error("policy {0}: extends chain is deeper than {MAX_EXTENDS_DEPTH}")]
-    ExtendsTooDeep(PathBuf),
+    /// `at`: the `extends` that closes the cycle (`file:line:col`).
+    #[error("{at}: extends {target}, which is already in the chain: extends chain is circular")]
+    ExtendsCycle { at: String, target: PathBuf },
+    #[error("{at}: extends chain is deeper than {MAX_EXTENDS_DEPTH}")]
+    ExtendsTooDeep { at: String },
+    /// A parent policy could not be read or parsed; `at` is the `extends`
+    /// that names it.
+    #[error("{at}: extends {target}: {source}")]
+    Parent {
+        at: String,
+        target: PathBuf,
+        source: Box<EngineError>,
+    },
     #[error("{0}")]
     Request(String),
     #[error("unknown backend {0:?} (available: jail, wasm)")]
@@ -70,24 +79,47 @@ pub fn load_policy(path: &Path) -> Result<Policy, EngineError> {
     let mut chain: Vec<Policy> = Vec::new();
     let mut seen: Vec<PathBuf> = Vec::new();
     let mut next = Some(path.to_path_buf());
+    // Where the file being loaded was named: the child's `extends`.
+    let mut named_at: Option<String> = None;
     while let Some(file) = next.take() {
-        let canonical = fs::canonicalize(&file).map_err(|source| EngineError::ReadPolicy {
-            path: file.clone(),
-            source,
-        })?;
-        if seen.contains(&canonical) {
-            return Err(EngineError::ExtendsCycle(file));
-        }
-        if seen.len() >= MAX_EXTENDS_DEPTH {
-            return Err(EngineError::ExtendsTooDeep(path.to_path_buf()));
+        let in_parent = |e: EngineError| match &named_at {
+            Some(at) => EngineError::Parent {
+                at: at.clone(),
+                target: file.clone(),
+                source: Box::new(e),
+            },
+            None => e,
+        };
+        let canonical = fs::canonicalize(&file)
+            .map_err(|source| EngineError::ReadPolicy {
+                path: file.clone(),
+                source,
+            })
+            .map_err(in_parent)?;
+        if let Some(at) = &named_at {
+            if seen.contains(&canonical) {
+                return Err(EngineError::ExtendsCycle {
+                    at: at.clone(),
+                    target: file,
+                });
+            }
+            if seen.len() >= MAX_EXTENDS_DEPTH {
+                return Err(EngineError::ExtendsTooDeep { at: at.clone() });
+            }
         }
         seen.push(canonical.clone());
-        let source = read_policy_source(&file)?;
+        let source = read_policy_source(&file).map_err(in_parent)?;
         let base = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let policy =
-            warden_policy::parse_policy(&source, &file.display().to_string())?.with_base(&base);
+        let origin = file.display().to_string();
+        let policy = warden_policy::parse_policy(&source, &origin)
+            .map_err(|e| in_parent(e.into()))?
+            .with_base(&base);
         if let Some(parent) = &policy.extends {
             next = Some(base.join(parent));
+            named_at = Some(match policy.extends_location {
+                Some(at) => format!("{origin}:{at}"),
+                None => origin,
+            });
         }
         chain.push(policy);
     }
@@ -112,7 +144,13 @@ pub fn check_policy_file(path: &Path) -> Result<(Vec<String>, bool), EngineError
     if !failed {
         if let Err(e) = load_policy(path) {
             failed = true;
-            lines.push(format!("{origin}: error: {e}"));
+            // Errors of the chain name their place first (`file:line:col: …`,
+            // or `file: …`): as `file:line:col: error: …`, like the others.
+            let text = e.to_string();
+            lines.push(match text.split_once(": ") {
+                Some((at, message)) => format!("{at}: error: {message}"),
+                None => format!("{origin}: error: {text}"),
+            });
         }
     }
     Ok((lines, failed))

@@ -178,6 +178,7 @@ impl Analysis {
             _ if value.is_null() => {}
             NodeKind::Scalar { text, .. } if !text.trim().is_empty() => {
                 self.policy.extends = Some(text.clone());
+                self.policy.extends_location = Some(value.location);
             }
             _ => self.error(
                 value.location,
@@ -221,12 +222,19 @@ impl Analysis {
                                 kind: NodeKind::Scalar { text: k, .. },
                                 ..
                             },
-                            Node {
+                            value @ Node {
                                 kind: NodeKind::Scalar { text: v, .. },
                                 ..
                             },
                         )] => {
-                            format!(" (did you mean \"{k}:{v}\"? remove the space after the colon)")
+                            if value.is_null() {
+                                // `- env:`: YAML read a key with no value.
+                                format!(" (\"{k}:\" with nothing after it is a YAML key: write the whole capability, e.g. \"{k}:NAME\")")
+                            } else {
+                                format!(
+                                    " (did you mean \"{k}:{v}\"? remove the space after the colon)"
+                                )
+                            }
                         }
                         _ => String::new(),
                     };
@@ -320,6 +328,7 @@ impl Analysis {
             match first.get(&field) {
                 None => {
                     self.policy.limits.set(field, value);
+                    self.policy.limit_locations.push((field.key(), location));
                     first.insert(field, (value, location, source));
                 }
                 Some((earlier, _, _)) if *earlier == value => {}

@@ -61,6 +61,13 @@ pub struct Policy {
     /// True if the source had no `grants` key: on [`Policy::attenuate`] the
     /// parent's grants are inherited. False for a policy built by hand.
     pub inherit_grants: bool,
+    /// Where `extends` is written, for messages about the chain.
+    #[serde(skip)]
+    pub extends_location: Option<Location>,
+    /// Where each limit is set (its key, e.g. `memory`, and the first
+    /// setting's place), for messages.
+    #[serde(skip)]
+    pub limit_locations: Vec<(&'static str, Location)>,
 }
 
 /// Why a policy could not be parsed or a request is refused. Displays as one line.
@@ -89,10 +96,13 @@ pub enum PolicyError {
         parent: String,
     },
     /// A child policy raises a limit above its parent's.
-    #[error("{origin}: limit {name} {value} widens parent policy {parent}, whose limit is {parent_value}")]
+    #[error(
+        "{at}: limit {name} {value} widens parent policy {parent}, whose limit is {parent_value}"
+    )]
     LimitWidens {
-        /// The child's name.
-        origin: String,
+        /// The child's name, and where it sets the limit when known
+        /// (`child.yaml:3:11`).
+        at: String,
         /// The limit's key, e.g. `memory`.
         name: &'static str,
         /// The child's value.
@@ -198,8 +208,13 @@ impl Policy {
         for field in LimitField::ALL {
             if let (Some(value), Some(max)) = (child.limits.get(field), parent.limits.get(field)) {
                 if value > max {
+                    let location = child
+                        .limit_locations
+                        .iter()
+                        .find(|(key, _)| *key == field.key())
+                        .map(|(_, at)| *at);
                     return Err(PolicyError::LimitWidens {
-                        origin: child.origin.clone(),
+                        at: At(&child.origin, location).to_string(),
                         name: field.key(),
                         value: value.to_string(),
                         parent: parent.origin.clone(),
@@ -214,6 +229,8 @@ impl Policy {
             limits: child.limits.or(&parent.limits),
             origin: child.origin.clone(),
             inherit_grants: false,
+            extends_location: None,
+            limit_locations: child.limit_locations.clone(),
         })
     }
 

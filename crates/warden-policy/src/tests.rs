@@ -626,7 +626,7 @@ fn attenuation_refuses_widening() {
     let child = policy("limits:\n  memory: 1GiB\n", "child.yaml");
     assert_eq!(
         Policy::attenuate(&parent, &child).unwrap_err().to_string(),
-        "child.yaml: limit memory 1GiB widens parent policy base.yaml, whose limit is 256MiB"
+        "child.yaml:2:11: limit memory 1GiB widens parent policy base.yaml, whose limit is 256MiB"
     );
     let child = policy("grants: [mem:limit:1GiB]\n", "child.yaml");
     assert!(Policy::attenuate(&parent, &child).is_err());
@@ -766,6 +766,22 @@ grant: []
             "22:9: error: limit pids must be a single value; found a list",
             r#"24:3: error: duplicate key "wall_time" (first at 23:3)"#,
             r#"25:1: error: unknown top-level key "grant": did you mean "grants"?"#,
+        ]
+    );
+}
+
+/// `- env:` is a YAML key without a value, not a capability: the hint
+/// says so instead of suggesting `env:~`.
+#[test]
+fn a_capability_cut_at_its_colon_gets_a_plain_hint() {
+    let lines: Vec<String> = check("grants:\n  - env:\n", "p.yaml")
+        .iter()
+        .map(|d| d.render("p.yaml"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            r#"p.yaml:2:5: error: a grant must be a capability string; found a mapping ("env:" with nothing after it is a YAML key: write the whole capability, e.g. "env:NAME")"#
         ]
     );
 }

@@ -305,6 +305,13 @@ fn extends_widening_is_refused() {
         );
         let out = t.raw(["policy", "check", name]).cwd(&t.root).go();
         out.expect_code(1, &format!("policy check {name}"));
+        // file:line:column of the widening entry, then the severity.
+        let at = if name == "wide.yaml" { "3:5" } else { "3:11" };
+        assert!(
+            out.stdout.starts_with(&format!("{name}:{at}: error: ")),
+            "policy check {name}: location\n{}",
+            out.ctx()
+        );
     }
 }
 
@@ -317,4 +324,45 @@ fn circular_extends_is_refused() {
         .run(["--policy", &policy_arg(&t, "a.yaml"), "--", "true"])
         .go();
     out.expect_warden_error("circular extends");
+    // policy check names the `extends` that closes the cycle.
+    let out = t.raw(["policy", "check", "a.yaml"]).cwd(&t.root).go();
+    out.expect_code(1, "policy check of a cycle");
+    assert!(
+        out.stdout.contains("b.yaml:1:10: error: extends") && out.stdout.contains("circular"),
+        "policy check of a cycle: location\n{}",
+        out.ctx()
+    );
+}
+
+#[test]
+fn a_missing_or_broken_parent_is_named_at_its_extends() {
+    let t = TempDir::new("p-parent");
+    t.write_root(
+        "orphan.yaml",
+        "grants: []
+extends: nothere.yaml
+",
+    );
+    t.write_root(
+        "broken.yaml",
+        "grants: [fs:bogus:x]
+",
+    );
+    t.write_root(
+        "child.yaml",
+        "extends: broken.yaml
+",
+    );
+    for (name, at) in [
+        ("orphan.yaml", "orphan.yaml:2:10"),
+        ("child.yaml", "child.yaml:1:10"),
+    ] {
+        let out = t.raw(["policy", "check", name]).cwd(&t.root).go();
+        out.expect_code(1, name);
+        assert!(
+            out.stdout.starts_with(&format!("{at}: error: extends ")),
+            "{name}: location\n{}",
+            out.ctx()
+        );
+    }
 }
