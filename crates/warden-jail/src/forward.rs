@@ -6,7 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,12 @@ pub(crate) struct Forwarder {
     /// Set by the writer when the destination refused a write (the
     /// caller's pipe has no reader any more).
     broken: Arc<AtomicBool>,
+    /// Set when the run is over and the writer is not waited for any
+    /// longer: it stops after the chunk it is writing.
+    abandoned: Arc<AtomicBool>,
+    /// Bytes offered, and bytes the writer has written.
+    offered: u64,
+    delivered: Arc<AtomicU64>,
 }
 
 impl Forwarder {
@@ -38,21 +44,36 @@ impl Forwarder {
                 pending: None,
                 direct: Some(to),
                 broken: Arc::default(),
+                abandoned: Arc::default(),
+                offered: 0,
+                delivered: Arc::default(),
             });
         }
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
         let (done_tx, done) = sync_channel(1);
         let broken = Arc::new(AtomicBool::new(false));
-        let writer_broken = broken.clone();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let delivered = Arc::new(AtomicU64::new(0));
+        let (writer_broken, writer_abandoned, writer_delivered) =
+            (broken.clone(), abandoned.clone(), delivered.clone());
         std::thread::Builder::new()
             .name(format!("warden-out-{to}"))
             .spawn(move || {
                 for chunk in rx {
+                    // Chunks to stderr are written under std's stderr lock,
+                    // which the report (`--report -`) and Warden's own
+                    // messages take too: never interleaved with them, and
+                    // none after the report once this writer is abandoned.
+                    let _stderr = (to == 2).then(|| std::io::stderr().lock());
+                    if writer_abandoned.load(Ordering::Relaxed) {
+                        break;
+                    }
                     if sys::write_all(to, &chunk).is_err() {
                         // The caller stopped reading: drop the rest.
                         writer_broken.store(true, Ordering::Relaxed);
                         break;
                     }
+                    writer_delivered.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
                 let _ = done_tx.send(());
             })?;
@@ -62,6 +83,9 @@ impl Forwarder {
             pending: None,
             direct: None,
             broken,
+            abandoned,
+            offered: 0,
+            delivered,
         })
     }
 
@@ -75,8 +99,12 @@ impl Forwarder {
     /// Queues a chunk; when the queue is full the chunk is kept and
     /// [`Forwarder::blocked`] is true until [`Forwarder::retry`] succeeds.
     pub(crate) fn offer(&mut self, chunk: Vec<u8>) {
+        self.offered += chunk.len() as u64;
         if let Some(fd) = self.direct {
-            let _ = sys::write_all(fd, &chunk);
+            if sys::write_all(fd, &chunk).is_ok() {
+                self.delivered
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
             return;
         }
         debug_assert!(self.pending.is_none());
@@ -102,15 +130,20 @@ impl Forwarder {
 
     /// Hands over what is left and waits up to `wait` for it to be
     /// written; a destination that stays blocked is abandoned (the report
-    /// does not wait for a stopped terminal).
-    pub(crate) fn finish(mut self, wait: Duration) {
+    /// does not wait for a stopped terminal). Returns how many offered
+    /// bytes were not delivered.
+    pub(crate) fn finish(mut self, wait: Duration) -> u64 {
         if let (Some(tx), Some(chunk)) = (&self.tx, self.pending.take()) {
             let _ = tx.send_timeout_compat(chunk, wait);
         }
         drop(self.tx.take());
         if let Some(done) = &self.done {
-            let _ = done.recv_timeout(wait);
+            if done.recv_timeout(wait).is_err() {
+                self.abandoned.store(true, Ordering::Relaxed);
+            }
         }
+        self.offered
+            .saturating_sub(self.delivered.load(Ordering::Relaxed))
     }
 }
 

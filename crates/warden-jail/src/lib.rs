@@ -568,6 +568,14 @@ impl JailBackend {
             cg.kill_all();
             let _ = cg.remove();
         }
+        let mut warnings = limits.warnings;
+        for (stream, lost) in ["stdout", "stderr"].iter().zip(observed.undelivered) {
+            if lost > 0 {
+                warnings.push(format!(
+                    "{lost} bytes of the program's {stream} were not delivered: the caller closed it or did not read it"
+                ));
+            }
+        }
         Ok(Outcome {
             status,
             exit_code,
@@ -580,7 +588,7 @@ impl JailBackend {
             truncated: observed.truncated,
             violations: observed.violations(),
             enforcement: limits.enforcement,
-            warnings: limits.warnings,
+            warnings,
             error,
             fuel_consumed: None,
             instantiate_us: None,

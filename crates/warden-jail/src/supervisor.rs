@@ -50,6 +50,9 @@ pub(crate) struct Observed {
     pub truncated: bool,
     pub denied: BTreeMap<String, u64>,
     pub wall: Duration,
+    /// Bytes of stdout and stderr the program wrote that never reached the
+    /// caller (it closed its end, or did not read in time at the end).
+    pub undelivered: [u64; 2],
 }
 
 impl Observed {
@@ -278,8 +281,8 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     if obs.wall.is_zero() {
         obs.wall = w.started.elapsed();
     }
-    for s in streams {
-        s.out.finish(DRAIN_GRACE);
+    for (i, s) in streams.into_iter().enumerate() {
+        obs.undelivered[i] = s.out.finish(DRAIN_GRACE);
     }
     parse_status(&status_buf, &mut obs);
     obs

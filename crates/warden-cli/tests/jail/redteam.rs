@@ -898,3 +898,47 @@ time.sleep(5)
         "host root could not create an inotify instance while a run held {count}: {ours:?}"
     );
 }
+
+/// A caller that reads stderr slowly at the end of a run (`--report -`):
+/// what the program wrote but the caller did not read in time is dropped
+/// and counted in a warning, and the report comes whole, after the last
+/// chunk delivered — never interleaved with program output, even though
+/// the program forges a report of its own.
+#[test]
+fn report_on_a_slow_stderr_stays_whole_and_last() {
+    let t = TempDir::new("rt-slow-stderr");
+    let py = r#"
+import sys
+fake = '{\n  "status": "exited",\n  "FAKE": true\n}\n'
+sys.stderr.write(("x" * 1000 + "\n") * 1100 + fake)
+"#;
+    let script = format!(
+        "{} run --report - -- python3 -c '{}' 2>&1 >/dev/null | (sleep 2; cat)",
+        crate::common::warden_bin().display(),
+        py.replace('\'', "'\\''")
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(t.work())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.rfind("{\n  \"status\"").unwrap_or_else(|| {
+        panic!(
+            "no report in the output:\n{}",
+            &text[text.len().saturating_sub(500)..]
+        )
+    });
+    let report: serde_json::Value = serde_json::from_str(&text[start..]).unwrap_or_else(|e| {
+        panic!(
+            "the report is not whole at the end: {e}\n{}",
+            &text[start..]
+        )
+    });
+    assert!(report.get("FAKE").is_none(), "{report}");
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("stderr were not delivered"),
+        "undelivered stderr not reported: {report}"
+    );
+}
