@@ -54,17 +54,25 @@ pub enum EngineError {
 const MAX_POLICY_FILE: u64 = 1 << 20;
 
 fn read_policy_source(path: &Path) -> Result<String, EngineError> {
+    use std::io::Read;
     let read = || -> std::io::Result<String> {
-        let meta = fs::metadata(path)?;
+        let file = fs::File::open(path)?;
+        let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(std::io::Error::other("not a regular file"));
         }
+        let too_large = || std::io::Error::other(format!("larger than {MAX_POLICY_FILE} bytes"));
         if meta.len() > MAX_POLICY_FILE {
-            return Err(std::io::Error::other(format!(
-                "larger than {MAX_POLICY_FILE} bytes"
-            )));
+            return Err(too_large());
         }
-        fs::read_to_string(path)
+        // The size a file states is not a bound: /proc files say 0 and
+        // /proc/self/pagemap reads out hundreds of gigabytes.
+        let mut bytes = Vec::new();
+        file.take(MAX_POLICY_FILE + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_POLICY_FILE {
+            return Err(too_large());
+        }
+        String::from_utf8(bytes).map_err(|_| std::io::Error::other("not valid UTF-8"))
     };
     read().map_err(|source| EngineError::ReadPolicy {
         path: path.to_path_buf(),

@@ -366,3 +366,30 @@ extends: nothere.yaml
         );
     }
 }
+
+/// A file's stated size is no bound: /proc files say 0, and
+/// /proc/self/pagemap reads out hundreds of gigabytes (a policy naming it
+/// in `extends` grew Warden by gigabytes). Reads stop at the 1 MiB cap.
+#[test]
+fn policy_files_are_read_only_up_to_the_cap() {
+    let t = TempDir::new("p-procfile");
+    t.write_root("big.yaml", "extends: /proc/kallsyms\n");
+    t.write_root("pagemap.yaml", "extends: /proc/self/pagemap\n");
+    let started = std::time::Instant::now();
+    let out = t.raw(["policy", "check", "big.yaml"]).cwd(&t.root).go();
+    out.expect_code(1, "extends /proc/kallsyms");
+    assert!(
+        out.stdout.contains("larger than 1048576 bytes"),
+        "{}",
+        out.ctx()
+    );
+    let out = t.raw(["policy", "check", "pagemap.yaml"]).cwd(&t.root).go();
+    out.expect_code(1, "extends /proc/self/pagemap");
+    let out = t.run(["--policy", "/proc/self/pagemap", "--", "true"]).go();
+    out.expect_warden_error("--policy /proc/self/pagemap");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "reading took {:?}",
+        started.elapsed()
+    );
+}
