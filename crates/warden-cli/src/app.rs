@@ -538,16 +538,28 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn policy_check(file: &Path) -> ExitCode {
     match warden_engine::check_policy_file(file) {
         Ok((lines, failed)) => {
-            for line in &lines {
-                println!("{line}");
-            }
-            if failed {
-                ExitCode::from(1)
-            } else {
-                if lines.is_empty() {
-                    println!("{}: ok", file.display());
+            // Written, not println!: a closed or full stdout (`| head -1`,
+            // /dev/full) is an error to report, not a panic.
+            let mut out = std::io::stdout().lock();
+            let written = lines
+                .iter()
+                .try_for_each(|line| writeln!(out, "{line}"))
+                .and_then(|()| match lines.is_empty() {
+                    true => writeln!(out, "{}: ok", file.display()),
+                    false => Ok(()),
+                })
+                .and_then(|()| out.flush());
+            match written {
+                // The reader has what it wanted (`| head -1`).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    ExitCode::from(u8::from(failed))
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("warden: cannot write the diagnostics: {e}");
+                    ExitCode::from(EXIT_WARDEN_ERROR)
+                }
+                Ok(()) if failed => ExitCode::from(1),
+                Ok(()) => ExitCode::SUCCESS,
             }
         }
         Err(e) => {

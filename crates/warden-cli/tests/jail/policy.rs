@@ -393,3 +393,42 @@ fn policy_files_are_read_only_up_to_the_cap() {
         started.elapsed()
     );
 }
+
+/// Diagnostics to a closed or full stdout: no panic, a defined status.
+#[test]
+fn policy_check_output_to_a_closed_or_full_stdout() {
+    let t = TempDir::new("p-closed-out");
+    let grants: String = (0..3000).map(|i| format!("  - fs:bogus:{i}\n")).collect();
+    t.write_root("many.yaml", &format!("grants:\n{grants}"));
+    let warden = crate::common::warden_bin();
+    let script = format!(
+        "{} policy check many.yaml | head -1 >/dev/null; echo \"status ${{PIPESTATUS[0]}}\"",
+        warden.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(&t.root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "status 1\n",
+        "{stderr}"
+    );
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(&warden)
+        .args(["policy", "check", "many.yaml"])
+        .current_dir(&t.root)
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("warden: "), "{stderr}");
+}
