@@ -38,6 +38,9 @@ pub(crate) struct RunState {
     limiter: MemLimiter,
     /// Set by the epoch callback when it stops the run.
     stop: Option<Stop>,
+    /// Set when the guest's entry point is called: a failure after that
+    /// (a host call aborting the guest) is the guest's doing, not Warden's.
+    entered: bool,
     /// The thread's CPU clock, read at the first epoch tick (see
     /// [`CpuBase`]).
     cpu_base: Option<CpuBase>,
@@ -558,6 +561,7 @@ impl<'a> Run<'a> {
                         .then_some(u64::from(engines.config().pool_table_elements)),
                 ),
                 stop: None,
+                entered: false,
                 cpu_base: precise,
             },
         );
@@ -619,6 +623,7 @@ impl<'a> Run<'a> {
             let instance = sync.pre.instantiate(&mut self.store);
             instantiate_us = t0.elapsed().as_micros() as u64;
             let start = instance?.get_typed_func::<(), ()>(&mut self.store, "_start")?;
+            self.store.data_mut().entered = true;
             start.call(&mut self.store, ())
         })();
         self.finish(Ok(result), None, instantiate_us, inv)
@@ -639,12 +644,14 @@ impl<'a> Run<'a> {
                         instantiate_us = t0.elapsed().as_micros() as u64;
                         let instance = instantiated?;
                         let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+                        store.data_mut().entered = true;
                         start.call_async(&mut *store, ()).await
                     }
                     Code::Component(pre) => {
                         let instantiated = pre.instantiate_async(&mut *store).await;
                         instantiate_us = t0.elapsed().as_micros() as u64;
                         let command = instantiated?;
+                        store.data_mut().entered = true;
                         match command.wasi_cli_run().call_run(&mut *store).await? {
                             Ok(()) => Ok(()),
                             // `run` returned an error: exit status 1, as
@@ -724,6 +731,7 @@ impl<'a> Run<'a> {
             result,
             state.stop,
             state.limiter.refused.clone(),
+            state.entered,
             inv,
         );
         // Denied host calls and refused file-size/descriptor limits, like
@@ -848,6 +856,7 @@ fn classify(
     result: wasmtime::Result<()>,
     stop: Option<Stop>,
     memory_refused: Option<String>,
+    entered: bool,
     inv: &Invocation,
 ) {
     let err = match result {
@@ -929,13 +938,31 @@ fn classify(
             });
             o.error = Some(shorten(format!("{err:?}")));
         }
+        // A host call aborted the guest with an error rather than an errno
+        // (wasmtime-wasi does for arguments it cannot convert, e.g. rights
+        // of -1): brought about by the guest, so a violation, as a trap.
+        None if entered => {
+            let detail = shorten(format!("host call failed: {}", root_cause_line(&err)));
+            o.status = Status::Violation;
+            o.violations.push(Violation {
+                kind: "trap".into(),
+                detail: detail.clone(),
+            });
+            o.error = Some(shorten(format!("{detail}\n{err:?}")));
+        }
         None => {
-            // A host function failed in a way that is not the guest's
-            // doing (or an instantiation error): Warden's error.
+            // Before the guest ran (instantiation): Warden's error.
             o.status = Status::Error;
             o.error = Some(shorten(format!("{err:#}")));
         }
     }
+}
+
+/// The innermost cause of `err`, on one line: what failed, without the
+/// backtrace wasmtime puts in front of it.
+fn root_cause_line(err: &wasmtime::Error) -> String {
+    let cause = err.root_cause().to_string();
+    cause.lines().next().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]

@@ -105,3 +105,24 @@ fn a_component_without_run_cannot_execute() {
     std::fs::write(&c, b"\0asm\x0d\0\x01\0").unwrap();
     assert_cannot_execute(&c, "not a WASI command component");
 }
+
+/// A host call that aborts the guest with an error (not an errno) because
+/// of the guest's arguments is the guest's violation, not Warden's error:
+/// exit 134, the cause named, never status `error` / exit 125.
+#[test]
+fn a_host_call_aborted_by_bad_arguments_is_a_violation() {
+    let dir = std::env::temp_dir().canonicalize().unwrap();
+    let mut i = inv(&wat("bad_rights.wat"), &[]);
+    i.capabilities = caps(&[&format!("fs:read:{}", dir.display())]);
+    let r = run(&i);
+    assert_eq!(r.outcome.status, Status::Violation, "{:?}", r.outcome);
+    assert_eq!(r.outcome.exit_status(), 134, "{:?}", r.outcome);
+    assert_eq!(r.outcome.violations[0].kind, "trap");
+    assert!(
+        r.outcome.violations[0]
+            .detail
+            .starts_with("host call failed: "),
+        "{:?}",
+        r.outcome.violations
+    );
+}
