@@ -61,18 +61,17 @@ pub fn main(backends: Backends) -> ExitCode {
             if code == 0 {
                 let _ = e.print();
             } else if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                eprintln!("warden: missing subcommand (see --help)");
+                say("missing subcommand (see --help)");
             } else {
                 let message = one_line(&e.render().to_string());
-                eprintln!("warden: {message}");
+                say(&message);
                 // A run whose flags were refused still leaves the report it
                 // asked for, when its --report can be made out.
                 if let Some(path) = report_flag(std::env::args_os().skip(1)) {
                     let report = Report::setup_error(message, invocation_id(), "");
-                    match ReportTarget::open(Some(&path)).and_then(|t| t.write(&report)) {
-                        Ok(()) => {}
-                        Err(e) => eprintln!("warden: {e}"),
-                    }
+                    // The bad command line is said; a report target that
+                    // cannot take the report is not a second message.
+                    let _ = ReportTarget::open(Some(&path)).and_then(|t| t.write(&report));
                 }
             }
             return ExitCode::from(code);
@@ -177,7 +176,9 @@ fn hand_over_to_full_binary() -> ExitCode {
     let path = match std::env::current_exe() {
         Ok(exe) => exe.with_file_name(FULL_BINARY),
         Err(e) => {
-            eprintln!("warden: cannot locate the {FULL_BINARY} binary (for WebAssembly): {e}");
+            say(format!(
+                "cannot locate the {FULL_BINARY} binary (for WebAssembly): {e}"
+            ));
             return ExitCode::from(EXIT_WARDEN_ERROR);
         }
     };
@@ -187,10 +188,10 @@ fn hand_over_to_full_binary() -> ExitCode {
         command.arg0(arg0);
     }
     let e = command.exec();
-    eprintln!(
-        "warden: cannot run {} (the WebAssembly backend, installed beside warden; `cargo build -p warden-cli` builds it): {e}",
+    say(format!(
+        "cannot run {} (the WebAssembly backend, installed beside warden; `cargo build -p warden-cli` builds it): {e}",
         path.display()
-    );
+    ));
     ExitCode::from(EXIT_WARDEN_ERROR)
 }
 
@@ -371,15 +372,15 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     let report_target = match ReportTarget::open(args.report.as_deref()) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("warden: {e}");
+            say(e);
             return ExitCode::from(EXIT_WARDEN_ERROR);
         }
     };
     let fail = |message: String| {
-        eprintln!("warden: {message}");
+        say(&message);
         let report = Report::setup_error(message, id.clone(), &backend);
         if let Err(e) = report_target.write(&report) {
-            eprintln!("warden: {e}");
+            say(e);
         }
         ExitCode::from(EXIT_WARDEN_ERROR)
     };
@@ -447,14 +448,28 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     if let Some(error) = &report.error {
         // One line here; the report keeps the whole message (e.g. a trap's backtrace).
         let first = error.lines().next().unwrap_or_default();
-        eprintln!("warden: {}: {first}", report.status.as_str());
+        say(format!("{}: {first}", report.status.as_str()));
     }
     let status = exit_status(&report);
     if let Err(e) = report_target.write(&report) {
-        eprintln!("warden: {e}");
+        say(e);
         return ExitCode::from(EXIT_WARDEN_ERROR);
     }
     ExitCode::from(status)
+}
+
+/// Longest message of Warden's own on stderr; the report keeps all of it.
+const MAX_SAID: usize = 1024;
+
+/// One line of Warden's own on stderr, `warden: MESSAGE`: whatever the
+/// message carries from hostile input (a newline or an escape sequence in a
+/// program name, a policy path, a flag's value) is escaped, and it is cut
+/// at [`MAX_SAID`] characters.
+fn say(message: impl std::fmt::Display) {
+    let text = printable(&message.to_string());
+    let shown: String = text.chars().take(MAX_SAID).collect();
+    let cut = if shown.len() < text.len() { "…" } else { "" };
+    eprintln!("warden: {shown}{cut}");
 }
 
 /// `text` with control characters and invisible formatting characters
@@ -502,7 +517,7 @@ fn compile(module: &Path, output: &Path, metered: bool, mut engine: Engine) -> E
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("warden: {e}");
+            say(e);
             ExitCode::from(EXIT_WARDEN_ERROR)
         }
     }
@@ -543,7 +558,7 @@ fn policy_check(file: &Path) -> ExitCode {
             let mut out = std::io::stdout().lock();
             let written = lines
                 .iter()
-                .try_for_each(|line| writeln!(out, "{line}"))
+                .try_for_each(|line| writeln!(out, "{}", printable(line)))
                 .and_then(|()| match lines.is_empty() {
                     true => writeln!(out, "{}: ok", file.display()),
                     false => Ok(()),
@@ -555,7 +570,7 @@ fn policy_check(file: &Path) -> ExitCode {
                     ExitCode::from(u8::from(failed))
                 }
                 Err(e) => {
-                    eprintln!("warden: cannot write the diagnostics: {e}");
+                    say(format!("cannot write the diagnostics: {e}"));
                     ExitCode::from(EXIT_WARDEN_ERROR)
                 }
                 Ok(()) if failed => ExitCode::from(1),
@@ -563,7 +578,7 @@ fn policy_check(file: &Path) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("warden: {e}");
+            say(e);
             ExitCode::from(EXIT_WARDEN_ERROR)
         }
     }

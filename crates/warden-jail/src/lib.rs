@@ -550,10 +550,12 @@ impl JailBackend {
             let err = std::io::Error::from_raw_os_error(errno);
             status = Status::Error;
             exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
+            // Escaped: the name is the caller's, and may hold a newline.
+            let shown = program.escape_debug();
             error = Some(if errno == libc::ENOENT {
-                format!("{program}: command not found in the jail (PATH={path})")
+                format!("{shown}: command not found in the jail (PATH={path})")
             } else {
-                format!("{program}: cannot execute: {err}")
+                format!("{shown}: cannot execute: {err}")
             });
         }
         if status == Status::Error && error.is_none() {

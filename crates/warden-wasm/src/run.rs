@@ -936,7 +936,8 @@ fn classify(
                 kind: "trap".into(),
                 detail: t.to_string(),
             });
-            o.error = Some(shorten(format!("{err:?}")));
+            // The trap first: its first line is what a terminal shows.
+            o.error = Some(shorten(format!("{t}\n{err:?}")));
         }
         // A host call aborted the guest with an error rather than an errno
         // (wasmtime-wasi does for arguments it cannot convert, e.g. rights

@@ -267,3 +267,31 @@ fn report_to_the_callers_stdout() {
         .unwrap_or_else(|e| panic!("report on stdout is not JSON: {e}\n{}", out.ctx()));
     assert_eq!(report["status"], "exited");
 }
+
+/// Hostile bytes in the caller's input (a newline or an escape sequence in
+/// a flag's value or the program's name) cannot turn Warden's message into
+/// several lines or terminal commands, and a huge value is cut.
+#[test]
+fn messages_escape_and_cut_what_the_input_carries() {
+    let out = refused("nl-cap", &["--allow", "env:A\nB"]);
+    assert!(!out.stderr.contains('\u{1b}'));
+    let out = refused("esc-env", &["--env", "A\u{1b}[2J=1"]);
+    assert!(!out.stderr.contains('\u{1b}'), "{}", out.ctx());
+    let long = format!("fs:read:/{}", "a".repeat(5000));
+    let out = refused("long-cap", &["--allow", &long]);
+    assert!(
+        out.stderr.len() < 1200,
+        "{} bytes on stderr",
+        out.stderr.len()
+    );
+    let t = TempDir::new("nl-program");
+    let out = t.run(["--", "foo\nbar\u{1b}[2J"]).go();
+    out.expect_code(127, "a program name with a newline");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.ctx());
+    assert!(
+        lines[0].contains("command not found") && !lines[0].contains('\u{1b}'),
+        "{}",
+        out.ctx()
+    );
+}
