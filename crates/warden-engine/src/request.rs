@@ -104,6 +104,14 @@ fn check_limits(l: &EffectiveLimits) -> Result<(), EngineError> {
     if l.pids == 0 {
         return bad("pids");
     }
+    // pids.max takes at most the kernel's PID_MAX_LIMIT (4194304), init
+    // included: past this a limit means nothing anyway.
+    const MAX_PIDS: u32 = 1 << 21;
+    if l.pids > MAX_PIDS {
+        return Err(EngineError::Request(format!(
+            "pids may be at most {MAX_PIDS}"
+        )));
+    }
     if l.open_files < 4 {
         return Err(EngineError::Request("open-files must be at least 4".into()));
     }

@@ -205,6 +205,37 @@ fn candidates(program: &str, path: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The program's rlimits are set inside its user namespace, where no hard
+/// limit can be raised: one above Warden's own is raised here first (root
+/// may), or refused with the limit named — not a late "confine program:
+/// Operation not permitted".
+fn within_hard_limits(rlimits: &[(libc::__rlimit_resource_t, u64)]) -> Result<(), BackendError> {
+    for &(resource, value) in rlimits {
+        let hard = sys::hard_rlimit(resource)
+            .map_err(|e| BackendError::setup("read this process's rlimits", e))?;
+        if value > hard && sys::raise_hard_rlimit(resource, value).is_err() {
+            let (name, shell) = match resource {
+                libc::RLIMIT_NOFILE => ("open-files", "ulimit -Hn"),
+                libc::RLIMIT_NPROC => ("pids (RLIMIT_NPROC without a cgroup)", "ulimit -Hu"),
+                libc::RLIMIT_FSIZE => ("file-size", "ulimit -Hf"),
+                libc::RLIMIT_AS => ("memory (RLIMIT_AS without a cgroup)", "ulimit -Hv"),
+                libc::RLIMIT_CPU => ("cpu-time (RLIMIT_CPU without a cgroup)", "ulimit -Ht"),
+                _ => ("a limit", "ulimit -H"),
+            };
+            // RLIMIT_NPROC carries one more than asked, for the jail's init.
+            let asked = if resource == libc::RLIMIT_NPROC {
+                value - 1
+            } else {
+                value
+            };
+            return Err(BackendError::Invalid(format!(
+                "{name} {asked} is above this process's hard limit {hard} ({shell}); raising it needs CAP_SYS_RESOURCE"
+            )));
+        }
+    }
+    Ok(())
+}
+
 struct Limits {
     rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     enforcement: Enforcement,
@@ -322,6 +353,11 @@ impl Backend for JailBackend {
             )));
         }
         let (grants, grant_warnings) = self.prepare_grants(&inv.capabilities)?;
+        let limits_plan = match &self.cgroups {
+            Ok(driver) => plan_limits(inv, Some(driver.mechanism()), None),
+            Err(why) => plan_limits(inv, None, Some(why)),
+        };
+        within_hard_limits(&limits_plan.rlimits)?;
         let hidden = state_masks(&grants)?;
         let plan = MountPlan::build(
             &self.layout,
@@ -332,10 +368,7 @@ impl Backend for JailBackend {
         )
         .map_err(|e| BackendError::setup("plan jail mounts", e))?;
 
-        let mut limits = match &self.cgroups {
-            Ok(driver) => plan_limits(inv, Some(driver.mechanism()), None),
-            Err(why) => plan_limits(inv, None, Some(why)),
-        };
+        let mut limits = limits_plan;
         limits.warnings.extend(grant_warnings);
         self.run_in(inv, program, &plan, limits)
     }

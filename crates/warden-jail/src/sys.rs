@@ -202,6 +202,31 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     .map(drop)
 }
 
+/// The hard limit of `resource` for this process.
+pub fn hard_rlimit(resource: libc::__rlimit_resource_t) -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit struct for the kernel to fill.
+    check(unsafe { libc::getrlimit(resource, &mut lim) })?;
+    Ok(lim.rlim_max)
+}
+
+/// Raises this process's hard limit of `resource` to `hard` (root may),
+/// keeping its soft limit.
+pub fn raise_hard_rlimit(resource: libc::__rlimit_resource_t, hard: u64) -> io::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit struct for the kernel to fill.
+    check(unsafe { libc::getrlimit(resource, &mut lim) })?;
+    lim.rlim_max = hard;
+    // SAFETY: lim is a valid rlimit struct.
+    check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
+}
+
 pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
     let lim = libc::rlimit {
         rlim_cur: value,

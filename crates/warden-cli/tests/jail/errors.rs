@@ -295,3 +295,27 @@ fn messages_escape_and_cut_what_the_input_carries() {
         out.ctx()
     );
 }
+
+/// Limits the kernel or this process cannot give are refused up front with
+/// the limit named, not as a late "confine program: Operation not
+/// permitted" or a cgroup write error.
+#[test]
+fn limits_beyond_what_the_host_can_give() {
+    let out = refused("pids-huge", &["--pids", "4194304"]);
+    names(&out, "pids");
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .unwrap();
+    if hard != "unlimited" && hard.parse::<u64>().unwrap() < 1 << 20 {
+        // Beyond our hard limit: raised if this root may, else refused.
+        let t = TempDir::new("nofile-huge");
+        let out = t.run(["--open-files", "1048576", "--", "true"]).go();
+        if out.code != 0 {
+            out.expect_warden_error("--open-files above the hard limit");
+            names(&out, "open-files");
+        }
+    }
+}

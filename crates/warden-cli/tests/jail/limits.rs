@@ -497,7 +497,12 @@ fn a_closed_caller_pipe_reaches_the_program() {
         serde_json::from_str(&std::fs::read_to_string(t.report_path()).unwrap()).unwrap();
     assert_eq!(report["status"], "signaled", "{report}");
     assert_eq!(report["signal"], 13, "{report}");
-    assert!(report["stdout_bytes"].as_u64().unwrap() < MIB, "{report}");
+    // What the supervisor had accepted before it saw the pipe close (its
+    // queue holds up to 1 MiB), far from the 64 MiB output limit.
+    assert!(
+        report["stdout_bytes"].as_u64().unwrap() < 8 * MIB,
+        "{report}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
