@@ -97,7 +97,8 @@ pub fn main(backends: Backends) -> ExitCode {
             module,
             output,
             metered,
-        } => compile(&module, &output, metered, engine),
+            wall_time,
+        } => compile(&module, &output, metered, wall_time, engine),
     }
 }
 
@@ -509,9 +510,45 @@ fn exit_status(report: &Report) -> u8 {
 /// (`$WARDEN_CACHE_DIR`, …), so only this host's `warden run`, with the same
 /// key, accepts it. Written beside `output` and renamed into place: a
 /// reader never sees half a file.
-fn compile(module: &Path, output: &Path, metered: bool, mut engine: Engine) -> ExitCode {
-    let result = engine
-        .compile_file(module, metered)
+fn compile(
+    module: &Path,
+    output: &Path,
+    metered: bool,
+    wall_time: std::time::Duration,
+    mut engine: Engine,
+) -> ExitCode {
+    // Compile time grows with the square of a module's nesting depth: a
+    // hostile module must not hold the caller for minutes. A watchdog ends
+    // the process at the deadline unless the compile has finished (the
+    // lock keeps it from cutting the output's write short).
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(false));
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    {
+        let finished = finished.clone();
+        let shown = module.display().to_string();
+        let spawned = std::thread::Builder::new()
+            .name("warden-compile-deadline".into())
+            .spawn(move || {
+                if wait.recv_timeout(wall_time).is_err() {
+                    let finished = finished.lock().unwrap_or_else(|e| e.into_inner());
+                    if !*finished {
+                        say(format!(
+                            "timeout: compiling {shown} did not finish within {} ms (--wall-time)",
+                            wall_time.as_millis()
+                        ));
+                        std::process::exit(124);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            say(format!("cannot start the compile deadline: {e}"));
+            return ExitCode::from(EXIT_WARDEN_ERROR);
+        }
+    }
+    let compiled = engine.compile_file(module, metered);
+    *finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    let _ = done.send(());
+    let result = compiled
         .map_err(anyhow::Error::from)
         .and_then(|compiled| write_atomically(output, &compiled));
     match result {

@@ -30,6 +30,9 @@ pub enum Command {
         /// Compile for runs with a fuel budget (--fuel).
         #[arg(long)]
         metered: bool,
+        /// Give up a compile that takes longer (exit status 124), e.g. 30s.
+        #[arg(long = "wall-time", value_name = "DUR", value_parser = duration, default_value = "60s")]
+        wall_time: Duration,
     },
     /// Work with policy files.
     Policy {

@@ -264,6 +264,45 @@ fn a_compile_error_names_the_input_file() {
     assert!(!t.root.join("x.cwasm").exists());
 }
 
+/// Compile time grows with the square of the nesting depth (100k nested
+/// blocks took two minutes): `warden compile` gives up at its --wall-time
+/// (60 s by default) with exit 124 and one line, writing nothing.
+#[test]
+fn a_compile_that_takes_too_long_is_given_up() {
+    let t = TempDir::new("wasm-compile-deadline");
+    let depth = 30_000;
+    let deep = t.write_root(
+        "deep.wat",
+        &format!(
+            "(module (func (export \"_start\") {}{}))",
+            "(block ".repeat(depth),
+            ")".repeat(depth)
+        ),
+    );
+    let out_path = t.root.join("deep.cwasm");
+    let started = Instant::now();
+    let out = t
+        .raw([
+            "compile",
+            deep.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--wall-time",
+            "300ms",
+        ])
+        .env("WARDEN_CACHE_DIR", &cache(&t))
+        .go();
+    out.expect_code(124, "compile past its deadline");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.ctx());
+    assert!(out.stderr.contains("--wall-time"), "{}", out.ctx());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!out_path.exists());
+}
+
 /// A `.cwasm` compiled for the other kind of engine (with or without fuel
 /// metering) is refused with one line that says how to recompile it.
 #[test]
