@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use warden_core::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, DEFAULT_TENANT};
 use warden_policy::{Capability, Grant, Limits, Policy};
@@ -71,57 +70,6 @@ fn fill(limits: &Limits) -> EffectiveLimits {
         open_files: limits.open_files.unwrap_or(d.open_files),
         tmpfs_bytes: limits.tmpfs.unwrap_or(d.tmpfs_bytes),
     }
-}
-
-fn check_limits(l: &EffectiveLimits) -> Result<(), EngineError> {
-    let bad = |what: &str| {
-        Err(EngineError::Request(format!(
-            "{what} must be greater than zero"
-        )))
-    };
-    if l.memory_bytes < (1 << 20) {
-        return Err(EngineError::Request(
-            "memory limit must be at least 1MiB".into(),
-        ));
-    }
-    // Deadlines and the report count whole milliseconds: a shorter limit
-    // would read as 0 there.
-    const MIN_DURATION: Duration = Duration::from_millis(1);
-    if l.wall_time < MIN_DURATION {
-        return Err(EngineError::Request(
-            "wall-time must be at least 1ms".into(),
-        ));
-    }
-    if l.cpu_time.is_some_and(|d| d < MIN_DURATION) {
-        return Err(EngineError::Request("cpu-time must be at least 1ms".into()));
-    }
-    const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-    if l.wall_time > MAX_DURATION || l.cpu_time.is_some_and(|d| d > MAX_DURATION) {
-        return Err(EngineError::Request(
-            "wall-time and cpu-time may be at most 365 days".into(),
-        ));
-    }
-    if l.pids == 0 {
-        return bad("pids");
-    }
-    // pids.max takes at most the kernel's PID_MAX_LIMIT (4194304), init
-    // included: past this a limit means nothing anyway.
-    const MAX_PIDS: u32 = 1 << 21;
-    if l.pids > MAX_PIDS {
-        return Err(EngineError::Request(format!(
-            "pids may be at most {MAX_PIDS}"
-        )));
-    }
-    if l.open_files < 4 {
-        return Err(EngineError::Request("open-files must be at least 4".into()));
-    }
-    if l.tmpfs_bytes == 0 {
-        return bad("tmpfs size");
-    }
-    if l.cpu_percent == Some(0) {
-        return bad("cpu share");
-    }
-    Ok(())
 }
 
 /// Interpreters whose first non-option argument is the script they run.
@@ -306,8 +254,10 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             }
         }
     }
+    // The same bounds `policy check` holds policies to (the defaults meet
+    // them).
+    limits.check_bounds().map_err(EngineError::Request)?;
     let effective = fill(&limits);
-    check_limits(&effective)?;
 
     let workdir = match &req.workdir {
         Some(dir) => fs::canonicalize(req.cwd.join(dir))

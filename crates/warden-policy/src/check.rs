@@ -325,6 +325,11 @@ impl Analysis {
         settings.sort_by_key(|s| s.2);
         let mut first: HashMap<LimitField, (LimitValue, Location, String)> = HashMap::new();
         for (field, value, location, source) in settings {
+            // The bounds `warden run` holds limits to: refused here too.
+            if let Err(why) = field.check_bounds(value, &format!("limit {}", field.key())) {
+                self.error(location, format!("{why} ({source})"));
+                continue;
+            }
             match first.get(&field) {
                 None => {
                     self.policy.limits.set(field, value);

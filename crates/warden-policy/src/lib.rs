@@ -28,7 +28,7 @@ pub use capability::{
     MAX_CAPABILITY_LEN,
 };
 pub use check::{check, Diagnostic, Severity, MAX_GRANTS};
-pub use limits::Limits;
+pub use limits::{bounds, Limits};
 pub use policy::{parse_policy, Grant, Location, Policy, PolicyError};
 pub use value::{
     format_duration, format_size, parse_count, parse_duration, parse_percent, parse_size,

@@ -126,7 +126,77 @@ impl LimitField {
     }
 }
 
+/// Bounds every limit must meet, wherever it is written (a flag, a
+/// policy's `limits`, a limit capability): `policy check` and `run` refuse
+/// the same values.
+pub mod bounds {
+    use std::time::Duration;
+
+    /// Smallest memory limit.
+    pub const MIN_MEMORY: u64 = 1 << 20;
+    /// Shortest wall-clock or CPU-time limit: deadlines and the report
+    /// count whole milliseconds.
+    pub const MIN_DURATION: Duration = Duration::from_millis(1);
+    /// Longest wall-clock or CPU-time limit.
+    pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+    /// Most processes and threads (pids.max takes at most the kernel's
+    /// PID_MAX_LIMIT, 4194304, with the jail's init).
+    pub const MAX_PIDS: u64 = 1 << 21;
+    /// Fewest open files (a program needs its three standard streams).
+    pub const MIN_OPEN_FILES: u64 = 4;
+    /// Most open files (the kernel's default `fs.nr_open`).
+    pub const MAX_OPEN_FILES: u64 = 1 << 20;
+}
+
+impl LimitField {
+    /// Whether `value` is within this limit's [`bounds`]; the message names
+    /// the limit as `name`.
+    pub(crate) fn check_bounds(self, value: LimitValue, name: &str) -> Result<(), String> {
+        use bounds::*;
+        let fail = |why: String| Err(format!("{name} {why}"));
+        match (self, value) {
+            (LimitField::Memory, LimitValue::Bytes(b)) if b < MIN_MEMORY => {
+                fail("must be at least 1MiB".into())
+            }
+            (LimitField::CpuTime | LimitField::WallTime, LimitValue::Time(d))
+                if d < MIN_DURATION =>
+            {
+                fail("must be at least 1ms".into())
+            }
+            (LimitField::CpuTime | LimitField::WallTime, LimitValue::Time(d))
+                if d > MAX_DURATION =>
+            {
+                fail("may be at most 365 days".into())
+            }
+            (LimitField::Pids, LimitValue::Count(0))
+            | (LimitField::Tmpfs, LimitValue::Bytes(0))
+            | (LimitField::Cpu, LimitValue::Percent(0)) => fail("must be greater than zero".into()),
+            (LimitField::Pids, LimitValue::Count(n)) if n > MAX_PIDS => {
+                fail(format!("may be at most {MAX_PIDS}"))
+            }
+            (LimitField::OpenFiles, LimitValue::Count(n)) if n < MIN_OPEN_FILES => {
+                fail(format!("must be at least {MIN_OPEN_FILES}"))
+            }
+            (LimitField::OpenFiles, LimitValue::Count(n)) if n > MAX_OPEN_FILES => {
+                fail(format!("may be at most {MAX_OPEN_FILES}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Limits {
+    /// Checks every set limit against [`bounds`], naming a limit as its
+    /// command-line flag would (`wall-time`, `open-files`).
+    pub fn check_bounds(&self) -> Result<(), String> {
+        for field in LimitField::ALL {
+            if let Some(value) = self.get(field) {
+                field.check_bounds(value, &field.key().replace('_', "-"))?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn get(&self, field: LimitField) -> Option<LimitValue> {
         match field {
             LimitField::Memory => self.memory.map(LimitValue::Bytes),

@@ -770,6 +770,36 @@ grant: []
     );
 }
 
+/// `policy check` refuses the limits `warden run` would refuse, where they
+/// are written (it used to say ok to `memory: 0`).
+#[test]
+fn limits_outside_the_bounds_are_errors_at_their_place() {
+    let source = "limits:\n  memory: 0\n  wall_time: 500us\n  cpu_time: 400d\n  open_files: 2\n  pids: 3000000\ngrants:\n  - proc:limit:0\n";
+    let lines: Vec<String> = check(source, "p.yaml")
+        .iter()
+        .map(|d| d.render("p.yaml"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "p.yaml:2:11: error: limit memory must be at least 1MiB (memory: 0)",
+            "p.yaml:3:14: error: limit wall_time must be at least 1ms (wall_time: 500us)",
+            "p.yaml:4:13: error: limit cpu_time may be at most 365 days (cpu_time: 400d)",
+            "p.yaml:5:15: error: limit open_files must be at least 4 (open_files: 2)",
+            "p.yaml:6:9: error: limit pids may be at most 2097152 (pids: 3000000)",
+            "p.yaml:8:5: error: limit pids must be greater than zero (proc:limit:0)",
+        ]
+    );
+    let limits = crate::Limits {
+        wall_time: Some(std::time::Duration::from_micros(500)),
+        ..Default::default()
+    };
+    assert_eq!(
+        limits.check_bounds(),
+        Err("wall-time must be at least 1ms".to_owned())
+    );
+}
+
 /// `- env:` is a YAML key without a value, not a capability: the hint
 /// says so instead of suggesting `env:~`.
 #[test]
