@@ -743,6 +743,11 @@ impl<'a> Run<'a> {
         }
         outcome.violations.extend(state.fs.violations());
         outcome.violations.extend(host_violations);
+        if let Some(why) = state.host.kv_unavailable() {
+            outcome
+                .warnings
+                .push(format!("the key-value store was unavailable: {why}"));
+        }
         let Run {
             store,
             deadline,

@@ -177,6 +177,9 @@ pub(crate) struct Session {
     backend: WasmBackend,
     tenant: String,
     quota: Arc<Mutex<Quota>>,
+    /// Why the store could not be opened, the first time: the guest only
+    /// gets UNAVAILABLE, the operator reads this in the report's warnings.
+    unavailable: Option<String>,
 }
 
 impl Session {
@@ -187,7 +190,13 @@ impl Session {
             backend: backend.clone(),
             tenant: tenant.to_string(),
             quota: quota.unwrap_or_default(),
+            unavailable: None,
         }
+    }
+
+    /// Why the tenant's store could not be opened, if it could not.
+    pub fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
     }
 
     /// The quota this run counts against (to share with a callee).
@@ -250,8 +259,12 @@ impl Session {
         })
     }
 
-    fn database(&self) -> Result<Arc<Tenant>, HostError> {
-        self.backend.host_shared().kv.database(&self.tenant)
+    fn database(&mut self) -> Result<Arc<Tenant>, HostError> {
+        let opened = self.backend.host_shared().kv.database(&self.tenant);
+        if let Err(HostError::Unavailable(why)) = &opened {
+            self.unavailable.get_or_insert_with(|| why.clone());
+        }
+        opened
     }
 }
 

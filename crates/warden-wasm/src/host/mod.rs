@@ -192,6 +192,11 @@ impl HostState {
             .ok_or_else(|| HostError::Failed("no key-value session for this module".into()))
     }
 
+    /// Why the key-value store was unavailable to this run, if it was.
+    pub fn kv_unavailable(&self) -> Option<&str> {
+        self.kv.as_ref().and_then(|k| k.unavailable())
+    }
+
     /// True if some grant covers `needed`.
     pub fn has(&self, needed: &Capability) -> bool {
         self.grants.iter().any(|g| g.subsumes(needed))

@@ -227,3 +227,32 @@ fn a_tenants_store_stops_growing_at_its_cap() {
         "{stdout}"
     );
 }
+
+/// A store that cannot be opened (here the kv directory is a regular file)
+/// answers UNAVAILABLE (6) to the guest and says why in the report's
+/// warnings, for the operator.
+#[test]
+fn an_unavailable_store_is_named_in_the_warnings() {
+    let dir = TempDir::new("kv-file");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let backend = WasmBackend::with_config(WasmConfig {
+        kv_dir: Some(file.clone()),
+        ..WasmConfig::default()
+    })
+    .expect("backend");
+    let mut i = inv(&rust("hostkv"), &["get orders a1"]);
+    i.capabilities = caps(&["kv:read:orders"]);
+    i.tenant = "t-unavailable".to_string();
+    let (io, out, _err) = warden_wasm::RunIo::captured(warden_wasm::Input::Empty);
+    let outcome = backend.run_with_io(&i, &io).expect("runs");
+    assert_eq!(out.text(), "get orders a1: rc=6\n");
+    assert!(
+        outcome
+            .warnings
+            .iter()
+            .any(|w| w.contains("key-value store was unavailable") && w.contains("not-a-dir")),
+        "{:?}",
+        outcome.warnings
+    );
+}
