@@ -385,6 +385,11 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         }
         ExitCode::from(EXIT_WARDEN_ERROR)
     };
+    if backend == "jail" && args.kv_dir.is_some() {
+        return fail(
+            "--kv-dir applies to WebAssembly modules only (backend wasm): the key-value store is a WASM host capability".into(),
+        );
+    }
     let cwd = match std::env::current_dir() {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot determine the working directory: {e}")),

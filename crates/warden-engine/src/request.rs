@@ -146,6 +146,11 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             "--fuel and --deterministic apply to WebAssembly modules only (backend wasm)".into(),
         ));
     }
+    if backend == "jail" && req.tenant.is_some() {
+        return Err(EngineError::Request(
+            "--tenant applies to WebAssembly modules only (backend wasm): the key-value store is a WASM host capability".into(),
+        ));
+    }
     if backend == "jail" && !req.modules.is_empty() {
         return Err(EngineError::Request(
             "--module applies to WebAssembly modules only (backend wasm)".into(),

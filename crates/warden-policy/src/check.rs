@@ -19,6 +19,25 @@ pub const MAX_GRANTS: usize = 4096;
 /// System directories on which a write grant is reported as over-broad.
 const SYSTEM_DIRS: [&str; 7] = ["/etc", "/usr", "/proc", "/sys", "/dev", "/boot", "/root"];
 
+/// Host paths whose reading is reported as over-broad, and why: a grant
+/// of one of them, inside one, or (for the files) around one.
+const SENSITIVE_READS: [(&str, &str); 8] = [
+    (
+        "/proc",
+        "exposes the host's processes (it covers the jail's own /proc)",
+    ),
+    ("/sys", "exposes the host's kernel and devices"),
+    ("/dev", "exposes the host's devices"),
+    ("/root", "gives access to root's home directory"),
+    ("/home", "gives access to users' home directories"),
+    ("/etc/shadow", "gives access to the host's password hashes"),
+    (
+        "/etc/gshadow",
+        "gives access to the host's group password hashes",
+    ),
+    ("/etc/ssh", "gives access to the host's SSH keys"),
+];
+
 const TOP_KEYS: [&str; 3] = ["extends", "grants", "limits"];
 
 /// How bad a [`Diagnostic`] is.
@@ -409,10 +428,22 @@ fn over_broad(capability: &Capability) -> Option<String> {
         Capability::FsRead(p) if p == Path::new("/") => {
             Some("gives read access to the whole filesystem".to_owned())
         }
-        Capability::FsWrite(p) => SYSTEM_DIRS
+        Capability::FsWrite(p) if SYSTEM_DIRS.iter().any(|dir| p.starts_with(dir)) => SYSTEM_DIRS
             .iter()
             .find(|dir| p.starts_with(dir))
             .map(|dir| format!("gives write access to system directory {dir}")),
+        Capability::FsRead(p) | Capability::FsWrite(p) => {
+            SENSITIVE_READS.iter().find_map(|(dir, why)| {
+                let dir = Path::new(dir);
+                if p.starts_with(dir) {
+                    Some((*why).to_owned())
+                } else if dir.starts_with(p) {
+                    Some(format!("covers {}: {why}", dir.display()))
+                } else {
+                    None
+                }
+            })
+        }
         Capability::NetConnect {
             host: HostPattern::Any,
             port: PortPattern::Any,

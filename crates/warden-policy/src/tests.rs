@@ -800,6 +800,24 @@ fn limits_outside_the_bounds_are_errors_at_their_place() {
     );
 }
 
+/// Reading the host's processes, devices, homes or secrets is flagged too.
+#[test]
+fn sensitive_reads_are_over_broad() {
+    let source = "grants:\n  - fs:read:/proc\n  - fs:read:/etc\n  - fs:read:/home/alice\n  - fs:read:/srv/data\n";
+    let lines: Vec<String> = check(source, "p.yaml")
+        .iter()
+        .map(|d| d.render("p.yaml"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "p.yaml:2:5: warning: over-broad grant fs:read:/proc exposes the host's processes (it covers the jail's own /proc)",
+            "p.yaml:3:5: warning: over-broad grant fs:read:/etc covers /etc/shadow: gives access to the host's password hashes",
+            "p.yaml:4:5: warning: over-broad grant fs:read:/home/alice gives access to users' home directories",
+        ]
+    );
+}
+
 /// `- env:` is a YAML key without a value, not a capability: the hint
 /// says so instead of suggesting `env:~`.
 #[test]

@@ -115,6 +115,19 @@ fn zero_pids() {
 }
 
 #[test]
+fn wasm_only_flags_with_the_jail() {
+    for flags in [
+        ["--tenant", "acme"],
+        ["--kv-dir", "/tmp"],
+        ["--fuel", "1000"],
+        ["--module", "m=x.wasm"],
+    ] {
+        let out = refused("wasm-only", &flags);
+        names(&out, flags[0]);
+    }
+}
+
+#[test]
 fn unknown_backend() {
     refused("backend", &["--backend", "no-such-backend"]);
 }
