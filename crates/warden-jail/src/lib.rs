@@ -23,7 +23,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use warden_core::{Backend, BackendError, Enforcement, Invocation, Outcome, Status};
 use warden_policy::Capability;
@@ -488,6 +488,10 @@ impl JailBackend {
         // cost overlaps with the supervisor's cgroup set-up instead of
         // adding to it.
         let flags = (libc::CLONE_NEWUSER | libc::CLONE_NEWPID) as libc::c_ulong;
+        // Without a cgroup, the run's CPU time is what reaping its init adds
+        // to this process's children's usage: init reaps every process of
+        // its namespace, also those killed when it ends.
+        let usage_before = sys::children_usage();
         let started = Instant::now();
         // Root mode: the user namespace is made with the sandbox host user
         // as its owner, because the kernel charges the per-user counters of
@@ -568,16 +572,43 @@ impl JailBackend {
         });
         let _ = sys::waitpid(init_pid, 0);
         drop(alive_w);
+        let usage_after = sys::children_usage();
 
         let oom = cgroup.is_some_and(|c| c.oom_killed());
         let (mut status, mut exit_code, signal) = classify(&observed, oom);
-        let (rusage_cpu_us, rusage_rss) = observed.program.map_or((0, 0), |(_, c, r)| (c, r));
+        let (_, program_rss) = observed.program.map_or((0, 0), |(_, c, r)| (c, r));
+        // Every process of the run, reaped through init (the program's own
+        // rusage, which init reports, misses what was killed with init).
+        let (sampled_cpu_us, sampled_rss) = observed.sampled.unwrap_or((0, 0));
+        let run_cpu_us = usage_after
+            .0
+            .saturating_sub(usage_before.0)
+            .max(sampled_cpu_us);
+        // The largest single process of the run, when it is larger than any
+        // child this process had before (RUSAGE_CHILDREN keeps a maximum).
+        let run_rss = if usage_after.1 > usage_before.1 {
+            usage_after.1
+        } else {
+            program_rss
+        };
         let cpu_ms = cgroup
             .and_then(|c| c.cpu_usage_ns())
-            .map_or(rusage_cpu_us / 1000, |ns| ns / 1_000_000);
+            .map_or(run_cpu_us / 1000, |ns| ns / 1_000_000);
         let peak_memory_bytes = cgroup
             .and_then(|c| c.peak_memory_bytes())
-            .unwrap_or(rusage_rss);
+            .unwrap_or(run_rss.max(program_rss).max(sampled_rss));
+        // Without a cgroup the CPU-time limit is RLIMIT_CPU: the kernel, not
+        // the supervisor, kills (SIGXCPU at the soft limit, SIGKILL at the
+        // hard one). A program so killed with its budget spent hit the limit.
+        if let (None, Some(limit), Status::Signaled | Status::Violation) =
+            (cgroup, inv.limits.cpu_time, status)
+        {
+            // (Accounting is by ticks: allow for one side's rounding.)
+            let spent = Duration::from_micros(run_cpu_us) >= limit.mul_f64(0.95);
+            if spent && matches!(signal, Some(libc::SIGKILL | libc::SIGXCPU)) {
+                status = Status::CpuLimit;
+            }
+        }
         let mut error = observed.setup_error.clone();
         if let Some(errno) = observed.exec_errno {
             let err = std::io::Error::from_raw_os_error(errno);

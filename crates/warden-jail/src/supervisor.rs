@@ -53,6 +53,61 @@ pub(crate) struct Observed {
     /// Bytes of stdout and stderr the program wrote that never reached the
     /// caller (it closed its end, or did not read in time at the end).
     pub undelivered: [u64; 2],
+    /// Without a cgroup, at a stop: CPU µs (own and reaped children's) and
+    /// resident bytes of the jail's live processes, summed.
+    pub sampled: Option<(u64, u64)>,
+}
+
+/// CPU time (µs, each process's own and its reaped children's) and
+/// resident memory (bytes) summed over `init` and its descendants (every
+/// process of the jail: orphans are reparented to init), from the host's
+/// /proc. `None` if /proc cannot be read.
+fn sample_namespace(init: libc::pid_t) -> Option<(u64, u64)> {
+    let (ticks, page) = sys::proc_units();
+    // (pid, parent, cpu ticks, resident pages) of every process.
+    let mut all: Vec<(i64, i64, u64, u64)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces and ')'):
+        // state is field 3, ppid 4, utime..cstime 14..17, rss 24.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<i64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+        let cpu = (field(14) + field(15) + field(16) + field(17)).max(0) as u64;
+        all.push((pid, field(4), cpu, field(24).max(0) as u64));
+    }
+    let mut children: std::collections::HashMap<i64, Vec<usize>> = Default::default();
+    for (i, &(_, ppid, _, _)) in all.iter().enumerate() {
+        children.entry(ppid).or_default().push(i);
+    }
+    let (mut cpu_ticks, mut rss_pages) = (0u64, 0u64);
+    let mut todo: Vec<usize> = all
+        .iter()
+        .position(|&(pid, ..)| pid == i64::from(init))
+        .into_iter()
+        .collect();
+    while let Some(i) = todo.pop() {
+        let (pid, _, cpu, rss) = all[i];
+        cpu_ticks += cpu;
+        rss_pages += rss;
+        todo.extend(children.get(&pid).into_iter().flatten().copied());
+    }
+    Some((cpu_ticks * 1_000_000 / ticks, rss_pages * page))
 }
 
 impl Observed {
@@ -121,6 +176,11 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     let kill = |obs: &mut Observed, cause: StopCause| {
         if obs.stop.is_none() {
             obs.stop = Some(cause);
+            // Without a cgroup nothing else will know what the processes
+            // killed with init had used: the kernel reaps them unaccounted.
+            if w.cgroup.is_none() {
+                obs.sampled = sample_namespace(w.init_pid);
+            }
         }
         let _ = sys::kill(w.init_pid, libc::SIGKILL);
         if let Some(cg) = w.cgroup {

@@ -477,6 +477,16 @@ pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<(libc::pid_t,
     }
 }
 
+/// Clock ticks per second (the unit of CPU times in /proc) and the page
+/// size (of resident sizes there).
+pub fn proc_units() -> (u64, u64) {
+    // SAFETY: sysconf takes an integer and returns one.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    (ticks.max(1) as u64, page.max(1) as u64)
+}
+
 /// Children's resource usage: (user+system CPU in µs, max RSS in bytes).
 pub fn children_usage() -> (u64, u64) {
     // SAFETY: rusage is plain data; getrusage fills it.

@@ -248,3 +248,51 @@ fn pids_fallback_is_exact_for_the_program() {
     out.expect_ok("--pids 3 as an ordinary user");
     assert_eq!(out.stdout.trim(), "forked 2", "{}", out.ctx());
 }
+
+/// Without a cgroup the report still accounts for every process of the run:
+/// what was killed with the jail at a deadline is sampled from /proc (it
+/// reported cpu_ms 0 and the shell's peak while a child held 100 MiB), and
+/// a kill by the RLIMIT_CPU fallback is `cpu_limit`, not `signaled`.
+#[test]
+fn usage_without_a_cgroup_counts_every_process() {
+    let (t, bin) = unprivileged("u-usage");
+    let out = t
+        .run([
+            "--wall-time",
+            "1500ms",
+            "--",
+            "/bin/bash",
+            "-c",
+            "python3 -c 'a = bytearray(100 << 20); import time; time.sleep(10)' & while :; do :; done",
+        ])
+        .bin(bin.clone())
+        .user(NOBODY)
+        .go();
+    out.expect_status("timeout", "a spinner at its wall clock");
+    let cpu = out.num("cpu_ms");
+    assert!(
+        cpu >= 200,
+        "cpu_ms {cpu} for a spinning shell\n{}",
+        out.ctx()
+    );
+    let peak = out.num("peak_memory_bytes");
+    assert!(
+        peak >= 100 * MIB,
+        "peak {peak} while a child held 100 MiB\n{}",
+        out.ctx()
+    );
+    let out = t
+        .run([
+            "--cpu-time",
+            "1s",
+            "--",
+            "/bin/bash",
+            "-c",
+            "while :; do :; done",
+        ])
+        .bin(bin)
+        .user(NOBODY)
+        .go();
+    out.expect_status("cpu_limit", "RLIMIT_CPU kill");
+    assert!(out.num("cpu_ms") >= 950, "{}", out.ctx());
+}
