@@ -341,8 +341,29 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     if obs.wall.is_zero() {
         obs.wall = w.started.elapsed();
     }
+    // What is still in the program's pipes (the caller did not read in
+    // time, so the loop stopped reading): counted against the output limit
+    // all the same, and as not delivered. The jail is gone, so a pipe holds
+    // at most its capacity and then reads as closed.
+    let mut left_in_pipe = [0u64; 2];
+    for (i, s) in streams.iter_mut().enumerate() {
+        let Some(fd) = s.fd.take() else { continue };
+        while let Ok(n @ 1..) = sys::read(fd.as_raw_fd(), &mut buf) {
+            let allowed = w.output_limit.saturating_sub(total_output).min(n as u64);
+            total_output += n as u64;
+            left_in_pipe[i] += allowed;
+            if i == 0 {
+                obs.stdout_bytes += allowed;
+            } else {
+                obs.stderr_bytes += allowed;
+            }
+            if allowed < n as u64 {
+                obs.truncated = true;
+            }
+        }
+    }
     for (i, s) in streams.into_iter().enumerate() {
-        obs.undelivered[i] = s.out.finish(DRAIN_GRACE);
+        obs.undelivered[i] = s.out.finish(DRAIN_GRACE) + left_in_pipe[i];
     }
     parse_status(&status_buf, &mut obs);
     obs
@@ -411,6 +432,9 @@ pub(crate) fn classify(obs: &Observed, oom_killed: bool) -> (Status, Option<i32>
         // The OOM killer acted inside the run: say so, with the program's
         // own ending (it may have survived the loss of a child).
         None if oom_killed => return (Status::MemoryLimit, code, signal),
+        // Output past the limit found in the pipes after the run (the caller
+        // was not reading): the limit was passed, the program ended itself.
+        None if obs.truncated => return (Status::OutputLimit, code, signal),
         None if obs.setup_error.is_some() => return (Status::Error, None, None),
         None if obs.exec_errno.is_some() => Status::Error,
         None if obs.program.is_none() => return (Status::Error, None, None),

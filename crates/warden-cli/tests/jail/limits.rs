@@ -850,3 +850,31 @@ fn cpu_share_limit_holds_busy_processes_to_their_share() {
         out.ctx()
     );
 }
+
+/// A program that ends while its output waits in the pipe for a caller
+/// that is not reading: what is left there still counts against the output
+/// limit (it was not read, so the breach went unseen: `exited`,
+/// `truncated: false`).
+#[test]
+fn output_left_in_the_pipe_counts_against_the_limit() {
+    let t = TempDir::new("output-left");
+    let py = "import os, threading, time\ndef w():\n    while True: os.write(1, b'x' * 65536)\nthreading.Thread(target=w, daemon=True).start()\ntime.sleep(0.5)\nos._exit(0)\n";
+    let script = format!(
+        "{} run --output-limit 1250000B --report {} -- python3 -c \"$PY\" | (sleep 3; cat >/dev/null)",
+        crate::common::warden_bin().display(),
+        t.report_path().display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("PY", py)
+        .current_dir(t.work())
+        .output()
+        .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.report_path()).unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["status"], "output_limit", "{report}");
+    assert_eq!(report["truncated"], true, "{report}");
+    assert_eq!(report["stdout_bytes"], 1_250_000, "{report}");
+    assert_eq!(report["exit_code"], 0, "the program ended itself: {report}");
+}
