@@ -50,6 +50,10 @@ impl Backends {
 pub const FULL_BINARY: &str = "warden-wasm";
 
 pub fn main(backends: Backends) -> ExitCode {
+    // From the first instruction on: a SIGINT/SIGTERM/SIGHUP/SIGQUIT that
+    // comes before a backend watches for them stays pending, so that the
+    // run still ends with its report (they were lost in the first ~2 ms).
+    let _ = warden_engine::hold_termination_signals(true);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -88,6 +92,10 @@ pub fn main(backends: Backends) -> ExitCode {
         return hand_over_to_full_binary();
     }
     let engine = (backends.engine)();
+    // Commands without a report end on these signals as any program does.
+    if !matches!(cli.command, Command::Run(_)) {
+        let _ = warden_engine::hold_termination_signals(false);
+    }
     match cli.command {
         Command::Run(args) => run(*args, engine),
         Command::Policy {

@@ -92,6 +92,69 @@ fn a_termination_signal_mid_run_writes_the_report_and_exits_128_plus_n() {
     }
 }
 
+/// A SIGTERM that arrives before any backend watches for it (here it is
+/// sent at once, to a warden started with the signal blocked, as some
+/// process managers do) is kept pending and still ends the run with a
+/// report, for the jail and for WebAssembly (whose handler used to leave it
+/// blocked: the run went on to its wall clock).
+#[test]
+fn an_early_termination_signal_is_not_lost() {
+    for (tag, program) in [("jail", vec!["--", "sleep", "20"]), ("wasm", vec![])] {
+        let t = TempDir::new(&format!("early-sig-{tag}"));
+        let report = t.report_path();
+        let spin = wat("spin.wat");
+        let mut argv: Vec<String> = vec![
+            warden_bin().display().to_string(),
+            "run".into(),
+            "--wall-time".into(),
+            "20s".into(),
+            "--report".into(),
+            report.display().to_string(),
+        ];
+        if program.is_empty() {
+            argv.push(spin);
+        } else {
+            argv.extend(program.iter().map(|s| s.to_string()));
+        }
+        // python blocks SIGTERM, then becomes warden (same pid, mask kept).
+        let started = Instant::now();
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); os.execv(sys.argv[1], sys.argv[1:])",
+            ])
+            .args(&argv)
+            .env("WARDEN_CACHE_DIR", cache(&t))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Once the process is warden (python blocked the signal first).
+        let exe = format!("/proc/{}/exe", child.id());
+        while std::fs::read_link(&exe).ok() != Some(warden_bin().canonicalize().unwrap()) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{tag}: no exec"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(143), "{tag}: {status:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{tag}: took {:?}",
+            started.elapsed()
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(report["status"], "error", "{tag}: {report}");
+        assert_eq!(report["signal"], 15, "{tag}: {report}");
+    }
+}
+
 /// `warden run flood.wasm | head -c 10`: once the reader is gone the
 /// guest's writes fail, their bytes still count, and the output limit
 /// stops it — not its 30 s wall clock.

@@ -17,6 +17,8 @@ use warden_core::{Backend, BackendError, Report};
 use warden_policy::{check, Policy, PolicyError, Severity};
 
 /// How deep an `extends` chain may go.
+pub use warden_jail::hold_termination_signals;
+
 pub const MAX_EXTENDS_DEPTH: usize = 16;
 
 #[derive(Debug, Error)]

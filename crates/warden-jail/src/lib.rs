@@ -36,6 +36,16 @@ use crate::supervisor::{classify, Watch};
 
 pub use crate::seccomp::SeccompError;
 
+/// Holds (`true`) or releases SIGINT, SIGTERM, SIGHUP and SIGQUIT for the
+/// calling thread. A command-line program holds them from its first
+/// instruction, so that one arriving before a backend watches for them is
+/// kept pending and still ends the run with a report (the jail's signalfd
+/// reads it; the WASM backend releases them once its handler is in place);
+/// commands that write no report release them.
+pub fn hold_termination_signals(hold: bool) -> std::io::Result<()> {
+    sys::mask_termination_signals(hold)
+}
+
 /// The uid and gid the program has inside the jail.
 pub const SANDBOX_ID: u32 = 1000;
 

@@ -829,10 +829,8 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
-/// Blocks SIGINT, SIGTERM, SIGHUP and SIGQUIT and returns a signalfd that
-/// reports them, so the supervisor can tear the jail down and still write
-/// its report.
-pub fn signalfd_for_termination() -> io::Result<OwnedFd> {
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT.
+fn termination_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is a valid sigset_t for these calls.
@@ -842,8 +840,29 @@ pub fn signalfd_for_termination() -> io::Result<OwnedFd> {
             libc::sigaddset(&mut set, sig);
         }
     }
+    set
+}
+
+/// Blocks (`block`) or unblocks the termination signals in the calling
+/// thread: a blocked one stays pending for whoever takes it later (a
+/// signalfd, or a handler once unblocked).
+pub fn mask_termination_signals(block: bool) -> io::Result<()> {
+    let set = termination_set();
+    let how = if block {
+        libc::SIG_BLOCK
+    } else {
+        libc::SIG_UNBLOCK
+    };
     // SAFETY: set is initialised; the old mask is not needed.
-    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
+    check(unsafe { libc::sigprocmask(how, &set, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGQUIT and returns a signalfd that
+/// reports them, so the supervisor can tear the jail down and still write
+/// its report.
+pub fn signalfd_for_termination() -> io::Result<OwnedFd> {
+    let set = termination_set();
+    mask_termination_signals(true)?;
     // SAFETY: set is initialised.
     let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
     // SAFETY: new descriptor we own.

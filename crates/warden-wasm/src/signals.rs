@@ -72,6 +72,27 @@ fn install() -> io::Result<()> {
     for sig in SIGNALS {
         set_handler(sig)?;
     }
+    // The command line holds these signals from its start (so that one sent
+    // before this handler existed is not lost): one pending now is taken by
+    // the handler at once.
+    unblock()
+}
+
+#[allow(unsafe_code)]
+fn unblock() -> io::Result<()> {
+    // SAFETY: `set` is plain data, initialised by sigemptyset and filled by
+    // sigaddset before pthread_sigmask reads it; the old mask is not needed.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
     Ok(())
 }
 
