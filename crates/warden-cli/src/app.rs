@@ -259,43 +259,31 @@ impl ReportTarget {
             Mode::empty(),
         )
         .map_err(|e| bad(format!("{}: {e}", parent.display())))?;
-        let stream = |follow: bool| -> anyhow::Result<ReportTarget> {
+        // Opened now, written in place after the run. `extra`: NOFOLLOW for
+        // a device or FIFO named directly; APPEND for `/dev/fd/N` of a file
+        // the caller opened (`3>r.json`), so that whatever else that
+        // descriptor carries stays intact.
+        let stream = |extra: OFlags| -> anyhow::Result<ReportTarget> {
             // Non-blocking so that a FIFO without a reader is an error now
             // (ENXIO) rather than a hang; cleared before the report is written.
-            let mut flags = OFlags::WRONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-            if !follow {
-                flags |= OFlags::NOFOLLOW;
-            }
+            let flags =
+                OFlags::WRONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC | extra;
             let fd = rustix::fs::openat(&dir, name.as_os_str(), flags, Mode::empty())
                 .map_err(|e| bad(e.to_string()))?;
-            rustix::fs::fcntl_setfl(&fd, OFlags::WRONLY).map_err(|e| bad(e.to_string()))?;
+            rustix::fs::fcntl_setfl(&fd, OFlags::WRONLY | (extra & OFlags::APPEND))
+                .map_err(|e| bad(e.to_string()))?;
             Ok(ReportTarget::Stream {
                 file: std::fs::File::from(fd),
                 shown: shown.clone(),
             })
         };
         let is_stream = |t: FileType| matches!(t, FileType::CharacterDevice | FileType::Fifo);
-        // `/dev/fd/N` of a file the caller opened (`3>r.json`): appended to,
-        // so that whatever else that descriptor carries stays intact.
-        let caller_file = || -> anyhow::Result<ReportTarget> {
-            let fd = rustix::fs::openat(
-                &dir,
-                name.as_os_str(),
-                OFlags::WRONLY | OFlags::APPEND | OFlags::NOCTTY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| bad(e.to_string()))?;
-            Ok(ReportTarget::Stream {
-                file: std::fs::File::from(fd),
-                shown: shown.clone(),
-            })
-        };
         match rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(bad(e.to_string())),
             Ok(st) => match FileType::from_raw_mode(st.st_mode) {
                 FileType::RegularFile => {}
-                t if is_stream(t) => return stream(false),
+                t if is_stream(t) => return stream(OFlags::NOFOLLOW),
                 // `/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`: the caller's
                 // own descriptors, followed. A symlink anywhere else may have
                 // been planted by an earlier run: it is replaced, not followed.
@@ -305,8 +293,12 @@ impl ReportTarget {
                     let target = rustix::fs::statat(&dir, name.as_os_str(), AtFlags::empty())
                         .map(|t| FileType::from_raw_mode(t.st_mode));
                     match target {
-                        Ok(t) if under_dev_or_proc && is_stream(t) => return stream(true),
-                        Ok(FileType::RegularFile) if under_dev_or_proc => return caller_file(),
+                        Ok(t) if under_dev_or_proc && is_stream(t) => {
+                            return stream(OFlags::empty())
+                        }
+                        Ok(FileType::RegularFile) if under_dev_or_proc => {
+                            return stream(OFlags::APPEND)
+                        }
                         _ => {}
                     }
                 }

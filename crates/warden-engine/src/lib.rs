@@ -194,17 +194,12 @@ pub struct WasmSettings {
 
 /// The WASM backend as the engine uses it.
 pub trait WasmRuntime: Backend {
-    /// `warden compile`: a `.cwasm` for this host.
-    fn precompile(&self, bytes: &[u8], metered: bool) -> Result<Vec<u8>, BackendError>;
-    /// `warden compile` of the module file at `path` (named in errors).
+    /// `warden compile` of the module file at `path` (named in errors): a
+    /// `.cwasm` for this host.
     fn precompile_file(&self, path: &Path, metered: bool) -> Result<Vec<u8>, BackendError>;
 }
 
 impl WasmRuntime for warden_wasm::WasmBackend {
-    fn precompile(&self, bytes: &[u8], metered: bool) -> Result<Vec<u8>, BackendError> {
-        warden_wasm::WasmBackend::precompile(self, bytes, metered).map_err(Into::into)
-    }
-
     fn precompile_file(&self, path: &Path, metered: bool) -> Result<Vec<u8>, BackendError> {
         warden_wasm::WasmBackend::precompile_file(self, path, metered).map_err(Into::into)
     }
@@ -314,23 +309,9 @@ impl Engine {
         }
     }
 
-    /// `warden compile`: precompiles a module for this host (`metered`:
-    /// for runs with a fuel budget).
-    pub fn compile(&mut self, bytes: &[u8], metered: bool) -> Result<Vec<u8>, EngineError> {
-        if self.wasm.is_none() {
-            self.wasm = Some(self.wasm_backend()?);
-        }
-        let wasm = self
-            .wasm
-            .as_ref()
-            .ok_or_else(|| EngineError::Request("wasm backend unavailable".into()))?;
-        wasm.precompile(bytes, metered)
-            .map_err(EngineError::Backend)
-    }
-
-    /// `warden compile` of the module file at `path`: like
-    /// [`Engine::compile`], but the file is read with the backend's size
-    /// bound and every error names it.
+    /// `warden compile` of the module file at `path` (`metered`: for runs
+    /// with a fuel budget): the file is read with the backend's size bound
+    /// and every error names it.
     pub fn compile_file(&mut self, path: &Path, metered: bool) -> Result<Vec<u8>, EngineError> {
         if self.wasm.is_none() {
             self.wasm = Some(self.wasm_backend()?);

@@ -446,13 +446,10 @@ impl JailBackend {
         // A granted PATH replaces the jail's default instead of following
         // it (two PATH entries would mean different things to different
         // programs).
-        let path = inv
-            .env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map_or(JAIL_PATH, |(_, v)| v.as_str());
+        let granted_path = inv.env.iter().find(|(k, _)| k == "PATH");
+        let path = granted_path.map_or(JAIL_PATH, |(_, v)| v.as_str());
         let mut env: Vec<Vec<u8>> = Vec::with_capacity(inv.env.len() + 1);
-        if !inv.env.iter().any(|(k, _)| k == "PATH") {
+        if granted_path.is_none() {
             env.push(format!("PATH={JAIL_PATH}").into_bytes());
         }
         env.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));

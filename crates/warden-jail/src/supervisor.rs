@@ -111,6 +111,24 @@ fn sample_namespace(init: libc::pid_t) -> Option<(u64, u64)> {
 }
 
 impl Observed {
+    /// Counts `n` bytes the program wrote to `stream` (0 stdout, 1 stderr)
+    /// against `limit`, with `total` written so far on both: returns how
+    /// many of them are within the limit, and marks the output truncated
+    /// past it.
+    fn count_output(&mut self, stream: usize, n: u64, total: &mut u64, limit: u64) -> u64 {
+        let allowed = limit.saturating_sub(*total).min(n);
+        *total += n;
+        if stream == 0 {
+            self.stdout_bytes += allowed;
+        } else {
+            self.stderr_bytes += allowed;
+        }
+        if allowed < n {
+            self.truncated = true;
+        }
+        allowed
+    }
+
     pub fn violations(&self) -> Vec<Violation> {
         self.denied
             .iter()
@@ -277,19 +295,16 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                     match sys::read(fd.as_raw_fd(), &mut buf) {
                         Ok(0) => s.fd = None,
                         Ok(n) => {
-                            let allowed =
-                                w.output_limit.saturating_sub(total_output).min(n as u64) as usize;
+                            let allowed = obs.count_output(
+                                *role as usize,
+                                n as u64,
+                                &mut total_output,
+                                w.output_limit,
+                            ) as usize;
                             if allowed > 0 {
                                 s.out.offer(buf[..allowed].to_vec());
                             }
-                            total_output += n as u64;
-                            if *role == 0 {
-                                obs.stdout_bytes += allowed as u64;
-                            } else {
-                                obs.stderr_bytes += allowed as u64;
-                            }
                             if allowed < n {
-                                obs.truncated = true;
                                 kill(&mut obs, StopCause::OutputLimit);
                             }
                         }
@@ -349,17 +364,7 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     for (i, s) in streams.iter_mut().enumerate() {
         let Some(fd) = s.fd.take() else { continue };
         while let Ok(n @ 1..) = sys::read(fd.as_raw_fd(), &mut buf) {
-            let allowed = w.output_limit.saturating_sub(total_output).min(n as u64);
-            total_output += n as u64;
-            left_in_pipe[i] += allowed;
-            if i == 0 {
-                obs.stdout_bytes += allowed;
-            } else {
-                obs.stderr_bytes += allowed;
-            }
-            if allowed < n as u64 {
-                obs.truncated = true;
-            }
+            left_in_pipe[i] += obs.count_output(i, n as u64, &mut total_output, w.output_limit);
         }
     }
     for (i, s) in streams.into_iter().enumerate() {

@@ -27,10 +27,18 @@ fn policy(source: &str, origin: &str) -> Policy {
 }
 
 /// Renders every diagnostic of `source` as `line:col: severity: message`.
-fn diagnostics(source: &str) -> Vec<String> {
+/// `policy check`'s lines for `source` as file `p.yaml`.
+fn rendered(source: &str) -> Vec<String> {
     check(source, "p.yaml")
         .iter()
-        .map(|d| d.render("p.yaml").trim_start_matches("p.yaml:").to_owned())
+        .map(|d| d.render("p.yaml"))
+        .collect()
+}
+
+fn diagnostics(source: &str) -> Vec<String> {
+    rendered(source)
+        .into_iter()
+        .map(|l| l.trim_start_matches("p.yaml:").to_owned())
         .collect()
 }
 
@@ -775,10 +783,7 @@ grant: []
 #[test]
 fn limits_outside_the_bounds_are_errors_at_their_place() {
     let source = "limits:\n  memory: 0\n  wall_time: 500us\n  cpu_time: 400d\n  open_files: 2\n  pids: 3000000\ngrants:\n  - proc:limit:0\n";
-    let lines: Vec<String> = check(source, "p.yaml")
-        .iter()
-        .map(|d| d.render("p.yaml"))
-        .collect();
+    let lines = rendered(source);
     assert_eq!(
         lines,
         [
@@ -804,10 +809,7 @@ fn limits_outside_the_bounds_are_errors_at_their_place() {
 #[test]
 fn sensitive_reads_are_over_broad() {
     let source = "grants:\n  - fs:read:/proc\n  - fs:read:/etc\n  - fs:read:/home/alice\n  - fs:read:/srv/data\n";
-    let lines: Vec<String> = check(source, "p.yaml")
-        .iter()
-        .map(|d| d.render("p.yaml"))
-        .collect();
+    let lines = rendered(source);
     assert_eq!(
         lines,
         [
@@ -822,10 +824,7 @@ fn sensitive_reads_are_over_broad() {
 /// says so instead of suggesting `env:~`.
 #[test]
 fn a_capability_cut_at_its_colon_gets_a_plain_hint() {
-    let lines: Vec<String> = check("grants:\n  - env:\n", "p.yaml")
-        .iter()
-        .map(|d| d.render("p.yaml"))
-        .collect();
+    let lines = rendered("grants:\n  - env:\n");
     assert_eq!(
         lines,
         [

@@ -108,6 +108,27 @@ impl TempDir {
         self.root.join("report.json")
     }
 
+    /// Runs a bash `script` in `work/` with `$WARDEN` (the binary) and
+    /// `$REPORT` (`report_path`) set, plus `env`: for pipelines around
+    /// warden (a reader that stops or lags).
+    pub fn shell(&self, script: &str, env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", script])
+            .current_dir(self.work())
+            .env("WARDEN", warden_bin())
+            .env("REPORT", self.report_path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run bash")
+    }
+
+    /// The report at `report_path`, parsed.
+    pub fn report_json(&self) -> Value {
+        let text = fs::read_to_string(self.report_path()).expect("a report was written");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON: {e}\n{text}"))
+    }
+
     /// Runs warden (`warden run --report root/report.json ARGS`) in `work/`.
     pub fn run<I, S>(&self, args: I) -> Run
     where

@@ -481,20 +481,10 @@ fn output_limit_truncates_and_stops() {
 #[test]
 fn a_closed_caller_pipe_reaches_the_program() {
     let t = TempDir::new("output-epipe");
-    let script = format!(
-        "{} run --report {} -- yes | head -1",
-        crate::common::warden_bin().display(),
-        t.report_path().display()
-    );
     let started = std::time::Instant::now();
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(t.work())
-        .output()
-        .unwrap();
+    let out = t.shell("\"$WARDEN\" run --report \"$REPORT\" -- yes | head -1", &[]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "y\n");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.report_path()).unwrap()).unwrap();
+    let report = t.report_json();
     assert_eq!(report["status"], "signaled", "{report}");
     assert_eq!(report["signal"], 13, "{report}");
     // What the supervisor had accepted before it saw the pipe close (its
@@ -859,20 +849,11 @@ fn cpu_share_limit_holds_busy_processes_to_their_share() {
 fn output_left_in_the_pipe_counts_against_the_limit() {
     let t = TempDir::new("output-left");
     let py = "import os, threading, time\ndef w():\n    while True: os.write(1, b'x' * 65536)\nthreading.Thread(target=w, daemon=True).start()\ntime.sleep(0.5)\nos._exit(0)\n";
-    let script = format!(
-        "{} run --output-limit 1250000B --report {} -- python3 -c \"$PY\" | (sleep 3; cat >/dev/null)",
-        crate::common::warden_bin().display(),
-        t.report_path().display()
+    t.shell(
+        "\"$WARDEN\" run --output-limit 1250000B --report \"$REPORT\" -- python3 -c \"$PY\" | (sleep 3; cat >/dev/null)",
+        &[("PY", py)],
     );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .env("PY", py)
-        .current_dir(t.work())
-        .output()
-        .unwrap();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.report_path()).unwrap())
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let report = t.report_json();
     assert_eq!(report["status"], "output_limit", "{report}");
     assert_eq!(report["truncated"], true, "{report}");
     assert_eq!(report["stdout_bytes"], 1_250_000, "{report}");

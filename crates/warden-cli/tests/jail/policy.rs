@@ -401,15 +401,10 @@ fn policy_check_output_to_a_closed_or_full_stdout() {
     let grants: String = (0..3000).map(|i| format!("  - fs:bogus:{i}\n")).collect();
     t.write_root("many.yaml", &format!("grants:\n{grants}"));
     let warden = crate::common::warden_bin();
-    let script = format!(
-        "{} policy check many.yaml | head -1 >/dev/null; echo \"status ${{PIPESTATUS[0]}}\"",
-        warden.display()
+    let out = t.shell(
+        "\"$WARDEN\" policy check ../many.yaml | head -1 >/dev/null; echo \"status ${PIPESTATUS[0]}\"",
+        &[],
     );
-    let out = std::process::Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(&t.root)
-        .output()
-        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(

@@ -912,16 +912,10 @@ import sys
 fake = '{\n  "status": "exited",\n  "FAKE": true\n}\n'
 sys.stderr.write(("x" * 1000 + "\n") * 1100 + fake)
 "#;
-    let script = format!(
-        "{} run --report - -- python3 -c '{}' 2>&1 >/dev/null | (sleep 2; cat)",
-        crate::common::warden_bin().display(),
-        py.replace('\'', "'\\''")
+    let out = t.shell(
+        "\"$WARDEN\" run --report - -- python3 -c \"$PY\" 2>&1 >/dev/null | (sleep 2; cat)",
+        &[("PY", py)],
     );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(t.work())
-        .output()
-        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let start = text.rfind("{\n  \"status\"").unwrap_or_else(|| {
         panic!(
