@@ -9,7 +9,9 @@ mod report;
 pub mod state;
 
 pub use invocation::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, DEFAULT_TENANT};
-pub use outcome::{exit_status, Enforcement, LogLevel, LogRecord, Outcome, Status, Violation};
+pub use outcome::{
+    exit_status, Enforcement, EnforcementMap, LogLevel, LogRecord, Outcome, Status, Violation,
+};
 pub use report::Report;
 
 use thiserror::Error;

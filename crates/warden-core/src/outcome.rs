@@ -78,7 +78,12 @@ pub struct LogRecord {
 
 /// How each limit was enforced on this run, e.g. `memory` → `cgroup_v1`.
 /// Mostly fixed names: borrowed, so that a run does not allocate them.
-pub type Enforcement = BTreeMap<Cow<'static, str>, Cow<'static, str>>;
+pub type EnforcementMap = BTreeMap<Cow<'static, str>, Cow<'static, str>>;
+
+/// An [`EnforcementMap`], or a borrowed one: a backend whose runs share a
+/// few fixed maps (the WASM backend) lends one instead of building it for
+/// every run.
+pub type Enforcement = Cow<'static, EnforcementMap>;
 
 /// What a backend observed. The engine turns it into a [`crate::Report`].
 #[derive(Clone, Debug, PartialEq)]
@@ -124,7 +129,7 @@ impl Outcome {
             stderr_bytes: 0,
             truncated: false,
             violations: Vec::new(),
-            enforcement: Enforcement::new(),
+            enforcement: Cow::Owned(EnforcementMap::new()),
             warnings: Vec::new(),
             error: None,
             fuel_consumed: None,

@@ -25,7 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use warden_core::{Backend, BackendError, Enforcement, Invocation, Outcome, Status};
+use warden_core::{Backend, BackendError, EnforcementMap, Invocation, Outcome, Status};
 use warden_policy::Capability;
 
 use crate::cgroup::{CgroupDriver, JailCgroup};
@@ -248,7 +248,7 @@ fn within_hard_limits(rlimits: &[(libc::__rlimit_resource_t, u64)]) -> Result<()
 
 struct Limits {
     rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
-    enforcement: Enforcement,
+    enforcement: EnforcementMap,
     warnings: Vec<String>,
 }
 
@@ -264,7 +264,7 @@ fn plan_limits(
         (libc::RLIMIT_CORE, 0),
         (libc::RLIMIT_MEMLOCK, 64 << 10),
     ];
-    let mut enforcement = Enforcement::new();
+    let mut enforcement = EnforcementMap::new();
     let mut warnings = Vec::new();
     enforcement.insert("wall_time".into(), "supervisor".into());
     enforcement.insert("output".into(), "supervisor".into());
@@ -660,7 +660,7 @@ impl JailBackend {
             stderr_bytes: observed.stderr_bytes,
             truncated: observed.truncated,
             violations: observed.violations(),
-            enforcement: limits.enforcement,
+            enforcement: std::borrow::Cow::Owned(limits.enforcement),
             warnings,
             error,
             fuel_consumed: None,

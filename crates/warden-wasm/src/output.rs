@@ -100,21 +100,55 @@ impl RunIo {
     }
 }
 
-/// The shared output budget of a run.
-#[derive(Debug)]
-pub(crate) struct OutputCap {
+/// A run's output: the budget its stdout and stderr share, and what
+/// each of them wrote and where it goes. One allocation per run, shared by
+/// its two streams.
+pub(crate) struct RunOutput {
     limit: u64,
     used: AtomicU64,
-    pub exceeded: AtomicBool,
+    exceeded: AtomicBool,
+    /// Stdout, then stderr.
+    streams: [StreamState; 2],
 }
 
-impl OutputCap {
-    pub fn new(limit: u64) -> Arc<Self> {
-        Arc::new(OutputCap {
+struct StreamState {
+    target: Output,
+    /// Bytes that went through (at most the cap).
+    written: AtomicU64,
+    /// Sequence number (in its queue) of the last byte this stream queued
+    /// for the caller's descriptor.
+    queued_to: AtomicU64,
+}
+
+impl StreamState {
+    fn new(target: Output) -> Self {
+        StreamState {
+            target,
+            written: AtomicU64::new(0),
+            queued_to: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RunOutput {
+    /// The run's stdout and stderr, sharing `limit` bytes.
+    pub fn streams(limit: u64, stdout: Output, stderr: Output) -> (CappedStream, CappedStream) {
+        let out = Arc::new(RunOutput {
             limit,
             used: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
-        })
+            streams: [StreamState::new(stdout), StreamState::new(stderr)],
+        });
+        (
+            CappedStream {
+                out: out.clone(),
+                fd: Fd::Stdout,
+            },
+            CappedStream {
+                out,
+                fd: Fd::Stderr,
+            },
+        )
     }
 
     /// Takes up to `n` bytes from the budget; returns how many were granted.
@@ -341,19 +375,8 @@ impl Queue {
 /// One of a run's output streams: counts what passes, enforces the cap.
 #[derive(Clone)]
 pub(crate) struct CappedStream {
-    cap: Arc<OutputCap>,
-    counts: Arc<StreamCounts>,
-    target: Output,
+    out: Arc<RunOutput>,
     fd: Fd,
-}
-
-#[derive(Default)]
-struct StreamCounts {
-    /// Bytes that went through (at most the cap).
-    written: AtomicU64,
-    /// Sequence number (in its queue) of the last byte this stream queued
-    /// for the caller's descriptor.
-    queued_to: AtomicU64,
 }
 
 /// The error a guest's write traps with when the output cap is reached.
@@ -371,26 +394,21 @@ impl Output {
 }
 
 impl CappedStream {
-    pub fn stdout(cap: Arc<OutputCap>, target: Output) -> Self {
-        Self::new(cap, target, Fd::Stdout)
-    }
-
-    pub fn stderr(cap: Arc<OutputCap>, target: Output) -> Self {
-        Self::new(cap, target, Fd::Stderr)
-    }
-
-    fn new(cap: Arc<OutputCap>, target: Output, fd: Fd) -> Self {
-        CappedStream {
-            cap,
-            counts: Arc::default(),
-            target,
-            fd,
+    fn state(&self) -> &StreamState {
+        match self.fd {
+            Fd::Stdout => &self.out.streams[0],
+            Fd::Stderr => &self.out.streams[1],
         }
+    }
+
+    /// True if the run's output was cut at the cap.
+    pub fn cap_exceeded(&self) -> bool {
+        self.out.exceeded.load(Ordering::Relaxed)
     }
 
     /// The writer queue this stream's output goes through, if any.
     fn queue(&self) -> Option<&'static Queue> {
-        match (&self.target, self.fd.sink()) {
+        match (&self.state().target, self.fd.sink()) {
             (Output::Inherit, Sink::Queued(q)) => Some(q),
             _ => None,
         }
@@ -399,7 +417,7 @@ impl CappedStream {
     /// Waits (at most until `until`) for what this stream queued for the
     /// caller's descriptor to be written; returns the bytes still queued.
     pub fn wait_delivered(&self, until: Instant) -> u64 {
-        let seq = self.counts.queued_to.load(Ordering::Relaxed);
+        let seq = self.state().queued_to.load(Ordering::Relaxed);
         match self.queue() {
             Some(q) if seq > 0 => q.wait_written(seq, until),
             _ => 0,
@@ -417,17 +435,18 @@ impl CappedStream {
 
     /// Bytes that went through (at most the cap).
     pub fn written(&self) -> u64 {
-        self.counts.written.load(Ordering::Relaxed)
+        self.state().written.load(Ordering::Relaxed)
     }
 
     /// Writes what the cap allows; `Err(OutputLimitReached)` when it cut.
     fn put(&self, buf: &[u8]) -> Result<(), PutError> {
-        let granted = self.cap.take(buf.len() as u64) as usize;
-        let result = match &self.target {
+        let state = self.state();
+        let granted = self.out.take(buf.len() as u64) as usize;
+        let result = match &state.target {
             Output::Inherit => match self.fd.sink() {
                 Sink::Direct(fd) => fd.write_all(&buf[..granted]),
                 Sink::Queued(q) => q.push(&buf[..granted]).map(|seq| {
-                    self.counts.queued_to.fetch_max(seq, Ordering::Relaxed);
+                    state.queued_to.fetch_max(seq, Ordering::Relaxed);
                 }),
             },
             Output::Buffer(b) => {
@@ -440,12 +459,10 @@ impl CappedStream {
         // pipe whose reader is gone drops them): a guest that ignores its
         // write errors is stopped by the output limit, as any output, and
         // not kept alive until its deadline.
-        self.counts
-            .written
-            .fetch_add(granted as u64, Ordering::Relaxed);
+        state.written.fetch_add(granted as u64, Ordering::Relaxed);
         if granted < buf.len() {
-            self.cap.exceeded.store(true, Ordering::Relaxed);
-            return Err(PutError::Limit(OutputLimitReached(self.cap.limit)));
+            self.out.exceeded.store(true, Ordering::Relaxed);
+            return Err(PutError::Limit(OutputLimitReached(self.out.limit)));
         }
         result.map_err(PutError::Io)
     }

@@ -1,15 +1,15 @@
 //! One run: WASI context from the grants, a store under the limits,
 //! instantiate, call `_start`, classify how it ended.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use warden_core::{Enforcement, Invocation, Outcome, Status, Violation};
+use warden_core::{EnforcementMap, Invocation, Outcome, Status, Violation};
 use warden_policy::Capability;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -22,7 +22,7 @@ use crate::fslimits::FsLimits;
 use crate::host::{self, call::CallContext, HostState, Interface};
 use crate::limiter::MemLimiter;
 use crate::module::{Code, PreparedModule, SyncPre};
-use crate::output::{CappedStream, Input, OutputCap, RunIo, DRAIN_GRACE};
+use crate::output::{CappedStream, Input, RunIo, RunOutput, DRAIN_GRACE};
 use crate::{WasmBackend, WasmError};
 
 /// Longest trap or error text kept in a report.
@@ -44,6 +44,8 @@ pub(crate) struct RunState {
     /// The thread's CPU clock, read at the first epoch tick (see
     /// [`CpuBase`]).
     cpu_base: Option<CpuBase>,
+    /// What the epoch callback checks.
+    deadline: Deadline,
 }
 
 impl RunState {
@@ -187,59 +189,118 @@ pub(crate) fn preopens(
     Ok(out)
 }
 
-/// How each limit is enforced on a run, and what is not. `metered`: the
-/// run's engine counts fuel (and checks deadlines when the guest yields)
-/// instead of epochs.
+/// How each limit is enforced on a run, and what is not, with the warning
+/// that goes with it. `metered`: the run's engine counts fuel (and checks
+/// deadlines when the guest yields) instead of epochs. The map is one of a
+/// few fixed ones, made once each: a run does not build its own.
 pub(crate) fn enforcement(
     inv: &Invocation,
     preopens: &[Preopen],
     component: bool,
     metered: bool,
-) -> (Enforcement, Vec<String>) {
-    let mut e = Enforcement::new();
-    let mut warnings = Vec::new();
-    let (clock, cpu, share) = if metered {
-        (
-            "fuel_yield",
-            "fuel_yield_thread_cputime",
-            "fuel_yield_throttle",
-        )
-    } else {
-        ("epoch", "epoch_thread_cputime", "epoch_throttle")
+) -> (&'static EnforcementMap, Option<&'static str>) {
+    let writable = preopens.iter().any(|p| p.writable);
+    let files = match (preopens.is_empty(), component) {
+        (true, _) => Files::None,
+        (false, false) => Files::Preview1 { writable },
+        (false, true) => Files::Component { writable },
     };
-    e.insert("memory".into(), "wasm_limiter".into());
-    e.insert("wall_time".into(), clock.into());
-    e.insert("output".into(), "wasm_stdio_cap".into());
-    e.insert("pids".into(), "no_processes".into());
-    if inv.limits.cpu_time.is_some() {
-        e.insert("cpu_time".into(), cpu.into());
+    let e = Enforced {
+        metered,
+        cpu_time: inv.limits.cpu_time.is_some(),
+        cpu_share: inv.limits.cpu_percent.is_some(),
+        fuel: inv.fuel.is_some(),
+        files,
+    };
+    static MAPS: [OnceLock<EnforcementMap>; Enforced::COUNT] =
+        [const { OnceLock::new() }; Enforced::COUNT];
+    let warning = matches!(files, Files::Component { writable: true }).then_some(
+        "file_size: not enforced for WASI 0.2 components (writes through fs:write grants are not capped)",
+    );
+    (MAPS[e.index()].get_or_init(|| e.map()), warning)
+}
+
+/// What decides a run's enforcement map.
+#[derive(Clone, Copy)]
+struct Enforced {
+    metered: bool,
+    cpu_time: bool,
+    cpu_share: bool,
+    fuel: bool,
+    files: Files,
+}
+
+/// The preopened directories of a run, as far as their limits go.
+#[derive(Clone, Copy)]
+enum Files {
+    None,
+    Preview1 { writable: bool },
+    Component { writable: bool },
+}
+
+impl Enforced {
+    /// Distinct values: four flags, five kinds of files.
+    const COUNT: usize = 16 * 5;
+
+    fn index(self) -> usize {
+        let files = match self.files {
+            Files::None => 0,
+            Files::Preview1 { writable } => 1 + usize::from(writable),
+            Files::Component { writable } => 3 + usize::from(writable),
+        };
+        usize::from(self.metered)
+            | usize::from(self.cpu_time) << 1
+            | usize::from(self.cpu_share) << 2
+            | usize::from(self.fuel) << 3
+            | files << 4
     }
-    if inv.limits.cpu_percent.is_some() {
-        e.insert("cpu_share".into(), share.into());
-    }
-    if inv.fuel.is_some() {
-        e.insert("fuel".into(), "wasm_fuel".into());
-    }
-    if !preopens.is_empty() {
-        if component {
+
+    fn map(self) -> EnforcementMap {
+        let (clock, cpu, share) = if self.metered {
+            (
+                "fuel_yield",
+                "fuel_yield_thread_cputime",
+                "fuel_yield_throttle",
+            )
+        } else {
+            ("epoch", "epoch_thread_cputime", "epoch_throttle")
+        };
+        let mut e: Vec<(&'static str, &'static str)> = vec![
+            ("memory", "wasm_limiter"),
+            ("wall_time", clock),
+            ("output", "wasm_stdio_cap"),
+            ("pids", "no_processes"),
+        ];
+        if self.cpu_time {
+            e.push(("cpu_time", cpu));
+        }
+        if self.cpu_share {
+            e.push(("cpu_share", share));
+        }
+        if self.fuel {
+            e.push(("fuel", "wasm_fuel"));
+        }
+        match self.files {
+            Files::None => {}
             // WASI 0.2's filesystem interface is not wrapped (fslimits.rs
             // covers preview 1).
-            e.insert("open_files".into(), "not_enforced".into());
-            if preopens.iter().any(|p| p.writable) {
-                e.insert("file_size".into(), "not_enforced".into());
-                warnings.push(
-                    "file_size: not enforced for WASI 0.2 components (writes through fs:write grants are not capped)"
-                        .into(),
-                );
+            Files::Component { writable } => {
+                e.push(("open_files", "not_enforced"));
+                if writable {
+                    e.push(("file_size", "not_enforced"));
+                }
             }
-        } else {
-            e.insert("open_files".into(), "wasm_fd_count".into());
-            if preopens.iter().any(|p| p.writable) {
-                e.insert("file_size".into(), "wasm_write_check".into());
+            Files::Preview1 { writable } => {
+                e.push(("open_files", "wasm_fd_count"));
+                if writable {
+                    e.push(("file_size", "wasm_write_check"));
+                }
             }
         }
+        e.into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v)))
+            .collect()
     }
-    (e, warnings)
 }
 
 static RANDOM: OnceLock<Vec<u8>> = OnceLock::new();
@@ -492,10 +553,9 @@ struct Run<'a> {
     epoch_tick: Duration,
     /// Keeps the epoch ticker going (unmetered engines only).
     ticking: Option<TickGuard<'a>>,
-    cap: Arc<OutputCap>,
     stdout: CappedStream,
     stderr: CappedStream,
-    enforcement: Enforcement,
+    enforcement: &'static EnforcementMap,
     warnings: Vec<String>,
 }
 
@@ -511,10 +571,13 @@ impl<'a> Run<'a> {
     ) -> Result<Self, WasmError> {
         let engines = backend.engines();
         let metered = module.kind.metered;
-        let (enforcement, warnings) = enforcement(inv, &preopens, module.is_component(), metered);
-        let cap = OutputCap::new(inv.limits.output_bytes);
-        let stdout = CappedStream::stdout(cap.clone(), io.stdout.clone());
-        let stderr = CappedStream::stderr(cap.clone(), io.stderr.clone());
+        let (enforcement, warning) = enforcement(inv, &preopens, module.is_component(), metered);
+        let warnings = warning.map(String::from).into_iter().collect();
+        let (stdout, stderr) = RunOutput::streams(
+            inv.limits.output_bytes,
+            io.stdout.clone(),
+            io.stderr.clone(),
+        );
         let wasi = wasi_ctx(inv, &preopens, io, &stdout, &stderr)?;
 
         // The guest's CPU clock starts now (read now only for a CPU limit,
@@ -543,6 +606,13 @@ impl<'a> Run<'a> {
             )
         });
         let kv = imports(Interface::Kv) || imports(Interface::Call) || imports(Interface::Http);
+        let deadline = Deadline {
+            started: guest_start,
+            wall: deadline_at,
+            cpu_start,
+            cpu_limit: inv.limits.cpu_time,
+            cpu_percent: inv.limits.cpu_percent.filter(|p| *p < 100),
+        };
         let mut store = Store::new(
             &module.engine,
             RunState {
@@ -563,16 +633,10 @@ impl<'a> Run<'a> {
                 stop: None,
                 entered: false,
                 cpu_base: precise,
+                deadline,
             },
         );
         store.limiter(|s| &mut s.limiter);
-        let deadline = Deadline {
-            started: guest_start,
-            wall: deadline_at,
-            cpu_start,
-            cpu_limit: inv.limits.cpu_time,
-            cpu_percent: inv.limits.cpu_percent.filter(|p| *p < 100),
-        };
         let mut ticking = None;
         if metered {
             // No epochs in this engine: the guest comes back to Warden
@@ -584,12 +648,14 @@ impl<'a> Run<'a> {
                 .map_err(|e| WasmError::Store(format!("set fuel: {e:#}")))?;
         } else {
             store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(move |mut ctx| {
+            // Captures nothing (the deadline is in the store): boxing it
+            // allocates nothing.
+            store.epoch_deadline_callback(|mut ctx| {
                 let state = ctx.data_mut();
                 if state.cpu_base.is_none() {
                     state.cpu_base = Some(CpuBase::now());
                 }
-                match deadline.check() {
+                match state.deadline.check() {
                     Some(stop) => {
                         state.stop = Some(stop);
                         Ok(UpdateDeadline::Interrupt)
@@ -607,7 +673,6 @@ impl<'a> Run<'a> {
             metered,
             epoch_tick: engines.config().epoch_tick,
             ticking,
-            cap,
             stdout,
             stderr,
             enforcement,
@@ -716,9 +781,9 @@ impl<'a> Run<'a> {
             peak_memory_bytes: state.limiter.peak,
             stdout_bytes: self.stdout.written(),
             stderr_bytes: self.stderr.written(),
-            truncated: self.cap.exceeded.load(Ordering::Relaxed),
+            truncated: self.stdout.cap_exceeded(),
             violations: Vec::new(),
-            enforcement: std::mem::take(&mut self.enforcement),
+            enforcement: Cow::Borrowed(self.enforcement),
             warnings: std::mem::take(&mut self.warnings),
             error: None,
             fuel_consumed,

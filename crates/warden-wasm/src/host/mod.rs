@@ -139,11 +139,13 @@ pub(crate) struct HostState {
     pub backend: WasmBackend,
     /// Only for a module that imports the key-value store, `call` or
     /// `http` (it holds the per-run quotas they share with callees).
-    kv: Option<kv::Session>,
+    /// Boxed, as `call`: most runs have neither, and the run's state is
+    /// moved into its store.
+    kv: Option<Box<kv::Session>>,
     /// The run's wall-clock deadline: no host call outlives it.
     pub deadline: Instant,
     /// Only for a module that imports `call`.
-    pub call: Option<call::CallContext>,
+    pub call: Option<Box<call::CallContext>>,
     /// Denied calls by detail (`function: capability not granted`), counted.
     denied: BTreeMap<String, u64>,
     /// Other denials beyond [`MAX_DENIED_KINDS`].
@@ -172,10 +174,15 @@ impl HostState {
                 .collect(),
             log: log::LogBuffer::new(&inv.redact),
             backend: backend.clone(),
-            kv: kv
-                .then(|| kv::Session::new(backend, &inv.tenant, call::caller_quota(backend, inv))),
+            kv: kv.then(|| {
+                Box::new(kv::Session::new(
+                    backend,
+                    &inv.tenant,
+                    call::caller_quota(backend, inv),
+                ))
+            }),
             deadline,
-            call,
+            call: call.map(Box::new),
             denied: BTreeMap::new(),
             denied_overflow: 0,
             callee_violations: Vec::new(),
@@ -188,7 +195,7 @@ impl HostState {
     /// store, `call` or `http`).
     pub fn kv_session(&mut self) -> Result<&mut kv::Session, HostError> {
         self.kv
-            .as_mut()
+            .as_deref_mut()
             .ok_or_else(|| HostError::Failed("no key-value session for this module".into()))
     }
 
