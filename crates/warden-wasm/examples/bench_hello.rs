@@ -8,10 +8,16 @@
 //!   epoch deadline, instantiate, `_start`, drop, outcome);
 //! * `warden run_prepared`: the same from an already prepared module;
 //! * `raw wasmtime (default pooling)`: instantiate + `_start` + drop with
-//!   wasmtime's default pooling allocator and an empty WASI context;
+//!   wasmtime's default pooling allocator and a WASI context with nothing
+//!   but the program's argv (the module's path, as Warden's and as
+//!   `wasmtime run` give it: the guest's start-up reads it either way);
 //! * `raw wasmtime (Warden's pool settings)`: the same with exactly the
 //!   pool settings Warden uses (slot count and sizes, pages reset in place,
 //!   `PAGEMAP_SCAN`): the reference of the 1.2× bar;
+//! * `raw wasmtime, sync + epoch`: the pool settings and engine settings of
+//!   Warden (epoch interruption compiled in, stack sizes) with an epoch
+//!   deadline set, synchronous calls: what Warden's own run of a module
+//!   that cannot block (no fiber) asks of wasmtime;
 //! * `raw wasmtime, async + epoch`: the same engine with what Warden's
 //!   engine adds for its limits (epoch interruption, guest on a fiber so a
 //!   blocked host call can be abandoned), an epoch deadline set, called
@@ -104,9 +110,10 @@ fn main() {
         .prepare(&module, backend.engine_kind(&inv))
         .expect("prepare");
 
-    let raw_default = raw_pre(&module, PoolingAllocationConfig::new(), None);
-    let raw_tuned = raw_pre(&module, config.pooling_config(), None);
-    let raw_async = raw_pre(&module, config.pooling_config(), Some(&config));
+    let raw_default = raw_pre(&module, PoolingAllocationConfig::new(), None, false);
+    let raw_tuned = raw_pre(&module, config.pooling_config(), None, false);
+    let raw_epoch = raw_pre(&module, config.pooling_config(), Some(&config), false);
+    let raw_async = raw_pre(&module, config.pooling_config(), Some(&config), true);
 
     println!("module: {}, {runs} runs per measurement", module.display());
     println!("{config:?}");
@@ -122,74 +129,102 @@ fn main() {
         let o = backend.run_prepared(&prepared, &inv, &io).expect("run");
         debug_assert_eq!(o.status, Status::Exited);
     };
-    let raw1 = || raw_run(&raw_default);
-    let raw2 = || raw_run(&raw_tuned);
-    let raw3 = || raw_run_async(&raw_async);
-    let prepared_us = measure("warden run_prepared", runs, &warden_prepared);
-    measure("warden run_with_io", runs, &warden_path);
-    let raw_us = measure("raw wasmtime (Warden's pool settings)", runs, &raw2);
-    measure("raw wasmtime, async + epoch", runs, &raw3);
-    measure("raw wasmtime (default pooling)", runs, &raw1);
-    if let (Some(w), Some(r)) = (prepared_us, raw_us) {
+    let argv = &inv.argv;
+    let raw1 = || raw_run(&raw_default, argv);
+    let raw2 = || raw_run(&raw_tuned, argv);
+    let raw3 = || raw_run_async(&raw_async, argv);
+    let raw4 = || raw_run_epoch(&raw_epoch, argv);
+    let variants: [(&str, &(dyn Fn() + Sync)); 6] = [
+        ("warden run_prepared", &warden_prepared),
+        ("warden run_with_io", &warden_path),
+        (REFERENCE, &raw2),
+        ("raw wasmtime, sync + epoch", &raw4),
+        ("raw wasmtime, async + epoch", &raw3),
+        ("raw wasmtime (default pooling)", &raw1),
+    ];
+    // WARDEN_BENCH_ONLY=text: only the variants whose label contains it.
+    let only = std::env::var("WARDEN_BENCH_ONLY").ok();
+    let chosen: Vec<(&str, &(dyn Fn() + Sync))> = variants
+        .into_iter()
+        .filter(|(label, _)| only.as_ref().is_none_or(|o| label.contains(o.as_str())))
+        .collect();
+    let latencies = interleaved_latencies(&chosen, runs);
+    let mut medians = Vec::new();
+    for ((label, f), mut times) in chosen.iter().zip(latencies) {
+        times.sort();
+        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
         println!(
-            "warden run_prepared / raw wasmtime (Warden's pool settings), medians: {:.2}x (bar: 1.2x)",
+            "{label:<40} {:>10.2} {:>10.2} {:>12.0} {:>12.0}",
+            us(pct(0.5)),
+            us(pct(0.99)),
+            throughput(*f, runs, 1),
+            throughput(*f, runs, 2)
+        );
+        medians.push((*label, us(pct(0.5))));
+    }
+    let median_of = |l: &str| medians.iter().find(|(x, _)| *x == l).map(|(_, m)| *m);
+    if let (Some(w), Some(r)) = (median_of("warden run_prepared"), median_of(REFERENCE)) {
+        println!(
+            "warden run_prepared / {REFERENCE}, medians: {:.2}x (bar: 1.2x)",
             w / r
         );
     }
 }
 
-/// Prints one row; returns the median in µs.
-fn measure(label: &str, runs: usize, f: &(dyn Fn() + Sync)) -> Option<f64> {
-    // WARDEN_BENCH_ONLY=text: only the variants whose label contains it.
-    if let Ok(only) = std::env::var("WARDEN_BENCH_ONLY") {
-        if !label.contains(&only) {
-            return None;
+/// The reference of the 1.2x bar.
+const REFERENCE: &str = "raw wasmtime (Warden's pool settings)";
+
+/// One run's latency, `runs` times for each variant, taken in rounds that
+/// visit every variant in turn (after a warm-up of each), so that a
+/// machine that is slower for a while (other tenants of the host) weighs
+/// on all variants alike rather than on whichever was measured then.
+fn interleaved_latencies(
+    variants: &[(&str, &(dyn Fn() + Sync))],
+    runs: usize,
+) -> Vec<Vec<Duration>> {
+    const ROUNDS: usize = 20;
+    for (_, f) in variants {
+        for _ in 0..1000 {
+            f();
         }
     }
-    for _ in 0..1000 {
-        f();
-    }
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
-    let throughput = |threads: usize| {
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    for _ in 0..runs {
-                        f();
-                    }
-                });
+    let mut times: Vec<Vec<Duration>> = variants.iter().map(|_| Vec::with_capacity(runs)).collect();
+    for round in 0..ROUNDS {
+        let n = runs / ROUNDS + usize::from(round < runs % ROUNDS);
+        for ((_, f), t) in variants.iter().zip(times.iter_mut()) {
+            for _ in 0..n {
+                let start = Instant::now();
+                f();
+                t.push(start.elapsed());
             }
-        });
-        (threads * runs) as f64 / t.elapsed().as_secs_f64()
-    };
-    let one = throughput(1);
-    let two = throughput(2);
-    println!(
-        "{label:<40} {:>10.1} {:>10.1} {:>12.0} {:>12.0}",
-        us(pct(0.5)),
-        us(pct(0.99)),
-        one,
-        two
-    );
-    Some(us(pct(0.5)))
+        }
+    }
+    times
 }
 
-/// `warden`: Warden's engine settings (epoch interruption, stack sizes) and
-/// wasmtime-wasi's async functions; else wasmtime's defaults and its
-/// synchronous ones.
+/// Runs per second of `f` on `threads` threads, `runs` each.
+fn throughput(f: &(dyn Fn() + Sync), runs: usize, threads: usize) -> f64 {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..runs {
+                    f();
+                }
+            });
+        }
+    });
+    (threads * runs) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// `warden`: Warden's engine settings (epoch interruption, stack sizes),
+/// else wasmtime's defaults; `async_wasi`: wasmtime-wasi's async functions,
+/// else its synchronous ones.
 fn raw_pre(
     module: &Path,
     pool: PoolingAllocationConfig,
     warden: Option<&WasmConfig>,
+    async_wasi: bool,
 ) -> InstancePre<WasiP1Ctx> {
     let mut c = Config::new();
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -201,7 +236,7 @@ fn raw_pre(
     }
     let engine = Engine::new(&c).expect("engine");
     let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
-    if warden.is_some() {
+    if async_wasi {
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |t| t).expect("link WASI");
     } else {
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |t| t).expect("link WASI");
@@ -210,8 +245,8 @@ fn raw_pre(
     linker.instantiate_pre(&m).expect("instantiate_pre")
 }
 
-fn raw_run(pre: &InstancePre<WasiP1Ctx>) {
-    let ctx = WasiCtxBuilder::new().build_p1();
+fn raw_run(pre: &InstancePre<WasiP1Ctx>, argv: &[String]) {
+    let ctx = WasiCtxBuilder::new().args(argv).build_p1();
     let mut store = Store::new(pre.module().engine(), ctx);
     let instance = pre.instantiate(&mut store).expect("instantiate");
     let start = instance
@@ -223,8 +258,23 @@ fn raw_run(pre: &InstancePre<WasiP1Ctx>) {
     }
 }
 
-fn raw_run_async(pre: &InstancePre<WasiP1Ctx>) {
-    let ctx = WasiCtxBuilder::new().build_p1();
+/// As [`raw_run`], with an epoch deadline (on an engine with epochs).
+fn raw_run_epoch(pre: &InstancePre<WasiP1Ctx>, argv: &[String]) {
+    let ctx = WasiCtxBuilder::new().args(argv).build_p1();
+    let mut store = Store::new(pre.module().engine(), ctx);
+    store.set_epoch_deadline(1 << 40);
+    let instance = pre.instantiate(&mut store).expect("instantiate");
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .expect("_start");
+    if let Err(e) = start.call(&mut store, ()) {
+        let exit = e.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0);
+        assert_eq!(exit, Some(0), "{e:#}");
+    }
+}
+
+fn raw_run_async(pre: &InstancePre<WasiP1Ctx>, argv: &[String]) {
+    let ctx = WasiCtxBuilder::new().args(argv).build_p1();
     let mut store = Store::new(pre.module().engine(), ctx);
     store.set_epoch_deadline(1 << 40);
     let result = wasmtime_wasi::runtime::in_tokio(async {

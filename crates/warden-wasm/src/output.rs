@@ -130,25 +130,70 @@ impl StreamState {
     }
 }
 
+impl StreamState {
+    /// The writer queue this stream's output goes through, if any.
+    fn queue(&self, fd: Fd) -> Option<&'static Queue> {
+        match (&self.target, fd.sink()) {
+            (Output::Inherit, Sink::Queued(q)) => Some(q),
+            _ => None,
+        }
+    }
+
+    fn wait_delivered(&self, fd: Fd, until: Instant) -> u64 {
+        let seq = self.queued_to.load(Ordering::Relaxed);
+        match self.queue(fd) {
+            Some(q) if seq > 0 => q.wait_written(seq, until),
+            _ => 0,
+        }
+    }
+}
+
 impl RunOutput {
-    /// The run's stdout and stderr, sharing `limit` bytes.
-    pub fn streams(limit: u64, stdout: Output, stderr: Output) -> (CappedStream, CappedStream) {
-        let out = Arc::new(RunOutput {
+    /// The output of a run whose stdout and stderr share `limit` bytes.
+    pub fn new(limit: u64, stdout: Output, stderr: Output) -> Arc<Self> {
+        Arc::new(RunOutput {
             limit,
             used: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
             streams: [StreamState::new(stdout), StreamState::new(stderr)],
-        });
+        })
+    }
+
+    /// The guest's stdout.
+    pub fn stdout(self: &Arc<Self>) -> CappedStream {
+        CappedStream {
+            out: self.clone(),
+            fd: Fd::Stdout,
+        }
+    }
+
+    /// The guest's stderr.
+    pub fn stderr(self: &Arc<Self>) -> CappedStream {
+        CappedStream {
+            out: self.clone(),
+            fd: Fd::Stderr,
+        }
+    }
+
+    /// Bytes that went through stdout and stderr (at most the cap).
+    pub fn written(&self) -> (u64, u64) {
+        let [out, err] = &self.streams;
         (
-            CappedStream {
-                out: out.clone(),
-                fd: Fd::Stdout,
-            },
-            CappedStream {
-                out,
-                fd: Fd::Stderr,
-            },
+            out.written.load(Ordering::Relaxed),
+            err.written.load(Ordering::Relaxed),
         )
+    }
+
+    /// True if the run's output was cut at the cap.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most until `until`) for what the run queued for the
+    /// caller's descriptors to be written; returns the bytes still queued.
+    pub fn wait_delivered(&self, until: Instant) -> u64 {
+        let [out, err] = &self.streams;
+        out.wait_delivered(Fd::Stdout, until) + err.wait_delivered(Fd::Stderr, until)
     }
 
     /// Takes up to `n` bytes from the budget; returns how many were granted.
@@ -401,27 +446,9 @@ impl CappedStream {
         }
     }
 
-    /// True if the run's output was cut at the cap.
-    pub fn cap_exceeded(&self) -> bool {
-        self.out.exceeded.load(Ordering::Relaxed)
-    }
-
     /// The writer queue this stream's output goes through, if any.
     fn queue(&self) -> Option<&'static Queue> {
-        match (&self.state().target, self.fd.sink()) {
-            (Output::Inherit, Sink::Queued(q)) => Some(q),
-            _ => None,
-        }
-    }
-
-    /// Waits (at most until `until`) for what this stream queued for the
-    /// caller's descriptor to be written; returns the bytes still queued.
-    pub fn wait_delivered(&self, until: Instant) -> u64 {
-        let seq = self.state().queued_to.load(Ordering::Relaxed);
-        match self.queue() {
-            Some(q) if seq > 0 => q.wait_written(seq, until),
-            _ => 0,
-        }
+        self.state().queue(self.fd)
     }
 
     /// Ready when the stream can take more bytes without exceeding its
@@ -431,11 +458,6 @@ impl CappedStream {
             Some(q) => q.poll_room(cx),
             None => Poll::Ready(()),
         }
-    }
-
-    /// Bytes that went through (at most the cap).
-    pub fn written(&self) -> u64 {
-        self.state().written.load(Ordering::Relaxed)
     }
 
     /// Writes what the cap allows; `Err(OutputLimitReached)` when it cut.

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use crate::fslimits::FsLimits;
 use crate::host::{self, call::CallContext, HostState, Interface};
 use crate::limiter::MemLimiter;
 use crate::module::{Code, PreparedModule, SyncPre};
-use crate::output::{CappedStream, Input, RunIo, RunOutput, DRAIN_GRACE};
+use crate::output::{Input, RunIo, RunOutput, DRAIN_GRACE};
 use crate::{WasmBackend, WasmError};
 
 /// Longest trap or error text kept in a report.
@@ -309,8 +309,7 @@ fn wasi_ctx(
     inv: &Invocation,
     preopens: &[Preopen],
     io: &RunIo,
-    stdout: &CappedStream,
-    stderr: &CappedStream,
+    output: &Arc<RunOutput>,
 ) -> Result<WasiP1Ctx, WasmError> {
     let mut b = WasiCtxBuilder::new();
     // Never block the run's thread in a host call (a sleep, a file
@@ -322,8 +321,8 @@ fn wasi_ctx(
         .allow_ip_name_lookup(false)
         .args(&inv.argv)
         .envs(&inv.env)
-        .stdout(stdout.clone())
-        .stderr(stderr.clone());
+        .stdout(output.stdout())
+        .stderr(output.stderr());
     match &io.stdin {
         Input::Inherit => {
             b.inherit_stdin();
@@ -553,8 +552,7 @@ struct Run<'a> {
     epoch_tick: Duration,
     /// Keeps the epoch ticker going (unmetered engines only).
     ticking: Option<TickGuard<'a>>,
-    stdout: CappedStream,
-    stderr: CappedStream,
+    output: Arc<RunOutput>,
     enforcement: &'static EnforcementMap,
     warnings: Vec<String>,
 }
@@ -573,12 +571,12 @@ impl<'a> Run<'a> {
         let metered = module.kind.metered;
         let (enforcement, warning) = enforcement(inv, &preopens, module.is_component(), metered);
         let warnings = warning.map(String::from).into_iter().collect();
-        let (stdout, stderr) = RunOutput::streams(
+        let output = RunOutput::new(
             inv.limits.output_bytes,
             io.stdout.clone(),
             io.stderr.clone(),
         );
-        let wasi = wasi_ctx(inv, &preopens, io, &stdout, &stderr)?;
+        let wasi = wasi_ctx(inv, &preopens, io, &output)?;
 
         // The guest's CPU clock starts now (read now only for a CPU limit,
         // see CpuBase). The wall-clock limit counts from when Warden began
@@ -602,7 +600,7 @@ impl<'a> Run<'a> {
                 inv,
                 depth,
                 inv.limits.cpu_time.map(|l| cpu_start + l),
-                stderr.clone(),
+                output.stderr(),
             )
         });
         let kv = imports(Interface::Kv) || imports(Interface::Call) || imports(Interface::Http);
@@ -673,8 +671,7 @@ impl<'a> Run<'a> {
             metered,
             epoch_tick: engines.config().epoch_tick,
             ticking,
-            stdout,
-            stderr,
+            output,
             enforcement,
             warnings,
         })
@@ -772,6 +769,7 @@ impl<'a> Run<'a> {
             } else {
                 0
             };
+        let (stdout_bytes, stderr_bytes) = self.output.written();
         let mut outcome = Outcome {
             status: Status::Exited,
             exit_code: None,
@@ -779,9 +777,9 @@ impl<'a> Run<'a> {
             wall_ms: 0,
             cpu_ms,
             peak_memory_bytes: state.limiter.peak,
-            stdout_bytes: self.stdout.written(),
-            stderr_bytes: self.stderr.written(),
-            truncated: self.stdout.cap_exceeded(),
+            stdout_bytes,
+            stderr_bytes,
+            truncated: self.output.exceeded(),
             violations: Vec::new(),
             enforcement: Cow::Borrowed(self.enforcement),
             warnings: std::mem::take(&mut self.warnings),
@@ -817,8 +815,7 @@ impl<'a> Run<'a> {
             store,
             deadline,
             started,
-            stdout,
-            stderr,
+            output,
             ..
         } = self;
         drop(store);
@@ -831,7 +828,7 @@ impl<'a> Run<'a> {
         } else {
             deadline.wall.min(ended + DRAIN_GRACE)
         };
-        let undelivered = stdout.wait_delivered(until) + stderr.wait_delivered(until);
+        let undelivered = output.wait_delivered(until);
         if undelivered > 0 {
             outcome.warnings.push(format!(
                 "output: {undelivered} bytes were still waiting for the caller to read them when the run ended"

@@ -211,13 +211,7 @@ fn http_request(store: &mut Ctx<'_>, req: &RequestView) -> Result<host_http::Req
         }
         headers.push((name.into_owned(), value.into_owned()));
     }
-    let max_body = store
-        .data()
-        .host
-        .backend
-        .host_shared()
-        .http
-        .max_request_bytes;
+    let max_body = store.data().host.shared()?.http.max_request_bytes;
     let body = bytes(store, &req.body, "request body", max_body)?;
     Ok(host_http::Request {
         method,

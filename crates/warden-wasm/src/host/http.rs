@@ -139,7 +139,7 @@ pub(crate) async fn send(
             METHODS.join(", ")
         )));
     }
-    let shared = state.backend.host_shared();
+    let shared = state.shared()?;
     let config = shared.http.clone();
     let agent = shared.http_agent.clone();
     if req.body.len() > config.max_request_bytes {

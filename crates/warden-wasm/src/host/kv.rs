@@ -185,6 +185,11 @@ pub(crate) struct Session {
 impl Session {
     /// `quota`: the caller's, for a called module; `None` for a run of
     /// its own.
+    /// The backend's state shared by runs.
+    pub fn shared(&self) -> &super::HostShared {
+        self.backend.host_shared()
+    }
+
     pub fn new(backend: &WasmBackend, tenant: &str, quota: Option<Arc<Mutex<Quota>>>) -> Self {
         Session {
             backend: backend.clone(),
@@ -362,7 +367,7 @@ pub(crate) fn set(
     }
     let store = begin(state, function, ns, true)?;
     let size = store.file.metadata().map_err(storage)?.len();
-    let cap = state.backend.host_shared().kv.max_tenant_bytes;
+    let cap = state.shared()?.kv.max_tenant_bytes;
     if size.saturating_add((key.len() + value.len()) as u64) > cap {
         return Err(HostError::Limit(format!(
             "the tenant's store is full ({size} of at most {cap} bytes)"

@@ -136,7 +136,6 @@ pub(crate) struct HostState {
     /// Effective grants of the run (limits excluded).
     pub grants: Vec<Capability>,
     pub log: log::LogBuffer,
-    pub backend: WasmBackend,
     /// Only for a module that imports the key-value store, `call` or
     /// `http` (it holds the per-run quotas they share with callees).
     /// Boxed, as `call`: most runs have neither, and the run's state is
@@ -173,7 +172,6 @@ impl HostState {
                 .cloned()
                 .collect(),
             log: log::LogBuffer::new(&inv.redact),
-            backend: backend.clone(),
             kv: kv.then(|| {
                 Box::new(kv::Session::new(
                     backend,
@@ -196,6 +194,16 @@ impl HostState {
     pub fn kv_session(&mut self) -> Result<&mut kv::Session, HostError> {
         self.kv
             .as_deref_mut()
+            .ok_or_else(|| HostError::Failed("no key-value session for this module".into()))
+    }
+
+    /// The backend's state shared by runs (key-value stores, the HTTP
+    /// client), reached through the run's session: a module that imports
+    /// none of `kv`, `call` and `http` holds no reference to the backend.
+    pub fn shared(&self) -> Result<&HostShared, HostError> {
+        self.kv
+            .as_deref()
+            .map(kv::Session::shared)
             .ok_or_else(|| HostError::Failed("no key-value session for this module".into()))
     }
 
@@ -255,6 +263,12 @@ impl HostState {
     /// The run's denied host calls as report violations, then its
     /// callees'.
     pub fn violations(&self) -> Vec<Violation> {
+        if !self.any_denied()
+            && self.callee_violations.is_empty()
+            && self.callee_violations_dropped.is_empty()
+        {
+            return Vec::new();
+        }
         let mut out: Vec<Violation> = self
             .denied
             .iter()

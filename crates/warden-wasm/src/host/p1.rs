@@ -320,13 +320,7 @@ fn http_args(caller: &mut Ctx<'_>, p: HttpParams) -> Result<(Memory, http::Reque
     let method = read_str(caller, &mem, method, method_len, MAX_METHOD)?;
     let url = read_str(caller, &mem, url, url_len, http::MAX_URL_BYTES)?;
     let headers = read_str(caller, &mem, headers, headers_len, http::MAX_HEADER_BYTES)?;
-    let max_body = caller
-        .data()
-        .host
-        .backend
-        .host_shared()
-        .http
-        .max_request_bytes;
+    let max_body = caller.data().host.shared()?.http.max_request_bytes;
     let body = read(caller, &mem, body, body_len, max_body)?;
     range(caller, &mem, status_out, 4)?;
     range(caller, &mem, len_out, 4)?;
