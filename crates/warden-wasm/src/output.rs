@@ -128,9 +128,7 @@ impl StreamState {
             queued_to: AtomicU64::new(0),
         }
     }
-}
 
-impl StreamState {
     /// The writer queue this stream's output goes through, if any.
     fn queue(&self, fd: Fd) -> Option<&'static Queue> {
         match (&self.target, fd.sink()) {
