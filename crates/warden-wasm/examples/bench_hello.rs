@@ -130,10 +130,10 @@ fn main() {
         debug_assert_eq!(o.status, Status::Exited);
     };
     let argv = &inv.argv;
-    let raw1 = || raw_run(&raw_default, argv);
-    let raw2 = || raw_run(&raw_tuned, argv);
+    let raw1 = || raw_run(&raw_default, argv, false);
+    let raw2 = || raw_run(&raw_tuned, argv, false);
     let raw3 = || raw_run_async(&raw_async, argv);
-    let raw4 = || raw_run_epoch(&raw_epoch, argv);
+    let raw4 = || raw_run(&raw_epoch, argv, true);
     let variants: [(&str, &(dyn Fn() + Sync)); 6] = [
         ("warden run_prepared", &warden_prepared),
         ("warden run_with_io", &warden_path),
@@ -245,24 +245,14 @@ fn raw_pre(
     linker.instantiate_pre(&m).expect("instantiate_pre")
 }
 
-fn raw_run(pre: &InstancePre<WasiP1Ctx>, argv: &[String]) {
+/// Instantiate + `_start` + drop; `epoch`: with an epoch deadline set (on
+/// an engine with epochs).
+fn raw_run(pre: &InstancePre<WasiP1Ctx>, argv: &[String], epoch: bool) {
     let ctx = WasiCtxBuilder::new().args(argv).build_p1();
     let mut store = Store::new(pre.module().engine(), ctx);
-    let instance = pre.instantiate(&mut store).expect("instantiate");
-    let start = instance
-        .get_typed_func::<(), ()>(&mut store, "_start")
-        .expect("_start");
-    if let Err(e) = start.call(&mut store, ()) {
-        let exit = e.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0);
-        assert_eq!(exit, Some(0), "{e:#}");
+    if epoch {
+        store.set_epoch_deadline(1 << 40);
     }
-}
-
-/// As [`raw_run`], with an epoch deadline (on an engine with epochs).
-fn raw_run_epoch(pre: &InstancePre<WasiP1Ctx>, argv: &[String]) {
-    let ctx = WasiCtxBuilder::new().args(argv).build_p1();
-    let mut store = Store::new(pre.module().engine(), ctx);
-    store.set_epoch_deadline(1 << 40);
     let instance = pre.instantiate(&mut store).expect("instantiate");
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")

@@ -544,8 +544,8 @@ fn admit(module: &PreparedModule, inv: &Invocation) -> Result<Vec<Preopen>, Wasm
 /// A run between its set-up and its outcome: the store with its limits,
 /// the deadlines, the output streams.
 struct Run<'a> {
+    /// Its state holds the run's [`Deadline`].
     store: Store<RunState>,
-    deadline: Deadline,
     started: Instant,
     guest_start: Instant,
     metered: bool,
@@ -665,7 +665,6 @@ impl<'a> Run<'a> {
         }
         Ok(Run {
             store,
-            deadline,
             started,
             guest_start,
             metered,
@@ -697,6 +696,7 @@ impl<'a> Run<'a> {
         // set-up is part of making the instance (one clock read less).
         let t0 = self.guest_start;
         let mut instantiate_us = 0;
+        let deadline = self.store.data().deadline;
         let store = &mut self.store;
         let (result, waited) = {
             let run = std::pin::pin!(async {
@@ -725,7 +725,7 @@ impl<'a> Run<'a> {
             });
             supervise(
                 run,
-                self.deadline,
+                deadline,
                 self.guest_start,
                 self.metered.then_some(self.epoch_tick),
             )
@@ -811,9 +811,9 @@ impl<'a> Run<'a> {
                 .warnings
                 .push(format!("the key-value store was unavailable: {why}"));
         }
+        let wall = state.deadline.wall;
         let Run {
             store,
-            deadline,
             started,
             output,
             ..
@@ -826,7 +826,7 @@ impl<'a> Run<'a> {
             // Interrupted: the caller is waiting for Warden to end.
             ended
         } else {
-            deadline.wall.min(ended + DRAIN_GRACE)
+            wall.min(ended + DRAIN_GRACE)
         };
         let undelivered = output.wait_delivered(until);
         if undelivered > 0 {

@@ -192,9 +192,7 @@ impl HostState {
     /// shared with callees (there is one for every module that imports the
     /// store, `call` or `http`).
     pub fn kv_session(&mut self) -> Result<&mut kv::Session, HostError> {
-        self.kv
-            .as_deref_mut()
-            .ok_or_else(|| HostError::Failed("no key-value session for this module".into()))
+        self.kv.as_deref_mut().ok_or_else(no_session)
     }
 
     /// The backend's state shared by runs (key-value stores, the HTTP
@@ -204,7 +202,7 @@ impl HostState {
         self.kv
             .as_deref()
             .map(kv::Session::shared)
-            .ok_or_else(|| HostError::Failed("no key-value session for this module".into()))
+            .ok_or_else(no_session)
     }
 
     /// Why the key-value store was unavailable to this run, if it was.
@@ -303,6 +301,12 @@ impl HostState {
     pub fn any_denied(&self) -> bool {
         !self.denied.is_empty() || self.denied_overflow > 0
     }
+}
+
+/// A host call that needs the run's key-value session in a module that has
+/// none (it imports none of `kv`, `call`, `http`).
+fn no_session() -> HostError {
+    HostError::Failed("no key-value session for this module".into())
 }
 
 /// A host interface a module can import, and what its presence requires.
