@@ -368,6 +368,7 @@ impl ReportTarget {
 
 fn run(args: RunArgs, engine: Engine) -> ExitCode {
     let id = invocation_id();
+    let quiet = args.quiet;
     let backend = warden_engine::route(args.backend.as_deref(), &args.command)
         .unwrap_or_else(|_| args.backend.clone().unwrap_or_default());
     let report_target = match ReportTarget::open(args.report.as_deref()) {
@@ -455,6 +456,13 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         // One line here; the report keeps the whole message (e.g. a trap's backtrace).
         let first = error.lines().next().unwrap_or_default();
         say(format!("{}: {first}", report.status.as_str()));
+    }
+    // Limits reached, files discarded, a substituted program: after the
+    // program's own output, where the user looks.
+    if !quiet {
+        for line in report.terminal_lines() {
+            say(line);
+        }
     }
     let status = exit_status(&report);
     if let Err(e) = report_target.write(&report) {

@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// Write the JSON report to FILE (- for stderr).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Say nothing on stderr about limits reached, discarded files or a
+    /// substituted program (the report still has them).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// Fuel budget for a WebAssembly module (WASM backend only).
     #[arg(long, value_name = "N", value_parser = fuel)]
     pub fuel: Option<u64>,

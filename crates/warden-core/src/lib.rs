@@ -10,7 +10,8 @@ pub mod state;
 
 pub use invocation::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, DEFAULT_TENANT};
 pub use outcome::{
-    exit_status, Enforcement, EnforcementMap, LogLevel, LogRecord, Outcome, Status, Violation,
+    exit_status, human_bytes, human_duration, Discarded, Enforcement, EnforcementMap, LimitReached,
+    LogLevel, LogRecord, Outcome, Status, Violation,
 };
 pub use report::Report;
 

@@ -46,6 +46,110 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// A limit the run reached, from the kernel's own counters where they
+/// exist (cgroup `pids.events` and `memory.oom_control`/`memory.events`,
+/// processes the jail's init saw killed by SIGXFSZ, `/tmp`'s usage at the
+/// end) and Warden's own otherwise (wall clock, CPU time, output, the WASM
+/// limiter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LimitReached {
+    /// The limit's name, as in the report's `limits` and `enforcement`:
+    /// `memory`, `cpu_time`, `wall_time`, `pids`, `output`, `file_size`,
+    /// `open_files`, `tmpfs`, `fuel`.
+    pub limit: Cow<'static, str>,
+    /// The limit and what reaching it did, e.g. `64 processes: 212 forks refused`.
+    pub detail: String,
+    /// How often it was reached: refused forks, processes killed, files
+    /// cut, refused calls; 1 for a limit that stopped the run.
+    pub count: u64,
+    /// The limit's value as shown (`64 MiB`), for the line on stderr.
+    #[serde(skip)]
+    pub value: String,
+    /// What reaching it did (`212 forks refused`), for the line on stderr.
+    #[serde(skip)]
+    pub effect: String,
+    /// The limit stopped the program.
+    #[serde(skip)]
+    pub stopped: bool,
+}
+
+impl LimitReached {
+    pub fn new(
+        limit: impl Into<Cow<'static, str>>,
+        value: String,
+        effect: String,
+        count: u64,
+        stopped: bool,
+    ) -> LimitReached {
+        LimitReached {
+            limit: limit.into(),
+            detail: format!("{value}: {effect}"),
+            count,
+            value,
+            effect,
+            stopped,
+        }
+    }
+
+    /// The flag that sets this limit on `warden run`.
+    pub fn flag(&self) -> &'static str {
+        match &*self.limit {
+            "memory" => "--memory",
+            "cpu_time" => "--cpu-time",
+            "wall_time" => "--wall-time",
+            "pids" => "--pids",
+            "output" => "--output-limit",
+            "file_size" => "--file-size",
+            "open_files" => "--open-files",
+            "tmpfs" => "--tmpfs",
+            "fuel" => "--fuel",
+            _ => "--help",
+        }
+    }
+
+    /// The limit's name as a person reads it (`cpu_time` → `cpu time`).
+    pub fn label(&self) -> String {
+        match &*self.limit {
+            "tmpfs" => "/tmp size".to_string(),
+            other => other.replace('_', " "),
+        }
+    }
+}
+
+/// Files the program left in its scratch working directory (one no grant
+/// covers), which vanish with the jail.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Discarded {
+    pub files: u64,
+    pub bytes: u64,
+    /// The scratch directory, for the line on stderr.
+    #[serde(skip)]
+    pub dir: std::path::PathBuf,
+}
+
+/// `bytes` as a person reads a limit: `64 MiB`, `1 GiB`, `1500 bytes`.
+pub fn human_bytes(bytes: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= size && bytes % size == 0 {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    if bytes >= 1 << 20 {
+        return format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64);
+    }
+    format!("{bytes} bytes")
+}
+
+/// A duration as a person reads a limit: `60 s`, `1500 ms`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms >= 1000 && ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
 /// Severity of a record a guest logged through the host (`log:write`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,6 +216,12 @@ pub struct Outcome {
     pub logs: Vec<LogRecord>,
     /// Log records (or bytes of them) were dropped at the cap.
     pub logs_truncated: bool,
+    /// Every limit the run reached, in the order they were found.
+    pub limits_reached: Vec<LimitReached>,
+    /// What the program left in its scratch working directory; `None` where
+    /// there is none (the directory is granted, or not writable), or the
+    /// backend could not look (a run stopped by a limit).
+    pub discarded: Option<Discarded>,
 }
 
 impl Outcome {
@@ -136,7 +246,50 @@ impl Outcome {
             instantiate_us: None,
             logs: Vec::new(),
             logs_truncated: false,
+            limits_reached: Vec::new(),
+            discarded: None,
         }
+    }
+
+    /// Records that `reached.limit` was reached, unless it already is.
+    pub fn reached(&mut self, reached: LimitReached) {
+        if !self.limits_reached.iter().any(|r| r.limit == reached.limit) {
+            self.limits_reached.push(reached);
+        }
+    }
+
+    /// Adds the limit behind a limit status (`timeout`, `cpu_limit`,
+    /// `output_limit`, `memory_limit`) when the backend has not said more
+    /// about it already: every stop by a limit is in `limits_reached`.
+    pub fn note_stop_limit(&mut self, limits: &crate::EffectiveLimits) {
+        let stopped = self.exit_code.is_none();
+        let (limit, value) = match self.status {
+            Status::Timeout => ("wall_time", human_duration(limits.wall_time)),
+            Status::CpuLimit => (
+                "cpu_time",
+                limits.cpu_time.map_or("budget".into(), human_duration),
+            ),
+            Status::OutputLimit => ("output", human_bytes(limits.output_bytes)),
+            Status::MemoryLimit => ("memory", human_bytes(limits.memory_bytes)),
+            _ => return,
+        };
+        // A CPU stop of a metered guest is its fuel, said by the backend.
+        if limit == "cpu_time" && self.limits_reached.iter().any(|r| r.limit == "fuel") {
+            return;
+        }
+        let effect = match (limit, stopped) {
+            ("output", true) => "output truncated, program stopped",
+            ("output", false) => "output truncated",
+            (_, true) => "program stopped",
+            (_, false) => "limit reached; the program went on and exited",
+        };
+        self.reached(LimitReached::new(
+            limit,
+            value,
+            effect.to_string(),
+            1,
+            stopped,
+        ));
     }
 
     /// Exit status of `warden run` for this outcome; see [`exit_status`].

@@ -1,6 +1,9 @@
 use serde::Serialize;
 
-use crate::{EffectiveLimits, Enforcement, LogRecord, Outcome, Status, Violation};
+use crate::{
+    human_bytes, Discarded, EffectiveLimits, Enforcement, LimitReached, LogRecord, Outcome, Status,
+    Violation,
+};
 
 /// The JSON report of one run (`--report`). Field names are Warden's
 /// contract; docs/report.schema.json describes them.
@@ -33,6 +36,16 @@ pub struct Report {
     /// Present (and true) only when log records were dropped at the cap.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub logs_truncated: bool,
+    /// Every limit the run reached (`[]` when none was).
+    pub limits_reached: Vec<LimitReached>,
+    /// Files left in the scratch working directory, gone with the jail;
+    /// null where there is no scratch directory or it was not looked at.
+    pub discarded: Option<Discarded>,
+    /// Lines for the caller's terminal about what the run did differently
+    /// from what was asked (e.g. another program than the caller's PATH
+    /// names); also among `warnings`.
+    #[serde(skip)]
+    pub notices: Vec<String>,
 }
 
 impl Report {
@@ -67,7 +80,41 @@ impl Report {
             instantiate_us: outcome.instantiate_us,
             logs: outcome.logs,
             logs_truncated: outcome.logs_truncated,
+            limits_reached: outcome.limits_reached,
+            discarded: outcome.discarded,
+            notices: Vec::new(),
         }
+    }
+
+    /// What `warden run` says on stderr after the program's own output
+    /// (without the `warden: ` prefix): the notices, one line per limit
+    /// reached, and the files discarded with the scratch directory.
+    pub fn terminal_lines(&self) -> Vec<String> {
+        let mut lines = self.notices.clone();
+        for r in &self.limits_reached {
+            let exit = if r.stopped {
+                format!(" (exit {})", self.exit_status())
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "{} limit {} reached: {}{exit}; raise it with {}",
+                r.label(),
+                r.value,
+                r.effect,
+                r.flag()
+            ));
+        }
+        if let Some(d) = self.discarded.as_ref().filter(|d| d.files > 0) {
+            let dir = d.dir.display();
+            lines.push(format!(
+                "{} file{} ({}) left in the scratch working directory {dir} were discarded with the jail; grant fs:write:{dir} to keep them",
+                d.files,
+                if d.files == 1 { "" } else { "s" },
+                human_bytes(d.bytes),
+            ));
+        }
+        lines
     }
 
     /// A report for a run that never started (bad flag, bad policy).

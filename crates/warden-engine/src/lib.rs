@@ -329,15 +329,22 @@ impl Engine {
     /// Runs a prepared invocation and builds its report.
     pub fn run(&mut self, prepared: &Prepared) -> Result<Report, EngineError> {
         let backend = self.backend(&prepared.backend)?;
-        let outcome = backend.run(&prepared.invocation)?;
-        Ok(Report::from_outcome(
+        let mut outcome = backend.run(&prepared.invocation)?;
+        outcome.note_stop_limit(&prepared.invocation.limits);
+        // What the request resolved to differently from what was asked.
+        outcome
+            .warnings
+            .splice(0..0, prepared.notices.iter().cloned());
+        let mut report = Report::from_outcome(
             outcome,
             prepared.capabilities.clone(),
             prepared.policy_digest.clone(),
             prepared.invocation.invocation_id.clone(),
             &prepared.backend,
             Some(prepared.invocation.limits.clone()),
-        ))
+        );
+        report.notices = prepared.notices.clone();
+        Ok(report)
     }
 }
 

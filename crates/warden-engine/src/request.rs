@@ -49,6 +49,10 @@ pub struct Prepared {
     /// Effective grants as capability strings, for the report.
     pub capabilities: Vec<String>,
     pub policy_digest: String,
+    /// What the run will do differently from what was asked (another
+    /// program than the caller's PATH names): for the report's warnings
+    /// and the caller's terminal.
+    pub notices: Vec<String>,
 }
 
 fn env_name_ok(name: &str) -> bool {
@@ -72,34 +76,224 @@ fn fill(limits: &Limits) -> EffectiveLimits {
     }
 }
 
-/// Interpreters whose first non-option argument is the script they run.
-const INTERPRETERS: &[&str] = &[
-    "python", "python3", "node", "nodejs", "php", "sh", "bash", "dash", "ruby", "perl",
+/// How an interpreter's command line names its script: options that take
+/// the program inline (so there is no script file), options that take a
+/// value (skipped with it), and an option whose value is the script.
+struct ScriptArgs {
+    inline: &'static [&'static str],
+    with_value: &'static [&'static str],
+    script: &'static [&'static str],
+}
+
+const PYTHON: ScriptArgs = ScriptArgs {
+    inline: &["-c", "-m"],
+    with_value: &["-W", "-X", "--check-hash-based-pycs"],
+    script: &[],
+};
+const SHELL: ScriptArgs = ScriptArgs {
+    inline: &["-c"],
+    with_value: &["-o", "+o", "-O", "+O", "--rcfile", "--init-file"],
+    script: &[],
+};
+const NODE: ScriptArgs = ScriptArgs {
+    inline: &["-e", "--eval", "-p", "--print"],
+    with_value: &[
+        "-r",
+        "--require",
+        "--import",
+        "--loader",
+        "--input-type",
+        "--conditions",
+        "-C",
+    ],
+    script: &[],
+};
+const PHP: ScriptArgs = ScriptArgs {
+    inline: &["-r", "-B", "-R", "-F", "-E", "-a"],
+    with_value: &["-c", "-d", "-z"],
+    script: &["-f"],
+};
+const PERL: ScriptArgs = ScriptArgs {
+    inline: &["-e", "-E"],
+    with_value: &["-I", "-M", "-m"],
+    script: &[],
+};
+const RUBY: ScriptArgs = ScriptArgs {
+    inline: &["-e"],
+    with_value: &["-I", "-r", "-C", "-E"],
+    script: &[],
+};
+
+/// Interpreters whose first non-option argument is the script they run,
+/// by the name they are installed under (a version may follow:
+/// `python3.11`, `php8.2`, `perl5.36`).
+const INTERPRETERS: &[(&str, &ScriptArgs)] = &[
+    ("python", &PYTHON),
+    ("nodejs", &NODE),
+    ("node", &NODE),
+    ("php", &PHP),
+    ("bash", &SHELL),
+    ("dash", &SHELL),
+    ("zsh", &SHELL),
+    ("ksh", &SHELL),
+    ("sh", &SHELL),
+    ("ruby", &RUBY),
+    ("perl", &PERL),
 ];
 
-/// The entry the user named — a relative program path (`./tool`), or the
-/// script a known interpreter is given as its first non-option argument
-/// (`python3 job.py`) — when it is a regular file inside the working
-/// directory. It is mounted read-only so that such commands work without
-/// granting the whole directory; the report lists it among the
-/// capabilities. Under a policy it is granted only if the policy allows
-/// reading it.
-fn entry_file(argv: &[String], cwd: &Path) -> Option<PathBuf> {
-    let program = argv.first()?;
-    let candidate = if program.contains('/') {
-        program.as_str()
-    } else if INTERPRETERS.contains(&program.as_str()) {
-        argv.iter().skip(1).find(|a| !a.starts_with('-'))?.as_str()
-    } else {
-        return None;
+/// The interpreter `program` is (named by a path or a versioned name), if
+/// it is one Warden knows.
+fn interpreter(program: &str) -> Option<&'static ScriptArgs> {
+    let base = program.rsplit('/').next()?;
+    INTERPRETERS.iter().find_map(|(name, args)| {
+        let version = base.strip_prefix(name)?;
+        version
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.')
+            .then_some(*args)
+    })
+}
+
+/// The script an interpreter's arguments name, if they name a file.
+fn script_arg<'a>(args: &'a [String], syntax: &ScriptArgs) -> Option<&'a str> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let a = arg.as_str();
+        if a == "--" {
+            return args.next().map(String::as_str);
+        }
+        if syntax.inline.contains(&a) || a == "-" {
+            return None;
+        }
+        if syntax.script.contains(&a) {
+            return args.next().map(String::as_str);
+        }
+        if syntax.with_value.contains(&a) {
+            args.next();
+            continue;
+        }
+        if !a.starts_with('-') && !a.starts_with('+') {
+            return Some(a);
+        }
+    }
+    None
+}
+
+/// The entries the user named — a relative program path (`./tool`), and
+/// the script an interpreter (by any path or versioned name) is given
+/// (`python3 job.py`, `/usr/bin/python3.11 job.py`) — that are regular
+/// files inside the working directory. They are mounted read-only so that
+/// such commands work without granting the whole directory; the report
+/// lists them among the capabilities. Under a policy each is granted only
+/// if the policy allows reading it.
+fn entry_files(argv: &[String], cwd: &Path) -> Vec<PathBuf> {
+    let Some(program) = argv.first() else {
+        return Vec::new();
     };
-    let path = Path::new(candidate);
-    if path.is_absolute() {
+    let mut named: Vec<&str> = Vec::new();
+    if program.contains('/') {
+        named.push(program);
+    }
+    if let Some(script) = interpreter(program).and_then(|s| script_arg(&argv[1..], s)) {
+        named.push(script);
+    }
+    let Ok(cwd) = fs::canonicalize(cwd) else {
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    for candidate in named {
+        let Ok(canonical) = fs::canonicalize(cwd.join(candidate)) else {
+            continue;
+        };
+        let is_file = fs::metadata(&canonical).is_ok_and(|m| m.is_file());
+        if is_file && canonical.starts_with(&cwd) && !entries.contains(&canonical) {
+            entries.push(canonical);
+        }
+    }
+    entries
+}
+
+/// The first executable file named `program` on `path` (`:`-separated; an
+/// empty entry is `cwd`) that `usable` accepts.
+fn find_on_path(
+    program: &str,
+    path: &str,
+    cwd: &Path,
+    usable: impl Fn(&Path) -> bool,
+) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.split(':').find_map(|dir| {
+        let dir = if dir.is_empty() { cwd } else { Path::new(dir) };
+        let candidate = dir.join(program);
+        let meta = fs::metadata(&candidate).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0 && usable(&candidate))
+            .then_some(candidate)
+    })
+}
+
+/// Host directories the jail shows at the same path (read-only).
+const JAIL_SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+
+/// A program named without a path is found on the jail's PATH in the
+/// jail's root, which is not the caller's: when the caller's PATH finds a
+/// different file (a pyenv shim, a venv, ~/.local/bin), another program
+/// would run without a word. Returns the warning that says so, naming
+/// both and how to run the caller's.
+fn path_substitution(
+    program: &str,
+    caller_path: Option<&str>,
+    jail_path: &str,
+    grants: &[Capability],
+    cwd: &Path,
+) -> Option<String> {
+    if program.contains('/') || program.is_empty() {
         return None;
     }
-    let canonical = fs::canonicalize(cwd.join(path)).ok()?;
-    let cwd = fs::canonicalize(cwd).ok()?;
-    (canonical.starts_with(&cwd) && fs::metadata(&canonical).ok()?.is_file()).then_some(canonical)
+    let caller = find_on_path(program, caller_path?, cwd, |_| true)?;
+    let visible = |p: &Path| {
+        let p = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        JAIL_SYSTEM_DIRS
+            .iter()
+            .filter_map(|d| fs::canonicalize(d).ok())
+            .any(|d| p.starts_with(d))
+            || grants.iter().any(|g| match g {
+                Capability::FsRead(dir) | Capability::FsWrite(dir) => p.starts_with(dir),
+                _ => false,
+            })
+    };
+    // The jail's working directory is empty unless granted: an empty PATH
+    // entry finds only what a grant shows there.
+    let jail = find_on_path(program, jail_path, cwd, |p| visible(p));
+    let same = |a: &Path, b: &Path| {
+        a == b || matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+    };
+    if jail.as_deref().is_some_and(|j| same(j, &caller)) {
+        return None;
+    }
+    let shown = program.escape_debug();
+    let how = if visible(&caller) {
+        format!("name it by path ({})", caller.display())
+    } else {
+        let dir = caller.parent().unwrap_or(Path::new("/"));
+        format!(
+            "name it by path ({}) and grant its directory with --allow fs:read:{}",
+            caller.display(),
+            dir.display()
+        )
+    };
+    Some(match jail {
+        Some(jail) => format!(
+            "{shown}: your PATH finds {}, but the jail runs {} (its PATH is {jail_path}); to run yours, {how}",
+            caller.display(),
+            jail.display()
+        ),
+        None => format!(
+            "{shown}: your PATH finds {}, but the jail cannot see it and finds no {shown} on its PATH ({jail_path}); to run yours, {how}",
+            caller.display()
+        ),
+    })
 }
 
 /// Parses `--module NAME=PATH` values: a name callers use with
@@ -279,17 +473,31 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             *module = req.cwd.join(&*module).display().to_string();
         }
     }
-    let entry = if backend == "jail" {
-        entry_file(&req.argv, &req.cwd)
-    } else {
-        None
-    };
-    if let Some(entry) = entry {
-        let entry = Capability::FsRead(entry);
-        let allowed = ceiling.as_ref().is_none_or(|p| p.permits(&entry));
-        if allowed && !capabilities.iter().any(|c| c.subsumes(&entry)) {
-            capabilities.push(entry);
+    let mut notices = Vec::new();
+    if backend == "jail" {
+        for entry in entry_files(&req.argv, &req.cwd) {
+            let entry = Capability::FsRead(entry);
+            let allowed = ceiling.as_ref().is_none_or(|p| p.permits(&entry));
+            if allowed && !capabilities.iter().any(|c| c.subsumes(&entry)) {
+                capabilities.push(entry);
+            }
         }
+        let jail_path = env_values
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or(warden_jail::JAIL_PATH, |(_, v)| v.as_str());
+        let caller_path = req
+            .caller_env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str());
+        notices.extend(path_substitution(
+            &req.argv[0],
+            caller_path,
+            jail_path,
+            &capabilities,
+            &req.cwd,
+        ));
     }
     Ok(Prepared {
         capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
@@ -309,6 +517,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
         },
         backend,
         policy_digest,
+        notices,
     })
 }
 

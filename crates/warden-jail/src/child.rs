@@ -16,6 +16,133 @@ use crate::sys;
 pub(crate) const MSG_SETUP_ERROR: u8 = b'E';
 pub(crate) const MSG_EXEC_ERROR: u8 = b'X';
 pub(crate) const MSG_EXITED: u8 = b'W';
+/// What init found at the end of the run (see [`Survey`]): seven u64s.
+pub(crate) const MSG_SURVEY: u8 = b'S';
+
+/// What the jail's init looks at when the program has exited, before the
+/// jail is torn down: limits reached that leave no other trace (a full
+/// `/tmp`, files cut at the file-size cap by a program that ignores
+/// SIGXFSZ, as CPython does) and files left in a scratch working
+/// directory, which vanish with the jail.
+pub(crate) struct Survey {
+    /// The working directory, when it lies in the jail's own `/tmp` and no
+    /// grant covers it.
+    pub scratch: Option<std::path::PathBuf>,
+    /// The file-size limit.
+    pub file_cap: u64,
+}
+
+/// Entries of /tmp looked at, at most: a program that made millions of
+/// empty files does not hold the report back.
+const SURVEY_ENTRIES: u32 = 100_000;
+
+/// What the survey found; sent as [`MSG_SURVEY`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// Processes of the run reaped after being killed by SIGXFSZ.
+    pub xfsz_kills: u64,
+    pub tmp_used: u64,
+    pub tmp_total: u64,
+    pub tmp_full: bool,
+    /// Regular files in /tmp exactly at the file-size cap.
+    pub at_cap: u64,
+    /// Regular files (and their bytes) in the scratch working directory.
+    pub scratch_files: u64,
+    pub scratch_bytes: u64,
+}
+
+impl Found {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        [
+            self.xfsz_kills,
+            self.tmp_used,
+            self.tmp_total,
+            u64::from(self.tmp_full),
+            self.at_cap,
+            self.scratch_files,
+            self.scratch_bytes,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+    }
+
+    pub(crate) fn decode(payload: &[u8]) -> Option<Found> {
+        let v: Vec<u64> = payload
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        let [xfsz_kills, tmp_used, tmp_total, full, at_cap, scratch_files, scratch_bytes] =
+            v.as_slice()
+        else {
+            return None;
+        };
+        Some(Found {
+            xfsz_kills: *xfsz_kills,
+            tmp_used: *tmp_used,
+            tmp_total: *tmp_total,
+            tmp_full: *full != 0,
+            at_cap: *at_cap,
+            scratch_files: *scratch_files,
+            scratch_bytes: *scratch_bytes,
+        })
+    }
+}
+
+impl Survey {
+    /// Looks at /tmp (the jail's tmpfs, which the scratch directory is in).
+    /// Symlinks are never followed and other filesystems (grants bound
+    /// inside /tmp, the entry file) are not entered: only what the run
+    /// wrote is counted.
+    fn take(&self, xfsz_kills: u64) -> Found {
+        use std::os::unix::fs::MetadataExt;
+        let mut found = Found {
+            xfsz_kills,
+            ..Found::default()
+        };
+        if let Ok((used, total, full)) = sys::fs_usage(c"/tmp") {
+            (found.tmp_used, found.tmp_total, found.tmp_full) = (used, total, full);
+        }
+        let Ok(tmp) = std::fs::symlink_metadata("/tmp") else {
+            return found;
+        };
+        let mut budget = SURVEY_ENTRIES;
+        let mut todo = vec![std::path::PathBuf::from("/tmp")];
+        while let Some(dir) = todo.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let in_scratch = self.scratch.as_ref().is_some_and(|s| dir.starts_with(s));
+            for entry in entries.flatten() {
+                if budget == 0 {
+                    return found;
+                }
+                budget -= 1;
+                // fstatat(AT_SYMLINK_NOFOLLOW) on the directory's descriptor.
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.dev() != tmp.dev() {
+                    continue;
+                }
+                let path = entry.path();
+                if meta.is_dir() {
+                    todo.push(path);
+                } else if meta.is_file() {
+                    if meta.len() == self.file_cap {
+                        found.at_cap += 1;
+                    }
+                    if in_scratch {
+                        found.scratch_files += 1;
+                        found.scratch_bytes += meta.len();
+                    }
+                } else if in_scratch {
+                    // A symlink, FIFO or socket left behind is a file too.
+                    found.scratch_files += 1;
+                }
+            }
+        }
+        found
+    }
+}
 
 /// Everything the child needs, prepared by the supervisor before forking.
 pub(crate) struct ChildPlan<'a> {
@@ -45,6 +172,8 @@ pub(crate) struct ChildPlan<'a> {
     /// would hold the supervisor's ends of its own pipes.
     pub parent_fds: Vec<RawFd>,
     pub notify: OwnedFd,
+    /// What init looks at when the program has exited.
+    pub survey: Survey,
 }
 
 fn send(status: RawFd, tag: u8, payload: &[u8]) {
@@ -173,7 +302,7 @@ pub(crate) fn run_init(plan: ChildPlan<'_>) -> ! {
     let _ = sys::prctl(libc::PR_SET_DUMPABLE, 0);
     let _ = sys::drop_all_capabilities();
     let _ = sys::set_no_new_privs();
-    reap(program, status)
+    reap(program, status, &plan.survey)
 }
 
 /// A short-lived child of init that creates the jail's network namespace
@@ -283,14 +412,23 @@ fn build_root(plan: &MountPlan) -> Result<(), String> {
     )
 }
 
-/// Reaps every process of the jail until the program itself exits, then
-/// reports its status and resource use, and exits: the kernel then kills
-/// whatever else is left in the PID namespace.
-fn reap(program: libc::pid_t, status: RawFd) -> ! {
+/// Reaps every process of the jail until the program itself exits (and
+/// counts those killed by SIGXFSZ, the file-size limit), then reports what
+/// the survey finds, the program's status and resource use, and exits: the
+/// kernel then kills whatever else is left in the PID namespace.
+fn reap(program: libc::pid_t, status: RawFd, survey: &Survey) -> ! {
+    let mut xfsz_kills = 0u64;
     loop {
         match sys::waitpid(-1, libc::__WALL) {
-            Ok((pid, wstatus)) if pid == program => {
+            Ok((pid, wstatus)) => {
+                if libc::WIFSIGNALED(wstatus) && libc::WTERMSIG(wstatus) == libc::SIGXFSZ {
+                    xfsz_kills += 1;
+                }
+                if pid != program {
+                    continue;
+                }
                 let (cpu_us, maxrss) = sys::children_usage();
+                send(status, MSG_SURVEY, &survey.take(xfsz_kills).encode());
                 let mut payload = Vec::with_capacity(20);
                 payload.extend_from_slice(&wstatus.to_le_bytes());
                 payload.extend_from_slice(&cpu_us.to_le_bytes());
@@ -298,7 +436,6 @@ fn reap(program: libc::pid_t, status: RawFd) -> ! {
                 send(status, MSG_EXITED, &payload);
                 sys::exit_now(0);
             }
-            Ok(_) => continue,
             Err(_) => sys::exit_now(0),
         }
     }

@@ -13,6 +13,7 @@ mod child;
 mod forward;
 mod idmap;
 mod mounts;
+mod reached;
 mod seccomp;
 mod supervisor;
 // The one module that makes raw system calls; every block is justified there.
@@ -369,6 +370,7 @@ impl Backend for JailBackend {
         };
         within_hard_limits(&limits_plan.rlimits)?;
         let hidden = state_masks(&grants)?;
+        let scratch = scratch_dir(&inv.workdir, &grants);
         let plan = MountPlan::build(
             &self.layout,
             grants,
@@ -380,7 +382,7 @@ impl Backend for JailBackend {
 
         let mut limits = limits_plan;
         limits.warnings.extend(grant_warnings);
-        self.run_in(inv, program, &plan, limits)
+        self.run_in(inv, program, &plan, limits, scratch)
     }
 }
 
@@ -425,6 +427,7 @@ impl JailBackend {
         program: &str,
         plan: &MountPlan,
         limits: Limits,
+        scratch: Option<PathBuf>,
     ) -> Result<Outcome, BackendError> {
         let setup = |what: &'static str| move |e| BackendError::setup(what, e);
         let (stdout_r, stdout_w) = sys::pipe().map_err(setup("create stdout pipe"))?;
@@ -448,9 +451,30 @@ impl JailBackend {
         // programs).
         let granted_path = inv.env.iter().find(|(k, _)| k == "PATH");
         let path = granted_path.map_or(JAIL_PATH, |(_, v)| v.as_str());
-        let mut env: Vec<Vec<u8>> = Vec::with_capacity(inv.env.len() + 1);
+        let mut env: Vec<Vec<u8>> = Vec::with_capacity(inv.env.len() + 4);
         if granted_path.is_none() {
             env.push(format!("PATH={JAIL_PATH}").into_bytes());
+        }
+        // What ordinary programs expect (git refuses `config --global`
+        // without HOME), unless granted: HOME is the sandbox user's home in
+        // the generated /etc/passwd, the private writable /tmp; the locale
+        // is C.UTF-8 (glibc's, under /usr/lib/locale). LC_ALL would override
+        // any granted locale variable, so it is only set when none is.
+        const JAIL_HOME: &str = "/tmp";
+        const JAIL_LOCALE: &str = "C.UTF-8";
+        let granted = |name: &str| inv.env.iter().any(|(k, _)| k == name);
+        let granted_locale = inv
+            .env
+            .iter()
+            .any(|(k, _)| k == "LANG" || k.starts_with("LC_"));
+        for (name, value, skip) in [
+            ("HOME", JAIL_HOME, granted("HOME")),
+            ("LANG", JAIL_LOCALE, granted("LANG")),
+            ("LC_ALL", JAIL_LOCALE, granted_locale),
+        ] {
+            if !skip {
+                env.push(format!("{name}={value}").into_bytes());
+            }
         }
         env.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));
         let child_plan = ChildPlan {
@@ -487,6 +511,10 @@ impl JailBackend {
                 self.signals.as_raw_fd(),
             ],
             notify: notify_child,
+            survey: child::Survey {
+                scratch: scratch.clone(),
+                file_cap: inv.limits.file_size_bytes,
+            },
         };
 
         // Only the namespaces that must exist at birth: the user namespace
@@ -581,7 +609,8 @@ impl JailBackend {
         drop(alive_w);
         let usage_after = sys::children_usage();
 
-        let oom = cgroup.is_some_and(|c| c.oom_killed());
+        let counters = cgroup.map(|c| c.limit_counters());
+        let oom = counters.is_some_and(|c| c.oom_kills > 0);
         let (mut status, mut exit_code, signal) = classify(&observed, oom);
         let (_, program_rss) = observed.program.map_or((0, 0), |(_, c, r)| (c, r));
         // Every process of the run, reaped through init (the program's own
@@ -623,7 +652,11 @@ impl JailBackend {
             exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
             // Escaped: the name is the caller's, and may hold a newline.
             let shown = program.escape_debug();
-            error = Some(if errno == libc::ENOENT {
+            error = Some(if errno == libc::ENOENT && program.contains('/') {
+                format!(
+                    "{shown}: no such file in the jail (it shows /usr, /bin, /lib*, /tmp and granted paths; grant its directory with --allow fs:read:DIR)"
+                )
+            } else if errno == libc::ENOENT {
                 format!("{shown}: command not found in the jail (PATH={path})")
             } else {
                 format!("{shown}: cannot execute: {err}")
@@ -649,6 +682,20 @@ impl JailBackend {
                 ));
             }
         }
+        let program_signal = observed
+            .program
+            .and_then(|(st, _, _)| libc::WIFSIGNALED(st).then(|| libc::WTERMSIG(st)));
+        let limits_reached = reached::limits_reached(&reached::Seen {
+            limits: &inv.limits,
+            status,
+            stopped: observed.stop.is_some() || exit_code.is_none() && signal.is_some(),
+            program_oom_killed: oom && program_signal == Some(libc::SIGKILL),
+            counters,
+            found: observed.found,
+            output_written: observed.output_written,
+            output_kept: observed.stdout_bytes + observed.stderr_bytes,
+            truncated: observed.truncated,
+        });
         Ok(Outcome {
             status,
             exit_code,
@@ -667,6 +714,16 @@ impl JailBackend {
             instantiate_us: None,
             logs: Vec::new(),
             logs_truncated: false,
+            limits_reached,
+            discarded: reached::discarded(scratch.as_deref(), observed.found),
         })
     }
+}
+
+/// The working directory, when it is a scratch directory: inside the
+/// jail's own `/tmp` (a private tmpfs) with no grant covering it, so that
+/// what the program leaves there is gone with the jail.
+fn scratch_dir(workdir: &std::path::Path, grants: &[GrantMount]) -> Option<PathBuf> {
+    (workdir.starts_with("/tmp") && !grants.iter().any(|g| workdir.starts_with(&g.path)))
+        .then(|| workdir.to_path_buf())
 }

@@ -2,7 +2,6 @@
 //! output, the jail's status pipe, the seccomp listener and termination
 //! signals, enforcing wall-clock, CPU-time and output limits.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use warden_core::{Status, Violation};
 
 use crate::cgroup::JailCgroup;
-use crate::child::{MSG_EXEC_ERROR, MSG_EXITED, MSG_SETUP_ERROR};
+use crate::child::{Found, MSG_EXEC_ERROR, MSG_EXITED, MSG_SETUP_ERROR, MSG_SURVEY};
 use crate::forward::Forwarder;
 use crate::seccomp::syscall_name;
 use crate::sys;
@@ -48,7 +47,14 @@ pub(crate) struct Observed {
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
     pub truncated: bool,
-    pub denied: BTreeMap<String, u64>,
+    /// Bytes the program wrote to stdout and stderr, within the output
+    /// limit or not.
+    pub output_written: u64,
+    /// Denied syscalls by name with their counts, in order of first
+    /// occurrence.
+    pub denied: Vec<(String, u64)>,
+    /// What the jail's init found when the program had exited.
+    pub found: Option<Found>,
     pub wall: Duration,
     /// Bytes of stdout and stderr the program wrote that never reached the
     /// caller (it closed its end, or did not read in time at the end).
@@ -118,6 +124,7 @@ impl Observed {
     fn count_output(&mut self, stream: usize, n: u64, total: &mut u64, limit: u64) -> u64 {
         let allowed = limit.saturating_sub(*total).min(n);
         *total += n;
+        self.output_written = *total;
         if stream == 0 {
             self.stdout_bytes += allowed;
         } else {
@@ -383,12 +390,15 @@ fn handle_notification(listener: RawFd, obs: &mut Observed) {
     // only numbers no kernel knows are lumped together past the cap, so
     // junk calls cannot push a dangerous one out of the report.
     let known = !name.starts_with('#');
-    if known || obs.denied.len() < MAX_DISTINCT_VIOLATIONS || obs.denied.contains_key(&name) {
-        *obs.denied.entry(name).or_insert(0) += 1;
+    let seen = obs.denied.iter().position(|(n, _)| *n == name);
+    let name = if known || seen.is_some() || obs.denied.len() < MAX_DISTINCT_VIOLATIONS {
+        name
     } else {
-        *obs.denied
-            .entry("(unknown syscall numbers)".into())
-            .or_insert(0) += 1;
+        "(unknown syscall numbers)".to_string()
+    };
+    match obs.denied.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, count)) => *count += 1,
+        None => obs.denied.push((name, 1)),
     }
     let _ = sys::notify::deny(listener, n.id, libc::EPERM);
 }
@@ -409,6 +419,7 @@ fn parse_status(mut data: &[u8], obs: &mut Observed) {
                     payload[0], payload[1], payload[2], payload[3],
                 ]))
             }
+            MSG_SURVEY => obs.found = Found::decode(payload),
             MSG_EXITED if payload.len() >= 20 => {
                 let st = i32::from_le_bytes(payload[0..4].try_into().unwrap_or_default());
                 let cpu = u64::from_le_bytes(payload[4..12].try_into().unwrap_or_default());

@@ -477,6 +477,22 @@ pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<(libc::pid_t,
     }
 }
 
+/// Bytes used and total of the filesystem at `path`, and whether it has
+/// no free block or no free inode left.
+pub fn fs_usage(path: &CStr) -> io::Result<(u64, u64, bool)> {
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: path is NUL-terminated and st is a valid statvfs to fill.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let block = st.f_frsize as u64;
+    let total = st.f_blocks as u64 * block;
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * block;
+    let full = st.f_bavail == 0 || (st.f_files > 0 && st.f_favail == 0);
+    Ok((used, total, full))
+}
+
 /// Clock ticks per second (the unit of CPU times in /proc) and the page
 /// size (of resident sizes there).
 pub fn proc_units() -> (u64, u64) {

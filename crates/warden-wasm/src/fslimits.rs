@@ -48,6 +48,10 @@ pub(crate) struct FsLimits {
     opened: BTreeMap<u32, bool>,
     /// Refusals, by detail, counted.
     refused: Vec<(String, u64)>,
+    /// Writes refused at the file-size limit, and opens at the descriptor
+    /// limit.
+    pub file_size_refusals: u64,
+    pub open_files_refusals: u64,
 }
 
 impl FsLimits {
@@ -58,7 +62,33 @@ impl FsLimits {
             base: 3 + preopens as u64,
             opened: BTreeMap::new(),
             refused: Vec::new(),
+            file_size_refusals: 0,
+            open_files_refusals: 0,
         }
+    }
+
+    /// The limits the guest reached, for the report's `limits_reached`.
+    pub fn limits_reached(&self) -> Vec<warden_core::LimitReached> {
+        let mut reached = Vec::new();
+        if self.file_size_refusals > 0 {
+            reached.push(warden_core::LimitReached::new(
+                "file_size",
+                warden_core::human_bytes(self.max_file_bytes),
+                format!("{} writes refused (EFBIG)", self.file_size_refusals),
+                self.file_size_refusals,
+                false,
+            ));
+        }
+        if self.open_files_refusals > 0 {
+            reached.push(warden_core::LimitReached::new(
+                "open_files",
+                format!("{} descriptors", self.max_open),
+                format!("{} opens refused (EMFILE)", self.open_files_refusals),
+                self.open_files_refusals,
+                false,
+            ));
+        }
+        reached
     }
 
     fn refuse(&mut self, detail: String) {
@@ -94,6 +124,7 @@ impl FsLimits {
         match end {
             Some(end) if end <= self.max_file_bytes => None,
             _ => {
+                self.file_size_refusals += 1;
                 self.refuse(format!(
                     "{function}: file_size limit of {} bytes reached (EFBIG)",
                     self.max_file_bytes
@@ -208,6 +239,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<(
                         "path_open: open_files limit of {} descriptors reached (EMFILE)",
                         fs.max_open
                     );
+                    fs.open_files_refusals += 1;
                     fs.refuse(detail);
                     return Ok(Errno::Mfile as i32);
                 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use warden_core::{EnforcementMap, Invocation, Outcome, Status, Violation};
+use warden_core::{
+    human_bytes, EnforcementMap, Invocation, LimitReached, Outcome, Status, Violation,
+};
 use warden_policy::Capability;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -788,6 +790,8 @@ impl<'a> Run<'a> {
             instantiate_us: Some(instantiate_us),
             logs: std::mem::take(&mut state.host.log.records),
             logs_truncated: state.host.log.truncated,
+            limits_reached: Vec::new(),
+            discarded: None,
         };
         classify(
             &mut outcome,
@@ -805,6 +809,7 @@ impl<'a> Run<'a> {
             outcome.status = Status::Violation;
         }
         outcome.violations.extend(state.fs.violations());
+        reached_limits(&mut outcome, state, inv);
         outcome.violations.extend(host_violations);
         if let Some(why) = state.host.kv_unavailable() {
             outcome
@@ -838,6 +843,57 @@ impl<'a> Run<'a> {
             outcome.wall_ms = ended.saturating_duration_since(started).as_millis() as u64;
         }
         outcome
+    }
+}
+
+/// The limits the guest reached, as `limits_reached` (the engine adds the
+/// one behind a limit status the backend does not describe itself).
+fn reached_limits(outcome: &mut Outcome, state: &RunState, inv: &Invocation) {
+    let stopped = outcome.exit_code.is_none();
+    if state.limiter.refused.is_some() {
+        let effect = if stopped {
+            "memory growth refused, program stopped"
+        } else {
+            "memory growth refused; the guest went on and exited"
+        };
+        outcome.reached(LimitReached::new(
+            "memory",
+            human_bytes(inv.limits.memory_bytes),
+            effect.to_string(),
+            1,
+            stopped,
+        ));
+    }
+    let out_of_fuel = outcome
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("fuel budget"));
+    if let (Status::CpuLimit, Some(fuel), true) = (outcome.status, inv.fuel, out_of_fuel) {
+        outcome.reached(LimitReached::new(
+            "fuel",
+            format!("{fuel} units"),
+            "fuel exhausted, program stopped".to_string(),
+            1,
+            true,
+        ));
+    }
+    if outcome.truncated {
+        let kept = outcome.stdout_bytes + outcome.stderr_bytes;
+        let effect = if stopped {
+            format!("output truncated after {kept} bytes, program stopped")
+        } else {
+            format!("output truncated after {kept} bytes")
+        };
+        outcome.reached(LimitReached::new(
+            "output",
+            human_bytes(inv.limits.output_bytes),
+            effect,
+            1,
+            stopped,
+        ));
+    }
+    for reached in state.fs.limits_reached() {
+        outcome.reached(reached);
     }
 }
 

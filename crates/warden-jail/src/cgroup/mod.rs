@@ -23,6 +23,15 @@ pub(crate) fn pids_max(pids: u32) -> String {
 pub use v1::V1Driver;
 pub use v2::V2Driver;
 
+/// How often the kernel held a run's cgroup to its limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitCounters {
+    /// Processes the kernel's OOM killer killed in the group.
+    pub oom_kills: u64,
+    /// Forks and clones refused at `pids.max` (`pids.events` `max`).
+    pub forks_refused: u64,
+}
+
 /// One run's cgroup.
 pub trait JailCgroup {
     /// Descriptors, opened by the supervisor, into which the jail's init
@@ -34,8 +43,8 @@ pub trait JailCgroup {
     /// CPU time used by every process of the run, in nanoseconds.
     fn cpu_usage_ns(&self) -> Option<u64>;
     fn peak_memory_bytes(&self) -> Option<u64>;
-    /// Whether the kernel's OOM killer acted inside this group.
-    fn oom_killed(&self) -> bool;
+    /// The kernel's counts of the group's limits being reached.
+    fn limit_counters(&self) -> LimitCounters;
     /// SIGKILLs every process still in the group.
     fn kill_all(&self);
     /// Removes the group; processes must be gone.

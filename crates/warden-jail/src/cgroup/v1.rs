@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 
 use super::{
     check_writable, clean_stale_in, kill_procs, open_for_join, own_dir, pids_max, read_keyed,
-    read_u64, remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup,
+    read_u64, remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup, LimitCounters,
 };
 
 const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
@@ -181,8 +181,11 @@ impl JailCgroup for V1Cgroup {
         read_u64(&self.memory.join("memory.max_usage_in_bytes")).map(|m| m + sockets.unwrap_or(0))
     }
 
-    fn oom_killed(&self) -> bool {
-        read_keyed(&self.memory.join("memory.oom_control"), "oom_kill").unwrap_or(0) > 0
+    fn limit_counters(&self) -> LimitCounters {
+        LimitCounters {
+            oom_kills: read_keyed(&self.memory.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+            forks_refused: read_keyed(&self.pids.join("pids.events"), "max").unwrap_or(0),
+        }
     }
 
     fn kill_all(&self) {

@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 
 use super::{
     check_writable, clean_stale_in, kill_procs, open_for_join, own_dir, pids_max, read_keyed,
-    read_u64, remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup,
+    read_u64, remove_dir_patiently, write, CgroupDriver, CgroupMount, JailCgroup, LimitCounters,
 };
 
 const NEEDED: [&str; 3] = ["memory", "pids", "cpu"];
@@ -132,8 +132,11 @@ impl JailCgroup for V2Cgroup {
         read_u64(&self.dir.join("memory.peak"))
     }
 
-    fn oom_killed(&self) -> bool {
-        read_keyed(&self.dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0
+    fn limit_counters(&self) -> LimitCounters {
+        LimitCounters {
+            oom_kills: read_keyed(&self.dir.join("memory.events"), "oom_kill").unwrap_or(0),
+            forks_refused: read_keyed(&self.dir.join("pids.events"), "max").unwrap_or(0),
+        }
     }
 
     fn kill_all(&self) {
