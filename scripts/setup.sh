@@ -11,6 +11,11 @@ command -v python3 >/dev/null 2>&1 && [ -x /usr/bin/python3 ] || need+=(python3)
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+# Everyday tools the jail's tests run (tests/jail/everyday.rs).
+command -v ps >/dev/null 2>&1 && command -v top >/dev/null 2>&1 || need+=(procps)
+command -v git >/dev/null 2>&1 || need+=(git)
+command -v tar >/dev/null 2>&1 || need+=(tar)
+command -v script >/dev/null 2>&1 || need+=(bsdutils)
 
 # Guest programs of the WASM backend's tests are built for these targets.
 if command -v rustup >/dev/null 2>&1; then

@@ -4,7 +4,8 @@
 //! directory of its own, and checks the exit status, the program's output
 //! and the JSON report. These machines have root and namespaces: nothing here
 //! is skipped. Suites: languages, limits, grants, escapes, errors, policy,
-//! signals, unprivileged, redteam (attacks from a security review).
+//! signals, unprivileged, redteam (attacks from a security review),
+//! everyday (ordinary tools run clean, HOME/locale, ptys).
 
 mod common;
 
@@ -34,3 +35,6 @@ mod unprivileged;
 
 #[path = "jail/redteam.rs"]
 mod redteam;
+
+#[path = "jail/everyday.rs"]
+mod everyday;

@@ -60,6 +60,11 @@ pub(crate) enum Op {
     Proc {
         target: CString,
     },
+    /// A private devpts instance: the jail's own pseudo-terminals.
+    Devpts {
+        target: CString,
+        options: CString,
+    },
     /// Remounts a mount made earlier in the plan read-only.
     ReadOnly {
         target: CString,
@@ -124,6 +129,16 @@ const ETC_ENTRIES: &[&str] = &[
 const COPY_LIMIT: u64 = 256 << 10;
 
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+
+/// Options of the jail's devpts. A mount of devpts is always a new
+/// instance (`newinstance` says so for kernels before 4.7): it holds only
+/// the ptys opened through its own `ptmx`, never the host's. `ptmxmode`
+/// lets the sandbox user open `ptmx`; a new pty belongs to its opener's
+/// uid and gid (no `gid=`: the host's tty group is not mapped in the
+/// jail's user namespace, and the mount would fail); `max` bounds how many
+/// of the host's ptys (kernel.pty.max, shared by every instance but the
+/// host's own reserve) one run can hold.
+const DEVPTS_OPTIONS: &str = "newinstance,ptmxmode=0666,mode=0620,max=64";
 
 const PASSWD: &str = "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n\
 sandbox:x:1000:1000:warden sandbox:/tmp:/bin/sh\n\
@@ -314,7 +329,16 @@ impl MountPlan {
                 devices: true,
             });
         }
+        // Pseudo-terminals (os.openpty, pexpect, script): a private devpts
+        // with /dev/ptmx pointing at its multiplexer. There is no /dev/tty:
+        // the program has no controlling terminal (setsid), and the host's
+        // /dev/tty (bwrap binds it) is never handed in.
+        ops.push(Op::Devpts {
+            target: rel("dev/pts")?,
+            options: sys::cstring(DEVPTS_OPTIONS)?,
+        });
         for (link, target) in [
+            ("dev/ptmx", "pts/ptmx"),
             ("dev/fd", "/proc/self/fd"),
             ("dev/stdin", "/proc/self/fd/0"),
             ("dev/stdout", "/proc/self/fd/1"),
@@ -497,6 +521,7 @@ fn describe(op: &Op) -> String {
         Op::Bind { target, .. } => format!("bind mount at {}", show(target)),
         Op::Tmpfs { target, .. } => format!("tmpfs at {}", show(target)),
         Op::Proc { target } => format!("proc at {}", show(target)),
+        Op::Devpts { target, .. } => format!("devpts at {}", show(target)),
         Op::ReadOnly { target } => format!("read-only remount of {}", show(target)),
         Op::ProtectProc { target, .. } => format!("protect {}", show(target)),
         Op::Symlink { link, .. } => format!("symlink {}", show(link)),
@@ -682,6 +707,23 @@ impl Staging {
                     Some(c"proc"),
                     libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     None,
+                )?;
+                self.covered(target);
+                Ok(())
+            }
+            Op::Devpts { target, options } => {
+                let (parent, name) = split_parent(target)?;
+                let parent = self.dir(&parent)?;
+                let point = self.mount_point(parent, &name, true, fresh)?;
+                // Not nodev: its pty nodes are what it is for. It stays
+                // writable (`mesg` changes its pty's mode) when /dev is made
+                // read-only, which remounts only /dev's own tmpfs.
+                sys::mount(
+                    Some(c"devpts"),
+                    &fd_path(point.as_raw_fd()),
+                    Some(c"devpts"),
+                    libc::MS_NOSUID | libc::MS_NOEXEC,
+                    Some(options),
                 )?;
                 self.covered(target);
                 Ok(())

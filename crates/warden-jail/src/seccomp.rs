@@ -12,7 +12,9 @@ use syscalls::x86_64::Sysno;
 /// filtered below), signals, time, polling, sockets (socket is filtered by
 /// family below; the network namespace has only loopback) and System V IPC
 /// (private to the IPC namespace). Kept as data; naming the `Sysno`
-/// variants makes an unknown syscall a compile error.
+/// variants makes an unknown syscall a compile error. Each entry acts on
+/// the caller itself, on what it already holds, or on what its namespaces
+/// confine; the later additions say why they cannot reach outside.
 const ALLOWED: &[Sysno] = &[
     Sysno::read,
     Sysno::write,
@@ -109,6 +111,21 @@ const ALLOWED: &[Sysno] = &[
     Sysno::mlockall,
     Sysno::munlockall,
     Sysno::get_mempolicy,
+    // NUMA placement of the caller's own memory (glibc, libnuma, procps
+    // and runtimes probe and set it at start-up): a policy or home node for
+    // the calling thread or its own address range. Allocation stays within
+    // the nodes the kernel allows the task (cpuset) and is charged to the
+    // run's memory cgroup; moving pages another process maps
+    // (MPOL_MF_MOVE_ALL) needs CAP_SYS_NICE, which the program lacks.
+    Sysno::set_mempolicy,
+    Sysno::mbind,
+    Sysno::set_mempolicy_home_node,
+    // Seals the caller's own mappings against later change: restricts only
+    // itself.
+    Sysno::mseal,
+    // A CET shadow stack in the caller's own address space (glibc's
+    // makecontext when shadow stacks are on): memory like mmap's.
+    Sysno::map_shadow_stack,
     Sysno::membarrier,
     Sysno::pkey_alloc,
     Sysno::pkey_free,
@@ -126,6 +143,11 @@ const ALLOWED: &[Sysno] = &[
     Sysno::get_robust_list,
     Sysno::futex,
     Sysno::futex_waitv,
+    // futex2: the same waits and wake-ups as futex, on the caller's own
+    // or shared memory it has mapped.
+    Sysno::futex_wake,
+    Sysno::futex_wait,
+    Sysno::futex_requeue,
     Sysno::rseq,
     Sysno::arch_prctl,
     Sysno::sched_yield,
@@ -142,6 +164,13 @@ const ALLOWED: &[Sysno] = &[
     Sysno::sched_setattr,
     Sysno::getpriority,
     Sysno::setpriority,
+    // I/O priority (ionice), the disk's counterpart of nice: only tasks of
+    // the jail's PID namespace can be named (IOPRIO_WHO_USER skips the
+    // rest), only those of the caller's uid changed, and the realtime
+    // class needs CAP_SYS_NICE or CAP_SYS_ADMIN: what any unprivileged user
+    // may do to its own processes.
+    Sysno::ioprio_get,
+    Sysno::ioprio_set,
     Sysno::getcpu,
     Sysno::getpid,
     Sysno::getppid,
@@ -272,8 +301,11 @@ const CLONE_NAMESPACE_FLAGS: u32 = 0x0002_0000
 const SOCKET_FAMILIES: &[u32] = &[1, 2, 10, 16];
 
 /// ioctls refused even on the program's own descriptors: TIOCSTI (push
-/// input into a terminal) and TIOCLINUX.
-const DENIED_IOCTLS: &[u32] = &[0x5412, 0x541C];
+/// input into a terminal), TIOCLINUX, and TIOCSETD: attaching another line
+/// discipline (n_hdlc, n_gsm, slip, ...) to one of the jail's ptys would
+/// expose kernel code no ordinary program uses, and a known source of
+/// privilege escalations.
+const DENIED_IOCTLS: &[u32] = &[0x5412, 0x541C, 0x5423];
 
 /// Syscalls with a file-mode argument, and its index.
 const MODE_ARGS: &[(Sysno, u32)] = &[
@@ -297,6 +329,18 @@ const FALLOCATE_MODES: &[u32] = &[0, 0x01 | 0x02, 0x08, 0x10];
 
 /// S_ISUID | S_ISGID.
 const SETID_BITS: u32 = 0o6000;
+
+/// S_IFMT, the file-type bits of a mode.
+const FILE_TYPE_BITS: u32 = 0o170000;
+
+/// mknod(2) and mknodat(2), and the index of their mode argument.
+const MKNOD_ARGS: &[(Sysno, u32)] = &[(Sysno::mknod, 1), (Sysno::mknodat, 2)];
+
+/// File types mknod may create: those any unprivileged user may (a regular
+/// file, given as 0 or S_IFREG, a FIFO as `mkfifo` makes, a socket inode).
+/// Like a file created with open, they live only where the program may
+/// write; device nodes (S_IFCHR, S_IFBLK) go to the supervisor.
+const MKNOD_TYPES: &[u32] = &[0, 0o100000, 0o010000, 0o140000];
 
 /// seccomp(2) operations allowed: SECCOMP_GET_ACTION_AVAIL, SECCOMP_GET_NOTIF_SIZES.
 const SECCOMP_QUERIES: &[u32] = &[2, 3];
@@ -327,6 +371,7 @@ const JGE_K: u16 = 0x35;
 const JSET_K: u16 = 0x45;
 const JGT_K: u16 = 0x25;
 const RET_K: u16 = 0x06;
+const ALU_AND_K: u16 = 0x54;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SeccompError {
@@ -429,6 +474,26 @@ impl SeccompProgram {
             ];
             push_guarded(&mut p, call.id() as u32, &block);
         }
+        // mknod: FIFOs, sockets and regular files (with no setuid/setgid
+        // bits); never device nodes.
+        for (call, mode_arg) in MKNOD_ARGS {
+            let block = masked_value_block(
+                *mode_arg,
+                FILE_TYPE_BITS | SETID_BITS,
+                MKNOD_TYPES,
+                RET_ALLOW,
+                RET_USER_NOTIF,
+            );
+            push_guarded(&mut p, call.id() as u32, &block);
+        }
+        // move_pages on the caller's own pages only (pid 0: libnuma's
+        // "which node holds this page" probe and moving its own memory);
+        // another process's, even one in the jail, goes to the supervisor.
+        push_guarded(
+            &mut p,
+            Sysno::move_pages.id() as u32,
+            &value_block(0, &[0], RET_ALLOW, RET_USER_NOTIF),
+        );
         // openat2 passes its mode in memory, out of BPF's reach: ENOSYS
         // makes libc and runtimes fall back to openat, checked above.
         push_guarded(
@@ -527,6 +592,19 @@ fn value_block(arg: u32, values: &[u32], on_match: u32, otherwise: u32) -> Vec<l
     b
 }
 
+/// Like [`value_block`], on argument `arg` masked with `mask` first.
+fn masked_value_block(
+    arg: u32,
+    mask: u32,
+    values: &[u32],
+    on_match: u32,
+    otherwise: u32,
+) -> Vec<libc::sock_filter> {
+    let mut b = value_block(arg, values, on_match, otherwise);
+    b.insert(1, stmt(ALU_AND_K, mask));
+    b
+}
+
 /// A readable name for a syscall the supervisor was notified about.
 pub fn syscall_name(arch: u32, nr: i32) -> String {
     if arch != AUDIT_ARCH_X86_64 {
@@ -609,6 +687,10 @@ mod tests {
             "sethostname",
             "syslog",
             "modify_ldt",
+            "migrate_pages",
+            "move_pages",
+            "pidfd_getfd",
+            "process_madvise",
         ] {
             let nr = sysno(name).expect("real syscall");
             assert!(
@@ -634,6 +716,10 @@ mod tests {
                     pc += 1;
                 }
                 RET_K => return i.k,
+                ALU_AND_K => {
+                    acc &= i.k;
+                    pc += 1;
+                }
                 code => {
                     let taken = match code {
                         JEQ_K => acc == i.k,
@@ -655,7 +741,10 @@ mod tests {
         for nr in 0..600u32 {
             let name = Sysno::new(nr as usize).map(|s| s.name());
             let got = decide(&p, arch, nr, [0; 6]);
-            let special = MODE_ARGS.iter().any(|(c, _)| c.id() as u32 == nr)
+            let special = MODE_ARGS
+                .iter()
+                .chain(MKNOD_ARGS)
+                .any(|(c, _)| c.id() as u32 == nr)
                 || matches!(
                     name,
                     Some(
@@ -668,6 +757,7 @@ mod tests {
                             | "openat2"
                             | "seccomp"
                             | "prctl"
+                            | "move_pages"
                     )
                 );
             if special {
@@ -710,6 +800,54 @@ mod tests {
             decide(&p, arch, nr("ioctl"), [0, 0x5401, 0, 0, 0, 0]),
             RET_ALLOW
         );
+        // TIOCSETD (line disciplines) is refused; a pty's own requests pass
+        // (TIOCGPTN, TIOCSPTLCK, TIOCSCTTY, TIOCGWINSZ).
+        assert_eq!(
+            decide(&p, arch, nr("ioctl"), [3, 0x5423, 0, 0, 0, 0]),
+            RET_USER_NOTIF
+        );
+        for req in [0x8004_5430u64, 0x4004_5431, 0x540E, 0x5413] {
+            assert_eq!(
+                decide(&p, arch, nr("ioctl"), [3, req, 0, 0, 0, 0]),
+                RET_ALLOW,
+                "ioctl {req:#x}"
+            );
+        }
+        // NUMA: own memory yes; move_pages of another process no.
+        for call in ["set_mempolicy", "mbind", "get_mempolicy"] {
+            assert_eq!(decide(&p, arch, nr(call), [1, 0, 0, 0, 0, 0]), RET_ALLOW);
+        }
+        assert_eq!(decide(&p, arch, nr("move_pages"), [0; 6]), RET_ALLOW);
+        assert_eq!(
+            decide(&p, arch, nr("move_pages"), [2, 1, 0, 0, 0, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            decide(&p, arch, nr("migrate_pages"), [0; 6]),
+            RET_USER_NOTIF
+        );
+        // mknod: FIFOs, sockets, regular files; no devices, no setid bits.
+        for (mode, want) in [
+            (0o010644, RET_ALLOW),
+            (0o140755, RET_ALLOW),
+            (0o100600, RET_ALLOW),
+            (0o000600, RET_ALLOW),
+            (0o020666, RET_USER_NOTIF),
+            (0o060660, RET_USER_NOTIF),
+            (0o014755, RET_USER_NOTIF),
+            (0o102755, RET_USER_NOTIF),
+        ] {
+            assert_eq!(
+                decide(&p, arch, nr("mknod"), [0, mode, 0, 0, 0, 0]),
+                want,
+                "mknod mode {mode:o}"
+            );
+            assert_eq!(
+                decide(&p, arch, nr("mknodat"), [3, 0, mode, 0, 0, 0]),
+                want,
+                "mknodat mode {mode:o}"
+            );
+        }
         // fallocate: allocation that grows the file (and so meets the
         // file-size limit) or frees space; not KEEP_SIZE preallocation.
         for (mode, want) in [
