@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use warden_core::Report;
 use warden_engine::{Engine, RunRequest};
 
@@ -54,8 +54,18 @@ pub fn main(backends: Backends) -> ExitCode {
     // comes before a backend watches for them stays pending, so that the
     // run still ends with its report (they were lost in the first ~2 ms).
     let _ = warden_engine::hold_termination_signals(true);
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let cli = match parsed {
+        Ok((mut cli, matches)) => {
+            if let Command::Run(args) = &mut cli.command {
+                if let Some(run) = matches.subcommand_matches("run") {
+                    args.at_index = at_indices(run);
+                }
+            }
+            cli
+        }
         Err(e) => {
             use clap::error::ErrorKind;
             let code = match e.kind() {
@@ -110,10 +120,20 @@ pub fn main(backends: Backends) -> ExitCode {
     }
 }
 
+/// For each `--at`, the index (among the `--allow` flags) of the `--allow`
+/// given last before it; `None` for an `--at` before any `--allow`.
+fn at_indices(run: &clap::ArgMatches) -> Vec<Option<usize>> {
+    let allows: Vec<usize> = run.indices_of("allow").map_or(Vec::new(), |i| i.collect());
+    run.indices_of("at").map_or(Vec::new(), |ats| {
+        ats.map(|at| allows.iter().rposition(|a| *a < at)).collect()
+    })
+}
+
 /// The flags of `warden run` that take a value (in `cli.rs`).
 const RUN_FLAGS_WITH_VALUES: &[&str] = &[
     "--policy",
     "--allow",
+    "--at",
     "--memory",
     "--cpu-time",
     "--wall-time",
@@ -395,10 +415,23 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(format!("cannot determine the working directory: {e}")),
     };
+    let mut at = Vec::new();
+    for (path, of) in args.at.iter().zip(&args.at_index) {
+        match of {
+            Some(i) => at.push((*i, path.clone())),
+            None => {
+                return fail(format!(
+                    "--at {}: give it after the --allow fs:... grant it shows (e.g. --allow fs:read:./fixtures --at /data)",
+                    path.display()
+                ))
+            }
+        }
+    }
     let request = RunRequest {
         argv: args.command,
         policy: args.policy,
         allow: args.allow,
+        at,
         env: args.env,
         limits: warden_policy::Limits {
             memory: args.memory,

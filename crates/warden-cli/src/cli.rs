@@ -79,6 +79,13 @@ pub struct RunArgs {
     /// Grant a capability, e.g. fs:read:./data (repeatable).
     #[arg(long, value_name = "CAP")]
     pub allow: Vec<String>,
+    /// Show the fs: grant of the --allow just before at PATH inside instead of its own path (e.g. --allow fs:read:./fixtures --at /data).
+    #[arg(long, value_name = "PATH")]
+    pub at: Vec<PathBuf>,
+    /// For each --at, which --allow it follows (filled from the parsed
+    /// command line's order, not a flag).
+    #[arg(skip)]
+    pub at_index: Vec<Option<usize>>,
     /// Memory limit for all processes together, e.g. 64MiB.
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub memory: Option<u64>,

@@ -4,7 +4,8 @@
 //! directory of its own, and checks the exit status, the program's output
 //! and the JSON report. These machines have root and namespaces: nothing here
 //! is skipped. Suites: languages, limits, grants, escapes, errors, policy,
-//! signals, unprivileged, redteam (attacks from a security review),
+//! signals, unprivileged, redteam (attacks from a security review), honest
+//! (what the report and stderr say about limits, scratch files, PATH),
 //! everyday (ordinary tools run clean, HOME/locale, ptys).
 
 mod common;
@@ -38,3 +39,6 @@ mod redteam;
 
 #[path = "jail/everyday.rs"]
 mod everyday;
+
+#[path = "jail/honest.rs"]
+mod honest;

@@ -419,3 +419,99 @@ fn a_cwasm_for_the_other_fuel_setting_says_how_to_recompile() {
         out.ctx()
     );
 }
+
+/// A directory shown at `/` (`--allow fs:read:./fixtures --at /`), as the
+/// WASI test suite and wasmtime's `--dir HOST::/` expect: the guest reads
+/// its fixture by an absolute and by a relative path, and nothing else.
+#[test]
+fn a_grant_shown_at_the_root_serves_absolute_and_relative_paths() {
+    let t = TempDir::new("wasm-at-root");
+    t.write("fixtures/in.txt", "fixture at the root\n");
+    t.write("beside.txt", "not granted\n");
+    let readfile = rust("readfile");
+    for path in ["/in.txt", "in.txt", "./in.txt"] {
+        let out = t
+            .run([
+                "--allow",
+                "fs:read:./fixtures",
+                "--at",
+                "/",
+                &readfile,
+                path,
+            ])
+            .env("WARDEN_CACHE_DIR", &cache(&t))
+            .go();
+        out.expect_ok(path);
+        assert_eq!(out.stdout, "fixture at the root\n", "{path}\n{}", out.ctx());
+        assert_eq!(out.report()["views"][0]["at"], "/", "{}", out.ctx());
+    }
+    for path in ["/beside.txt", "../beside.txt", "/fixtures/in.txt"] {
+        let out = t
+            .run([
+                "--allow",
+                "fs:read:./fixtures",
+                "--at",
+                "/",
+                &readfile,
+                path,
+            ])
+            .env("WARDEN_CACHE_DIR", &cache(&t))
+            .go();
+        out.expect_code(2, &format!("{path} must not be readable"));
+    }
+    // Any other guest path too.
+    let out = t
+        .run([
+            "--allow",
+            "fs:read:./fixtures",
+            "--at",
+            "/srv/data",
+            &readfile,
+            "/srv/data/in.txt",
+        ])
+        .env("WARDEN_CACHE_DIR", &cache(&t))
+        .go();
+    out.expect_ok("--at /srv/data");
+}
+
+/// A WebAssembly guest that reaches its memory limit, or the output limit,
+/// has it in `limits_reached` and on stderr, as a jailed program does.
+#[test]
+fn wasm_limits_reached_are_reported_and_said() {
+    let t = TempDir::new("wasm-reached");
+    let out = t
+        .run(["--memory", "8MiB", &wat("grow_bomb.wat")])
+        .env("WARDEN_CACHE_DIR", &cache(&t))
+        .go();
+    out.expect_status("memory_limit", "grow bomb");
+    let reached = out.report()["limits_reached"].clone();
+    assert_eq!(reached[0]["limit"], "memory", "{}", out.ctx());
+    assert!(
+        reached[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("8 MiB: memory growth refused"),
+        "{}",
+        out.ctx()
+    );
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("warden: memory limit 8 MiB reached")),
+        "{}",
+        out.ctx()
+    );
+    let out = t
+        .run(["--output-limit", "64KiB", "--quiet", &wat("flood.wat")])
+        .env("WARDEN_CACHE_DIR", &cache(&t))
+        .go();
+    out.expect_status("output_limit", "flood");
+    assert_eq!(out.report()["limits_reached"][0]["limit"], "output");
+    assert!(
+        !out.stderr
+            .lines()
+            .any(|l| l.contains("limit 64 KiB reached")),
+        "--quiet\n{}",
+        out.ctx()
+    );
+}

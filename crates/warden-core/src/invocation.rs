@@ -90,6 +90,31 @@ pub struct Invocation {
     /// WASM only: modules the run may call by name (`module:call:NAME`),
     /// besides those registered with the backend.
     pub modules: Vec<ModuleRef>,
+    /// Granted paths shown at a chosen path inside instead of their own
+    /// (`--allow fs:read:./fixtures --at /data`).
+    pub views: Vec<View>,
+}
+
+/// A granted path (`fs:read`/`fs:write`) shown inside the sandbox at
+/// another path than its own.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct View {
+    /// The granted path on the host: the path of an `fs:` capability of
+    /// the invocation.
+    pub grant: PathBuf,
+    /// Where the program sees it: absolute, without `.` or `..`.
+    pub at: PathBuf,
+}
+
+impl Invocation {
+    /// Where the program sees the granted `path`: its chosen place, or the
+    /// path itself.
+    pub fn inside_path<'a>(&'a self, path: &'a std::path::Path) -> &'a std::path::Path {
+        self.views
+            .iter()
+            .find(|v| v.grant == path)
+            .map_or(path, |v| v.at.as_path())
+    }
 }
 
 impl Default for Invocation {
@@ -107,6 +132,7 @@ impl Default for Invocation {
             tenant: DEFAULT_TENANT.to_string(),
             redact: Vec::new(),
             modules: Vec::new(),
+            views: Vec::new(),
         }
     }
 }

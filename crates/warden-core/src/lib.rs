@@ -8,7 +8,7 @@ mod outcome;
 mod report;
 pub mod state;
 
-pub use invocation::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, DEFAULT_TENANT};
+pub use invocation::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, View, DEFAULT_TENANT};
 pub use outcome::{
     exit_status, human_bytes, human_duration, Discarded, Enforcement, EnforcementMap, LimitReached,
     LogLevel, LogRecord, Outcome, Status, Violation,

@@ -2,7 +2,7 @@ use serde::Serialize;
 
 use crate::{
     human_bytes, Discarded, EffectiveLimits, Enforcement, LimitReached, LogRecord, Outcome, Status,
-    Violation,
+    View, Violation,
 };
 
 /// The JSON report of one run (`--report`). Field names are Warden's
@@ -38,6 +38,9 @@ pub struct Report {
     pub logs_truncated: bool,
     /// Every limit the run reached (`[]` when none was).
     pub limits_reached: Vec<LimitReached>,
+    /// Grants shown at a chosen path inside (`--at`); omitted when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<View>,
     /// Files left in the scratch working directory, gone with the jail;
     /// null where there is no scratch directory or it was not looked at.
     pub discarded: Option<Discarded>,
@@ -81,6 +84,7 @@ impl Report {
             logs: outcome.logs,
             logs_truncated: outcome.logs_truncated,
             limits_reached: outcome.limits_reached,
+            views: Vec::new(),
             discarded: outcome.discarded,
             notices: Vec::new(),
         }
@@ -232,13 +236,19 @@ mod tests {
             message: "low disk".into(),
         }];
         with_logs.logs_truncated = true;
+        with_logs.views = vec![View {
+            grant: "/srv/fixtures".into(),
+            at: "/data".into(),
+        }];
         let with_logs = serde_json::to_value(with_logs).expect("report serialises");
         let properties = keys(&schema["properties"]);
         let optional: Vec<String> = keys(&with_logs)
             .into_iter()
             .filter(|k| !required(&schema).contains(k))
             .collect();
-        assert_eq!(optional, ["logs", "logs_truncated"]);
+        assert_eq!(optional, ["logs", "logs_truncated", "views"]);
+        let view_item = &schema["properties"]["views"]["items"];
+        assert_eq!(keys(&with_logs["views"][0]), required(view_item));
         for k in &optional {
             assert!(properties.contains(k), "{k} is not in the schema");
         }

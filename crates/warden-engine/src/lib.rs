@@ -344,6 +344,7 @@ impl Engine {
             Some(prepared.invocation.limits.clone()),
         );
         report.notices = prepared.notices.clone();
+        report.views = prepared.invocation.views.clone();
         Ok(report)
     }
 }

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use warden_core::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, DEFAULT_TENANT};
+use warden_core::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, View, DEFAULT_TENANT};
 use warden_policy::{Capability, Grant, Limits, Policy};
 
 use crate::{load_policy, route, EngineError};
@@ -16,6 +16,9 @@ pub struct RunRequest {
     pub policy: Option<PathBuf>,
     /// Capability strings from `--allow`.
     pub allow: Vec<String>,
+    /// `--at PATH` after an `--allow fs:…`: the index of that `--allow`,
+    /// and where the program sees the granted path instead of its own.
+    pub at: Vec<(usize, PathBuf)>,
     /// `--env NAME` or `--env NAME=VALUE`.
     pub env: Vec<String>,
     /// Limits from flags.
@@ -296,6 +299,45 @@ fn path_substitution(
     })
 }
 
+/// Checks `--at PATH` for the `--allow` grant `cap` (given as `text`):
+/// an `fs:` grant, shown at an absolute path without `.` or `..` that no
+/// other view takes.
+fn view(cap: &Capability, text: &str, at: &Path, views: &[View]) -> Result<View, EngineError> {
+    let bad = |why: &str| {
+        EngineError::Request(format!("--at {} (for --allow {text}): {why}", at.display()))
+    };
+    let grant = match cap {
+        Capability::FsRead(p) | Capability::FsWrite(p) => p.clone(),
+        _ => {
+            return Err(bad(
+                "only fs:read and fs:write grants can be shown at another path",
+            ))
+        }
+    };
+    let clean = at.is_absolute()
+        && at.components().all(|c| {
+            !matches!(
+                c,
+                std::path::Component::ParentDir | std::path::Component::CurDir
+            )
+        });
+    if !clean || at.to_str().is_none() {
+        return Err(bad(
+            "expected an absolute path without . or .. (and valid UTF-8)",
+        ));
+    }
+    if views.iter().any(|v| v.at == at) {
+        return Err(bad("another grant is already shown there"));
+    }
+    if views.iter().any(|v| v.grant == grant) {
+        return Err(bad("this grant is already shown at another path"));
+    }
+    Ok(View {
+        grant,
+        at: at.components().collect(),
+    })
+}
+
 /// Parses `--module NAME=PATH` values: a name callers use with
 /// `module:call:NAME`, and an existing module file (relative to `cwd`).
 fn callable_modules(specs: &[String], cwd: &Path) -> Result<Vec<ModuleRef>, EngineError> {
@@ -361,11 +403,15 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
     }
     let modules = callable_modules(&req.modules, &req.cwd)?;
     let mut requested: Vec<Capability> = Vec::new();
+    let mut views: Vec<View> = Vec::new();
     let mut limits = req.limits.clone();
-    for text in &req.allow {
+    for (i, text) in req.allow.iter().enumerate() {
         let cap: Capability = text
             .parse()
             .map_err(|e| EngineError::Request(format!("--allow {text}: {e}")))?;
+        for (_, at) in req.at.iter().filter(|(of, _)| *of == i) {
+            views.push(view(&cap.clone().with_base(&req.cwd), text, at, &views)?);
+        }
         match cap {
             Capability::MemLimit(b) => limits.memory = Some(b),
             Capability::CpuLimit(p) => limits.cpu_percent = Some(p),
@@ -473,6 +519,12 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             *module = req.cwd.join(&*module).display().to_string();
         }
     }
+    // A view shows a grant: one the policy narrowed away shows nothing.
+    views.retain(|v| {
+        capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::FsRead(p) | Capability::FsWrite(p) if *p == v.grant))
+    });
     let mut notices = Vec::new();
     if backend == "jail" {
         for entry in entry_files(&req.argv, &req.cwd) {
@@ -514,6 +566,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             tenant,
             redact: req.redact.clone(),
             modules,
+            views,
         },
         backend,
         policy_digest,
@@ -524,6 +577,76 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn interpreters_are_known_by_path_and_version() {
+        for name in [
+            "python3",
+            "python3.11",
+            "/usr/bin/python3.11",
+            "python",
+            "node",
+            "nodejs",
+            "/usr/bin/php8.2",
+            "bash",
+            "/bin/sh",
+            "perl5.36",
+            "ruby3.1",
+        ] {
+            assert!(interpreter(name).is_some(), "{name}");
+        }
+        for name in [
+            "shred",
+            "pythonista",
+            "nodemon",
+            "php-fpm",
+            "ls",
+            "python3-config",
+        ] {
+            assert!(interpreter(name).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_script_is_the_first_operand_after_options() {
+        let script = |words: &[&str]| {
+            let a = argv(words);
+            script_arg(&a[1..], interpreter(&a[0]).unwrap()).map(str::to_string)
+        };
+        assert_eq!(
+            script(&["python3", "job.py", "x"]).as_deref(),
+            Some("job.py")
+        );
+        assert_eq!(
+            script(&["python3", "-u", "-W", "error", "job.py"]).as_deref(),
+            Some("job.py")
+        );
+        assert_eq!(script(&["python3", "-c", "print(1)"]), None);
+        assert_eq!(script(&["python3", "-m", "venv", "v"]), None);
+        assert_eq!(
+            script(&["node", "-r", "dotenv", "app.js"]).as_deref(),
+            Some("app.js")
+        );
+        assert_eq!(script(&["node", "-e", "1"]), None);
+        assert_eq!(
+            script(&["php", "-d", "x=1", "-f", "run.php"]).as_deref(),
+            Some("run.php")
+        );
+        assert_eq!(script(&["php", "-r", "echo 1;"]), None);
+        assert_eq!(
+            script(&["sh", "-e", "-o", "pipefail", "s.sh"]).as_deref(),
+            Some("s.sh")
+        );
+        assert_eq!(
+            script(&["bash", "--", "-odd.sh"]).as_deref(),
+            Some("-odd.sh")
+        );
+        assert_eq!(script(&["perl", "-e", "1"]), None);
+    }
 
     #[test]
     fn callable_modules_and_tenants_are_checked() {

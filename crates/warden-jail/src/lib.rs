@@ -117,6 +117,28 @@ fn check_supported(cap: &Capability) -> Result<(), BackendError> {
     }
 }
 
+/// The jail's own directories, which a grant shown at another path (`--at`)
+/// must not shadow: the system it runs on, its /proc and /dev.
+const JAIL_OWN_DIRS: &[&str] = &[
+    "/usr", "/proc", "/dev", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+
+fn check_view(inside: &std::path::Path) -> Result<(), BackendError> {
+    if !mounts::is_clean_absolute(inside) || inside == std::path::Path::new("/") {
+        return Err(BackendError::Invalid(format!(
+            "--at {}: the jail can show a grant at an absolute path other than / (it would hide the jail's own root)",
+            inside.display()
+        )));
+    }
+    if let Some(own) = JAIL_OWN_DIRS.iter().find(|d| inside.starts_with(d)) {
+        return Err(BackendError::Invalid(format!(
+            "--at {}: it would shadow the jail's own {own}; choose a path outside /usr, /proc, /dev, /etc, /bin, /sbin and /lib*",
+            inside.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Canonical granted paths, each with whether it is writable.
 fn resolve_grants(caps: &[Capability]) -> Result<Vec<(PathBuf, bool)>, BackendError> {
     let mut by_path: Vec<(PathBuf, bool)> = Vec::new();
@@ -151,11 +173,15 @@ impl JailBackend {
     /// tree. Returns the mounts and any warnings for the report.
     fn prepare_grants(
         &self,
-        caps: &[Capability],
+        inv: &Invocation,
     ) -> Result<(Vec<GrantMount>, Vec<String>), BackendError> {
         let mut warnings = Vec::new();
         let mut mounts = Vec::new();
-        for (path, writable) in resolve_grants(caps)? {
+        for (path, writable) in resolve_grants(&inv.capabilities)? {
+            let inside = inv.inside_path(&path).to_path_buf();
+            if inside != path {
+                check_view(&inside)?;
+            }
             let invalid =
                 |e: std::io::Error| BackendError::Invalid(format!("grant {}: {e}", path.display()));
             let (source, is_dir) = mounts::inspect_source(&path).map_err(invalid)?;
@@ -180,6 +206,7 @@ impl JailBackend {
             };
             mounts.push(GrantMount {
                 path,
+                inside,
                 is_dir,
                 writable,
                 detached,
@@ -339,8 +366,12 @@ fn state_masks(grants: &[GrantMount]) -> Result<Vec<PathBuf>, BackendError> {
                     dir.display()
                 )));
             }
-            if dir.starts_with(&g.path) && !masks.contains(&dir) {
-                masks.push(dir.clone());
+            // Hidden where the program sees it.
+            if let Ok(rel) = dir.strip_prefix(&g.path) {
+                let inside = g.inside.join(rel);
+                if !masks.contains(&inside) {
+                    masks.push(inside);
+                }
             }
         }
     }
@@ -363,7 +394,7 @@ impl Backend for JailBackend {
                 inv.workdir.display()
             )));
         }
-        let (grants, grant_warnings) = self.prepare_grants(&inv.capabilities)?;
+        let (grants, grant_warnings) = self.prepare_grants(inv)?;
         let limits_plan = match &self.cgroups {
             Ok(driver) => plan_limits(inv, Some(driver.mechanism()), None),
             Err(why) => plan_limits(inv, None, Some(why)),
@@ -724,6 +755,6 @@ impl JailBackend {
 /// jail's own `/tmp` (a private tmpfs) with no grant covering it, so that
 /// what the program leaves there is gone with the jail.
 fn scratch_dir(workdir: &std::path::Path, grants: &[GrantMount]) -> Option<PathBuf> {
-    (workdir.starts_with("/tmp") && !grants.iter().any(|g| workdir.starts_with(&g.path)))
+    (workdir.starts_with("/tmp") && !grants.iter().any(|g| workdir.starts_with(&g.inside)))
         .then(|| workdir.to_path_buf())
 }

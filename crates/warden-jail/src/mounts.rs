@@ -227,6 +227,8 @@ impl SystemLayout {
 #[derive(Debug)]
 pub(crate) struct GrantMount {
     pub path: PathBuf,
+    /// Where the program sees it: `path`, or the place `--at` chose.
+    pub inside: PathBuf,
     pub is_dir: bool,
     pub writable: bool,
     /// Root mode: the prepared tree to attach instead of binding `path`.
@@ -367,14 +369,14 @@ impl MountPlan {
         let system_len = ops.len();
         // Parents before children, so a nested grant lands inside its parent's mount.
         let mut grants = grants;
-        grants.sort_by_key(|g| g.path.components().count());
+        grants.sort_by_key(|g| g.inside.components().count());
         for g in grants {
             let source = match g.detached {
                 Some(tree) => Source::Detached(tree),
                 None => Source::Beneath(rel_path(&g.path)?),
             };
             ops.push(Op::Bind {
-                target: rel_path(&g.path)?,
+                target: rel_path(&g.inside)?,
                 source,
                 is_dir: g.is_dir,
                 readonly: !g.writable,

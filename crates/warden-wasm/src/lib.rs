@@ -462,7 +462,7 @@ impl WasmBackend {
         inv: &Invocation,
         io: &RunIo,
     ) -> Result<bool, BackendError> {
-        let preopens = run::preopens(&inv.capabilities, &module.path, &inv.workdir)?;
+        let preopens = run::preopens_for(inv, &module.path)?;
         Ok(run::sync_pre(module, &preopens, io).is_some())
     }
 }

@@ -540,7 +540,30 @@ fn admit(module: &PreparedModule, inv: &Invocation) -> Result<Vec<Preopen>, Wasm
     if !warden_core::valid_tenant(&inv.tenant) {
         return Err(WasmError::Tenant(inv.tenant.clone()));
     }
-    preopens(&inv.capabilities, &module.path, &inv.workdir)
+    preopens_for(inv, &module.path)
+}
+
+/// The run's preopens ([`preopens`]), with each grant that has a view
+/// (`--at PATH`) named by that path alone: any guest path, `/` included,
+/// as wasmtime's `--dir HOST::GUEST` does.
+pub(crate) fn preopens_for(inv: &Invocation, module: &Path) -> Result<Vec<Preopen>, WasmError> {
+    let mut out = preopens(&inv.capabilities, module, &inv.workdir)?;
+    if inv.views.is_empty() {
+        return Ok(out);
+    }
+    let mut named: Vec<PathBuf> = Vec::new();
+    out.retain_mut(|p| match inv.views.iter().find(|v| v.grant == p.path) {
+        None => true,
+        // The first preopen of the path takes the view's name; its
+        // relative alias goes.
+        Some(v) if !named.contains(&p.path) => {
+            named.push(p.path.clone());
+            p.guest = v.at.to_str().unwrap_or("/").to_string();
+            true
+        }
+        Some(_) => false,
+    });
+    Ok(out)
 }
 
 /// A run between its set-up and its outcome: the store with its limits,

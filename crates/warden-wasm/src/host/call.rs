@@ -332,6 +332,8 @@ fn plan(
         tenant: ctx.tenant.clone(),
         redact: ctx.redact.clone(),
         modules: ctx.modules.clone(),
+        // A callee sees its grants at their own paths.
+        views: Vec::new(),
     };
     Ok(Plan {
         backend: ctx.backend.clone(),
