@@ -1,8 +1,8 @@
 //! Everyday programs work in the jail as they do elsewhere, and are not
-//! reported as violations: ps, top, git, tar, a Python venv, node, php,
-//! glibc's NUMA and affinity probes; HOME and the locale are set; a
-//! private devpts gives working pseudo-terminals. Denied calls that matter
-//! stay violations.
+//! reported as violations: ps, top, git, tar, cp -p, install, a Python
+//! venv, node, php, glibc's NUMA and affinity probes; HOME and the locale
+//! are set; a private devpts gives working pseudo-terminals. Denied calls
+//! that matter stay violations.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -255,6 +255,89 @@ ionice -c1 true 2>/dev/null || echo realtime-refused",
     expect_clean(&out, "mkfifo and ionice");
     out.expect_stdout_has("fifo\nthrough-fifo\n", "mkfifo");
     out.expect_stdout_has("idle-class\nrealtime-refused\n", "ionice");
+}
+
+/// cp -p, cp -a and install copy or set modes through ACL xattrs: they
+/// work, in /tmp and in a write grant.
+#[test]
+fn everyday_cp_preserve_and_install() {
+    let t = TempDir::new("ev-cp");
+    let grant = format!("fs:write:{}", t.work().display());
+    let out = sh(
+        &t,
+        &["--allow", &grant],
+        "set -e
+echo data > f
+chmod 640 f
+mkdir -p d/sub && echo inner > d/sub/g && ln -s g d/sub/link
+cp -p f f.copy
+cp -a d d.copy
+install -m 755 f bin/tool 2>/dev/null || { mkdir bin; install -m 755 f bin/tool; }
+install -d -m 700 private
+cp -a d /tmp/d.copy && cp -p f /tmp/f.copy
+stat -c '%a %n' f.copy bin/tool private /tmp/f.copy
+readlink d.copy/sub/link",
+    );
+    expect_clean(&out, "cp -p / cp -a / install");
+    out.expect_stdout_has(
+        "640 f.copy\n755 bin/tool\n700 private\n640 /tmp/f.copy\ng\n",
+        "modes kept and set",
+    );
+    assert_eq!(
+        fs::read_to_string(t.path("d.copy/sub/g")).unwrap_or_default(),
+        "inner\n",
+        "cp -a did not copy into the grant\n{}",
+        out.ctx()
+    );
+}
+
+/// Extended attributes the program may set (user.*) work; file
+/// capabilities and trusted.* are refused by the kernel itself (no
+/// capability in the jail), so nothing privileged is planted in a grant.
+#[test]
+fn xattr_writes_cannot_plant_file_capabilities() {
+    let t = TempDir::new("ev-xattr");
+    let grant = format!("fs:write:{}", t.work().display());
+    let py = r##"
+import errno, os
+for path in ("planted", "/tmp/planted"):
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chmod(path, 0o755)
+    os.setxattr(path, "user.note", b"hi")
+    print(path, "user", os.getxattr(path, "user.note"))
+    os.removexattr(path, "user.note")
+    # VFS_CAP_REVISION_2 | EFFECTIVE, permitted: CAP_SETUID.
+    cap = bytes.fromhex("01000002" "80000000" "00000000" "00000000" "00000000")
+    for name, value in (("security.capability", cap), ("trusted.x", b"1"), ("security.evil", b"1")):
+        try:
+            os.setxattr(path, name, value)
+            print(path, name, "SET")
+        except OSError as e:
+            print(path, name, errno.errorcode[e.errno])
+"##;
+    let out = t.run(["--allow", &grant, "--", "python3", "-c", py]).go();
+    expect_clean(&out, "xattr writes");
+    for path in ["planted", "/tmp/planted"] {
+        out.expect_stdout_has(&format!("{path} user b'hi'\n"), "a user.* xattr");
+        for name in ["security.capability", "trusted.x", "security.evil"] {
+            out.expect_stdout_has(&format!("{path} {name} EPERM\n"), name);
+        }
+    }
+    out.expect_stdout_lacks("SET", "a privileged xattr was set");
+    // On the host, the file in the grant carries no capability.
+    let host = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import os, sys; print(sorted(os.listxattr(sys.argv[1])))")
+        .arg(t.path("planted"))
+        .output()
+        .expect("run python3 on the host");
+    assert_eq!(
+        String::from_utf8_lossy(&host.stdout),
+        "[]\n",
+        "the granted file carries xattrs on the host\n{}",
+        out.ctx()
+    );
 }
 
 // ------------------------------------------------------------ environment
