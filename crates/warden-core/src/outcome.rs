@@ -130,7 +130,7 @@ pub struct Discarded {
 /// `bytes` as a person reads a limit: `64 MiB`, `1 GiB`, `1500 bytes`.
 pub fn human_bytes(bytes: u64) -> String {
     for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }
@@ -143,7 +143,7 @@ pub fn human_bytes(bytes: u64) -> String {
 /// A duration as a person reads a limit: `60 s`, `1500 ms`.
 pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
-    if ms >= 1000 && ms % 1000 == 0 {
+    if ms >= 1000 && ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{ms} ms")

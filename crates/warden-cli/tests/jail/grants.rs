@@ -201,12 +201,14 @@ fn env_only_granted_variables_are_visible() {
     out.expect_ok("env");
     out.expect_stdout_has("WARDEN_IT_GRANTED=granted-value", "granted variable");
     out.expect_stdout_lacks("secret-value", "ungranted variable");
-    // Whatever the caller had (HOME, CARGO_*, RUST_*, ...) must not pass.
+    // Whatever the caller had (HOME, CARGO_*, RUST_*, ...) must not pass;
+    // HOME and the locale are the jail's own, not the caller's values.
     let allowed = ["PATH", "WARDEN_IT_GRANTED", "LC_CTYPE"];
+    let jail_own = ["HOME=/tmp", "LANG=C.UTF-8", "LC_ALL=C.UTF-8"];
     for line in out.stdout.lines() {
         let name = line.split('=').next().unwrap_or("");
         assert!(
-            allowed.contains(&name) || std::env::var(name).is_err(),
+            allowed.contains(&name) || jail_own.contains(&line) || std::env::var(name).is_err(),
             "the caller's variable {name} leaked into the jail\n{}",
             out.ctx()
         );
