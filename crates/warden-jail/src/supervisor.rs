@@ -390,16 +390,25 @@ fn handle_notification(listener: RawFd, obs: &mut Observed) {
     // only numbers no kernel knows are lumped together past the cap, so
     // junk calls cannot push a dangerous one out of the report.
     let known = !name.starts_with('#');
-    let seen = obs.denied.iter().position(|(n, _)| *n == name);
-    let name = if known || seen.is_some() || obs.denied.len() < MAX_DISTINCT_VIOLATIONS {
-        name
-    } else {
-        "(unknown syscall numbers)".to_string()
+    let key = match obs.denied.iter().position(|(n, _)| *n == name) {
+        Some(i) => Some(i),
+        None if known || obs.denied.len() < MAX_DISTINCT_VIOLATIONS => {
+            obs.denied.push((name, 0));
+            Some(obs.denied.len() - 1)
+        }
+        None => None,
     };
-    match obs.denied.iter_mut().find(|(n, _)| *n == name) {
-        Some((_, count)) => *count += 1,
-        None => obs.denied.push((name, 1)),
-    }
+    let i = key.unwrap_or_else(|| {
+        const UNKNOWN: &str = "(unknown syscall numbers)";
+        obs.denied
+            .iter()
+            .position(|(n, _)| n == UNKNOWN)
+            .unwrap_or_else(|| {
+                obs.denied.push((UNKNOWN.to_string(), 0));
+                obs.denied.len() - 1
+            })
+    });
+    obs.denied[i].1 += 1;
     let _ = sys::notify::deny(listener, n.id, libc::EPERM);
 }
 
