@@ -515,3 +515,45 @@ fn wasm_limits_reached_are_reported_and_said() {
         out.ctx()
     );
 }
+
+/// A guest's write past `--file-size` is refused (EFBIG) and is in
+/// `limits_reached` with its count, as in the jail.
+#[test]
+fn a_wasm_write_past_the_file_size_limit_is_a_reached_limit() {
+    let t = TempDir::new("wasm-fsize");
+    t.mkdir("out");
+    let text = "x".repeat(4096);
+    let out = t
+        .run([
+            "--file-size",
+            "1KiB",
+            "--allow",
+            "fs:write:./out",
+            &rust("writefile"),
+            "out/big.txt",
+            &text,
+        ])
+        .env("WARDEN_CACHE_DIR", &cache(&t))
+        .go();
+    out.expect_code(2, "the write fails");
+    let reached = &out.report()["limits_reached"];
+    let entry = reached
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["limit"] == "file_size")
+        .unwrap_or_else(|| panic!("no file_size entry\n{}", out.ctx()));
+    assert!(entry["count"].as_u64().unwrap() >= 1, "{}", out.ctx());
+    assert!(
+        entry["detail"].as_str().unwrap().starts_with("1 KiB: "),
+        "{}",
+        out.ctx()
+    );
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("warden: file size limit 1 KiB reached")),
+        "{}",
+        out.ctx()
+    );
+}
