@@ -16,6 +16,8 @@ command -v ps >/dev/null 2>&1 && command -v top >/dev/null 2>&1 || need+=(procps
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v script >/dev/null 2>&1 || need+=(bsdutils)
+# The signature tests check Warden's envelopes with OpenSSL, a verifier nobody here wrote.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 # Guest programs of the WASM backend's tests are built for these targets.
 if command -v rustup >/dev/null 2>&1; then

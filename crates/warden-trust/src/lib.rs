@@ -1,0 +1,16 @@
+//! Warden's signatures, in formats that tools nobody here wrote can check:
+//! Ed25519 keys exported as PEM (SubjectPublicKeyInfo), DSSE envelopes
+//! (signature over DSSE's pre-authentication encoding, so the payload type
+//! separates domains) whose payload is an in-toto Statement v1 naming the
+//! artifact's SHA-256 and a Warden predicate (artifact type, name,
+//! version, signing time, expiry). Pure: bytes in, values out; the state
+//! directory and the trust store's files are the CLI's.
+#![forbid(unsafe_code)]
+
+pub mod dsse;
+pub mod keys;
+pub mod statement;
+
+pub use dsse::{Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE};
+pub use keys::{key_id, KeyError, KeyPair};
+pub use statement::{ArtifactType, Predicate, Statement, PREDICATE_TYPE};
