@@ -16,7 +16,7 @@ use clap::{CommandFactory, FromArgMatches};
 use warden_core::Report;
 use warden_engine::{Engine, RunRequest};
 
-use crate::cli::{Cli, Command, PolicyCommand, RunArgs};
+use crate::cli::{Cli, Command, KeyCommand, PolicyCommand, RunArgs};
 
 /// Exit status for Warden's own errors (bad flag, bad policy, setup failure).
 const EXIT_WARDEN_ERROR: u8 = 125;
@@ -96,10 +96,18 @@ pub fn main(backends: Backends) -> ExitCode {
             warden_engine::route(args.backend.as_deref(), &args.command).is_ok_and(|b| b == "wasm")
         }
         Command::Compile { .. } => true,
-        Command::Policy { .. } => false,
+        Command::Policy { .. } | Command::Key { .. } => false,
     };
     if needs_wasm && !backends.wasm_here {
         return hand_over_to_full_binary();
+    }
+    // --state DIR: for this process and whatever it starts (warden-wasm),
+    // and for the jail's masks of Warden's own state.
+    if let Some(state) = &cli.state {
+        let absolute = std::env::current_dir()
+            .map(|cwd| cwd.join(state))
+            .unwrap_or_else(|_| state.clone());
+        std::env::set_var("WARDEN_STATE", absolute);
     }
     let engine = (backends.engine)();
     // Commands without a report end on these signals as any program does.
@@ -111,6 +119,7 @@ pub fn main(backends: Backends) -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => policy_check(&file),
+        Command::Key { command } => key(command),
         Command::Compile {
             module,
             output,
@@ -503,6 +512,44 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         return ExitCode::from(EXIT_WARDEN_ERROR);
     }
     ExitCode::from(status)
+}
+
+/// Exit status of a command that failed on what it was given (a key that
+/// exists, a signature that does not verify).
+const EXIT_FAILED: u8 = 1;
+
+/// The state directory, or a message saying how to name one.
+fn state_dir() -> anyhow::Result<std::path::PathBuf> {
+    warden_core::state::default_state_dir().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no state directory: give --state DIR or set WARDEN_STATE (HOME is not set)"
+        )
+    })
+}
+
+/// `warden key new|export|list`.
+fn key(command: KeyCommand) -> ExitCode {
+    let result = (|| -> anyhow::Result<()> {
+        let store = warden_trust::keystore::KeyStore::open(&state_dir()?)?;
+        let mut out = std::io::stdout().lock();
+        match command {
+            KeyCommand::New { name } => writeln!(out, "{}", store.create(&name)?)?,
+            KeyCommand::Export { name } => write!(out, "{}", store.public_pem(&name)?)?,
+            KeyCommand::List => {
+                for (name, id) in store.list()? {
+                    writeln!(out, "{name}\t{id}")?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(e);
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }
 
 /// Longest message of Warden's own on stderr; the report keeps all of it.

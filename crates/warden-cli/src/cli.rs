@@ -12,6 +12,11 @@ use clap::{Parser, Subcommand};
     about = "Run untrusted code with nothing it was not granted"
 )]
 pub struct Cli {
+    /// Warden's state directory (keys, trust store, registry, ledger)
+    /// [default: $WARDEN_STATE, else /var/lib/warden for root, else
+    /// $XDG_STATE_HOME/warden or ~/.local/state/warden].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +44,21 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Signing keys (Ed25519) in the state directory.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Create a key pair named NAME; prints its key id.
+    New { name: String },
+    /// Print the public key of NAME as PEM (SubjectPublicKeyInfo).
+    Export { name: String },
+    /// List the keys: name and key id.
+    List,
 }
 
 #[derive(Subcommand, Debug)]

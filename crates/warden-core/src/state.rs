@@ -1,7 +1,8 @@
 //! Where Warden keeps its own state on the host, named in one place: the
 //! WebAssembly compile cache (whose per-host key authenticates machine
-//! code) and the key-value stores. No sandboxed program may see either
-//! (the jail masks them inside any grant that covers them).
+//! code), the key-value stores and the state directory (signing keys,
+//! trust store, registry, ledger). No sandboxed program may see any of
+//! them (the jail masks them inside any grant that covers them).
 
 use std::path::PathBuf;
 
@@ -32,10 +33,31 @@ pub fn default_kv_dir() -> Option<PathBuf> {
     )
 }
 
+/// The state directory (keys, trust store, registry, ledger):
+/// `$WARDEN_STATE` (the CLI's `--state DIR` sets it), else
+/// `/var/lib/warden` for root, else `$XDG_STATE_HOME/warden` (if absolute)
+/// or `~/.local/state/warden`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WARDEN_STATE") {
+        return (!dir.is_empty()).then(|| PathBuf::from(dir));
+    }
+    if rustix::process::geteuid().is_root() {
+        return Some(PathBuf::from("/var/lib/warden"));
+    }
+    if let Some(base) = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from) {
+        if base.is_absolute() {
+            return Some(base.join("warden"));
+        }
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/state/warden"))
+}
+
 /// Every directory of Warden's own state this process would use by
 /// default.
 pub fn default_state_dirs() -> Vec<PathBuf> {
-    [default_cache_dir(), default_kv_dir()]
+    [default_cache_dir(), default_kv_dir(), default_state_dir()]
         .into_iter()
         .flatten()
         .collect()

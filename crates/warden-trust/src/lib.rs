@@ -3,12 +3,13 @@
 //! (signature over DSSE's pre-authentication encoding, so the payload type
 //! separates domains) whose payload is an in-toto Statement v1 naming the
 //! artifact's SHA-256 and a Warden predicate (artifact type, name,
-//! version, signing time, expiry). Pure: bytes in, values out; the state
-//! directory and the trust store's files are the CLI's.
+//! version, signing time, expiry). `keystore` keeps named keys in the
+//! state directory; the rest is pure: bytes in, values out.
 #![forbid(unsafe_code)]
 
 pub mod dsse;
 pub mod keys;
+pub mod keystore;
 pub mod statement;
 
 pub use dsse::{Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE};
