@@ -49,6 +49,62 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Sign FILE: writes FILE.sig, a DSSE envelope of an in-toto Statement.
+    Sign {
+        /// The key (see `warden key new`).
+        #[arg(long, value_name = "NAME")]
+        key: String,
+        /// What the file is: module, processor, policy or config.
+        #[arg(long = "type", value_name = "TYPE")]
+        artifact_type: String,
+        #[arg(long, value_name = "N")]
+        name: Option<String>,
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+        /// How long the statement holds, e.g. 90d (default: no expiry).
+        #[arg(long, value_name = "DUR", value_parser = duration)]
+        expires: Option<Duration>,
+        file: PathBuf,
+    },
+    /// Verify FILE against FILE.sig (or --sig) and the trust store; exit 1 naming the cause if not valid.
+    Verify {
+        /// The type the file must have been signed as.
+        #[arg(long = "type", value_name = "TYPE")]
+        artifact_type: Option<String>,
+        #[arg(long, value_name = "SIG")]
+        sig: Option<PathBuf>,
+        file: PathBuf,
+    },
+    /// The keys whose signatures are accepted.
+    Trust {
+        #[command(subcommand)]
+        command: TrustCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrustCommand {
+    /// Trust the public key in KEY.pem.
+    Add {
+        pem: PathBuf,
+        /// Artifact types it may sign, comma-separated (default: all).
+        #[arg(long, value_name = "TYPES", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Signatures made before this time (RFC 3339) fail.
+        #[arg(long = "not-before", value_name = "T")]
+        not_before: Option<String>,
+        /// Signatures made after this time (RFC 3339) fail.
+        #[arg(long = "not-after", value_name = "T")]
+        not_after: Option<String>,
+    },
+    /// Revoke a key: its signatures fail from now on.
+    Revoke {
+        keyid: String,
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// List trusted keys.
+    List,
 }
 
 #[derive(Subcommand, Debug)]

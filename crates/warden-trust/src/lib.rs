@@ -11,6 +11,7 @@ pub mod dsse;
 pub mod keys;
 pub mod keystore;
 pub mod statement;
+pub mod truststore;
 
 pub use dsse::{Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE};
 pub use keys::{key_id, KeyError, KeyPair};
