@@ -3,9 +3,11 @@
 //! what it holds. [`merkle`] is the tree itself — hashing, roots, and
 //! inclusion and consistency proofs — computed from the hashes of complete
 //! subtrees, which a store keeps so that a proof costs O(log n) reads, not
-//! a rebuild.
+//! a rebuild. [`note`] signs and opens C2SP signed notes with Ed25519 and
+//! carries the log's checkpoints in the c2sp.org/tlog-checkpoint format.
 #![forbid(unsafe_code)]
 
 pub mod merkle;
+pub mod note;
 
 pub use merkle::{Hash, HashReader, MemoryHashes, ProofError};
