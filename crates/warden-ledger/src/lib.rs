@@ -5,9 +5,13 @@
 //! subtrees, which a store keeps so that a proof costs O(log n) reads, not
 //! a rebuild. [`note`] signs and opens C2SP signed notes with Ed25519 and
 //! carries the log's checkpoints in the c2sp.org/tlog-checkpoint format.
+//! [`store`] keeps the ledger in SQLite: canonical (RFC 8785) chained
+//! entries, stored subtree hashes, checkpoints, and a verifier that names
+//! the first bad entry.
 #![forbid(unsafe_code)]
 
 pub mod merkle;
 pub mod note;
+pub mod store;
 
 pub use merkle::{Hash, HashReader, MemoryHashes, ProofError};
