@@ -425,9 +425,53 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
             return ExitCode::from(EXIT_WARDEN_ERROR);
         }
     };
+    // The audit ledger, open before anything runs: a run that could not
+    // be recorded is not started.
+    let audit = if args.no_audit {
+        None
+    } else {
+        match state_dir().and_then(|s| Ok(warden_engine::audit::Audit::open(&s)?)) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                let message = format!(
+                    "cannot record the run in the audit ledger, so it is not started: {e:#} (--no-audit runs it unrecorded)"
+                );
+                say(&message);
+                let report = Report::setup_error(message, id.clone(), &backend);
+                if let Err(e) = report_target.write(&report) {
+                    say(e);
+                }
+                return ExitCode::from(EXIT_WARDEN_ERROR);
+            }
+        }
+    };
+    let audit = std::cell::RefCell::new(audit);
+    let principal = warden_engine::audit::os_principal();
+    let tenant = args
+        .tenant
+        .clone()
+        .unwrap_or_else(|| warden_core::DEFAULT_TENANT.to_string());
+    let argv = args.command.clone();
+    // Appends the run's entry, durable before the report is written.
+    let record = |report: &mut Report| -> Result<(), String> {
+        let mut audit = audit.borrow_mut();
+        let Some(a) = audit.as_mut() else {
+            return Ok(());
+        };
+        let facts = warden_engine::audit::RunFacts {
+            principal: &principal,
+            tenant: &tenant,
+            argv: &argv,
+        };
+        a.record_run(&facts, report)
+            .map_err(|e| format!("the run ended but its audit entry could not be written: {e}"))
+    };
     let fail = |message: String| {
         say(&message);
-        let report = Report::setup_error(message, id.clone(), &backend);
+        let mut report = Report::setup_error(message, id.clone(), &backend);
+        if let Err(e) = record(&mut report) {
+            say(e);
+        }
         if let Err(e) = report_target.write(&report) {
             say(e);
         }
@@ -493,10 +537,11 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     // A SIGINT/SIGTERM/SIGHUP/SIGQUIT stops a WebAssembly run with a report,
     // as it does a jail.
     let mut engine = engine.with_kv_dir(kv_dir).with_interrupt_on_signals(true);
-    let report = match engine.run(&prepared) {
+    let mut report = match engine.run(&prepared) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };
+    let unrecorded = record(&mut report).err();
     // What the guest logged through the host, one line per record.
     {
         let mut err = std::io::stderr().lock();
@@ -523,6 +568,12 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         for line in report.terminal_lines() {
             say(line);
         }
+    }
+    if let Some(e) = unrecorded {
+        say(&e);
+        report.error.get_or_insert(e);
+        let _ = report_target.write(&report);
+        return ExitCode::from(EXIT_WARDEN_ERROR);
     }
     let status = exit_status(&report);
     if let Err(e) = report_target.write(&report) {

@@ -195,6 +195,9 @@ pub struct RunArgs {
     /// Write the JSON report to FILE (- for stderr).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Do not record the run in the audit ledger.
+    #[arg(long = "no-audit")]
+    pub no_audit: bool,
     /// Say nothing on stderr about limits reached, discarded files or a
     /// substituted program (the report still has them).
     #[arg(long, short = 'q')]

@@ -5,6 +5,16 @@ use crate::{
     View, Violation,
 };
 
+/// A run's entry in the audit ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditRef {
+    /// The ledger's origin (the name its checkpoints carry).
+    pub origin: String,
+    pub index: u64,
+    /// Hex SHA-256 leaf hash of the entry (RFC 9162).
+    pub leaf_hash: String,
+}
+
 /// The JSON report of one run (`--report`). Field names are Warden's
 /// contract; docs/report.schema.json describes them.
 #[derive(Clone, Debug, Serialize)]
@@ -44,6 +54,8 @@ pub struct Report {
     /// Files left in the scratch working directory, gone with the jail;
     /// null where there is no scratch directory or it was not looked at.
     pub discarded: Option<Discarded>,
+    /// Where the run's entry is in the audit ledger; null with `--no-audit`.
+    pub audit: Option<AuditRef>,
     /// Lines for the caller's terminal about what the run did differently
     /// from what was asked (e.g. another program than the caller's PATH
     /// names); also among `warnings`.
@@ -86,6 +98,7 @@ impl Report {
             limits_reached: outcome.limits_reached,
             views: Vec::new(),
             discarded: outcome.discarded,
+            audit: None,
             notices: Vec::new(),
         }
     }

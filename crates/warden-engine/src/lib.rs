@@ -3,6 +3,7 @@
 //! grants are the request ∩ the policy, pick a backend and run it.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod request;
 
 pub use request::{prepare, Prepared, RunRequest};

@@ -95,7 +95,8 @@ impl Ledger {
              PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, body BLOB NOT NULL, leaf BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )
         .map_err(db)?;
         Ok(Ledger { conn, path })
@@ -104,6 +105,53 @@ impl Ledger {
     fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |e| StoreError::Db {
             path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The log's origin (its name in checkpoints), set on first use to
+    /// `default` and kept.
+    pub fn origin(&self, default: &str) -> Result<String, StoreError> {
+        let get = || {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(self.db())
+        };
+        if let Some(origin) = get()? {
+            return Ok(origin);
+        }
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('origin', ?1)",
+                params![default],
+            )
+            .map_err(self.db())?;
+        Ok(get()?.unwrap_or_else(|| default.to_string()))
+    }
+
+    /// Takes and releases the write lock: an append will not find the
+    /// database read-only or locked for good.
+    pub fn check_writable(&mut self) -> Result<(), StoreError> {
+        let db = self.db_owned();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&db)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', '1')",
+            [],
+        )
+        .map_err(&db)?;
+        tx.rollback().map_err(&db)
+    }
+
+    fn db_owned(&self) -> impl Fn(rusqlite::Error) -> StoreError {
+        let path = self.path.clone();
+        move |e| StoreError::Db {
+            path: path.clone(),
             message: e.to_string(),
         }
     }

@@ -238,6 +238,14 @@ impl Run {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(uid) = self.as_user {
+            // An ordinary user has a state directory of its own (root's
+            // HOME, which the environment still names, is not writable).
+            let state = std::env::temp_dir().join(format!("warden-it-state-{uid}"));
+            let _ = fs::create_dir_all(&state);
+            let _ = std::os::unix::fs::chown(&state, Some(uid), Some(uid));
+            cmd.env("WARDEN_STATE", &state);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
