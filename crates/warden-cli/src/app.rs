@@ -16,7 +16,7 @@ use clap::{CommandFactory, FromArgMatches};
 use warden_core::Report;
 use warden_engine::{Engine, RunRequest};
 
-use crate::cli::{Cli, Command, KeyCommand, PolicyCommand, RunArgs, TrustCommand};
+use crate::cli::{AuditCommand, Cli, Command, KeyCommand, PolicyCommand, RunArgs, TrustCommand};
 
 /// Exit status for Warden's own errors (bad flag, bad policy, setup failure).
 const EXIT_WARDEN_ERROR: u8 = 125;
@@ -100,7 +100,8 @@ pub fn main(backends: Backends) -> ExitCode {
         | Command::Key { .. }
         | Command::Sign { .. }
         | Command::Verify { .. }
-        | Command::Trust { .. } => false,
+        | Command::Trust { .. }
+        | Command::Audit { .. } => false,
     };
     if needs_wasm && !backends.wasm_here {
         return hand_over_to_full_binary();
@@ -138,6 +139,7 @@ pub fn main(backends: Backends) -> ExitCode {
             file,
         } => finish(verify(artifact_type.as_deref(), sig.as_deref(), &file)),
         Command::Trust { command } => finish(trust(command)),
+        Command::Audit { command } => finish(audit(command)),
         Command::Compile {
             module,
             output,
@@ -759,6 +761,37 @@ fn verify(ty: Option<&str>, sig: Option<&Path>, file: &Path) -> anyhow::Result<(
         warden_trust::truststore::rfc3339(p.signed_at)
     );
     Ok(())
+}
+
+/// `warden audit verify|log`.
+fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    let dir = state_dir()?.join("ledger");
+    if !dir.join("ledger.db").is_file() {
+        anyhow::bail!("no audit ledger at {}", dir.display());
+    }
+    let ledger = warden_ledger::store::Ledger::open(&dir)?;
+    match command {
+        AuditCommand::Verify => match ledger.verify()? {
+            Ok(size) => {
+                let root = ledger.root(size)?;
+                println!("ok: {size} entries, root {}", base64_std(&root));
+            }
+            Err(tamper) => anyhow::bail!("{tamper}"),
+        },
+        AuditCommand::Log { from, to } => {
+            let mut out = std::io::stdout().lock();
+            ledger.entries(from, to.unwrap_or(u64::MAX), |_, body| {
+                out.write_all(body)?;
+                out.write_all(b"\n")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn base64_std(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// `warden trust add|revoke|list`.

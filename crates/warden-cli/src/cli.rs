@@ -75,10 +75,29 @@ pub enum Command {
         sig: Option<PathBuf>,
         file: PathBuf,
     },
+    /// The audit ledger.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The keys whose signatures are accepted.
     Trust {
         #[command(subcommand)]
         command: TrustCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the tree and the chain from every entry; exit 1 naming the first bad entry.
+    Verify,
+    /// Print entries as JSON lines, their exact canonical bytes.
+    Log {
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        from: u64,
+        /// One past the last entry printed.
+        #[arg(long, value_name = "M")]
+        to: Option<u64>,
     },
 }
 

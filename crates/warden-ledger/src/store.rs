@@ -243,6 +243,40 @@ impl Ledger {
         )?)
     }
 
+    /// The exact bytes of entries `from..to` in order, to `each`.
+    pub fn entries(
+        &self,
+        from: u64,
+        to: u64,
+        mut each: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, body FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
+            .map_err(self.db())?;
+        let mut rows = stmt
+            .query(params![
+                from.min(i64::MAX as u64) as i64,
+                to.min(i64::MAX as u64) as i64
+            ])
+            .map_err(self.db())?;
+        while let Some(row) = rows.next().map_err(self.db())? {
+            let idx = row.get::<_, i64>(0).map_err(self.db())? as u64;
+            let body: Vec<u8> = row.get(1).map_err(self.db())?;
+            if let Err(e) = each(idx, &body) {
+                // A closed reader ends the listing.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(StoreError::Db {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The exact bytes of entry `index`.
     pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn
