@@ -79,8 +79,17 @@ impl Audit {
         if free < 1 << 20 {
             return Err(AuditError::Full(dir));
         }
-        let mut ledger = Ledger::open(&dir)?;
-        ledger.check_writable()?;
+        // Writable without a transaction: the directory (the journal and
+        // WAL files are made there) and the database file, if there is one.
+        let db = dir.join("ledger.db");
+        for p in [dir.as_path(), db.as_path()] {
+            match rustix::fs::access(p, rustix::fs::Access::WRITE_OK) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::NOENT) if p == db => {}
+                Err(e) => return Err(AuditError::Io(p.to_path_buf(), e.into())),
+            }
+        }
+        let ledger = Ledger::open(&dir)?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());

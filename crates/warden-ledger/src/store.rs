@@ -16,6 +16,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::merkle::{self, Hash, HashReader, ProofError};
 
+/// The version of the database layout (SQLite's `user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
 /// The version of the entry encoding.
 pub const ENTRY_VERSION: u64 = 1;
 
@@ -90,13 +93,23 @@ impl Ledger {
         let conn = Connection::open(&path).map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(db)?;
+        // Durability of every commit; WAL mode and the schema are kept in
+        // the file, made once (user_version says so).
+        conn.execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(db)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db)?;
+        if version == SCHEMA_VERSION {
+            return Ok(Ledger { conn, path });
+        }
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, body BLOB NOT NULL, leaf BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             PRAGMA user_version = 1;",
         )
         .map_err(db)?;
         Ok(Ledger { conn, path })
@@ -130,30 +143,6 @@ impl Ledger {
             )
             .map_err(self.db())?;
         Ok(get()?.unwrap_or_else(|| default.to_string()))
-    }
-
-    /// Takes and releases the write lock: an append will not find the
-    /// database read-only or locked for good.
-    pub fn check_writable(&mut self) -> Result<(), StoreError> {
-        let db = self.db_owned();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&db)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', '1')",
-            [],
-        )
-        .map_err(&db)?;
-        tx.rollback().map_err(&db)
-    }
-
-    fn db_owned(&self) -> impl Fn(rusqlite::Error) -> StoreError {
-        let path = self.path.clone();
-        move |e| StoreError::Db {
-            path: path.clone(),
-            message: e.to_string(),
-        }
     }
 
     /// Number of entries.
