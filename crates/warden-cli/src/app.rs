@@ -778,6 +778,43 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
             }
             Err(tamper) => anyhow::bail!("{tamper}"),
         },
+        AuditCommand::Prove {
+            index,
+            size,
+            consistency,
+        } => {
+            let total = ledger.size()?;
+            let size = size.unwrap_or(total);
+            if size > total {
+                anyhow::bail!("--size {size}: the ledger has {total} entries");
+            }
+            let hashes = |p: Vec<[u8; 32]>| p.iter().map(|h| base64_std(h)).collect::<Vec<_>>();
+            let json = match (index, consistency) {
+                (Some(index), None) => {
+                    let leaf = warden_ledger::merkle::leaf_hash(
+                        &ledger
+                            .entry(index)?
+                            .ok_or_else(|| anyhow::anyhow!("no entry {index}"))?,
+                    );
+                    serde_json::json!({
+                        "index": index,
+                        "tree_size": size,
+                        "leaf_hash": base64_std(&leaf),
+                        "root_hash": base64_std(&ledger.root(size)?),
+                        "audit_path": hashes(ledger.inclusion_proof(index, size)?),
+                    })
+                }
+                (None, Some(old)) => serde_json::json!({
+                    "old_size": old,
+                    "tree_size": size,
+                    "old_root_hash": base64_std(&ledger.root(old.min(size))?),
+                    "root_hash": base64_std(&ledger.root(size)?),
+                    "consistency_path": hashes(ledger.consistency_proof(old, size)?),
+                }),
+                _ => anyhow::bail!("give an entry INDEX or --consistency OLD (not both)"),
+            };
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
         AuditCommand::Log { from, to } => {
             let mut out = std::io::stdout().lock();
             ledger.entries(from, to.unwrap_or(u64::MAX), |_, body| {

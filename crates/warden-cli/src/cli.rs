@@ -91,6 +91,17 @@ pub enum Command {
 pub enum AuditCommand {
     /// Recompute the tree and the chain from every entry; exit 1 naming the first bad entry.
     Verify,
+    /// Print an inclusion proof of entry INDEX (JSON), or with --consistency OLD a consistency proof from size OLD.
+    Prove {
+        /// The entry (omit with --consistency).
+        index: Option<u64>,
+        /// The tree size the proof is for [default: the ledger's size].
+        #[arg(long, value_name = "N")]
+        size: Option<u64>,
+        /// Prove that the tree of OLD entries is a prefix of the tree of --size entries.
+        #[arg(long, value_name = "OLD")]
+        consistency: Option<u64>,
+    },
     /// Print entries as JSON lines, their exact canonical bytes.
     Log {
         #[arg(long, value_name = "N", default_value_t = 0)]

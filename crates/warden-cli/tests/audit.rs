@@ -60,6 +60,56 @@ fn runs_are_recorded_and_the_ledger_verifies() {
     out.expect_code(0, "verify");
     assert!(out.stdout.starts_with("ok: 4 entries"), "{}", out.ctx());
 
+    // Proofs: checked here with the ledger crate's verifier.
+    let out = t.raw(["audit", "prove", "2"]).env("WARDEN_STATE", &s).go();
+    out.expect_code(0, "prove");
+    let p: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let b64 = |v: &serde_json::Value| -> [u8; 32] {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let path: Vec<[u8; 32]> = p["audit_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(b64)
+        .collect();
+    let raw = t
+        .raw(["audit", "log", "--from", "2", "--to", "3"])
+        .env("WARDEN_STATE", &s)
+        .go();
+    let leaf = warden_ledger::merkle::leaf_hash(raw.stdout.trim_end_matches('\n').as_bytes());
+    assert_eq!(leaf, b64(&p["leaf_hash"]), "the entry's bytes are its leaf");
+    warden_ledger::merkle::verify_inclusion(2, 4, &leaf, &path, &b64(&p["root_hash"])).unwrap();
+    let out = t
+        .raw(["audit", "prove", "--consistency", "1"])
+        .env("WARDEN_STATE", &s)
+        .go();
+    out.expect_code(0, "prove --consistency");
+    let c: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let cpath: Vec<[u8; 32]> = c["consistency_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(b64)
+        .collect();
+    warden_ledger::merkle::verify_consistency(
+        1,
+        4,
+        &b64(&c["old_root_hash"]),
+        &b64(&c["root_hash"]),
+        &cpath,
+    )
+    .unwrap();
+    t.raw(["audit", "prove", "9"])
+        .env("WARDEN_STATE", &s)
+        .go()
+        .expect_code(1, "no such entry");
+
     // Root on the host changes an entry with SQLite itself.
     let db = t.root.join("state/ledger/ledger.db");
     let py = format!(
