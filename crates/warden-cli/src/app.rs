@@ -769,15 +769,29 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
     if !dir.join("ledger.db").is_file() {
         anyhow::bail!("no audit ledger at {}", dir.display());
     }
-    let ledger = warden_ledger::store::Ledger::open(&dir)?;
+    let mut ledger = warden_ledger::store::Ledger::open(&dir)?;
+    let origin = ledger.origin("warden.local/unnamed")?;
+    let key = warden_engine::audit::log_key(&dir)?;
+    let verifier = warden_engine::audit::verifier(&origin, &key)?;
     match command {
         AuditCommand::Verify => match ledger.verify()? {
-            Ok(size) => {
-                let root = ledger.root(size)?;
-                println!("ok: {size} entries, root {}", base64_std(&root));
-            }
+            Ok(size) => match ledger.verify_checkpoints(&verifier, size)? {
+                Ok(checkpoints) => println!(
+                    "ok: {size} entries, root {}, {checkpoints} checkpoints",
+                    base64_std(&ledger.root(size)?)
+                ),
+                Err(tamper) => anyhow::bail!("{tamper}"),
+            },
             Err(tamper) => anyhow::bail!("{tamper}"),
         },
+        AuditCommand::Checkpoint => print!("{}", ledger.checkpoint(&origin, &key)?),
+        AuditCommand::Key { pem } => {
+            if pem {
+                print!("{}", warden_trust::keys::public_pem(&key.verifying_key())?);
+            } else {
+                println!("{}", verifier.encode());
+            }
+        }
         AuditCommand::Prove {
             index,
             size,

@@ -102,6 +102,13 @@ pub enum AuditCommand {
         #[arg(long, value_name = "OLD")]
         consistency: Option<u64>,
     },
+    /// Sign a checkpoint of the ledger as it is now (C2SP tlog-checkpoint) and print it.
+    Checkpoint,
+    /// Print the log's verifier key (NAME+KEYID+KEY), or with --pem its public key as PEM.
+    Key {
+        #[arg(long)]
+        pem: bool,
+    },
     /// Print entries as JSON lines, their exact canonical bytes.
     Log {
         #[arg(long, value_name = "N", default_value_t = 0)]

@@ -110,6 +110,30 @@ fn runs_are_recorded_and_the_ledger_verifies() {
         .go()
         .expect_code(1, "no such entry");
 
+    // A signed checkpoint, and the log's verifier key in the signed-note form.
+    let out = t.raw(["audit", "checkpoint"]).env("WARDEN_STATE", &s).go();
+    out.expect_code(0, "checkpoint");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[1], "4", "{}", out.ctx());
+    assert!(
+        lines[4].starts_with(&format!("\u{2014} {} ", lines[0])),
+        "{}",
+        out.ctx()
+    );
+    let vkey = t.raw(["audit", "key"]).env("WARDEN_STATE", &s).go();
+    assert!(
+        vkey.stdout.starts_with(&format!("{}+", lines[0])),
+        "{}",
+        vkey.ctx()
+    );
+    let pem = t
+        .raw(["audit", "key", "--pem"])
+        .env("WARDEN_STATE", &s)
+        .go();
+    assert!(pem.stdout.starts_with("-----BEGIN PUBLIC KEY-----"));
+    let out = t.raw(["audit", "verify"]).env("WARDEN_STATE", &s).go();
+    assert!(out.stdout.contains("1 checkpoints"), "{}", out.ctx());
+
     // Root on the host changes an entry with SQLite itself.
     let db = t.root.join("state/ledger/ledger.db");
     let py = format!(

@@ -25,6 +25,63 @@ pub enum AuditError {
 pub struct Audit {
     ledger: Ledger,
     origin: String,
+    dir: PathBuf,
+}
+
+/// A checkpoint is signed automatically after every this many entries.
+pub const CHECKPOINT_EVERY: u64 = 1000;
+
+/// The log's signing key (`ledger/log.key`, 32 bytes of seed in hex, 0600),
+/// made on first use.
+pub fn log_key(ledger_dir: &Path) -> Result<ed25519_dalek::SigningKey, AuditError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = ledger_dir.join("log.key");
+    let io = |e| AuditError::Io(path.clone(), e);
+    let read = || -> Result<ed25519_dalek::SigningKey, AuditError> {
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        let seed: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                AuditError::Io(
+                    path.clone(),
+                    std::io::Error::other("not a 32-byte hex seed"),
+                )
+            })?;
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+    };
+    if path.exists() {
+        return read();
+    }
+    let mut seed = [0u8; 32];
+    rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| io(e.into()))?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            f.write_all(hex::encode(seed).as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io)?;
+            Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+        }
+        // Another process made it first: use that one.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// The log's verifier (C2SP signed-note key) for `origin`.
+pub fn verifier(
+    origin: &str,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<warden_ledger::note::Verifier, AuditError> {
+    warden_ledger::note::Verifier::new(origin, key.verifying_key())
+        .map_err(|e| AuditError::Store(warden_ledger::store::StoreError::Encode(e.to_string())))
 }
 
 /// Who asked for a run, and what it was.
@@ -94,7 +151,11 @@ impl Audit {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
         let origin = ledger.origin(&format!("warden.local/{host}"))?;
-        Ok(Audit { ledger, origin })
+        Ok(Audit {
+            ledger,
+            origin,
+            dir,
+        })
     }
 
     /// Appends the entry of the run `report` describes, durably, and
@@ -131,6 +192,16 @@ impl Audit {
         let value = serde_json::to_value(&event)
             .map_err(|e| warden_ledger::store::StoreError::Encode(e.to_string()))?;
         let acks = self.ledger.append(seconds_now(), &[("run", value)])?;
+        if acks
+            .first()
+            .is_some_and(|(i, _)| (i + 1) % CHECKPOINT_EVERY == 0)
+        {
+            // Not worth failing the run for: its entry is durable already,
+            // and `warden audit checkpoint` signs one on demand.
+            if let Ok(key) = log_key(&self.dir) {
+                let _ = self.ledger.checkpoint(&self.origin, &key);
+            }
+        }
         if let Some((index, leaf)) = acks.first() {
             report.audit = Some(AuditRef {
                 origin: self.origin.clone(),

@@ -45,6 +45,8 @@ pub enum Tamper {
     Malformed(u64),
     #[error("stored tree hashes disagree with the entries at size {0}")]
     Tree(u64),
+    #[error("checkpoint of size {size}: {why}")]
+    Checkpoint { size: u64, why: String },
     #[error("index {0} is missing (entries are not contiguous)")]
     Gap(u64),
     #[error(
@@ -232,6 +234,78 @@ impl Ledger {
         )?)
     }
 
+    /// Signs the tree head of the current size as a C2SP checkpoint with
+    /// `key` under the log's `origin`, stores it, and returns the note.
+    pub fn checkpoint(
+        &mut self,
+        origin: &str,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<String, StoreError> {
+        let size = self.size()?;
+        let cp = crate::note::Checkpoint {
+            origin: origin.to_string(),
+            size,
+            root: self.root(size)?,
+        };
+        let note = crate::note::sign(&cp.text(), origin, key)
+            .map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?1, ?2)",
+                params![size as i64, note],
+            )
+            .map_err(self.db())?;
+        Ok(note)
+    }
+
+    /// The stored checkpoint notes, by size.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, note FROM checkpoints ORDER BY size")
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            })
+            .map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    /// Checks every stored checkpoint against `verifier` and the entries:
+    /// its signature, its size (not beyond the entries: a truncated tail)
+    /// and its root (the tree of that size as the entries give it).
+    pub fn verify_checkpoints(
+        &self,
+        verifier: &crate::note::Verifier,
+        entries: u64,
+    ) -> Result<Result<usize, Tamper>, StoreError> {
+        let checkpoints = self.checkpoints()?;
+        for (size, note) in &checkpoints {
+            let bad = |why: String| Ok(Err(Tamper::Checkpoint { size: *size, why }));
+            let text = match crate::note::open(note, verifier) {
+                Ok(t) => t,
+                Err(e) => return bad(e.to_string()),
+            };
+            let cp = match crate::note::Checkpoint::parse(text) {
+                Ok(cp) => cp,
+                Err(e) => return bad(e.to_string()),
+            };
+            if cp.size != *size {
+                return bad(format!("it says size {}", cp.size));
+            }
+            if cp.size > entries {
+                return bad(format!(
+                    "the ledger has only {entries} entries (the tail was truncated)"
+                ));
+            }
+            if self.root(cp.size)? != cp.root {
+                return bad("its root is not the tree of the entries (history rewritten)".into());
+            }
+        }
+        Ok(Ok(checkpoints.len()))
+    }
+
     /// The exact bytes of entries `from..to` in order, to `each`.
     pub fn entries(
         &self,
@@ -417,6 +491,38 @@ mod tests {
     }
 
     /// Each tamper, done with SQLite itself as root on the host could.
+    #[test]
+    fn checkpoints_are_signed_and_checked() {
+        let dir = temp("checkpoints");
+        let mut l = Ledger::open(&dir).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let v = crate::note::Verifier::new("test.log", key.verifying_key()).unwrap();
+        l.append(1, &(0..10).map(event).collect::<Vec<_>>())
+            .unwrap();
+        let note = l.checkpoint("test.log", &key).unwrap();
+        assert!(note.starts_with("test.log\n10\n"), "{note}");
+        assert_eq!(l.verify_checkpoints(&v, 10).unwrap(), Ok(1));
+        // Entry and node rows of the tail deleted together: only the
+        // checkpoint still knows there were ten.
+        l.conn
+            .execute_batch("DELETE FROM entries WHERE idx = 9; DELETE FROM nodes WHERE level = 0 AND idx = 9; DELETE FROM nodes WHERE level = 1 AND idx = 4;")
+            .unwrap();
+        assert_eq!(l.verify().unwrap(), Ok(9));
+        assert!(matches!(
+            l.verify_checkpoints(&v, 9).unwrap(),
+            Err(Tamper::Checkpoint { size: 10, .. })
+        ));
+        // A checkpoint signed by another key is refused.
+        let other = ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]);
+        let forged = l.checkpoint("test.log", &other).unwrap();
+        assert!(forged.contains("test.log"));
+        assert!(matches!(
+            l.verify_checkpoints(&v, 9).unwrap(),
+            Err(Tamper::Checkpoint { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn tampering_is_found_and_named() {
         let cases: &[(&str, &str, Tamper)] = &[
