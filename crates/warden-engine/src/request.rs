@@ -234,11 +234,6 @@ fn find_on_path(
     })
 }
 
-/// Host directories the jail shows at the same path (read-only).
-const JAIL_SYSTEM_DIRS: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-];
-
 /// A program named without a path is found on the jail's PATH in the
 /// jail's root, which is not the caller's: when the caller's PATH finds a
 /// different file (a pyenv shim, a venv, ~/.local/bin), another program
@@ -255,12 +250,15 @@ fn path_substitution(
         return None;
     }
     let caller = find_on_path(program, caller_path?, cwd, |_| true)?;
+    // What the jail shows of the host at the same path (/bin may be a
+    // link to /usr/bin): resolved once.
+    let system: Vec<PathBuf> = warden_jail::SYSTEM_DIRS
+        .iter()
+        .filter_map(|d| fs::canonicalize(d).ok())
+        .collect();
     let visible = |p: &Path| {
         let p = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        JAIL_SYSTEM_DIRS
-            .iter()
-            .filter_map(|d| fs::canonicalize(d).ok())
-            .any(|d| p.starts_with(d))
+        system.iter().any(|d| p.starts_with(d))
             || grants.iter().any(|g| match g {
                 Capability::FsRead(dir) | Capability::FsWrite(dir) => p.starts_with(dir),
                 _ => false,

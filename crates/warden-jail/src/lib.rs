@@ -117,11 +117,12 @@ fn check_supported(cap: &Capability) -> Result<(), BackendError> {
     }
 }
 
-/// The jail's own directories, which a grant shown at another path (`--at`)
-/// must not shadow: the system it runs on, its /proc and /dev.
-const JAIL_OWN_DIRS: &[&str] = &[
-    "/usr", "/proc", "/dev", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-];
+/// Host directories the jail shows read-only at their own path.
+pub use crate::mounts::SYSTEM_DIRS;
+
+/// The jail's own directories besides [`SYSTEM_DIRS`], which a grant shown
+/// at another path (`--at`) must not shadow either.
+const JAIL_OWN_DIRS: &[&str] = &["/proc", "/dev", "/etc"];
 
 fn check_view(inside: &std::path::Path) -> Result<(), BackendError> {
     if !mounts::is_clean_absolute(inside) || inside == std::path::Path::new("/") {
@@ -130,7 +131,8 @@ fn check_view(inside: &std::path::Path) -> Result<(), BackendError> {
             inside.display()
         )));
     }
-    if let Some(own) = JAIL_OWN_DIRS.iter().find(|d| inside.starts_with(d)) {
+    let mut own_dirs = SYSTEM_DIRS.iter().chain(JAIL_OWN_DIRS);
+    if let Some(own) = own_dirs.find(|d| inside.starts_with(d)) {
         return Err(BackendError::Invalid(format!(
             "--at {}: it would shadow the jail's own {own}; choose a path outside /usr, /proc, /dev, /etc, /bin, /sbin and /lib*",
             inside.display()

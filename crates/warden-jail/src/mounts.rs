@@ -99,7 +99,9 @@ pub(crate) struct MountPlan {
 }
 
 /// Host paths of the read-only system runtime.
-const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 
 /// The few /etc entries interpreters need. Never shadow, gshadow, sudoers,
 /// ssh keys or the host's passwd/group: those are generated.
@@ -180,7 +182,7 @@ impl SystemLayout {
         let mut entries = Vec::new();
         let candidates = SYSTEM_DIRS
             .iter()
-            .map(|d| format!("/{d}"))
+            .map(|d| d.to_string())
             .chain(ETC_ENTRIES.iter().map(|e| format!("/etc/{e}")));
         for path in candidates {
             let Ok(meta) = fs::symlink_metadata(&path) else {
