@@ -4,7 +4,20 @@
 //! trust store, registry, ledger). No sandboxed program may see any of
 //! them (the jail masks them inside any grant that covers them).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Makes `dir` (and its parents) with mode 0700 if it is missing: Warden's
+/// state is nobody else's to read.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
 
 /// The compile cache used when none is configured: `$WARDEN_CACHE_DIR` if
 /// set (empty: no cache), else `/var/cache/warden/wasm` for root, else

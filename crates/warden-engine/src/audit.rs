@@ -125,10 +125,7 @@ impl Audit {
     pub fn open(state: &Path) -> Result<Audit, AuditError> {
         let dir = state.join("ledger");
         for d in [state, dir.as_path()] {
-            std::fs::create_dir_all(d).map_err(|e| AuditError::Io(d.to_path_buf(), e))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| AuditError::Io(d.to_path_buf(), e))?;
+            warden_core::state::private_dir(d).map_err(|e| AuditError::Io(d.to_path_buf(), e))?;
         }
         let free = rustix::fs::statvfs(&dir)
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::keys::{public_from_pem, public_pem, KeyError, KeyPair};
@@ -43,12 +43,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyStoreError + '_ {
     }
 }
 
-/// Creates `dir` (and its parents) if missing, and makes it 0700: Warden's
-/// state is nobody else's to read.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-}
+pub use warden_core::state::private_dir;
 
 pub fn valid_key_name(name: &str) -> bool {
     let b = name.as_bytes();

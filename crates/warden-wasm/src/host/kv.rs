@@ -150,14 +150,7 @@ pub fn default_kv_dir() -> Option<PathBuf> {
 
 /// Makes `dir` (and its parents) with mode 0700 if it is missing.
 pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    warden_core::state::private_dir(dir)
 }
 
 /// What a run did with the store so far, against its quotas. A run and
