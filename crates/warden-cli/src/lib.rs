@@ -4,3 +4,4 @@
 
 pub mod app;
 mod cli;
+mod evidence;

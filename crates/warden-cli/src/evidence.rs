@@ -1,0 +1,320 @@
+//! Keys, signatures, the trust store and the audit ledger: `warden key`,
+//! `sign`, `verify`, `trust` and `audit`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::app::{invocation_id, say, state_dir, EXIT_FAILED};
+use crate::cli::{AuditCommand, KeyCommand, TrustCommand};
+/// `warden key new|export|list`.
+pub(crate) fn key(command: KeyCommand) -> ExitCode {
+    let result = (|| -> anyhow::Result<()> {
+        let store = warden_trust::keystore::KeyStore::open(&state_dir()?)?;
+        let mut out = std::io::stdout().lock();
+        match command {
+            KeyCommand::New { name } => writeln!(out, "{}", store.create(&name)?)?,
+            KeyCommand::Export { name } => write!(out, "{}", store.public_pem(&name)?)?,
+            KeyCommand::List => {
+                for (name, id) in store.list()? {
+                    writeln!(out, "{name}\t{id}")?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(e);
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Exit 0, or one line naming the cause and exit 1.
+pub(crate) fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(format!("{e:#}"));
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Signed files are read whole, up to this size: the bytes hashed are the
+/// bytes in memory, never a path opened twice.
+const MAX_SIGNED_FILE: u64 = 1 << 30;
+
+pub(crate) fn read_artifact(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        anyhow::bail!("{}: not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SIGNED_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SIGNED_FILE {
+        anyhow::bail!("{}: larger than {MAX_SIGNED_FILE} bytes", path.display());
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn artifact_type(text: &str) -> anyhow::Result<warden_trust::ArtifactType> {
+    warden_trust::ArtifactType::parse(text).ok_or_else(|| {
+        anyhow::anyhow!("--type {text:?}: expected module, processor, policy or config")
+    })
+}
+
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// `warden sign`: FILE.sig next to FILE, written by rename.
+pub(crate) fn sign(
+    key: &str,
+    ty: &str,
+    name: Option<String>,
+    version: Option<String>,
+    expires: Option<std::time::Duration>,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let ty = artifact_type(ty)?;
+    let pair = warden_trust::keystore::KeyStore::open(&state_dir()?)?.load(key)?;
+    let bytes = read_artifact(file)?;
+    let signed_at = now_secs();
+    let statement = warden_trust::Statement::new(
+        &file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        &sha256_hex(&bytes),
+        warden_trust::Predicate {
+            artifact_type: ty,
+            name,
+            version,
+            signed_at,
+            expires_at: expires.map(|d| signed_at.saturating_add(d.as_secs())),
+        },
+    );
+    let env = warden_trust::Envelope::sign(
+        &pair,
+        warden_trust::IN_TOTO_PAYLOAD_TYPE,
+        &statement.to_json(),
+    );
+    let mut sig = file.as_os_str().to_owned();
+    sig.push(".sig");
+    let sig = std::path::PathBuf::from(sig);
+    let mut tmp = sig.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", invocation_id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{}\n", env.to_json()))
+        .and_then(|()| std::fs::rename(&tmp, &sig))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::anyhow!("{}: {e}", sig.display())
+        })?;
+    println!(
+        "{} signed by {} as {}",
+        sig.display(),
+        pair.id(),
+        ty.as_str()
+    );
+    Ok(())
+}
+
+/// `warden verify`.
+pub(crate) fn verify(ty: Option<&str>, sig: Option<&Path>, file: &Path) -> anyhow::Result<()> {
+    let want = ty.map(artifact_type).transpose()?;
+    let sig_path = match sig {
+        Some(s) => s.to_path_buf(),
+        None => {
+            let mut s = file.as_os_str().to_owned();
+            s.push(".sig");
+            s.into()
+        }
+    };
+    let envelope = {
+        use std::io::Read;
+        let f = std::fs::File::open(&sig_path)
+            .map_err(|e| anyhow::anyhow!("malformed envelope: {}: {e}", sig_path.display()))?;
+        let mut bytes = Vec::new();
+        f.take(warden_trust::dsse::MAX_ENVELOPE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        bytes
+    };
+    let bytes = read_artifact(file)?;
+    let store = warden_trust::truststore::TrustStore::open(&state_dir()?)?;
+    let v = store.verify(&envelope, &sha256_hex(&bytes), want, now_secs())?;
+    let p = &v.statement.predicate;
+    let mut what = p.artifact_type.as_str().to_string();
+    if let Some(n) = &p.name {
+        what.push_str(&format!(" {n}"));
+    }
+    if let Some(ver) = &p.version {
+        what.push_str(&format!(" {ver}"));
+    }
+    println!(
+        "ok: {} is {what}, signed by {} at {}",
+        file.display(),
+        v.keyid,
+        warden_trust::truststore::rfc3339(p.signed_at)
+    );
+    Ok(())
+}
+
+/// `warden audit verify|log`.
+pub(crate) fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    let dir = state_dir()?.join("ledger");
+    if !dir.join("ledger.db").is_file() {
+        anyhow::bail!("no audit ledger at {}", dir.display());
+    }
+    let mut ledger = warden_ledger::store::Ledger::open(&dir)?;
+    let origin = ledger.origin("warden.local/unnamed")?;
+    let key = warden_engine::audit::log_key(&dir)?;
+    let verifier = warden_engine::audit::verifier(&origin, &key)?;
+    match command {
+        AuditCommand::Verify => match ledger.verify()? {
+            Ok(size) => match ledger.verify_checkpoints(&verifier, size)? {
+                Ok(checkpoints) => println!(
+                    "ok: {size} entries, root {}, {checkpoints} checkpoints",
+                    base64_std(&ledger.root(size)?)
+                ),
+                Err(tamper) => anyhow::bail!("{tamper}"),
+            },
+            Err(tamper) => anyhow::bail!("{tamper}"),
+        },
+        AuditCommand::Checkpoint => print!("{}", ledger.checkpoint(&origin, &key)?),
+        AuditCommand::Key { pem } => {
+            if pem {
+                print!("{}", warden_trust::keys::public_pem(&key.verifying_key())?);
+            } else {
+                println!("{}", verifier.encode());
+            }
+        }
+        AuditCommand::Prove {
+            index,
+            size,
+            consistency,
+        } => {
+            let total = ledger.size()?;
+            let size = size.unwrap_or(total);
+            if size > total {
+                anyhow::bail!("--size {size}: the ledger has {total} entries");
+            }
+            let hashes = |p: Vec<[u8; 32]>| p.iter().map(|h| base64_std(h)).collect::<Vec<_>>();
+            let json = match (index, consistency) {
+                (Some(index), None) => {
+                    let leaf = warden_ledger::merkle::leaf_hash(
+                        &ledger
+                            .entry(index)?
+                            .ok_or_else(|| anyhow::anyhow!("no entry {index}"))?,
+                    );
+                    serde_json::json!({
+                        "index": index,
+                        "tree_size": size,
+                        "leaf_hash": base64_std(&leaf),
+                        "root_hash": base64_std(&ledger.root(size)?),
+                        "audit_path": hashes(ledger.inclusion_proof(index, size)?),
+                    })
+                }
+                (None, Some(old)) => serde_json::json!({
+                    "old_size": old,
+                    "tree_size": size,
+                    "old_root_hash": base64_std(&ledger.root(old.min(size))?),
+                    "root_hash": base64_std(&ledger.root(size)?),
+                    "consistency_path": hashes(ledger.consistency_proof(old, size)?),
+                }),
+                _ => anyhow::bail!("give an entry INDEX or --consistency OLD (not both)"),
+            };
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        AuditCommand::Log { from, to } => {
+            let mut out = std::io::stdout().lock();
+            ledger.entries(from, to.unwrap_or(u64::MAX), |_, body| {
+                out.write_all(body)?;
+                out.write_all(b"\n")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn base64_std(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `warden trust add|revoke|list`.
+pub(crate) fn trust(command: TrustCommand) -> anyhow::Result<()> {
+    use warden_trust::truststore::{parse_time, rfc3339, TrustStore};
+    let mut store = TrustStore::open(&state_dir()?)?;
+    match command {
+        TrustCommand::Add {
+            pem,
+            types,
+            not_before,
+            not_after,
+        } => {
+            let text = std::fs::read_to_string(&pem)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", pem.display()))?;
+            let types = types
+                .iter()
+                .map(|t| artifact_type(t))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let time = |t: Option<String>, flag: &str| {
+                t.map(|t| parse_time(&t).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+                    .transpose()
+            };
+            let entry = store.add(
+                &text,
+                types,
+                time(not_before, "--not-before")?,
+                time(not_after, "--not-after")?,
+            )?;
+            println!("trusted {}", entry.keyid);
+        }
+        TrustCommand::Revoke { keyid, reason } => {
+            let entry = store.revoke(&keyid, now_secs(), reason)?;
+            println!(
+                "revoked {} at {}",
+                entry.keyid,
+                rfc3339(entry.revoked_at.unwrap_or_default())
+            );
+        }
+        TrustCommand::List => {
+            for k in &store.file.keys {
+                let types = if k.types.is_empty() {
+                    "all".to_string()
+                } else {
+                    k.types
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let window = |t: Option<u64>| t.map_or("-".to_string(), rfc3339);
+                let status = match k.revoked_at {
+                    Some(at) => format!("revoked {}", rfc3339(at)),
+                    None => "valid".to_string(),
+                };
+                println!(
+                    "{}\t{types}\t{}..{}\t{status}",
+                    k.keyid,
+                    window(k.not_before),
+                    window(k.not_after)
+                );
+            }
+        }
+    }
+    Ok(())
+}
