@@ -28,13 +28,16 @@ pub use capability::{
     MAX_CAPABILITY_LEN,
 };
 pub use check::{check, Diagnostic, Severity, MAX_GRANTS};
-pub use limits::{bounds, Limits};
+pub use limits::{bounds, LimitField, LimitValue, Limits};
 pub use policy::{parse_policy, Grant, Location, Policy, PolicyError};
 pub use value::{
     format_duration, format_size, parse_count, parse_duration, parse_percent, parse_size,
     ValueError, MAX_CPU_PERCENT,
 };
-pub use yaml::{MAX_DEPTH, MAX_NODES, MAX_SOURCE_BYTES};
+pub use yaml::{
+    parse as parse_yaml, Node as YamlNode, NodeKind as YamlNodeKind, YamlError, MAX_DEPTH,
+    MAX_NODES, MAX_SOURCE_BYTES,
+};
 
 #[cfg(test)]
 mod tests;

@@ -37,24 +37,37 @@ pub struct Limits {
 
 /// One field of [`Limits`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum LimitField {
+pub enum LimitField {
+    /// `memory`.
     Memory,
+    /// `cpu_time`.
     CpuTime,
+    /// `wall_time`.
     WallTime,
+    /// `pids`.
     Pids,
+    /// `cpu`.
     Cpu,
+    /// `output`.
     Output,
+    /// `file_size`.
     FileSize,
+    /// `open_files`.
     OpenFiles,
+    /// `tmpfs`.
     Tmpfs,
 }
 
 /// The value of one limit, typed by its field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum LimitValue {
+pub enum LimitValue {
+    /// A size in bytes.
     Bytes(u64),
+    /// A duration.
     Time(Duration),
+    /// A count.
     Count(u64),
+    /// A percentage of one core.
     Percent(u32),
 }
 
@@ -70,7 +83,8 @@ impl fmt::Display for LimitValue {
 }
 
 impl LimitField {
-    pub(crate) const ALL: [LimitField; 9] = [
+    /// Every limit, in the order of [`Limits`]' fields.
+    pub const ALL: [LimitField; 9] = [
         LimitField::Memory,
         LimitField::CpuTime,
         LimitField::WallTime,
@@ -83,7 +97,7 @@ impl LimitField {
     ];
 
     /// The key of this limit in a policy's `limits` mapping.
-    pub(crate) fn key(self) -> &'static str {
+    pub fn key(self) -> &'static str {
         match self {
             LimitField::Memory => "memory",
             LimitField::CpuTime => "cpu_time",
@@ -97,12 +111,13 @@ impl LimitField {
         }
     }
 
-    pub(crate) fn from_key(key: &str) -> Option<LimitField> {
+    /// The limit whose `limits` key is `key`.
+    pub fn from_key(key: &str) -> Option<LimitField> {
         LimitField::ALL.into_iter().find(|f| f.key() == key)
     }
 
     /// Parses a value written for this limit.
-    pub(crate) fn parse(self, text: &str) -> Result<LimitValue, ValueError> {
+    pub fn parse(self, text: &str) -> Result<LimitValue, ValueError> {
         Ok(match self {
             LimitField::Memory | LimitField::Output | LimitField::FileSize | LimitField::Tmpfs => {
                 LimitValue::Bytes(parse_size(text)?)
@@ -115,7 +130,7 @@ impl LimitField {
     }
 
     /// The limit a limit capability sets, if it is one.
-    pub(crate) fn of_capability(cap: &Capability) -> Option<(LimitField, LimitValue)> {
+    pub fn of_capability(cap: &Capability) -> Option<(LimitField, LimitValue)> {
         match cap {
             Capability::MemLimit(b) => Some((LimitField::Memory, LimitValue::Bytes(*b))),
             Capability::CpuLimit(p) => Some((LimitField::Cpu, LimitValue::Percent(*p))),
@@ -151,7 +166,7 @@ pub mod bounds {
 impl LimitField {
     /// Whether `value` is within this limit's [`bounds`]; the message names
     /// the limit as `name`.
-    pub(crate) fn check_bounds(self, value: LimitValue, name: &str) -> Result<(), String> {
+    pub fn check_bounds(self, value: LimitValue, name: &str) -> Result<(), String> {
         use bounds::*;
         let fail = |why: String| Err(format!("{name} {why}"));
         match (self, value) {
@@ -197,7 +212,8 @@ impl Limits {
         Ok(())
     }
 
-    pub(crate) fn get(&self, field: LimitField) -> Option<LimitValue> {
+    /// The value of `field`, if set.
+    pub fn get(&self, field: LimitField) -> Option<LimitValue> {
         match field {
             LimitField::Memory => self.memory.map(LimitValue::Bytes),
             LimitField::CpuTime => self.cpu_time.map(LimitValue::Time),
@@ -213,7 +229,7 @@ impl Limits {
 
     /// Sets `field`; a value of the wrong type for the field is ignored
     /// (values come from [`LimitField::parse`], which always matches).
-    pub(crate) fn set(&mut self, field: LimitField, value: LimitValue) {
+    pub fn set(&mut self, field: LimitField, value: LimitValue) {
         match (field, value) {
             (LimitField::Memory, LimitValue::Bytes(b)) => self.memory = Some(b),
             (LimitField::CpuTime, LimitValue::Time(d)) => self.cpu_time = Some(d),

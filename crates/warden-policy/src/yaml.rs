@@ -17,20 +17,28 @@ pub const MAX_DEPTH: usize = 8;
 /// Most YAML nodes accepted in one policy.
 pub const MAX_NODES: usize = 65_536;
 
+/// A YAML node with the position where it starts.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Node {
+pub struct Node {
+    /// Scalar, list or mapping.
     pub kind: NodeKind,
+    /// Where the node starts (1-based line and column).
     pub location: Location,
 }
 
+/// What a [`Node`] holds.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum NodeKind {
+pub enum NodeKind {
     /// A scalar with its text; `plain` if it was unquoted.
     Scalar {
+        /// The scalar's text.
         text: String,
+        /// True if it was unquoted.
         plain: bool,
     },
+    /// A list.
     Sequence(Vec<Node>),
+    /// A mapping, its entries in source order (duplicates kept).
     Mapping(Vec<(Node, Node)>),
 }
 
@@ -54,8 +62,10 @@ impl Node {
 
 /// A YAML document that could not be turned into a tree.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct YamlError {
+pub struct YamlError {
+    /// Where parsing stopped.
     pub location: Location,
+    /// What is wrong, one line.
     pub message: String,
 }
 
@@ -72,7 +82,7 @@ enum Frame {
 }
 
 /// Parses `source` into a tree; `Ok(None)` for a stream with no document.
-pub(crate) fn parse(source: &str) -> Result<Option<Node>, YamlError> {
+pub fn parse(source: &str) -> Result<Option<Node>, YamlError> {
     let start = Location { line: 1, column: 1 };
     if source.len() > MAX_SOURCE_BYTES {
         return Err(YamlError {
