@@ -13,7 +13,7 @@ pub use outcome::{
     exit_status, human_bytes, human_duration, Discarded, Enforcement, EnforcementMap, LimitReached,
     LogLevel, LogRecord, Outcome, Status, Violation,
 };
-pub use report::{AuditRef, Report};
+pub use report::{AuditRef, ProcessorRef, Report};
 
 use thiserror::Error;
 

@@ -20,6 +20,10 @@ pub enum Status {
     Violation,
     /// Warden could not run the program (setup failure, not found, interrupted).
     Error,
+    /// Warden would not run it: an unsigned or badly signed processor, a
+    /// capability the policy does not allow, `--no-audit` under a policy
+    /// that requires auditing. Nothing ran; the report's `refusal` says why.
+    Refused,
 }
 
 impl Status {
@@ -33,6 +37,7 @@ impl Status {
             Status::OutputLimit => "output_limit",
             Status::Violation => "violation",
             Status::Error => "error",
+            Status::Refused => "refused",
         }
     }
 }
@@ -300,11 +305,12 @@ impl Outcome {
 
 /// Exit status of `warden run`, following timeout(1) and the shell: the
 /// program's own code, 124 for a wall-clock timeout, 128+N for a signal,
-/// 125 for Warden's own error; a failed exec keeps its 126/127; a limit
+/// 125 for Warden's own error, 126 for a refusal; a failed exec keeps its 126/127; a limit
 /// stop without a signal is 137 and a WASM trap 134.
 pub fn exit_status(status: Status, exit_code: Option<i32>, signal: Option<i32>) -> i32 {
     match (status, exit_code, signal) {
         (Status::Timeout, _, _) => 124,
+        (Status::Refused, _, _) => 126,
         (Status::Error, Some(code @ (126 | 127)), _) => code,
         // Warden itself was interrupted by this signal.
         (Status::Error, _, Some(sig)) => 128 + sig,

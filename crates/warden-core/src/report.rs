@@ -15,6 +15,17 @@ pub struct AuditRef {
     pub leaf_hash: String,
 }
 
+/// The processor an invocation ran (`warden invoke`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessorRef {
+    pub name: String,
+    pub version: String,
+    /// `sha256:` digest of the processor's canonical tree listing.
+    pub digest: String,
+    /// Key id of the signature it was added with; null when unsigned.
+    pub signer: Option<String>,
+}
+
 /// The JSON report of one run (`--report`). Field names are Warden's
 /// contract; docs/report.schema.json describes them.
 #[derive(Clone, Debug, Serialize)]
@@ -56,6 +67,12 @@ pub struct Report {
     pub discarded: Option<Discarded>,
     /// Where the run's entry is in the audit ledger; null with `--no-audit`.
     pub audit: Option<AuditRef>,
+    /// Why Warden would not run it (status `refused`); omitted otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// The processor that ran (`warden invoke`); omitted for `warden run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processor: Option<ProcessorRef>,
     /// Lines for the caller's terminal about what the run did differently
     /// from what was asked (e.g. another program than the caller's PATH
     /// names); also among `warnings`.
@@ -99,6 +116,8 @@ impl Report {
             views: Vec::new(),
             discarded: outcome.discarded,
             audit: None,
+            refusal: None,
+            processor: None,
             notices: Vec::new(),
         }
     }
@@ -148,6 +167,25 @@ impl Report {
             backend,
             None,
         )
+    }
+
+    /// A run refused before anything ran (exit 126): `refusal` names the
+    /// cause, and so does `error`, for readers that only look there.
+    pub fn refused(message: String, invocation_id: String, backend: &str) -> Report {
+        let outcome = Outcome {
+            error: Some(message.clone()),
+            ..Outcome::with_status(Status::Refused)
+        };
+        let mut report = Report::from_outcome(
+            outcome,
+            Vec::new(),
+            String::new(),
+            invocation_id,
+            backend,
+            None,
+        );
+        report.refusal = Some(message);
+        report
     }
 
     /// Exit status of `warden run` for this report.

@@ -38,7 +38,7 @@ const SENSITIVE_READS: [(&str, &str); 8] = [
     ("/etc/ssh", "gives access to the host's SSH keys"),
 ];
 
-const TOP_KEYS: [&str; 3] = ["extends", "grants", "limits"];
+const TOP_KEYS: [&str; 5] = ["extends", "grants", "limits", "require_signed", "audit"];
 
 /// How bad a [`Diagnostic`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -160,6 +160,8 @@ impl Analysis {
                 "extends" => self.extends(value),
                 "grants" => self.grants(value),
                 "limits" => self.limits(value),
+                "require_signed" => self.require_signed(value),
+                "audit" => self.audit(value),
                 other => {
                     let message = unknown_key("top-level key", other, &TOP_KEYS);
                     self.error(key.location, message);
@@ -204,6 +206,43 @@ impl Analysis {
                 format!(
                     "extends must be the path of a parent policy; found {}",
                     value.describe()
+                ),
+            ),
+        }
+    }
+
+    /// `require_signed: true|false`: whether processors must carry a valid
+    /// signature to be added or invoked.
+    fn require_signed(&mut self, value: &Node) {
+        match &value.kind {
+            NodeKind::Scalar { text, plain: true } if text == "true" || text == "false" => {
+                self.policy.require_signed = text == "true";
+            }
+            _ => self.error(
+                value.location,
+                format!(
+                    "require_signed must be true or false; found {}",
+                    value.describe()
+                ),
+            ),
+        }
+    }
+
+    /// `audit: required|optional`: whether a run may skip the ledger.
+    fn audit(&mut self, value: &Node) {
+        match &value.kind {
+            NodeKind::Scalar { text, .. } if text == "required" || text == "optional" => {
+                self.policy.audit_required = text == "required";
+            }
+            _ => self.error(
+                value.location,
+                format!(
+                    "audit must be required or optional; found {}",
+                    match &value.kind {
+                        NodeKind::Scalar { text, .. } if !value.is_null() =>
+                            format!("{:?}", excerpt(text)),
+                        _ => value.describe().to_owned(),
+                    }
                 ),
             ),
         }

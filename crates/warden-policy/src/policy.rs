@@ -56,6 +56,12 @@ pub struct Policy {
     pub grants: Vec<Grant>,
     /// Resource limits.
     pub limits: Limits,
+    /// `require_signed: true`: a processor is added and invoked only with a
+    /// valid signature from the trust store.
+    pub require_signed: bool,
+    /// `audit: required`: no run skips the audit ledger (`--no-audit` is
+    /// refused).
+    pub audit_required: bool,
     /// Name of the source, for messages (usually the file name).
     pub origin: String,
     /// True if the source had no `grants` key: on [`Policy::attenuate`] the
@@ -227,6 +233,9 @@ impl Policy {
             extends: None,
             grants,
             limits: child.limits.or(&parent.limits),
+            // A child can add these requirements, never drop its parent's.
+            require_signed: parent.require_signed || child.require_signed,
+            audit_required: parent.audit_required || child.audit_required,
             origin: child.origin.clone(),
             inherit_grants: false,
             extends_location: None,
@@ -259,6 +268,14 @@ impl Policy {
                 };
                 hasher.update(format!("limit {} {canonical}\n", field.key()).as_bytes());
             }
+        }
+        // Only when set, so that the digest of a policy without them is
+        // what it was before they existed.
+        if self.require_signed {
+            hasher.update(b"require_signed\n");
+        }
+        if self.audit_required {
+            hasher.update(b"audit required\n");
         }
         format!("sha256:{}", hex::encode(hasher.finalize()))
     }

@@ -861,11 +861,11 @@ fn check_structural_errors() {
         ("", "1:1: error: policy is empty: expected a mapping with grants and/or limits"),
         (
             "- fs:read:/x\n",
-            "1:1: error: a policy must be a YAML mapping with keys extends, grants, limits; found a list",
+            "1:1: error: a policy must be a YAML mapping with keys extends, grants, limits, require_signed, audit; found a list",
         ),
         (
             "just text\n",
-            "1:1: error: a policy must be a YAML mapping with keys extends, grants, limits; found a scalar",
+            "1:1: error: a policy must be a YAML mapping with keys extends, grants, limits, require_signed, audit; found a scalar",
         ),
         ("grants: fs:read:/x\n", "1:9: error: grants must be a list of capability strings; found a scalar"),
         ("limits: [1]\n", "1:9: error: limits must be a mapping of limit names to values; found a list"),
@@ -1024,5 +1024,29 @@ fn fuzz_one_survives_random_and_mutated_inputs() {
             input
         };
         fuzz_one(&input);
+    }
+}
+
+#[test]
+fn require_signed_and_audit_required_parse_attenuate_and_enter_the_digest() {
+    let plain = policy("grants: []\n", "p.yaml");
+    assert!(!plain.require_signed && !plain.audit_required);
+    let strict = policy(
+        "grants: []\nrequire_signed: true\naudit: required\n",
+        "s.yaml",
+    );
+    assert!(strict.require_signed && strict.audit_required);
+    assert_ne!(plain.digest(), strict.digest());
+    // A child cannot drop its parent's requirements.
+    let child = policy("require_signed: false\naudit: optional\n", "c.yaml");
+    let narrowed = Policy::attenuate(&strict, &child).unwrap();
+    assert!(narrowed.require_signed && narrowed.audit_required);
+    for (source, want) in [
+        ("require_signed: yes\n", "1:17: require_signed must be true or false"),
+        ("audit: sometimes\n", "1:8: audit must be required or optional; found \"sometimes\""),
+        ("audit:\n", "audit must be required or optional; found null"),
+    ] {
+        let err = parse_policy(source, "x.yaml").unwrap_err().to_string();
+        assert!(err.contains(want), "{source:?}: {err}");
     }
 }
