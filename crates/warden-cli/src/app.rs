@@ -533,6 +533,9 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
+    if prepared.audit_required && audit.borrow().is_none() {
+        return refuse_unaudited(&prepared, &report_target, &principal, &tenant, &argv);
+    }
     let kv_dir = args
         .kv_dir
         .map(|d| cwd.join(d))
@@ -585,6 +588,49 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     }
     ExitCode::from(status)
 }
+
+/// `--no-audit` under a policy that says `audit: required`: nothing runs
+/// (exit 126), and the refusal itself is recorded, if the ledger can take
+/// it.
+fn refuse_unaudited(
+    prepared: &warden_engine::Prepared,
+    report_target: &ReportTarget,
+    principal: &str,
+    tenant: &str,
+    argv: &[String],
+) -> ExitCode {
+    let message = "--no-audit: the policy says audit: required, so every run is recorded; run it without --no-audit".to_string();
+    say(&message);
+    let mut report = Report::refused(
+        message,
+        prepared.invocation.invocation_id.clone(),
+        &prepared.backend,
+    );
+    report.capabilities = prepared.capabilities.clone();
+    report.policy_digest = prepared.policy_digest.clone();
+    let recorded = state_dir()
+        .and_then(|s| Ok(warden_engine::audit::Audit::open(&s)?))
+        .and_then(|mut a| {
+            let facts = warden_engine::audit::RunFacts {
+                principal,
+                tenant,
+                argv,
+            };
+            Ok(a.record_run(&facts, &mut report)?)
+        });
+    if let Err(e) = recorded {
+        say(format!(
+            "the refusal could not be recorded in the audit ledger: {e:#}"
+        ));
+    }
+    if let Err(e) = report_target.write(&report) {
+        say(e);
+    }
+    ExitCode::from(EXIT_REFUSED)
+}
+
+/// Exit status of a run Warden refused before anything ran.
+const EXIT_REFUSED: u8 = 126;
 
 /// Exit status of a command that failed on what it was given (a key that
 /// exists, a signature that does not verify).

@@ -90,7 +90,30 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Recompute the tree and the chain from every entry; exit 1 naming the first bad entry.
-    Verify,
+    /// With --bundle, check an exported bundle offline instead.
+    Verify {
+        /// A checkpoint saved earlier (its signed note): the ledger must still extend it.
+        #[arg(long, value_name = "SAVED")]
+        checkpoint: Option<PathBuf>,
+        /// Check this bundle (from `warden audit export`), with no access to the ledger.
+        #[arg(long, value_name = "BUNDLE", conflicts_with = "checkpoint")]
+        bundle: Option<PathBuf>,
+        /// The log's verifier key (NAME+KEYID+KEY, as `warden audit key` prints it), or a file holding it; with --bundle.
+        #[arg(long, value_name = "VERIFIERKEY", requires = "bundle")]
+        key: Option<String>,
+    },
+    /// Record JSON objects from stdin, one per line, as `external` entries; prints the index of each.
+    Append,
+    /// Write entries with their exact bytes, inclusion proofs and a signed checkpoint to BUNDLE.
+    Export {
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        from: u64,
+        /// One past the last entry exported [default: the ledger's size].
+        #[arg(long, value_name = "M")]
+        to: Option<u64>,
+        #[arg(short = 'o', long = "output", value_name = "BUNDLE")]
+        output: PathBuf,
+    },
     /// Print an inclusion proof of entry INDEX (JSON), or with --consistency OLD a consistency proof from size OLD.
     Prove {
         /// The entry (omit with --consistency).

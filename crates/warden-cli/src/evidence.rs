@@ -172,8 +172,145 @@ pub(crate) fn verify(ty: Option<&str>, sig: Option<&Path>, file: &Path) -> anyho
     Ok(())
 }
 
-/// `warden audit verify|log`.
+/// Longest line `warden audit append` takes.
+const MAX_EXTERNAL_EVENT: usize = 64 << 10;
+
+/// Lines committed together at most (one transaction, one fsync).
+const APPEND_BATCH: usize = 1000;
+
+/// `warden audit append`: JSON objects on stdin, one per line, each an
+/// `external` entry; the index of each is printed once it is durable. A
+/// bad line stops the command (exit 1) after everything before it is
+/// committed and printed. Lines are committed as they are available: a
+/// batch ends when the input has nothing more buffered, so a slow producer
+/// gets its acknowledgements at once and a fast one shares fsyncs.
+fn audit_append() -> anyhow::Result<()> {
+    use std::io::{BufRead, Read};
+    let mut audit = warden_engine::audit::Audit::open(&state_dir()?)?;
+    let principal = warden_engine::audit::os_principal();
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut batch: Vec<serde_json::Value> = Vec::new();
+    let mut flush = |batch: &mut Vec<serde_json::Value>,
+                     out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>|
+     -> anyhow::Result<()> {
+        for r in audit.record_many("external", std::mem::take(batch))? {
+            writeln!(out, "{}", r.index)?;
+        }
+        out.flush()?;
+        Ok(())
+    };
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_EXTERNAL_EVENT as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let bad = match parse_external(&line, number) {
+            Ok(Some(record)) => {
+                batch.push(serde_json::json!({
+                    "principal": principal,
+                    "tenant": warden_core::DEFAULT_TENANT,
+                    "record": record,
+                }));
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = bad {
+            flush(&mut batch, &mut out)?;
+            return Err(e);
+        }
+        if batch.len() >= APPEND_BATCH || reader.buffer().is_empty() {
+            flush(&mut batch, &mut out)?;
+        }
+    }
+    flush(&mut batch, &mut out)
+}
+
+/// One line of `audit append`: `None` for a blank line.
+fn parse_external(line: &[u8], number: u64) -> anyhow::Result<Option<serde_json::Value>> {
+    if line.len() > MAX_EXTERNAL_EVENT && !line.ends_with(b"\n") {
+        anyhow::bail!("line {number}: longer than {MAX_EXTERNAL_EVENT} bytes; nothing from it on was recorded");
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<serde_json::Value>(line) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(Some(v)),
+        Ok(other) => anyhow::bail!(
+            "line {number}: expected a JSON object, found {}; nothing from it on was recorded",
+            match other {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ),
+        Err(e) => anyhow::bail!("line {number}: not JSON ({e}); nothing from it on was recorded"),
+    }
+}
+
+/// `warden audit verify --checkpoint SAVED`: the saved note must be signed
+/// by this log, and the ledger's tree of its size must have its root —
+/// checked as RFC 9162 consistency from SAVED to the ledger now.
+fn verify_saved_checkpoint(
+    ledger: &warden_ledger::store::Ledger,
+    verifier: &warden_ledger::note::Verifier,
+    saved: &Path,
+    size: u64,
+) -> anyhow::Result<u64> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(saved)
+        .and_then(|f| f.take(64 << 10).read_to_string(&mut text))
+        .map_err(|e| anyhow::anyhow!("saved checkpoint {}: {e}", saved.display()))?;
+    let body = warden_ledger::note::open(&text, verifier).map_err(|e| {
+        anyhow::anyhow!(
+            "saved checkpoint {}: not signed by this log ({e})",
+            saved.display()
+        )
+    })?;
+    let cp = warden_ledger::note::Checkpoint::parse(body)
+        .map_err(|e| anyhow::anyhow!("saved checkpoint {}: {e}", saved.display()))?;
+    if cp.size > size {
+        anyhow::bail!(
+            "entry {size}: missing; the saved checkpoint records {} entries (the tail was truncated since it was saved)",
+            cp.size
+        );
+    }
+    let root = ledger.root(size)?;
+    let proof = ledger.consistency_proof(cp.size, size)?;
+    let consistent =
+        warden_ledger::merkle::verify_consistency(cp.size, size, &cp.root, &root, &proof).is_ok();
+    if !consistent || ledger.root(cp.size)? != cp.root {
+        anyhow::bail!(
+            "entries 0..{}: history rewritten since the saved checkpoint (the ledger's tree of {} entries has another root; no consistency proof to it)",
+            cp.size,
+            cp.size
+        );
+    }
+    Ok(cp.size)
+}
+
+/// `warden audit …`.
 pub(crate) fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Append => return audit_append(),
+        AuditCommand::Verify {
+            bundle: Some(bundle),
+            key,
+            ..
+        } => return verify_bundle(&bundle, key.as_deref()),
+        _ => {}
+    }
     let dir = state_dir()?.join("ledger");
     if !dir.join("ledger.db").is_file() {
         anyhow::bail!("no audit ledger at {}", dir.display());
@@ -183,12 +320,25 @@ pub(crate) fn audit(command: AuditCommand) -> anyhow::Result<()> {
     let key = warden_engine::audit::log_key(&dir)?;
     let verifier = warden_engine::audit::verifier(&origin, &key)?;
     match command {
-        AuditCommand::Verify => match ledger.verify()? {
+        AuditCommand::Append => {}
+        AuditCommand::Export { from, to, output } => {
+            export_bundle(&mut ledger, &origin, &key, from, to, &output)?
+        }
+        AuditCommand::Verify { checkpoint, .. } => match ledger.verify()? {
             Ok(size) => match ledger.verify_checkpoints(&verifier, size)? {
-                Ok(checkpoints) => println!(
-                    "ok: {size} entries, root {}, {checkpoints} checkpoints",
-                    base64_std(&ledger.root(size)?)
-                ),
+                Ok(checkpoints) => {
+                    let saved = match checkpoint {
+                        Some(saved) => format!(
+                            ", consistent with the saved checkpoint of {} entries",
+                            verify_saved_checkpoint(&ledger, &verifier, &saved, size)?
+                        ),
+                        None => String::new(),
+                    };
+                    println!(
+                        "ok: {size} entries, root {}, {checkpoints} checkpoints{saved}",
+                        base64_std(&ledger.root(size)?)
+                    )
+                }
                 Err(tamper) => anyhow::bail!("{tamper}"),
             },
             Err(tamper) => anyhow::bail!("{tamper}"),
@@ -257,7 +407,27 @@ pub(crate) fn base64_std(bytes: &[u8]) -> String {
 /// `warden trust add|revoke|list`.
 pub(crate) fn trust(command: TrustCommand) -> anyhow::Result<()> {
     use warden_trust::truststore::{parse_time, rfc3339, TrustStore};
-    let mut store = TrustStore::open(&state_dir()?)?;
+    let state = state_dir()?;
+    let mut store = TrustStore::open(&state)?;
+    // Every change is a ledger entry: the ledger is opened (and found
+    // writable) before the change is made.
+    let mut audit = match command {
+        TrustCommand::List => None,
+        _ => Some(warden_engine::audit::Audit::open(&state)?),
+    };
+    let mut record = |event: serde_json::Value| -> anyhow::Result<u64> {
+        let Some(audit) = audit.as_mut() else {
+            return Ok(0);
+        };
+        let mut event = event;
+        event["principal"] = warden_engine::audit::os_principal().into();
+        let r = audit.record("trust", event).map_err(|e| {
+            anyhow::anyhow!(
+                "the trust store was changed but the ledger entry could not be written: {e}"
+            )
+        })?;
+        Ok(r.index)
+    };
     match command {
         TrustCommand::Add {
             pem,
@@ -281,12 +451,25 @@ pub(crate) fn trust(command: TrustCommand) -> anyhow::Result<()> {
                 time(not_before, "--not-before")?,
                 time(not_after, "--not-after")?,
             )?;
-            println!("trusted {}", entry.keyid);
+            let index = record(serde_json::json!({
+                "action": "add",
+                "keyid": entry.keyid,
+                "types": entry.types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "not_before": entry.not_before,
+                "not_after": entry.not_after,
+            }))?;
+            println!("trusted {} (audit entry {index})", entry.keyid);
         }
         TrustCommand::Revoke { keyid, reason } => {
             let entry = store.revoke(&keyid, now_secs(), reason)?;
+            let index = record(serde_json::json!({
+                "action": "revoke",
+                "keyid": entry.keyid,
+                "revoked_at": entry.revoked_at,
+                "reason": entry.revoked_reason,
+            }))?;
             println!(
-                "revoked {} at {}",
+                "revoked {} at {} (audit entry {index})",
                 entry.keyid,
                 rfc3339(entry.revoked_at.unwrap_or_default())
             );
@@ -317,4 +500,21 @@ pub(crate) fn trust(command: TrustCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `warden audit export`: not yet.
+fn export_bundle(
+    _ledger: &mut warden_ledger::store::Ledger,
+    _origin: &str,
+    _key: &ed25519_dalek::SigningKey,
+    _from: u64,
+    _to: Option<u64>,
+    _output: &Path,
+) -> anyhow::Result<()> {
+    anyhow::bail!("audit export: not built yet")
+}
+
+/// `warden audit verify --bundle`: not yet.
+fn verify_bundle(_bundle: &Path, _key: Option<&str>) -> anyhow::Result<()> {
+    anyhow::bail!("audit verify --bundle: not built yet")
 }

@@ -174,3 +174,322 @@ fn a_ledger_that_cannot_be_written_refuses_the_run() {
     assert!(out.stderr.contains("audit ledger"), "{}", out.ctx());
     assert!(!marker.exists(), "the program must not have run");
 }
+
+#[test]
+fn external_events_are_appended_and_a_bad_line_keeps_what_came_before() {
+    let t = TempDir::new("audit-append");
+    let s = state(&t);
+    let out = t
+        .raw(["audit", "append"])
+        .env("WARDEN_STATE", &s)
+        .stdin("{\"job\":\"nightly\",\"ok\":true}\n\n{\"job\":\"backup\"}\n[1,2]\n{\"never\":1}\n")
+        .go();
+    out.expect_code(1, "a line that is not an object");
+    assert_eq!(out.stdout, "0\n1\n", "{}", out.ctx());
+    assert!(
+        out.stderr
+            .contains("line 4: expected a JSON object, found an array"),
+        "{}",
+        out.ctx()
+    );
+    let e = entries(&t);
+    assert_eq!(e.len(), 2);
+    assert_eq!(e[0]["kind"], "external");
+    assert_eq!(e[0]["event"]["record"]["job"], "nightly");
+    assert!(e[0]["event"]["principal"]
+        .as_str()
+        .unwrap()
+        .starts_with("os:"));
+    assert_eq!(e[1]["event"]["record"]["job"], "backup");
+    // Not JSON at all, and an oversized line.
+    let out = t
+        .raw(["audit", "append"])
+        .env("WARDEN_STATE", &s)
+        .stdin("{\"a\":1}\n{oops\n")
+        .go();
+    out.expect_code(1, "not JSON");
+    assert_eq!(out.stdout, "2\n");
+    assert!(out.stderr.contains("line 2: not JSON"), "{}", out.ctx());
+    let big = format!("{{\"x\":\"{}\"}}\n", "a".repeat(70_000));
+    let out = t
+        .raw(["audit", "append"])
+        .env("WARDEN_STATE", &s)
+        .stdin(&big)
+        .go();
+    out.expect_code(1, "oversized line");
+    assert!(out.stderr.contains("line 1: longer than"), "{}", out.ctx());
+    t.raw(["audit", "verify"])
+        .env("WARDEN_STATE", &s)
+        .go()
+        .expect_code(0, "verify after appends");
+    assert_eq!(entries(&t).len(), 3);
+}
+
+/// A checkpoint someone saved catches a history rewritten afterwards,
+/// even by root with the log's own key, and a truncated tail.
+#[test]
+fn a_saved_checkpoint_catches_rewritten_history_and_truncation() {
+    let t = TempDir::new("audit-saved");
+    let a = state(&t);
+    let append = |state: &str, lines: &str| {
+        t.raw(["audit", "append"])
+            .env("WARDEN_STATE", state)
+            .stdin(lines)
+            .go()
+            .expect_code(0, "append");
+    };
+    append(&a, "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
+    let out = t.raw(["audit", "checkpoint"]).env("WARDEN_STATE", &a).go();
+    out.expect_code(0, "checkpoint");
+    let saved = t.write("saved-3.note", &out.stdout);
+    append(&a, "{\"n\":3}\n{\"n\":4}\n");
+    let verify = |state: &str, saved: &std::path::Path| {
+        t.raw([
+            "audit",
+            "verify",
+            "--checkpoint",
+            &saved.display().to_string(),
+        ])
+        .env("WARDEN_STATE", state)
+        .go()
+    };
+    let out = verify(&a, &saved);
+    out.expect_code(0, "consistent");
+    assert!(
+        out.stdout
+            .contains("consistent with the saved checkpoint of 3 entries"),
+        "{}",
+        out.ctx()
+    );
+    let out = t.raw(["audit", "checkpoint"]).env("WARDEN_STATE", &a).go();
+    let saved5 = t.write("saved-5.note", &out.stdout);
+
+    // Another history under the same origin and the same log key: every
+    // entry, the chain, the tree and its checkpoints are self-consistent.
+    let b = t.root.join("state-b").display().to_string();
+    append(&b, "{\"n\":0}\n");
+    std::fs::copy(
+        t.root.join("state/ledger/log.key"),
+        t.root.join("state-b/ledger/log.key"),
+    )
+    .unwrap();
+    append(
+        &b,
+        "{\"n\":\"rewritten\"}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n",
+    );
+    t.raw(["audit", "verify"])
+        .env("WARDEN_STATE", &b)
+        .go()
+        .expect_code(0, "the rewritten ledger is self-consistent");
+    let out = verify(&b, &saved);
+    out.expect_code(1, "rewritten");
+    assert!(
+        out.stderr
+            .starts_with("warden: entries 0..3: history rewritten since the saved checkpoint"),
+        "{}",
+        out.ctx()
+    );
+    // Truncated: B has 5 entries; a checkpoint of A's at 5 is fine, one
+    // beyond B's size is not.
+    let c = t.root.join("state-c").display().to_string();
+    append(&c, "{\"n\":0}\n");
+    std::fs::copy(
+        t.root.join("state/ledger/log.key"),
+        t.root.join("state-c/ledger/log.key"),
+    )
+    .unwrap();
+    let out = verify(&c, &saved5);
+    out.expect_code(1, "truncated");
+    assert!(
+        out.stderr
+            .contains("entry 1: missing; the saved checkpoint records 5 entries"),
+        "{}",
+        out.ctx()
+    );
+    // A note signed by another log's key.
+    let d = t.root.join("state-d").display().to_string();
+    append(&d, "{\"n\":0}\n");
+    let out = verify(&d, &saved);
+    out.expect_code(1, "another key");
+    assert!(
+        out.stderr.contains("not signed by this log"),
+        "{}",
+        out.ctx()
+    );
+}
+
+#[test]
+fn trust_store_changes_are_ledger_entries() {
+    let t = TempDir::new("audit-trust");
+    let s = state(&t);
+    t.raw(["key", "new", "release"])
+        .env("WARDEN_STATE", &s)
+        .go()
+        .expect_code(0, "key new");
+    let pem = t
+        .raw(["key", "export", "release"])
+        .env("WARDEN_STATE", &s)
+        .go();
+    let pem_path = t.write("release.pem", &pem.stdout);
+    let out = t
+        .raw([
+            "trust",
+            "add",
+            &pem_path.display().to_string(),
+            "--types",
+            "processor",
+        ])
+        .env("WARDEN_STATE", &s)
+        .go();
+    out.expect_code(0, "trust add");
+    let keyid = out.stdout.split_whitespace().nth(1).unwrap().to_string();
+    t.raw(["trust", "revoke", &keyid, "--reason", "rotated"])
+        .env("WARDEN_STATE", &s)
+        .go()
+        .expect_code(0, "trust revoke");
+    let e = entries(&t);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(e[0]["kind"], "trust");
+    assert_eq!(e[0]["event"]["action"], "add");
+    assert_eq!(e[0]["event"]["keyid"], keyid.as_str());
+    assert_eq!(e[0]["event"]["types"][0], "processor");
+    assert_eq!(e[1]["event"]["action"], "revoke");
+    assert_eq!(e[1]["event"]["reason"], "rotated");
+}
+
+#[test]
+fn no_audit_is_refused_when_the_policy_requires_auditing() {
+    let t = TempDir::new("audit-required");
+    let s = state(&t);
+    let policy = t.write("p.yaml", "grants: []\naudit: required\n");
+    let marker = t.root.join("ran");
+    let out = t
+        .run([
+            "--no-audit",
+            "--policy",
+            &policy.display().to_string(),
+            "--",
+            "sh",
+            "-c",
+            &format!("echo > {}", marker.display()),
+        ])
+        .env("WARDEN_STATE", &s)
+        .go();
+    out.expect_code(126, "refused");
+    assert_eq!(out.report()["status"], "refused", "{}", out.ctx());
+    assert!(out.report()["refusal"]
+        .as_str()
+        .unwrap()
+        .contains("audit: required"));
+    assert!(!marker.exists());
+    // The refusal itself is in the ledger.
+    let e = entries(&t);
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0]["event"]["status"], "refused");
+    // Without --no-audit the same run goes ahead.
+    let out = t
+        .run(["--policy", &policy.display().to_string(), "--", "true"])
+        .env("WARDEN_STATE", &s)
+        .go();
+    out.expect_ok("audited run");
+    assert_eq!(out.report()["audit"]["index"], 1);
+}
+
+/// A state directory on a full filesystem (a small tmpfs): the run is
+/// refused before it starts, with a message naming the cause.
+#[test]
+fn a_full_state_filesystem_refuses_the_run() {
+    let t = TempDir::new("audit-full");
+    let mnt = t.root.join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount(8)");
+    assert!(
+        st.success(),
+        "mounting a tmpfs needs root (CI runs as root)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let s = mnt.join("state").display().to_string();
+    // One run while there is room: the ledger exists.
+    t.run(["--", "true"])
+        .env("WARDEN_STATE", &s)
+        .go()
+        .expect_ok("run with room");
+    // Fill it.
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", mnt.join("fill").display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let marker = t.root.join("ran");
+    let out = t
+        .run([
+            "--allow",
+            &format!("fs:write:{}", t.root.display()),
+            "--",
+            "touch",
+            &marker.display().to_string(),
+        ])
+        .env("WARDEN_STATE", &s)
+        .go();
+    out.expect_warden_error("full state filesystem");
+    assert!(out.stderr.contains("less than 1 MiB free"), "{}", out.ctx());
+    assert!(!marker.exists(), "the program must not have run");
+    // Room again: the ledger still verifies, with the one entry.
+    std::fs::remove_file(mnt.join("fill")).unwrap();
+    let out = t.raw(["audit", "verify"]).env("WARDEN_STATE", &s).go();
+    out.expect_code(0, "verify");
+    assert!(out.stdout.starts_with("ok: 1 entries"), "{}", out.ctx());
+}
+
+#[test]
+fn checkpoints_are_signed_at_the_configured_cadence() {
+    let t = TempDir::new("audit-cadence");
+    let s = state(&t);
+    std::fs::create_dir_all(t.root.join("state")).unwrap();
+    t.write_root("state/config.yaml", "audit:\n  checkpoint_every: 2\n");
+    for _ in 0..5 {
+        t.raw(["audit", "append"])
+            .env("WARDEN_STATE", &s)
+            .stdin("{\"n\":1}\n")
+            .go()
+            .expect_code(0, "append");
+    }
+    let out = t.raw(["audit", "verify"]).env("WARDEN_STATE", &s).go();
+    out.expect_code(0, "verify");
+    assert!(out.stdout.contains(" 2 checkpoints"), "{}", out.ctx());
+    // By age: an uncovered entry older than the interval (0s: any) gets one.
+    t.write_root(
+        "state/config.yaml",
+        "audit:\n  checkpoint_every: 0\n  checkpoint_interval: 1ms\n",
+    );
+    t.raw(["audit", "append"])
+        .env("WARDEN_STATE", &s)
+        .stdin("{\"n\":1}\n")
+        .go()
+        .expect_code(0, "append");
+    let out = t.raw(["audit", "verify"]).env("WARDEN_STATE", &s).go();
+    assert!(out.stdout.contains(" 3 checkpoints"), "{}", out.ctx());
+    // A bad configuration refuses the append, naming the file.
+    t.write_root("state/config.yaml", "audit:\n  checkpoint_evry: 2\n");
+    let out = t
+        .raw(["audit", "append"])
+        .env("WARDEN_STATE", &s)
+        .stdin("{\"n\":1}\n")
+        .go();
+    out.expect_code(1, "bad config");
+    assert!(out.stderr.contains("config.yaml"), "{}", out.ctx());
+    assert!(out.stderr.contains("checkpoint_evry"), "{}", out.ctx());
+}

@@ -19,6 +19,8 @@ pub enum AuditError {
     Io(PathBuf, std::io::Error),
     #[error("the state directory's filesystem ({0}) has less than 1 MiB free")]
     Full(PathBuf),
+    #[error("{0}: {1}")]
+    Config(PathBuf, String),
 }
 
 /// The ledger, open for appending runs.
@@ -26,10 +28,97 @@ pub struct Audit {
     ledger: Ledger,
     origin: String,
     dir: PathBuf,
+    config: AuditConfig,
 }
 
-/// A checkpoint is signed automatically after every this many entries.
+/// A checkpoint is signed automatically after every this many entries,
+/// unless `STATE/config.yaml` says otherwise.
 pub const CHECKPOINT_EVERY: u64 = 1000;
+
+/// When the log signs checkpoints by itself: `audit:` in
+/// `STATE/config.yaml`, e.g.
+///
+/// ```yaml
+/// audit:
+///   checkpoint_every: 1000    # entries; 0: never by count
+///   checkpoint_interval: 10m  # the oldest entry no checkpoint covers is at most this old
+/// ```
+///
+/// With no daemon, the interval is checked when an entry is appended: the
+/// append that finds the oldest uncovered entry older than the interval
+/// signs one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Option<std::time::Duration>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_every: CHECKPOINT_EVERY,
+            checkpoint_interval: None,
+        }
+    }
+}
+
+/// Largest `config.yaml` read.
+const MAX_CONFIG_BYTES: u64 = 64 << 10;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    audit: Option<AuditSection>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditSection {
+    checkpoint_every: Option<u64>,
+    checkpoint_interval: Option<String>,
+}
+
+impl AuditConfig {
+    /// Reads `STATE/config.yaml` (the defaults when there is none).
+    pub fn load(state: &Path) -> Result<AuditConfig, AuditError> {
+        use std::io::Read;
+        let path = state.join("config.yaml");
+        let bad = |m: String| AuditError::Config(path.clone(), m);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AuditConfig::default()),
+            Err(e) => return Err(AuditError::Io(path, e)),
+        };
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| bad(e.to_string()))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(bad(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+        }
+        let parsed: ConfigFile = if text.trim().is_empty() {
+            ConfigFile { audit: None }
+        } else {
+            serde_saphyr::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?
+        };
+        let mut config = AuditConfig::default();
+        if let Some(audit) = parsed.audit {
+            if let Some(n) = audit.checkpoint_every {
+                config.checkpoint_every = n;
+            }
+            if let Some(t) = audit.checkpoint_interval {
+                let d = warden_policy::parse_duration(&t)
+                    .map_err(|e| bad(format!("audit.checkpoint_interval: {e}")))?;
+                config.checkpoint_interval = Some(d);
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
 
 /// The log's signing key (`ledger/log.key`, 32 bytes of seed in hex, 0600),
 /// made on first use.
@@ -143,6 +232,7 @@ impl Audit {
                 Err(e) => return Err(AuditError::Io(p.to_path_buf(), e.into())),
             }
         }
+        let config = AuditConfig::load(state)?;
         let ledger = Ledger::open(&dir)?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -152,7 +242,76 @@ impl Audit {
             ledger,
             origin,
             dir,
+            config,
         })
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Appends one entry of `kind` (e.g. `trust`, `processor`), durably.
+    pub fn record(&mut self, kind: &str, event: serde_json::Value) -> Result<AuditRef, AuditError> {
+        self.record_many(kind, vec![event])?.pop().ok_or_else(|| {
+            AuditError::Store(warden_ledger::store::StoreError::Encode(
+                "the ledger acknowledged no entry".into(),
+            ))
+        })
+    }
+
+    /// Appends entries of `kind` in one transaction (one fsync), durably.
+    pub fn record_many(
+        &mut self,
+        kind: &str,
+        events: Vec<serde_json::Value>,
+    ) -> Result<Vec<AuditRef>, AuditError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch: Vec<(&str, serde_json::Value)> = events.into_iter().map(|e| (kind, e)).collect();
+        let acks = self.ledger.append(seconds_now(), &batch)?;
+        if let (Some(first), Some(last)) = (acks.first(), acks.last()) {
+            self.maybe_checkpoint(first.0, last.0);
+        }
+        Ok(acks
+            .into_iter()
+            .map(|(index, leaf)| AuditRef {
+                origin: self.origin.clone(),
+                index,
+                leaf_hash: hex::encode(leaf),
+            })
+            .collect())
+    }
+
+    /// Signs a checkpoint when entries `first..=last` crossed a multiple of
+    /// `checkpoint_every`, or the oldest entry no checkpoint covers is
+    /// older than `checkpoint_interval`. Not worth failing for: the entries
+    /// are durable already, and `warden audit checkpoint` signs one on
+    /// demand.
+    fn maybe_checkpoint(&mut self, first: u64, last: u64) {
+        let every = self.config.checkpoint_every;
+        let mut due = every > 0 && (last + 1) / every > first / every;
+        if let (false, Some(interval)) = (due, self.config.checkpoint_interval) {
+            let covered = self
+                .ledger
+                .checkpoints()
+                .ok()
+                .and_then(|c| c.last().map(|(size, _)| *size))
+                .unwrap_or(0);
+            let oldest = self
+                .ledger
+                .entry(covered)
+                .ok()
+                .flatten()
+                .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                .and_then(|v| v.get("time").and_then(|t| t.as_u64()));
+            due = oldest.is_some_and(|t| seconds_now().saturating_sub(t) >= interval.as_secs());
+        }
+        if due {
+            if let Ok(key) = log_key(&self.dir) {
+                let _ = self.ledger.checkpoint(&self.origin, &key);
+            }
+        }
     }
 
     /// Appends the entry of the run `report` describes, durably, and
@@ -188,24 +347,7 @@ impl Audit {
         };
         let value = serde_json::to_value(&event)
             .map_err(|e| warden_ledger::store::StoreError::Encode(e.to_string()))?;
-        let acks = self.ledger.append(seconds_now(), &[("run", value)])?;
-        if acks
-            .first()
-            .is_some_and(|(i, _)| (i + 1) % CHECKPOINT_EVERY == 0)
-        {
-            // Not worth failing the run for: its entry is durable already,
-            // and `warden audit checkpoint` signs one on demand.
-            if let Ok(key) = log_key(&self.dir) {
-                let _ = self.ledger.checkpoint(&self.origin, &key);
-            }
-        }
-        if let Some((index, leaf)) = acks.first() {
-            report.audit = Some(AuditRef {
-                origin: self.origin.clone(),
-                index: *index,
-                leaf_hash: hex::encode(leaf),
-            });
-        }
+        report.audit = Some(self.record("run", value)?);
         Ok(())
     }
 }

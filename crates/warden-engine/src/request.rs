@@ -56,6 +56,10 @@ pub struct Prepared {
     /// program than the caller's PATH names): for the report's warnings
     /// and the caller's terminal.
     pub notices: Vec<String>,
+    /// The policy in force says `audit: required`.
+    pub audit_required: bool,
+    /// The policy in force says `require_signed: true`.
+    pub require_signed: bool,
 }
 
 fn env_name_ok(name: &str) -> bool {
@@ -549,7 +553,12 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             &req.cwd,
         ));
     }
+    let (audit_required, require_signed) = ceiling
+        .as_ref()
+        .map_or((false, false), |p| (p.audit_required, p.require_signed));
     Ok(Prepared {
+        audit_required,
+        require_signed,
         capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         invocation: Invocation {
             invocation_id,
