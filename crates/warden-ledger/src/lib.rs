@@ -10,6 +10,7 @@
 //! the first bad entry.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod merkle;
 pub mod note;
 pub mod store;
