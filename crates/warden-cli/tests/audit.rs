@@ -493,3 +493,37 @@ fn checkpoints_are_signed_at_the_configured_cadence() {
     assert!(out.stderr.contains("config.yaml"), "{}", out.ctx());
     assert!(out.stderr.contains("checkpoint_evry"), "{}", out.ctx());
 }
+
+/// The entry (and the report) carry the SHA-256 of what went in and out.
+#[test]
+fn runs_record_the_digests_of_their_streams() {
+    use sha2::Digest as _;
+    let t = TempDir::new("audit-streams");
+    let s = state(&t);
+    let out = t
+        .run(["--", "sh", "-c", "cat; echo oops >&2"])
+        .env("WARDEN_STATE", &s)
+        .stdin("hello\n")
+        .go();
+    out.expect_ok("cat");
+    assert_eq!(out.stdout, "hello\n");
+    let hex = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let streams = &out.report()["streams"];
+    assert_eq!(streams["stdin"], hex(b"hello\n").as_str(), "{}", out.ctx());
+    assert_eq!(streams["stdout"], hex(b"hello\n").as_str());
+    assert_eq!(streams["stderr"], hex(b"oops\n").as_str());
+    let e = entries(&t);
+    assert_eq!(e[0]["event"]["streams"], *streams);
+    // Output cut at the limit: the digest is of what the caller got.
+    let out = t
+        .run(["--output-limit", "4", "--", "sh", "-c", "echo 123456789"])
+        .env("WARDEN_STATE", &s)
+        .go();
+    assert_eq!(out.stdout, "1234");
+    assert_eq!(
+        out.report()["streams"]["stdout"],
+        hex(b"1234").as_str(),
+        "{}",
+        out.ctx()
+    );
+}

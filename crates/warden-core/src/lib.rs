@@ -11,7 +11,7 @@ pub mod state;
 pub use invocation::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, View, DEFAULT_TENANT};
 pub use outcome::{
     exit_status, human_bytes, human_duration, Discarded, Enforcement, EnforcementMap, LimitReached,
-    LogLevel, LogRecord, Outcome, Status, Violation,
+    LogLevel, LogRecord, Outcome, Status, StreamDigests, Violation,
 };
 pub use report::{AuditRef, ProcessorRef, Report};
 

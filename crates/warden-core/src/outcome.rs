@@ -194,6 +194,18 @@ pub type EnforcementMap = BTreeMap<Cow<'static, str>, Cow<'static, str>>;
 /// every run.
 pub type Enforcement = Cow<'static, EnforcementMap>;
 
+/// SHA-256 (hex) of the bytes that crossed each standard stream: what the
+/// program read from its stdin, and what of its stdout and stderr reached
+/// the caller (within the output limit). `stdin` is `None` where the
+/// backend does not see it (a WASM guest reading the caller's stdin
+/// directly).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamDigests {
+    pub stdin: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 /// What a backend observed. The engine turns it into a [`crate::Report`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
@@ -227,6 +239,8 @@ pub struct Outcome {
     /// there is none (the directory is granted, or not writable), or the
     /// backend could not look (a run stopped by a limit).
     pub discarded: Option<Discarded>,
+    /// Digests of the standard streams; `None` when nothing ran.
+    pub streams: Option<StreamDigests>,
 }
 
 impl Outcome {
@@ -253,6 +267,7 @@ impl Outcome {
             logs_truncated: false,
             limits_reached: Vec::new(),
             discarded: None,
+            streams: None,
         }
     }
 

@@ -2,7 +2,7 @@ use serde::Serialize;
 
 use crate::{
     human_bytes, Discarded, EffectiveLimits, Enforcement, LimitReached, LogRecord, Outcome, Status,
-    View, Violation,
+    StreamDigests, View, Violation,
 };
 
 /// A run's entry in the audit ledger.
@@ -65,6 +65,8 @@ pub struct Report {
     /// Files left in the scratch working directory, gone with the jail;
     /// null where there is no scratch directory or it was not looked at.
     pub discarded: Option<Discarded>,
+    /// SHA-256 of stdin, stdout and stderr; null when nothing ran.
+    pub streams: Option<StreamDigests>,
     /// Where the run's entry is in the audit ledger; null with `--no-audit`.
     pub audit: Option<AuditRef>,
     /// Why Warden would not run it (status `refused`); omitted otherwise.
@@ -115,6 +117,7 @@ impl Report {
             limits_reached: outcome.limits_reached,
             views: Vec::new(),
             discarded: outcome.discarded,
+            streams: outcome.streams,
             audit: None,
             refusal: None,
             processor: None,

@@ -200,6 +200,11 @@ struct RunEvent<'a> {
     violations: Vec<String>,
     limits_reached: Vec<&'a str>,
     error: Option<&'a str>,
+    /// SHA-256 of stdin, stdout and stderr.
+    streams: Option<&'a warden_core::StreamDigests>,
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processor: Option<&'a warden_core::ProcessorRef>,
 }
 
 fn seconds_now() -> u64 {
@@ -344,6 +349,9 @@ impl Audit {
                 .collect(),
             limits_reached: report.limits_reached.iter().map(|l| &*l.limit).collect(),
             error: report.error.as_deref(),
+            streams: report.streams.as_ref(),
+            refusal: report.refusal.as_deref(),
+            processor: report.processor.as_ref(),
         };
         let value = serde_json::to_value(&event)
             .map_err(|e| warden_ledger::store::StoreError::Encode(e.to_string()))?;

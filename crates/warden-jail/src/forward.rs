@@ -168,9 +168,16 @@ impl SendTimeout for SyncSender<Vec<u8>> {
     }
 }
 
+/// SHA-256 of the bytes the stdin pump delivered so far.
+pub(crate) type StdinHash = Arc<std::sync::Mutex<sha2::Sha256>>;
+
 /// Copies the caller's stdin into `to` on a detached thread until either
-/// side closes. The thread ends with the process if stdin never closes.
-pub(crate) fn pump_stdin(to: OwnedFd) -> io::Result<()> {
+/// side closes, hashing what it delivers. The thread ends with the
+/// process if stdin never closes.
+pub(crate) fn pump_stdin(to: OwnedFd) -> io::Result<StdinHash> {
+    use sha2::Digest as _;
+    let hash = StdinHash::default();
+    let pumped = hash.clone();
     std::thread::Builder::new()
         .name("warden-stdin".into())
         .spawn(move || {
@@ -179,7 +186,11 @@ pub(crate) fn pump_stdin(to: OwnedFd) -> io::Result<()> {
                 if n == 0 || sys::write_all(to.as_raw_fd(), &buf[..n]).is_err() {
                     break;
                 }
+                pumped
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .update(&buf[..n]);
             }
         })?;
-    Ok(())
+    Ok(hash)
 }

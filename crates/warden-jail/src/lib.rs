@@ -599,11 +599,15 @@ impl JailBackend {
             Ok(pid) => pid,
             Err(e) => return Err(BackendError::setup("create namespaces (clone)", e)),
         };
+        let mut stdin_hash = None;
         if let Some(w) = stdin_w {
-            if let Err(e) = forward::pump_stdin(w) {
-                let _ = sys::kill(init_pid, libc::SIGKILL);
-                let _ = sys::waitpid(init_pid, 0);
-                return Err(BackendError::setup("start the stdin pump", e));
+            match forward::pump_stdin(w) {
+                Ok(h) => stdin_hash = Some(h),
+                Err(e) => {
+                    let _ = sys::kill(init_pid, libc::SIGKILL);
+                    let _ = sys::waitpid(init_pid, 0);
+                    return Err(BackendError::setup("start the stdin pump", e));
+                }
             }
         }
 
@@ -749,8 +753,31 @@ impl JailBackend {
             logs_truncated: false,
             limits_reached,
             discarded: reached::discarded(scratch.as_deref(), observed.found),
+            streams: Some(stream_digests(&observed, stdin_hash.as_ref())),
         })
     }
+}
+
+/// Hex SHA-256 of the three streams: stdin as the pump delivered it (the
+/// empty string's when stdin was /dev/null), stdout and stderr as counted.
+fn stream_digests(
+    observed: &supervisor::Observed,
+    stdin: Option<&forward::StdinHash>,
+) -> warden_core::StreamDigests {
+    use sha2::Digest as _;
+    let stdin = stdin
+        .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .unwrap_or_default();
+    let [out, err] = observed.stream_hashes.clone();
+    warden_core::StreamDigests {
+        stdin: Some(hex(&stdin.finalize())),
+        stdout: hex(&out.finalize()),
+        stderr: hex(&err.finalize()),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The working directory, when it is a scratch directory: inside the

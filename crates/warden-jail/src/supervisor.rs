@@ -46,6 +46,8 @@ pub(crate) struct Observed {
     pub program: Option<(i32, u64, u64)>,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// SHA-256 of the stdout and stderr bytes counted above.
+    pub stream_hashes: [sha2::Sha256; 2],
     pub truncated: bool,
     /// Bytes the program wrote to stdout and stderr, within the output
     /// limit or not.
@@ -117,12 +119,15 @@ fn sample_namespace(init: libc::pid_t) -> Option<(u64, u64)> {
 }
 
 impl Observed {
-    /// Counts `n` bytes the program wrote to `stream` (0 stdout, 1 stderr)
+    /// Counts (and hashes) `bytes` the program wrote to `stream` (0 stdout, 1 stderr)
     /// against `limit`, with `total` written so far on both: returns how
     /// many of them are within the limit, and marks the output truncated
     /// past it.
-    fn count_output(&mut self, stream: usize, n: u64, total: &mut u64, limit: u64) -> u64 {
+    fn count_output(&mut self, stream: usize, bytes: &[u8], total: &mut u64, limit: u64) -> u64 {
+        use sha2::Digest as _;
+        let n = bytes.len() as u64;
         let allowed = limit.saturating_sub(*total).min(n);
+        self.stream_hashes[stream & 1].update(&bytes[..allowed as usize]);
         *total += n;
         self.output_written = *total;
         if stream == 0 {
@@ -304,7 +309,7 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                         Ok(n) => {
                             let allowed = obs.count_output(
                                 *role as usize,
-                                n as u64,
+                                &buf[..n],
                                 &mut total_output,
                                 w.output_limit,
                             ) as usize;
@@ -371,7 +376,7 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     for (i, s) in streams.iter_mut().enumerate() {
         let Some(fd) = s.fd.take() else { continue };
         while let Ok(n @ 1..) = sys::read(fd.as_raw_fd(), &mut buf) {
-            left_in_pipe[i] += obs.count_output(i, n as u64, &mut total_output, w.output_limit);
+            left_in_pipe[i] += obs.count_output(i, &buf[..n], &mut total_output, w.output_limit);
         }
     }
     for (i, s) in streams.into_iter().enumerate() {

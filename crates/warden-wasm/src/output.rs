@@ -115,6 +115,8 @@ struct StreamState {
     target: Output,
     /// Bytes that went through (at most the cap).
     written: AtomicU64,
+    /// SHA-256 of those bytes.
+    hash: Mutex<sha2::Sha256>,
     /// Sequence number (in its queue) of the last byte this stream queued
     /// for the caller's descriptor.
     queued_to: AtomicU64,
@@ -125,6 +127,7 @@ impl StreamState {
         StreamState {
             target,
             written: AtomicU64::new(0),
+            hash: Mutex::default(),
             queued_to: AtomicU64::new(0),
         }
     }
@@ -180,6 +183,17 @@ impl RunOutput {
             out.written.load(Ordering::Relaxed),
             err.written.load(Ordering::Relaxed),
         )
+    }
+
+    /// Hex SHA-256 of what went through stdout and stderr.
+    pub fn digests(&self) -> (String, String) {
+        use sha2::Digest as _;
+        let [out, err] = &self.streams;
+        let hex = |s: &StreamState| {
+            let h = s.hash.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            hex::encode(h.finalize())
+        };
+        (hex(out), hex(err))
     }
 
     /// True if the run's output was cut at the cap.
@@ -480,6 +494,14 @@ impl CappedStream {
         // write errors is stopped by the output limit, as any output, and
         // not kept alive until its deadline.
         state.written.fetch_add(granted as u64, Ordering::Relaxed);
+        {
+            use sha2::Digest as _;
+            state
+                .hash
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .update(&buf[..granted]);
+        }
         if granted < buf.len() {
             self.out.exceeded.store(true, Ordering::Relaxed);
             return Err(PutError::Limit(OutputLimitReached(self.out.limit)));
@@ -579,4 +601,10 @@ impl AsyncWrite for CappedStream {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// Hex SHA-256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

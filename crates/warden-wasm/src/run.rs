@@ -578,6 +578,9 @@ struct Run<'a> {
     /// Keeps the epoch ticker going (unmetered engines only).
     ticking: Option<TickGuard<'a>>,
     output: Arc<RunOutput>,
+    /// SHA-256 of the stdin given as bytes; `None` for the caller's own
+    /// stdin, which the guest reads directly.
+    stdin_sha256: Option<String>,
     enforcement: &'static EnforcementMap,
     warnings: Vec<String>,
 }
@@ -695,6 +698,11 @@ impl<'a> Run<'a> {
             metered,
             epoch_tick: engines.config().epoch_tick,
             ticking,
+            stdin_sha256: match &io.stdin {
+                Input::Inherit => None,
+                Input::Bytes(b) => Some(crate::output::sha256_hex(b)),
+                Input::Empty => Some(crate::output::sha256_hex(b"")),
+            },
             output,
             enforcement,
             warnings,
@@ -815,6 +823,14 @@ impl<'a> Run<'a> {
             logs_truncated: state.host.log.truncated,
             limits_reached: Vec::new(),
             discarded: None,
+            streams: Some({
+                let (stdout, stderr) = self.output.digests();
+                warden_core::StreamDigests {
+                    stdin: self.stdin_sha256.take(),
+                    stdout,
+                    stderr,
+                }
+            }),
         };
         classify(
             &mut outcome,
