@@ -275,6 +275,7 @@ mod tests {
             Status::OutputLimit,
             Status::Violation,
             Status::Error,
+            Status::Refused,
         ] {
             assert!(statuses.contains(&status.as_str()));
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
@@ -294,13 +295,27 @@ mod tests {
             grant: "/srv/fixtures".into(),
             at: "/data".into(),
         }];
+        with_logs.refusal = Some("unsigned processor".into());
+        with_logs.processor = Some(crate::ProcessorRef {
+            name: "parser".into(),
+            version: "1.0.0".into(),
+            digest: format!("sha256:{}", "1".repeat(64)),
+            signer: None,
+        });
         let with_logs = serde_json::to_value(with_logs).expect("report serialises");
         let properties = keys(&schema["properties"]);
         let optional: Vec<String> = keys(&with_logs)
             .into_iter()
             .filter(|k| !required(&schema).contains(k))
             .collect();
-        assert_eq!(optional, ["logs", "logs_truncated", "views"]);
+        assert_eq!(
+            optional,
+            ["logs", "logs_truncated", "processor", "refusal", "views"]
+        );
+        assert_eq!(
+            keys(&with_logs["processor"]),
+            required(&schema["properties"]["processor"])
+        );
         let view_item = &schema["properties"]["views"]["items"];
         assert_eq!(keys(&with_logs["views"][0]), required(view_item));
         for k in &optional {
