@@ -401,9 +401,6 @@ fn check_entry(index: u64, body: &[u8]) -> Result<Hash, BundleError> {
     let named = obj["index"]
         .as_u64()
         .ok_or_else(|| not("`index` is not an unsigned integer".into()))?;
-    if named != index {
-        return Err(BundleError::WrongIndex { index, named });
-    }
     let prev = obj["prev"]
         .as_str()
         .filter(|p| p.len() == 64 && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
@@ -418,6 +415,9 @@ fn check_entry(index: u64, body: &[u8]) -> Result<Hash, BundleError> {
     }
     if !obj["event"].is_object() {
         return Err(not("`event` is not an object".into()));
+    }
+    if named != index {
+        return Err(BundleError::WrongIndex { index, named });
     }
     Ok(prev)
 }
