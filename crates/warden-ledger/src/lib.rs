@@ -7,10 +7,13 @@
 //! carries the log's checkpoints in the c2sp.org/tlog-checkpoint format.
 //! [`store`] keeps the ledger in SQLite: canonical (RFC 8785) chained
 //! entries, stored subtree hashes, checkpoints, and a verifier that names
-//! the first bad entry.
+//! the first bad entry; [`group`] lets many threads share its commits.
+//! [`canonical`] writes and checks the canonical JSON.
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod canonical;
+pub mod group;
 pub mod merkle;
 pub mod note;
 pub mod store;

@@ -37,7 +37,7 @@ pub fn empty_root() -> Hash {
     Sha256::digest([]).into()
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProofError {
     #[error("index {index} is not in a tree of size {size}")]
     IndexOutOfRange { index: u64, size: u64 },

@@ -2,27 +2,70 @@
 //! the state directory's `ledger/`, holding each entry's exact canonical
 //! bytes and leaf hash, the stored hashes of complete subtrees (so a proof
 //! reads O(log n) rows), and the signed checkpoints. An append is one
-//! transaction: the entry, its nodes, and — the chain — the previous
-//! entry's leaf hash inside the entry's own bytes; SQLite's locking orders
-//! appends from many processes, and its journal makes an interrupted
-//! append vanish whole.
+//! transaction: the entries, their nodes, the tree head and — the chain —
+//! the previous entry's leaf hash inside each entry's own bytes; SQLite's
+//! locking orders appends from many processes, and its journal makes an
+//! interrupted append vanish whole.
 //!
 //! An entry is the RFC 8785 (JCS) canonical JSON of
 //! `{"v":1,"index":N,"prev":HEX,"time":SECS,"kind":K,"event":{…}}`.
+//!
+//! # Layout (`user_version` 2)
+//! - `entries(idx, body, leaf)`: the entries; `leaf` is the level-0 node.
+//! - `tree(k, v)`: the interior nodes (level ≥ 1) of complete subtrees,
+//!   keyed by their position in append order (the "stored hash index" of
+//!   Go's `golang.org/x/mod/sumdb/tlog`), so that the nodes one append
+//!   adds are the B-tree's last rows and share its last page. The very
+//!   last row, `k = i64::MAX`, is the *head*: the size, the last leaf and
+//!   the frontier (the roots of the complete subtrees the tree is made
+//!   of), so an append reads one row, not one per level, and the head
+//!   says how many entries the tree had (a truncated tail shows).
+//! - `checkpoints(size, note)`, `meta(key, value)`.
+//!
+//! # Cost of one append in a fresh process
+//! Closing does not checkpoint the WAL (`SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`)
+//! and the WAL file is kept, overwritten in place from its start after
+//! each checkpoint (so a commit's fsync does not also commit a size change
+//! of the file). A process that opens the database when no other has it
+//! open reads the valid part of the WAL to rebuild its index, and then
+//! knows nothing of what was already copied into the database; so an
+//! append does the checkpoint itself *before* its own write once the head
+//! says the WAL holds more than [`CHECKPOINT_PAGES`] pages: its own write
+//! then restarts the WAL, and the next process reads only a few pages.
 
 use std::path::{Path, PathBuf};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
 
+use crate::canonical;
 use crate::merkle::{self, Hash, HashReader, ProofError};
 
 /// The version of the database layout (SQLite's `user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The version of the entry encoding.
 pub const ENTRY_VERSION: u64 = 1;
 
-#[derive(Debug, thiserror::Error)]
+/// The key of the head row in `tree`.
+const HEAD_KEY: i64 = i64::MAX;
+
+/// An append first checkpoints the WAL when the head estimates it holds
+/// at least this many pages written since the last checkpoint.
+pub const CHECKPOINT_PAGES: u64 = 48;
+
+/// SQLite's own checkpoint after a commit, a backstop for writers that
+/// are not this code (pages).
+const AUTOCHECKPOINT_PAGES: i64 = 4000;
+
+/// The WAL file is cut back to this size when it restarts (bytes).
+const WAL_SIZE_LIMIT: i64 = 8 << 20;
+
+/// Below this many entries `verify` reads in one thread.
+const PARALLEL_VERIFY: u64 = 20_000;
+
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("ledger {path}: {message}")]
     Db { path: PathBuf, message: String },
@@ -60,24 +103,210 @@ pub struct Ledger {
     path: PathBuf,
 }
 
+/// An event made ready to append: its kind and event in canonical form,
+/// which do not depend on where in the ledger it lands. Preparing is the
+/// JSON work of an append; it can be done before, and on other threads
+/// than, the transaction.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    time: u64,
+    kind: Vec<u8>,
+    event: Vec<u8>,
+}
+
+impl Prepared {
+    pub fn new(time: u64, kind: &str, event: &Value) -> Prepared {
+        let mut k = Vec::with_capacity(kind.len() + 2);
+        canonical::write_str(&mut k, kind);
+        let mut e = Vec::with_capacity(256);
+        canonical::write_value(&mut e, event);
+        Prepared {
+            time,
+            kind: k,
+            event: e,
+        }
+    }
+
+    /// The entry's bytes at `index` after the entry whose leaf is `prev`.
+    fn encode(&self, index: u64, prev: &Hash, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(b"{\"event\":");
+        out.extend_from_slice(&self.event);
+        out.extend_from_slice(b",\"index\":");
+        canonical::write_u64(out, index);
+        out.extend_from_slice(b",\"kind\":");
+        out.extend_from_slice(&self.kind);
+        out.extend_from_slice(b",\"prev\":\"");
+        let mut hex = [0u8; 64];
+        for (i, b) in prev.iter().enumerate() {
+            hex[2 * i] = HEX[(b >> 4) as usize];
+            hex[2 * i + 1] = HEX[(b & 15) as usize];
+        }
+        out.extend_from_slice(&hex);
+        out.extend_from_slice(b"\",\"time\":");
+        canonical::write_u64(out, self.time);
+        out.extend_from_slice(b",\"v\":1}");
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The tree's right edge: what appending needs and the root of the
+/// current size, without reading stored nodes.
+#[derive(Clone)]
+struct Head {
+    size: u64,
+    /// The last entry's leaf hash (zeros before the first).
+    prev: Hash,
+    /// At each level `l` whose bit is set in `size`, the root of the
+    /// complete subtree of `2^l` leaves that the tree of `size` ends with
+    /// at that level.
+    frontier: [Hash; 64],
+    /// Pages written to the WAL since the last checkpoint (an estimate).
+    wal_pages: u64,
+}
+
+impl Head {
+    fn empty() -> Head {
+        Head {
+            size: 0,
+            prev: [0; 32],
+            frontier: [[0; 32]; 64],
+            wal_pages: 0,
+        }
+    }
+
+    /// Adds a leaf; `node` gets each interior node it completes.
+    fn push(&mut self, leaf: Hash, mut node: impl FnMut(u8, u64, &Hash)) {
+        let n = self.size;
+        let (mut level, mut hash) = (0usize, leaf);
+        while (n >> level) & 1 == 1 {
+            hash = merkle::node_hash(&self.frontier[level], &hash);
+            level += 1;
+            node(level as u8, n >> level, &hash);
+        }
+        self.frontier[level] = hash;
+        self.prev = leaf;
+        self.size = n + 1;
+    }
+
+    fn root(&self) -> Hash {
+        let mut root: Option<Hash> = None;
+        for level in 0..64 {
+            if (self.size >> level) & 1 == 1 {
+                root = Some(match root {
+                    None => self.frontier[level],
+                    Some(r) => merkle::node_hash(&self.frontier[level], &r),
+                });
+            }
+        }
+        root.unwrap_or_else(merkle::empty_root)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48 + 32 * self.size.count_ones() as usize);
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.wal_pages.to_le_bytes());
+        out.extend_from_slice(&self.prev);
+        for level in 0..64 {
+            if (self.size >> level) & 1 == 1 {
+                out.extend_from_slice(&self.frontier[level]);
+            }
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<Head> {
+        let size = u64::from_le_bytes(b.get(0..8)?.try_into().ok()?);
+        let wal_pages = u64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+        let prev: Hash = b.get(16..48)?.try_into().ok()?;
+        if b.len() != 48 + 32 * size.count_ones() as usize {
+            return None;
+        }
+        let mut head = Head {
+            size,
+            prev,
+            frontier: [[0; 32]; 64],
+            wal_pages,
+        };
+        let mut at = 48;
+        for level in 0..64 {
+            if (size >> level) & 1 == 1 {
+                head.frontier[level] = b[at..at + 32].try_into().ok()?;
+                at += 32;
+            }
+        }
+        Some(head)
+    }
+}
+
+/// The key of the interior node at `level` ≥ 1, `index` in `tree`: its
+/// position when hashes are stored in append order (tlog's
+/// `StoredHashIndex`).
+fn node_key(level: u8, index: u64) -> i64 {
+    let mut n = index;
+    for _ in 0..level {
+        n = 2 * n + 1;
+    }
+    let mut i = 0u64;
+    while n > 0 {
+        i += n;
+        n >>= 1;
+    }
+    (i + level as u64) as i64
+}
+
 struct Nodes<'c> {
     conn: &'c Connection,
 }
 
 impl HashReader for Nodes<'_> {
     fn node(&self, level: u8, index: u64) -> Result<Hash, ProofError> {
-        let row: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT hash FROM nodes WHERE level = ?1 AND idx = ?2",
-                params![level, index as i64],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| ProofError::Read(e.to_string()))?;
+        let read = |e: rusqlite::Error| ProofError::Read(e.to_string());
+        let row: Option<Vec<u8>> = if level == 0 {
+            self.conn
+                .prepare_cached("SELECT leaf FROM entries WHERE idx = ?1")
+                .map_err(read)?
+                .query_row(params![index.min(i64::MAX as u64) as i64], |r| r.get(0))
+                .optional()
+                .map_err(read)?
+        } else if level >= 60 || index >= 1 << (60 - level) {
+            None
+        } else {
+            self.conn
+                .prepare_cached("SELECT v FROM tree WHERE k = ?1")
+                .map_err(read)?
+                .query_row(params![node_key(level, index)], |r| r.get(0))
+                .optional()
+                .map_err(read)?
+        };
         row.and_then(|h| h.try_into().ok())
             .ok_or(ProofError::Missing { level, index })
     }
+}
+
+/// SQLite's busy handler: short sleeps first (an append holds the write
+/// lock for well under a millisecond), about 30 s in all.
+fn busy(attempt: i32) -> bool {
+    let micros = match attempt {
+        0..=49 => 50,
+        50..=199 => 200,
+        _ => 1000,
+    };
+    std::thread::sleep(std::time::Duration::from_micros(micros));
+    attempt < 200 + 30_000
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_handler(Some(busy))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = FULL;
+         PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};
+         PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES};"
+    ))?;
+    Ok(conn)
 }
 
 impl Ledger {
@@ -92,29 +321,43 @@ impl Ledger {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let conn = Connection::open(&path).map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(db)?;
-        // Durability of every commit; WAL mode and the schema are kept in
-        // the file, made once (user_version says so).
-        conn.execute_batch("PRAGMA synchronous = FULL;")
-            .map_err(db)?;
+        let conn = open_connection(&path).map_err(db)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(db)?;
         if version == SCHEMA_VERSION {
             return Ok(Ledger { conn, path });
         }
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+        if version != 0 {
+            return Err(StoreError::Db {
+                path,
+                message: format!(
+                    "layout version {version} is not supported (this build reads {SCHEMA_VERSION})"
+                ),
+            });
+        }
+        // WAL mode and the schema are kept in the file, made once
+        // (user_version says so); two first openers wait for each other.
+        conn.execute_batch("PRAGMA journal_mode = WAL;")
+            .map_err(db)?;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
              CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, body BLOB NOT NULL, leaf BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS tree (k INTEGER PRIMARY KEY, v BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             PRAGMA user_version = 1;",
-        )
+             INSERT OR IGNORE INTO tree (k, v) VALUES ({HEAD_KEY}, x'{}');
+             PRAGMA user_version = {SCHEMA_VERSION};
+             COMMIT;",
+            hex::encode(Head::empty().encode())
+        ))
         .map_err(db)?;
         Ok(Ledger { conn, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -129,10 +372,8 @@ impl Ledger {
     pub fn origin(&self, default: &str) -> Result<String, StoreError> {
         let get = || {
             self.conn
-                .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |r| {
-                    r.get(0)
-                })
-                .optional()
+                .prepare_cached("SELECT value FROM meta WHERE key = 'origin'")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
                 .map_err(self.db())
         };
         if let Some(origin) = get()? {
@@ -147,13 +388,14 @@ impl Ledger {
         Ok(get()?.unwrap_or_else(|| default.to_string()))
     }
 
-    /// Number of entries.
+    /// Number of entries (one more than the last index).
     pub fn size(&self) -> Result<u64, StoreError> {
-        let n: i64 = self
+        let last: Option<i64> = self
             .conn
-            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+            .prepare_cached("SELECT idx FROM entries ORDER BY idx DESC LIMIT 1")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
             .map_err(self.db())?;
-        Ok(n as u64)
+        Ok(last.map_or(0, |i| (i.max(-1) + 1) as u64))
     }
 
     /// Appends events (`kind`, JSON object) in one transaction, durable
@@ -163,54 +405,112 @@ impl Ledger {
         time: u64,
         events: &[(&str, serde_json::Value)],
     ) -> Result<Vec<(u64, Hash)>, StoreError> {
+        let prepared: Vec<Prepared> = events
+            .iter()
+            .map(|(kind, event)| Prepared::new(time, kind, event))
+            .collect();
+        self.append_prepared(&prepared)
+    }
+
+    /// Appends the events an iterator gives in one transaction and, once
+    /// they are durable, calls `ack` with the index and leaf hash of each
+    /// in order; returns how many were appended. For bulk imports: call it
+    /// with batches of a thousand or so (one fsync each).
+    pub fn append_iter<K, V>(
+        &mut self,
+        time: u64,
+        events: impl IntoIterator<Item = (K, V)>,
+        mut ack: impl FnMut(u64, &Hash),
+    ) -> Result<usize, StoreError>
+    where
+        K: AsRef<str>,
+        V: std::borrow::Borrow<Value>,
+    {
+        let prepared: Vec<Prepared> = events
+            .into_iter()
+            .map(|(k, v)| Prepared::new(time, k.as_ref(), v.borrow()))
+            .collect();
+        let acks = self.append_prepared(&prepared)?;
+        for (index, leaf) in &acks {
+            ack(*index, leaf);
+        }
+        Ok(acks.len())
+    }
+
+    /// Appends prepared events (each with its own time) in one
+    /// transaction, durable when this returns; the index and leaf hash of
+    /// each.
+    pub fn append_prepared(&mut self, events: &[Prepared]) -> Result<Vec<(u64, Hash)>, StoreError> {
         let path = self.path.clone();
         let db = move |e: rusqlite::Error| StoreError::Db {
             path: path.clone(),
             message: e.to_string(),
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&db)?;
-        let (mut n, mut prev): (u64, Hash) = match tx
-            .query_row(
-                "SELECT idx, leaf FROM entries ORDER BY idx DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
-            )
-            .optional()
-            .map_err(&db)?
-        {
-            Some((i, leaf)) => (i as u64 + 1, leaf.try_into().unwrap_or([0; 32])),
-            None => (0, [0; 32]),
-        };
-        let mut out = Vec::with_capacity(events.len());
-        {
-            let mut insert_entry = tx
-                .prepare_cached("INSERT INTO entries (idx, body, leaf) VALUES (?1, ?2, ?3)")
-                .map_err(&db)?;
-            let mut insert_node = tx
-                .prepare_cached("INSERT INTO nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
-                .map_err(&db)?;
-            for (kind, event) in events {
-                let body = encode_entry(n, &prev, time, kind, event)?;
-                let leaf = merkle::leaf_hash(&body);
-                insert_entry
-                    .execute(params![n as i64, body, leaf.as_slice()])
-                    .map_err(&db)?;
-                for (level, index, hash) in merkle::nodes_for_append(n, leaf, &Nodes { conn: &tx })?
-                {
-                    insert_node
-                        .execute(params![level, index as i64, hash.as_slice()])
-                        .map_err(&db)?;
-                }
-                out.push((n, leaf));
-                prev = leaf;
-                n += 1;
-            }
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        tx.commit().map_err(&db)?;
-        Ok(out)
+        let mut checkpointed = false;
+        loop {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&db)?;
+            let mut head = read_head(&tx).map_err(&db)?.ok_or_else(|| StoreError::Db {
+                path: self.path.clone(),
+                message: "the tree head is missing or malformed".into(),
+            })?;
+            if head.wal_pages >= CHECKPOINT_PAGES && !checkpointed {
+                // Copy the WAL into the database before writing, so that
+                // this transaction restarts the WAL (see the module note).
+                drop(tx);
+                let _ = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                checkpointed = true;
+                continue;
+            }
+            if checkpointed {
+                head.wal_pages = 0;
+            }
+            let mut out = Vec::with_capacity(events.len());
+            let mut bytes = 0u64;
+            {
+                let mut insert_entry = tx
+                    .prepare_cached("INSERT INTO entries (idx, body, leaf) VALUES (?1, ?2, ?3)")
+                    .map_err(&db)?;
+                let mut insert_node = tx
+                    .prepare_cached("INSERT INTO tree (k, v) VALUES (?1, ?2)")
+                    .map_err(&db)?;
+                let mut body = Vec::with_capacity(512);
+                let mut nodes: Vec<(u8, u64, Hash)> = Vec::with_capacity(8);
+                for event in events {
+                    let n = head.size;
+                    if n >= i64::MAX as u64 / 4 {
+                        return Err(StoreError::Encode("the ledger is full".into()));
+                    }
+                    event.encode(n, &head.prev, &mut body);
+                    let leaf = merkle::leaf_hash(&body);
+                    insert_entry
+                        .execute(params![n as i64, body, leaf.as_slice()])
+                        .map_err(&db)?;
+                    nodes.clear();
+                    head.push(leaf, |level, index, hash| nodes.push((level, index, *hash)));
+                    for (level, index, hash) in &nodes {
+                        insert_node
+                            .execute(params![node_key(*level, *index), hash.as_slice()])
+                            .map_err(&db)?;
+                    }
+                    bytes += body.len() as u64 + 48 + 44 * nodes.len() as u64;
+                    out.push((n, leaf));
+                }
+            }
+            head.wal_pages += 2 + bytes / 4096;
+            tx.prepare_cached("UPDATE tree SET v = ?1 WHERE k = ?2")
+                .and_then(|mut s| s.execute(params![head.encode(), HEAD_KEY]))
+                .map_err(&db)?;
+            tx.commit().map_err(&db)?;
+            return Ok(out);
+        }
     }
 
     /// The root hash of the first `size` entries.
@@ -262,7 +562,7 @@ impl Ledger {
     pub fn checkpoints(&self) -> Result<Vec<(u64, String)>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT size, note FROM checkpoints ORDER BY size")
+            .prepare_cached("SELECT size, note FROM checkpoints ORDER BY size")
             .map_err(self.db())?;
         let rows = stmt
             .query_map([], |r| {
@@ -315,7 +615,9 @@ impl Ledger {
     ) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT idx, body FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
+            .prepare_cached(
+                "SELECT idx, body FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )
             .map_err(self.db())?;
         let mut rows = stmt
             .query(params![
@@ -325,8 +627,9 @@ impl Ledger {
             .map_err(self.db())?;
         while let Some(row) = rows.next().map_err(self.db())? {
             let idx = row.get::<_, i64>(0).map_err(self.db())? as u64;
-            let body: Vec<u8> = row.get(1).map_err(self.db())?;
-            if let Err(e) = each(idx, &body) {
+            let body = row.get_ref(1).map_err(self.db())?;
+            let body = body.as_bytes_or_null().ok().flatten().unwrap_or(&[]);
+            if let Err(e) = each(idx, body) {
                 // A closed reader ends the listing.
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     return Ok(());
@@ -343,69 +646,179 @@ impl Ledger {
     /// The exact bytes of entry `index`.
     pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn
-            .query_row(
-                "SELECT body FROM entries WHERE idx = ?1",
-                params![index as i64],
-                |r| r.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT body FROM entries WHERE idx = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![index.min(i64::MAX as u64) as i64], |r| r.get(0))
+                    .optional()
+            })
             .map_err(self.db())
     }
 
     /// Recomputes every leaf, the chain and the tree from the entries'
     /// bytes alone and compares them with what is stored. `Ok(Err(t))`:
-    /// the first thing found wrong.
+    /// the first thing found wrong. A large ledger is read by two threads
+    /// (two connections on one snapshot's entries), each half of it.
     pub fn verify(&self) -> Result<Result<u64, Tamper>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT idx, body, leaf FROM entries ORDER BY idx")
+        // One read transaction: the head, the bound and the stored tree
+        // are of one moment; entries below the bound never change.
+        let tx = self.conn.unchecked_transaction().map_err(self.db())?;
+        let head_row: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT v FROM tree WHERE k = ?1")
+            .and_then(|mut s| s.query_row(params![HEAD_KEY], |r| r.get(0)).optional())
             .map_err(self.db())?;
-        let mut rows = stmt.query([]).map_err(self.db())?;
-        let mut tree = merkle::MemoryHashes::default();
-        let mut prev: Hash = [0; 32];
-        let mut expected = 0u64;
-        while let Some(row) = rows.next().map_err(self.db())? {
-            let idx = row.get::<_, i64>(0).map_err(self.db())? as u64;
-            let body: Vec<u8> = row.get(1).map_err(self.db())?;
-            let stored: Vec<u8> = row.get(2).map_err(self.db())?;
-            if idx != expected {
-                return Ok(Err(Tamper::Gap(expected)));
+        let head = head_row.as_deref().and_then(Head::decode);
+        let last: Option<i64> = tx
+            .prepare_cached("SELECT idx FROM entries ORDER BY idx DESC LIMIT 1")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+            .map_err(self.db())?;
+        let bound = last.map_or(0, |i| i.max(-1) + 1) as u64;
+        let (scan, size) = if bound < PARALLEL_VERIFY {
+            let s = scan(&tx, i64::MIN, bound, 0, Some([0; 32])).map_err(self.db())?;
+            let size = s.next;
+            (s, size)
+        } else {
+            let mid = bound / 2;
+            let path = self.path.as_path();
+            let second = std::thread::scope(|scope| {
+                let other = scope.spawn(move || -> rusqlite::Result<Scan> {
+                    let conn = open_connection(path)?;
+                    let t = conn.unchecked_transaction()?;
+                    scan(&t, mid as i64, bound, mid, None)
+                });
+                let first = scan(&tx, i64::MIN, mid, 0, Some([0; 32]));
+                let second = other
+                    .join()
+                    .unwrap_or_else(|_| Err(rusqlite::Error::InvalidQuery));
+                first.and_then(|f| second.map(|s| (f, s)))
+            });
+            let (mut first, second) = second.map_err(self.db())?;
+            if first.tamper.is_none() && first.next != mid {
+                first.tamper = Some(Tamper::Gap(first.next));
             }
-            let leaf = merkle::leaf_hash(&body);
-            if stored != leaf {
-                return Ok(Err(Tamper::Changed(idx)));
+            if first.tamper.is_none() {
+                if let Some(named) = second.first_prev {
+                    if named != first.leaves.last().copied().unwrap_or([0; 32]) {
+                        first.tamper = Some(Tamper::BrokenChain(mid));
+                    }
+                }
             }
-            let Some((named, named_prev)) = entry_position(&body) else {
-                return Ok(Err(Tamper::Malformed(idx)));
-            };
-            if named != idx {
-                return Ok(Err(Tamper::Misplaced(idx, named)));
+            if first.tamper.is_none() {
+                first.tamper = second.tamper;
+                first.leaves.extend_from_slice(&second.leaves);
+                first.next = second.next;
             }
-            if named_prev != prev {
-                return Ok(Err(Tamper::BrokenChain(idx)));
-            }
-            tree.push(leaf);
-            prev = leaf;
-            expected += 1;
+            let size = first.next;
+            (first, size)
+        };
+        if let Some(t) = scan.tamper {
+            return Ok(Err(t));
         }
-        let size = expected;
-        let recorded: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM nodes WHERE level = 0", [], |r| {
-                r.get(0)
-            })
-            .map_err(self.db())?;
-        if recorded as u64 > size {
+        let recorded = head.as_ref().map_or(0, |h| h.size);
+        if recorded > size {
             return Ok(Err(Tamper::Truncated {
                 entries: size,
-                recorded: recorded as u64,
+                recorded,
             }));
         }
-        if size > 0 && merkle::root(size, &tree)? != self.root(size).unwrap_or([0; 32]) {
+        let computed = root_of(&scan.leaves);
+        let stored = merkle::root(size, &Nodes { conn: &tx }).unwrap_or([0; 32]);
+        // The head an append continues from: of this size, this tree and
+        // this last entry.
+        let head_ok = head.as_ref().is_some_and(|h| {
+            h.size == size
+                && h.root() == computed
+                && h.prev == scan.leaves.last().copied().unwrap_or([0; 32])
+        });
+        if computed != stored || !head_ok {
             return Ok(Err(Tamper::Tree(size)));
         }
         Ok(Ok(size))
     }
+}
+
+fn read_head(conn: &Connection) -> rusqlite::Result<Option<Head>> {
+    let row: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT v FROM tree WHERE k = ?1")?
+        .query_row(params![HEAD_KEY], |r| r.get(0))
+        .optional()?;
+    Ok(row.as_deref().and_then(Head::decode))
+}
+
+/// What one thread of `verify` found in its range of entries.
+struct Scan {
+    leaves: Vec<Hash>,
+    /// The index after the last entry read.
+    next: u64,
+    /// The previous-entry hash the first entry names, when the caller did
+    /// not know it (to be checked against the range before).
+    first_prev: Option<Hash>,
+    tamper: Option<Tamper>,
+}
+
+/// Checks the entries with `from <= idx < to`, expecting them to be
+/// `start, start+1, …` chained from `prev` (or, with `None`, from
+/// whatever the first names).
+fn scan(
+    conn: &Connection,
+    from: i64,
+    to: u64,
+    start: u64,
+    mut prev: Option<Hash>,
+) -> rusqlite::Result<Scan> {
+    let mut out = Scan {
+        leaves: Vec::with_capacity(to.saturating_sub(start).min(1 << 26) as usize),
+        next: start,
+        first_prev: None,
+        tamper: None,
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, body, leaf FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+    )?;
+    let mut rows = stmt.query(params![from, to.min(i64::MAX as u64) as i64])?;
+    while let Some(row) = rows.next()? {
+        let idx = row.get::<_, i64>(0)?;
+        let expected = out.next;
+        if idx < 0 || idx as u64 != expected {
+            out.tamper = Some(Tamper::Gap(expected));
+            break;
+        }
+        let body = row.get_ref(1)?.as_bytes_or_null()?.unwrap_or(&[]);
+        let stored = row.get_ref(2)?.as_bytes_or_null()?.unwrap_or(&[]);
+        let leaf = merkle::leaf_hash(body);
+        if stored != leaf {
+            out.tamper = Some(Tamper::Changed(expected));
+            break;
+        }
+        let Some((named, named_prev)) = canonical::check_entry(body) else {
+            out.tamper = Some(Tamper::Malformed(expected));
+            break;
+        };
+        if named != expected {
+            out.tamper = Some(Tamper::Misplaced(expected, named));
+            break;
+        }
+        match prev {
+            Some(p) if p != named_prev => {
+                out.tamper = Some(Tamper::BrokenChain(expected));
+                break;
+            }
+            Some(_) => {}
+            None => out.first_prev = Some(named_prev),
+        }
+        out.leaves.push(leaf);
+        prev = Some(leaf);
+        out.next += 1;
+    }
+    Ok(out)
+}
+
+/// The RFC 9162 root of a list of leaf hashes, folding a frontier.
+fn root_of(leaves: &[Hash]) -> Hash {
+    let mut head = Head::empty();
+    for leaf in leaves {
+        head.push(*leaf, |_, _, _| {});
+    }
+    head.root()
 }
 
 /// The canonical bytes of an entry.
@@ -416,32 +829,15 @@ pub fn encode_entry(
     kind: &str,
     event: &serde_json::Value,
 ) -> Result<Vec<u8>, StoreError> {
-    let entry = serde_json::json!({
-        "v": ENTRY_VERSION,
-        "index": index,
-        "prev": hex::encode(prev),
-        "time": time,
-        "kind": kind,
-        "event": event,
-    });
-    serde_json_canonicalizer::to_vec(&entry).map_err(|e| StoreError::Encode(e.to_string()))
-}
-
-/// The index and previous-entry hash an entry's bytes name, if they are
-/// the canonical encoding of an entry.
-fn entry_position(body: &[u8]) -> Option<(u64, Hash)> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    if serde_json_canonicalizer::to_vec(&v).ok()? != body || v["v"] != ENTRY_VERSION {
-        return None;
-    }
-    let index = v["index"].as_u64()?;
-    let prev: Hash = hex::decode(v["prev"].as_str()?).ok()?.try_into().ok()?;
-    Some((index, prev))
+    let mut out = Vec::with_capacity(256);
+    Prepared::new(time, kind, event).encode(index, prev, &mut out);
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn temp(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("warden-ledger-{tag}-{}", std::process::id()));
@@ -454,6 +850,64 @@ mod tests {
             "run",
             serde_json::json!({"argv": ["python3", format!("job{i}.py")], "status": "exited"}),
         )
+    }
+
+    /// The encoding before it was written by hand: the whole entry through
+    /// the reference canonicalizer.
+    fn reference_entry(index: u64, prev: &Hash, time: u64, kind: &str, event: &Value) -> Vec<u8> {
+        let entry = serde_json::json!({
+            "v": ENTRY_VERSION,
+            "index": index,
+            "prev": hex::encode(prev),
+            "time": time,
+            "kind": kind,
+            "event": event,
+        });
+        serde_json_canonicalizer::to_vec(&entry).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn entries_encode_as_the_reference_does(index in any::<u64>(), time in any::<u64>(),
+                                                 kind in "\\PC{0,8}", s in "\\PC{0,8}", n in any::<i64>(), p in any::<[u8; 32]>()) {
+            let ev = serde_json::json!({"s": s, "n": n, "list": [1.5, null, true, {"é": "\u{1}"}]});
+            let body = encode_entry(index, &p, time, &kind, &ev).unwrap();
+            prop_assert_eq!(&body, &reference_entry(index, &p, time, &kind, &ev));
+            if index <= 1 << 53 {
+                prop_assert_eq!(canonical::check_entry(&body), Some((index, p)));
+            }
+        }
+    }
+
+    #[test]
+    fn node_keys_are_append_order() {
+        // Leaves and nodes in the order appends store them: each key once,
+        // increasing.
+        let mut keys = Vec::new();
+        let mut head = Head::empty();
+        for n in 0..1000u64 {
+            keys.push(node_key(0, n));
+            head.push([0; 32], |l, i, _| keys.push(node_key(l, i)));
+        }
+        assert!(keys.windows(2).all(|w| w[1] == w[0] + 1), "{keys:?}");
+        // The node (level 3, index 0) that a tampering test changes.
+        assert_eq!(node_key(3, 0), 14);
+    }
+
+    #[test]
+    fn head_frontier_gives_the_root_and_survives_encoding() {
+        let mut head = Head::empty();
+        let mut tree = merkle::MemoryHashes::default();
+        for n in 0..300u64 {
+            let leaf = merkle::leaf_hash(&n.to_le_bytes());
+            head.push(leaf, |_, _, _| {});
+            tree.push(leaf);
+            assert_eq!(head.root(), merkle::root(n + 1, &tree).unwrap());
+            let back = Head::decode(&head.encode()).unwrap();
+            assert_eq!(back.root(), head.root());
+            assert_eq!(back.size, head.size);
+        }
+        assert!(Head::decode(&head.encode()[1..]).is_none());
     }
 
     #[test]
@@ -471,6 +925,10 @@ mod tests {
             "keys sorted: {text}"
         );
         assert!(text.contains(&format!("\"prev\":\"{}\"", hex::encode(acks[4].1))));
+        assert_eq!(
+            body,
+            reference_entry(5, &acks[4].1, 1_700_000_000, "run", &events[5].1)
+        );
         for size in [1u64, 2, 7, 16, 37] {
             let root = l.root(size).unwrap();
             for index in 0..size {
@@ -487,6 +945,80 @@ mod tests {
         let more = l.append(1_700_000_001, &[event(99)]).unwrap();
         assert_eq!(more[0].0, 37);
         assert_eq!(l.verify().unwrap(), Ok(38));
+        // The iterator form, acknowledging after the commit.
+        let mut seen = Vec::new();
+        let n = l
+            .append_iter(5, (0..3).map(event), |i, h| seen.push((i, *h)))
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [38, 39, 40]);
+        assert_eq!(l.verify().unwrap(), Ok(41));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Many appends of one entry, as many processes make them: the WAL is
+    /// checkpointed along the way and everything stays provable.
+    #[test]
+    fn many_small_appends_checkpoint_and_verify() {
+        let dir = temp("small");
+        for round in 0..4u64 {
+            let mut l = Ledger::open(&dir).unwrap();
+            for i in 0..60 {
+                l.append(round, &[event(i)]).unwrap();
+            }
+        }
+        let l = Ledger::open(&dir).unwrap();
+        assert_eq!(l.verify().unwrap(), Ok(240));
+        let root = l.root(240).unwrap();
+        let leaf = merkle::leaf_hash(&l.entry(200).unwrap().unwrap());
+        let p = l.inclusion_proof(200, 240).unwrap();
+        merkle::verify_inclusion(200, 240, &leaf, &p, &root).unwrap();
+        // The WAL did not grow without bound.
+        let wal = std::fs::metadata(dir.join("ledger.db-wal")).unwrap().len();
+        assert!(wal < (CHECKPOINT_PAGES + 16) * 4200, "{wal}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_large_ledger_verifies_in_two_halves_and_names_the_first_fault() {
+        let dir = temp("large");
+        let mut l = Ledger::open(&dir).unwrap();
+        let n = PARALLEL_VERIFY + 1001;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+            l.append(1, &chunk.iter().map(|i| event(*i)).collect::<Vec<_>>())
+                .unwrap();
+        }
+        assert_eq!(l.verify().unwrap(), Ok(n));
+        let mid = n / 2;
+        // A forged entry at the start of the second half, leaf recomputed:
+        // the chain into it breaks.
+        let forged = encode_entry(mid, &[9; 32], 1, "run", &serde_json::json!({})).unwrap();
+        let leaf = merkle::leaf_hash(&forged);
+        let save = l.entry(mid).unwrap().unwrap();
+        let save_leaf = merkle::leaf_hash(&save);
+        let set = |l: &Ledger, b: &[u8], h: &Hash, i: u64| {
+            l.conn
+                .execute(
+                    "UPDATE entries SET body = ?1, leaf = ?2 WHERE idx = ?3",
+                    params![b, h.as_slice(), i as i64],
+                )
+                .unwrap();
+        };
+        set(&l, &forged, &leaf, mid);
+        assert_eq!(l.verify().unwrap(), Err(Tamper::BrokenChain(mid)));
+        set(&l, &save, &save_leaf, mid);
+        // A change in each half: the first half's is named.
+        l.conn
+            .execute_batch(&format!(
+                "UPDATE entries SET body = CAST(REPLACE(CAST(body AS TEXT), 'job', 'jab') AS BLOB) WHERE idx IN (17, {});",
+                mid + 5
+            ))
+            .unwrap();
+        assert_eq!(l.verify().unwrap(), Err(Tamper::Changed(17)));
+        l.conn
+            .execute("DELETE FROM entries WHERE idx = 17", [])
+            .unwrap();
+        assert_eq!(l.verify().unwrap(), Err(Tamper::Gap(17)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -502,10 +1034,26 @@ mod tests {
         let note = l.checkpoint("test.log", &key).unwrap();
         assert!(note.starts_with("test.log\n10\n"), "{note}");
         assert_eq!(l.verify_checkpoints(&v, 10).unwrap(), Ok(1));
-        // Entry and node rows of the tail deleted together: only the
-        // checkpoint still knows there were ten.
+        // The tail's entry, its tree row and the head rolled back together:
+        // only the checkpoint still knows there were ten.
+        let mut head = Head::empty();
+        for i in 0..9 {
+            head.push(
+                merkle::leaf_hash(&l.entry(i).unwrap().unwrap()),
+                |_, _, _| {},
+            );
+        }
         l.conn
-            .execute_batch("DELETE FROM entries WHERE idx = 9; DELETE FROM nodes WHERE level = 0 AND idx = 9; DELETE FROM nodes WHERE level = 1 AND idx = 4;")
+            .execute_batch(&format!(
+                "DELETE FROM entries WHERE idx = 9; DELETE FROM tree WHERE k = {};",
+                node_key(1, 4)
+            ))
+            .unwrap();
+        l.conn
+            .execute(
+                "UPDATE tree SET v = ?1 WHERE k = ?2",
+                params![head.encode(), HEAD_KEY],
+            )
             .unwrap();
         assert_eq!(l.verify().unwrap(), Ok(9));
         assert!(matches!(
@@ -545,6 +1093,21 @@ mod tests {
                 "UPDATE entries SET idx = -1 WHERE idx = 2; UPDATE entries SET idx = 2 WHERE idx = 6; UPDATE entries SET idx = 6 WHERE idx = -1;",
                 Tamper::Misplaced(2, 6),
             ),
+            (
+                "node",
+                "UPDATE tree SET v = zeroblob(32) WHERE k = 14",
+                Tamper::Tree(10),
+            ),
+            (
+                "head",
+                "UPDATE tree SET v = zeroblob(48) WHERE k = 9223372036854775807",
+                Tamper::Tree(10),
+            ),
+            (
+                "spaced",
+                "UPDATE entries SET body = CAST(REPLACE(CAST(body AS TEXT), '\"status\":', '\"status\": ') AS BLOB) WHERE idx = 5",
+                Tamper::Changed(5),
+            ),
         ];
         for (tag, sql, want) in cases {
             let dir = temp(tag);
@@ -577,6 +1140,34 @@ mod tests {
             )
             .unwrap();
         assert_eq!(l.verify().unwrap(), Err(Tamper::BrokenChain(4)));
+        // Non-canonical bytes with a matching leaf hash: malformed.
+        let spaced = String::from_utf8(l.entry(6).unwrap().unwrap())
+            .unwrap()
+            .replace("\"status\":", "\"status\": ");
+        let leaf = merkle::leaf_hash(spaced.as_bytes());
+        l.conn
+            .execute(
+                "UPDATE entries SET body = ?1, leaf = ?2 WHERE idx = 6",
+                params![spaced.as_bytes(), leaf.as_slice()],
+            )
+            .unwrap();
+        // Entry 4 still comes first.
+        assert_eq!(l.verify().unwrap(), Err(Tamper::BrokenChain(4)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_old_layout_is_refused_by_name() {
+        let dir = temp("old");
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Connection::open(dir.join("ledger.db")).unwrap();
+        c.execute_batch("PRAGMA user_version = 1;").unwrap();
+        drop(c);
+        let err = Ledger::open(&dir).err().unwrap().to_string();
+        assert!(
+            err.ends_with("layout version 1 is not supported (this build reads 2)"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
