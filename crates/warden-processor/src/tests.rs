@@ -645,6 +645,62 @@ fn tree_caps() {
     assert!(Tree::read(deep.path()).is_ok());
 }
 
+/// The shell one-liner of docs/processors.md, between its markers.
+fn documented_one_liner() -> String {
+    let doc = include_str!("../../../docs/processors.md");
+    let start = doc
+        .find("<!-- digest-one-liner -->")
+        .expect("marker in docs/processors.md");
+    let block = &doc[start..];
+    let body = block.split("```sh\n").nth(1).unwrap();
+    body.split("\n```").next().unwrap().to_owned()
+}
+
+#[test]
+fn documented_shell_one_liner_matches() {
+    let have = |tool: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !["sha256sum", "find", "sort", "stat", "cut", "sed"]
+        .iter()
+        .all(|t| have(t))
+    {
+        eprintln!("skipped: coreutils/findutils missing");
+        return;
+    }
+    let dir = python_dir();
+    dir.write("with space/and-dash", b"x y\n", 0o644);
+    dir.write("-leading", b"dash", 0o755);
+    dir.write("a.b", b"", 0o644);
+    dir.write("a/b", b"\\n not a newline", 0o600);
+    dir.write("ünïcode/ф", "текст".as_bytes(), 0o644);
+    dir.write("bin/tool", b"\x7fELF", 0o711);
+    dir.write("grp-exec", b"g", 0o654);
+    let tree = Tree::read(dir.path()).unwrap();
+    let script = documented_one_liner();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim_end(),
+        tree.digest(),
+        "listing:\n{}",
+        tree.listing()
+    );
+}
+
 // ---- registry ----
 
 fn state() -> TempDir {
