@@ -20,7 +20,7 @@ use crate::cli::{Cli, Command, PolicyCommand, RunArgs};
 use crate::evidence::{audit, finish, key, sign, trust, verify};
 
 /// Exit status for Warden's own errors (bad flag, bad policy, setup failure).
-const EXIT_WARDEN_ERROR: u8 = 125;
+pub(crate) const EXIT_WARDEN_ERROR: u8 = 125;
 
 /// Which backends a binary carries. Chosen by each binary's `main` with a
 /// constant, so that the linker sees only the engine constructor that
@@ -102,7 +102,10 @@ pub fn main(backends: Backends) -> ExitCode {
         | Command::Sign { .. }
         | Command::Verify { .. }
         | Command::Trust { .. }
+        | Command::Processor { .. }
         | Command::Audit { .. } => false,
+        // Known once the processor is resolved: `invoke` hands over then.
+        Command::Invoke(_) => false,
     };
     if needs_wasm && !backends.wasm_here {
         return hand_over_to_full_binary();
@@ -117,7 +120,7 @@ pub fn main(backends: Backends) -> ExitCode {
     }
     let engine = (backends.engine)();
     // Commands without a report end on these signals as any program does.
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Invoke(_)) {
         let _ = warden_engine::hold_termination_signals(false);
     }
     match cli.command {
@@ -141,6 +144,8 @@ pub fn main(backends: Backends) -> ExitCode {
         } => finish(verify(artifact_type.as_deref(), sig.as_deref(), &file)),
         Command::Trust { command } => finish(trust(command)),
         Command::Audit { command } => finish(audit(command)),
+        Command::Processor { command } => crate::processor::processor(command),
+        Command::Invoke(args) => crate::processor::invoke(args, engine, backends.wasm_here),
         Command::Compile {
             module,
             output,
@@ -230,7 +235,7 @@ fn one_line(rendered: &str) -> String {
 /// Replaces this process with `warden-wasm` (from the directory of the
 /// running binary) and the same arguments. Nothing has been opened or
 /// written yet, so the other binary starts from the same state.
-fn hand_over_to_full_binary() -> ExitCode {
+pub(crate) fn hand_over_to_full_binary() -> ExitCode {
     use std::os::unix::process::CommandExt;
     let path = match std::env::current_exe() {
         Ok(exe) => exe.with_file_name(FULL_BINARY),
@@ -266,7 +271,7 @@ pub(crate) fn invocation_id() -> String {
 /// directory is opened first, so that a program with write access near the
 /// report path cannot redirect the report by planting symlinks, and
 /// whatever cannot take the report is refused before the program starts.
-enum ReportTarget {
+pub(crate) enum ReportTarget {
     None,
     Stderr,
     /// A regular file, or none yet: written beside it and renamed over it.
@@ -285,7 +290,7 @@ enum ReportTarget {
 }
 
 impl ReportTarget {
-    fn open(path: Option<&Path>) -> anyhow::Result<ReportTarget> {
+    pub(crate) fn open(path: Option<&Path>) -> anyhow::Result<ReportTarget> {
         use rustix::fs::{AtFlags, FileType, Mode, OFlags};
         let Some(path) = path else {
             return Ok(ReportTarget::None);
@@ -370,7 +375,7 @@ impl ReportTarget {
     /// Writes the report. A file target gets a temporary file beside it,
     /// renamed over it: the rename replaces whatever entry is there (a
     /// planted symlink included) instead of following it.
-    fn write(&self, report: &Report) -> anyhow::Result<()> {
+    pub(crate) fn write(&self, report: &Report) -> anyhow::Result<()> {
         use rustix::fs::{Mode, OFlags};
         let json = format!("{}\n", report.to_json());
         match self {
@@ -528,6 +533,7 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         redact: Vec::new(),
         caller_env: std::env::vars().collect(),
         cwd: cwd.clone(),
+        exact_grants: false,
     };
     let prepared = match warden_engine::prepare(&request, id.clone()) {
         Ok(p) => p,
@@ -548,6 +554,18 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         Err(e) => return fail(e.to_string()),
     };
     let unrecorded = record(&mut report).err();
+    conclude(report, unrecorded, quiet, &report_target)
+}
+
+/// The end of a run, once its report is complete: what the guest logged,
+/// the error line, the limits reached (unless `quiet`), a failed audit
+/// entry; then the report, and the exit status.
+pub(crate) fn conclude(
+    mut report: Report,
+    unrecorded: Option<String>,
+    quiet: bool,
+    report_target: &ReportTarget,
+) -> ExitCode {
     // What the guest logged through the host, one line per record.
     {
         let mut err = std::io::stderr().lock();
@@ -630,7 +648,7 @@ fn refuse_unaudited(
 }
 
 /// Exit status of a run Warden refused before anything ran.
-const EXIT_REFUSED: u8 = 126;
+pub(crate) const EXIT_REFUSED: u8 = 126;
 
 /// Exit status of a command that failed on what it was given (a key that
 /// exists, a signature that does not verify).
@@ -663,7 +681,7 @@ pub(crate) fn say(message: impl std::fmt::Display) {
 /// (bidirectional overrides and isolates, zero-width marks) escaped, so
 /// that a guest's log message cannot move the cursor, forge other lines or
 /// display differently from what it says on the caller's terminal.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
             if c.is_control() || is_invisible_format(c) {

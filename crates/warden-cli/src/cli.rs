@@ -85,6 +85,56 @@ pub enum Command {
         #[command(subcommand)]
         command: TrustCommand,
     },
+    /// Processors: named, versioned, signed units of code in the registry.
+    Processor {
+        #[command(subcommand)]
+        command: ProcessorCommand,
+    },
+    /// Run a registered processor with its input on stdin.
+    Invoke(InvokeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProcessorCommand {
+    /// Check DIR/processor.yaml and the tree; exit 1 with FILE:LINE:COLUMN errors.
+    Check { dir: PathBuf },
+    /// Add DIR to the registry (content-addressed copy), with DIR.sig (or --sig) if present.
+    Add {
+        dir: PathBuf,
+        /// The signature envelope (`warden sign --type processor DIR` writes DIR.sig).
+        #[arg(long, value_name = "SIG")]
+        sig: Option<PathBuf>,
+        /// The policy in force [default: STATE/policy.yaml, if any]; `require_signed: true` needs a valid signature.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
+    /// List registered processors.
+    List,
+    /// Show a processor's record (JSON): NAME, NAME@VERSION or NAME@sha256:HEX.
+    Show { spec: String },
+    /// Remove NAME@VERSION from the registry (ledger entries that used it stay verifiable).
+    Rm { spec: String },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InvokeArgs {
+    /// NAME, NAME@VERSION or NAME@sha256:HEX.
+    pub spec: String,
+    /// The policy in force [default: STATE/policy.yaml, if any]: the ceiling of what the processor gets.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The processor's stdin [default: Warden's own stdin].
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Write the JSON report to FILE (- for stderr).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// No lines of Warden's own on stderr about limits reached.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Arguments given to the processor.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

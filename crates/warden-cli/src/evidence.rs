@@ -79,7 +79,34 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// `warden sign`: FILE.sig next to FILE, written by rename.
+/// What a signature covers: a file's bytes, or a processor directory's
+/// canonical tree digest (docs/processors.md).
+enum Signed {
+    File(Vec<u8>),
+    Processor { id: String, digest_hex: String },
+}
+
+fn signed_digest(path: &Path, ty: warden_trust::ArtifactType) -> anyhow::Result<Signed> {
+    if !path.is_dir() {
+        return Ok(Signed::File(read_artifact(path)?));
+    }
+    if ty != warden_trust::ArtifactType::Processor {
+        anyhow::bail!(
+            "{}: a directory is signed as a processor (--type processor), not as {}",
+            path.display(),
+            ty.as_str()
+        );
+    }
+    let (tree, manifest) = warden_processor::read_processor(path)
+        .map_err(|d| anyhow::anyhow!(warden_processor::render_all(&d)))?;
+    Ok(Signed::Processor {
+        id: manifest.id(),
+        digest_hex: tree.digest_hex().to_string(),
+    })
+}
+
+/// `warden sign`: FILE.sig next to FILE (DIR.sig beside a processor
+/// directory), written by rename.
 pub(crate) fn sign(
     key: &str,
     ty: &str,
@@ -90,14 +117,26 @@ pub(crate) fn sign(
 ) -> anyhow::Result<()> {
     let ty = artifact_type(ty)?;
     let pair = warden_trust::keystore::KeyStore::open(&state_dir()?)?.load(key)?;
-    let bytes = read_artifact(file)?;
     let signed_at = now_secs();
+    let (subject, digest, sig) = match signed_digest(file, ty)? {
+        Signed::File(bytes) => {
+            let mut sig = file.as_os_str().to_owned();
+            sig.push(".sig");
+            (
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                sha256_hex(&bytes),
+                std::path::PathBuf::from(sig),
+            )
+        }
+        Signed::Processor { id, digest_hex } => {
+            (id, digest_hex, crate::processor::dir_signature_path(file))
+        }
+    };
     let statement = warden_trust::Statement::new(
-        &file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        &sha256_hex(&bytes),
+        &subject,
+        &digest,
         warden_trust::Predicate {
             artifact_type: ty,
             name,
@@ -111,9 +150,6 @@ pub(crate) fn sign(
         warden_trust::IN_TOTO_PAYLOAD_TYPE,
         &statement.to_json(),
     );
-    let mut sig = file.as_os_str().to_owned();
-    sig.push(".sig");
-    let sig = std::path::PathBuf::from(sig);
     let mut tmp = sig.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", invocation_id()));
     let tmp = std::path::PathBuf::from(tmp);
@@ -137,6 +173,7 @@ pub(crate) fn verify(ty: Option<&str>, sig: Option<&Path>, file: &Path) -> anyho
     let want = ty.map(artifact_type).transpose()?;
     let sig_path = match sig {
         Some(s) => s.to_path_buf(),
+        None if file.is_dir() => crate::processor::dir_signature_path(file),
         None => {
             let mut s = file.as_os_str().to_owned();
             s.push(".sig");
@@ -152,9 +189,12 @@ pub(crate) fn verify(ty: Option<&str>, sig: Option<&Path>, file: &Path) -> anyho
             .read_to_end(&mut bytes)?;
         bytes
     };
-    let bytes = read_artifact(file)?;
+    let digest = match signed_digest(file, want.unwrap_or(warden_trust::ArtifactType::Processor))? {
+        Signed::File(bytes) => sha256_hex(&bytes),
+        Signed::Processor { digest_hex, .. } => digest_hex,
+    };
     let store = warden_trust::truststore::TrustStore::open(&state_dir()?)?;
-    let v = store.verify(&envelope, &sha256_hex(&bytes), want, now_secs())?;
+    let v = store.verify(&envelope, &digest, want, now_secs())?;
     let p = &v.statement.predicate;
     let mut what = p.artifact_type.as_str().to_string();
     if let Some(n) = &p.name {

@@ -5,3 +5,4 @@
 pub mod app;
 mod cli;
 mod evidence;
+mod processor;

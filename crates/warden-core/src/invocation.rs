@@ -93,7 +93,15 @@ pub struct Invocation {
     /// Granted paths shown at a chosen path inside instead of their own
     /// (`--allow fs:read:./fixtures --at /data`).
     pub views: Vec<View>,
+    /// A processor's code: the content-addressed copy Warden verified
+    /// (inside its own state directory), shown read-only at
+    /// [`PROCESSOR_DIR`]. Not a grant: the state directory stays refused
+    /// to grants.
+    pub code: Option<PathBuf>,
 }
+
+/// Where a jailed processor sees its own code.
+pub const PROCESSOR_DIR: &str = "/processor";
 
 /// A granted path (`fs:read`/`fs:write`) shown inside the sandbox at
 /// another path than its own.
@@ -133,6 +141,7 @@ impl Default for Invocation {
             redact: Vec::new(),
             modules: Vec::new(),
             views: Vec::new(),
+            code: None,
         }
     }
 }

@@ -8,7 +8,9 @@ mod outcome;
 mod report;
 pub mod state;
 
-pub use invocation::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, View, DEFAULT_TENANT};
+pub use invocation::{
+    valid_tenant, EffectiveLimits, Invocation, ModuleRef, View, DEFAULT_TENANT, PROCESSOR_DIR,
+};
 pub use outcome::{
     exit_status, human_bytes, human_duration, Discarded, Enforcement, EnforcementMap, LimitReached,
     LogLevel, LogRecord, Outcome, Status, StreamDigests, Violation,

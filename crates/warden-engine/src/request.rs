@@ -42,6 +42,11 @@ pub struct RunRequest {
     pub caller_env: Vec<(String, String)>,
     /// The caller's working directory (relative paths resolve against it).
     pub cwd: PathBuf,
+    /// Grant exactly what `allow` requests, also when that is nothing
+    /// (a processor gets what its manifest asks for, never all of the
+    /// policy); otherwise an empty request under a policy gets the
+    /// policy's grants.
+    pub exact_grants: bool,
 }
 
 /// A request resolved against its policy, ready for [`crate::Engine::run`].
@@ -462,7 +467,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
     let (grants, limits, policy_digest) = match &req.policy {
         Some(path) => {
             let policy = load_policy(&req.cwd.join(path))?;
-            let grants = if requested.is_empty() {
+            let grants = if requested.is_empty() && !req.exact_grants {
                 policy.grants.iter().map(|g| g.capability.clone()).collect()
             } else {
                 policy.allow_request(&requested, &limits)?
@@ -574,6 +579,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             redact: req.redact.clone(),
             modules,
             views,
+            code: None,
         },
         backend,
         policy_digest,

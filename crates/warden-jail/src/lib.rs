@@ -184,37 +184,47 @@ impl JailBackend {
             if inside != path {
                 check_view(&inside)?;
             }
-            let invalid =
-                |e: std::io::Error| BackendError::Invalid(format!("grant {}: {e}", path.display()));
-            let (source, is_dir) = mounts::inspect_source(&path).map_err(invalid)?;
-            let detached = if self.root_mode {
-                let (tree, idmapped) = self
-                    .idmaps
-                    .borrow_mut()
-                    .detached_tree(&source, writable)
-                    .map_err(|e| {
-                        BackendError::setup(format!("prepare grant {}", path.display()), e)
-                    })?;
-                if !idmapped {
-                    warnings.push(format!(
-                        "grant {}: its filesystem cannot be idmapped; the program accesses it as host uid {} (others' permissions)",
-                        path.display(),
-                        idmap::SANDBOX_HOST_ID
-                    ));
-                }
-                Some(tree)
-            } else {
-                None
-            };
-            mounts.push(GrantMount {
-                path,
-                inside,
-                is_dir,
-                writable,
-                detached,
-            });
+            mounts.push(self.grant_mount(path, inside, writable, &mut warnings)?);
         }
         Ok((mounts, warnings))
+    }
+
+    /// The mount of host `path` at `inside`: checked through a descriptor
+    /// (no symlink anywhere), and in root mode a detached, idmapped tree.
+    fn grant_mount(
+        &self,
+        path: PathBuf,
+        inside: PathBuf,
+        writable: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<GrantMount, BackendError> {
+        let invalid =
+            |e: std::io::Error| BackendError::Invalid(format!("grant {}: {e}", path.display()));
+        let (source, is_dir) = mounts::inspect_source(&path).map_err(invalid)?;
+        let detached = if self.root_mode {
+            let (tree, idmapped) = self
+                .idmaps
+                .borrow_mut()
+                .detached_tree(&source, writable)
+                .map_err(|e| BackendError::setup(format!("prepare grant {}", path.display()), e))?;
+            if !idmapped {
+                warnings.push(format!(
+                    "grant {}: its filesystem cannot be idmapped; the program accesses it as host uid {} (others' permissions)",
+                    path.display(),
+                    idmap::SANDBOX_HOST_ID
+                ));
+            }
+            Some(tree)
+        } else {
+            None
+        };
+        Ok(GrantMount {
+            path,
+            inside,
+            is_dir,
+            writable,
+            detached,
+        })
     }
 }
 
@@ -402,8 +412,17 @@ impl Backend for JailBackend {
             Err(why) => plan_limits(inv, None, Some(why)),
         };
         within_hard_limits(&limits_plan.rlimits)?;
-        let hidden = state_masks(&grants)?;
+        let mut hidden = state_masks(&grants)?;
         let scratch = scratch_dir(&inv.workdir, &grants);
+        let mut grants = grants;
+        // A processor's verified code, read-only at /processor: added after
+        // the state-directory check, which refuses grants inside it.
+        if let Some(code) = &inv.code {
+            let inside = PathBuf::from(warden_core::PROCESSOR_DIR);
+            let mut warnings = Vec::new();
+            grants.push(self.grant_mount(code.clone(), inside.clone(), false, &mut warnings)?);
+            hidden.retain(|h| !h.starts_with(&inside));
+        }
         let plan = MountPlan::build(
             &self.layout,
             grants,

@@ -1,0 +1,370 @@
+//! `warden processor check|add|list|show|rm` and `warden invoke`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use warden_core::Report;
+use warden_engine::audit::{os_principal, Audit, RunFacts};
+use warden_engine::invoke::{self, InvokeError, InvokeRequest};
+use warden_engine::Engine;
+use warden_processor::{read_processor, render_all, Registry};
+
+use crate::app::{
+    conclude, hand_over_to_full_binary, invocation_id, say, state_dir, ReportTarget, EXIT_FAILED,
+    EXIT_REFUSED, EXIT_WARDEN_ERROR,
+};
+use crate::cli::{InvokeArgs, ProcessorCommand};
+use crate::evidence::now_secs;
+
+/// Largest `--input` file: it is read whole (the bytes hashed are the
+/// bytes the processor reads).
+const MAX_INPUT_BYTES: u64 = 256 << 20;
+
+/// `DIR.sig` beside DIR (what `warden sign --type processor DIR` writes).
+pub(crate) fn dir_signature_path(dir: &Path) -> PathBuf {
+    let text = dir.as_os_str().to_string_lossy();
+    let trimmed = text.trim_end_matches('/');
+    let base = if trimmed.is_empty() { "/" } else { trimmed };
+    PathBuf::from(format!("{base}.sig"))
+}
+
+fn read_signature(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("malformed envelope: {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(warden_trust::dsse::MAX_ENVELOPE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A manifest's problems, one `FILE:LINE:COLUMN: error: …` line each.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Diagnostics(String);
+
+fn read_checked(
+    dir: &Path,
+) -> anyhow::Result<(warden_processor::Tree, warden_processor::Manifest)> {
+    read_processor(dir).map_err(|d| Diagnostics(render_all(&d)).into())
+}
+
+/// `warden processor …`: exit 0, 1 naming the cause, or 126 for a refusal.
+/// A manifest's diagnostics go to stdout one per line, as `policy check`'s.
+pub(crate) fn processor(command: ProcessorCommand) -> ExitCode {
+    match processor_command(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Diagnostics>().is_some() => {
+            let mut out = std::io::stdout().lock();
+            for line in e.to_string().lines() {
+                let _ = writeln!(out, "{}", crate::app::printable(line));
+            }
+            ExitCode::from(EXIT_FAILED)
+        }
+        Err(e) => {
+            let refused = matches!(
+                e.downcast_ref::<InvokeError>(),
+                Some(InvokeError::Refused(_))
+            );
+            say(format!("{e:#}"));
+            ExitCode::from(if refused { EXIT_REFUSED } else { EXIT_FAILED })
+        }
+    }
+}
+
+fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        ProcessorCommand::Check { dir } => {
+            let (tree, manifest) = read_checked(&dir)?;
+            writeln!(
+                out,
+                "ok: {} ({}), {} files, {}",
+                manifest.id(),
+                manifest.kind.as_str(),
+                tree.files().len(),
+                tree.digest()
+            )?;
+        }
+        ProcessorCommand::Add { dir, sig, policy } => {
+            let state = state_dir()?;
+            let (tree, manifest) = read_checked(&dir)?;
+            let id = manifest.id();
+            let policy = invoke::policy_in_force(policy.as_deref(), &state);
+            let policy = invoke::load_policy_in_force(policy.as_deref())?;
+            let required = policy.as_ref().is_some_and(|p| p.require_signed);
+            let sig_path = sig.unwrap_or_else(|| dir_signature_path(&dir));
+            let envelope = if sig_path.exists() {
+                Some(read_signature(&sig_path)?)
+            } else {
+                None
+            };
+            let mut audit = Audit::open(&state)?;
+            let signer = match invoke::check_signature(
+                &state,
+                &id,
+                tree.digest_hex(),
+                envelope.as_deref(),
+                required,
+                now_secs(),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    // The refusal is recorded, as a refused run is.
+                    let _ = audit.record(
+                        "processor",
+                        serde_json::json!({
+                            "action": "add",
+                            "principal": os_principal(),
+                            "processor": id,
+                            "digest": tree.digest(),
+                            "refusal": e.to_string(),
+                        }),
+                    );
+                    return Err(e.into());
+                }
+            };
+            let registry = Registry::open(&state)?;
+            let record = registry.add(&tree, &manifest, signer.as_deref(), envelope.as_deref())?;
+            let entry = audit.record(
+                "processor",
+                serde_json::json!({
+                    "action": "add",
+                    "principal": os_principal(),
+                    "processor": record.id(),
+                    "digest": record.digest,
+                    "signer": record.signer,
+                    "kind": record.summary.kind.as_str(),
+                    "capabilities": record.summary.capabilities,
+                    "sbom": record.summary.sbom.as_ref().and_then(|s| s.sha256.clone()),
+                }),
+            )?;
+            writeln!(
+                out,
+                "added {} {} ({}) (audit entry {})",
+                record.id(),
+                record.digest,
+                match &record.signer {
+                    Some(k) => format!("signed by {k}"),
+                    None => "unsigned".into(),
+                },
+                entry.index
+            )?;
+        }
+        ProcessorCommand::List => {
+            let registry = Registry::open(&state_dir()?)?;
+            for r in registry.list()? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    r.id(),
+                    r.digest,
+                    r.summary.kind.as_str(),
+                    r.signer.as_deref().unwrap_or("unsigned")
+                )?;
+            }
+        }
+        ProcessorCommand::Show { spec } => {
+            let registry = Registry::open(&state_dir()?)?;
+            let record = registry.resolve(&spec)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
+        }
+        ProcessorCommand::Rm { spec } => {
+            let state = state_dir()?;
+            let (name, version) = spec.split_once('@').ok_or_else(|| {
+                anyhow::anyhow!("{spec:?}: give NAME@VERSION (rm takes one version at a time)")
+            })?;
+            let mut audit = Audit::open(&state)?;
+            let registry = Registry::open(&state)?;
+            let record = registry.remove(name, version)?;
+            let entry = audit.record(
+                "processor",
+                serde_json::json!({
+                    "action": "rm",
+                    "principal": os_principal(),
+                    "processor": record.id(),
+                    "digest": record.digest,
+                }),
+            )?;
+            writeln!(
+                out,
+                "removed {} {} (audit entry {})",
+                record.id(),
+                record.digest,
+                entry.index
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads `--input` whole into a sealed memfd and makes it Warden's stdin,
+/// which the run hands to the processor: what it reads is exactly the
+/// bytes hashed. Returns their hex SHA-256.
+fn input_as_stdin(path: &Path) -> anyhow::Result<String> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("--input {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("--input {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        anyhow::bail!(
+            "--input {}: larger than {MAX_INPUT_BYTES} bytes; give it on stdin instead",
+            path.display()
+        );
+    }
+    let memfd = rustix::fs::memfd_create(
+        "warden-input",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut written = 0;
+    while written < bytes.len() {
+        written += rustix::io::write(&memfd, &bytes[written..])?;
+    }
+    rustix::fs::fcntl_add_seals(
+        &memfd,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )?;
+    rustix::fs::seek(&memfd, rustix::fs::SeekFrom::Start(0))?;
+    rustix::stdio::dup2_stdin(&memfd)?;
+    use sha2::Digest as _;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// `warden invoke`.
+pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitCode {
+    let id = invocation_id();
+    let report_target = match ReportTarget::open(args.report.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            say(e);
+            return ExitCode::from(EXIT_WARDEN_ERROR);
+        }
+    };
+    let principal = os_principal();
+    let tenant = warden_core::DEFAULT_TENANT.to_string();
+    let argv: Vec<String> = ["invoke".to_string(), args.spec.clone()]
+        .into_iter()
+        .chain(args.args.iter().cloned())
+        .collect();
+    let facts = RunFacts {
+        principal: &principal,
+        tenant: &tenant,
+        argv: &argv,
+    };
+    // Ends a run that did not start: the report (refused or error) is
+    // recorded if the ledger can take it, then written.
+    let stop = |mut report: Report, audit: Option<&mut Audit>| -> ExitCode {
+        if let Some(message) = &report.error {
+            say(message);
+        }
+        let recorded = match audit {
+            Some(a) => a.record_run(&facts, &mut report).map_err(|e| e.to_string()),
+            None => state_dir()
+                .and_then(|s| Ok(Audit::open(&s)?))
+                .map_err(|e| e.to_string())
+                .and_then(|mut a| a.record_run(&facts, &mut report).map_err(|e| e.to_string())),
+        };
+        if let Err(e) = recorded {
+            say(format!("it could not be recorded in the audit ledger: {e}"));
+        }
+        if let Err(e) = report_target.write(&report) {
+            say(e);
+        }
+        ExitCode::from(if report.refusal.is_some() {
+            EXIT_REFUSED
+        } else {
+            EXIT_WARDEN_ERROR
+        })
+    };
+    let state = match state_dir() {
+        Ok(s) => s,
+        Err(e) => return stop(Report::setup_error(e.to_string(), id, ""), None),
+    };
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            let message = format!("cannot determine the working directory: {e}");
+            return stop(Report::setup_error(message, id, ""), None);
+        }
+    };
+    let policy = invoke::policy_in_force(args.policy.as_deref(), &state);
+    let request = InvokeRequest {
+        spec: &args.spec,
+        policy: policy.as_deref(),
+        args: args.args.clone(),
+        state: &state,
+        cwd,
+        caller_env: std::env::vars().collect(),
+        now: now_secs(),
+    };
+    let plan = match invoke::plan(&request) {
+        Ok(p) => p,
+        Err(InvokeError::Refused(why)) => return stop(Report::refused(why, id, ""), None),
+        Err(InvokeError::Failed(why)) => return stop(Report::setup_error(why, id, ""), None),
+    };
+    let backend = plan.request.backend.clone().unwrap_or_default();
+    if backend == "wasm" && !wasm_here {
+        return hand_over_to_full_binary();
+    }
+    // The ledger, open before anything runs.
+    let mut audit = match Audit::open(&state) {
+        Ok(a) => a,
+        Err(e) => {
+            let message = format!(
+                "cannot record the invocation in the audit ledger, so it is not started: {e}"
+            );
+            say(&message);
+            let report = Report::setup_error(message, id, &backend);
+            if let Err(e) = report_target.write(&report) {
+                say(e);
+            }
+            return ExitCode::from(EXIT_WARDEN_ERROR);
+        }
+    };
+    let with_processor = |mut r: Report| {
+        r.processor = Some(plan.processor.clone());
+        r
+    };
+    let input_sha256 = match args.input.as_deref().map(input_as_stdin).transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            let report = with_processor(Report::setup_error(format!("{e:#}"), id, &backend));
+            return stop(report, Some(&mut audit));
+        }
+    };
+    let mut prepared = match warden_engine::prepare(&plan.request, id.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            let report = with_processor(Report::setup_error(e.to_string(), id, &backend));
+            return stop(report, Some(&mut audit));
+        }
+    };
+    prepared.invocation.code = plan.code.clone();
+    // A script processor runs under the jail's interpreter by design: that
+    // the caller's PATH would find another is no news here.
+    prepared.notices.clear();
+    let mut engine = engine
+        .with_kv_dir(warden_engine::default_kv_dir())
+        .with_interrupt_on_signals(true);
+    let mut report = match engine.run(&prepared) {
+        Ok(r) => r,
+        Err(e) => {
+            let report = with_processor(Report::setup_error(e.to_string(), id, &backend));
+            return stop(report, Some(&mut audit));
+        }
+    };
+    report.processor = Some(plan.processor.clone());
+    if let (Some(streams), Some(input)) = (report.streams.as_mut(), input_sha256) {
+        streams.stdin.get_or_insert(input);
+    }
+    let unrecorded = audit
+        .record_run(&facts, &mut report)
+        .err()
+        .map(|e| format!("the run ended but its audit entry could not be written: {e}"));
+    conclude(report, unrecorded, args.quiet, &report_target)
+}

@@ -1,0 +1,211 @@
+//! `warden invoke`: a registered processor, resolved, verified and turned
+//! into a run. Everything that can refuse it happens here, before anything
+//! runs: the registry copy must still have its digest, its signature must
+//! verify against the trust store (required under `require_signed`), and
+//! every capability and limit it requests must be within the policy in
+//! force. The run then executes the content-addressed copy itself — the
+//! bytes that were verified — shown read-only at `/processor` in a jail, or
+//! read from the registry by the WASM backend.
+
+use std::path::{Path, PathBuf};
+
+use warden_core::ProcessorRef;
+use warden_policy::{Capability, Policy};
+use warden_processor::{Kind, Language, LoadedProcessor, Registry};
+use warden_trust::truststore::TrustStore;
+use warden_trust::ArtifactType;
+
+use crate::RunRequest;
+
+/// Why an invocation does not go ahead.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// Refused on trust or policy grounds (status `refused`, exit 126).
+    #[error("{0}")]
+    Refused(String),
+    /// Could not be prepared (no such processor, unreadable state): exit 125.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the caller asks for.
+pub struct InvokeRequest<'a> {
+    /// `NAME`, `NAME@VERSION` or `NAME@sha256:HEX`.
+    pub spec: &'a str,
+    /// The policy in force (already chosen by the caller), if any.
+    pub policy: Option<&'a Path>,
+    pub args: Vec<String>,
+    pub state: &'a Path,
+    pub cwd: PathBuf,
+    pub caller_env: Vec<(String, String)>,
+    /// Seconds since the epoch, for signature validity.
+    pub now: u64,
+}
+
+/// A processor ready to run.
+pub struct InvokePlan {
+    pub request: RunRequest,
+    pub processor: ProcessorRef,
+    /// The verified copy's directory, to show at `/processor` (jail kinds).
+    pub code: Option<PathBuf>,
+    pub loaded: LoadedProcessor,
+}
+
+fn interpreter(language: Language) -> &'static str {
+    match language {
+        Language::Python => "python3",
+        Language::Node => "node",
+        Language::Php => "php",
+        Language::Sh => "sh",
+    }
+}
+
+/// The policy file a command is under: `--policy P`, else
+/// `STATE/policy.yaml` when there is one.
+pub fn policy_in_force(given: Option<&Path>, state: &Path) -> Option<PathBuf> {
+    given.map(Path::to_path_buf).or_else(|| {
+        let default = state.join("policy.yaml");
+        default.is_file().then_some(default)
+    })
+}
+
+/// Loads the policy in force (with its `extends` chain), or none.
+pub fn load_policy_in_force(path: Option<&Path>) -> Result<Option<Policy>, InvokeError> {
+    path.map(|p| crate::load_policy(p).map_err(|e| InvokeError::Failed(e.to_string())))
+        .transpose()
+}
+
+/// Checks a processor's signature envelope against the trust store:
+/// `Ok(Some(keyid))` when it verifies, `Ok(None)` when there is none and
+/// none is required, a refusal otherwise. A signature that is present but
+/// does not verify refuses the processor whether or not one is required.
+pub fn check_signature(
+    state: &Path,
+    id: &str,
+    digest_hex: &str,
+    envelope: Option<&[u8]>,
+    required: bool,
+    now: u64,
+) -> Result<Option<String>, InvokeError> {
+    let Some(envelope) = envelope else {
+        return if required {
+            Err(InvokeError::Refused(format!(
+                "processor {id} is unsigned, and the policy says require_signed: true"
+            )))
+        } else {
+            Ok(None)
+        };
+    };
+    let store = TrustStore::open(state).map_err(|e| InvokeError::Failed(e.to_string()))?;
+    match store.verify(envelope, digest_hex, Some(ArtifactType::Processor), now) {
+        Ok(v) => Ok(Some(v.keyid)),
+        Err(e) => Err(InvokeError::Refused(format!(
+            "processor {id}: its signature does not verify: {e}"
+        ))),
+    }
+}
+
+/// Resolves, verifies and plans the invocation.
+pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
+    let policy = load_policy_in_force(req.policy)?;
+    let registry = Registry::open(req.state).map_err(|e| InvokeError::Failed(e.to_string()))?;
+    let record = registry
+        .resolve(req.spec)
+        .map_err(|e| InvokeError::Failed(e.to_string()))?;
+    // Read back and hashed again: a registry copy changed since it was
+    // added is refused, not run.
+    let loaded = registry.load(&record).map_err(|e| match e {
+        warden_processor::RegistryError::Tampered(why) => InvokeError::Refused(format!(
+            "processor {}: the registry copy no longer matches its digest ({why})",
+            record.id()
+        )),
+        other => InvokeError::Failed(other.to_string()),
+    })?;
+    let id = record.id();
+    let require_signed = policy.as_ref().is_some_and(|p| p.require_signed);
+    let signer = check_signature(
+        req.state,
+        &id,
+        loaded.tree.digest_hex(),
+        loaded.signature.as_deref(),
+        require_signed,
+        req.now,
+    )?;
+    let manifest = &loaded.manifest;
+    // Relative grants mean what they mean on the command line.
+    let requested: Vec<Capability> = manifest
+        .capabilities
+        .iter()
+        .map(|c| c.clone().with_base(&req.cwd))
+        .collect();
+    if let Some(policy) = &policy {
+        if let Some(outside) = requested.iter().find(|c| !policy.permits(c)) {
+            return Err(InvokeError::Refused(format!(
+                "processor {id} requests {outside}, which policy {} does not allow",
+                policy.origin
+            )));
+        }
+        let exceeding = manifest.limits.exceeding(&policy.limits);
+        if !exceeding.is_empty() {
+            return Err(InvokeError::Refused(format!(
+                "processor {id} asks for limits above policy {}: {}",
+                policy.origin,
+                exceeding.join(", ")
+            )));
+        }
+    }
+    let entry = &manifest.entry;
+    let inside = Path::new(warden_core::PROCESSOR_DIR).join(entry);
+    let inside = inside.display().to_string();
+    let (argv, backend, code) = match manifest.kind {
+        Kind::Script => {
+            let language = manifest.language.ok_or_else(|| {
+                InvokeError::Failed(format!("processor {id}: a script without a language"))
+            })?;
+            (
+                vec![interpreter(language).to_string(), inside],
+                "jail",
+                Some(loaded.dir.clone()),
+            )
+        }
+        Kind::Native => (vec![inside], "jail", Some(loaded.dir.clone())),
+        Kind::Wasm => (
+            vec![loaded.entry_path().display().to_string()],
+            "wasm",
+            None,
+        ),
+    };
+    let mut argv = argv;
+    argv.extend(req.args.iter().cloned());
+    let request = RunRequest {
+        argv,
+        policy: req.policy.map(Path::to_path_buf),
+        allow: requested.iter().map(ToString::to_string).collect(),
+        at: Vec::new(),
+        env: Vec::new(),
+        limits: manifest.limits.clone(),
+        // A jailed processor works in a scratch directory of its own, not
+        // in the caller's.
+        workdir: (backend == "jail").then(|| PathBuf::from("/tmp")),
+        backend: Some(backend.to_string()),
+        fuel: None,
+        deterministic: false,
+        tenant: None,
+        modules: Vec::new(),
+        redact: Vec::new(),
+        caller_env: req.caller_env.clone(),
+        cwd: req.cwd.clone(),
+        exact_grants: true,
+    };
+    Ok(InvokePlan {
+        request,
+        processor: ProcessorRef {
+            name: record.name.clone(),
+            version: record.version.clone(),
+            digest: record.digest.clone(),
+            signer,
+        },
+        code,
+        loaded,
+    })
+}
