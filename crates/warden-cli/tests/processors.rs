@@ -204,6 +204,13 @@ fn native_and_wasm_processors_run_on_their_backends() {
     let r = t.report_json();
     assert_eq!(r["backend"], "wasm");
     assert_eq!(r["processor"]["name"], "greet");
+    {
+        use sha2::Digest as _;
+        let want = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&hello)));
+        assert_eq!(r["module_digest"], want.as_str(), "{r}");
+        let e = entries(&t);
+        assert_eq!(e.last().unwrap()["event"]["module_digest"], want.as_str());
+    }
 }
 
 /// `require_signed: true`: unsigned is refused (at add and at invoke),

@@ -241,6 +241,9 @@ pub struct Outcome {
     pub discarded: Option<Discarded>,
     /// Digests of the standard streams; `None` when nothing ran.
     pub streams: Option<StreamDigests>,
+    /// WASM only: what ran, `sha256:HEX` of the module's bytes as read
+    /// (`cwasm-tag:HEX`, its authentication tag, for a precompiled one).
+    pub module_digest: Option<String>,
 }
 
 impl Outcome {
@@ -268,6 +271,7 @@ impl Outcome {
             limits_reached: Vec::new(),
             discarded: None,
             streams: None,
+            module_digest: None,
         }
     }
 

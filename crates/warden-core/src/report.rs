@@ -67,6 +67,9 @@ pub struct Report {
     pub discarded: Option<Discarded>,
     /// SHA-256 of stdin, stdout and stderr; null when nothing ran.
     pub streams: Option<StreamDigests>,
+    /// WASM only: the digest of the module that ran; omitted otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_digest: Option<String>,
     /// Where the run's entry is in the audit ledger; null with `--no-audit`.
     pub audit: Option<AuditRef>,
     /// Why Warden would not run it (status `refused`); omitted otherwise.
@@ -118,6 +121,7 @@ impl Report {
             views: Vec::new(),
             discarded: outcome.discarded,
             streams: outcome.streams,
+            module_digest: outcome.module_digest,
             audit: None,
             refusal: None,
             processor: None,

@@ -205,6 +205,8 @@ struct RunEvent<'a> {
     refusal: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processor: Option<&'a warden_core::ProcessorRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    module_digest: Option<&'a str>,
 }
 
 fn seconds_now() -> u64 {
@@ -352,6 +354,7 @@ impl Audit {
             streams: report.streams.as_ref(),
             refusal: report.refusal.as_deref(),
             processor: report.processor.as_ref(),
+            module_digest: report.module_digest.as_deref(),
         };
         let value = serde_json::to_value(&event)
             .map_err(|e| warden_ledger::store::StoreError::Encode(e.to_string()))?;

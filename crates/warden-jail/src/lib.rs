@@ -773,6 +773,7 @@ impl JailBackend {
             limits_reached,
             discarded: reached::discarded(scratch.as_deref(), observed.found),
             streams: Some(stream_digests(&observed, stdin_hash.as_ref())),
+            module_digest: None,
         })
     }
 }

@@ -581,6 +581,8 @@ struct Run<'a> {
     /// SHA-256 of the stdin given as bytes; `None` for the caller's own
     /// stdin, which the guest reads directly.
     stdin_sha256: Option<String>,
+    /// The module's digest, for the report.
+    module_digest: String,
     enforcement: &'static EnforcementMap,
     warnings: Vec<String>,
 }
@@ -698,6 +700,13 @@ impl<'a> Run<'a> {
             metered,
             epoch_tick: engines.config().epoch_tick,
             ticking,
+            module_digest: {
+                let hex = hex::encode(module.digest());
+                match module.format {
+                    crate::module::ModuleFormat::Cwasm => format!("cwasm-tag:{hex}"),
+                    _ => format!("sha256:{hex}"),
+                }
+            },
             stdin_sha256: match &io.stdin {
                 Input::Inherit => None,
                 Input::Bytes(b) => Some(crate::output::sha256_hex(b)),
@@ -823,6 +832,7 @@ impl<'a> Run<'a> {
             logs_truncated: state.host.log.truncated,
             limits_reached: Vec::new(),
             discarded: None,
+            module_digest: Some(std::mem::take(&mut self.module_digest)),
             streams: Some({
                 let (stdout, stderr) = self.output.digests();
                 warden_core::StreamDigests {
