@@ -527,3 +527,91 @@ fn runs_record_the_digests_of_their_streams() {
         out.ctx()
     );
 }
+
+/// `audit export` writes a bundle that `audit verify --bundle` checks with
+/// the verifier key alone (another state directory: no ledger at all); a
+/// changed byte or another key fails.
+#[test]
+fn an_exported_bundle_verifies_offline() {
+    let t = TempDir::new("audit-bundle");
+    let s = state(&t);
+    let out = t
+        .raw(["audit", "append"])
+        .env("WARDEN_STATE", &s)
+        .stdin("{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n")
+        .go();
+    out.expect_code(0, "append");
+    let bundle = t.root.join("b.json");
+    let out = t
+        .raw([
+            "audit",
+            "export",
+            "--from",
+            "1",
+            "--to",
+            "4",
+            "-o",
+            &bundle.display().to_string(),
+        ])
+        .env("WARDEN_STATE", &s)
+        .go();
+    out.expect_code(0, "export");
+    let key = t.raw(["audit", "key"]).env("WARDEN_STATE", &s).go();
+    let key = key.stdout.trim().to_string();
+    let elsewhere = t.root.join("empty-state").display().to_string();
+    let verify = |key: &str| {
+        t.raw([
+            "audit",
+            "verify",
+            "--bundle",
+            &bundle.display().to_string(),
+            "--key",
+            key,
+        ])
+        .env("WARDEN_STATE", &elsewhere)
+        .go()
+    };
+    let out = verify(&key);
+    out.expect_code(0, "verify bundle");
+    assert!(out.stdout.starts_with("ok: entries 1..4"), "{}", out.ctx());
+    assert!(!t.root.join("empty-state/ledger").exists());
+    // The key from a file works too.
+    let key_file = t.write_root("log.vkey", &format!("{key}\n"));
+    verify(&key_file.display().to_string()).expect_code(0, "key file");
+    // Another log's key.
+    let other = t.root.join("other").display().to_string();
+    t.raw(["audit", "append"])
+        .env("WARDEN_STATE", &other)
+        .stdin("{}\n")
+        .go()
+        .expect_code(0, "other log");
+    let other_key = t.raw(["audit", "key"]).env("WARDEN_STATE", &other).go();
+    let out = verify(other_key.stdout.trim());
+    out.expect_code(1, "another key");
+    assert!(out.stderr.contains("checkpoint:"), "{}", out.ctx());
+    // One entry's bytes changed (in its base64).
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entry = v["entries"][1]["entry"].as_str().unwrap().to_string();
+    let mut bytes = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(&entry)
+            .unwrap()
+    };
+    let at = bytes.iter().position(|&b| b == b'1').unwrap();
+    bytes[at] = b'9';
+    let forged = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    };
+    std::fs::write(&bundle, text.replace(&entry, &forged)).unwrap();
+    let out = verify(&key);
+    out.expect_code(1, "changed entry");
+    assert!(out.stderr.starts_with("warden: entry 2:"), "{}", out.ctx());
+    // Not a bundle.
+    std::fs::write(&bundle, "{\"format\":1}").unwrap();
+    let out = verify(&key);
+    out.expect_code(1, "malformed");
+    assert!(out.stderr.contains("malformed bundle"), "{}", out.ctx());
+}
