@@ -1096,6 +1096,60 @@ mod tests {
         ));
     }
 
+    /// Entries the store writes with awkward content (escapes, non-ASCII,
+    /// keys whose UTF-16 and code point orders differ, floats, integers
+    /// past 2^53): the bundle's canonical check (serde_json_canonicalizer)
+    /// and the store's own (`canonical::check_entry`) accept them alike.
+    #[test]
+    fn bundle_awkward_entries_verify() {
+        let events = [
+            serde_json::json!({"s": "\u{1}\u{1f}\"\\\n\t\u{7f}\u{2028}é𝄞", "\u{e000}": 1, "𝄞": 2, "z": 3}),
+            serde_json::json!({"f": 1.5, "g": -0.25, "h": 1e21, "i": 1e-7, "j": 100.0, "k": 0.1}),
+            serde_json::json!({"big": u64::MAX, "neg": i64::MIN, "exact": 9007199254740993u64}),
+            serde_json::json!({"nested": {"b": [null, true, false, {}, []], "a": ""}}),
+        ];
+        let mut l = log(0);
+        for e in &events {
+            l.ledger.append(TIME, &[("external", e.clone())]).unwrap();
+        }
+        let note = l.ledger.checkpoint(ORIGIN, &key()).unwrap();
+        for i in 0..events.len() as u64 {
+            let body = l.ledger.entry(i).unwrap().unwrap();
+            assert!(crate::canonical::check_entry(&body).is_some());
+            check_entry(i, &body)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
+        }
+        let b = build(&l.ledger, 0, events.len() as u64, &note).unwrap();
+        assert!(check(b.as_bytes()).is_ok());
+        // And both refuse what is not canonical.
+        let good = chain(3);
+        for bad in [
+            String::from_utf8(good[1].clone())
+                .unwrap()
+                .replacen(',', ", ", 1),
+            String::from_utf8(good[1].clone()).unwrap().replacen(
+                &format!("{TIME}"),
+                &format!("{TIME}.0"),
+                1,
+            ),
+            String::from_utf8(good[1].clone())
+                .unwrap()
+                .replacen("job1", "\\u006aob1", 1),
+        ] {
+            assert!(
+                crate::canonical::check_entry(bad.as_bytes()).is_none(),
+                "{bad}"
+            );
+            assert!(
+                matches!(
+                    check_entry(1, bad.as_bytes()),
+                    Err(BundleError::NotCanonical(1))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
     // --- an independent verifier, as docs/audit.md describes it --------
 
     fn sha256(parts: &[&[u8]]) -> [u8; 32] {
