@@ -103,6 +103,8 @@ pub fn main(backends: Backends) -> ExitCode {
         | Command::Verify { .. }
         | Command::Trust { .. }
         | Command::Processor { .. }
+        | Command::Tenant { .. }
+        | Command::Principal { .. }
         | Command::Audit { .. } => false,
         // Known once the processor is resolved: `invoke` hands over then.
         Command::Invoke(_) => false,
@@ -145,6 +147,8 @@ pub fn main(backends: Backends) -> ExitCode {
         Command::Trust { command } => finish(trust(command)),
         Command::Audit { command } => finish(audit(command)),
         Command::Processor { command } => crate::processor::processor(command),
+        Command::Tenant { command } => finish(crate::identity::tenant(command)),
+        Command::Principal { command } => finish(crate::identity::principal(command)),
         Command::Invoke(args) => crate::processor::invoke(args, engine, backends.wasm_here),
         Command::Compile {
             module,
@@ -454,10 +458,17 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         }
     };
     let audit = std::cell::RefCell::new(audit);
-    let principal = warden_engine::audit::os_principal();
+    let (actor, auth_error) = match acting() {
+        Ok(a) => (Some(a), None),
+        Err(e) => (None, Some(e)),
+    };
+    let principal = actor
+        .as_ref()
+        .map_or_else(|| "unauthenticated".to_string(), |a| a.principal.clone());
     let tenant = args
         .tenant
         .clone()
+        .or_else(|| actor.as_ref().map(|a| a.tenant.clone()))
         .unwrap_or_else(|| warden_core::DEFAULT_TENANT.to_string());
     let argv = args.command.clone();
     // Appends the run's entry, durable before the report is written.
@@ -485,6 +496,28 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         }
         ExitCode::from(EXIT_WARDEN_ERROR)
     };
+    // Who is acting, before anything else: a bad key, or a principal
+    // asking for another tenant, is refused (and recorded).
+    let refusal = auth_error.or_else(|| {
+        let a = actor.as_ref()?;
+        (!a.os_user && tenant != a.tenant).then(|| {
+            format!(
+                "principal {} belongs to tenant {}, not {tenant}",
+                a.principal, a.tenant
+            )
+        })
+    });
+    if let Some(why) = refusal {
+        say(&why);
+        let mut report = Report::refused(why, id.clone(), &backend);
+        if let Err(e) = record(&mut report) {
+            say(e);
+        }
+        if let Err(e) = report_target.write(&report) {
+            say(e);
+        }
+        return ExitCode::from(EXIT_REFUSED);
+    }
     if backend == "jail" && args.kv_dir.is_some() {
         return fail(
             "--kv-dir applies to WebAssembly modules only (backend wasm): the key-value store is a WASM host capability".into(),
@@ -645,6 +678,14 @@ fn refuse_unaudited(
         say(e);
     }
     ExitCode::from(EXIT_REFUSED)
+}
+
+/// The acting principal: the one `WARDEN_API_KEY` names, else the OS
+/// user. A key that names nobody (or a revoked principal) is an error.
+pub(crate) fn acting() -> Result<warden_engine::identity::Actor, String> {
+    let key = std::env::var("WARDEN_API_KEY").ok();
+    let state = state_dir().map_err(|e| e.to_string())?;
+    warden_engine::identity::actor(&state, key.as_deref()).map_err(|e| e.to_string())
 }
 
 /// Exit status of a run Warden refused before anything ran.

@@ -92,6 +92,41 @@ pub enum Command {
     },
     /// Run a registered processor with its input on stdin.
     Invoke(InvokeArgs),
+    /// Tenants: each one's principals, processors, secrets and entries are its own.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Principals: who may act, for one tenant, with an API key.
+    Principal {
+        #[command(subcommand)]
+        command: PrincipalCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Add a tenant.
+    Add { name: String },
+    /// List tenants.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PrincipalCommand {
+    /// Add a principal of a tenant; prints its API key, once (only its hash is kept).
+    Add {
+        name: String,
+        #[arg(long, value_name = "T")]
+        tenant: String,
+        /// A role (repeatable), as the RBAC file names them.
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+    },
+    /// List principals (never keys).
+    List,
+    /// Revoke a principal's API key: it authenticates nobody from now on.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -227,7 +227,7 @@ const APPEND_BATCH: usize = 1000;
 fn audit_append() -> anyhow::Result<()> {
     use std::io::{BufRead, Read};
     let mut audit = warden_engine::audit::Audit::open(&state_dir()?)?;
-    let principal = warden_engine::audit::os_principal();
+    let actor = crate::app::acting().map_err(|e| anyhow::anyhow!(e))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut batch: Vec<serde_json::Value> = Vec::new();
@@ -254,8 +254,8 @@ fn audit_append() -> anyhow::Result<()> {
         let bad = match parse_external(&line, number) {
             Ok(Some(record)) => {
                 batch.push(serde_json::json!({
-                    "principal": principal,
-                    "tenant": warden_core::DEFAULT_TENANT,
+                    "principal": actor.principal,
+                    "tenant": actor.tenant,
                     "record": record,
                 }));
                 None
@@ -460,7 +460,9 @@ pub(crate) fn trust(command: TrustCommand) -> anyhow::Result<()> {
             return Ok(0);
         };
         let mut event = event;
-        event["principal"] = warden_engine::audit::os_principal().into();
+        let actor = crate::app::acting().map_err(|e| anyhow::anyhow!(e))?;
+        event["principal"] = actor.principal.into();
+        event["tenant"] = actor.tenant.into();
         let r = audit.record("trust", event).map_err(|e| {
             anyhow::anyhow!(
                 "the trust store was changed but the ledger entry could not be written: {e}"

@@ -5,4 +5,5 @@
 pub mod app;
 mod cli;
 mod evidence;
+mod identity;
 mod processor;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use warden_core::Report;
-use warden_engine::audit::{os_principal, Audit, RunFacts};
+use warden_engine::audit::{Audit, RunFacts};
 use warden_engine::invoke::{self, InvokeError, InvokeRequest};
 use warden_engine::Engine;
 use warden_processor::{read_processor, render_all, Registry};
@@ -75,6 +75,7 @@ pub(crate) fn processor(command: ProcessorCommand) -> ExitCode {
 
 fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
+    let actor = || crate::app::acting().map_err(|e| anyhow::anyhow!(e));
     match command {
         ProcessorCommand::Check { dir } => {
             let (tree, manifest) = read_checked(&dir)?;
@@ -116,7 +117,7 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
                         "processor",
                         serde_json::json!({
                             "action": "add",
-                            "principal": os_principal(),
+                            "principal": actor()?.principal,
                             "processor": id,
                             "digest": tree.digest(),
                             "refusal": e.to_string(),
@@ -131,7 +132,7 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
                 "processor",
                 serde_json::json!({
                     "action": "add",
-                    "principal": os_principal(),
+                    "principal": actor()?.principal,
                     "processor": record.id(),
                     "digest": record.digest,
                     "signer": record.signer,
@@ -182,7 +183,7 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
                 "processor",
                 serde_json::json!({
                     "action": "rm",
-                    "principal": os_principal(),
+                    "principal": actor()?.principal,
                     "processor": record.id(),
                     "digest": record.digest,
                 }),
@@ -245,8 +246,14 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
             return ExitCode::from(EXIT_WARDEN_ERROR);
         }
     };
-    let principal = os_principal();
-    let tenant = warden_core::DEFAULT_TENANT.to_string();
+    let (principal, tenant, auth_error) = match crate::app::acting() {
+        Ok(a) => (a.principal, a.tenant, None),
+        Err(e) => (
+            "unauthenticated".to_string(),
+            warden_core::DEFAULT_TENANT.to_string(),
+            Some(e),
+        ),
+    };
     let argv: Vec<String> = ["invoke".to_string(), args.spec.clone()]
         .into_iter()
         .chain(args.args.iter().cloned())
@@ -281,6 +288,9 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
             EXIT_WARDEN_ERROR
         })
     };
+    if let Some(why) = auth_error {
+        return stop(Report::refused(why, id, ""), None);
+    }
     let state = match state_dir() {
         Ok(s) => s,
         Err(e) => return stop(Report::setup_error(e.to_string(), id, ""), None),

@@ -1,0 +1,139 @@
+//! Tenants and principals: an API key shown once and kept only as a hash,
+//! acting as its principal (named in the ledger), refused once revoked or
+//! when it names nobody, and bound to its tenant.
+
+mod common;
+
+use common::TempDir;
+
+fn state(t: &TempDir) -> String {
+    t.root.join("state").display().to_string()
+}
+
+#[test]
+fn principals_act_with_their_keys_within_their_tenant() {
+    let t = TempDir::new("identity");
+    let s = state(&t);
+    let w = |args: &[&str]| t.raw(args.iter().copied()).env("WARDEN_STATE", &s).go();
+    w(&["tenant", "add", "acme"]).expect_code(0, "tenant add");
+    w(&["tenant", "add", "acme"]).expect_code(1, "tenant exists");
+    w(&["tenant", "add", "--", "-bad"]).expect_code(1, "bad name");
+    w(&["tenant", "add", "a/b"]).expect_code(1, "bad name");
+    let out = w(&[
+        "principal",
+        "add",
+        "alice",
+        "--tenant",
+        "acme",
+        "--role",
+        "operator",
+    ]);
+    out.expect_code(0, "principal add");
+    let key = out.stdout.trim().to_string();
+    assert!(key.starts_with("wdn_"), "{}", out.ctx());
+    assert!(out.stderr.contains("shown only now"), "{}", out.ctx());
+    w(&["principal", "add", "bob", "--tenant", "nowhere"]).expect_code(1, "no tenant");
+    // The key is nowhere in the state directory.
+    let mut found = false;
+    for entry in walk(&t.root.join("state")) {
+        if std::fs::read(&entry)
+            .map(|b| String::from_utf8_lossy(&b).contains(key.trim_start_matches("wdn_")))
+            .unwrap_or(false)
+        {
+            found = true;
+        }
+    }
+    assert!(!found, "the API key is stored in the state directory");
+    let out = w(&["principal", "list"]);
+    assert_eq!(out.stdout, "alice\tacme\toperator\tactive\n");
+
+    // Acting as alice: the ledger names her and her tenant.
+    let out = t
+        .run(["--", "true"])
+        .env("WARDEN_STATE", &s)
+        .env("WARDEN_API_KEY", &key)
+        .go();
+    out.expect_ok("run as alice");
+    let log = w(&["audit", "log"]);
+    let last: serde_json::Value = serde_json::from_str(log.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"]["principal"], "alice");
+    assert_eq!(last["event"]["tenant"], "acme");
+    // Another tenant than hers: refused, and recorded.
+    let out = t
+        .run(["--tenant", "other", "--", "true"])
+        .env("WARDEN_STATE", &s)
+        .env("WARDEN_API_KEY", &key)
+        .go();
+    out.expect_code(126, "another tenant");
+    assert!(
+        out.stderr.contains("belongs to tenant acme"),
+        "{}",
+        out.ctx()
+    );
+    // A key that names nobody.
+    let out = t
+        .run(["--", "true"])
+        .env("WARDEN_STATE", &s)
+        .env("WARDEN_API_KEY", "wdn_forged")
+        .go();
+    out.expect_code(126, "unknown key");
+    assert_eq!(out.report()["status"], "refused");
+    assert!(
+        out.stderr.contains("not the key of any principal"),
+        "{}",
+        out.ctx()
+    );
+    // Revoked.
+    w(&["principal", "revoke", "alice"]).expect_code(0, "revoke");
+    let out = t
+        .run(["--", "true"])
+        .env("WARDEN_STATE", &s)
+        .env("WARDEN_API_KEY", &key)
+        .go();
+    out.expect_code(126, "revoked key");
+    assert!(out.stderr.contains("revoked"), "{}", out.ctx());
+    let log = w(&["audit", "log"]);
+    let kinds: Vec<String> = log
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}:{}",
+                v["kind"].as_str().unwrap(),
+                v["event"]["action"]
+                    .as_str()
+                    .unwrap_or(v["event"]["status"].as_str().unwrap_or(""))
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "identity:tenant.add",
+            "identity:principal.add",
+            "run:exited",
+            "run:refused",
+            "run:refused",
+            "identity:principal.revoke",
+            "run:refused"
+        ]
+    );
+    w(&["audit", "verify"]).expect_code(0, "verify");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
