@@ -169,8 +169,14 @@ pub fn check_entry(body: &[u8]) -> Option<(u64, Hash)> {
     c.lit(b",\"prev\":\"")?;
     let hex = body.get(c.i..c.i + 64)?;
     let mut prev = [0u8; 32];
+    let mut bad = 0u8;
     for (k, pair) in hex.chunks_exact(2).enumerate() {
-        prev[k] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
+        bad |= hi | lo;
+        prev[k] = (hi << 4) | (lo & 15);
+    }
+    if bad > 15 {
+        return None;
     }
     c.i += 64;
     c.lit(b"\",\"time\":")?;
@@ -178,6 +184,23 @@ pub fn check_entry(body: &[u8]) -> Option<(u64, Hash)> {
     c.lit(b",\"v\":1}")?;
     (c.i == body.len()).then_some((index, prev))
 }
+
+/// Each byte's value as a hex digit (either case), or 0xff.
+static HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 fn nibble(b: u8) -> Option<u8> {
     match b {
@@ -192,6 +215,10 @@ fn nibble(b: u8) -> Option<u8> {
 fn parse_index(token: &[u8]) -> Option<u64> {
     if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
         return None;
+    }
+    if token.len() < 20 {
+        // Nineteen digits never overflow.
+        return Some(token.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
     }
     std::str::from_utf8(token).ok()?.parse().ok()
 }
@@ -264,8 +291,15 @@ impl<'a> Cursor<'a> {
     /// order.
     fn key_order(&self, a: (usize, usize, bool), b: (usize, usize, bool)) -> std::cmp::Ordering {
         let (ra, rb) = (&self.b[a.0..a.1], &self.b[b.0..b.1]);
-        if !a.2 && !b.2 && ra.is_ascii() && rb.is_ascii() {
-            return ra.cmp(rb);
+        if !a.2 && !b.2 {
+            // Up to the first differing byte the keys are the same text;
+            // if both bytes there are ASCII they are whole characters, and
+            // they (or the lengths) decide in any order.
+            match ra.iter().zip(rb).position(|(x, y)| x != y) {
+                None => return ra.len().cmp(&rb.len()),
+                Some(p) if ra[p] < 0x80 && rb[p] < 0x80 => return ra[p].cmp(&rb[p]),
+                Some(_) => {}
+            }
         }
         let (da, db) = (unescape(ra), unescape(rb));
         da.encode_utf16().cmp(db.encode_utf16())
@@ -302,11 +336,7 @@ impl<'a> Cursor<'a> {
         let mut escaped = false;
         loop {
             // Runs of plain bytes (UTF-8 was checked for the whole body).
-            let rest = self.b.get(self.i..)?;
-            let plain = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-            self.i += plain;
+            self.i += plain_run(self.b.get(self.i..)?)?;
             match self.b[self.i] {
                 b'"' => {
                     self.i += 1;
@@ -395,6 +425,31 @@ impl<'a> Cursor<'a> {
         let mut buf = ryu_js::Buffer::new();
         (buf.format_finite(f).as_bytes() == token).then_some(token)
     }
+}
+
+/// The length of the run of bytes at the start of `rest` that a string
+/// holds as they are (not `"`, `\\` or a control character), if another
+/// byte follows. Eight bytes at a time: a byte is flagged when it is below
+/// 0x20 or equal to `"` or `\\` (the lowest flag is exact).
+fn plain_run(rest: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    let mut i = 0;
+    while i + 8 <= rest.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&rest[i..i + 8]);
+        let x = u64::from_le_bytes(word);
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let flags = (x.wrapping_sub(ONES * 0x20) & !x & HIGH)
+            | zero(x ^ (ONES * b'"' as u64))
+            | zero(x ^ (ONES * b'\\' as u64));
+        if flags != 0 {
+            return Some(i + (flags.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    rest[i..].iter().position(|&b| special(b)).map(|p| i + p)
 }
 
 /// A key's text with its (canonical) escapes undone.
@@ -515,6 +570,14 @@ mod tests {
                 // then both must say so, and name the same position.
                 prop_assert_eq!(check_entry(&bad), reference(&bad), "{:?}", String::from_utf8_lossy(&bad));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn plain_runs_end_at_the_first_special_byte(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+            let want = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert_eq!(plain_run(&bytes), want);
         }
     }
 

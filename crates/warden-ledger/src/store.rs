@@ -55,12 +55,25 @@ const HEAD_KEY: i64 = i64::MAX;
 /// at least this many pages written since the last checkpoint.
 pub const CHECKPOINT_PAGES: u64 = 48;
 
-/// SQLite's own checkpoint after a commit, a backstop for writers that
-/// are not this code (pages).
-const AUTOCHECKPOINT_PAGES: i64 = 4000;
+/// Appends of at most this many entries checkpoint first (above); larger
+/// ones — bulk imports, in one process — leave it to SQLite's own
+/// checkpoint after a commit, which within a process restarts the WAL.
+const SMALL_APPEND: usize = 64;
+
+/// [`Ledger::append_stream`] lets the WAL restart (waits for the
+/// checkpointer to catch up) every this many transactions.
+const STREAM_RESTART_EVERY: usize = 8;
+
+/// SQLite's own checkpoint after a commit (pages): for bulk appends, and
+/// a backstop for writers that are not this code.
+const AUTOCHECKPOINT_PAGES: i64 = 1000;
 
 /// The WAL file is cut back to this size when it restarts (bytes).
 const WAL_SIZE_LIMIT: i64 = 8 << 20;
+
+/// `verify` reads the database through a memory map (not a copy of each
+/// page by `pread`); other uses do not.
+const VERIFY_MMAP: &str = "PRAGMA mmap_size = 1099511627776;";
 
 /// Below this many entries `verify` reads in one thread.
 const PARALLEL_VERIFY: u64 = 20_000;
@@ -441,76 +454,99 @@ impl Ledger {
     /// transaction, durable when this returns; the index and leaf hash of
     /// each.
     pub fn append_prepared(&mut self, events: &[Prepared]) -> Result<Vec<(u64, Hash)>, StoreError> {
+        append_tx(
+            &mut self.conn,
+            &self.path,
+            events,
+            events.len() <= SMALL_APPEND,
+        )
+    }
+
+    /// Appends a long stream of events — a bulk import — in transactions
+    /// of `batch` events, calling `ack` with the index and leaf hash of
+    /// each once its transaction is durable; returns how many were
+    /// appended. The transactions are written on a second thread while
+    /// this one takes events from the iterator (so its work, such as
+    /// parsing, overlaps the writes), and a third thread with its own
+    /// connection copies the WAL into the database meanwhile, instead of
+    /// the writer stopping for it. On an error, the transactions before
+    /// it stay appended (and acknowledged).
+    pub fn append_stream(
+        &mut self,
+        events: impl IntoIterator<Item = Prepared>,
+        batch: usize,
+        mut ack: impl FnMut(u64, &Hash),
+    ) -> Result<u64, StoreError> {
+        let batch = batch.max(1);
         let path = self.path.clone();
-        let db = move |e: rusqlite::Error| StoreError::Db {
+        let db = |e: rusqlite::Error| StoreError::Db {
             path: path.clone(),
             message: e.to_string(),
         };
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut checkpointed = false;
-        loop {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&db)?;
-            let mut head = read_head(&tx).map_err(&db)?.ok_or_else(|| StoreError::Db {
-                path: self.path.clone(),
-                message: "the tree head is missing or malformed".into(),
-            })?;
-            if head.wal_pages >= CHECKPOINT_PAGES && !checkpointed {
-                // Copy the WAL into the database before writing, so that
-                // this transaction restarts the WAL (see the module note).
-                drop(tx);
-                let _ = self
-                    .conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                checkpointed = true;
-                continue;
-            }
-            if checkpointed {
-                head.wal_pages = 0;
-            }
-            let mut out = Vec::with_capacity(events.len());
-            let mut bytes = 0u64;
-            {
-                let mut insert_entry = tx
-                    .prepare_cached("INSERT INTO entries (idx, body, leaf) VALUES (?1, ?2, ?3)")
-                    .map_err(&db)?;
-                let mut insert_node = tx
-                    .prepare_cached("INSERT INTO tree (k, v) VALUES (?1, ?2)")
-                    .map_err(&db)?;
-                let mut body = Vec::with_capacity(512);
-                let mut nodes: Vec<(u8, u64, Hash)> = Vec::with_capacity(8);
-                for event in events {
-                    let n = head.size;
-                    if n >= i64::MAX as u64 / 4 {
-                        return Err(StoreError::Encode("the ledger is full".into()));
+        self.conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(db)?;
+        let sync = StreamSync::default();
+        let conn = &mut self.conn;
+        let mut acked = 0u64;
+        let outcome = std::thread::scope(|s| {
+            let (to_writer, batches) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(2);
+            let (to_caller, acks) = std::sync::mpsc::channel::<Vec<(u64, Hash)>>();
+            let (sync, path) = (&sync, path.as_path());
+            let checkpointer = s.spawn(move || sync.checkpointer(path));
+            let writer = s.spawn(move || -> Result<(), StoreError> {
+                for (k, events) in batches.into_iter().enumerate() {
+                    if k > 0 && k.is_multiple_of(STREAM_RESTART_EVERY) {
+                        // Let the WAL restart: wait until it is all copied.
+                        sync.wait_checkpointed();
                     }
-                    event.encode(n, &head.prev, &mut body);
-                    let leaf = merkle::leaf_hash(&body);
-                    insert_entry
-                        .execute(params![n as i64, body, leaf.as_slice()])
-                        .map_err(&db)?;
-                    nodes.clear();
-                    head.push(leaf, |level, index, hash| nodes.push((level, index, *hash)));
-                    for (level, index, hash) in &nodes {
-                        insert_node
-                            .execute(params![node_key(*level, *index), hash.as_slice()])
-                            .map_err(&db)?;
+                    let result = append_tx(conn, path, &events, false);
+                    sync.committed();
+                    if to_caller.send(result?).is_err() {
+                        break;
                     }
-                    bytes += body.len() as u64 + 48 + 44 * nodes.len() as u64;
-                    out.push((n, leaf));
+                }
+                Ok(())
+            });
+            let mut each = |a: Vec<(u64, Hash)>| {
+                for (index, leaf) in &a {
+                    ack(*index, leaf);
+                }
+                acked += a.len() as u64;
+            };
+            let mut buf = Vec::with_capacity(batch);
+            for event in events {
+                buf.push(event);
+                if buf.len() == batch {
+                    if to_writer.send(std::mem::take(&mut buf)).is_err() {
+                        break;
+                    }
+                    buf.reserve(batch);
+                    while let Ok(a) = acks.try_recv() {
+                        each(a);
+                    }
                 }
             }
-            head.wal_pages += 2 + bytes / 4096;
-            tx.prepare_cached("UPDATE tree SET v = ?1 WHERE k = ?2")
-                .and_then(|mut s| s.execute(params![head.encode(), HEAD_KEY]))
-                .map_err(&db)?;
-            tx.commit().map_err(&db)?;
-            return Ok(out);
-        }
+            if !buf.is_empty() {
+                let _ = to_writer.send(buf);
+            }
+            drop(to_writer);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Encode("the writer thread panicked".into())));
+            sync.finish();
+            let _ = checkpointer.join();
+            for a in acks.try_iter() {
+                each(a);
+            }
+            written
+        });
+        self.conn
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES};"
+            ))
+            .map_err(self.db())?;
+        outcome.map(|()| acked)
     }
 
     /// The root hash of the first `size` entries.
@@ -661,6 +697,15 @@ impl Ledger {
     pub fn verify(&self) -> Result<Result<u64, Tamper>, StoreError> {
         // One read transaction: the head, the bound and the stored tree
         // are of one moment; entries below the bound never change.
+        self.conn.execute_batch(VERIFY_MMAP).map_err(self.db())?;
+        let verdict = self.verify_mapped();
+        let unmapped = self.conn.execute_batch("PRAGMA mmap_size = 0;");
+        let verdict = verdict?;
+        unmapped.map_err(self.db())?;
+        Ok(verdict)
+    }
+
+    fn verify_mapped(&self) -> Result<Result<u64, Tamper>, StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(self.db())?;
         let head_row: Option<Vec<u8>> = tx
             .prepare_cached("SELECT v FROM tree WHERE k = ?1")
@@ -682,6 +727,7 @@ impl Ledger {
             let second = std::thread::scope(|scope| {
                 let other = scope.spawn(move || -> rusqlite::Result<Scan> {
                     let conn = open_connection(path)?;
+                    conn.execute_batch(VERIFY_MMAP)?;
                     let t = conn.unchecked_transaction()?;
                     scan(&t, mid as i64, bound, mid, None)
                 });
@@ -733,6 +779,154 @@ impl Ledger {
             return Ok(Err(Tamper::Tree(size)));
         }
         Ok(Ok(size))
+    }
+}
+
+/// One append transaction (see [`Ledger::append_prepared`]); with
+/// `checkpoint_first`, the WAL is checkpointed before it when the head
+/// says it is due.
+fn append_tx(
+    conn: &mut Connection,
+    path: &Path,
+    events: &[Prepared],
+    checkpoint_first: bool,
+) -> Result<Vec<(u64, Hash)>, StoreError> {
+    let db = |e: rusqlite::Error| StoreError::Db {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut checkpointed = false;
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&db)?;
+        let mut head = read_head(&tx).map_err(&db)?.ok_or_else(|| StoreError::Db {
+            path: path.to_path_buf(),
+            message: "the tree head is missing or malformed".into(),
+        })?;
+        if head.wal_pages >= CHECKPOINT_PAGES && checkpoint_first && !checkpointed {
+            // Copy the WAL into the database before writing, so that
+            // this transaction restarts the WAL (see the module note).
+            drop(tx);
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            checkpointed = true;
+            continue;
+        }
+        if checkpointed {
+            head.wal_pages = 0;
+        }
+        let mut out = Vec::with_capacity(events.len());
+        let mut bytes = 0u64;
+        {
+            let mut insert_entry = tx
+                .prepare_cached("INSERT INTO entries (idx, body, leaf) VALUES (?1, ?2, ?3)")
+                .map_err(&db)?;
+            let mut insert_node = tx
+                .prepare_cached("INSERT INTO tree (k, v) VALUES (?1, ?2)")
+                .map_err(&db)?;
+            let mut body = Vec::with_capacity(512);
+            let mut nodes: Vec<(u8, u64, Hash)> = Vec::with_capacity(8);
+            for event in events {
+                let n = head.size;
+                if n >= i64::MAX as u64 / 4 {
+                    return Err(StoreError::Encode("the ledger is full".into()));
+                }
+                event.encode(n, &head.prev, &mut body);
+                let leaf = merkle::leaf_hash(&body);
+                insert_entry
+                    .execute(params![n as i64, body, leaf.as_slice()])
+                    .map_err(&db)?;
+                nodes.clear();
+                head.push(leaf, |level, index, hash| nodes.push((level, index, *hash)));
+                for (level, index, hash) in &nodes {
+                    insert_node
+                        .execute(params![node_key(*level, *index), hash.as_slice()])
+                        .map_err(&db)?;
+                }
+                bytes += body.len() as u64 + 48 + 44 * nodes.len() as u64;
+                out.push((n, leaf));
+            }
+        }
+        head.wal_pages += 2 + bytes / 4096;
+        tx.prepare_cached("UPDATE tree SET v = ?1 WHERE k = ?2")
+            .and_then(|mut s| s.execute(params![head.encode(), HEAD_KEY]))
+            .map_err(&db)?;
+        tx.commit().map_err(&db)?;
+        return Ok(out);
+    }
+}
+
+/// What the threads of [`Ledger::append_stream`] tell each other.
+#[derive(Default)]
+struct StreamSync {
+    state: std::sync::Mutex<StreamState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct StreamState {
+    committed: u64,
+    checkpointed: u64,
+    finished: bool,
+    checkpointer_gone: bool,
+}
+
+impl StreamSync {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn committed(&self) {
+        self.lock().committed += 1;
+        self.changed.notify_all();
+    }
+
+    fn finish(&self) {
+        self.lock().finished = true;
+        self.changed.notify_all();
+    }
+
+    /// Until a checkpoint begun after the last commit has ended.
+    fn wait_checkpointed(&self) {
+        let mut st = self.lock();
+        while st.checkpointed < st.committed && !st.checkpointer_gone {
+            st = self
+                .changed
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// The checkpointer's loop: after each commit, copy what the WAL
+    /// holds into the database (PASSIVE: never waiting for the writer).
+    fn checkpointer(&self, path: &Path) {
+        if let Ok(conn) = open_connection(path) {
+            loop {
+                let target = {
+                    let mut st = self.lock();
+                    while st.checkpointed == st.committed && !st.finished {
+                        st = self
+                            .changed
+                            .wait(st)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                    if st.checkpointed == st.committed {
+                        break;
+                    }
+                    st.committed
+                };
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                self.lock().checkpointed = target;
+                self.changed.notify_all();
+            }
+        }
+        self.lock().checkpointer_gone = true;
+        self.changed.notify_all();
     }
 }
 
@@ -953,6 +1147,35 @@ mod tests {
         assert_eq!(n, 3);
         assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [38, 39, 40]);
         assert_eq!(l.verify().unwrap(), Ok(41));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stream_is_appended_in_order_and_acknowledged_once_each() {
+        let dir = temp("stream");
+        let mut l = Ledger::open(&dir).unwrap();
+        l.append(1, &[event(0)]).unwrap();
+        let mut acks = Vec::new();
+        let events = (1..5001).map(|i| Prepared::new(2, "run", &event(i).1));
+        let n = l
+            .append_stream(events, 300, |i, h| acks.push((i, *h)))
+            .unwrap();
+        assert_eq!(n, 5000);
+        assert_eq!(
+            acks.iter().map(|a| a.0).collect::<Vec<_>>(),
+            (1..5001).collect::<Vec<_>>()
+        );
+        for (i, h) in acks.iter().step_by(97) {
+            assert_eq!(merkle::leaf_hash(&l.entry(*i).unwrap().unwrap()), *h);
+        }
+        assert_eq!(l.verify().unwrap(), Ok(5001));
+        // Single appends go on from there, and an empty stream is nothing.
+        assert_eq!(l.append(3, &[event(9)]).unwrap()[0].0, 5001);
+        assert_eq!(
+            l.append_stream(std::iter::empty(), 10, |_, _| {}).unwrap(),
+            0
+        );
+        assert_eq!(l.verify().unwrap(), Ok(5002));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
