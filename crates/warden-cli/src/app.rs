@@ -120,6 +120,28 @@ pub fn main(backends: Backends) -> ExitCode {
             .unwrap_or_else(|_| state.clone());
         std::env::set_var("WARDEN_STATE", absolute);
     }
+    // The trusted configuration, before anything else reads a setting (it
+    // may remove settings variables it does not allow from the environment).
+    if let Some(state) = warden_core::state::default_state_dir() {
+        match warden_engine::config::load(&state, cli.config.as_deref()) {
+            Ok((config, warnings)) => {
+                for w in warnings {
+                    say(w);
+                }
+                warden_engine::config::install(config);
+            }
+            Err(e) => {
+                say(format!("configuration refused: {e}"));
+                return ExitCode::from(EXIT_WARDEN_ERROR);
+            }
+        }
+    } else if let Some(path) = &cli.config {
+        say(format!(
+            "--config {}: no state directory to apply it to (give --state DIR)",
+            path.display()
+        ));
+        return ExitCode::from(EXIT_WARDEN_ERROR);
+    }
     let engine = (backends.engine)();
     // Commands without a report end on these signals as any program does.
     if !matches!(cli.command, Command::Run(_) | Command::Invoke(_)) {
@@ -682,6 +704,13 @@ fn refuse_unaudited(
 
 /// The acting principal: the one `WARDEN_API_KEY` names, else the OS
 /// user. A key that names nobody (or a revoked principal) is an error.
+pub(crate) fn trust_store() -> anyhow::Result<warden_trust::truststore::TrustStore> {
+    let config = warden_engine::config::current(&state_dir()?);
+    Ok(warden_trust::truststore::TrustStore::open_file(
+        &config.trust_store,
+    )?)
+}
+
 pub(crate) fn acting() -> Result<warden_engine::identity::Actor, String> {
     let key = std::env::var("WARDEN_API_KEY").ok();
     let state = state_dir().map_err(|e| e.to_string())?;
@@ -869,6 +898,14 @@ fn policy_check(file: &Path) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::{printable, report_flag, RUN_FLAGS_WITH_VALUES};
+
+    /// clap checks its definitions only when a subcommand is built: a
+    /// mistake there is a panic at run time, so check them all here.
+    #[test]
+    fn every_command_definition_is_valid() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+    }
 
     #[test]
     fn the_value_flag_list_matches_the_run_command() {

@@ -17,6 +17,9 @@ pub struct Cli {
     /// $XDG_STATE_HOME/warden or ~/.local/state/warden].
     #[arg(long, global = true, value_name = "DIR")]
     pub state: Option<PathBuf>,
+    /// The configuration [default: STATE/warden.yaml, if any].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -250,6 +253,12 @@ pub enum TrustCommand {
     },
     /// List trusted keys.
     List,
+    /// Whether warden.yaml, policy files and the RBAC file are used only
+    /// with a valid signature (FILE.sig; type config, or policy): true or false.
+    RequireSignedConfig {
+        #[arg(action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+        on: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

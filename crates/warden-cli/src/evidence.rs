@@ -193,7 +193,7 @@ pub(crate) fn verify(ty: Option<&str>, sig: Option<&Path>, file: &Path) -> anyho
         Signed::File(bytes) => sha256_hex(&bytes),
         Signed::Processor { digest_hex, .. } => digest_hex,
     };
-    let store = warden_trust::truststore::TrustStore::open(&state_dir()?)?;
+    let store = crate::app::trust_store()?;
     let v = store.verify(&envelope, &digest, want, now_secs())?;
     let p = &v.statement.predicate;
     let mut what = p.artifact_type.as_str().to_string();
@@ -446,9 +446,9 @@ pub(crate) fn base64_std(bytes: &[u8]) -> String {
 
 /// `warden trust add|revoke|list`.
 pub(crate) fn trust(command: TrustCommand) -> anyhow::Result<()> {
-    use warden_trust::truststore::{parse_time, rfc3339, TrustStore};
+    use warden_trust::truststore::{parse_time, rfc3339};
     let state = state_dir()?;
-    let mut store = TrustStore::open(&state)?;
+    let mut store = crate::app::trust_store()?;
     // Every change is a ledger entry: the ledger is opened (and found
     // writable) before the change is made.
     let mut audit = match command {
@@ -515,6 +515,14 @@ pub(crate) fn trust(command: TrustCommand) -> anyhow::Result<()> {
                 entry.keyid,
                 rfc3339(entry.revoked_at.unwrap_or_default())
             );
+        }
+        TrustCommand::RequireSignedConfig { on } => {
+            store.set_require_signed_config(on)?;
+            let index = record(serde_json::json!({
+                "action": "require_signed_config",
+                "value": on,
+            }))?;
+            println!("require_signed_config: {on} (audit entry {index})");
         }
         TrustCommand::List => {
             for k in &store.file.keys {

@@ -94,7 +94,7 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
             let id = manifest.id();
             let policy = invoke::policy_in_force(policy.as_deref(), &state);
             let policy = invoke::load_policy_in_force(policy.as_deref())?;
-            let required = policy.as_ref().is_some_and(|p| p.require_signed);
+            let required = invoke::signatures_required(policy.as_ref(), &state);
             let sig_path = sig.unwrap_or_else(|| dir_signature_path(&dir));
             let envelope = if sig_path.exists() {
                 Some(read_signature(&sig_path)?)

@@ -459,7 +459,7 @@ fn checkpoints_are_signed_at_the_configured_cadence() {
     let t = TempDir::new("audit-cadence");
     let s = state(&t);
     std::fs::create_dir_all(t.root.join("state")).unwrap();
-    t.write_root("state/config.yaml", "audit:\n  checkpoint_every: 2\n");
+    t.write_root("state/warden.yaml", "ledger:\n  checkpoint_every: 2\n");
     for _ in 0..5 {
         t.raw(["audit", "append"])
             .env("WARDEN_STATE", &s)
@@ -472,8 +472,8 @@ fn checkpoints_are_signed_at_the_configured_cadence() {
     assert!(out.stdout.contains(" 2 checkpoints"), "{}", out.ctx());
     // By age: an uncovered entry older than the interval (0s: any) gets one.
     t.write_root(
-        "state/config.yaml",
-        "audit:\n  checkpoint_every: 0\n  checkpoint_interval: 1ms\n",
+        "state/warden.yaml",
+        "ledger:\n  checkpoint_every: 0\n  checkpoint_interval: 1ms\n",
     );
     t.raw(["audit", "append"])
         .env("WARDEN_STATE", &s)
@@ -483,14 +483,14 @@ fn checkpoints_are_signed_at_the_configured_cadence() {
     let out = t.raw(["audit", "verify"]).env("WARDEN_STATE", &s).go();
     assert!(out.stdout.contains(" 3 checkpoints"), "{}", out.ctx());
     // A bad configuration refuses the append, naming the file.
-    t.write_root("state/config.yaml", "audit:\n  checkpoint_evry: 2\n");
+    t.write_root("state/warden.yaml", "ledger:\n  checkpoint_evry: 2\n");
     let out = t
         .raw(["audit", "append"])
         .env("WARDEN_STATE", &s)
         .stdin("{\"n\":1}\n")
         .go();
-    out.expect_code(1, "bad config");
-    assert!(out.stderr.contains("config.yaml"), "{}", out.ctx());
+    out.expect_code(125, "bad config");
+    assert!(out.stderr.contains("warden.yaml"), "{}", out.ctx());
     assert!(out.stderr.contains("checkpoint_evry"), "{}", out.ctx());
 }
 

@@ -35,11 +35,11 @@ pub struct Audit {
 /// unless `STATE/config.yaml` says otherwise.
 pub const CHECKPOINT_EVERY: u64 = 1000;
 
-/// When the log signs checkpoints by itself: `audit:` in
-/// `STATE/config.yaml`, e.g.
+/// When the log signs checkpoints by itself: `ledger:` in
+/// `STATE/warden.yaml` (see [`crate::config`]), e.g.
 ///
 /// ```yaml
-/// audit:
+/// ledger:
 ///   checkpoint_every: 1000    # entries; 0: never by count
 ///   checkpoint_interval: 10m  # the oldest entry no checkpoint covers is at most this old
 /// ```
@@ -60,64 +60,6 @@ impl Default for AuditConfig {
             checkpoint_interval: None,
         }
     }
-}
-
-/// Largest `config.yaml` read.
-const MAX_CONFIG_BYTES: u64 = 64 << 10;
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    audit: Option<AuditSection>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditSection {
-    checkpoint_every: Option<u64>,
-    checkpoint_interval: Option<String>,
-}
-
-impl AuditConfig {
-    /// Reads `STATE/config.yaml` (the defaults when there is none).
-    pub fn load(state: &Path) -> Result<AuditConfig, AuditError> {
-        use std::io::Read;
-        let path = state.join("config.yaml");
-        let bad = |m: String| AuditError::Config(path.clone(), m);
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AuditConfig::default()),
-            Err(e) => return Err(AuditError::Io(path, e)),
-        };
-        let mut text = String::new();
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| bad(e.to_string()))?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(bad(format!("larger than {MAX_CONFIG_BYTES} bytes")));
-        }
-        let parsed: ConfigFile = if text.trim().is_empty() {
-            ConfigFile { audit: None }
-        } else {
-            serde_saphyr::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?
-        };
-        let mut config = AuditConfig::default();
-        if let Some(audit) = parsed.audit {
-            if let Some(n) = audit.checkpoint_every {
-                config.checkpoint_every = n;
-            }
-            if let Some(t) = audit.checkpoint_interval {
-                let d = warden_policy::parse_duration(&t)
-                    .map_err(|e| bad(format!("audit.checkpoint_interval: {e}")))?;
-                config.checkpoint_interval = Some(d);
-            }
-        }
-        Ok(config)
-    }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The log's signing key (`ledger/log.key`, 32 bytes of seed in hex, 0600),
@@ -239,12 +181,18 @@ impl Audit {
                 Err(e) => return Err(AuditError::Io(p.to_path_buf(), e.into())),
             }
         }
-        let config = AuditConfig::load(state)?;
+        let settings = crate::config::current(state);
+        let config = settings.audit.clone();
         let ledger = Ledger::open(&dir)?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
-        let origin = ledger.origin(&format!("warden.local/{host}"))?;
+        let origin = ledger.origin(
+            &settings
+                .origin
+                .clone()
+                .unwrap_or_else(|| format!("warden.local/{host}")),
+        )?;
         Ok(Audit {
             ledger,
             origin,

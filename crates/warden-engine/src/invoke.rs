@@ -60,13 +60,18 @@ fn interpreter(language: Language) -> &'static str {
     }
 }
 
-/// The policy file a command is under: `--policy P`, else
-/// `STATE/policy.yaml` when there is one.
+/// The policy file a command is under: `--policy P`, else the
+/// configuration's `policy`, else `STATE/policy.yaml` when there is one.
 pub fn policy_in_force(given: Option<&Path>, state: &Path) -> Option<PathBuf> {
-    given.map(Path::to_path_buf).or_else(|| {
-        let default = state.join("policy.yaml");
-        default.is_file().then_some(default)
-    })
+    given
+        .map(Path::to_path_buf)
+        .or_else(|| crate::config::current(state).default_policy())
+}
+
+/// Whether processors must be signed: the policy in force says
+/// `require_signed: true`, or the configuration does.
+pub fn signatures_required(policy: Option<&Policy>, state: &Path) -> bool {
+    policy.is_some_and(|p| p.require_signed) || crate::config::current(state).require_signed
 }
 
 /// Loads the policy in force (with its `extends` chain), or none.
@@ -90,13 +95,14 @@ pub fn check_signature(
     let Some(envelope) = envelope else {
         return if required {
             Err(InvokeError::Refused(format!(
-                "processor {id} is unsigned, and the policy says require_signed: true"
+                "processor {id} is unsigned, and require_signed is in force (policy or warden.yaml)"
             )))
         } else {
             Ok(None)
         };
     };
-    let store = TrustStore::open(state).map_err(|e| InvokeError::Failed(e.to_string()))?;
+    let store = TrustStore::open_file(&crate::config::current(state).trust_store)
+        .map_err(|e| InvokeError::Failed(e.to_string()))?;
     match store.verify(envelope, digest_hex, Some(ArtifactType::Processor), now) {
         Ok(v) => Ok(Some(v.keyid)),
         Err(e) => Err(InvokeError::Refused(format!(
@@ -122,7 +128,7 @@ pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
         other => InvokeError::Failed(other.to_string()),
     })?;
     let id = record.id();
-    let require_signed = policy.as_ref().is_some_and(|p| p.require_signed);
+    let require_signed = signatures_required(policy.as_ref(), req.state);
     let signer = check_signature(
         req.state,
         &id,

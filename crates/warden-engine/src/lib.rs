@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod config;
 pub mod identity;
 pub mod invoke;
 mod request;
@@ -53,35 +54,40 @@ pub enum EngineError {
     UnknownBackend(String),
     #[error("{0}")]
     Backend(#[from] BackendError),
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
 }
 
 /// Policies larger than this are refused before parsing.
 const MAX_POLICY_FILE: u64 = 1 << 20;
 
 fn read_policy_source(path: &Path) -> Result<String, EngineError> {
-    use std::io::Read;
-    let read = || -> std::io::Result<String> {
-        let file = fs::File::open(path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
+    let too_large = || std::io::Error::other(format!("larger than {MAX_POLICY_FILE} bytes"));
+    let bytes = match config::read_trusted(path, warden_trust::ArtifactType::Policy) {
+        Ok(b) => b,
+        Err(config::ConfigError::Io(_, source)) => {
+            return Err(EngineError::ReadPolicy {
+                path: path.to_path_buf(),
+                source,
+            })
         }
-        let too_large = || std::io::Error::other(format!("larger than {MAX_POLICY_FILE} bytes"));
-        if meta.len() > MAX_POLICY_FILE {
-            return Err(too_large());
+        Err(e @ config::ConfigError::Unsigned { .. }) => return Err(EngineError::Config(e)),
+        Err(config::ConfigError::Invalid(_, why)) => {
+            return Err(EngineError::ReadPolicy {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(why),
+            })
         }
-        // The size a file states is not a bound: /proc files say 0 and
-        // /proc/self/pagemap reads out hundreds of gigabytes.
-        let mut bytes = Vec::new();
-        file.take(MAX_POLICY_FILE + 1).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > MAX_POLICY_FILE {
-            return Err(too_large());
-        }
-        String::from_utf8(bytes).map_err(|_| std::io::Error::other("not valid UTF-8"))
     };
-    read().map_err(|source| EngineError::ReadPolicy {
+    if bytes.len() as u64 > MAX_POLICY_FILE {
+        return Err(EngineError::ReadPolicy {
+            path: path.to_path_buf(),
+            source: too_large(),
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| EngineError::ReadPolicy {
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::other("not valid UTF-8"),
     })
 }
 

@@ -43,6 +43,10 @@ pub struct TrustedKey {
 pub struct TrustFile {
     pub version: u32,
     pub keys: Vec<TrustedKey>,
+    /// The configuration (`warden.yaml`), policies and the RBAC file are
+    /// used only with a valid `config`/`policy` signature.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_signed_config: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +130,12 @@ impl TrustStore {
             path: dir.clone(),
             source,
         })?;
-        let path = dir.join("keys.json");
+        TrustStore::open_file(&dir.join("keys.json"))
+    }
+
+    /// The trust store in the file `path` (empty if there is none yet).
+    pub fn open_file(path: &Path) -> Result<TrustStore, TrustError> {
+        let path = path.to_path_buf();
         let file = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| TrustError::Corrupt {
                 path: path.clone(),
@@ -135,10 +144,17 @@ impl TrustStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => TrustFile {
                 version: 1,
                 keys: Vec::new(),
+                require_signed_config: false,
             },
             Err(source) => return Err(TrustError::Io { path, source }),
         };
         Ok(TrustStore { path, file })
+    }
+
+    /// Sets `require_signed_config` and saves.
+    pub fn set_require_signed_config(&mut self, on: bool) -> Result<(), TrustError> {
+        self.file.require_signed_config = on;
+        self.save()
     }
 
     fn save(&self) -> Result<(), TrustError> {
@@ -146,6 +162,9 @@ impl TrustStore {
             path: self.path.clone(),
             source,
         };
+        if let Some(dir) = self.path.parent() {
+            crate::keystore::private_dir(dir).map_err(io)?;
+        }
         let tmp = self
             .path
             .with_extension(format!("json.{}.tmp", std::process::id()));
