@@ -429,8 +429,17 @@ pub(crate) fn audit(command: AuditCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
         AuditCommand::Log { from, to } => {
+            // A tenant's principal sees its tenant's entries only.
+            let only = crate::app::acting()
+                .map_err(|e| anyhow::anyhow!(e))
+                .map(|a| (!a.os_user).then_some(a.tenant))?;
             let mut out = std::io::stdout().lock();
             ledger.entries(from, to.unwrap_or(u64::MAX), |_, body| {
+                if let Some(tenant) = &only {
+                    if entry_tenant(body).as_deref() != Some(tenant.as_str()) {
+                        return Ok(());
+                    }
+                }
                 out.write_all(body)?;
                 out.write_all(b"\n")
             })?;
@@ -618,4 +627,10 @@ fn verify_bundle(bundle: &Path, key: Option<&str>) -> anyhow::Result<()> {
     let summary = warden_ledger::bundle::verify(&bytes, &verifier)?;
     println!("ok: {summary}");
     Ok(())
+}
+
+/// The tenant an entry belongs to (its event's `tenant`), if it names one.
+fn entry_tenant(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("event")?.get("tenant")?.as_str().map(str::to_string)
 }

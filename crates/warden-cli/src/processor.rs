@@ -8,7 +8,7 @@ use warden_core::Report;
 use warden_engine::audit::{Audit, RunFacts};
 use warden_engine::invoke::{self, InvokeError, InvokeRequest};
 use warden_engine::Engine;
-use warden_processor::{read_processor, render_all, Registry};
+use warden_processor::{read_processor, render_all};
 
 use crate::app::{
     conclude, hand_over_to_full_binary, invocation_id, say, state_dir, ReportTarget, EXIT_FAILED,
@@ -116,23 +116,25 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
                     let _ = audit.record(
                         "processor",
                         serde_json::json!({
-                            "action": "add",
-                            "principal": actor()?.principal,
-                            "processor": id,
-                            "digest": tree.digest(),
-                            "refusal": e.to_string(),
-                        }),
+                                "action": "add",
+                                "principal": actor()?.principal,
+                        "tenant": actor()?.tenant,
+                                "processor": id,
+                                "digest": tree.digest(),
+                                "refusal": e.to_string(),
+                            }),
                     );
                     return Err(e.into());
                 }
             };
-            let registry = Registry::open(&state)?;
+            let registry = invoke::registry_for(&state, &actor()?.tenant)?;
             let record = registry.add(&tree, &manifest, signer.as_deref(), envelope.as_deref())?;
             let entry = audit.record(
                 "processor",
                 serde_json::json!({
                     "action": "add",
                     "principal": actor()?.principal,
+                    "tenant": actor()?.tenant,
                     "processor": record.id(),
                     "digest": record.digest,
                     "signer": record.signer,
@@ -154,7 +156,7 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
             )?;
         }
         ProcessorCommand::List => {
-            let registry = Registry::open(&state_dir()?)?;
+            let registry = invoke::registry_for(&state_dir()?, &actor()?.tenant)?;
             for r in registry.list()? {
                 writeln!(
                     out,
@@ -167,7 +169,7 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
             }
         }
         ProcessorCommand::Show { spec } => {
-            let registry = Registry::open(&state_dir()?)?;
+            let registry = invoke::registry_for(&state_dir()?, &actor()?.tenant)?;
             let record = registry.resolve(&spec)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
         }
@@ -177,13 +179,14 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
                 anyhow::anyhow!("{spec:?}: give NAME@VERSION (rm takes one version at a time)")
             })?;
             let mut audit = Audit::open(&state)?;
-            let registry = Registry::open(&state)?;
+            let registry = invoke::registry_for(&state, &actor()?.tenant)?;
             let record = registry.remove(name, version)?;
             let entry = audit.record(
                 "processor",
                 serde_json::json!({
                     "action": "rm",
                     "principal": actor()?.principal,
+                    "tenant": actor()?.tenant,
                     "processor": record.id(),
                     "digest": record.digest,
                 }),
@@ -305,6 +308,7 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
     let policy = invoke::policy_in_force(args.policy.as_deref(), &state);
     let request = InvokeRequest {
         spec: &args.spec,
+        tenant: &tenant,
         policy: policy.as_deref(),
         args: args.args.clone(),
         state: &state,

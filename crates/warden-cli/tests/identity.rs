@@ -137,3 +137,57 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// One tenant's processors and ledger entries are not visible to
+/// another's principals.
+#[test]
+fn tenants_do_not_see_each_other() {
+    let t = TempDir::new("identity-isolation");
+    let s = state(&t);
+    let w = |args: &[&str], key: &str| {
+        t.raw(args.iter().copied())
+            .env("WARDEN_STATE", &s)
+            .env("WARDEN_API_KEY", key)
+            .go()
+    };
+    w(&["tenant", "add", "acme"], "").expect_code(0, "acme");
+    w(&["tenant", "add", "beta"], "").expect_code(0, "beta");
+    let alice = w(&["principal", "add", "alice", "--tenant", "acme"], "");
+    let alice = alice.stdout.trim().to_string();
+    let bob = w(&["principal", "add", "bob", "--tenant", "beta"], "");
+    let bob = bob.stdout.trim().to_string();
+    let dir = t.root.join("secret-sauce");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("processor.yaml"),
+        "name: sauce\nversion: 1.0.0\nkind: script\nlanguage: sh\nentry: run.sh\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("run.sh"), "echo acme-only\n").unwrap();
+    w(&["processor", "add", &dir.display().to_string()], &alice).expect_code(0, "alice adds");
+    let out = w(&["invoke", "sauce"], &alice);
+    out.expect_code(0, "alice invokes");
+    assert_eq!(out.stdout, "acme-only\n");
+    // Bob neither lists nor invokes it.
+    let out = w(&["processor", "list"], &bob);
+    assert_eq!(out.stdout, "", "{}", out.ctx());
+    let out = w(&["invoke", "sauce"], &bob);
+    out.expect_code(125, "bob cannot invoke it");
+    assert!(out.stderr.contains("no processor sauce"), "{}", out.ctx());
+    // The OS user's default tenant does not have it either.
+    w(&["processor", "list"], "").expect_code(0, "list");
+    assert_eq!(w(&["processor", "list"], "").stdout, "");
+    // Bob's view of the ledger: his own entries only.
+    let out = w(&["audit", "log"], &bob);
+    out.expect_code(0, "bob's log");
+    assert!(!out.stdout.is_empty(), "{}", out.ctx());
+    for line in out.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["event"]["tenant"], "beta", "{line}");
+    }
+    // (his own refused invoke names "sauce"; alice's entries are absent)
+    assert!(!out.stdout.contains("\"alice\""), "{}", out.ctx());
+    let out = w(&["audit", "log"], &alice);
+    assert!(out.stdout.contains("\"action\":\"add\""), "{}", out.ctx());
+    assert!(!out.stdout.contains("\"bob\""), "{}", out.ctx());
+}

@@ -28,10 +28,26 @@ pub enum InvokeError {
     Failed(String),
 }
 
+/// The registry of `tenant`: `STATE/registry` for the default tenant,
+/// `STATE/tenants/TENANT/registry` for the others, so that one tenant's
+/// processors are not even listed to another's principals.
+pub fn registry_for(
+    state: &Path,
+    tenant: &str,
+) -> Result<Registry, warden_processor::RegistryError> {
+    if tenant == warden_core::DEFAULT_TENANT {
+        Registry::open(state)
+    } else {
+        Registry::open(&state.join("tenants").join(tenant))
+    }
+}
+
 /// What the caller asks for.
 pub struct InvokeRequest<'a> {
     /// `NAME`, `NAME@VERSION` or `NAME@sha256:HEX`.
     pub spec: &'a str,
+    /// Whose registry it is looked up in.
+    pub tenant: &'a str,
     /// The policy in force (already chosen by the caller), if any.
     pub policy: Option<&'a Path>,
     pub args: Vec<String>,
@@ -114,7 +130,14 @@ pub fn check_signature(
 /// Resolves, verifies and plans the invocation.
 pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
     let policy = load_policy_in_force(req.policy)?;
-    let registry = Registry::open(req.state).map_err(|e| InvokeError::Failed(e.to_string()))?;
+    if !warden_core::valid_tenant(req.tenant) {
+        return Err(InvokeError::Failed(format!(
+            "invalid tenant {:?}",
+            req.tenant
+        )));
+    }
+    let registry =
+        registry_for(req.state, req.tenant).map_err(|e| InvokeError::Failed(e.to_string()))?;
     let record = registry
         .resolve(req.spec)
         .map_err(|e| InvokeError::Failed(e.to_string()))?;
