@@ -35,8 +35,11 @@ pub enum Capability {
     NetHttp(HostPattern),
     /// `env:NAME` — see the named environment variable.
     Env(String),
-    /// `secret:NAME` — lease the named secret.
+    /// `secret:NAME` — lease the named secret (a file in the sandbox).
     Secret(String),
+    /// `secret:NAME:env` — lease it, and also give its value as an
+    /// environment variable.
+    SecretEnv(String),
     /// `module:call:NAME` — call the named module.
     ModuleCall(String),
     /// `clock:read` — read the wall and monotonic clocks (wasm guests;
@@ -272,6 +275,10 @@ impl FromStr for Capability {
             }
             "secret" => {
                 let name = named(rest, has_rest).map_err(malformed)?;
+                let (name, env) = match name.strip_suffix(":env") {
+                    Some(n) if !n.is_empty() => (n, true),
+                    _ => (name, false),
+                };
                 if !valid_name(name, b"-./") {
                     return Err(malformed(MalformedReason::InvalidName {
                         what: "secret",
@@ -279,7 +286,11 @@ impl FromStr for Capability {
                         expected: SECRET_ALPHABET,
                     }));
                 }
-                Ok(Capability::Secret(name.to_owned()))
+                Ok(if env {
+                    Capability::SecretEnv(name.to_owned())
+                } else {
+                    Capability::Secret(name.to_owned())
+                })
             }
             "module" => {
                 let (access, name) = split_arg(rest);
@@ -590,7 +601,8 @@ impl Capability {
     /// `fs:write:/a` covers `fs:read` and `fs:write` of `/a` and below;
     /// `fs:read:/a` covers `fs:read` of `/a` and below (component-wise);
     /// `*.ex.com` covers `api.ex.com` (not `ex.com`), `*` covers every host,
-    /// port `*` every port; `env`, `secret` and `module:call` match exactly;
+    /// port `*` every port; `env`, `secret` and `module:call` match exactly
+    /// (`secret:N:env` also covers `secret:N`, not the other way round);
     /// `kv:write:NS` covers `kv:read:NS`, namespace `*` every namespace;
     /// a limit covers a smaller or equal limit of the same kind.
     /// `net:connect` and `net:http` are distinct channels and never cover each other.
@@ -606,6 +618,7 @@ impl Capability {
             (C::NetHttp(a), C::NetHttp(b)) => a.covers(b),
             (C::Env(a), C::Env(b))
             | (C::Secret(a), C::Secret(b))
+            | (C::SecretEnv(a), C::Secret(b) | C::SecretEnv(b))
             | (C::ModuleCall(a), C::ModuleCall(b)) => a == b,
             (C::KvWrite(a), C::KvRead(b) | C::KvWrite(b)) | (C::KvRead(a), C::KvRead(b)) => {
                 a == "*" || a == b
@@ -680,6 +693,7 @@ impl fmt::Display for Capability {
             Capability::NetHttp(host) => write!(f, "net:http:{host}"),
             Capability::Env(n) => write!(f, "env:{n}"),
             Capability::Secret(n) => write!(f, "secret:{n}"),
+            Capability::SecretEnv(n) => write!(f, "secret:{n}:env"),
             Capability::ModuleCall(n) => write!(f, "module:call:{n}"),
             Capability::ClockRead => f.write_str("clock:read"),
             Capability::RandomRead => f.write_str("random:read"),

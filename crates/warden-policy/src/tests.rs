@@ -1042,11 +1042,29 @@ fn require_signed_and_audit_required_parse_attenuate_and_enter_the_digest() {
     let narrowed = Policy::attenuate(&strict, &child).unwrap();
     assert!(narrowed.require_signed && narrowed.audit_required);
     for (source, want) in [
-        ("require_signed: yes\n", "1:17: require_signed must be true or false"),
-        ("audit: sometimes\n", "1:8: audit must be required or optional; found \"sometimes\""),
+        (
+            "require_signed: yes\n",
+            "1:17: require_signed must be true or false",
+        ),
+        (
+            "audit: sometimes\n",
+            "1:8: audit must be required or optional; found \"sometimes\"",
+        ),
         ("audit:\n", "audit must be required or optional; found null"),
     ] {
         let err = parse_policy(source, "x.yaml").unwrap_err().to_string();
         assert!(err.contains(want), "{source:?}: {err}");
     }
+}
+
+#[test]
+fn secret_grants_as_files_or_also_as_environment() {
+    let file: Capability = "secret:db-password".parse().unwrap();
+    let env: Capability = "secret:db-password:env".parse().unwrap();
+    assert_eq!(env.to_string(), "secret:db-password:env");
+    assert_eq!(file.to_string(), "secret:db-password");
+    assert!(env.subsumes(&file));
+    assert!(!file.subsumes(&env));
+    assert!("secret::env".parse::<Capability>().is_err());
+    assert!("secret:a:b".parse::<Capability>().is_err());
 }
