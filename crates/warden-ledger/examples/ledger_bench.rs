@@ -251,12 +251,16 @@ fn main() {
             println!("event value: {:.3} us", t.elapsed().as_secs_f64());
         }
         "proofs" => proofs(dir),
+        // What `warden run` does before its run (the engine's Audit::open:
+        // open, read the origin) ...
         "open" => {
             let l = Ledger::open(dir).expect("open");
-            drop(l);
+            l.origin("bench.local/ledger").expect("origin");
         }
+        // ... and after it: one durable entry.
         "append1" => {
             let mut l = Ledger::open(dir).expect("open");
+            l.origin("bench.local/ledger").expect("origin");
             l.append(now(), &[("run", event(now()))]).expect("append");
         }
         _ => {

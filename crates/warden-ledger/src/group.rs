@@ -34,6 +34,10 @@ pub struct GroupLedger {
     ledger: Mutex<Ledger>,
 }
 
+/// See [`Ledger::set_checkpoint_pages`]: a group committer lives long,
+/// and a checkpoint (one more fsync) delays the commit it precedes.
+pub const GROUP_CHECKPOINT_PAGES: u64 = 512;
+
 /// The longest a leader waits for writers to join its commit.
 pub const MAX_GATHER: Duration = Duration::from_micros(150);
 
@@ -80,7 +84,10 @@ struct State {
 }
 
 impl GroupLedger {
-    pub fn new(ledger: Ledger) -> GroupLedger {
+    /// Shares `ledger`; its WAL may hold [`GROUP_CHECKPOINT_PAGES`]
+    /// before an append checkpoints it first.
+    pub fn new(mut ledger: Ledger) -> GroupLedger {
+        ledger.set_checkpoint_pages(GROUP_CHECKPOINT_PAGES);
         GroupLedger {
             state: Mutex::new(State::default()),
             arrived: Condvar::new(),

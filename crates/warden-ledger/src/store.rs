@@ -53,7 +53,7 @@ const HEAD_KEY: i64 = i64::MAX;
 
 /// An append first checkpoints the WAL when the head estimates it holds
 /// at least this many pages written since the last checkpoint.
-pub const CHECKPOINT_PAGES: u64 = 48;
+pub const CHECKPOINT_PAGES: u64 = 32;
 
 /// Appends of at most this many entries checkpoint first (above); larger
 /// ones — bulk imports, in one process — leave it to SQLite's own
@@ -114,6 +114,8 @@ pub enum Tamper {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// When small appends checkpoint first (pages in the WAL).
+    checkpoint_pages: u64,
 }
 
 /// An event made ready to append: its kind and event in canonical form,
@@ -339,7 +341,11 @@ impl Ledger {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(db)?;
         if version == SCHEMA_VERSION {
-            return Ok(Ledger { conn, path });
+            return Ok(Ledger {
+                conn,
+                path,
+                checkpoint_pages: CHECKPOINT_PAGES,
+            });
         }
         if version != 0 {
             return Err(StoreError::Db {
@@ -365,12 +371,26 @@ impl Ledger {
             hex::encode(Head::empty().encode())
         ))
         .map_err(db)?;
-        Ok(Ledger { conn, path })
+        Ok(Ledger {
+            conn,
+            path,
+            checkpoint_pages: CHECKPOINT_PAGES,
+        })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many pages the WAL may hold before a small append checkpoints
+    /// it first ([`CHECKPOINT_PAGES`] unless set). A process that keeps
+    /// the ledger open for long (a group committer) can let it grow more:
+    /// while any connection is open the WAL index is kept, and only the
+    /// first process to open the database after all have closed reads
+    /// the WAL.
+    pub fn set_checkpoint_pages(&mut self, pages: u64) {
+        self.checkpoint_pages = pages.max(1);
     }
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -454,12 +474,12 @@ impl Ledger {
     /// transaction, durable when this returns; the index and leaf hash of
     /// each.
     pub fn append_prepared(&mut self, events: &[Prepared]) -> Result<Vec<(u64, Hash)>, StoreError> {
-        append_tx(
-            &mut self.conn,
-            &self.path,
-            events,
-            events.len() <= SMALL_APPEND,
-        )
+        let checkpoint_at = if events.len() <= SMALL_APPEND {
+            self.checkpoint_pages
+        } else {
+            u64::MAX
+        };
+        append_tx(&mut self.conn, &self.path, events, checkpoint_at)
     }
 
     /// Appends a long stream of events — a bulk import — in transactions
@@ -500,7 +520,7 @@ impl Ledger {
                         // Let the WAL restart: wait until it is all copied.
                         sync.wait_checkpointed();
                     }
-                    let result = append_tx(conn, path, &events, false);
+                    let result = append_tx(conn, path, &events, u64::MAX);
                     sync.committed();
                     if to_caller.send(result?).is_err() {
                         break;
@@ -782,14 +802,14 @@ impl Ledger {
     }
 }
 
-/// One append transaction (see [`Ledger::append_prepared`]); with
-/// `checkpoint_first`, the WAL is checkpointed before it when the head
-/// says it is due.
+/// One append transaction (see [`Ledger::append_prepared`]); the WAL is
+/// checkpointed before it when the head says it holds `checkpoint_at`
+/// pages or more.
 fn append_tx(
     conn: &mut Connection,
     path: &Path,
     events: &[Prepared],
-    checkpoint_first: bool,
+    checkpoint_at: u64,
 ) -> Result<Vec<(u64, Hash)>, StoreError> {
     let db = |e: rusqlite::Error| StoreError::Db {
         path: path.to_path_buf(),
@@ -807,7 +827,7 @@ fn append_tx(
             path: path.to_path_buf(),
             message: "the tree head is missing or malformed".into(),
         })?;
-        if head.wal_pages >= CHECKPOINT_PAGES && checkpoint_first && !checkpointed {
+        if head.wal_pages >= checkpoint_at && !checkpointed {
             // Copy the WAL into the database before writing, so that
             // this transaction restarts the WAL (see the module note).
             drop(tx);
