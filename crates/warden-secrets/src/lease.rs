@@ -138,7 +138,7 @@ impl Holder {
 }
 
 /// Why a lease stopped being usable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RevokeReason {
     /// Revoked on request.
