@@ -513,6 +513,9 @@ impl Ledger {
             let (to_writer, batches) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(2);
             let (to_caller, acks) = std::sync::mpsc::channel::<Vec<(u64, Hash)>>();
             let (sync, path) = (&sync, path.as_path());
+            // However this ends (even by a panic in the caller's
+            // iterator), the checkpointer is told to stop.
+            let _finish = Finish(sync);
             let checkpointer = s.spawn(move || sync.checkpointer(path));
             let writer = s.spawn(move || -> Result<(), StoreError> {
                 for (k, events) in batches.into_iter().enumerate() {
@@ -892,6 +895,14 @@ struct StreamState {
     checkpointed: u64,
     finished: bool,
     checkpointer_gone: bool,
+}
+
+struct Finish<'a>(&'a StreamSync);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
 }
 
 impl StreamSync {
