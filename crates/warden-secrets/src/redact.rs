@@ -547,3 +547,69 @@ impl StreamRedactor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every match, in order, by the matcher alone over the whole text.
+    fn unfiltered(r: &Redactor, hay: &[u8]) -> Vec<(usize, usize, usize)> {
+        let matcher = r.matcher.as_ref().expect("patterns");
+        matcher
+            .find_iter(hay)
+            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
+            .collect()
+    }
+
+    /// Every match, in order, through the gram filter.
+    fn filtered(r: &Redactor, hay: &[u8]) -> Vec<(usize, usize, usize)> {
+        let matcher = r.matcher.as_ref().expect("patterns");
+        let mut found = Vec::new();
+        let mut at = 0;
+        while let Some(m) = r.find(matcher, hay, at) {
+            found.push((m.start(), m.end(), m.pattern().as_usize()));
+            at = m.end();
+        }
+        found
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn the_gram_filter_misses_nothing(
+            values in prop::collection::vec(prop::collection::vec(any::<u8>(), 8..30), 1..4),
+            plan in prop::collection::vec(
+                ("[a-f0-9A-Z+/=]{0,20}", any::<prop::sample::Index>(), 0usize..6),
+                0..8,
+            ),
+        ) {
+            let named: Vec<(String, Vec<u8>)> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("S{i}"), v.clone()))
+                .collect();
+            let r = Redactor::new(&named);
+            prop_assert!(r.filter.is_some());
+            let all: Vec<Form> = values.iter().flat_map(|v| forms(v)).collect();
+            let mut hay = Vec::new();
+            for (fill, pick, cut) in &plan {
+                hay.extend_from_slice(fill.as_bytes());
+                let form = pick.get(&all);
+                // Sometimes only part of a form, to tease near misses.
+                hay.extend_from_slice(&form[..form.len().saturating_sub(*cut)]);
+            }
+            prop_assert_eq!(filtered(&r, &hay), unfiltered(&r, &hay));
+        }
+    }
+
+    #[test]
+    fn filter_geometry() {
+        let r = Redactor::new(&[("A", vec![7u8; 16])]);
+        let filter = r.filter.as_ref().expect("filter");
+        // Shortest pattern 16 bytes: 8-byte grams every 9 bytes.
+        assert_eq!((filter.stride, filter.mask), (9, u64::MAX));
+        assert!(Redactor::new(&[("A", b"short")]).filter.is_none());
+    }
+}
