@@ -56,13 +56,13 @@ const HEAD_KEY: i64 = i64::MAX;
 pub const CHECKPOINT_PAGES: u64 = 32;
 
 /// Appends of at most this many entries checkpoint first (above); larger
-/// ones — bulk imports, in one process — leave it to SQLite's own
-/// checkpoint after a commit, which within a process restarts the WAL.
+/// ones — bulk imports, in one process — leave it to a checkpointer
+/// thread, which runs while the next transaction is written.
 const SMALL_APPEND: usize = 64;
 
-/// [`Ledger::append_stream`] lets the WAL restart (waits for the
-/// checkpointer to catch up) every this many transactions.
-const STREAM_RESTART_EVERY: usize = 8;
+/// Large appends let the WAL restart (wait for the checkpointer to catch
+/// up) every this many transactions.
+const RESTART_EVERY: u64 = 8;
 
 /// SQLite's own checkpoint after a commit (pages): for bulk appends, and
 /// a backstop for writers that are not this code.
@@ -116,6 +116,26 @@ pub struct Ledger {
     path: PathBuf,
     /// When small appends checkpoint first (pages in the WAL).
     checkpoint_pages: u64,
+    /// The thread that checkpoints behind large appends, once one ran.
+    checkpointer: Option<Checkpointer>,
+}
+
+struct Checkpointer {
+    sync: std::sync::Arc<StreamSync>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// Large appends so far.
+    commits: u64,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if let Some(cp) = &mut self.checkpointer {
+            cp.sync.finish();
+            if let Some(h) = cp.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
 }
 
 /// An event made ready to append: its kind and event in canonical form,
@@ -345,6 +365,7 @@ impl Ledger {
                 conn,
                 path,
                 checkpoint_pages: CHECKPOINT_PAGES,
+                checkpointer: None,
             });
         }
         if version != 0 {
@@ -375,6 +396,7 @@ impl Ledger {
             conn,
             path,
             checkpoint_pages: CHECKPOINT_PAGES,
+            checkpointer: None,
         })
     }
 
@@ -474,12 +496,10 @@ impl Ledger {
     /// transaction, durable when this returns; the index and leaf hash of
     /// each.
     pub fn append_prepared(&mut self, events: &[Prepared]) -> Result<Vec<(u64, Hash)>, StoreError> {
-        let checkpoint_at = if events.len() <= SMALL_APPEND {
-            self.checkpoint_pages
-        } else {
-            u64::MAX
-        };
-        append_tx(&mut self.conn, &self.path, events, checkpoint_at)
+        if events.len() > SMALL_APPEND {
+            return self.append_large(events);
+        }
+        append_tx(&mut self.conn, &self.path, events, self.checkpoint_pages)
     }
 
     /// Appends a long stream of events — a bulk import — in transactions
@@ -487,9 +507,9 @@ impl Ledger {
     /// each once its transaction is durable; returns how many were
     /// appended. The transactions are written on a second thread while
     /// this one takes events from the iterator (so its work, such as
-    /// parsing, overlaps the writes), and a third thread with its own
-    /// connection copies the WAL into the database meanwhile, instead of
-    /// the writer stopping for it. On an error, the transactions before
+    /// parsing, overlaps the writes), and the ledger's checkpointer thread
+    /// copies the WAL into the database meanwhile (see
+    /// [`Ledger::append_prepared`]). On an error, the transactions before
     /// it stay appended (and acknowledged).
     pub fn append_stream(
         &mut self,
@@ -498,33 +518,14 @@ impl Ledger {
         mut ack: impl FnMut(u64, &Hash),
     ) -> Result<u64, StoreError> {
         let batch = batch.max(1);
-        let path = self.path.clone();
-        let db = |e: rusqlite::Error| StoreError::Db {
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        self.conn
-            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
-            .map_err(db)?;
-        let sync = StreamSync::default();
-        let conn = &mut self.conn;
         let mut acked = 0u64;
-        let outcome = std::thread::scope(|s| {
+        let this = &mut *self;
+        std::thread::scope(|s| {
             let (to_writer, batches) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(2);
             let (to_caller, acks) = std::sync::mpsc::channel::<Vec<(u64, Hash)>>();
-            let (sync, path) = (&sync, path.as_path());
-            // However this ends (even by a panic in the caller's
-            // iterator), the checkpointer is told to stop.
-            let _finish = Finish(sync);
-            let checkpointer = s.spawn(move || sync.checkpointer(path));
             let writer = s.spawn(move || -> Result<(), StoreError> {
-                for (k, events) in batches.into_iter().enumerate() {
-                    if k > 0 && k.is_multiple_of(STREAM_RESTART_EVERY) {
-                        // Let the WAL restart: wait until it is all copied.
-                        sync.wait_checkpointed();
-                    }
-                    let result = append_tx(conn, path, &events, u64::MAX);
-                    sync.committed();
+                for events in batches {
+                    let result = this.append_large(&events);
                     if to_caller.send(result?).is_err() {
                         break;
                     }
@@ -557,19 +558,53 @@ impl Ledger {
             let written = writer
                 .join()
                 .unwrap_or_else(|_| Err(StoreError::Encode("the writer thread panicked".into())));
-            sync.finish();
-            let _ = checkpointer.join();
             for a in acks.try_iter() {
                 each(a);
             }
             written
-        });
-        self.conn
-            .execute_batch(&format!(
-                "PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES};"
-            ))
-            .map_err(self.db())?;
-        outcome.map(|()| acked)
+        })?;
+        Ok(acked)
+    }
+
+    /// A large append: its commit does not stop for a checkpoint; the
+    /// checkpointer thread (started by the first one) copies the WAL into
+    /// the database while the next transaction is written, and every few
+    /// transactions this one waits for it to catch up, so that the WAL
+    /// restarts instead of growing.
+    fn append_large(&mut self, events: &[Prepared]) -> Result<Vec<(u64, Hash)>, StoreError> {
+        if self.checkpointer.is_none() {
+            let sync = std::sync::Arc::new(StreamSync::default());
+            let (shared, path) = (std::sync::Arc::clone(&sync), self.path.clone());
+            let handle = std::thread::Builder::new()
+                .name("ledger-checkpoint".into())
+                .spawn(move || shared.checkpointer(&path))
+                .map_err(|e| StoreError::Db {
+                    path: self.path.clone(),
+                    message: format!("cannot start the checkpointer thread: {e}"),
+                })?;
+            // SQLite's own checkpoint only as a backstop now.
+            self.conn
+                .execute_batch(&format!(
+                    "PRAGMA wal_autocheckpoint = {};",
+                    8 * AUTOCHECKPOINT_PAGES
+                ))
+                .map_err(self.db())?;
+            self.checkpointer = Some(Checkpointer {
+                sync,
+                handle: Some(handle),
+                commits: 0,
+            });
+        }
+        let Some(cp) = self.checkpointer.as_mut() else {
+            unreachable!("started above")
+        };
+        if cp.commits > 0 && cp.commits.is_multiple_of(RESTART_EVERY) {
+            cp.sync.wait_checkpointed();
+        }
+        let result = append_tx(&mut self.conn, &self.path, events, u64::MAX);
+        cp.commits += 1;
+        cp.sync.committed();
+        result
     }
 
     /// The root hash of the first `size` entries.
@@ -882,7 +917,8 @@ fn append_tx(
     }
 }
 
-/// What the threads of [`Ledger::append_stream`] tell each other.
+/// What a ledger's large appends and its checkpointer thread tell each
+/// other.
 #[derive(Default)]
 struct StreamSync {
     state: std::sync::Mutex<StreamState>,
@@ -895,14 +931,6 @@ struct StreamState {
     checkpointed: u64,
     finished: bool,
     checkpointer_gone: bool,
-}
-
-struct Finish<'a>(&'a StreamSync);
-
-impl Drop for Finish<'_> {
-    fn drop(&mut self) {
-        self.0.finish();
-    }
 }
 
 impl StreamSync {
