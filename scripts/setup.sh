@@ -19,6 +19,9 @@ command -v script >/dev/null 2>&1 || need+=(bsdutils)
 # The signature tests check Warden's envelopes with OpenSSL, a verifier nobody here wrote.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
+# The dynamic-secrets tests start a private PostgreSQL cluster (initdb, pg_ctl).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+
 # Guest programs of the WASM backend's tests are built for these targets.
 if command -v rustup >/dev/null 2>&1; then
   installed=$(rustup target list --installed)
