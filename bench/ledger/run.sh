@@ -12,23 +12,17 @@ bin=target/x86_64-unknown-linux-gnu/release/examples/ledger_bench
 rm -rf "$work"
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
+# Let the discards of earlier deletions (a previous run's 1.7 GB) finish.
+sync
+sleep 15
 
 echo "== machine"
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 df -T "$work" | tail -1 | awk '{print "scratch filesystem: " $1 " (" $2 ")"}'
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo "== 1, 3: bulk append of 1,000,000 (append_stream, transactions of 1000), verify, proofs"
-timeout 900 "$bin" bulk "$work/bulk" 1000000 1000
-echo "== 1 (for comparison): the same through append_iter, once per batch of 1000"
-timeout 900 "$bin" bulk-iter "$work/iter" 1000000 1000
-rm -rf "$work/iter"
-
-echo "== 2: group commit, 8 writer threads, 10 s"
-timeout 120 "$bin" group "$work/group" 8 10
-echo "== 2 (for comparison): 1 writer thread, 5 s"
-timeout 120 "$bin" group "$work/group1" 1 5
-
+# The per-process cost first: deleting big files on this filesystem
+# (mounted with discard) slows fsyncs for a while after.
 echo "== 4: per process: open + one append + close, against open only (hyperfine -N)"
 "$bin" append1 "$work/proc"
 timeout 900 hyperfine -N -w 100 -r 3000 \
@@ -52,4 +46,14 @@ if command -v strace >/dev/null; then
     done
     echo "fsync calls per append1 process (200 runs): $(python3 -c "print($n / 200)")"
 fi
+echo "== 2: group commit, 8 writer threads, 10 s"
+timeout 120 "$bin" group "$work/group" 8 10
+echo "== 2 (for comparison): 1 writer thread, 5 s"
+timeout 120 "$bin" group "$work/group1" 1 5
+
+echo "== 1, 3: bulk append of 1,000,000 (append_stream, transactions of 1000), verify, proofs"
+timeout 900 "$bin" bulk "$work/bulk" 1000000 1000
+echo "== 1 (for comparison): the same through append_iter, once per batch of 1000"
+timeout 900 "$bin" bulk-iter "$work/iter" 1000000 1000
+
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -32,6 +32,14 @@
 //! append does the checkpoint itself *before* its own write once the head
 //! says the WAL holds more than [`CHECKPOINT_PAGES`] pages: its own write
 //! then restarts the WAL, and the next process reads only a few pages.
+//!
+//! # Bulk appends
+//! An append of more than 64 entries does not stop for a checkpoint: the
+//! ledger starts a checkpointer thread (its own connection) that copies
+//! the WAL into the database while the next transaction is written, and
+//! every 8 such transactions the writer waits for it so that the WAL
+//! restarts. [`Ledger::append_stream`] also writes on a thread of its own
+//! while the caller's iterator makes the next batch.
 
 use std::path::{Path, PathBuf};
 
@@ -64,15 +72,17 @@ const SMALL_APPEND: usize = 64;
 /// up) every this many transactions.
 const RESTART_EVERY: u64 = 8;
 
-/// SQLite's own checkpoint after a commit (pages): for bulk appends, and
-/// a backstop for writers that are not this code.
+/// SQLite's own checkpoint after a commit (pages): a backstop for writers
+/// that are not this code (and, times 8, behind the checkpointer thread).
 const AUTOCHECKPOINT_PAGES: i64 = 1000;
 
 /// The WAL file is cut back to this size when it restarts (bytes).
 const WAL_SIZE_LIMIT: i64 = 8 << 20;
 
 /// `verify` reads the database through a memory map (not a copy of each
-/// page by `pread`); other uses do not.
+/// page by `pread`); other uses do not. (A database file cut shorter while
+/// it is mapped would end the process with SIGBUS; the ledger never
+/// shrinks its file, so only tampering during a verify could.)
 const VERIFY_MMAP: &str = "PRAGMA mmap_size = 1099511627776;";
 
 /// Below this many entries `verify` reads in one thread.
