@@ -25,19 +25,29 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # (mounted with discard) slows fsyncs for a while after.
 echo "== 4: per process: open + one append + close, against open only (hyperfine -N)"
 "$bin" append1 "$work/proc"
-timeout 900 hyperfine -N -w 100 -r 3000 \
-    "$bin open $work/proc" "$bin append1 $work/proc" \
-    --export-json "$work/hyperfine.json" >/dev/null
-python3 - "$work/hyperfine.json" <<'PY'
+# Three rounds, so that a disturbance by other programs shows as a
+# round apart rather than as a difference between the two commands.
+for round in 1 2 3; do
+    timeout 900 hyperfine -N -w 100 -r 1000 \
+        "$bin open $work/proc" "$bin append1 $work/proc" \
+        --export-json "$work/hyperfine-$round.json" >/dev/null 2>&1
+done
+python3 - "$work"/hyperfine-*.json <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-for x in r:
-    t = sorted(x["times"])
-    print(f"{x['command'].split('/')[-1].split(' ')[0] + ' ' + x['command'].split(' ')[1]:<22}"
-          f" mean {x['mean']*1e3:.3f} ms  median {x['median']*1e3:.3f} ms"
-          f"  p90 {t[int(len(t)*0.9)]*1e3:.3f} ms  min {x['min']*1e3:.3f} ms")
-print(f"delta (append1 - open): mean {(r[1]['mean']-r[0]['mean'])*1e3:.3f} ms,"
-      f" median {(r[1]['median']-r[0]['median'])*1e3:.3f} ms")
+deltas = []
+for path in sys.argv[1:]:
+    r = json.load(open(path))["results"]
+    for x in r:
+        t = sorted(x["times"])
+        name = x["command"].split(" ")[0].split("/")[-1] + " " + x["command"].split(" ")[1]
+        print(f"  {path.split('/')[-1]}: {name:<20} mean {x['mean']*1e3:.3f} ms"
+              f"  median {x['median']*1e3:.3f} ms  p90 {t[int(len(t)*0.9)]*1e3:.3f} ms"
+              f"  min {x['min']*1e3:.3f} ms")
+    d = ((r[1]["mean"] - r[0]["mean"]) * 1e3, (r[1]["median"] - r[0]["median"]) * 1e3)
+    deltas.append(d)
+    print(f"  delta (append1 - open): mean {d[0]:.3f} ms, median {d[1]:.3f} ms")
+med = sorted(d[1] for d in deltas)[len(deltas) // 2]
+print(f"delta of the medians, median of {len(deltas)} rounds: {med:.3f} ms")
 PY
 if command -v strace >/dev/null; then
     n=0
