@@ -105,6 +105,8 @@ pub fn main(backends: Backends) -> ExitCode {
         | Command::Processor { .. }
         | Command::Tenant { .. }
         | Command::Principal { .. }
+        | Command::Secret { .. }
+        | Command::Lease { .. }
         | Command::Audit { .. } => false,
         // Known once the processor is resolved: `invoke` hands over then.
         Command::Invoke(_) => false,
@@ -171,6 +173,8 @@ pub fn main(backends: Backends) -> ExitCode {
         Command::Processor { command } => crate::processor::processor(command),
         Command::Tenant { command } => finish(crate::identity::tenant(command)),
         Command::Principal { command } => finish(crate::identity::principal(command)),
+        Command::Secret { command } => finish(crate::secrets::secret(command)),
+        Command::Lease { command } => finish(crate::secrets::lease(command)),
         Command::Invoke(args) => crate::processor::invoke(args, engine, backends.wasm_here),
         Command::Compile {
             module,
@@ -493,16 +497,27 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         .or_else(|| actor.as_ref().map(|a| a.tenant.clone()))
         .unwrap_or_else(|| warden_core::DEFAULT_TENANT.to_string());
     let argv = args.command.clone();
+    // The run's leased secrets, once there are any: redacted from its
+    // argv in the ledger too.
+    let leases: std::cell::RefCell<Option<warden_engine::secrets::Leases>> = Default::default();
     // Appends the run's entry, durable before the report is written.
     let record = |report: &mut Report| -> Result<(), String> {
         let mut audit = audit.borrow_mut();
         let Some(a) = audit.as_mut() else {
             return Ok(());
         };
+        let redacted: Vec<String>;
+        let argv: &[String] = match leases.borrow().as_ref() {
+            Some(l) => {
+                redacted = argv.iter().map(|a| l.redact(a)).collect();
+                &redacted
+            }
+            None => &argv,
+        };
         let facts = warden_engine::audit::RunFacts {
             principal: &principal,
             tenant: &tenant,
-            argv: &argv,
+            argv,
         };
         a.record_run(&facts, report)
             .map_err(|e| format!("the run ended but its audit entry could not be written: {e}"))
@@ -604,10 +619,42 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     // A SIGINT/SIGTERM/SIGHUP/SIGQUIT stops a WebAssembly run with a report,
     // as it does a jail.
     let mut engine = engine.with_kv_dir(kv_dir).with_interrupt_on_signals(true);
-    let mut report = match engine.run(&prepared) {
+    let mut prepared = prepared;
+    match state_dir().map_err(|e| e.to_string()).and_then(|state| {
+        warden_engine::secrets::lease_for(&mut prepared, &state, &tenant)
+            .map_err(|e| format!("cannot lease the granted secrets: {e}"))
+    }) {
+        Ok(l) => *leases.borrow_mut() = l,
+        Err(e)
+            if warden_engine::secrets::granted_secrets(&prepared.invocation.capabilities)
+                .is_empty() =>
+        {
+            // No secret granted: a missing state directory is no matter.
+            let _ = e;
+        }
+        Err(e) => return fail(e),
+    }
+    let result = engine.run(&prepared);
+    // The run is over: its leases end, whatever happened.
+    let done = leases.borrow();
+    if let Some(l) = done.as_ref() {
+        l.release();
+    }
+    let mut report = match result {
         Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => {
+            let message = match done.as_ref() {
+                Some(l) => l.redact(&e.to_string()),
+                None => e.to_string(),
+            };
+            drop(done);
+            return fail(message);
+        }
     };
+    if let Some(l) = done.as_ref() {
+        l.redact_report(&mut report);
+    }
+    drop(done);
     let unrecorded = record(&mut report).err();
     conclude(report, unrecorded, quiet, &report_target)
 }

@@ -105,6 +105,47 @@ pub enum Command {
         #[command(subcommand)]
         command: PrincipalCommand,
     },
+    /// Secrets, encrypted at rest, leased to runs granted `secret:NAME`.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Leases of secrets to runs.
+    Lease {
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Store a new version of NAME, read from stdin (or --from-file), never from the command line.
+    Put {
+        name: String,
+        #[arg(long, value_name = "T")]
+        tenant: Option<String>,
+        #[arg(long = "from-file", value_name = "F")]
+        from_file: Option<PathBuf>,
+    },
+    /// List secret names and versions (never values).
+    List {
+        #[arg(long, value_name = "T")]
+        tenant: Option<String>,
+    },
+    /// Remove every version of NAME.
+    Rm {
+        name: String,
+        #[arg(long, value_name = "T")]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaseCommand {
+    /// List leases: id, tenant, secret@version, expiry, status.
+    List,
+    /// Revoke a lease: later reads under it fail.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]

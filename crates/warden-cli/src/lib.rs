@@ -7,3 +7,4 @@ mod cli;
 mod evidence;
 mod identity;
 mod processor;
+mod secrets;

@@ -365,13 +365,33 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
     let mut engine = engine
         .with_kv_dir(warden_engine::default_kv_dir())
         .with_interrupt_on_signals(true);
-    let mut report = match engine.run(&prepared) {
-        Ok(r) => r,
+    let leases = match warden_engine::secrets::lease_for(&mut prepared, &state, &tenant) {
+        Ok(l) => l,
         Err(e) => {
-            let report = with_processor(Report::setup_error(e.to_string(), id, &backend));
+            let message = format!("cannot lease the granted secrets: {e}");
+            let report = with_processor(Report::setup_error(message, id, &backend));
             return stop(report, Some(&mut audit));
         }
     };
+    let result = engine.run(&prepared);
+    // The run is over: its leases end, whatever happened.
+    if let Some(l) = &leases {
+        l.release();
+    }
+    let redact = |text: String| match &leases {
+        Some(l) => l.redact(&text),
+        None => text,
+    };
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let report = with_processor(Report::setup_error(redact(e.to_string()), id, &backend));
+            return stop(report, Some(&mut audit));
+        }
+    };
+    if let Some(l) = &leases {
+        l.redact_report(&mut report);
+    }
     report.processor = Some(plan.processor.clone());
     if let (Some(streams), Some(input)) = (report.streams.as_mut(), input_sha256) {
         streams.stdin.get_or_insert(input);

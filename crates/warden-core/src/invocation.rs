@@ -93,12 +93,65 @@ pub struct Invocation {
     /// Granted paths shown at a chosen path inside instead of their own
     /// (`--allow fs:read:./fixtures --at /data`).
     pub views: Vec<View>,
+    /// Secrets leased to this invocation: a file `/run/secrets/NAME` in
+    /// the jail (and an environment variable with `secret:NAME:env`); every
+    /// value is redacted from what the run prints and reports.
+    pub secrets: Vec<LeasedSecret>,
     /// A processor's code: the content-addressed copy Warden verified
     /// (inside its own state directory), shown read-only at
     /// [`PROCESSOR_DIR`]. Not a grant: the state directory stays refused
     /// to grants.
     pub code: Option<PathBuf>,
 }
+
+/// A secret's value: wiped when dropped, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(zeroize::Zeroizing<Vec<u8>>);
+
+impl SecretValue {
+    pub fn new(bytes: zeroize::Zeroizing<Vec<u8>>) -> SecretValue {
+        SecretValue(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[secret]")
+    }
+}
+
+/// A secret leased to an invocation (`secret:NAME`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeasedSecret {
+    /// The secret's name, as granted.
+    pub name: String,
+    pub version: u64,
+    pub lease_id: String,
+    /// Also given as the environment variable [`secret_env_name`].
+    pub env: bool,
+    pub value: SecretValue,
+}
+
+/// The environment variable a `secret:NAME:env` grant sets: NAME in upper
+/// case with `-`, `.` and `/` as `_`, prefixed `SECRET_` (`db-password` →
+/// `SECRET_DB_PASSWORD`).
+pub fn secret_env_name(name: &str) -> String {
+    let body: String = name
+        .chars()
+        .map(|c| match c {
+            '-' | '.' | '/' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("SECRET_{body}")
+}
+
+/// Where the jail shows leased secrets.
+pub const SECRETS_DIR: &str = "/run/secrets";
 
 /// Where a jailed processor sees its own code.
 pub const PROCESSOR_DIR: &str = "/processor";
@@ -141,6 +194,7 @@ impl Default for Invocation {
             redact: Vec::new(),
             modules: Vec::new(),
             views: Vec::new(),
+            secrets: Vec::new(),
             code: None,
         }
     }

@@ -9,13 +9,14 @@ mod report;
 pub mod state;
 
 pub use invocation::{
-    valid_tenant, EffectiveLimits, Invocation, ModuleRef, View, DEFAULT_TENANT, PROCESSOR_DIR,
+    secret_env_name, valid_tenant, EffectiveLimits, Invocation, LeasedSecret, ModuleRef,
+    SecretValue, View, DEFAULT_TENANT, PROCESSOR_DIR, SECRETS_DIR,
 };
 pub use outcome::{
     exit_status, human_bytes, human_duration, Discarded, Enforcement, EnforcementMap, LimitReached,
     LogLevel, LogRecord, Outcome, Status, StreamDigests, Violation,
 };
-pub use report::{AuditRef, ProcessorRef, Report};
+pub use report::{AuditRef, LeaseRef, ProcessorRef, Report};
 
 use thiserror::Error;
 

@@ -26,6 +26,15 @@ pub struct ProcessorRef {
     pub signer: Option<String>,
 }
 
+/// A secret leased to the run: which, and under which lease (never its
+/// value).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeaseRef {
+    pub secret: String,
+    pub version: u64,
+    pub lease: String,
+}
+
 /// The JSON report of one run (`--report`). Field names are Warden's
 /// contract; docs/report.schema.json describes them.
 #[derive(Clone, Debug, Serialize)]
@@ -75,6 +84,9 @@ pub struct Report {
     /// Why Warden would not run it (status `refused`); omitted otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// Secrets leased to the run; omitted when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<LeaseRef>,
     /// The processor that ran (`warden invoke`); omitted for `warden run`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processor: Option<ProcessorRef>,
@@ -124,6 +136,7 @@ impl Report {
             module_digest: outcome.module_digest,
             audit: None,
             refusal: None,
+            leases: Vec::new(),
             processor: None,
             notices: Vec::new(),
         }
@@ -193,6 +206,27 @@ impl Report {
         );
         report.refusal = Some(message);
         report
+    }
+
+    /// Applies `redact` to every string a program, its input or a secret
+    /// could have reached: the error, refusal, warnings, notices, log
+    /// messages and violation details.
+    pub fn redact_with(&mut self, redact: &dyn Fn(&str) -> String) {
+        for s in self
+            .error
+            .iter_mut()
+            .chain(self.refusal.iter_mut())
+            .chain(self.warnings.iter_mut())
+            .chain(self.notices.iter_mut())
+        {
+            *s = redact(s);
+        }
+        for log in &mut self.logs {
+            log.message = redact(&log.message);
+        }
+        for v in &mut self.violations {
+            v.detail = redact(&v.detail);
+        }
     }
 
     /// Exit status of `warden run` for this report.

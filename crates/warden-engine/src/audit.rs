@@ -149,6 +149,8 @@ struct RunEvent<'a> {
     processor: Option<&'a warden_core::ProcessorRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     module_digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    leases: &'a [warden_core::LeaseRef],
 }
 
 fn seconds_now() -> u64 {
@@ -303,6 +305,7 @@ impl Audit {
             refusal: report.refusal.as_deref(),
             processor: report.processor.as_ref(),
             module_digest: report.module_digest.as_deref(),
+            leases: &report.leases,
         };
         let value = serde_json::to_value(&event)
             .map_err(|e| warden_ledger::store::StoreError::Encode(e.to_string()))?;

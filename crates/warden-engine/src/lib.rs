@@ -8,6 +8,7 @@ pub mod config;
 pub mod identity;
 pub mod invoke;
 mod request;
+pub mod secrets;
 
 pub use request::{prepare, Prepared, RunRequest};
 /// Where the WASM backend's key-value stores live by default.

@@ -579,6 +579,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             redact: req.redact.clone(),
             modules,
             views,
+            secrets: Vec::new(),
             code: None,
         },
         backend,

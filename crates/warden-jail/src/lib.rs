@@ -107,12 +107,14 @@ fn map_ids(pid: libc::pid_t, notify: &OwnedFd) -> std::io::Result<()> {
 fn check_supported(cap: &Capability) -> Result<(), BackendError> {
     match cap {
         Capability::FsRead(_) | Capability::FsWrite(_) | Capability::Env(_) => Ok(()),
+        // Leased by the engine (checked against `Invocation::secrets`).
+        Capability::Secret(_) | Capability::SecretEnv(_) => Ok(()),
         // Native code reads the kernel's clocks and getrandom(2) without
         // asking: granting them changes nothing.
         Capability::ClockRead | Capability::RandomRead => Ok(()),
         c if c.is_limit() => Ok(()),
         other => Err(BackendError::Invalid(format!(
-            "capability {other} cannot be enforced by the jail backend yet (the jail has no network and no secrets)"
+            "capability {other} cannot be enforced by the jail backend yet (the jail has no network)"
         ))),
     }
 }
@@ -423,7 +425,7 @@ impl Backend for JailBackend {
             grants.push(self.grant_mount(code.clone(), inside.clone(), false, &mut warnings)?);
             hidden.retain(|h| !h.starts_with(&inside));
         }
-        let plan = MountPlan::build(
+        let mut plan = MountPlan::build(
             &self.layout,
             grants,
             &hidden,
@@ -431,6 +433,8 @@ impl Backend for JailBackend {
             inv.limits.tmpfs_bytes,
         )
         .map_err(|e| BackendError::setup("plan jail mounts", e))?;
+        plan.add_secrets(&leased_secrets(inv)?)
+            .map_err(|e| BackendError::setup("plan the secrets' tmpfs", e))?;
 
         let mut limits = limits_plan;
         limits.warnings.extend(grant_warnings);
@@ -529,6 +533,22 @@ impl JailBackend {
             }
         }
         env.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));
+        for secret in inv.secrets.iter().filter(|s| s.env) {
+            let value = std::str::from_utf8(secret.value.expose())
+                .ok()
+                .filter(|v| !v.contains('\0'))
+                .ok_or_else(|| {
+                    BackendError::Invalid(format!(
+                        "secret:{}:env: its value is not text without NUL bytes, so it cannot be an environment variable (use the file {}/{})",
+                        secret.name,
+                        warden_core::SECRETS_DIR,
+                        secret.name
+                    ))
+                })?;
+            env.push(
+                format!("{}={value}", warden_core::secret_env_name(&secret.name)).into_bytes(),
+            );
+        }
         let child_plan = ChildPlan {
             mounts: plan,
             argv_area: self.argv_area,
@@ -660,6 +680,7 @@ impl JailBackend {
             cpu_limit: inv.limits.cpu_time,
             output_limit: inv.limits.output_bytes,
             started,
+            redactor: redactor(inv),
         });
         let _ = sys::waitpid(init_pid, 0);
         drop(alive_w);
@@ -776,6 +797,52 @@ impl JailBackend {
             module_digest: None,
         })
     }
+}
+
+/// The secrets to place in the jail: every `secret:` grant must have its
+/// lease (the engine makes them), and every name must be a plain file name.
+fn leased_secrets(inv: &Invocation) -> Result<Vec<mounts::SecretFile>, BackendError> {
+    for cap in &inv.capabilities {
+        if let Capability::Secret(name) | Capability::SecretEnv(name) = cap {
+            if !inv.secrets.iter().any(|s| &s.name == name) {
+                return Err(BackendError::Invalid(format!(
+                    "capability {cap} is granted but no lease was made for it"
+                )));
+            }
+        }
+    }
+    inv.secrets
+        .iter()
+        .map(|s| {
+            let plain = s
+                .name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+                && s.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !plain {
+                return Err(BackendError::Invalid(format!(
+                    "secret name {:?} is not a plain file name",
+                    s.name
+                )));
+            }
+            Ok((s.name.clone(), s.value.clone()))
+        })
+        .collect()
+}
+
+/// The redactor of an invocation's leased secrets, if it has any.
+fn redactor(inv: &Invocation) -> Option<std::sync::Arc<warden_secrets::Redactor>> {
+    (!inv.secrets.is_empty()).then(|| {
+        let pairs: Vec<(&str, &[u8])> = inv
+            .secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.value.expose()))
+            .collect();
+        std::sync::Arc::new(warden_secrets::Redactor::new(&pairs))
+    })
 }
 
 /// Hex SHA-256 of the three streams: stdin as the pump delivered it (the

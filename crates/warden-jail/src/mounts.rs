@@ -87,7 +87,17 @@ pub(crate) enum Op {
         path: CString,
         contents: Vec<u8>,
     },
+    /// A leased secret's value: a file readable by its owner only (the
+    /// sandbox user, who creates it), wiped from memory with the plan.
+    Secret {
+        path: CString,
+        /// Shown as `[secret]` by `Debug`.
+        contents: warden_core::SecretValue,
+    },
 }
+
+/// A leased secret to place in the jail: its file name and value.
+pub(crate) type SecretFile = (String, warden_core::SecretValue);
 
 #[derive(Debug, Default)]
 pub(crate) struct MountPlan {
@@ -401,6 +411,34 @@ impl MountPlan {
         }
         Ok(MountPlan { ops, system_len })
     }
+
+    /// Adds the leased secrets: a private tmpfs at [`SECRETS_DIR`]
+    /// (memory only, never on disk), one 0400 file per secret, then
+    /// read-only.
+    pub fn add_secrets(&mut self, secrets: &[SecretFile]) -> io::Result<()> {
+        if secrets.is_empty() {
+            return Ok(());
+        }
+        let dir = warden_core::SECRETS_DIR.trim_start_matches('/');
+        let bytes: usize = secrets.iter().map(|(_, v)| v.expose().len()).sum();
+        let size = (bytes + 4096 * (secrets.len() + 1)).next_multiple_of(4096);
+        self.ops.push(Op::Tmpfs {
+            target: rel(dir)?,
+            options: sys::cstring(format!(
+                "size={size},nr_inodes={},mode=0500",
+                secrets.len() + 4
+            ))?,
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        });
+        for (name, value) in secrets {
+            self.ops.push(Op::Secret {
+                path: rel(&format!("{dir}/{name}"))?,
+                contents: value.clone(),
+            });
+        }
+        self.ops.push(Op::ReadOnly { target: rel(dir)? });
+        Ok(())
+    }
 }
 
 /// Lexical check used before any I/O: an absolute path with no `..`.
@@ -531,6 +569,7 @@ fn describe(op: &Op) -> String {
         Op::Symlink { link, .. } => format!("symlink {}", show(link)),
         Op::Dir { path } => format!("directory {}", show(path)),
         Op::File { path, .. } => format!("file {}", show(path)),
+        Op::Secret { path, .. } => format!("secret file {}", show(path)),
     }
 }
 
@@ -755,8 +794,14 @@ impl Staging {
             Op::File { path, contents } => {
                 let (parent, name) = split_parent(path)?;
                 let parent = self.dir(&parent)?;
-                let file = fs::File::from(sys::create_new_file(parent, &name)?);
+                let file = fs::File::from(sys::create_new_file(parent, &name, 0o644)?);
                 io::Write::write_all(&mut &file, contents)
+            }
+            Op::Secret { path, contents } => {
+                let (parent, name) = split_parent(path)?;
+                let parent = self.dir(&parent)?;
+                let file = fs::File::from(sys::create_new_file(parent, &name, 0o400)?);
+                io::Write::write_all(&mut &file, contents.expose())
             }
         }
     }

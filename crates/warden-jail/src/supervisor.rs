@@ -35,6 +35,8 @@ pub(crate) struct Watch<'a> {
     pub cpu_limit: Option<Duration>,
     pub output_limit: u64,
     pub started: Instant,
+    /// Redacts leased secrets from what reaches the caller.
+    pub redactor: Option<std::sync::Arc<warden_secrets::Redactor>>,
 }
 
 #[derive(Debug, Default)]
@@ -46,7 +48,8 @@ pub(crate) struct Observed {
     pub program: Option<(i32, u64, u64)>,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
-    /// SHA-256 of the stdout and stderr bytes counted above.
+    /// SHA-256 of the stdout and stderr bytes handed on to the caller
+    /// (after redaction).
     pub stream_hashes: [sha2::Sha256; 2],
     pub truncated: bool,
     /// Bytes the program wrote to stdout and stderr, within the output
@@ -119,15 +122,13 @@ fn sample_namespace(init: libc::pid_t) -> Option<(u64, u64)> {
 }
 
 impl Observed {
-    /// Counts (and hashes) `bytes` the program wrote to `stream` (0 stdout, 1 stderr)
+    /// Counts `bytes` the program wrote to `stream` (0 stdout, 1 stderr)
     /// against `limit`, with `total` written so far on both: returns how
     /// many of them are within the limit, and marks the output truncated
     /// past it.
     fn count_output(&mut self, stream: usize, bytes: &[u8], total: &mut u64, limit: u64) -> u64 {
-        use sha2::Digest as _;
         let n = bytes.len() as u64;
         let allowed = limit.saturating_sub(*total).min(n);
-        self.stream_hashes[stream & 1].update(&bytes[..allowed as usize]);
         *total += n;
         self.output_written = *total;
         if stream == 0 {
@@ -163,6 +164,43 @@ struct Stream {
     /// The read end of the program's pipe; `None` once closed.
     fd: Option<OwnedFd>,
     out: Forwarder,
+    /// Holds back the tail that could begin a secret split across writes.
+    redact: Option<warden_secrets::StreamRedactor>,
+}
+
+impl Stream {
+    /// Hands `bytes` (the program's, within the output limit) on to the
+    /// caller, redacted, and hashes what goes.
+    fn deliver(&mut self, bytes: &[u8], hash: &mut sha2::Sha256) {
+        use sha2::Digest as _;
+        match &mut self.redact {
+            Some(r) => {
+                let mut out = Vec::with_capacity(bytes.len());
+                r.push(bytes, &mut out);
+                if !out.is_empty() {
+                    hash.update(&out);
+                    self.out.offer(out);
+                }
+            }
+            None => {
+                hash.update(bytes);
+                self.out.offer(bytes.to_vec());
+            }
+        }
+    }
+
+    /// What the redactor still holds, at the end of the stream.
+    fn flush(&mut self, hash: &mut sha2::Sha256) {
+        use sha2::Digest as _;
+        if let Some(r) = &mut self.redact {
+            let mut out = Vec::new();
+            r.finish(&mut out);
+            if !out.is_empty() {
+                hash.update(&out);
+                self.out.offer(out);
+            }
+        }
+    }
 }
 
 /// After the jail is gone, output still queued for a caller that does not
@@ -180,10 +218,12 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
         Stream {
             fd: Some(w.stdout),
             out,
+            redact: w.redactor.as_ref().map(|r| r.stream()),
         },
         Stream {
             fd: Some(w.stderr),
             out: err,
+            redact: w.redactor.as_ref().map(|r| r.stream()),
         },
     ];
     let mut jail_gone_at: Option<Instant> = None;
@@ -314,7 +354,7 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                                 w.output_limit,
                             ) as usize;
                             if allowed > 0 {
-                                s.out.offer(buf[..allowed].to_vec());
+                                s.deliver(&buf[..allowed], &mut obs.stream_hashes[*role as usize]);
                             }
                             if allowed < n {
                                 kill(&mut obs, StopCause::OutputLimit);
@@ -379,7 +419,8 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
             left_in_pipe[i] += obs.count_output(i, &buf[..n], &mut total_output, w.output_limit);
         }
     }
-    for (i, s) in streams.into_iter().enumerate() {
+    for (i, mut s) in streams.into_iter().enumerate() {
+        s.flush(&mut obs.stream_hashes[i]);
         obs.undelivered[i] = s.out.finish(DRAIN_GRACE) + left_in_pipe[i];
     }
     parse_status(&status_buf, &mut obs);

@@ -579,14 +579,14 @@ pub fn symlinkat(target: &CStr, dirfd: RawFd, name: &CStr) -> io::Result<()> {
 /// Creates the file `name` in the directory open as `dirfd`, failing if
 /// anything (a symlink included) already has that name; returns it open
 /// for writing.
-pub fn create_new_file(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+pub fn create_new_file(dirfd: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<OwnedFd> {
     // SAFETY: name is NUL-terminated.
     let fd = check(unsafe {
         libc::openat(
             dirfd,
             name.as_ptr(),
             libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            0o644 as libc::c_uint,
+            mode as libc::c_uint,
         )
     })?;
     // SAFETY: openat succeeded; the descriptor is ours.

@@ -1,0 +1,159 @@
+//! Leasing secrets to an invocation: every `secret:NAME[:env]` among its
+//! effective grants becomes a lease (persisted in `STATE/leases`, held by
+//! this process, for the run's wall time plus a margin) on the tenant's
+//! latest version, decrypted into the invocation for the backend to place;
+//! the leases are revoked when the run is over. A crashed Warden's leases
+//! are reaped (revoked) by the next one that leases. Values never enter
+//! the report or the ledger: those name the secret, its version and the
+//! lease id only, and everything else they say is redacted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use warden_core::{LeasedSecret, Report, SecretValue};
+use warden_policy::Capability;
+use warden_secrets::{Holder, LeaseStore, MasterKey, Redactor, SecretStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseFailure {
+    #[error("{0}")]
+    Secret(#[from] warden_secrets::SecretError),
+    #[error("{0}")]
+    Lease(#[from] warden_secrets::LeaseError),
+    #[error("cannot name this process as the lease holder: {0}")]
+    Holder(std::io::Error),
+}
+
+/// The leases of one run, revoked by [`Leases::release`] (or, if this
+/// process dies first, reaped by the next Warden).
+pub struct Leases {
+    store: LeaseStore,
+    pub granted: Vec<warden_secrets::Lease>,
+    pub redactor: Arc<Redactor>,
+}
+
+/// The master key file: `WARDEN_MASTER_KEY_FILE` (when the configuration
+/// lets it override), else `STATE/master.key`.
+pub fn master_key_file() -> Option<PathBuf> {
+    std::env::var_os("WARDEN_MASTER_KEY_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The master key of `state`, made on first use.
+pub fn master_key(state: &Path) -> Result<MasterKey, LeaseFailure> {
+    Ok(MasterKey::load_or_create(
+        state,
+        master_key_file().as_deref(),
+    )?)
+}
+
+/// The secret names an invocation's grants ask for, each once.
+pub fn granted_secrets(capabilities: &[Capability]) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for cap in capabilities {
+        let (name, env) = match cap {
+            Capability::Secret(n) => (n, false),
+            Capability::SecretEnv(n) => (n, true),
+            _ => continue,
+        };
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 |= env,
+            None => out.push((name.clone(), env)),
+        }
+    }
+    out
+}
+
+/// Leases every secret `prepared` is granted, for `tenant`, and puts the
+/// values into its invocation. `None` when it is granted none.
+pub fn lease_for(
+    prepared: &mut crate::Prepared,
+    state: &Path,
+    tenant: &str,
+) -> Result<Option<Leases>, LeaseFailure> {
+    let wanted = granted_secrets(&prepared.invocation.capabilities);
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let now = warden_secrets::unix_now();
+    let leases = LeaseStore::open(state)?;
+    // Leases of Warden processes that died are revoked before new ones.
+    let _ = leases.reap(now);
+    let master = master_key(state)?;
+    let store = SecretStore::open(state, &master)?;
+    let holder = Holder::current().map_err(LeaseFailure::Holder)?;
+    let ttl = warden_secrets::lease::default_ttl(prepared.invocation.limits.wall_time);
+    let mut granted = Vec::new();
+    let mut secrets = Vec::new();
+    let result = (|| -> Result<(), LeaseFailure> {
+        for (name, env) in &wanted {
+            let version = store.resolve_version(tenant, name, None)?;
+            let value = store.get(tenant, name, Some(version))?;
+            let lease = leases.grant(tenant, name, version, ttl, holder, now)?;
+            secrets.push(LeasedSecret {
+                name: name.clone(),
+                version,
+                lease_id: lease.id.clone(),
+                env: *env,
+                value: SecretValue::new(value),
+            });
+            granted.push(lease);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for lease in &granted {
+            let _ = leases.revoke(&lease.id, now);
+        }
+        return Err(e);
+    }
+    let pairs: Vec<(&str, &[u8])> = secrets
+        .iter()
+        .map(|s| (s.name.as_str(), s.value.expose()))
+        .collect();
+    let redactor = Arc::new(Redactor::new(&pairs));
+    // The WASM backend's log redaction takes text values.
+    prepared.invocation.redact.extend(
+        secrets
+            .iter()
+            .filter_map(|s| std::str::from_utf8(s.value.expose()).ok())
+            .map(str::to_string),
+    );
+    prepared.invocation.secrets = secrets;
+    Ok(Some(Leases {
+        store: leases,
+        granted,
+        redactor,
+    }))
+}
+
+impl Leases {
+    /// Redacts every string of `report` a secret could have reached, and
+    /// names the leases in it.
+    pub fn redact_report(&self, report: &mut Report) {
+        report.redact_with(&|s: &str| self.redactor.redact_str(s));
+        report.leases = self
+            .granted
+            .iter()
+            .map(|l| warden_core::LeaseRef {
+                secret: l.secret.clone(),
+                version: l.version,
+                lease: l.id.clone(),
+            })
+            .collect();
+    }
+
+    /// `text` redacted.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact_str(text)
+    }
+
+    /// Revokes the run's leases: it is over.
+    pub fn release(&self) {
+        let now = warden_secrets::unix_now();
+        for lease in &self.granted {
+            let _ = self.store.revoke(&lease.id, now);
+        }
+    }
+}
