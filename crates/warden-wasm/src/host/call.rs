@@ -334,6 +334,7 @@ fn plan(
         modules: ctx.modules.clone(),
         // A callee sees its grants at their own paths.
         views: Vec::new(),
+        secrets: Vec::new(),
         code: None,
     };
     Ok(Plan {
