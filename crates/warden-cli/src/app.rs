@@ -107,6 +107,7 @@ pub fn main(backends: Backends) -> ExitCode {
         | Command::Principal { .. }
         | Command::Secret { .. }
         | Command::Lease { .. }
+        | Command::Authz { .. }
         | Command::Audit { .. } => false,
         // Known once the processor is resolved: `invoke` hands over then.
         Command::Invoke(_) => false,
@@ -175,6 +176,7 @@ pub fn main(backends: Backends) -> ExitCode {
         Command::Principal { command } => finish(crate::identity::principal(command)),
         Command::Secret { command } => finish(crate::secrets::secret(command)),
         Command::Lease { command } => finish(crate::secrets::lease(command)),
+        Command::Authz { rbac, command } => crate::authz::authz(rbac, command),
         Command::Invoke(args) => crate::processor::invoke(args, engine, backends.wasm_here),
         Command::Compile {
             module,
@@ -620,6 +622,33 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     // as it does a jail.
     let mut engine = engine.with_kv_dir(kv_dir).with_interrupt_on_signals(true);
     let mut prepared = prepared;
+    // RBAC: may this principal read each secret the run is granted?
+    if let Some(actor) = &actor {
+        for (name, _) in warden_engine::secrets::granted_secrets(&prepared.invocation.capabilities)
+        {
+            let mut audit = audit.borrow_mut();
+            if let Err(e) = authorize(
+                actor,
+                &tenant,
+                warden_authz::Action::SecretRead,
+                &name,
+                audit.as_mut(),
+            ) {
+                drop(audit);
+                let why = format!("{e:#}");
+                say(&why);
+                let mut report = Report::refused(why, id.clone(), &backend);
+                report.capabilities = prepared.capabilities.clone();
+                if let Err(e) = record(&mut report) {
+                    say(e);
+                }
+                if let Err(e) = report_target.write(&report) {
+                    say(e);
+                }
+                return ExitCode::from(EXIT_REFUSED);
+            }
+        }
+    }
     match state_dir().map_err(|e| e.to_string()).and_then(|state| {
         warden_engine::secrets::lease_for(&mut prepared, &state, &tenant)
             .map_err(|e| format!("cannot lease the granted secrets: {e}"))
@@ -756,6 +785,31 @@ pub(crate) fn trust_store() -> anyhow::Result<warden_trust::truststore::TrustSto
     Ok(warden_trust::truststore::TrustStore::open_file(
         &config.trust_store,
     )?)
+}
+
+/// The RBAC gate of this process, loaded once.
+pub(crate) fn gate() -> anyhow::Result<&'static warden_engine::authz::Gate> {
+    static GATE: std::sync::OnceLock<warden_engine::authz::Gate> = std::sync::OnceLock::new();
+    if let Some(g) = GATE.get() {
+        return Ok(g);
+    }
+    let g = warden_engine::authz::Gate::load(&state_dir()?)?;
+    Ok(GATE.get_or_init(|| g))
+}
+
+/// Asks the gate whether the acting principal may do `action` to a
+/// resource of `tenant`; a denial is recorded in `audit`.
+pub(crate) fn authorize(
+    actor: &warden_engine::identity::Actor,
+    tenant: &str,
+    action: warden_authz::Action,
+    name: &str,
+    audit: Option<&mut warden_engine::audit::Audit>,
+) -> anyhow::Result<()> {
+    let resource = warden_authz::Resource::new(action.resource_kind(), name, tenant);
+    gate()?
+        .check(actor, tenant, action, resource, &[], 0, audit)
+        .map_err(anyhow::Error::from)
 }
 
 pub(crate) fn acting() -> Result<warden_engine::identity::Actor, String> {

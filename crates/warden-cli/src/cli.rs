@@ -115,6 +115,45 @@ pub enum Command {
         #[command(subcommand)]
         command: LeaseCommand,
     },
+    /// Role-based access control (an RBAC file compiled to Cedar).
+    Authz {
+        /// The RBAC file [default: the configuration's, else STATE/rbac.yaml].
+        #[arg(long, value_name = "FILE", global = true)]
+        rbac: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AuthzCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthzCommand {
+    /// Check an RBAC file: FILE:LINE:COLUMN errors and warnings; exit 1 on an error.
+    Check { file: PathBuf },
+    /// Decide one request and print the rule(s) that decided it.
+    Explain {
+        #[arg(long, value_name = "P")]
+        principal: String,
+        #[arg(long, value_name = "A")]
+        action: String,
+        /// The resource's name (a processor, secret, lease id or tenant).
+        #[arg(long, value_name = "R")]
+        resource: String,
+        /// The tenant the principal acts in (and that owns the resource) [default: default].
+        #[arg(long, value_name = "T")]
+        tenant: Option<String>,
+        /// A capability the invocation would get (repeatable).
+        #[arg(long = "capability", value_name = "C")]
+        capabilities: Vec<String>,
+        /// A processor tag (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        #[arg(long = "input-bytes", value_name = "N", default_value_t = 0)]
+        input_bytes: u64,
+    },
+    /// Run a table of expected decisions (CASES.yaml) against FILE; exit 1 if one differs.
+    Test { file: PathBuf, cases: PathBuf },
+    /// Print the compiled Cedar policies, schema and entities.
+    ExportCedar,
 }
 
 #[derive(Subcommand, Debug)]

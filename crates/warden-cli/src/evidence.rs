@@ -38,7 +38,12 @@ pub(crate) fn finish(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(format!("{e:#}"));
-            ExitCode::from(EXIT_FAILED)
+            // An RBAC denial is a refusal, as a refused run is.
+            if e.downcast_ref::<warden_engine::authz::Denied>().is_some() {
+                ExitCode::from(crate::app::EXIT_REFUSED)
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
         }
     }
 }
@@ -355,6 +360,29 @@ pub(crate) fn audit(command: AuditCommand) -> anyhow::Result<()> {
     if !dir.join("ledger.db").is_file() {
         anyhow::bail!("no audit ledger at {}", dir.display());
     }
+    // Reading the ledger (beyond one's own tenant's entries) and exporting
+    // it are RBAC actions.
+    let needs = match &command {
+        AuditCommand::Export { .. } => Some(warden_authz::Action::AuditExport),
+        AuditCommand::Log { .. } | AuditCommand::Prove { .. } => {
+            Some(warden_authz::Action::AuditRead)
+        }
+        _ => None,
+    };
+    if let Some(action) = needs {
+        let actor = crate::app::acting().map_err(|e| anyhow::anyhow!(e))?;
+        let gate = crate::app::gate()?;
+        if gate.enforcing() {
+            let mut audit = warden_engine::audit::Audit::open(&state_dir()?)?;
+            crate::app::authorize(
+                &actor,
+                &actor.tenant,
+                action,
+                &actor.tenant,
+                Some(&mut audit),
+            )?;
+        }
+    }
     let mut ledger = warden_ledger::store::Ledger::open(&dir)?;
     let origin = ledger.origin("warden.local/unnamed")?;
     let key = warden_engine::audit::log_key(&dir)?;
@@ -464,6 +492,16 @@ pub(crate) fn trust(command: TrustCommand) -> anyhow::Result<()> {
         TrustCommand::List => None,
         _ => Some(warden_engine::audit::Audit::open(&state)?),
     };
+    if let Some(a) = audit.as_mut() {
+        let actor = crate::app::acting().map_err(|e| anyhow::anyhow!(e))?;
+        crate::app::authorize(
+            &actor,
+            &actor.tenant,
+            warden_authz::Action::TrustChange,
+            &actor.tenant,
+            Some(a),
+        )?;
+    }
     let mut record = |event: serde_json::Value| -> anyhow::Result<u64> {
         let Some(audit) = audit.as_mut() else {
             return Ok(0);

@@ -32,6 +32,14 @@ pub(crate) fn tenant(command: TenantCommand) -> anyhow::Result<()> {
     match command {
         TenantCommand::Add { name } => {
             let mut audit = Audit::open(&state)?;
+            let actor = acting().map_err(|e| anyhow::anyhow!(e))?;
+            crate::app::authorize(
+                &actor,
+                &name,
+                warden_authz::Action::TenantAdmin,
+                &name,
+                Some(&mut audit),
+            )?;
             let t = identity.add_tenant(&name)?;
             let index = record(
                 &mut audit,
@@ -59,6 +67,14 @@ pub(crate) fn principal(command: PrincipalCommand) -> anyhow::Result<()> {
             roles,
         } => {
             let mut audit = Audit::open(&state)?;
+            let actor = acting().map_err(|e| anyhow::anyhow!(e))?;
+            crate::app::authorize(
+                &actor,
+                &tenant,
+                warden_authz::Action::TenantAdmin,
+                &tenant,
+                Some(&mut audit),
+            )?;
             let (p, key) = identity.add_principal(&name, &tenant, &roles)?;
             let index = record(
                 &mut audit,
@@ -98,6 +114,21 @@ pub(crate) fn principal(command: PrincipalCommand) -> anyhow::Result<()> {
         }
         PrincipalCommand::Revoke { name } => {
             let mut audit = Audit::open(&state)?;
+            let actor = acting().map_err(|e| anyhow::anyhow!(e))?;
+            let of = identity
+                .read()?
+                .principals
+                .into_iter()
+                .find(|p| p.name == name)
+                .map(|p| p.tenant)
+                .ok_or_else(|| anyhow::anyhow!("no principal {name}"))?;
+            crate::app::authorize(
+                &actor,
+                &of,
+                warden_authz::Action::TenantAdmin,
+                &of,
+                Some(&mut audit),
+            )?;
             let p = identity.revoke_principal(&name)?;
             let index = record(
                 &mut audit,

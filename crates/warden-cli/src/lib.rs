@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+mod authz;
 mod cli;
 mod evidence;
 mod identity;

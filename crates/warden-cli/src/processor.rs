@@ -66,7 +66,7 @@ pub(crate) fn processor(command: ProcessorCommand) -> ExitCode {
             let refused = matches!(
                 e.downcast_ref::<InvokeError>(),
                 Some(InvokeError::Refused(_))
-            );
+            ) || e.downcast_ref::<warden_engine::authz::Denied>().is_some();
             say(format!("{e:#}"));
             ExitCode::from(if refused { EXIT_REFUSED } else { EXIT_FAILED })
         }
@@ -102,6 +102,14 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
                 None
             };
             let mut audit = Audit::open(&state)?;
+            let who = actor()?;
+            crate::app::authorize(
+                &who,
+                &who.tenant,
+                warden_authz::Action::ProcessorAdd,
+                &manifest.name,
+                Some(&mut audit),
+            )?;
             let signer = match invoke::check_signature(
                 &state,
                 &id,
@@ -179,7 +187,15 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
                 anyhow::anyhow!("{spec:?}: give NAME@VERSION (rm takes one version at a time)")
             })?;
             let mut audit = Audit::open(&state)?;
-            let registry = invoke::registry_for(&state, &actor()?.tenant)?;
+            let who = actor()?;
+            crate::app::authorize(
+                &who,
+                &who.tenant,
+                warden_authz::Action::ProcessorRm,
+                name,
+                Some(&mut audit),
+            )?;
+            let registry = invoke::registry_for(&state, &who.tenant)?;
             let record = registry.remove(name, version)?;
             let entry = audit.record(
                 "processor",
@@ -249,14 +265,17 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
             return ExitCode::from(EXIT_WARDEN_ERROR);
         }
     };
-    let (principal, tenant, auth_error) = match crate::app::acting() {
-        Ok(a) => (a.principal, a.tenant, None),
-        Err(e) => (
-            "unauthenticated".to_string(),
-            warden_core::DEFAULT_TENANT.to_string(),
-            Some(e),
-        ),
+    let (actor, auth_error) = match crate::app::acting() {
+        Ok(a) => (Some(a), None),
+        Err(e) => (None, Some(e)),
     };
+    let principal = actor
+        .as_ref()
+        .map_or_else(|| "unauthenticated".to_string(), |a| a.principal.clone());
+    let tenant = actor.as_ref().map_or_else(
+        || warden_core::DEFAULT_TENANT.to_string(),
+        |a| a.tenant.clone(),
+    );
     let argv: Vec<String> = ["invoke".to_string(), args.spec.clone()]
         .into_iter()
         .chain(args.args.iter().cloned())
@@ -344,6 +363,52 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         r.processor = Some(plan.processor.clone());
         r
     };
+    // RBAC: may this principal invoke this processor, with these grants,
+    // on this much input; and read each secret it is granted?
+    if let Some(actor) = &actor {
+        let input_bytes = args
+            .input
+            .as_deref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        let mut resource = warden_authz::Resource::new(
+            warden_authz::ResourceKind::Processor,
+            &plan.processor.name,
+            &tenant,
+        );
+        resource.tags = plan.loaded.manifest.tags.clone();
+        let decided = crate::app::gate()
+            .map_err(|e| e.to_string())
+            .and_then(|gate| {
+                gate.check(
+                    actor,
+                    &tenant,
+                    warden_authz::Action::Invoke,
+                    resource,
+                    &plan.request.allow,
+                    input_bytes,
+                    Some(&mut audit),
+                )
+                .map_err(|d| d.0)?;
+                for (name, _) in
+                    warden_engine::secrets::granted_secrets(&plan.loaded.manifest.capabilities)
+                {
+                    crate::app::authorize(
+                        actor,
+                        &tenant,
+                        warden_authz::Action::SecretRead,
+                        &name,
+                        Some(&mut audit),
+                    )
+                    .map_err(|e| format!("{e:#}"))?;
+                }
+                Ok(())
+            });
+        if let Err(why) = decided {
+            let report = with_processor(Report::refused(why, id, &backend));
+            return stop(report, Some(&mut audit));
+        }
+    }
     let input_sha256 = match args.input.as_deref().map(input_as_stdin).transpose() {
         Ok(h) => h,
         Err(e) => {

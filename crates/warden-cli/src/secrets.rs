@@ -53,6 +53,13 @@ pub(crate) fn secret(command: SecretCommand) -> anyhow::Result<()> {
         } => {
             let (actor, tenant) = tenant_for(tenant)?;
             let mut audit = Audit::open(&state)?;
+            crate::app::authorize(
+                &actor,
+                &tenant,
+                warden_authz::Action::SecretPut,
+                &name,
+                Some(&mut audit),
+            )?;
             let value = match &from_file {
                 Some(path) => {
                     let f = std::fs::File::open(path)
@@ -93,6 +100,13 @@ pub(crate) fn secret(command: SecretCommand) -> anyhow::Result<()> {
         SecretCommand::Rm { name, tenant } => {
             let (actor, tenant) = tenant_for(tenant)?;
             let mut audit = Audit::open(&state)?;
+            crate::app::authorize(
+                &actor,
+                &tenant,
+                warden_authz::Action::SecretPut,
+                &name,
+                Some(&mut audit),
+            )?;
             let master = warden_engine::secrets::master_key(&state)?;
             let store = SecretStore::open(&state, &master)?;
             store.remove(&tenant, &name)?;
@@ -143,6 +157,13 @@ pub(crate) fn lease(command: LeaseCommand) -> anyhow::Result<()> {
                 anyhow::bail!("no lease {id}");
             }
             let mut audit = Audit::open(&state)?;
+            crate::app::authorize(
+                &actor,
+                &lease.tenant,
+                warden_authz::Action::LeaseRevoke,
+                &lease.id,
+                Some(&mut audit),
+            )?;
             let lease = leases.revoke(&id, now)?;
             let index = record(
                 &mut audit,
