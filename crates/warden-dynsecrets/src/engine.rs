@@ -42,12 +42,26 @@ pub struct Revocation {
     pub sessions_terminated: u64,
 }
 
-/// What [`PostgresEngine::reap`] dropped and kept, by role name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What [`PostgresEngine::reap`] dropped, kept and failed to drop, by role
+/// name, in name order.
+#[derive(Debug, Default)]
 pub struct ReapReport {
     pub dropped: Vec<String>,
     pub kept: Vec<String>,
+    /// Roles that could not be dropped (say, they own objects in a third
+    /// database); each is left `NOLOGIN` where that step got through.
+    pub failed: Vec<ReapFailure>,
 }
+
+#[derive(Debug)]
+pub struct ReapFailure {
+    pub role: String,
+    pub error: Error,
+}
+
+/// The latest `VALID UNTIL` written: PostgreSQL's timestamps end at 294276
+/// AD, but RFC 3339 (and our formatter) at 9999-12-31T23:59:59Z.
+pub const MAX_EXPIRES_AT: u64 = 253_402_300_799;
 
 /// Issues, revokes and reaps PostgreSQL credentials. Holds no connection:
 /// each call connects as the definition's admin and disconnects.
@@ -114,6 +128,9 @@ impl PostgresEngine {
                 expires_at,
                 now,
             });
+        }
+        if expires_at > MAX_EXPIRES_AT {
+            return Err(Error::ExpiryOutOfRange { expires_at });
         }
         let password = random_password()?;
         // Only the SCRAM verifier reaches the server: the password itself
@@ -246,9 +263,16 @@ impl PostgresEngine {
             let expired = valid_until.is_some_and(|t| t <= now as f64);
             if live.contains(lease_id) && !expired {
                 report.kept.push(role);
-            } else {
-                self.drop_role(&mut client, definition, &role)?;
-                report.dropped.push(role);
+                continue;
+            }
+            match self.drop_role(&mut client, definition, &role) {
+                Ok(_) => report.dropped.push(role),
+                // One stubborn role must not keep every other orphan alive;
+                // a lost connection, though, fails them all alike.
+                Err(error) if !client.is_closed() => {
+                    report.failed.push(ReapFailure { role, error })
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok(report)
@@ -278,9 +302,18 @@ impl PostgresEngine {
         let quoted = quote_identifier(role);
         // Committed on its own, first, so no new session starts while the
         // existing ones are ended.
-        client
-            .batch_execute(&format!("ALTER ROLE {quoted} NOLOGIN"))
-            .map_err(sql("forbid the role's logins"))?;
+        match client.batch_execute(&format!("ALTER ROLE {quoted} NOLOGIN")) {
+            Ok(()) => {}
+            // Dropped by a concurrent revoke since we looked: nothing to do.
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+                return Ok(Revocation {
+                    role: role.to_owned(),
+                    existed: false,
+                    sessions_terminated: 0,
+                })
+            }
+            Err(e) => return Err(sql("forbid the role's logins")(e)),
+        }
         let mut sessions_terminated = self
             .terminate_sessions(client, oid)
             .map_err(sql("terminate the role's sessions"))?;

@@ -17,6 +17,8 @@ pub enum Error {
         expires_at: u64,
         now: u64,
     },
+    #[error("lease expiry {expires_at} (unix seconds) is after 9999-12-31T23:59:59Z")]
+    ExpiryOutOfRange { expires_at: u64 },
     #[error("could not draw random bytes for a password")]
     Random(#[source] std::io::Error),
     #[error("could not connect to PostgreSQL at {target}")]

@@ -17,5 +17,7 @@ pub mod sql;
 
 pub use credential::Credential;
 pub use definition::{AdminConnection, CredentialFormat, DefinitionError, PostgresDefinition};
-pub use engine::{PostgresEngine, ReapReport, Revocation, LEASE_ID_HEX_DIGITS};
+pub use engine::{
+    PostgresEngine, ReapFailure, ReapReport, Revocation, LEASE_ID_HEX_DIGITS, MAX_EXPIRES_AT,
+};
 pub use error::Error;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cluster::Cluster;
 use postgres::error::SqlState;
-use warden_dynsecrets::{CredentialFormat, Error, PostgresEngine, ReapReport, Revocation};
+use warden_dynsecrets::{CredentialFormat, Error, PostgresEngine, Revocation, MAX_EXPIRES_AT};
 
 const LEASE_A: &str = "0123456789abcdef0123456789abcdef";
 const LEASE_B: &str = "fedcba9876543210fedcba9876543210";
@@ -203,6 +203,8 @@ fn login_fails_once_valid_until_has_passed() {
     let definition = cluster.definition(&[], None);
     let engine = PostgresEngine::new();
 
+    let too_late = engine.issue(&definition, LEASE_B, MAX_EXPIRES_AT + 1);
+    assert!(matches!(too_late, Err(Error::ExpiryOutOfRange { .. })));
     let expired = engine.issue(&definition, LEASE_B, now() - 1);
     assert!(matches!(expired, Err(Error::LeaseAlreadyExpired { .. })));
     assert!(!role_exists(
@@ -320,12 +322,11 @@ fn reap_drops_roles_of_dead_or_expired_leases_and_keeps_the_rest() {
 
     let report = engine.reap(&definition, [LEASE_A], now()).unwrap();
     assert_eq!(
-        report,
-        ReapReport {
-            dropped: vec![format!("warden_{LEASE_C}"), format!("warden_{LEASE_B}")],
-            kept: vec![format!("warden_{LEASE_A}")],
-        }
+        report.dropped,
+        [format!("warden_{LEASE_C}"), format!("warden_{LEASE_B}")]
     );
+    assert_eq!(report.kept, [format!("warden_{LEASE_A}")]);
+    assert!(report.failed.is_empty(), "{report:?}");
     assert_session_ended(&mut session_b);
     for survivor in [
         "warden_app".to_owned(),
@@ -499,4 +500,55 @@ fn errors_never_show_the_admin_password() {
         source = inner.source();
     }
     assert!(!shown.contains("wrong-admin-password"), "{shown}");
+}
+
+#[test]
+fn a_role_holding_rights_in_a_third_database_fails_loudly_and_stays_locked() {
+    let cluster = Cluster::start();
+    let mut admin = cluster.admin();
+    admin.batch_execute("CREATE DATABASE third").unwrap();
+    let definition = cluster.definition(&[], None);
+    let engine = PostgresEngine::new();
+    let stuck = engine.issue(&definition, LEASE_A, in_an_hour()).unwrap();
+    engine.issue(&definition, LEASE_B, in_an_hour()).unwrap();
+    // A privilege in a database the engine does not visit blocks DROP ROLE.
+    cluster
+        .connect("postgres", None, "third")
+        .unwrap()
+        .batch_execute(&format!(
+            "GRANT CREATE ON SCHEMA public TO {}",
+            warden_dynsecrets::sql::quote_identifier(stuck.user())
+        ))
+        .unwrap();
+
+    let error = engine.revoke(&definition, LEASE_A).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Sql {
+                step: "drop the role",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let can_login: bool = admin
+        .query_one(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[&stuck.user()],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        !can_login,
+        "a role that could not be dropped must not log in"
+    );
+
+    // Reaping reports it and still drops the other orphan.
+    let report = engine
+        .reap(&definition, Vec::<String>::new(), now())
+        .unwrap();
+    assert_eq!(report.dropped, [format!("warden_{LEASE_B}")]);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].role, stuck.user());
 }
