@@ -11,6 +11,7 @@
 //! - `ledger_bench open DIR` / `ledger_bench append1 DIR`: open the ledger
 //!   (and append one entry), close, exit: for `hyperfine -N`, the
 //!   per-process cost of a `warden run`'s entry is the difference.
+//!   `append1-timed` prints the time of each step.
 //! - `ledger_bench verify DIR`, `ledger_bench proofs DIR`: those alone on
 //!   an existing ledger.
 
@@ -262,6 +263,25 @@ fn main() {
             let mut l = Ledger::open(dir).expect("open");
             l.origin("bench.local/ledger").expect("origin");
             l.append(now(), &[("run", event(now()))]).expect("append");
+        }
+        // append1 with the time of each step on stderr (microseconds).
+        "append1-timed" => {
+            let t = Instant::now();
+            let mut l = Ledger::open(dir).expect("open");
+            let opened = t.elapsed();
+            l.origin("bench.local/ledger").expect("origin");
+            let origin = t.elapsed();
+            l.append(now(), &[("run", event(now()))]).expect("append");
+            let appended = t.elapsed();
+            drop(l);
+            let closed = t.elapsed();
+            eprintln!(
+                "open {} origin {} append {} close {}",
+                opened.as_micros(),
+                (origin - opened).as_micros(),
+                (appended - origin).as_micros(),
+                (closed - appended).as_micros()
+            );
         }
         _ => {
             eprintln!("{usage}");
