@@ -165,6 +165,10 @@ pub enum SecretCommand {
         tenant: Option<String>,
         #[arg(long = "from-file", value_name = "F")]
         from_file: Option<PathBuf>,
+        /// The input is the definition of a dynamic secret of this kind
+        /// (`postgres`): each lease gets its own credential (docs/dynamic-secrets.md).
+        #[arg(long, value_name = "KIND")]
+        dynamic: Option<String>,
     },
     /// List secret names and versions (never values).
     List {

@@ -50,6 +50,7 @@ pub(crate) fn secret(command: SecretCommand) -> anyhow::Result<()> {
             name,
             tenant,
             from_file,
+            dynamic,
         } => {
             let (actor, tenant) = tenant_for(tenant)?;
             let mut audit = Audit::open(&state)?;
@@ -68,6 +69,13 @@ pub(crate) fn secret(command: SecretCommand) -> anyhow::Result<()> {
                 }
                 None => warden_secrets::read_value(std::io::stdin().lock(), MAX_SECRET_LEN)?,
             };
+            let value = match dynamic.as_deref() {
+                None => value,
+                Some("postgres") => warden_engine::secrets::dynamic_postgres_value(&value)?,
+                Some(other) => {
+                    anyhow::bail!("--dynamic {other:?}: the one kind of dynamic secret is postgres")
+                }
+            };
             let master = warden_engine::secrets::master_key(&state)?;
             let store = SecretStore::open(&state, &master)?;
             let version = store.put(&tenant, &name, &value)?;
@@ -75,7 +83,7 @@ pub(crate) fn secret(command: SecretCommand) -> anyhow::Result<()> {
                 &mut audit,
                 &actor,
                 &tenant,
-                serde_json::json!({"action": "put", "name": name, "version": version}),
+                serde_json::json!({"action": "put", "name": name, "version": version, "dynamic": dynamic}),
             )?;
             writeln!(
                 out,

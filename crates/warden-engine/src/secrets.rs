@@ -14,8 +14,46 @@ use warden_core::{LeasedSecret, Report, SecretValue};
 use warden_policy::Capability;
 use warden_secrets::{Holder, LeaseStore, MasterKey, Redactor, SecretStore};
 
+/// A stored secret beginning with this line is not a value but the
+/// definition of a dynamic secret (YAML after the line): each lease gets
+/// its own credential, created when it is granted and destroyed when it
+/// ends (see docs/dynamic-secrets.md).
+pub const DYNAMIC_POSTGRES: &[u8] = b"warden-dynamic-secret: postgres\n";
+
+/// The definition a stored value holds, if it is a dynamic secret.
+fn dynamic_definition(
+    value: &[u8],
+) -> Option<Result<warden_dynsecrets::PostgresDefinition, LeaseFailure>> {
+    let yaml = value.strip_prefix(DYNAMIC_POSTGRES)?;
+    Some(
+        std::str::from_utf8(yaml)
+            .map_err(|_| LeaseFailure::Dynamic("the definition is not UTF-8".into()))
+            .and_then(|y| {
+                warden_dynsecrets::PostgresDefinition::from_yaml(y)
+                    .map_err(|e| LeaseFailure::Dynamic(e.to_string()))
+            }),
+    )
+}
+
+/// Checks a dynamic secret's definition before it is stored, and returns
+/// what to store.
+pub fn dynamic_postgres_value(yaml: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, LeaseFailure> {
+    let text = std::str::from_utf8(yaml)
+        .map_err(|_| LeaseFailure::Dynamic("the definition is not UTF-8".into()))?;
+    let def = warden_dynsecrets::PostgresDefinition::from_yaml(text)
+        .map_err(|e| LeaseFailure::Dynamic(e.to_string()))?;
+    def.validate()
+        .map_err(|e| LeaseFailure::Dynamic(e.to_string()))?;
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(DYNAMIC_POSTGRES.len() + yaml.len()));
+    out.extend_from_slice(DYNAMIC_POSTGRES);
+    out.extend_from_slice(yaml);
+    Ok(out)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseFailure {
+    #[error("dynamic secret: {0}")]
+    Dynamic(String),
     #[error("{0}")]
     Secret(#[from] warden_secrets::SecretError),
     #[error("{0}")]
@@ -30,6 +68,8 @@ pub struct Leases {
     store: LeaseStore,
     pub granted: Vec<warden_secrets::Lease>,
     pub redactor: Arc<Redactor>,
+    /// Credentials made for dynamic secrets, destroyed on release.
+    dynamic: Vec<(String, warden_dynsecrets::PostgresDefinition)>,
 }
 
 /// The master key file: `WARDEN_MASTER_KEY_FILE` (when the configuration
@@ -78,19 +118,44 @@ pub fn lease_for(
     }
     let now = warden_secrets::unix_now();
     let leases = LeaseStore::open(state)?;
-    // Leases of Warden processes that died are revoked before new ones.
-    let _ = leases.reap(now);
     let master = master_key(state)?;
     let store = SecretStore::open(state, &master)?;
+    // Leases of Warden processes that died are revoked before new ones
+    // (and the credentials of dynamic ones destroyed).
+    if let Ok(reaped) = leases.reap(now) {
+        for lease in reaped {
+            if let Ok(value) = store.get(&lease.tenant, &lease.secret, Some(lease.version)) {
+                if let Some(Ok(def)) = dynamic_definition(&value) {
+                    let _ = warden_dynsecrets::PostgresEngine::new().revoke(&def, &lease.id);
+                }
+            }
+        }
+    }
     let holder = Holder::current().map_err(LeaseFailure::Holder)?;
     let ttl = warden_secrets::lease::default_ttl(prepared.invocation.limits.wall_time);
     let mut granted = Vec::new();
     let mut secrets = Vec::new();
+    let mut dynamic = Vec::new();
+    // Parts of a credential a program may print on their own.
+    let mut also_redact: Vec<(String, zeroize::Zeroizing<Vec<u8>>)> = Vec::new();
     let result = (|| -> Result<(), LeaseFailure> {
         for (name, env) in &wanted {
             let version = store.resolve_version(tenant, name, None)?;
-            let value = store.get(tenant, name, Some(version))?;
+            let mut value = store.get(tenant, name, Some(version))?;
             let lease = leases.grant(tenant, name, version, ttl, holder, now)?;
+            granted.push(lease.clone());
+            if let Some(def) = dynamic_definition(&value) {
+                let def = def?;
+                let credential = warden_dynsecrets::PostgresEngine::new()
+                    .issue(&def, &lease.id, lease.expires)
+                    .map_err(|e| LeaseFailure::Dynamic(e.to_string()))?;
+                also_redact.push((
+                    name.clone(),
+                    zeroize::Zeroizing::new(credential.password().as_bytes().to_vec()),
+                ));
+                value = zeroize::Zeroizing::new(credential.render().as_bytes().to_vec());
+                dynamic.push((lease.id.clone(), def));
+            }
             secrets.push(LeasedSecret {
                 name: name.clone(),
                 version,
@@ -98,11 +163,13 @@ pub fn lease_for(
                 env: *env,
                 value: SecretValue::new(value),
             });
-            granted.push(lease);
         }
         Ok(())
     })();
     if let Err(e) = result {
+        for (id, def) in &dynamic {
+            let _ = warden_dynsecrets::PostgresEngine::new().revoke(def, id);
+        }
         for lease in &granted {
             let _ = leases.revoke(&lease.id, now);
         }
@@ -111,6 +178,7 @@ pub fn lease_for(
     let pairs: Vec<(&str, &[u8])> = secrets
         .iter()
         .map(|s| (s.name.as_str(), s.value.expose()))
+        .chain(also_redact.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
         .collect();
     let redactor = Arc::new(Redactor::new(&pairs));
     // The WASM backend's log redaction takes text values.
@@ -125,6 +193,7 @@ pub fn lease_for(
         store: leases,
         granted,
         redactor,
+        dynamic,
     }))
 }
 
@@ -149,8 +218,12 @@ impl Leases {
         self.redactor.redact_str(text)
     }
 
-    /// Revokes the run's leases: it is over.
+    /// Revokes the run's leases, and destroys their dynamic credentials:
+    /// it is over.
     pub fn release(&self) {
+        for (id, def) in &self.dynamic {
+            let _ = warden_dynsecrets::PostgresEngine::new().revoke(def, id);
+        }
         let now = warden_secrets::unix_now();
         for lease in &self.granted {
             let _ = self.store.revoke(&lease.id, now);
