@@ -55,14 +55,24 @@
 //!   the run waits for only until its wall-clock deadline (then the outcome
 //!   is `timeout`, exit 124), one compile per module digest at a time and at
 //!   most one per core; sources are limited to [`MAX_MODULE_BYTES`].
-//! * **Host capabilities.** `log`, `kv`, `http` and `call`, exported as the
-//!   preview-1 import module `warden` and the WIT package
+//! * **Host capabilities.** `log`, `kv`, `http`, `call` and `secret`,
+//!   exported as the preview-1 import module `warden` and the WIT package
 //!   `warden:host@0.1.0` (wit/host.wit; docs/host.md), each checked against
 //!   a capability (`log:write`, `kv:read:NS`/`kv:write:NS`, `net:http:HOST`,
-//!   `module:call:NAME`); WASI clocks and randomness need `clock:read` and
-//!   `random:read`. A module importing an interface it has no grant for is
-//!   refused before it starts (exit status 126); a refused call is a status
-//!   code for the guest and a `capability` violation in the report.
+//!   `module:call:NAME`, `secret:NAME`); WASI clocks and randomness need
+//!   `clock:read` and `random:read`. A module importing an interface it has
+//!   no grant for is refused before it starts (exit status 126); a refused
+//!   call is a status code for the guest and a `capability` violation in
+//!   the report.
+//! * **Leased secrets.** A run granted `secret:NAME` must hold its lease
+//!   ([`Invocation::secrets`], made by the engine); the guest reads the
+//!   value with `secret`, each read checking that the lease is still valid
+//!   in the lease store ([`WasmConfig::lease_state_dir`]); with
+//!   `secret:NAME:env` it is also the environment variable `SECRET_NAME`.
+//!   Stdout and stderr pass through a streaming redactor of every form of
+//!   every leased value (`[REDACTED:NAME]`, also across writes) before they
+//!   are handed on and hashed; log records, violations, warnings and the
+//!   error message are redacted the same way.
 //! * **Termination signals.** With [`WasmConfig::interrupt_on_signals`]
 //!   (what `warden run` sets), SIGINT, SIGTERM, SIGHUP and SIGQUIT stop the
 //!   process's runs (status `error`, `signal`, exit status 128+N), so that
@@ -146,6 +156,13 @@ pub struct WasmConfig {
     pub kv_max_tenant_bytes: u64,
     /// Deadline and size caps of the `http` capability.
     pub http: HttpConfig,
+    /// The state directory whose lease store (`leases/`, see
+    /// [`warden_secrets::LeaseStore`]) holds the leases of
+    /// [`Invocation::secrets`]: every `secret` read checks its lease there.
+    /// It must be the directory the engine leased in. Default:
+    /// [`warden_core::state::default_state_dir`] (what `warden run` uses);
+    /// `None`: secret reads answer `unavailable`.
+    pub lease_state_dir: Option<PathBuf>,
     /// Stop runs when the process receives SIGINT, SIGTERM, SIGHUP or
     /// SIGQUIT (what `warden run` wants): the run ends within about an
     /// epoch tick with status `error`, `signal` set to the signal and the
@@ -196,6 +213,7 @@ impl Default for WasmConfig {
             kv_dir: None,
             kv_max_tenant_bytes: host::kv::DEFAULT_MAX_TENANT_BYTES,
             http: HttpConfig::default(),
+            lease_state_dir: warden_core::state::default_state_dir(),
             interrupt_on_signals: false,
         }
     }

@@ -124,6 +124,7 @@ pub(crate) const SYNC_IMPORTS: &[(&str, &str)] = &[
     ("wasi_snapshot_preview1", "proc_exit"),
     ("wasi_snapshot_preview1", "sched_yield"),
     ("warden", "log"),
+    ("warden", "secret"),
 ];
 
 /// A module's instantiation through the synchronous linker.

@@ -3,6 +3,12 @@
 //! does. A write past the cap is cut at the cap and traps the guest; the
 //! run is then reported as `output_limit` with `truncated`.
 //!
+//! A run holding leased secrets passes each stream through a streaming
+//! redactor of every form of every value ([`warden_secrets::StreamRedactor`]:
+//! `[REDACTED:NAME]`, also when a value is split across writes) before it
+//! is handed on; the hash of a stream is of the redacted bytes, while the
+//! output cap counts the guest's own.
+//!
 //! Output for the caller's own stdout/stderr ([`Output::Inherit`]) never
 //! blocks the run's thread: unless the descriptor is a regular file or
 //! `/dev/null` (which never block), it is queued for a writer thread per
@@ -23,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
+use warden_secrets::{Redactor, StreamRedactor};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
@@ -113,22 +120,80 @@ pub(crate) struct RunOutput {
 
 struct StreamState {
     target: Output,
-    /// Bytes that went through (at most the cap).
+    /// Bytes of the guest's that went through (at most the cap).
     written: AtomicU64,
-    /// SHA-256 of those bytes.
+    /// SHA-256 of what was handed on (redacted, with secrets).
     hash: Mutex<sha2::Sha256>,
+    /// The redactor of the run's secrets, for this stream; its lock is
+    /// held while what it lets through is handed on, so that it goes out
+    /// (and is hashed) in order.
+    redact: Option<Mutex<StreamRedactor>>,
     /// Sequence number (in its queue) of the last byte this stream queued
     /// for the caller's descriptor.
     queued_to: AtomicU64,
 }
 
 impl StreamState {
-    fn new(target: Output) -> Self {
+    fn new(target: Output, redactor: Option<&Arc<Redactor>>) -> Self {
         StreamState {
             target,
             written: AtomicU64::new(0),
             hash: Mutex::default(),
+            redact: redactor.map(|r| Mutex::new(r.stream())),
             queued_to: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends `bytes` to the target and hashes them.
+    fn hand_on(&self, fd: Fd, bytes: &[u8]) -> io::Result<()> {
+        let result = match &self.target {
+            Output::Inherit => match fd.sink() {
+                Sink::Direct(fd) => fd.write_all(bytes),
+                Sink::Queued(q) => q.push(bytes).map(|seq| {
+                    self.queued_to.fetch_max(seq, Ordering::Relaxed);
+                }),
+            },
+            Output::Buffer(b) => {
+                b.lock().extend_from_slice(bytes);
+                Ok(())
+            }
+            Output::Discard => Ok(()),
+        };
+        {
+            use sha2::Digest as _;
+            self.hash
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .update(bytes);
+        }
+        result
+    }
+
+    /// Sends the guest's `bytes` on: through the redactor, if any.
+    fn deliver(&self, fd: Fd, bytes: &[u8]) -> io::Result<()> {
+        let Some(redact) = &self.redact else {
+            return self.hand_on(fd, bytes);
+        };
+        let mut redact = redact.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(bytes.len());
+        redact.push(bytes, &mut out);
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.hand_on(fd, &out)
+    }
+
+    /// Sends on what the redactor still holds (the stream has ended).
+    fn finish_redaction(&self, fd: Fd) {
+        let Some(redact) = &self.redact else {
+            return;
+        };
+        let mut redact = redact.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        redact.finish(&mut out);
+        if !out.is_empty() {
+            // A failing target drops it, as it would any output.
+            let _ = self.hand_on(fd, &out);
         }
     }
 
@@ -150,14 +215,33 @@ impl StreamState {
 }
 
 impl RunOutput {
-    /// The output of a run whose stdout and stderr share `limit` bytes.
-    pub fn new(limit: u64, stdout: Output, stderr: Output) -> Arc<Self> {
+    /// The output of a run whose stdout and stderr share `limit` bytes,
+    /// each redacted of the secrets of `redactor` if there is one.
+    pub fn new(
+        limit: u64,
+        stdout: Output,
+        stderr: Output,
+        redactor: Option<Arc<Redactor>>,
+    ) -> Arc<Self> {
+        let redactor = redactor.filter(|r| !r.is_empty());
         Arc::new(RunOutput {
             limit,
             used: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
-            streams: [StreamState::new(stdout), StreamState::new(stderr)],
+            streams: [
+                StreamState::new(stdout, redactor.as_ref()),
+                StreamState::new(stderr, redactor.as_ref()),
+            ],
         })
+    }
+
+    /// Ends redaction: what each stream's redactor held back (fewer bytes
+    /// than the longest form of a secret) is handed on. Call once the
+    /// guest can write no more, before [`Self::digests`].
+    pub fn finish_redaction(&self) {
+        let [out, err] = &self.streams;
+        out.finish_redaction(Fd::Stdout);
+        err.finish_redaction(Fd::Stderr);
     }
 
     /// The guest's stdout.
@@ -176,7 +260,8 @@ impl RunOutput {
         }
     }
 
-    /// Bytes that went through stdout and stderr (at most the cap).
+    /// The guest's bytes that went through stdout and stderr (at most the
+    /// cap).
     pub fn written(&self) -> (u64, u64) {
         let [out, err] = &self.streams;
         (
@@ -185,7 +270,7 @@ impl RunOutput {
         )
     }
 
-    /// Hex SHA-256 of what went through stdout and stderr.
+    /// Hex SHA-256 of what stdout and stderr handed on (redacted).
     pub fn digests(&self) -> (String, String) {
         use sha2::Digest as _;
         let [out, err] = &self.streams;
@@ -475,33 +560,14 @@ impl CappedStream {
     /// Writes what the cap allows; `Err(OutputLimitReached)` when it cut.
     fn put(&self, buf: &[u8]) -> Result<(), PutError> {
         let state = self.state();
+        // The cap counts the guest's bytes, not what redaction makes of them.
         let granted = self.out.take(buf.len() as u64) as usize;
-        let result = match &state.target {
-            Output::Inherit => match self.fd.sink() {
-                Sink::Direct(fd) => fd.write_all(&buf[..granted]),
-                Sink::Queued(q) => q.push(&buf[..granted]).map(|seq| {
-                    state.queued_to.fetch_max(seq, Ordering::Relaxed);
-                }),
-            },
-            Output::Buffer(b) => {
-                b.lock().extend_from_slice(&buf[..granted]);
-                Ok(())
-            }
-            Output::Discard => Ok(()),
-        };
+        let result = state.deliver(self.fd, &buf[..granted]);
         // Counted against the cap also when the target failed (a caller's
         // pipe whose reader is gone drops them): a guest that ignores its
         // write errors is stopped by the output limit, as any output, and
         // not kept alive until its deadline.
         state.written.fetch_add(granted as u64, Ordering::Relaxed);
-        {
-            use sha2::Digest as _;
-            state
-                .hash
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .update(&buf[..granted]);
-        }
         if granted < buf.len() {
             self.out.exceeded.store(true, Ordering::Relaxed);
             return Err(PutError::Limit(OutputLimitReached(self.out.limit)));

@@ -13,6 +13,7 @@ use warden_core::{
     human_bytes, EnforcementMap, Invocation, LimitReached, Outcome, Status, Violation,
 };
 use warden_policy::Capability;
+use warden_secrets::Redactor;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -117,6 +118,9 @@ pub(crate) fn preopens(
             | Capability::KvWrite(_)
             | Capability::NetHttp(_)
             | Capability::ModuleCall(_) => continue,
+            // Leased by the engine, read through the `secret` host
+            // function (the lease is checked by `check_leases`).
+            Capability::Secret(_) | Capability::SecretEnv(_) => continue,
             // Limits arrive in `EffectiveLimits`.
             c if c.is_limit() => continue,
             other => return Err(WasmError::Unsupported(other.to_string())),
@@ -307,6 +311,54 @@ impl Enforced {
 
 static RANDOM: OnceLock<Vec<u8>> = OnceLock::new();
 
+/// The environment variables of `secret:NAME:env` grants, as the jail
+/// sets them (`SECRET_NAME`); a value that is not text without NUL bytes
+/// cannot be one (the `secret` host function still reads it).
+fn secret_env(inv: &Invocation) -> Result<Vec<(String, String)>, WasmError> {
+    inv.secrets
+        .iter()
+        .filter(|s| s.env)
+        .map(|s| {
+            let value = std::str::from_utf8(s.value.expose())
+                .ok()
+                .filter(|v| !v.contains('\0'))
+                .ok_or_else(|| WasmError::Grant {
+                    grant: format!("secret:{}:env", s.name),
+                    message: "its value is not text without NUL bytes, so it cannot be an environment variable (read it with the `secret` host function)".into(),
+                })?;
+            Ok((warden_core::secret_env_name(&s.name), value.to_string()))
+        })
+        .collect()
+}
+
+/// The redactor of the run's leased secrets, if it holds any.
+fn secrets_redactor(inv: &Invocation) -> Option<Arc<Redactor>> {
+    (!inv.secrets.is_empty()).then(|| {
+        let pairs: Vec<(&str, &[u8])> = inv
+            .secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.value.expose()))
+            .collect();
+        Arc::new(Redactor::new(&pairs))
+    })
+}
+
+/// Refuses a run granted a secret it holds no lease for (the engine
+/// leases every granted one), as the jail does.
+fn check_leases(inv: &Invocation) -> Result<(), WasmError> {
+    for cap in &inv.capabilities {
+        if let Capability::Secret(name) | Capability::SecretEnv(name) = cap {
+            if !inv.secrets.iter().any(|s| &s.name == name) {
+                return Err(WasmError::Grant {
+                    grant: cap.to_string(),
+                    message: "granted, but no lease was made for it".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn wasi_ctx(
     inv: &Invocation,
     preopens: &[Preopen],
@@ -323,6 +375,7 @@ fn wasi_ctx(
         .allow_ip_name_lookup(false)
         .args(&inv.argv)
         .envs(&inv.env)
+        .envs(&secret_env(inv)?)
         .stdout(output.stdout())
         .stderr(output.stderr());
     match &io.stdin {
@@ -533,13 +586,15 @@ pub(crate) async fn run_async(
 }
 
 /// Refuses what cannot run (an import of an ungranted host interface, a
-/// bad tenant, a grant this backend cannot honour), in that order; returns
+/// bad tenant, a secret granted without its lease, a grant this backend
+/// cannot honour), in that order; returns
 /// the directories to preopen.
 fn admit(module: &PreparedModule, inv: &Invocation) -> Result<Vec<Preopen>, WasmError> {
     host::check_imports(module, &inv.capabilities)?;
     if !warden_core::valid_tenant(&inv.tenant) {
         return Err(WasmError::Tenant(inv.tenant.clone()));
     }
+    check_leases(inv)?;
     preopens_for(inv, &module.path)
 }
 
@@ -585,6 +640,8 @@ struct Run<'a> {
     module_digest: String,
     enforcement: &'static EnforcementMap,
     warnings: Vec<String>,
+    /// The run's leased secrets, redacted from everything it hands on.
+    redactor: Option<Arc<Redactor>>,
 }
 
 impl<'a> Run<'a> {
@@ -601,10 +658,12 @@ impl<'a> Run<'a> {
         let metered = module.kind.metered;
         let (enforcement, warning) = enforcement(inv, &preopens, module.is_component(), metered);
         let warnings = warning.map(String::from).into_iter().collect();
+        let redactor = secrets_redactor(inv);
         let output = RunOutput::new(
             inv.limits.output_bytes,
             io.stdout.clone(),
             io.stderr.clone(),
+            redactor.clone(),
         );
         let wasi = wasi_ctx(inv, &preopens, io, &output)?;
 
@@ -645,7 +704,7 @@ impl<'a> Run<'a> {
             &module.engine,
             RunState {
                 wasi,
-                host: HostState::new(backend, inv, deadline_at, calls, kv),
+                host: HostState::new(backend, inv, deadline_at, calls, kv, redactor.clone()),
                 fs: FsLimits::new(
                     inv.limits.file_size_bytes,
                     inv.limits.open_files,
@@ -715,6 +774,7 @@ impl<'a> Run<'a> {
             output,
             enforcement,
             warnings,
+            redactor,
         })
     }
 
@@ -811,6 +871,9 @@ impl<'a> Run<'a> {
             } else {
                 0
             };
+        // What the redactors still hold back goes out now, before the
+        // digests are taken and the output drained.
+        self.output.finish_redaction();
         let (stdout_bytes, stderr_bytes) = self.output.written();
         let mut outcome = Outcome {
             status: Status::Exited,
@@ -865,6 +928,9 @@ impl<'a> Run<'a> {
                 .warnings
                 .push(format!("the key-value store was unavailable: {why}"));
         }
+        if let Some(r) = &self.redactor {
+            redact_outcome(&mut outcome, r);
+        }
         let wall = state.deadline.wall;
         let Run {
             store,
@@ -892,6 +958,20 @@ impl<'a> Run<'a> {
             outcome.wall_ms = ended.saturating_duration_since(started).as_millis() as u64;
         }
         outcome
+    }
+}
+
+/// Redacts every string of `outcome` a guest could have put a secret
+/// into: the error (a trap's message), violations (a name it asked for),
+/// warnings. Log records are redacted as they are kept.
+fn redact_outcome(outcome: &mut Outcome, redactor: &Redactor) {
+    for s in outcome
+        .error
+        .iter_mut()
+        .chain(outcome.warnings.iter_mut())
+        .chain(outcome.violations.iter_mut().map(|v| &mut v.detail))
+    {
+        *s = redactor.redact_str(s);
     }
 }
 
@@ -1164,9 +1244,29 @@ mod tests {
 
     #[test]
     fn unsupported_capabilities_are_named() {
-        let caps = vec![Capability::Secret("db".into())];
+        let caps = vec!["net:connect:db.internal:5432".parse().unwrap()];
         let err = preopens(&caps, Path::new("/m.wasm"), Path::new("/")).unwrap_err();
-        assert!(err.to_string().contains("secret:db"), "{err}");
+        assert!(
+            err.to_string().contains("net:connect:db.internal:5432"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_need_their_lease() {
+        let caps = vec![Capability::Secret("db".into())];
+        assert!(preopens(&caps, Path::new("/m.wasm"), Path::new("/"))
+            .unwrap()
+            .is_empty());
+        let inv = Invocation {
+            capabilities: caps,
+            ..Invocation::default()
+        };
+        let err = check_leases(&inv).unwrap_err().to_string();
+        assert!(
+            err.contains("secret:db") && err.contains("no lease"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ mod host_http;
 mod host_kv;
 #[path = "suite/host_log.rs"]
 mod host_log;
+#[path = "suite/host_secret.rs"]
+mod host_secret;
 #[path = "suite/hostile.rs"]
 mod hostile;
 #[path = "suite/limits.rs"]

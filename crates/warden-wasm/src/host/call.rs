@@ -9,7 +9,8 @@
 //! * grants: its declared grants (or, if it declares none, the caller's)
 //!   intersected with the caller's — a grant narrower than one of the
 //!   caller's is kept (`fs:read:/a/b` under `fs:read:/a`), a wider one is
-//!   narrowed to the caller's;
+//!   narrowed to the caller's; never a `secret:` grant (the caller's
+//!   leases are not handed on);
 //! * limits: the caller's remaining wall time, CPU time, fuel (what the
 //!   callee burns is taken from the caller) and memory (the caller's limit
 //!   less what the caller uses); output at most [`MAX_REPLY_BYTES`];
@@ -274,9 +275,11 @@ fn plan(
     }
     let target = ctx.find(name).ok_or(HostError::NotFound)?;
 
-    // Grants: the callee's own (or the caller's), never beyond the caller's.
+    // Grants: the callee's own (or the caller's), never beyond the caller's;
+    // and no secrets (their leases are the caller's alone).
     let wanted = target.grants.as_deref().unwrap_or(&host.grants);
-    let grants = intersect(wanted, &host.grants);
+    let mut grants = intersect(wanted, &host.grants);
+    grants.retain(|g| !matches!(g, Capability::Secret(_) | Capability::SecretEnv(_)));
 
     // Limits: what remains of the caller's.
     let wall = host.deadline.saturating_duration_since(Instant::now());

@@ -19,6 +19,7 @@ use warden_core::LogLevel;
 use wasmtime::component::{ComponentType, HasSelf, Lift, Linker, WasmList, WasmStr};
 use wasmtime::{AsContext, StoreContextMut};
 
+use super::secret as host_secret;
 use super::{call as host_call, http as host_http, kv as host_kv, log as host_log};
 use super::{HostError, HostState, MAX_METHOD, MAX_NAME};
 use crate::run::RunState;
@@ -34,7 +35,7 @@ use warden::host::{call, http, kv, log, types};
 impl From<HostError> for Error {
     fn from(e: HostError) -> Self {
         match e {
-            HostError::Denied { .. } => Error::Denied,
+            HostError::Denied { .. } | HostError::LeaseEnded { .. } => Error::Denied,
             HostError::NotFound => Error::NotFound,
             HostError::Invalid(_) => Error::Invalid,
             HostError::TooLarge(_) => Error::TooLarge,
@@ -55,6 +56,7 @@ const LOG: &str = "warden:host/log@0.1.0";
 const KV: &str = "warden:host/kv@0.1.0";
 const HTTP: &str = "warden:host/http@0.1.0";
 const CALL: &str = "warden:host/call@0.1.0";
+const SECRET: &str = "warden:host/secret@0.1.0";
 
 fn too_large(what: &str, len: usize, max: usize) -> HostError {
     HostError::TooLarge(format!("{what} of {len} bytes (at most {max})"))
@@ -168,6 +170,14 @@ fn kv_list(
     })
 }
 
+fn secret_read(store: &mut Ctx<'_>, name: &WasmStr) -> Result<Vec<u8>, HostError> {
+    let name = string(store, name, "secret name", MAX_NAME)?;
+    let value = host_secret::read(&mut store.data_mut().host, "warden:host/secret.read", &name)?;
+    // This copy is lowered into the guest and then freed unwiped:
+    // wasmtime lowers only owned lists here.
+    Ok(value.to_vec())
+}
+
 /// `warden:host/http.request`, as views of the guest's memory.
 #[derive(ComponentType, Lift)]
 #[component(record)]
@@ -260,6 +270,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<(
             Ok((kv_list(&mut store, &ns, &prefix, after.as_ref()).map_err(Error::from),))
         },
     )?;
+
+    linker
+        .instance(SECRET)?
+        .func_wrap("read", |mut store: Ctx<'_>, (name,): (WasmStr,)| {
+            Ok((secret_read(&mut store, &name).map_err(Error::from),))
+        })?;
 
     linker.instance(HTTP)?.func_wrap_async(
         "send",

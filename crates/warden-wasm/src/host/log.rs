@@ -1,8 +1,11 @@
 //! `log`: levelled records kept in the run's report (`log:write`),
 //! capped and redacted.
 
-use warden_core::{LogLevel, LogRecord};
+use std::sync::Arc;
+
+use warden_core::{LeasedSecret, LogLevel, LogRecord};
 use warden_policy::Capability;
+use warden_secrets::Redactor;
 
 use super::{HostError, HostState};
 
@@ -12,7 +15,8 @@ pub const MAX_RECORDS: usize = 256;
 pub const MAX_TOTAL_BYTES: usize = 64 << 10;
 /// Bytes of one message; the rest is cut.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 10;
-/// What replaces each redacted string.
+/// What replaces each redacted string of the redaction list (a leased
+/// secret's forms become `[REDACTED:NAME]`).
 pub const REDACTED: &str = "[REDACTED]";
 /// Marks a message that was cut.
 const CUT: &str = "…";
@@ -38,30 +42,50 @@ pub(crate) struct LogBuffer {
     pub truncated: bool,
     /// Records dropped at a cap.
     pub dropped: u64,
+    /// Literal strings replaced by [`REDACTED`].
     redact: Vec<String>,
-    /// Length of the longest redacted string.
+    /// Length of the longest of them.
     longest_secret: usize,
+    /// The run's leased secrets, every form of each (the same redactor as
+    /// its stdout and stderr): applied before the literal strings.
+    secrets: Option<Arc<Redactor>>,
 }
 
 impl LogBuffer {
-    pub fn new(redact: &[String]) -> Self {
-        let redact: Vec<String> = redact.iter().filter(|s| !s.is_empty()).cloned().collect();
+    /// `redact`: literal strings to replace; `secrets`: the redactor of the
+    /// run's `leased` secrets, if it has any. A literal string that is a
+    /// leased value is left to the redactor, which names its secret.
+    pub fn new(redact: &[String], leased: &[LeasedSecret], secrets: Option<Arc<Redactor>>) -> Self {
+        let leased_value = |s: &String| {
+            secrets.is_some() && leased.iter().any(|l| l.value.expose() == s.as_bytes())
+        };
+        let redact: Vec<String> = redact
+            .iter()
+            .filter(|s| !s.is_empty() && !leased_value(s))
+            .cloned()
+            .collect();
         LogBuffer {
             longest_secret: redact.iter().map(String::len).max().unwrap_or(0),
             redact,
+            secrets: secrets.filter(|r| !r.is_empty()),
             ..LogBuffer::default()
         }
     }
 
     /// How many bytes of a raw message the host needs to read: enough to
-    /// redact a secret that straddles the cut.
+    /// redact a secret (or any form of one) that straddles the cut.
     pub fn read_limit(&self) -> usize {
-        MAX_MESSAGE_BYTES + self.longest_secret
+        let longest_form = self.secrets.as_ref().map_or(0, |r| r.longest_pattern());
+        MAX_MESSAGE_BYTES + self.longest_secret.max(longest_form)
     }
 
-    /// Replaces every redacted string in `text`.
+    /// Replaces every form of every leased secret, then every literal
+    /// string, in `text`.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        let mut out = match &self.secrets {
+            Some(r) => r.redact_str(text),
+            None => text.to_string(),
+        };
         for secret in &self.redact {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), REDACTED);
@@ -76,6 +100,22 @@ impl LogBuffer {
     /// then the last `longest_secret - 1` bytes could begin a secret that
     /// `raw` does not hold whole, and are dropped (unless redacted).
     fn redact_bytes(&self, raw: &[u8], more: bool) -> Vec<u8> {
+        let named;
+        let raw = match &self.secrets {
+            Some(r) => {
+                // As a stream: with `more`, what it holds back (the bytes
+                // that could begin a form the cut hides) is dropped.
+                let mut stream = r.stream();
+                let mut out = Vec::with_capacity(raw.len());
+                stream.push(raw, &mut out);
+                if !more {
+                    stream.finish(&mut out);
+                }
+                named = out;
+                named.as_slice()
+            }
+            None => raw,
+        };
         if self.redact.is_empty() {
             return raw.to_vec();
         }
@@ -171,7 +211,7 @@ mod tests {
 
     #[test]
     fn messages_are_redacted_and_cut() {
-        let mut log = LogBuffer::new(&["hunter2".to_string(), String::new()]);
+        let mut log = LogBuffer::new(&["hunter2".to_string(), String::new()], &[], None);
         log.push(LogLevel::Info, b"password is hunter2, again hunter2", false);
         assert_eq!(
             log.records[0].message,
@@ -186,7 +226,7 @@ mod tests {
     #[test]
     fn a_secret_across_the_cut_is_still_redacted() {
         let secret = "s3cr3t-value";
-        let mut log = LogBuffer::new(&[secret.to_string()]);
+        let mut log = LogBuffer::new(&[secret.to_string()], &[], None);
         let mut msg = vec![b'x'; MAX_MESSAGE_BYTES - 4];
         msg.extend_from_slice(secret.as_bytes());
         let n = log.read_limit().min(msg.len());
@@ -210,7 +250,7 @@ mod tests {
         assert_eq!(secret.len(), 64);
         for lead in [0, 1, 2, 10] {
             for start in [4096 - 63, 4096 - 10, 4095, 4096, 4160 - 63, 4150, 4159] {
-                let mut log = LogBuffer::new(std::slice::from_ref(&secret));
+                let mut log = LogBuffer::new(std::slice::from_ref(&secret), &[], None);
                 let mut msg = secret.repeat(lead).into_bytes();
                 if msg.len() > start {
                     continue;
@@ -231,7 +271,7 @@ mod tests {
 
     #[test]
     fn overlapping_bordered_and_non_utf8_secrets_are_redacted() {
-        let mut log = LogBuffer::new(&["abab".to_string(), "b\u{e9}c".to_string()]);
+        let mut log = LogBuffer::new(&["abab".to_string(), "b\u{e9}c".to_string()], &[], None);
         log.push(LogLevel::Info, b"xababab-ababy", false);
         assert_eq!(log.records[0].message, "x[REDACTED]-[REDACTED]y");
         // A secret next to invalid UTF-8 is still found.
@@ -240,7 +280,7 @@ mod tests {
         // A secret whose head is also its tail, whole at the very end of
         // a cut read, is redacted whole (not cut back to its head).
         let secret = format!("ab{}ab", "c".repeat(60));
-        let mut log = LogBuffer::new(std::slice::from_ref(&secret));
+        let mut log = LogBuffer::new(std::slice::from_ref(&secret), &[], None);
         let mut msg = secret.repeat(2).into_bytes();
         msg.resize(log.read_limit() - secret.len(), b'x');
         msg.extend_from_slice(secret.as_bytes());
@@ -254,16 +294,63 @@ mod tests {
         );
     }
 
+    fn leased(name: &str, value: &str) -> (Vec<LeasedSecret>, Option<Arc<Redactor>>) {
+        let secret = LeasedSecret {
+            name: name.into(),
+            version: 1,
+            lease_id: "0".repeat(32),
+            env: false,
+            value: warden_core::SecretValue::new(zeroize::Zeroizing::new(value.into())),
+        };
+        let redactor = Redactor::new(&[(name, value.as_bytes())]);
+        (vec![secret], Some(Arc::new(redactor)))
+    }
+
+    #[test]
+    fn leased_secrets_are_redacted_in_every_form_by_name() {
+        let value = "tok-3f9a1c77e2b04d6d";
+        let (leased, redactor) = leased("api", value);
+        // The engine also lists the value as a literal string: the
+        // redactor takes it, naming the secret; other strings stay literal.
+        let mut log = LogBuffer::new(&[value.into(), "plain".into()], &leased, redactor);
+        log.push(
+            LogLevel::Info,
+            b"v=tok-3f9a1c77e2b04d6d b64=dG9rLTNmOWExYzc3ZTJiMDRkNmQ= plain",
+            false,
+        );
+        assert_eq!(
+            log.records[0].message,
+            "v=[REDACTED:api] b64=[REDACTED:api] [REDACTED]"
+        );
+        // A form across the cut of what the host reads leaves no prefix.
+        let form = "dG9rLTNmOWExYzc3ZTJiMDRkNmQ=";
+        for start in [
+            MAX_MESSAGE_BYTES - 10,
+            MAX_MESSAGE_BYTES,
+            log.read_limit() - 5,
+        ] {
+            let mut msg = vec![b'x'; start];
+            msg.extend_from_slice(form.as_bytes());
+            msg.extend_from_slice(&[b'y'; 100]);
+            let kept = logged(&mut log, &msg);
+            assert!(
+                !kept.contains("dG9rLTNm"),
+                "start {start}: {}",
+                &kept[kept.len() - 40..]
+            );
+        }
+    }
+
     #[test]
     fn records_are_capped() {
-        let mut log = LogBuffer::new(&[]);
+        let mut log = LogBuffer::new(&[], &[], None);
         for _ in 0..MAX_RECORDS + 10 {
             log.push(LogLevel::Debug, b"x", false);
         }
         assert_eq!(log.records.len(), MAX_RECORDS);
         assert_eq!(log.dropped, 10);
         assert!(log.truncated);
-        let mut log = LogBuffer::new(&[]);
+        let mut log = LogBuffer::new(&[], &[], None);
         let big = vec![b'b'; MAX_MESSAGE_BYTES];
         for _ in 0..40 {
             log.push(LogLevel::Debug, &big, false);

@@ -1,8 +1,8 @@
-//! Host capabilities offered to guests: `log`, `kv`, `http` and `call`
-//! (plus the gating of WASI's clocks and randomness).
+//! Host capabilities offered to guests: `log`, `kv`, `http`, `call` and
+//! `secret` (plus the gating of WASI's clocks and randomness).
 //!
 //! One layer of host logic (this module and [`log`], [`kv`], [`http`],
-//! [`call`]) works on a run's [`HostState`]; two thin ABIs sit on top of
+//! [`call`], [`secret`]) works on a run's [`HostState`]; two thin ABIs sit on top of
 //! it: the preview-1 import module `warden` for core modules ([`p1`]) and
 //! the WIT package `warden:host@0.1.0` for components ([`component`]).
 //! docs/host.md documents both.
@@ -20,6 +20,7 @@ pub(crate) mod http;
 pub(crate) mod kv;
 pub(crate) mod log;
 pub(crate) mod p1;
+pub(crate) mod secret;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ use std::time::Instant;
 use thiserror::Error;
 use warden_core::{Invocation, ModuleRef, Violation};
 use warden_policy::Capability;
+use warden_secrets::Redactor;
 
 use crate::module::{Code as ModuleCode, PreparedModule};
 use crate::{WasmBackend, WasmError};
@@ -71,6 +73,13 @@ pub(crate) enum HostError {
         function: &'static str,
         capability: String,
     },
+    /// A granted secret whose lease is no longer valid (a denial too).
+    #[error("{function}: the lease of secret:{secret} {why}")]
+    LeaseEnded {
+        function: &'static str,
+        secret: String,
+        why: &'static str,
+    },
     #[error("not found")]
     NotFound,
     #[error("invalid argument: {0}")]
@@ -90,7 +99,7 @@ pub(crate) enum HostError {
 impl HostError {
     pub fn code(&self) -> HostCode {
         match self {
-            HostError::Denied { .. } => HostCode::Denied,
+            HostError::Denied { .. } | HostError::LeaseEnded { .. } => HostCode::Denied,
             HostError::NotFound => HostCode::NotFound,
             HostError::Invalid(_) => HostCode::Invalid,
             HostError::TooLarge(_) => HostCode::TooLarge,
@@ -143,6 +152,8 @@ pub(crate) struct HostState {
     kv: Option<Box<kv::Session>>,
     /// The run's wall-clock deadline: no host call outlives it.
     pub deadline: Instant,
+    /// Only for a run that holds leased secrets.
+    pub secrets: Option<Box<secret::Secrets>>,
     /// Only for a module that imports `call`.
     pub call: Option<Box<call::CallContext>>,
     /// Denied calls by detail (`function: capability not granted`), counted.
@@ -157,12 +168,14 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
+    /// `redactor`: the run's secrets' (see [`log::LogBuffer::new`]).
     pub fn new(
         backend: &WasmBackend,
         inv: &Invocation,
         deadline: Instant,
         call: Option<call::CallContext>,
         kv: bool,
+        redactor: Option<Arc<Redactor>>,
     ) -> Self {
         HostState {
             grants: inv
@@ -171,7 +184,7 @@ impl HostState {
                 .filter(|c| !c.is_limit())
                 .cloned()
                 .collect(),
-            log: log::LogBuffer::new(&inv.redact),
+            log: log::LogBuffer::new(&inv.redact, &inv.secrets, redactor),
             kv: kv.then(|| {
                 Box::new(kv::Session::new(
                     backend,
@@ -180,6 +193,8 @@ impl HostState {
                 ))
             }),
             deadline,
+            secrets: secret::Secrets::new(inv, backend.config().lease_state_dir.clone())
+                .map(Box::new),
             call: call.map(Box::new),
             denied: BTreeMap::new(),
             denied_overflow: 0,
@@ -226,10 +241,14 @@ impl HostState {
 
     /// Records that `function` was refused for want of `capability`.
     pub fn deny(&mut self, function: &'static str, capability: String) -> HostError {
-        let err = HostError::Denied {
+        self.record_denial(HostError::Denied {
             function,
             capability,
-        };
+        })
+    }
+
+    /// Records a refused call (a `capability` violation of the run).
+    pub fn record_denial(&mut self, err: HostError) -> HostError {
         let detail = err.to_string();
         if let Some(n) = self.denied.get_mut(&detail) {
             *n += 1;
@@ -316,6 +335,7 @@ pub(crate) enum Interface {
     Kv,
     Http,
     Call,
+    Secret,
     /// `wasi:clocks/*` functions (components only; preview-1 clock
     /// functions are gated when called).
     Clocks,
@@ -332,6 +352,7 @@ impl Interface {
             Interface::Kv => "kv:read:NS or kv:write:NS",
             Interface::Http => "net:http:HOST",
             Interface::Call => "module:call:NAME",
+            Interface::Secret => "secret:NAME",
             Interface::Clocks => "clock:read",
             Interface::Random => "random:read",
         }
@@ -344,6 +365,7 @@ impl Interface {
             Interface::Kv => matches!(g, Capability::KvRead(_) | Capability::KvWrite(_)),
             Interface::Http => matches!(g, Capability::NetHttp(_)),
             Interface::Call => matches!(g, Capability::ModuleCall(_)),
+            Interface::Secret => matches!(g, Capability::Secret(_) | Capability::SecretEnv(_)),
             Interface::Clocks => matches!(g, Capability::ClockRead),
             Interface::Random => matches!(g, Capability::RandomRead),
         })
@@ -360,6 +382,7 @@ impl Interface {
             n if n.starts_with("kv_") => Interface::Kv,
             n if n.starts_with("http_") => Interface::Http,
             "call" => Interface::Call,
+            "secret" => Interface::Secret,
             _ => return None,
         })
     }
@@ -375,6 +398,7 @@ impl Interface {
                 "kv" => Interface::Kv,
                 "http" => Interface::Http,
                 "call" => Interface::Call,
+                "secret" => Interface::Secret,
                 _ => return None,
             }),
             "wasi:clocks" => Some(Interface::Clocks),
@@ -470,10 +494,18 @@ mod tests {
             Interface::of_p1_import("warden", "call"),
             Some(Interface::Call)
         );
+        assert_eq!(
+            Interface::of_p1_import("warden", "secret"),
+            Some(Interface::Secret)
+        );
         assert_eq!(Interface::of_p1_import("env", "log"), None);
         assert_eq!(
             Interface::of_component_import("warden:host/kv@0.1.0"),
             Some(Interface::Kv)
+        );
+        assert_eq!(
+            Interface::of_component_import("warden:host/secret@0.1.0"),
+            Some(Interface::Secret)
         );
         assert_eq!(
             Interface::of_component_import("warden:host/types@0.1.0"),
@@ -499,5 +531,7 @@ mod tests {
         assert!(Interface::Kv.granted(&grants));
         assert!(!Interface::Log.granted(&grants));
         assert!(!Interface::Http.granted(&[]));
+        assert!(Interface::Secret.granted(&[Capability::SecretEnv("db".into())]));
+        assert!(!Interface::Secret.granted(&grants));
     }
 }

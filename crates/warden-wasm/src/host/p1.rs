@@ -14,7 +14,7 @@ use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as wasi_p1, WasiSnapshotPre
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wiggle::GuestMemory;
 
-use super::{call, http, kv, log, HostCode, HostError, MAX_METHOD, MAX_NAME, P1_MODULE};
+use super::{call, http, kv, log, secret, HostCode, HostError, MAX_METHOD, MAX_NAME, P1_MODULE};
 use crate::run::RunState;
 
 /// The WASI preview-1 module.
@@ -177,11 +177,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<(
 }
 
 /// What the synchronous linker (runs that cannot block, see
-/// [`crate::module::SYNC_IMPORTS`]) adds to WASI preview 1: `warden.log`
-/// and the same gated clocks and randomness. `poll_oneoff` can wait, so it
+/// [`crate::module::SYNC_IMPORTS`]) adds to WASI preview 1: `warden.log`,
+/// `warden.secret` (a lease check reads one small local file) and the
+/// same gated clocks and randomness. `poll_oneoff` can wait, so it
 /// is never reached this way; it is replaced by a trap all the same.
 pub(crate) fn add_to_sync_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     add_log(linker)?;
+    add_secret(linker)?;
     gate_wasi(linker)?;
     linker.allow_shadowing(true);
     linker.func_wrap(
@@ -206,6 +208,22 @@ fn log_call(caller: &mut Ctx<'_>, level: i32, ptr: i32, len: i32) -> Result<i32,
     let raw = mem.data(&*caller)[r.start..r.start + r.len().min(limit)].to_vec();
     log::write(&mut caller.data_mut().host, "warden.log", level, &raw, more)?;
     Ok(HostCode::Ok as i32)
+}
+
+fn secret_call(
+    caller: &mut Ctx<'_>,
+    name: i32,
+    name_len: i32,
+    buf: i32,
+    buf_cap: i32,
+    len_out: i32,
+) -> Result<i32, HostError> {
+    let mem = memory(caller)?;
+    let name = read_str(caller, &mem, name, name_len, MAX_NAME)?;
+    // A bad length pointer fails before the lease is checked.
+    range(caller, &mem, len_out, 4)?;
+    let value = secret::read(&mut caller.data_mut().host, "warden.secret", &name)?;
+    deliver_or_size(caller, &mem, buf, buf_cap, len_out, &value)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -360,8 +378,33 @@ fn add_log(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+fn add_secret(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        P1_MODULE,
+        "secret",
+        |mut caller: Ctx<'_>,
+         name: i32,
+         name_len: i32,
+         buf: i32,
+         buf_cap: i32,
+         len_out: i32|
+         -> i32 {
+            status(secret_call(
+                &mut caller,
+                name,
+                name_len,
+                buf,
+                buf_cap,
+                len_out,
+            ))
+        },
+    )?;
+    Ok(())
+}
+
 fn add_warden(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     add_log(linker)?;
+    add_secret(linker)?;
     linker.func_wrap(
         P1_MODULE,
         "kv_get",
