@@ -520,6 +520,7 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
             principal: &principal,
             tenant: &tenant,
             argv,
+            sealed: None,
         };
         a.record_run(&facts, report)
             .map_err(|e| format!("the run ended but its audit entry could not be written: {e}"))
@@ -764,6 +765,7 @@ fn refuse_unaudited(
                 principal,
                 tenant,
                 argv,
+                sealed: None,
             };
             Ok(a.record_run(&facts, &mut report)?)
         });

@@ -276,6 +276,14 @@ pub enum AuditCommand {
     },
     /// Record JSON objects from stdin, one per line, as `external` entries; prints the index of each.
     Append,
+    /// Print entry INDEX; with --reveal (RBAC audit.reveal) also its confidential fields, checked against their commitments.
+    Show {
+        index: u64,
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Delete the sealed plaintext of entry INDEX's confidential FIELD for good (the entry and every proof stay valid).
+    Shred { index: u64, field: String },
     /// Write entries with their exact bytes, inclusion proofs and a signed checkpoint to BUNDLE.
     Export {
         #[arg(long, value_name = "N", default_value_t = 0)]

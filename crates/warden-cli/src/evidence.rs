@@ -367,6 +367,10 @@ pub(crate) fn audit(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Log { .. } | AuditCommand::Prove { .. } => {
             Some(warden_authz::Action::AuditRead)
         }
+        AuditCommand::Show { reveal: false, .. } => Some(warden_authz::Action::AuditRead),
+        AuditCommand::Show { reveal: true, .. } | AuditCommand::Shred { .. } => {
+            Some(warden_authz::Action::AuditReveal)
+        }
         _ => None,
     };
     if let Some(action) = needs {
@@ -389,6 +393,8 @@ pub(crate) fn audit(command: AuditCommand) -> anyhow::Result<()> {
     let verifier = warden_engine::audit::verifier(&origin, &key)?;
     match command {
         AuditCommand::Append => {}
+        AuditCommand::Show { index, reveal } => audit_show(&ledger, index, reveal)?,
+        AuditCommand::Shred { index, field } => audit_shred(&ledger, index, &field)?,
         AuditCommand::Export { from, to, output } => {
             export_bundle(&mut ledger, &origin, &key, from, to, &output)?
         }
@@ -671,4 +677,96 @@ fn verify_bundle(bundle: &Path, key: Option<&str>) -> anyhow::Result<()> {
 fn entry_tenant(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     v.get("event")?.get("tenant")?.as_str().map(str::to_string)
+}
+
+/// The seal id and commitments an entry names, if it has confidential
+/// fields.
+fn entry_seal(body: &[u8]) -> Option<(String, serde_json::Map<String, serde_json::Value>)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let c = v.get("event")?.get("confidential")?;
+    Some((
+        c.get("seal")?.as_str()?.to_string(),
+        c.get("commitments")?.as_object()?.clone(),
+    ))
+}
+
+/// `warden audit show INDEX [--reveal]`.
+fn audit_show(
+    ledger: &warden_ledger::store::Ledger,
+    index: u64,
+    reveal: bool,
+) -> anyhow::Result<()> {
+    let body = ledger
+        .entry(index)?
+        .ok_or_else(|| anyhow::anyhow!("no entry {index}"))?;
+    let mut entry: serde_json::Value = serde_json::from_slice(&body)?;
+    // A principal of another tenant does not see it at all.
+    let actor = crate::app::acting().map_err(|e| anyhow::anyhow!(e))?;
+    if !actor.os_user && entry_tenant(&body).as_deref() != Some(actor.tenant.as_str()) {
+        anyhow::bail!("no entry {index}");
+    }
+    if reveal {
+        let (seal, commitments) = entry_seal(&body)
+            .ok_or_else(|| anyhow::anyhow!("entry {index} has no confidential fields"))?;
+        let open = warden_engine::seal::reveal(&state_dir()?, &seal)?;
+        let mut revealed = serde_json::Map::new();
+        for (field, committed) in &commitments {
+            let shown = match open.get(field) {
+                None => serde_json::json!({"shredded": true}),
+                Some((salt, value)) => {
+                    let recomputed = warden_engine::seal::commitment(salt, value)?;
+                    if Some(recomputed.as_str()) != committed.as_str() {
+                        anyhow::bail!(
+                            "entry {index}: the sealed value of {field} does not match its commitment"
+                        );
+                    }
+                    serde_json::json!({"value": value, "salt": hex::encode(salt)})
+                }
+            };
+            revealed.insert(field.clone(), shown);
+        }
+        entry["revealed"] = serde_json::Value::Object(revealed);
+    }
+    println!("{}", serde_json::to_string_pretty(&entry)?);
+    Ok(())
+}
+
+/// `warden audit shred INDEX FIELD` (itself a ledger entry).
+fn audit_shred(
+    ledger: &warden_ledger::store::Ledger,
+    index: u64,
+    field: &str,
+) -> anyhow::Result<()> {
+    let body = ledger
+        .entry(index)?
+        .ok_or_else(|| anyhow::anyhow!("no entry {index}"))?;
+    let actor = crate::app::acting().map_err(|e| anyhow::anyhow!(e))?;
+    if !actor.os_user && entry_tenant(&body).as_deref() != Some(actor.tenant.as_str()) {
+        anyhow::bail!("no entry {index}");
+    }
+    let (seal, commitments) = entry_seal(&body)
+        .ok_or_else(|| anyhow::anyhow!("entry {index} has no confidential fields"))?;
+    if !commitments.contains_key(field) {
+        anyhow::bail!("entry {index} has no confidential field {field:?}");
+    }
+    let state = state_dir()?;
+    let mut audit = warden_engine::audit::Audit::open(&state)?;
+    let was = warden_engine::seal::shred(&state, &seal, field)?;
+    let r = audit.record(
+        "audit",
+        serde_json::json!({
+            "action": "shred",
+            "principal": actor.principal,
+            "tenant": actor.tenant,
+            "entry": index,
+            "field": field,
+            "was_present": was,
+        }),
+    )?;
+    println!(
+        "shredded {field} of entry {index}{} (audit entry {})",
+        if was { "" } else { " (already gone)" },
+        r.index
+    );
+    Ok(())
 }

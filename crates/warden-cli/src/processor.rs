@@ -221,8 +221,8 @@ fn processor_command(command: ProcessorCommand) -> anyhow::Result<()> {
 
 /// Reads `--input` whole into a sealed memfd and makes it Warden's stdin,
 /// which the run hands to the processor: what it reads is exactly the
-/// bytes hashed. Returns their hex SHA-256.
-fn input_as_stdin(path: &Path) -> anyhow::Result<String> {
+/// bytes hashed. Returns their hex SHA-256, and the bytes.
+fn input_as_stdin(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
     use rustix::fs::{MemfdFlags, SealFlags};
     use std::io::Read;
     let file = std::fs::File::open(path)
@@ -252,7 +252,33 @@ fn input_as_stdin(path: &Path) -> anyhow::Result<String> {
     rustix::fs::seek(&memfd, rustix::fs::SeekFrom::Start(0))?;
     rustix::stdio::dup2_stdin(&memfd)?;
     use sha2::Digest as _;
-    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+    Ok((hex::encode(sha2::Sha256::digest(&bytes)), bytes))
+}
+
+/// Seals the values the manifest marks confidential: the argv, and each
+/// `/input/...` pointer into the input read as JSON (a pointer the input
+/// does not have is left out). `None` when nothing is confidential.
+fn seal_confidential(
+    state: &Path,
+    confidential: &[String],
+    argv: &[String],
+    input: Option<&[u8]>,
+) -> anyhow::Result<Option<(String, std::collections::BTreeMap<String, String>)>> {
+    if confidential.is_empty() {
+        return Ok(None);
+    }
+    let doc: Option<serde_json::Value> = input.and_then(|b| serde_json::from_slice(b).ok());
+    let mut fields = std::collections::BTreeMap::new();
+    for field in confidential {
+        if field == "argv" {
+            fields.insert(field.clone(), serde_json::json!(argv));
+        } else if let (Some(pointer), Some(doc)) = (field.strip_prefix("/input"), &doc) {
+            if let Some(v) = warden_engine::seal::pointer(doc, pointer) {
+                fields.insert(field.clone(), v.clone());
+            }
+        }
+    }
+    Ok(Some(warden_engine::seal::seal(state, &fields)?))
 }
 
 /// `warden invoke`.
@@ -284,19 +310,20 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         principal: &principal,
         tenant: &tenant,
         argv: &argv,
+        sealed: None,
     };
     // Ends a run that did not start: the report (refused or error) is
     // recorded if the ledger can take it, then written.
-    let stop = |mut report: Report, audit: Option<&mut Audit>| -> ExitCode {
+    let stop = |mut report: Report, audit: Option<&mut Audit>, facts: &RunFacts<'_>| -> ExitCode {
         if let Some(message) = &report.error {
             say(message);
         }
         let recorded = match audit {
-            Some(a) => a.record_run(&facts, &mut report).map_err(|e| e.to_string()),
+            Some(a) => a.record_run(facts, &mut report).map_err(|e| e.to_string()),
             None => state_dir()
                 .and_then(|s| Ok(Audit::open(&s)?))
                 .map_err(|e| e.to_string())
-                .and_then(|mut a| a.record_run(&facts, &mut report).map_err(|e| e.to_string())),
+                .and_then(|mut a| a.record_run(facts, &mut report).map_err(|e| e.to_string())),
         };
         if let Err(e) = recorded {
             say(format!("it could not be recorded in the audit ledger: {e}"));
@@ -311,17 +338,17 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         })
     };
     if let Some(why) = auth_error {
-        return stop(Report::refused(why, id, ""), None);
+        return stop(Report::refused(why, id, ""), None, &facts);
     }
     let state = match state_dir() {
         Ok(s) => s,
-        Err(e) => return stop(Report::setup_error(e.to_string(), id, ""), None),
+        Err(e) => return stop(Report::setup_error(e.to_string(), id, ""), None, &facts),
     };
     let cwd = match std::env::current_dir() {
         Ok(d) => d,
         Err(e) => {
             let message = format!("cannot determine the working directory: {e}");
-            return stop(Report::setup_error(message, id, ""), None);
+            return stop(Report::setup_error(message, id, ""), None, &facts);
         }
     };
     let policy = invoke::policy_in_force(args.policy.as_deref(), &state);
@@ -337,8 +364,10 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
     };
     let plan = match invoke::plan(&request) {
         Ok(p) => p,
-        Err(InvokeError::Refused(why)) => return stop(Report::refused(why, id, ""), None),
-        Err(InvokeError::Failed(why)) => return stop(Report::setup_error(why, id, ""), None),
+        Err(InvokeError::Refused(why)) => return stop(Report::refused(why, id, ""), None, &facts),
+        Err(InvokeError::Failed(why)) => {
+            return stop(Report::setup_error(why, id, ""), None, &facts)
+        }
     };
     let backend = plan.request.backend.clone().unwrap_or_default();
     if backend == "wasm" && !wasm_here {
@@ -406,21 +435,39 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
             });
         if let Err(why) = decided {
             let report = with_processor(Report::refused(why, id, &backend));
-            return stop(report, Some(&mut audit));
+            return stop(report, Some(&mut audit), &facts);
         }
     }
-    let input_sha256 = match args.input.as_deref().map(input_as_stdin).transpose() {
+    let input = match args.input.as_deref().map(input_as_stdin).transpose() {
         Ok(h) => h,
         Err(e) => {
             let report = with_processor(Report::setup_error(format!("{e:#}"), id, &backend));
-            return stop(report, Some(&mut audit));
+            return stop(report, Some(&mut audit), &facts);
         }
     };
+    // Confidential fields: sealed before the run, committed in its entry.
+    let sealed = match seal_confidential(
+        &state,
+        &plan.loaded.manifest.confidential,
+        &argv,
+        input.as_ref().map(|(_, b)| b.as_slice()),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            let report = with_processor(Report::setup_error(format!("{e:#}"), id, &backend));
+            return stop(report, Some(&mut audit), &facts);
+        }
+    };
+    let facts = RunFacts {
+        sealed: sealed.as_ref(),
+        ..facts
+    };
+    let input_sha256 = input.map(|(h, _)| h);
     let mut prepared = match warden_engine::prepare(&plan.request, id.clone()) {
         Ok(p) => p,
         Err(e) => {
             let report = with_processor(Report::setup_error(e.to_string(), id, &backend));
-            return stop(report, Some(&mut audit));
+            return stop(report, Some(&mut audit), &facts);
         }
     };
     prepared.invocation.code = plan.code.clone();
@@ -435,7 +482,7 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         Err(e) => {
             let message = format!("cannot lease the granted secrets: {e}");
             let report = with_processor(Report::setup_error(message, id, &backend));
-            return stop(report, Some(&mut audit));
+            return stop(report, Some(&mut audit), &facts);
         }
     };
     let result = engine.run(&prepared);
@@ -451,7 +498,7 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         Ok(r) => r,
         Err(e) => {
             let report = with_processor(Report::setup_error(redact(e.to_string()), id, &backend));
-            return stop(report, Some(&mut audit));
+            return stop(report, Some(&mut audit), &facts);
         }
     };
     if let Some(l) = &leases {

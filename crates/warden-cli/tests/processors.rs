@@ -408,3 +408,124 @@ fn a_bad_manifest_is_reported_with_its_place() {
     assert!(out.stdout.contains("frobnicate"), "{}", out.ctx());
     warden(&t, &["processor", "add", &p(&dir)]).expect_code(1, "bad add");
 }
+
+/// Fields a manifest marks confidential enter the ledger as salted
+/// commitments; `audit show --reveal` shows and checks them, `audit shred`
+/// deletes them for good, and the ledger and exported proofs stay valid.
+#[test]
+fn confidential_fields_are_committed_revealed_and_shredded() {
+    let t = TempDir::new("proc-confidential");
+    let dir = processor(
+        &t,
+        "card",
+        "name: card\nversion: 1.0.0\nkind: script\nlanguage: sh\nentry: run.sh\nconfidential: [argv, /input/card/number]\n",
+        &[("run.sh", b"cat > /dev/null; echo charged\n", false)],
+    );
+    warden(&t, &["processor", "add", &p(&dir)]).expect_code(0, "add");
+    let input = t.write_root(
+        "order.json",
+        "{\"card\":{\"number\":\"4111-1111-1111-1111\"},\"amount\":5}",
+    );
+    let out = t
+        .raw([
+            "invoke",
+            "card",
+            "--input",
+            &p(&input),
+            "--report",
+            &p(&t.report_path()),
+            "--",
+            "customer-7731",
+        ])
+        .env("WARDEN_STATE", &state(&t))
+        .go();
+    out.expect_code(0, "invoke");
+    assert_eq!(out.stdout, "charged\n");
+    let index = t.report_json()["audit"]["index"].as_u64().unwrap();
+    let log = warden(&t, &["audit", "log"]);
+    assert!(
+        !log.stdout.contains("customer-7731"),
+        "argv in the clear: {}",
+        log.stdout
+    );
+    assert!(!log.stdout.contains("4111"), "card number in the clear");
+    let e: serde_json::Value = serde_json::from_str(log.stdout.lines().last().unwrap()).unwrap();
+    assert!(e["event"]["argv"]["commitment"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let commitments = &e["event"]["confidential"]["commitments"];
+    assert!(commitments["/input/card/number"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    // Revealed, and checked against the commitments.
+    let out = warden(&t, &["audit", "show", &index.to_string(), "--reveal"]);
+    out.expect_code(0, "reveal");
+    let shown: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(shown["revealed"]["argv"]["value"][2], "customer-7731");
+    assert_eq!(
+        shown["revealed"]["/input/card/number"]["value"],
+        "4111-1111-1111-1111"
+    );
+    {
+        use sha2::Digest as _;
+        let salt = hex::decode(shown["revealed"]["argv"]["salt"].as_str().unwrap()).unwrap();
+        let mut h = sha2::Sha256::new();
+        h.update(&salt);
+        h.update(br#"["invoke","card","customer-7731"]"#);
+        assert_eq!(
+            format!("sha256:{}", hex::encode(h.finalize())),
+            e["event"]["argv"]["commitment"].as_str().unwrap(),
+            "the commitment is SHA-256(salt || JCS(value))"
+        );
+    }
+    // Shredded for good; the ledger and an exported bundle still verify.
+    warden(
+        &t,
+        &["audit", "shred", &index.to_string(), "/input/card/number"],
+    )
+    .expect_code(0, "shred");
+    let out = warden(&t, &["audit", "show", &index.to_string(), "--reveal"]);
+    let shown: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(shown["revealed"]["/input/card/number"]["shredded"], true);
+    assert_eq!(shown["revealed"]["argv"]["value"][2], "customer-7731");
+    let mut hits = Vec::new();
+    let mut todo = vec![t.root.join("state")];
+    while let Some(d) = todo.pop() {
+        for f in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = f.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default())
+                .contains("4111")
+            {
+                hits.push(path);
+            }
+        }
+    }
+    assert!(hits.is_empty(), "plaintext left: {hits:?}");
+    warden(&t, &["audit", "verify"]).expect_code(0, "verify after shredding");
+    let bundle = t.root.join("b.json");
+    warden(&t, &["audit", "export", "-o", &p(&bundle)]).expect_code(0, "export");
+    let key = warden(&t, &["audit", "key"]).stdout.trim().to_string();
+    warden(
+        &t,
+        &["audit", "verify", "--bundle", &p(&bundle), "--key", &key],
+    )
+    .expect_code(0, "bundle verifies after shredding");
+    // A bad confidential field is a manifest error with its place.
+    let bad = processor(
+        &t,
+        "bad-conf",
+        "name: badconf\nversion: 1.0.0\nkind: script\nlanguage: sh\nentry: run.sh\nconfidential: [env, /input/a~2]\n",
+        &[("run.sh", b"true\n", false)],
+    );
+    let out = warden(&t, &["processor", "check", &p(&bad)]);
+    out.expect_code(1, "bad confidential");
+    assert!(
+        out.stdout.contains("processor.yaml:6:16: error:"),
+        "{}",
+        out.ctx()
+    );
+}

@@ -120,13 +120,19 @@ pub struct RunFacts<'a> {
     pub principal: &'a str,
     pub tenant: &'a str,
     pub argv: &'a [String],
+    /// Confidential fields (see [`crate::seal`]): the seal id and each
+    /// field's commitment; `argv` among them replaces the argv.
+    pub sealed: Option<&'a (String, std::collections::BTreeMap<String, String>)>,
 }
 
 #[derive(Serialize)]
 struct RunEvent<'a> {
     principal: &'a str,
     tenant: &'a str,
-    argv: &'a [String],
+    /// The argv, or `{"commitment": …}` when it is confidential.
+    argv: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confidential: Option<serde_json::Value>,
     invocation_id: &'a str,
     backend: &'a str,
     policy_digest: &'a str,
@@ -281,7 +287,13 @@ impl Audit {
         let event = RunEvent {
             principal: facts.principal,
             tenant: facts.tenant,
-            argv: facts.argv,
+            argv: match facts.sealed.and_then(|(_, c)| c.get("argv")) {
+                Some(c) => serde_json::json!({ "commitment": c }),
+                None => serde_json::json!(facts.argv),
+            },
+            confidential: facts
+                .sealed
+                .map(|(id, c)| serde_json::json!({"seal": id, "commitments": c})),
             invocation_id: &report.invocation_id,
             backend: &report.backend,
             policy_digest: &report.policy_digest,

@@ -212,6 +212,13 @@ impl Identity {
 
     pub fn add_tenant(&self, name: &str) -> Result<Tenant, IdentityError> {
         check_name("tenant", name)?;
+        // `_…` names are Warden's own (the sealed ledger fields' store).
+        if name.starts_with('_') {
+            return Err(IdentityError::BadName {
+                what: "tenant",
+                name: name.to_string(),
+            });
+        }
         self.update(|f| {
             if f.tenants.iter().any(|t| t.name == name) {
                 return Err(IdentityError::TenantExists(name.to_string()));

@@ -9,6 +9,7 @@ pub mod config;
 pub mod identity;
 pub mod invoke;
 mod request;
+pub mod seal;
 pub mod secrets;
 
 pub use request::{prepare, Prepared, RunRequest};

@@ -40,7 +40,7 @@ pub const MAX_PATH_LEN: usize = 4096;
 /// Largest SBOM file accepted, in bytes.
 pub const MAX_SBOM_BYTES: usize = 16 << 20;
 
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "name",
     "version",
     "kind",
@@ -51,6 +51,7 @@ const KEYS: [&str; 10] = [
     "description",
     "sbom",
     "tags",
+    "confidential",
 ];
 
 /// What kind of code a processor is.
@@ -190,6 +191,11 @@ pub struct Manifest {
     pub sbom: Option<Sbom>,
     /// Short labels, e.g. for authorization conditions.
     pub tags: Vec<String>,
+    /// What is `classification: confidential` in the ledger: `argv` (the
+    /// ledger's own field) and JSON pointers into the input (`/input/...`).
+    /// Such a value is recorded as a salted commitment; its plaintext is
+    /// kept apart, encrypted, and can be shredded without touching proofs.
+    pub confidential: Vec<String>,
 }
 
 impl Manifest {
@@ -461,6 +467,7 @@ struct Fields {
     description: Option<String>,
     sbom: Option<Sbom>,
     tags: Vec<String>,
+    confidential: Vec<String>,
     /// Every limit setting: field, value, place, how it was written.
     limit_settings: Vec<(LimitField, LimitValue, Location, String)>,
 }
@@ -539,6 +546,7 @@ impl Analysis<'_> {
                         .map(|path| Sbom { path, sha256: None })
                 }
                 "tags" => fields.tags = self.tags(value),
+                "confidential" => fields.confidential = self.confidential(value),
                 other => {
                     let message = unknown_key(other);
                     self.error(key.location, message);
@@ -573,6 +581,7 @@ impl Analysis<'_> {
             description: fields.description,
             sbom: fields.sbom,
             tags: fields.tags,
+            confidential: fields.confidential,
         })
     }
 
@@ -856,6 +865,32 @@ impl Analysis<'_> {
         }
     }
 
+    /// `confidential: [argv, /input/card/number]`.
+    fn confidential(&mut self, value: &YamlNode) -> Vec<String> {
+        let Some(items) = self.list(value, "confidential", MAX_TAGS) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::new();
+        for item in items {
+            let Some(text) = self.scalar(item, "a confidential field", "a string") else {
+                continue;
+            };
+            if let Err(why) = check_confidential(text) {
+                self.error(item.location, why);
+                continue;
+            }
+            if out.iter().any(|o| o == text) {
+                self.error(
+                    item.location,
+                    format!("duplicate confidential field {text:?}"),
+                );
+                continue;
+            }
+            out.push(text.to_owned());
+        }
+        out
+    }
+
     fn tags(&mut self, value: &YamlNode) -> Vec<String> {
         let Some(items) = self.list(value, "tags", MAX_TAGS) else {
             return Vec::new();
@@ -882,6 +917,46 @@ impl Analysis<'_> {
         }
         tags
     }
+}
+
+/// Whether `field` names something the ledger can keep confidential:
+/// `argv`, or an RFC 6901 JSON pointer into the input, `/input/...`.
+pub fn check_confidential(field: &str) -> Result<(), String> {
+    if field == "argv" {
+        return Ok(());
+    }
+    let Some(pointer) = field.strip_prefix("/input") else {
+        return Err(format!(
+            "confidential field {:?}: expected argv or a JSON pointer into the input (/input/...)",
+            excerpt(field)
+        ));
+    };
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err(format!(
+            "confidential field {:?}: not a JSON pointer",
+            excerpt(field)
+        ));
+    }
+    // RFC 6901: `~` only as `~0` or `~1`.
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "confidential field {:?}: `~` must be written ~0 (and `/` ~1)",
+                excerpt(field)
+            ));
+        }
+        if c.is_control() {
+            return Err(format!(
+                "confidential field {:?}: a control character",
+                excerpt(field)
+            ));
+        }
+    }
+    if field.len() > 256 {
+        return Err("confidential field: longer than 256 bytes".into());
+    }
+    Ok(())
 }
 
 /// Whether `name` is a valid processor name: `[a-z0-9][a-z0-9._-]{0,63}`.

@@ -328,7 +328,7 @@ fn manifest_errors_have_line_and_column() {
         ),
         (
             "- a\n- b\n".to_owned(),
-            "processor.yaml:1:1: error: a processor manifest must be a YAML mapping with keys name, version, kind, language, entry, capabilities, limits, description, sbom, tags; found a list",
+            "processor.yaml:1:1: error: a processor manifest must be a YAML mapping with keys name, version, kind, language, entry, capabilities, limits, description, sbom, tags, confidential; found a list",
         ),
         (
             "# nothing\n".to_owned(),
