@@ -366,6 +366,42 @@ fn a_callee_gets_no_secret_of_its_caller() {
     assert!(!r.stdout.contains("SECRET_API_TOKEN"), "{}", r.stdout);
 }
 
+#[test]
+fn a_component_reads_through_the_wit_interface() {
+    let leased = lease(NAME, VALUE, Duration::from_secs(60));
+    let lease_id = leased.lease_id.clone();
+    let mut i = inv(&component("hostsecret"), &[NAME, "other"]);
+    i.capabilities = caps(&["secret:api-token"]);
+    i.secrets = vec![leased.clone()];
+    let r = run_here(&i);
+    assert_eq!(r.outcome.exit_code, Some(0), "{:?} {}", r.outcome, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], format!("{NAME}: Ok({MARK})"));
+    assert!(lines[1].contains("\"denied\""), "{}", lines[1]);
+    assert_eq!(
+        violations_of(&r.outcome, "capability"),
+        ["warden:host/secret.read: secret:other not granted"]
+    );
+    // Revoked: denied too.
+    leases()
+        .revoke(&lease_id, warden_secrets::unix_now())
+        .unwrap();
+    let mut i = inv(&component("hostsecret"), &[NAME]);
+    i.capabilities = caps(&["secret:api-token"]);
+    i.secrets = vec![leased];
+    let r = run_here(&i);
+    assert!(r.stdout.contains("\"denied\""), "{}", r.stdout);
+    assert_eq!(
+        violations_of(&r.outcome, "capability"),
+        ["warden:host/secret.read: the lease of secret:api-token was revoked"]
+    );
+    // Without a secret grant the component is refused before it starts.
+    let r = run_here(&inv(&component("hostsecret"), &[NAME]));
+    assert_eq!(r.outcome.exit_code, Some(126), "{:?}", r.outcome);
+    let error = r.outcome.error.unwrap_or_default();
+    assert!(error.contains("warden:host/secret@0.1.0"), "{error}");
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
