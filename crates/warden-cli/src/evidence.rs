@@ -235,6 +235,60 @@ fn audit_append() -> anyhow::Result<()> {
     let actor = crate::app::acting().map_err(|e| anyhow::anyhow!(e))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // A file on stdin is a bulk import: parsed on this thread while the
+    // ledger writes the previous transaction on another.
+    let from_file = rustix::fs::fstat(std::io::stdin()).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+    });
+    if from_file {
+        let mut bad: Option<anyhow::Error> = None;
+        let mut number = 0u64;
+        let mut line = Vec::new();
+        let events = std::iter::from_fn(|| loop {
+            if bad.is_some() {
+                return None;
+            }
+            line.clear();
+            match (&mut reader)
+                .take(MAX_EXTERNAL_EVENT as u64 + 1)
+                .read_until(b'\n', &mut line)
+            {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    bad = Some(e.into());
+                    return None;
+                }
+            }
+            number += 1;
+            match parse_external(&line, number) {
+                Ok(Some(record)) => {
+                    return Some(serde_json::json!({
+                        "principal": actor.principal,
+                        "tenant": actor.tenant,
+                        "record": record,
+                    }))
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    bad = Some(e);
+                    return None;
+                }
+            }
+        });
+        let mut written: std::io::Result<()> = Ok(());
+        audit.record_stream("external", events, |index| {
+            if written.is_ok() {
+                written = writeln!(out, "{index}");
+            }
+        })?;
+        out.flush()?;
+        written?;
+        return match bad {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+    }
     let mut batch: Vec<serde_json::Value> = Vec::new();
     let mut flush = |batch: &mut Vec<serde_json::Value>,
                      out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>|

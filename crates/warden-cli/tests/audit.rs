@@ -615,3 +615,40 @@ fn an_exported_bundle_verifies_offline() {
     out.expect_code(1, "malformed");
     assert!(out.stderr.contains("malformed bundle"), "{}", out.ctx());
 }
+
+/// A file on stdin is a bulk import (the streaming path): the same
+/// entries, the same stop at a bad line with what came before kept.
+#[test]
+fn a_file_on_stdin_is_imported_in_bulk() {
+    let t = TempDir::new("audit-bulk");
+    let s = state(&t);
+    let mut lines = String::new();
+    for i in 0..2500 {
+        lines.push_str(&format!("{{\"n\":{i}}}\n"));
+    }
+    lines.push_str("not json\n{\"n\":\"after\"}\n");
+    let file = t.write_root("events.jsonl", &lines);
+    let out = std::process::Command::new(common::warden_bin())
+        .args(["audit", "append"])
+        .env("WARDEN_STATE", &s)
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 2500);
+    assert_eq!(stdout.lines().last(), Some("2499"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2501: not JSON"));
+    let e = entries(&t);
+    assert_eq!(e.len(), 2500);
+    assert_eq!(e[2499]["event"]["record"]["n"], 2499);
+    t.raw(["audit", "verify"])
+        .env("WARDEN_STATE", &s)
+        .go()
+        .expect_code(0, "verify");
+}

@@ -246,6 +246,35 @@ impl Audit {
             .collect())
     }
 
+    /// Appends a long stream of events of `kind` (a bulk import) in
+    /// transactions of 1000, calling `ack` with each index once durable;
+    /// returns how many were appended.
+    pub fn record_stream(
+        &mut self,
+        kind: &str,
+        events: impl IntoIterator<Item = serde_json::Value>,
+        mut ack: impl FnMut(u64),
+    ) -> Result<u64, AuditError> {
+        let time = seconds_now();
+        let mut first: Option<u64> = None;
+        let mut last = 0;
+        let n = self.ledger.append_stream(
+            events
+                .into_iter()
+                .map(|e| warden_ledger::store::Prepared::new(time, kind, &e)),
+            1000,
+            |index, _| {
+                first.get_or_insert(index);
+                last = index;
+                ack(index);
+            },
+        )?;
+        if let Some(first) = first {
+            self.maybe_checkpoint(first, last);
+        }
+        Ok(n)
+    }
+
     /// Signs a checkpoint when entries `first..=last` crossed a multiple of
     /// `checkpoint_every`, or the oldest entry no checkpoint covers is
     /// older than `checkpoint_interval`. Not worth failing for: the entries
