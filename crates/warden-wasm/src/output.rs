@@ -128,6 +128,8 @@ struct StreamState {
     /// held while what it lets through is handed on, so that it goes out
     /// (and is hashed) in order.
     redact: Option<Mutex<StreamRedactor>>,
+    /// The output cap cut one of this stream's writes.
+    cut: AtomicBool,
     /// Sequence number (in its queue) of the last byte this stream queued
     /// for the caller's descriptor.
     queued_to: AtomicU64,
@@ -140,6 +142,7 @@ impl StreamState {
             written: AtomicU64::new(0),
             hash: Mutex::default(),
             redact: redactor.map(|r| Mutex::new(r.stream())),
+            cut: AtomicBool::new(false),
             queued_to: AtomicU64::new(0),
         }
     }
@@ -183,15 +186,18 @@ impl StreamState {
         self.hand_on(fd, &out)
     }
 
-    /// Sends on what the redactor still holds (the stream has ended).
+    /// Sends on what the redactor still holds (the stream has ended). If
+    /// the cap cut the stream, that is dropped instead: it could be the
+    /// beginning of a secret whose rest the cut hid, which the redactor
+    /// cannot recognise.
     fn finish_redaction(&self, fd: Fd) {
         let Some(redact) = &self.redact else {
             return;
         };
         let mut redact = redact.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::new();
+        let mut out = zeroize::Zeroizing::new(Vec::new());
         redact.finish(&mut out);
-        if !out.is_empty() {
+        if !out.is_empty() && !self.cut.load(Ordering::Relaxed) {
             // A failing target drops it, as it would any output.
             let _ = self.hand_on(fd, &out);
         }
@@ -569,6 +575,7 @@ impl CappedStream {
         // not kept alive until its deadline.
         state.written.fetch_add(granted as u64, Ordering::Relaxed);
         if granted < buf.len() {
+            state.cut.store(true, Ordering::Relaxed);
             self.out.exceeded.store(true, Ordering::Relaxed);
             return Err(PutError::Limit(OutputLimitReached(self.out.limit)));
         }

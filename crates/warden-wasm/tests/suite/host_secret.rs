@@ -175,6 +175,31 @@ fn a_granted_secret_is_read_and_every_output_redacted() {
 }
 
 #[test]
+fn a_secret_cut_by_the_output_limit_leaves_no_prefix() {
+    let dir = TempDir::new("secret-cut");
+    let body = r#"
+    (call $rc (call $read (i32.const 1024)))
+    (memory.fill (i32.const 5000) (i32.const 46) (i32.const 256))
+    (call $write (i32.const 1) (i32.const 5000) (i32.const 256))
+    (call $write (i32.const 1) (i32.const 3010) (i32.const 6))
+    (call $write (i32.const 1) (i32.const 1024) (call $len))
+"#;
+    let module = guest(&dir, "cut.wat", NAME, "", body);
+    let leased = lease(NAME, VALUE, Duration::from_secs(60));
+    let mut i = inv_with(&module, &["secret:api-token"], vec![leased]);
+    // The cap falls inside the value.
+    i.limits.output_bytes = (5 + 256 + 6 + 10) as u64;
+    let r = run_here(&i);
+    assert_eq!(r.outcome.status, Status::OutputLimit, "{:?}", r.outcome);
+    assert!(r.outcome.truncated);
+    assert_eq!(r.outcome.stdout_bytes, i.limits.output_bytes);
+    let full = format!("rc=0\n{}value=", ".".repeat(256));
+    assert!(!r.stdout.contains("tok-"), "{}", r.stdout);
+    assert!(full.starts_with(&r.stdout), "{}", r.stdout);
+    assert!(r.stdout.starts_with("rc=0\n...."), "{}", r.stdout);
+}
+
+#[test]
 fn an_ungranted_name_is_denied_and_recorded() {
     let dir = TempDir::new("secret-denied");
     let module = guest(
