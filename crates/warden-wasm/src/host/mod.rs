@@ -193,7 +193,7 @@ impl HostState {
                 ))
             }),
             deadline,
-            secrets: secret::Secrets::new(inv, backend.config().lease_state_dir.clone())
+            secrets: secret::Secrets::new(inv, backend.config().lease_state_dir.as_deref())
                 .map(Box::new),
             call: call.map(Box::new),
             denied: BTreeMap::new(),

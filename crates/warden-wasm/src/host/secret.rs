@@ -9,7 +9,7 @@
 //! are refused (`denied`, recorded as a violation). The value is the one
 //! leased (the version of the lease), not read from the store again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use warden_core::{Invocation, LeasedSecret};
 use warden_policy::Capability;
@@ -30,10 +30,10 @@ pub(crate) struct Secrets {
 
 impl Secrets {
     /// `None` when the invocation holds no secret.
-    pub fn new(inv: &Invocation, state_dir: Option<PathBuf>) -> Option<Self> {
+    pub fn new(inv: &Invocation, state_dir: Option<&Path>) -> Option<Self> {
         (!inv.secrets.is_empty()).then(|| Secrets {
             leased: inv.secrets.clone(),
-            state_dir,
+            state_dir: state_dir.map(Path::to_path_buf),
             store: None,
         })
     }
