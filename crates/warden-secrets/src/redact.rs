@@ -231,17 +231,81 @@ fn json_escape(text: &str, style: JsonStyle) -> Form {
 /// Redacts the secrets leased to one invocation. Built once per
 /// invocation; shared by its streams ([`Redactor::stream`]).
 pub struct Redactor {
-    /// `None` when there is nothing to redact.
-    matcher: Option<AhoCorasick>,
-    /// Pattern id → index into `replacements`.
-    pattern_secret: Vec<u32>,
+    /// Patterns of at least [`MIN_FILTERED_LEN`] bytes (every derived
+    /// form, and exact values that long): a DFA run only where the gram
+    /// filter says a match may start.
+    long: Option<(PatternSet, GramFilter)>,
+    /// Shorter patterns (exact values under 8 bytes): an automaton of its
+    /// own, with aho-corasick's prefilter, so a short value does not slow
+    /// down the search for everything else.
+    short: Option<PatternSet>,
     /// `[REDACTED:NAME]` per secret.
     replacements: Vec<Vec<u8>>,
     /// The longest pattern, in bytes.
     max_len: usize,
-    /// Skips most of the text without running the matcher over it;
-    /// `None` when some pattern is too short for it.
-    filter: Option<GramFilter>,
+    pattern_count: usize,
+}
+
+/// One automaton over some of the patterns.
+struct PatternSet {
+    matcher: AhoCorasick,
+    /// Pattern id → index into `replacements`.
+    secret_of: Vec<u32>,
+}
+
+impl PatternSet {
+    fn build(patterns: &[(Form, u32)], kind: Option<AhoCorasickKind>) -> Option<Self> {
+        if patterns.is_empty() {
+            return None;
+        }
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(kind)
+            .prefilter(true)
+            .build(patterns.iter().map(|(p, _)| p.as_slice()))
+            .expect("an automaton over a bounded set of secret forms builds");
+        Some(PatternSet {
+            matcher,
+            secret_of: patterns.iter().map(|&(_, s)| s).collect(),
+        })
+    }
+
+    fn found(&self, m: aho_corasick::Match) -> Found {
+        Found {
+            start: m.start(),
+            end: m.end(),
+            secret: self.secret_of[m.pattern().as_usize()] as usize,
+        }
+    }
+}
+
+/// A match: the bytes `start..end` are a form of secret `secret`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Found {
+    start: usize,
+    end: usize,
+    secret: usize,
+}
+
+/// The next match from `cursor`, searching again only when the one found
+/// before starts behind the cursor (`slot`: `None` before any search,
+/// `Some(None)` once a search from an earlier position found nothing).
+/// A leftmost-longest match from an earlier position that starts at or
+/// after `cursor` is also the leftmost-longest match from `cursor`.
+fn cached(
+    slot: &mut Option<Option<Found>>,
+    cursor: usize,
+    search: impl FnOnce(usize) -> Option<Found>,
+) -> Option<Found> {
+    match *slot {
+        Some(None) => None,
+        Some(Some(found)) if found.start >= cursor => Some(found),
+        _ => {
+            let found = search(cursor);
+            *slot = Some(found);
+            found
+        }
+    }
 }
 
 /// A prefilter that looks at one K-byte gram every S bytes, S = W - K + 1
@@ -262,19 +326,18 @@ struct GramFilter {
     stride: usize,
 }
 
-/// Patterns shorter than this disable the gram filter (the matcher then
-/// scans every byte, at about half the speed).
+/// Patterns shorter than this are searched without the gram filter.
 const MIN_FILTERED_LEN: usize = 8;
 
 impl GramFilter {
-    fn new(patterns: &[Form]) -> Option<Self> {
-        let shortest = patterns.iter().map(|p| p.len()).min()?;
+    fn new<'p>(patterns: impl Iterator<Item = &'p [u8]> + Clone) -> Option<Self> {
+        let shortest = patterns.clone().map(|p| p.len()).min()?;
         if shortest < MIN_FILTERED_LEN {
             return None;
         }
         let gram = (shortest / 2).clamp(4, 8);
         let stride = shortest - gram + 1;
-        let grams = patterns.len() * stride;
+        let grams = patterns.clone().count() * stride;
         let bits_log2 = (grams * 512)
             .next_power_of_two()
             .trailing_zeros()
@@ -323,7 +386,7 @@ impl fmt::Debug for Redactor {
             .collect();
         f.debug_struct("Redactor")
             .field("replacements", &names)
-            .field("patterns", &self.pattern_secret.len())
+            .field("patterns", &self.pattern_count)
             .finish_non_exhaustive()
     }
 }
@@ -332,32 +395,39 @@ impl Redactor {
     /// A redactor for `(name, value)` pairs. Names appear in the output
     /// (`[REDACTED:NAME]`); values never do. Empty values are ignored.
     pub fn new<N: AsRef<str>, V: AsRef<[u8]>>(secrets: &[(N, V)]) -> Self {
-        let mut patterns: Vec<Form> = Vec::new();
-        let mut pattern_secret = Vec::new();
+        let mut long: Vec<(Form, u32)> = Vec::new();
+        let mut short: Vec<(Form, u32)> = Vec::new();
         let mut replacements = Vec::with_capacity(secrets.len());
         for (index, (name, value)) in secrets.iter().enumerate() {
             replacements.push(format!("[REDACTED:{}]", name.as_ref()).into_bytes());
             for form in forms(value.as_ref()) {
-                patterns.push(form);
-                pattern_secret.push(index as u32);
+                if form.len() >= MIN_FILTERED_LEN {
+                    long.push((form, index as u32));
+                } else {
+                    short.push((form, index as u32));
+                }
             }
         }
-        let max_len = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
-        let filter = GramFilter::new(&patterns);
-        let matcher = (!patterns.is_empty()).then(|| {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .kind(Some(AhoCorasickKind::DFA))
-                .prefilter(true)
-                .build(patterns.iter().map(|p| p.as_slice()))
-                .expect("a DFA over a bounded set of secret forms builds")
+        let max_len = long
+            .iter()
+            .chain(&short)
+            .map(|(p, _)| p.len())
+            .max()
+            .unwrap_or(0);
+        let pattern_count = long.len() + short.len();
+        let filter = GramFilter::new(long.iter().map(|(p, _)| p.as_slice()));
+        let long = PatternSet::build(&long, Some(AhoCorasickKind::DFA)).map(|set| {
+            (
+                set,
+                filter.expect("long patterns are long enough to filter"),
+            )
         });
         Redactor {
-            matcher,
-            pattern_secret,
+            long,
+            short: PatternSet::build(&short, None),
             replacements,
             max_len,
-            filter,
+            pattern_count,
         }
     }
 
@@ -368,12 +438,12 @@ impl Redactor {
 
     /// Whether there is anything to redact.
     pub fn is_empty(&self) -> bool {
-        self.matcher.is_none()
+        self.long.is_none() && self.short.is_none()
     }
 
     /// How many patterns (forms of all values) are searched for.
     pub fn pattern_count(&self) -> usize {
-        self.pattern_secret.len()
+        self.pattern_count
     }
 
     /// The longest pattern, in bytes: a stream holds back one byte less.
@@ -406,13 +476,11 @@ impl Redactor {
         }
     }
 
-    /// The leftmost-longest match in `hay[from..]`: exactly what the
-    /// matcher alone finds, but with the gram filter choosing where to run
-    /// it.
-    fn find(&self, matcher: &AhoCorasick, hay: &[u8], from: usize) -> Option<aho_corasick::Match> {
-        let Some(filter) = &self.filter else {
-            return matcher.find(Input::new(hay).range(from..));
-        };
+    /// The leftmost-longest match of a long pattern in `hay[from..]`:
+    /// exactly what the DFA alone finds, with the gram filter choosing
+    /// where to run it.
+    fn find_long(&self, hay: &[u8], from: usize) -> Option<Found> {
+        let (set, filter) = self.long.as_ref()?;
         let stride = filter.stride;
         let mut at = from;
         while at + 8 <= hay.len() {
@@ -421,9 +489,9 @@ impl Redactor {
                 // and ends within max_len of its start.
                 let lo = from.max(at.saturating_sub(stride - 1));
                 let hi = hay.len().min(at + self.max_len);
-                if let Some(found) = matcher.find(Input::new(hay).range(lo..hi)) {
+                if let Some(found) = set.matcher.find(Input::new(hay).range(lo..hi)) {
                     if found.start() <= at {
-                        return Some(found);
+                        return Some(set.found(found));
                     }
                 }
             }
@@ -432,7 +500,14 @@ impl Redactor {
         // Too few bytes left to sample: search the rest directly, from the
         // first start no sample covered.
         let lo = from.max(at.saturating_sub(stride - 1));
-        matcher.find(Input::new(hay).range(lo..))
+        let found = set.matcher.find(Input::new(hay).range(lo..))?;
+        Some(set.found(found))
+    }
+
+    fn find_short(&self, hay: &[u8], from: usize) -> Option<Found> {
+        let set = self.short.as_ref()?;
+        let found = set.matcher.find(Input::new(hay).range(from..))?;
+        Some(set.found(found))
     }
 
     /// Appends `hay` to `out` with every match that starts before
@@ -443,23 +518,33 @@ impl Redactor {
     /// passing `decided <= hay.len() - (max_len - 1)` unless at the end.
     /// Returns whether anything was replaced, too.
     fn redact_into(&self, hay: &[u8], decided: usize, out: &mut Vec<u8>) -> (usize, bool) {
-        let Some(matcher) = &self.matcher else {
-            out.extend_from_slice(&hay[..decided]);
-            return (decided, false);
-        };
         let mut cursor = 0;
         let mut replaced = false;
+        let (mut next_long, mut next_short) = (None, None);
         while cursor < decided {
-            let Some(found) = self.find(matcher, hay, cursor) else {
-                break;
+            let long = cached(&mut next_long, cursor, |from| self.find_long(hay, from));
+            let short = cached(&mut next_short, cursor, |from| self.find_short(hay, from));
+            // Leftmost-longest over both sets: the earlier start, and of
+            // two at the same start the longer.
+            let found = match (long, short) {
+                (Some(l), Some(s))
+                    if (s.start, std::cmp::Reverse(s.end))
+                        < (l.start, std::cmp::Reverse(l.end)) =>
+                {
+                    s
+                }
+                (Some(l), _) => l,
+                (None, s) => match s {
+                    Some(s) => s,
+                    None => break,
+                },
             };
-            if found.start() >= decided {
+            if found.start >= decided {
                 break;
             }
-            out.extend_from_slice(&hay[cursor..found.start()]);
-            let secret = self.pattern_secret[found.pattern().as_usize()] as usize;
-            out.extend_from_slice(&self.replacements[secret]);
-            cursor = found.end();
+            out.extend_from_slice(&hay[cursor..found.start]);
+            out.extend_from_slice(&self.replacements[found.secret]);
+            cursor = found.end;
             replaced = true;
         }
         if cursor < decided {
@@ -553,25 +638,47 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Every match, in order, by the matcher alone over the whole text.
-    fn unfiltered(r: &Redactor, hay: &[u8]) -> Vec<(usize, usize, usize)> {
-        let matcher = r.matcher.as_ref().expect("patterns");
-        matcher
-            .find_iter(hay)
-            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
-            .collect()
+    /// Every match, in order, by the long patterns' DFA alone.
+    fn unfiltered(r: &Redactor, hay: &[u8]) -> Vec<Found> {
+        let (set, _) = r.long.as_ref().expect("long patterns");
+        set.matcher.find_iter(hay).map(|m| set.found(m)).collect()
     }
 
     /// Every match, in order, through the gram filter.
-    fn filtered(r: &Redactor, hay: &[u8]) -> Vec<(usize, usize, usize)> {
-        let matcher = r.matcher.as_ref().expect("patterns");
+    fn filtered(r: &Redactor, hay: &[u8]) -> Vec<Found> {
         let mut found = Vec::new();
         let mut at = 0;
-        while let Some(m) = r.find(matcher, hay, at) {
-            found.push((m.start(), m.end(), m.pattern().as_usize()));
-            at = m.end();
+        while let Some(m) = r.find_long(hay, at) {
+            found.push(m);
+            at = m.end;
         }
         found
+    }
+
+    /// Redaction by one automaton over every form of every value.
+    fn reference(secrets: &[(String, Vec<u8>)], hay: &[u8]) -> Vec<u8> {
+        let mut patterns = Vec::new();
+        let mut secret_of = Vec::new();
+        for (i, (_, v)) in secrets.iter().enumerate() {
+            for form in forms(v) {
+                patterns.push(form.to_vec());
+                secret_of.push(i);
+            }
+        }
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .unwrap();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for m in matcher.find_iter(hay) {
+            out.extend_from_slice(&hay[last..m.start()]);
+            let name = &secrets[secret_of[m.pattern().as_usize()]].0;
+            out.extend_from_slice(format!("[REDACTED:{name}]").as_bytes());
+            last = m.end();
+        }
+        out.extend_from_slice(&hay[last..]);
+        out
     }
 
     proptest! {
@@ -591,7 +698,7 @@ mod tests {
                 .map(|(i, v)| (format!("S{i}"), v.clone()))
                 .collect();
             let r = Redactor::new(&named);
-            prop_assert!(r.filter.is_some());
+            prop_assert!(r.long.is_some() && r.short.is_none());
             let all: Vec<Form> = values.iter().flat_map(|v| forms(v)).collect();
             let mut hay = Vec::new();
             for (fill, pick, cut) in &plan {
@@ -604,12 +711,64 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Short values (their own automaton) mixed with long ones (the
+        /// filtered DFA) redact exactly like one automaton over all.
+        #[test]
+        fn short_and_long_sets_combine_leftmost_longest(
+            values in prop::collection::vec(
+                prop_oneof![
+                    "[a-c]{1,7}".prop_map(String::into_bytes),
+                    "[a-c0-9]{8,12}".prop_map(String::into_bytes),
+                    prop::collection::vec(any::<u8>(), 1..20),
+                ],
+                1..5,
+            ),
+            plan in prop::collection::vec(("[a-c0-9=]{0,12}", any::<prop::sample::Index>()), 0..8),
+            cuts in prop::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let named: Vec<(String, Vec<u8>)> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("S{i}"), v.clone()))
+                .collect();
+            let r = Arc::new(Redactor::new(&named));
+            let all: Vec<Form> = values.iter().flat_map(|v| forms(v)).collect();
+            let mut hay = Vec::new();
+            for (fill, pick) in &plan {
+                hay.extend_from_slice(fill.as_bytes());
+                let form = pick.get(&all);
+                hay.extend_from_slice(form.as_slice());
+            }
+            let want = reference(&named, &hay);
+            prop_assert_eq!(&r.redact(&hay), &want);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (hay.len() + 1)).collect();
+            points.sort_unstable();
+            let mut stream = r.stream();
+            let mut out = Vec::new();
+            let mut last = 0;
+            for p in points {
+                stream.push(&hay[last..p], &mut out);
+                last = p;
+            }
+            stream.push(&hay[last..], &mut out);
+            stream.finish(&mut out);
+            prop_assert_eq!(out, want);
+        }
+    }
+
     #[test]
     fn filter_geometry() {
         let r = Redactor::new(&[("A", vec![7u8; 16])]);
-        let filter = r.filter.as_ref().expect("filter");
+        let (_, filter) = r.long.as_ref().expect("filter");
         // Shortest pattern 16 bytes: 8-byte grams every 9 bytes.
         assert_eq!((filter.stride, filter.mask), (9, u64::MAX));
-        assert!(Redactor::new(&[("A", b"short")]).filter.is_none());
+        // A 5-byte value: itself in the short set, its hex in the long.
+        let r = Redactor::new(&[("A", b"short")]);
+        assert!(r.long.is_some() && r.short.is_some());
+        let r = Redactor::new(&[("A", b"ab")]);
+        assert!(r.long.is_none() && r.short.is_some());
     }
 }
