@@ -50,6 +50,9 @@ impl Backends {
 /// The name of the binary with every backend, looked up beside `warden`.
 pub const FULL_BINARY: &str = "warden-wasm";
 
+/// The name of the HTTP service's binary (`warden serve`), looked up beside `warden`.
+pub const SERVE_BINARY: &str = "warden-serve";
+
 pub fn main(backends: Backends) -> ExitCode {
     // From the first instruction on: a SIGINT/SIGTERM/SIGHUP/SIGQUIT that
     // comes before a backend watches for them stays pending, so that the
@@ -108,12 +111,17 @@ pub fn main(backends: Backends) -> ExitCode {
         | Command::Secret { .. }
         | Command::Lease { .. }
         | Command::Authz { .. }
+        | Command::Serve { .. }
         | Command::Audit { .. } => false,
         // Known once the processor is resolved: `invoke` hands over then.
         Command::Invoke(_) => false,
     };
     if needs_wasm && !backends.wasm_here {
         return hand_over_to_full_binary();
+    }
+    // The HTTP service is its own binary (tokio and axum stay out of this one).
+    if matches!(cli.command, Command::Serve { .. }) {
+        return hand_over_to(SERVE_BINARY, "the HTTP service", "-p warden-server");
     }
     // --state DIR: for this process and whatever it starts (warden-wasm),
     // and for the jail's masks of Warden's own state.
@@ -177,6 +185,7 @@ pub fn main(backends: Backends) -> ExitCode {
         Command::Secret { command } => finish(crate::secrets::secret(command)),
         Command::Lease { command } => finish(crate::secrets::lease(command)),
         Command::Authz { rbac, command } => crate::authz::authz(rbac, command),
+        Command::Serve { .. } => hand_over_to(SERVE_BINARY, "the HTTP service", "-p warden-server"),
         Command::Invoke(args) => crate::processor::invoke(args, engine, backends.wasm_here),
         Command::Compile {
             module,
@@ -268,13 +277,18 @@ fn one_line(rendered: &str) -> String {
 /// running binary) and the same arguments. Nothing has been opened or
 /// written yet, so the other binary starts from the same state.
 pub(crate) fn hand_over_to_full_binary() -> ExitCode {
+    hand_over_to(FULL_BINARY, "the WebAssembly backend", "-p warden-cli")
+}
+
+/// Replaces this process with the binary `name` beside it (`what` it is,
+/// and the `cargo build` flags that build it, for the message when it is
+/// missing) and the same arguments.
+pub(crate) fn hand_over_to(name: &str, what: &str, package: &str) -> ExitCode {
     use std::os::unix::process::CommandExt;
     let path = match std::env::current_exe() {
-        Ok(exe) => exe.with_file_name(FULL_BINARY),
+        Ok(exe) => exe.with_file_name(name),
         Err(e) => {
-            say(format!(
-                "cannot locate the {FULL_BINARY} binary (for WebAssembly): {e}"
-            ));
+            say(format!("cannot locate the {name} binary ({what}): {e}"));
             return ExitCode::from(EXIT_WARDEN_ERROR);
         }
     };
@@ -285,7 +299,7 @@ pub(crate) fn hand_over_to_full_binary() -> ExitCode {
     }
     let e = command.exec();
     say(format!(
-        "cannot run {} (the WebAssembly backend, installed beside warden; `cargo build -p warden-cli` builds it): {e}",
+        "cannot run {} ({what}, installed beside warden; `cargo build {package}` builds it): {e}",
         path.display()
     ));
     ExitCode::from(EXIT_WARDEN_ERROR)

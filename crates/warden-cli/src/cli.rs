@@ -115,6 +115,18 @@ pub enum Command {
         #[command(subcommand)]
         command: LeaseCommand,
     },
+    /// Serve the sandbox over HTTP (runs the `warden-serve` binary beside
+    /// this one with the same arguments; `warden serve --help` for its flags).
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// Flags of `warden-serve` (`--listen ADDR`, …).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "FLAGS"
+        )]
+        args: Vec<String>,
+    },
     /// Role-based access control (an RBAC file compiled to Cedar).
     Authz {
         /// The RBAC file [default: the configuration's, else STATE/rbac.yaml].

@@ -1,0 +1,630 @@
+//! The request and response bodies of `POST /v1/execute`, and the checks
+//! that turn a request into a [`Plan`] (or a 400 naming the field).
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warden_policy::{Capability, LimitField, LimitValue};
+
+use crate::error::ApiError;
+
+/// Most files in one request.
+pub const MAX_FILES: usize = 64;
+/// Longest file name (a relative path), in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Most components (directories and the file) of a file name.
+pub const MAX_NAME_DEPTH: usize = 8;
+/// Most program arguments.
+pub const MAX_ARGS: usize = 256;
+/// Most capabilities.
+pub const MAX_CAPABILITIES: usize = 64;
+
+/// A language the service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Python,
+    Node,
+    Php,
+    Sh,
+    Wasm,
+}
+
+impl Language {
+    pub const ALL: [Language; 5] = [
+        Language::Python,
+        Language::Node,
+        Language::Php,
+        Language::Sh,
+        Language::Wasm,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::Node => "node",
+            Language::Php => "php",
+            Language::Sh => "sh",
+            Language::Wasm => "wasm",
+        }
+    }
+
+    /// The interpreter the entry file is given to; `None` for WebAssembly
+    /// (the module is the program: `warden` hands it to `warden-wasm`).
+    pub fn interpreter(self) -> Option<&'static str> {
+        match self {
+            Language::Python => Some("python3"),
+            Language::Node => Some("node"),
+            Language::Php => Some("php"),
+            Language::Sh => Some("sh"),
+            Language::Wasm => None,
+        }
+    }
+
+    /// The RBAC resource (a processor name) a request for this language
+    /// is authorized as: `invoke` of `runtime:LANGUAGE`.
+    pub fn resource(self) -> String {
+        format!("runtime:{}", self.as_str())
+    }
+}
+
+/// How a file's `content` is encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Utf8,
+    Base64,
+}
+
+/// One file of the program.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// A relative path: no `..`, no leading `/`, no NUL, at most 255 bytes
+    /// and 8 components.
+    #[schema(example = "main.py")]
+    pub name: String,
+    pub content: String,
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+/// Limits, units in their names. Omitted: the service's defaults.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Wall-clock limit (default 10000; at most the service's maximum,
+    /// 300000 unless configured).
+    pub wall_time_ms: Option<u64>,
+    /// CPU-time limit of all processes.
+    pub cpu_time_ms: Option<u64>,
+    /// Memory limit (at least 1 MiB; default 512 MiB).
+    pub memory_bytes: Option<u64>,
+    /// Most processes and threads (default 64).
+    pub pids: Option<u64>,
+    /// Most bytes of output, stdout and stderr together (default 1 MiB,
+    /// at most 16 MiB).
+    pub output_bytes: Option<u64>,
+}
+
+/// `POST /v1/execute`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    pub language: Language,
+    /// The program's files (at least one, at most 64).
+    pub files: Vec<FileSpec>,
+    /// The file to run (default: the first).
+    #[serde(default)]
+    pub entry: Option<String>,
+    /// The program's standard input.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Arguments after the entry file.
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// Capabilities as for `warden run --allow` (`net:http:example.com`,
+    /// `secret:NAME`, `mem:limit:64MiB`, …). `fs:` and `env:` grants are
+    /// refused: they name the service host's files and environment.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// How `stdout`/`stderr` are encoded in an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputEncoding {
+    /// The bytes were valid UTF-8 and are the string itself.
+    Utf8,
+    /// The bytes were not valid UTF-8: the string is their base64.
+    Base64,
+}
+
+/// The answer of `POST /v1/execute` for a run that happened (whatever
+/// its status).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExecuteResponse {
+    /// What the program wrote on stdout (redacted as in the ledger).
+    pub stdout: String,
+    pub stdout_encoding: OutputEncoding,
+    /// What the program wrote on stderr, then Warden's own lines, if any.
+    pub stderr: String,
+    pub stderr_encoding: OutputEncoding,
+    /// The run's report, as `warden run --report` writes it
+    /// (docs/report.schema.json).
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+    /// The run's entry in the audit ledger (`report.audit.index`).
+    pub ledger_index: Option<u64>,
+}
+
+/// One language of `GET /v1/runtimes`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Runtime {
+    pub language: Language,
+    /// The interpreter (`python3`), or the binary that runs modules
+    /// (`warden-wasm`).
+    pub interpreter: String,
+    /// Where it was found; null when it was not.
+    pub path: Option<String>,
+    /// Its version line; null when not found or it has none.
+    pub version: Option<String>,
+    pub available: bool,
+}
+
+/// `GET /v1/runtimes`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Runtimes {
+    pub runtimes: Vec<Runtime>,
+}
+
+/// The service's bounds on requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub default_wall_time: Duration,
+    pub max_wall_time: Duration,
+    pub default_output_bytes: u64,
+    pub max_output_bytes: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Bounds {
+        Bounds {
+            default_wall_time: Duration::from_secs(10),
+            max_wall_time: Duration::from_secs(300),
+            default_output_bytes: 1 << 20,
+            max_output_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A checked request: what to write and how to run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub language: Language,
+    /// Relative paths and contents.
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// The entry, relative.
+    pub entry: PathBuf,
+    pub args: Vec<String>,
+    pub stdin: Vec<u8>,
+    /// Canonical capability strings.
+    pub capabilities: Vec<String>,
+    pub wall_time: Duration,
+    pub cpu_time: Option<Duration>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    pub output_bytes: u64,
+}
+
+impl Plan {
+    /// Bytes of input (files and stdin), as RBAC's `max_input_bytes` sees them.
+    pub fn input_bytes(&self) -> u64 {
+        let files: usize = self.files.iter().map(|(_, c)| c.len()).sum();
+        (files + self.stdin.len()) as u64
+    }
+}
+
+/// Parses a request body: a 400 whose `code` and message name what is
+/// wrong (`bad_json`, `unknown_field`, `missing_field`, `invalid_field`,
+/// `unknown_language`).
+pub fn parse_request(body: &[u8]) -> Result<ExecuteRequest, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: Result<ExecuteRequest, _> = serde_path_to_error::deserialize(&mut de);
+    let request = parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        json_error(&path, &inner)
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad("bad_json", format!("invalid JSON: {e}")))?;
+    Ok(request)
+}
+
+fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let text = e.to_string();
+    // serde_json appends " at line L column C"; the field path says more.
+    let cause = text.split(" at line ").next().unwrap_or(&text).to_string();
+    let at = |field: &str| {
+        if path.is_empty() || path == "." {
+            field.to_string()
+        } else if field.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::bad("bad_json", format!("invalid JSON: {text}"))
+        }
+        Category::Data => {
+            if let Some(rest) = cause.strip_prefix("unknown field `") {
+                let field = rest.split('`').next().unwrap_or("");
+                ApiError::bad(
+                    "unknown_field",
+                    format!("unknown field {}: {cause}", at(field)),
+                )
+            } else if let Some(rest) = cause.strip_prefix("missing field `") {
+                let field = rest.split('`').next().unwrap_or("");
+                ApiError::bad("missing_field", format!("missing field {}", at(field)))
+            } else if path == "language" && cause.starts_with("unknown variant") {
+                ApiError::bad("unknown_language", format!("language: {cause}"))
+            } else {
+                let field = if path.is_empty() || path == "." {
+                    "request body".to_string()
+                } else {
+                    path.to_string()
+                };
+                ApiError::bad("invalid_field", format!("{field}: {cause}"))
+            }
+        }
+    }
+}
+
+/// A file name as the request gives it, checked: relative, no `..` or
+/// `.` components, no NUL, no empty components, bounded.
+pub fn check_name(field: &str, name: &str) -> Result<PathBuf, ApiError> {
+    let bad = |why: &str| ApiError::bad("invalid_file", format!("{field}: {name:?} {why}"));
+    if name.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(bad(&format!("is longer than {MAX_NAME_BYTES} bytes")));
+    }
+    if name.contains('\0') {
+        return Err(bad("contains NUL"));
+    }
+    if name.starts_with('/') {
+        return Err(bad("is absolute (file names are relative paths)"));
+    }
+    if name.contains('\\') || name.chars().any(char::is_control) {
+        return Err(bad("contains a backslash or a control character"));
+    }
+    let mut depth = 0;
+    for part in name.split('/') {
+        match part {
+            "" => return Err(bad("has an empty component")),
+            "." | ".." => return Err(bad("has a '.' or '..' component")),
+            _ => depth += 1,
+        }
+    }
+    if depth > MAX_NAME_DEPTH {
+        return Err(bad(&format!("has more than {MAX_NAME_DEPTH} components")));
+    }
+    let path = PathBuf::from(name);
+    // Belt and braces: what remains is only normal components.
+    if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(bad("is not a plain relative path"));
+    }
+    Ok(path)
+}
+
+fn limit(field: &str, kind: LimitField, value: LimitValue) -> Result<(), ApiError> {
+    kind.check_bounds(value, field)
+        .map_err(|m| ApiError::bad("invalid_limit", m))
+}
+
+/// Checks a parsed request against the service's bounds.
+pub fn plan(request: ExecuteRequest, bounds: &Bounds) -> Result<Plan, ApiError> {
+    use base64::Engine as _;
+    if request.files.is_empty() {
+        return Err(ApiError::bad(
+            "invalid_file",
+            "files: at least one file is needed",
+        ));
+    }
+    if request.files.len() > MAX_FILES {
+        return Err(ApiError::bad(
+            "invalid_file",
+            format!("files: {} files; at most {MAX_FILES}", request.files.len()),
+        ));
+    }
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(request.files.len());
+    for (i, f) in request.files.into_iter().enumerate() {
+        let name = check_name(&format!("files[{i}].name"), &f.name)?;
+        let content = match f.encoding {
+            Encoding::Utf8 => f.content.into_bytes(),
+            Encoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(f.content.as_bytes())
+                .map_err(|e| {
+                    ApiError::bad(
+                        "invalid_file",
+                        format!("files[{i}].content: not valid base64: {e}"),
+                    )
+                })?,
+        };
+        // One file may not be another's directory, nor appear twice.
+        if let Some((other, _)) = files
+            .iter()
+            .find(|(o, _)| o == &name || o.starts_with(&name) || name.starts_with(o))
+        {
+            return Err(ApiError::bad(
+                "invalid_file",
+                format!(
+                    "files[{i}].name: {:?} clashes with {:?}",
+                    name.display(),
+                    other.display()
+                ),
+            ));
+        }
+        files.push((name, content));
+    }
+    let entry = match &request.entry {
+        Some(e) => {
+            let p = check_name("entry", e)?;
+            if !files.iter().any(|(n, _)| n == &p) {
+                return Err(ApiError::bad(
+                    "invalid_file",
+                    format!("entry: {e:?} is not one of the files"),
+                ));
+            }
+            p
+        }
+        None => files[0].0.clone(),
+    };
+    if request.args.len() > MAX_ARGS {
+        return Err(ApiError::bad(
+            "invalid_field",
+            format!("args: {} arguments; at most {MAX_ARGS}", request.args.len()),
+        ));
+    }
+    if let Some(i) = request.args.iter().position(|a| a.contains('\0')) {
+        return Err(ApiError::bad(
+            "invalid_field",
+            format!("args[{i}]: contains NUL"),
+        ));
+    }
+    let l = &request.limits;
+    let wall_time = match l.wall_time_ms {
+        Some(ms) => {
+            let d = Duration::from_millis(ms);
+            limit(
+                "limits.wall_time_ms",
+                LimitField::WallTime,
+                LimitValue::Time(d),
+            )?;
+            if d > bounds.max_wall_time {
+                return Err(ApiError::bad(
+                    "invalid_limit",
+                    format!(
+                        "limits.wall_time_ms may be at most {} on this service",
+                        bounds.max_wall_time.as_millis()
+                    ),
+                ));
+            }
+            d
+        }
+        None => bounds.default_wall_time,
+    };
+    let cpu_time = match l.cpu_time_ms {
+        Some(ms) => {
+            let d = Duration::from_millis(ms);
+            limit(
+                "limits.cpu_time_ms",
+                LimitField::CpuTime,
+                LimitValue::Time(d),
+            )?;
+            Some(d)
+        }
+        None => None,
+    };
+    if let Some(b) = l.memory_bytes {
+        limit(
+            "limits.memory_bytes",
+            LimitField::Memory,
+            LimitValue::Bytes(b),
+        )?;
+    }
+    if let Some(n) = l.pids {
+        limit("limits.pids", LimitField::Pids, LimitValue::Count(n))?;
+    }
+    let output_bytes = match l.output_bytes {
+        Some(0) => {
+            return Err(ApiError::bad(
+                "invalid_limit",
+                "limits.output_bytes must be at least 1",
+            ))
+        }
+        Some(b) if b > bounds.max_output_bytes => {
+            return Err(ApiError::bad(
+                "invalid_limit",
+                format!(
+                    "limits.output_bytes may be at most {} on this service",
+                    bounds.max_output_bytes
+                ),
+            ))
+        }
+        Some(b) => b,
+        None => bounds.default_output_bytes,
+    };
+    if request.capabilities.len() > MAX_CAPABILITIES {
+        return Err(ApiError::bad(
+            "invalid_capability",
+            format!(
+                "capabilities: {} capabilities; at most {MAX_CAPABILITIES}",
+                request.capabilities.len()
+            ),
+        ));
+    }
+    let mut capabilities = Vec::with_capacity(request.capabilities.len());
+    for (i, text) in request.capabilities.iter().enumerate() {
+        let cap: Capability = text.parse().map_err(|e| {
+            ApiError::bad(
+                "invalid_capability",
+                format!("capabilities[{i}]: {text:?}: {e}"),
+            )
+        })?;
+        if matches!(
+            cap,
+            Capability::FsRead(_) | Capability::FsWrite(_) | Capability::Env(_)
+        ) {
+            return Err(ApiError::bad(
+                "invalid_capability",
+                format!(
+                    "capabilities[{i}]: {text:?}: fs: and env: grants name the service host's files and environment and are not accepted over the API"
+                ),
+            ));
+        }
+        capabilities.push(cap.to_string());
+    }
+    Ok(Plan {
+        language: request.language,
+        files,
+        entry,
+        args: request.args,
+        stdin: request.stdin.map(String::into_bytes).unwrap_or_default(),
+        capabilities,
+        wall_time,
+        cpu_time,
+        memory_bytes: l.memory_bytes,
+        pids: l.pids,
+        output_bytes,
+    })
+}
+
+/// `bytes` as a string of an answer: itself when UTF-8, else base64.
+pub fn encode_output(bytes: Vec<u8>) -> (String, OutputEncoding) {
+    use base64::Engine as _;
+    match String::from_utf8(bytes) {
+        Ok(s) => (s, OutputEncoding::Utf8),
+        Err(e) => (
+            base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+            OutputEncoding::Base64,
+        ),
+    }
+}
+
+/// Whether `p` stays beneath its root (used when writing files).
+pub fn is_beneath(p: &Path) -> bool {
+    p.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: &str) -> Result<Plan, ApiError> {
+        plan(parse_request(json.as_bytes())?, &Bounds::default())
+    }
+
+    #[test]
+    fn errors_name_the_field_and_carry_a_code() {
+        let e =
+            req(r#"{"language":"sh","files":[{"name":"a","content":""}],"bogus":1}"#).unwrap_err();
+        assert_eq!(e.code, "unknown_field");
+        assert!(e.message.contains("bogus"), "{}", e.message);
+        let e =
+            req(r#"{"language":"sh","files":[{"name":"a","content":"","mode":1}]}"#).unwrap_err();
+        assert_eq!(e.code, "unknown_field");
+        assert!(e.message.contains("files[0].mode"), "{}", e.message);
+        let e = req(r#"{"language":"ruby","files":[]}"#).unwrap_err();
+        assert_eq!(e.code, "unknown_language");
+        assert!(e.message.starts_with("language:"), "{}", e.message);
+        let e = req(r#"{"language":"sh""#).unwrap_err();
+        assert_eq!(e.code, "bad_json");
+        let e = req(r#"{"files":[]}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            ("missing_field", "missing field language")
+        );
+        let e = req(r#"{"language":"sh","files":[{"name":"a","content":""}],"limits":{"wall_time_ms":"x"}}"#)
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert!(
+            e.message.starts_with("limits.wall_time_ms:"),
+            "{}",
+            e.message
+        );
+        let e = req(
+            r#"{"language":"sh","files":[{"name":"a","content":""}],"limits":{"memory_bytes":5}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "invalid_limit");
+        assert!(e.message.contains("limits.memory_bytes"), "{}", e.message);
+        let e = req(
+            r#"{"language":"sh","files":[{"name":"a","content":""}],"limits":{"wall_time_ms":0}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "invalid_limit");
+        let e = req(r#"{"language":"sh","files":[{"name":"a","content":""}],"capabilities":["net:http:ok.example","bogus:x"]}"#)
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_capability");
+        assert!(e.message.starts_with("capabilities[1]:"), "{}", e.message);
+        let e = req(r#"{"language":"sh","files":[{"name":"a","content":""}],"capabilities":["fs:read:/etc"]}"#)
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_capability");
+    }
+
+    #[test]
+    fn file_names_stay_beneath_the_directory() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a\0b",
+            "a\\b",
+        ] {
+            assert!(check_name("f", bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["main.py", "src/lib/util.py", "-rf", "a..b"] {
+            assert!(is_beneath(&check_name("f", good).unwrap()), "{good:?}");
+        }
+        let e = req(
+            r#"{"language":"sh","files":[{"name":"a","content":""},{"name":"a/b","content":""}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "invalid_file");
+        let e = req(r#"{"language":"sh","files":[{"name":"a","content":""}],"entry":"b"}"#)
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_file");
+    }
+
+    #[test]
+    fn a_good_request_becomes_a_plan() {
+        let p = req(r#"{"language":"python","files":[{"name":"m.py","content":"cHJpbnQoMSk=","encoding":"base64"}],"stdin":"x","args":["1"],"limits":{"wall_time_ms":500,"memory_bytes":67108864,"pids":8,"output_bytes":100,"cpu_time_ms":100},"capabilities":["mem:limit:64MiB"]}"#)
+            .unwrap();
+        assert_eq!(p.files, vec![(PathBuf::from("m.py"), b"print(1)".to_vec())]);
+        assert_eq!(p.entry, PathBuf::from("m.py"));
+        assert_eq!(p.wall_time, Duration::from_millis(500));
+        assert_eq!(p.output_bytes, 100);
+        assert_eq!(p.input_bytes(), 9);
+        assert_eq!(
+            encode_output(b"hi\n".to_vec()),
+            ("hi\n".into(), OutputEncoding::Utf8)
+        );
+        assert_eq!(
+            encode_output(vec![0xff]),
+            ("/w==".into(), OutputEncoding::Base64)
+        );
+    }
+}

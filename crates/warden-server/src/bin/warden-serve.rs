@@ -1,0 +1,193 @@
+//! `warden-serve`: what `warden serve` executes (with the same
+//! arguments), so that tokio and axum are not linked into `warden`.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "warden serve",
+    version,
+    about = "Serve the sandbox over HTTP: POST /v1/execute, GET /v1/runtimes, /healthz, /readyz, /openapi.json"
+)]
+struct Args {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Warden's state directory (as for the CLI).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// The configuration [default: STATE/warden.yaml, if any].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The `warden` binary that runs each invocation [default: beside this one].
+    #[arg(long, value_name = "PATH")]
+    warden: Option<PathBuf>,
+    /// Runs at once [default: twice the cores].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Requests that may wait for a worker; past that, 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    queue: usize,
+    /// Largest request body, e.g. 8MiB.
+    #[arg(long = "max-body", value_name = "SIZE", default_value = "8MiB", value_parser = size)]
+    max_body: u64,
+    /// Longest wall time a request may ask for.
+    #[arg(long = "max-wall-time", value_name = "DUR", default_value = "300s", value_parser = duration)]
+    max_wall_time: Duration,
+    /// After SIGTERM/SIGINT: how long requests in flight may go on before
+    /// their runs are stopped.
+    #[arg(long = "shutdown-grace", value_name = "DUR", default_value = "30s", value_parser = duration)]
+    shutdown_grace: Duration,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    warden_policy::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    warden_policy::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// The arguments without the `serve` word `warden serve` passes on: the
+/// first word that is not a flag or the value of `--state`/`--config`.
+fn without_serve_word(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    if let Some(arg0) = iter.next() {
+        out.push(arg0);
+    }
+    let mut removed = false;
+    let mut skip_value = false;
+    for arg in iter {
+        if !removed && !skip_value {
+            match arg.to_str() {
+                Some("--state" | "--config") => skip_value = true,
+                Some("serve") => {
+                    removed = true;
+                    continue;
+                }
+                Some(a) if a.starts_with('-') => {}
+                _ => removed = true,
+            }
+        } else {
+            skip_value = false;
+        }
+        out.push(arg);
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse_from(without_serve_word(std::env::args_os().collect()));
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warden: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    // Settings first, while this process has one thread (the configuration
+    // may remove settings variables from the environment).
+    if let Some(state) = &args.state {
+        let absolute = std::env::current_dir()
+            .map(|cwd| cwd.join(state))
+            .unwrap_or_else(|_| state.clone());
+        std::env::set_var("WARDEN_STATE", absolute);
+    }
+    let state = warden_core::state::default_state_dir()
+        .context("no state directory: give --state DIR or set WARDEN_STATE (HOME is not set)")?;
+    warden_core::state::private_dir(&state)
+        .with_context(|| format!("state directory {}", state.display()))?;
+    let (config, warnings) = warden_engine::config::load(&state, args.config.as_deref())
+        .map_err(|e| anyhow::anyhow!("configuration refused: {e}"))?;
+    for w in warnings {
+        eprintln!("warden: {w}");
+    }
+    warden_engine::config::install(config);
+    if let Some(key) = warden_server::bootstrap::bootstrap(&state)? {
+        eprintln!(
+            "warden: fresh state {}: tenant {} and principal {} (role {}) added",
+            state.display(),
+            warden_core::DEFAULT_TENANT,
+            warden_server::bootstrap::DEV_PRINCIPAL,
+            warden_server::bootstrap::DEV_ROLE
+        );
+        eprintln!("warden: development API key: {}", &*key);
+        eprintln!("warden: (shown only now; send it as `Authorization: Bearer KEY`)");
+    }
+    let warden = match args.warden {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("cannot locate this binary (to find `warden` beside it)")?
+            .with_file_name("warden"),
+    };
+    let runtime_dir = std::env::temp_dir().join(format!(
+        "warden-serve-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&runtime_dir)
+            .with_context(|| format!("cannot make {}", runtime_dir.display()))?;
+    }
+    let bounds = warden_server::api::Bounds {
+        max_wall_time: args.max_wall_time,
+        default_wall_time: warden_server::api::Bounds::default()
+            .default_wall_time
+            .min(args.max_wall_time),
+        ..Default::default()
+    };
+    let workers = args
+        .workers
+        .unwrap_or_else(warden_server::Settings::default_workers)
+        .max(1);
+    let settings = warden_server::Settings {
+        listen: args.listen,
+        runner: warden_server::runner::Runner {
+            warden,
+            state,
+            config: args.config,
+            runtime_dir: runtime_dir.clone(),
+        },
+        bounds,
+        body_limit: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        workers,
+        queue: args.queue,
+        shutdown_grace: args.shutdown_grace,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(warden_server::serve(
+        settings,
+        warden_server::server::termination(),
+        move |addr| {
+            eprintln!("warden: listening on http://{addr} ({workers} workers)");
+        },
+    ));
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&runtime_dir);
+    served?;
+    eprintln!("warden: stopped");
+    Ok(())
+}

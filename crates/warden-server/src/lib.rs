@@ -1,0 +1,15 @@
+//! `warden serve`: the HTTP service in front of the engine (axum). As thin
+//! over the engine as the CLI is: a request is authenticated with the
+//! engine's identities, authorized by its RBAC gate, and run by the small
+//! `warden` binary as a child process (see [`runner`]).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod bootstrap;
+pub mod error;
+pub mod openapi;
+pub mod runner;
+pub mod server;
+
+pub use error::{ApiError, ErrorBody};
+pub use server::{serve, Settings};

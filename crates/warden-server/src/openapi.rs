@@ -1,0 +1,82 @@
+//! The OpenAPI 3.1 document, generated from the handlers and types.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::{
+    Encoding, ExecuteRequest, ExecuteResponse, FileSpec, Language, LimitsSpec, OutputEncoding,
+    Runtime, Runtimes,
+};
+use crate::error::ErrorBody;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Warden", description = "Run untrusted code in a sandbox, over HTTP (`warden serve`)."),
+    paths(
+        crate::server::execute,
+        crate::server::runtimes,
+        crate::server::healthz,
+        crate::server::readyz,
+        crate::server::openapi,
+    ),
+    components(schemas(
+        ExecuteRequest, ExecuteResponse, FileSpec, Encoding, LimitsSpec, Language,
+        OutputEncoding, Runtime, Runtimes, ErrorBody
+    )),
+    modifiers(&Bearer),
+)]
+pub struct ApiDoc;
+
+/// `Authorization: Bearer wdn_…` (a principal's API key).
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("wdn_ API key")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_every_route() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for path in [
+            "/v1/execute",
+            "/v1/runtimes",
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        let execute = &doc["paths"]["/v1/execute"]["post"];
+        for status in ["200", "400", "401", "403", "413", "503"] {
+            assert!(execute["responses"][status].is_object(), "{status} missing");
+        }
+        for schema in [
+            "ExecuteRequest",
+            "ExecuteResponse",
+            "ErrorBody",
+            "LimitsSpec",
+        ] {
+            assert!(
+                doc["components"]["schemas"][schema].is_object(),
+                "{schema} missing"
+            );
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The routes, the shared state and the service's life: bind, serve,
+//! drain on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::{watch, Semaphore};
+use utoipa::OpenApi as _;
+
+use crate::api::{self, Bounds, ExecuteResponse, Language, Runtime, Runtimes};
+use crate::error::{ApiError, ErrorBody};
+use crate::runner::{RunError, Runner};
+
+/// How the service is set up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub runner: Runner,
+    pub bounds: Bounds,
+    /// Largest request body.
+    pub body_limit: usize,
+    /// Runs at once.
+    pub workers: usize,
+    /// Requests waiting for a worker before 503.
+    pub queue: usize,
+    /// How long in-flight requests may take after SIGTERM/SIGINT before
+    /// their runs are stopped.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Runs at once on this machine: twice the cores.
+    pub fn default_workers() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub settings: Settings,
+    workers: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    stop: watch::Receiver<bool>,
+    runtimes: Vec<Runtime>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    pub fn new(settings: Settings, stop: watch::Receiver<bool>, runtimes: Vec<Runtime>) -> Shared {
+        Arc::new(AppState {
+            workers: Arc::new(Semaphore::new(settings.workers.max(1))),
+            waiting: AtomicUsize::new(0),
+            settings,
+            stop,
+            runtimes,
+        })
+    }
+}
+
+/// The service's routes.
+pub fn router(state: Shared) -> Router {
+    use tower_http::timeout::TimeoutLayer;
+    use tower_http::trace::TraceLayer;
+    // Longest a request may take: the longest run plus its setup and the
+    // time Warden takes to stop it.
+    let timeout = state.settings.bounds.max_wall_time + Duration::from_secs(60);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/runtimes", get(runtimes))
+        .route("/v1/execute", post(execute))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the state directory and the `warden` binary are usable.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "ready", body = String, content_type = "text/plain"),
+    (status = 503, description = "not ready, and why", body = ErrorBody)))]
+pub async fn readyz(State(state): State<Shared>) -> Response {
+    match ready(&state.settings.runner) {
+        Ok(()) => "ready".into_response(),
+        Err(why) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response()
+        }
+    }
+}
+
+fn ready(runner: &Runner) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let state = &runner.state;
+    let meta = std::fs::metadata(state).map_err(|e| format!("state {}: {e}", state.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("state {}: not a directory", state.display()));
+    }
+    rustix::fs::access(
+        state,
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+    )
+    .map_err(|e| format!("state {}: not writable: {e}", state.display()))?;
+    let bin = &runner.warden;
+    let meta = std::fs::metadata(bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{}: not an executable file", bin.display()));
+    }
+    if !runner.runtime_dir.is_dir() {
+        return Err(format!("{}: missing", runner.runtime_dir.display()));
+    }
+    Ok(())
+}
+
+/// The languages, with the interpreter found and its version.
+#[utoipa::path(get, path = "/v1/runtimes", responses((status = 200, body = Runtimes)))]
+pub async fn runtimes(State(state): State<Shared>) -> Json<Runtimes> {
+    Json(Runtimes {
+        runtimes: state.runtimes.clone(),
+    })
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "the OpenAPI document", body = Object)))]
+pub async fn openapi() -> Response {
+    match crate::openapi::ApiDoc::openapi().to_json() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => {
+            ApiError::internal(format!("cannot render the OpenAPI document: {e}")).into_response()
+        }
+    }
+}
+
+/// The bearer key of a request, or 401.
+pub fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthenticated("missing Authorization: Bearer API key"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("malformed Authorization header"))?;
+    let (scheme, key) = text.split_once(' ').ok_or_else(|| {
+        ApiError::unauthenticated("malformed Authorization header: expected `Bearer KEY`")
+    })?;
+    let key = key.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() || key.contains(char::is_whitespace)
+    {
+        return Err(ApiError::unauthenticated(
+            "malformed Authorization header: expected `Bearer KEY`",
+        ));
+    }
+    if !key.starts_with(warden_engine::identity::KEY_PREFIX) {
+        return Err(ApiError::unauthenticated("not a Warden API key"));
+    }
+    Ok(key.to_string())
+}
+
+/// The principal a key belongs to (the engine's lookup, as
+/// `WARDEN_API_KEY` is resolved), or 401.
+pub async fn authenticate(
+    state: &Shared,
+    key: &str,
+) -> Result<warden_engine::identity::Actor, ApiError> {
+    use warden_engine::identity::IdentityError;
+    let dir = state.settings.runner.state.clone();
+    let key = key.to_string();
+    let found =
+        tokio::task::spawn_blocking(move || warden_engine::identity::actor(&dir, Some(&key)))
+            .await
+            .map_err(|e| ApiError::internal(format!("authentication failed: {e}")))?;
+    match found {
+        Ok(actor) => Ok(actor),
+        Err(IdentityError::UnknownKey) => Err(ApiError::unauthenticated(
+            "the API key is not the key of any principal",
+        )),
+        Err(IdentityError::RevokedKey(p)) => Err(ApiError::unauthenticated(format!(
+            "the API key belongs to principal {p}, which was revoked"
+        ))),
+        Err(e) => Err(ApiError::internal(format!("cannot read identities: {e}"))),
+    }
+}
+
+/// RBAC: `invoke` of `runtime:LANGUAGE` with the requested capabilities
+/// (plain `warden run` is not gated; the service is). A denial is a ledger
+/// entry and 403.
+async fn authorize(
+    state: &Shared,
+    actor: &warden_engine::identity::Actor,
+    plan: &api::Plan,
+) -> Result<(), ApiError> {
+    let dir = state.settings.runner.state.clone();
+    let actor = actor.clone();
+    let resource_name = plan.language.resource();
+    let capabilities = plan.capabilities.clone();
+    let input_bytes = plan.input_bytes();
+    let decided = tokio::task::spawn_blocking(move || {
+        let gate = warden_engine::authz::Gate::load(&dir).map_err(|e| e.to_string())?;
+        if !gate.enforcing() {
+            return Ok::<_, String>(Ok(()));
+        }
+        let mut audit = warden_engine::audit::Audit::open(&dir).ok();
+        let resource = warden_engine::authz::resource(
+            warden_authz::Action::Invoke.resource_kind(),
+            &resource_name,
+            &actor.tenant,
+        );
+        Ok(gate.check(
+            &actor,
+            &actor.tenant,
+            warden_authz::Action::Invoke,
+            resource,
+            &capabilities,
+            input_bytes,
+            audit.as_mut(),
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("authorization failed: {e}")))?;
+    match decided {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(denied)) => Err(ApiError::forbidden(denied.0)),
+        Err(config) => Err(ApiError::internal(format!(
+            "the RBAC configuration is unusable: {config}"
+        ))),
+    }
+}
+
+/// A worker, or 503 when the queue is full. Released on drop.
+async fn worker(state: &Shared) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    if let Ok(permit) = state.workers.clone().try_acquire_owned() {
+        return Ok(permit);
+    }
+    let waiting = state.waiting.fetch_add(1, Ordering::SeqCst);
+    struct Leave<'a>(&'a AtomicUsize);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _leave = Leave(&state.waiting);
+    if waiting >= state.settings.queue {
+        return Err(ApiError::overloaded(
+            format!(
+                "all {} workers are busy and {} requests wait; retry later",
+                state.settings.workers, state.settings.queue
+            ),
+            1,
+        ));
+    }
+    state.workers.clone().acquire_owned().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the service is stopping",
+        )
+    })
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large());
+                }
+                source = s.source();
+            }
+            Err(ApiError::bad(
+                "bad_request",
+                format!("cannot read the request body: {e}"),
+            ))
+        }
+    }
+}
+
+/// Runs a program and answers with its output and report.
+#[utoipa::path(post, path = "/v1/execute",
+    request_body = crate::api::ExecuteRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the run happened (whatever its status)", body = ExecuteResponse),
+        (status = 400, description = "bad JSON, unknown field, unknown language, invalid file, limit or capability", body = ErrorBody),
+        (status = 401, description = "missing, malformed, unknown or revoked API key", body = ErrorBody),
+        (status = 403, description = "RBAC refuses invoke of runtime:LANGUAGE, or the run was refused", body = ErrorBody),
+        (status = 413, description = "body larger than the configured cap", body = ErrorBody),
+        (status = 500, description = "the service could not run it", body = ErrorBody),
+        (status = 503, description = "every worker busy and the queue full (Retry-After)", body = ErrorBody),
+    ))]
+pub async fn execute(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    match execute_inner(&state, &headers, body).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn execute_inner(
+    state: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ExecuteResponse, ApiError> {
+    let key = bearer(headers)?;
+    let actor = authenticate(state, &key).await?;
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if length > state.settings.body_limit as u64 {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the request body is larger than {} bytes",
+                    state.settings.body_limit
+                ),
+            ));
+        }
+    }
+    let bytes = read_body(body, state.settings.body_limit).await?;
+    let request = api::parse_request(&bytes)?;
+    let plan = api::plan(request, &state.settings.bounds)?;
+    authorize(state, &actor, &plan).await?;
+    let _permit = worker(state).await?;
+    let finished = state
+        .settings
+        .runner
+        .run(&plan, &key, state.stop.clone())
+        .await
+        .map_err(|e| match e {
+            RunError::Prepare(..) | RunError::Spawn(..) | RunError::Output(_) => {
+                ApiError::internal(e.to_string())
+            }
+            RunError::NoReport { .. } | RunError::BadReport(..) => {
+                ApiError::internal(e.to_string())
+            }
+        })?;
+    let report = finished.report;
+    if report.get("status").and_then(|s| s.as_str()) == Some("refused") {
+        let why = report
+            .get("refusal")
+            .and_then(|r| r.as_str())
+            .unwrap_or("the run was refused")
+            .to_string();
+        return Err(ApiError::forbidden(why));
+    }
+    let ledger_index = report
+        .get("audit")
+        .and_then(|a| a.get("index"))
+        .and_then(|i| i.as_u64());
+    let (stdout, stdout_encoding) = api::encode_output(finished.stdout);
+    let (stderr, stderr_encoding) = api::encode_output(finished.stderr);
+    Ok(ExecuteResponse {
+        stdout,
+        stdout_encoding,
+        stderr,
+        stderr_encoding,
+        report,
+        ledger_index,
+    })
+}
+
+/// The languages and what runs them, looked up once at start.
+pub async fn probe_runtimes(warden: &std::path::Path) -> Vec<Runtime> {
+    let mut out = Vec::new();
+    for language in Language::ALL {
+        let (interpreter, path) = match language.interpreter() {
+            Some(name) => (name.to_string(), find_on_jail_path(name)),
+            None => {
+                let full = warden.with_file_name("warden-wasm");
+                ("warden-wasm".to_string(), full.is_file().then_some(full))
+            }
+        };
+        let version = match (&path, language) {
+            (Some(p), Language::Python | Language::Node | Language::Php) => version_of(p).await,
+            (Some(p), Language::Wasm) => version_of(p).await,
+            _ => None,
+        };
+        out.push(Runtime {
+            language,
+            available: path.is_some(),
+            interpreter,
+            path: path.map(|p| p.display().to_string()),
+            version,
+        });
+    }
+    out
+}
+
+/// Where the jail's `PATH` finds `name` (the jail shows the host's `/usr`).
+fn find_on_jail_path(name: &str) -> Option<PathBuf> {
+    ["/usr/local/bin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+async fn version_of(path: &std::path::Path) -> Option<String> {
+    let run = tokio::process::Command::new(path)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .ok()?
+        .ok()?;
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    let line = String::from_utf8_lossy(&text)
+        .lines()
+        .next()?
+        .trim()
+        .to_string();
+    (!line.is_empty()).then_some(line)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+/// Serves until `shutdown` resolves; then stops accepting, lets requests
+/// in flight finish for `shutdown_grace`, then stops their runs (SIGTERM:
+/// each still ends with its report and answer), and returns once every
+/// connection is closed. `on_listening` gets the bound address.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| ServeError::Bind(settings.listen, e))?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    let runtimes = probe_runtimes(&settings.runner.warden).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grace = settings.shutdown_grace;
+    let state = AppState::new(settings, stop_rx, runtimes);
+    let app = router(state.clone());
+    on_listening(addr);
+    let (begun_tx, begun_rx) = watch::channel(false);
+    let mut begun = begun_rx.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; requests in flight may finish");
+        let _ = begun_tx.send(true);
+    };
+    // The deadline: after the grace, runs still going are stopped.
+    tokio::spawn(async move {
+        if begun.wait_for(|b| *b).await.is_ok() {
+            tokio::time::sleep(grace).await;
+            tracing::warn!("shutdown grace over: stopping the runs still in flight");
+            let _ = stop_tx.send(true);
+        }
+    });
+    let served = axum::serve(listener, app).with_graceful_shutdown(signal);
+    // A connection that stays open past the grace and the runs' stop (a
+    // client that never finishes its request) does not hold the service.
+    let mut begun = begun_rx;
+    let cap = async move {
+        if begun.wait_for(|b| *b).await.is_ok() {
+            tokio::time::sleep(grace + Duration::from_secs(15)).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = served => r.map_err(ServeError::Serve)?,
+        () = cap => tracing::warn!("connections still open after the shutdown deadline: closing them"),
+    }
+    // Every worker back: no run of this service is left.
+    let all = state.settings.workers.max(1) as u32;
+    let _ = tokio::time::timeout(Duration::from_secs(10), state.workers.acquire_many(all)).await;
+    Ok(())
+}
