@@ -479,17 +479,24 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
             return ExitCode::from(EXIT_WARDEN_ERROR);
         }
     };
-    // The audit ledger, open before anything runs: a run that could not
-    // be recorded is not started.
-    let audit = if args.no_audit {
+    // The audit ledger: a run that could not be recorded is not started.
+    // Checked now (cheap); opened on first use: for the run itself, while
+    // its sandbox is being built (the engine's gate), off the start path.
+    let unrecordable = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot record the run in the audit ledger, so it is not started: {e:#} (--no-audit runs it unrecorded)"
+        )
+    };
+    let ledger_state = if args.no_audit {
         None
     } else {
-        match state_dir().and_then(|s| Ok(warden_engine::audit::Audit::open(&s)?)) {
-            Ok(a) => Some(a),
+        match state_dir().and_then(|s| {
+            warden_engine::audit::Audit::check(&s)?;
+            Ok(s)
+        }) {
+            Ok(s) => Some(s),
             Err(e) => {
-                let message = format!(
-                    "cannot record the run in the audit ledger, so it is not started: {e:#} (--no-audit runs it unrecorded)"
-                );
+                let message = unrecordable(&format!("{e:#}"));
                 say(&message);
                 let report = Report::setup_error(message, id.clone(), &backend);
                 if let Err(e) = report_target.write(&report) {
@@ -499,7 +506,20 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
             }
         }
     };
-    let audit = std::cell::RefCell::new(audit);
+    let audit: std::cell::RefCell<Option<warden_engine::audit::Audit>> = Default::default();
+    // Opens the ledger if it is wanted and not open yet.
+    let open_audit = || -> Result<(), String> {
+        let Some(state) = &ledger_state else {
+            return Ok(());
+        };
+        if audit.borrow().is_some() {
+            return Ok(());
+        }
+        let opened =
+            warden_engine::audit::Audit::open_checked(state).map_err(|e| unrecordable(&e))?;
+        *audit.borrow_mut() = Some(opened);
+        Ok(())
+    };
     let (actor, auth_error) = match acting() {
         Ok(a) => (Some(a), None),
         Err(e) => (None, Some(e)),
@@ -518,6 +538,7 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     let leases: std::cell::RefCell<Option<warden_engine::secrets::Leases>> = Default::default();
     // Appends the run's entry, durable before the report is written.
     let record = |report: &mut Report| -> Result<(), String> {
+        open_audit()?;
         let mut audit = audit.borrow_mut();
         let Some(a) = audit.as_mut() else {
             return Ok(());
@@ -626,7 +647,7 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
-    if prepared.audit_required && audit.borrow().is_none() {
+    if prepared.audit_required && ledger_state.is_none() {
         return refuse_unaudited(&prepared, &report_target, &principal, &tenant, &argv);
     }
     let kv_dir = args
@@ -641,6 +662,9 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     if let Some(actor) = &actor {
         for (name, _) in warden_engine::secrets::granted_secrets(&prepared.invocation.capabilities)
         {
+            if let Err(e) = open_audit() {
+                return fail(e);
+            }
             let mut audit = audit.borrow_mut();
             if let Err(e) = authorize(
                 actor,
@@ -678,7 +702,7 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         }
         Err(e) => return fail(e),
     }
-    let result = engine.run(&prepared);
+    let result = engine.run_gated(&prepared, &mut || open_audit());
     // The run is over: its leases end, whatever happened.
     let done = leases.borrow();
     if let Some(l) = done.as_ref() {
@@ -686,6 +710,17 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     }
     let mut report = match result {
         Ok(r) => r,
+        // The ledger could not be opened: nothing ran, and nothing can be
+        // recorded.
+        Err(warden_engine::EngineError::Backend(warden_core::BackendError::Gate(why))) => {
+            drop(done);
+            say(&why);
+            let report = Report::setup_error(why, id.clone(), &backend);
+            if let Err(e) = report_target.write(&report) {
+                say(e);
+            }
+            return ExitCode::from(EXIT_WARDEN_ERROR);
+        }
         Err(e) => {
             let message = match done.as_ref() {
                 Some(l) => l.redact(&e.to_string()),

@@ -175,6 +175,46 @@ fn a_ledger_that_cannot_be_written_refuses_the_run() {
     assert!(!marker.exists(), "the program must not have run");
 }
 
+/// The ledger is opened while the jail is being built (off the start
+/// path); one that passes the cheap checks but cannot be opened must still
+/// stop the run before its program starts.
+#[test]
+fn a_ledger_that_cannot_be_opened_stops_the_jail_before_the_program() {
+    let t = TempDir::new("audit-bad-db");
+    let s = state(&t);
+    let ledger = std::path::Path::new(&s).join("ledger");
+    std::fs::create_dir_all(&ledger).unwrap();
+    std::fs::set_permissions(&s, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&ledger, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(ledger.join("ledger.db"), vec![0x5a; 8192]).unwrap();
+    let marker = t.root.join("ran");
+    let out = t
+        .raw([
+            "run",
+            "--allow",
+            &format!("fs:write:{}", t.root.display()),
+            "--",
+            "touch",
+            &marker.display().to_string(),
+        ])
+        .env("WARDEN_STATE", &s)
+        .go();
+    out.expect_warden_error("an unreadable ledger database");
+    assert!(
+        out.stderr
+            .contains("cannot record the run in the audit ledger, so it is not started"),
+        "{}",
+        out.ctx()
+    );
+    assert_eq!(
+        out.stderr.matches("so it is not started").count(),
+        1,
+        "said once: {}",
+        out.ctx()
+    );
+    assert!(!marker.exists(), "the program must not have run");
+}
+
 #[test]
 fn external_events_are_appended_and_a_bad_line_keeps_what_came_before() {
     let t = TempDir::new("audit-append");

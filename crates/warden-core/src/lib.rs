@@ -34,6 +34,9 @@ pub enum BackendError {
     },
     #[error("backend {0} is not available on this host: {1}")]
     Unavailable(String, String),
+    /// The caller's gate (see [`Backend::run_gated`]) said no: nothing ran.
+    #[error("{0}")]
+    Gate(String),
 }
 
 impl BackendError {
@@ -54,4 +57,18 @@ pub trait Backend {
     /// the caller; standard output and error are forwarded to the caller's
     /// after capping.
     fn run(&self, invocation: &Invocation) -> Result<Outcome, BackendError>;
+    /// [`Backend::run`], calling `gate` before the program starts: if it
+    /// fails, the program never starts and the error is
+    /// [`BackendError::Gate`]. A backend may call it while its sandbox is
+    /// being built, so that the caller's work (opening the audit ledger)
+    /// overlaps with that instead of adding to it; it is called at most
+    /// once, on the calling thread.
+    fn run_gated(
+        &self,
+        invocation: &Invocation,
+        gate: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<Outcome, BackendError> {
+        gate().map_err(BackendError::Gate)?;
+        self.run(invocation)
+    }
 }

@@ -169,6 +169,15 @@ impl Audit {
     /// Opens the ledger of the state directory `state` and checks that it
     /// can take an entry.
     pub fn open(state: &Path) -> Result<Audit, AuditError> {
+        Audit::check(state)?;
+        Audit::open_checked(state)
+    }
+
+    /// What [`Audit::open`] checks before it opens the database, without
+    /// opening it (cheap: a run checks this first and opens the ledger
+    /// while its sandbox is being built): the directories exist and are
+    /// private, there is free space, and the ledger is writable.
+    pub fn check(state: &Path) -> Result<(), AuditError> {
         let dir = state.join("ledger");
         for d in [state, dir.as_path()] {
             warden_core::state::private_dir(d).map_err(|e| AuditError::Io(d.to_path_buf(), e))?;
@@ -189,6 +198,12 @@ impl Audit {
                 Err(e) => return Err(AuditError::Io(p.to_path_buf(), e.into())),
             }
         }
+        Ok(())
+    }
+
+    /// [`Audit::open`] after [`Audit::check`] passed.
+    pub fn open_checked(state: &Path) -> Result<Audit, AuditError> {
+        let dir = state.join("ledger");
         let settings = crate::config::current(state);
         let config = settings.audit.clone();
         let ledger = Ledger::open(&dir)?;

@@ -340,8 +340,19 @@ impl Engine {
 
     /// Runs a prepared invocation and builds its report.
     pub fn run(&mut self, prepared: &Prepared) -> Result<Report, EngineError> {
+        self.run_gated(prepared, &mut || Ok(()))
+    }
+
+    /// [`Engine::run`], with `gate` called before the program starts (see
+    /// [`Backend::run_gated`]): its error stops the run, as
+    /// `EngineError::Backend(BackendError::Gate(..))`.
+    pub fn run_gated(
+        &mut self,
+        prepared: &Prepared,
+        gate: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<Report, EngineError> {
         let backend = self.backend(&prepared.backend)?;
-        let mut outcome = backend.run(&prepared.invocation)?;
+        let mut outcome = backend.run_gated(&prepared.invocation, gate)?;
         outcome.note_stop_limit(&prepared.invocation.limits);
         // What the request resolved to differently from what was asked.
         outcome

@@ -398,6 +398,17 @@ impl Backend for JailBackend {
     }
 
     fn run(&self, inv: &Invocation) -> Result<Outcome, BackendError> {
+        self.run_gated(inv, &mut || Ok(()))
+    }
+
+    /// The gate is called once the jail's init exists and builds its root,
+    /// before the run's cgroup is handed over (init forks the program only
+    /// after that): the caller's work overlaps with the jail's set-up.
+    fn run_gated(
+        &self,
+        inv: &Invocation,
+        gate: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<Outcome, BackendError> {
         let program = inv
             .argv
             .first()
@@ -438,7 +449,7 @@ impl Backend for JailBackend {
 
         let mut limits = limits_plan;
         limits.warnings.extend(grant_warnings);
-        self.run_in(inv, program, &plan, limits, scratch)
+        self.run_in(inv, program, &plan, limits, scratch, gate)
     }
 }
 
@@ -484,6 +495,7 @@ impl JailBackend {
         plan: &MountPlan,
         limits: Limits,
         scratch: Option<PathBuf>,
+        gate: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Outcome, BackendError> {
         let setup = |what: &'static str| move |e| BackendError::setup(what, e);
         let (stdout_r, stdout_w) = sys::pipe().map_err(setup("create stdout pipe"))?;
@@ -657,8 +669,14 @@ impl JailBackend {
                 return Err(BackendError::setup("map the jail's user ids", e));
             }
         }
-        // While the jail builds its root, make the run's cgroup and hand
-        // it over; the jail joins it before the program is forked.
+        // While the jail builds its root: the caller's gate, then the
+        // run's cgroup, handed over; the jail joins it before the program
+        // is forked, so a closed gate means the program never starts.
+        if let Err(why) = gate() {
+            let _ = sys::kill(init_pid, libc::SIGKILL);
+            let _ = sys::waitpid(init_pid, 0);
+            return Err(BackendError::Gate(why));
+        }
         let cgroup = match self.create_cgroup(inv, init_pid, &notify_parent) {
             Ok(cg) => cg,
             Err(e) => {
