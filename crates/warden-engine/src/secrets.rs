@@ -116,6 +116,9 @@ pub fn lease_for(
     if wanted.is_empty() {
         return Ok(None);
     }
+    // No core dump of this process from here on can hold a value (and
+    // ptrace needs CAP_SYS_PTRACE): the values are about to be in memory.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let now = warden_secrets::unix_now();
     let leases = LeaseStore::open(state)?;
     let master = master_key(state)?;
