@@ -1,0 +1,726 @@
+//! `warden serve` end to end: the real `warden-serve` binary on a free
+//! loopback port with a temporary state directory, driven over HTTP. Each
+//! test starts its own service (its own state, RBAC file, limits).
+//!
+//! The service runs every invocation with the `warden` binary beside it;
+//! cargo builds `warden-serve` for this test, and the first test to need
+//! `warden` builds it (`cargo build -p warden-cli`) into the same directory.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn serve_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warden-serve"))
+}
+
+/// The `warden` binary beside `warden-serve`, built once per test run.
+fn warden_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let serve = serve_bin();
+            let dir = serve.parent().expect("binary directory");
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let mut build = Command::new(env!("CARGO"));
+            build.current_dir(&root).args([
+                "build",
+                "-p",
+                "warden-cli",
+                "--bin",
+                "warden",
+                "--bin",
+                "warden-wasm",
+            ]);
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build -p warden-cli");
+            assert!(status.success(), "cargo build -p warden-cli failed");
+            let warden = dir.join("warden");
+            assert!(
+                warden.is_file(),
+                "{} missing after cargo build -p warden-cli (another target directory?)",
+                warden.display()
+            );
+            warden
+        })
+        .clone()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    key: String,
+    state: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        Server::start_with(extra, |_| {})
+    }
+
+    /// Starts a service; `prepare` may write into the state directory
+    /// before it starts (it is fresh: the service bootstraps it).
+    fn start_with(extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        let warden = warden_bin();
+        let state = tempfile::Builder::new()
+            .prefix("warden-serve-test-")
+            .tempdir()
+            .expect("temp state");
+        prepare(state.path());
+        let mut child = Command::new(serve_bin())
+            .arg("--state")
+            .arg(state.path())
+            .args(["--listen", "127.0.0.1:0", "--warden"])
+            .arg(&warden)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start warden-serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let (mut key, mut base) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while key.is_none() || base.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("warden-serve did not start: {:?}", log.lock().unwrap())
+            });
+            if let Some(k) = line.strip_prefix("warden: development API key: ") {
+                key = Some(k.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("warden: listening on ") {
+                base = rest.split_whitespace().next().map(str::to_string);
+            }
+        }
+        Server {
+            child,
+            base: base.unwrap(),
+            key: key.unwrap(),
+            state,
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    fn warden(&self, args: &[&str]) -> std::process::Output {
+        self.warden_as(None, args)
+    }
+
+    /// `warden --state STATE ARGS`, as the principal of `key` if given.
+    fn warden_as(&self, key: Option<&str>, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(warden_bin());
+        if let Some(key) = key {
+            command.env("WARDEN_API_KEY", key);
+        }
+        command
+            .arg("--state")
+            .arg(self.state.path())
+            .args(args)
+            .output()
+            .expect("run warden")
+    }
+
+    fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    }
+
+    /// Waits for the service to exit; its status.
+    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "warden-serve still running {within:?} after SIGTERM: {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn execute(&self, body: &Value) -> Answer {
+        request(
+            "POST",
+            &self.url("/v1/execute"),
+            Some(&self.key),
+            Some(body.to_string()),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts an error answer: status and code.
+    fn error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{}", self.body);
+        let v = self.json();
+        assert_eq!(v["code"], code, "{}", self.body);
+        v["message"].as_str().expect("message").to_string()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn request(method: &str, url: &str, key: Option<&str>, body: Option<String>) -> Answer {
+    let agent = agent();
+    let mut response = match (method, body) {
+        ("GET", _) => {
+            let mut r = agent.get(url);
+            if let Some(k) = key {
+                r = r.header("Authorization", &format!("Bearer {k}"));
+            }
+            r.call()
+        }
+        (_, body) => {
+            let mut r = agent.post(url).header("Content-Type", "application/json");
+            if let Some(k) = key {
+                r = r.header("Authorization", &format!("Bearer {k}"));
+            }
+            r.send(body.unwrap_or_default())
+        }
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .expect("read body");
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A raw HTTP/1.1 exchange: `head` (request line and headers, without
+/// the blank line), then `body`; the status and body of the answer.
+fn raw(addr: &str, head: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    // The service may answer before reading all of it, and close.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn sh(script: &str) -> Value {
+    json!({"language": "sh", "files": [{"name": "main.sh", "content": script}]})
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(marker) {
+                found.push(format!("{name}: {text}"));
+            }
+        }
+    }
+    found
+}
+
+fn marker(tag: &str) -> String {
+    format!(
+        "warden-serve-it-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )
+}
+
+#[test]
+fn health_readiness_runtimes_and_openapi() {
+    let s = Server::start(&[]);
+    let a = request("GET", &s.url("/healthz"), None, None);
+    assert_eq!((a.status, a.body.as_str()), (200, "ok"));
+    let a = request("GET", &s.url("/readyz"), None, None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = request("GET", &s.url("/v1/runtimes"), None, None);
+    assert_eq!(a.status, 200);
+    let runtimes = a.json();
+    let list = runtimes["runtimes"].as_array().expect("runtimes");
+    let langs: Vec<&str> = list
+        .iter()
+        .map(|r| r["language"].as_str().unwrap())
+        .collect();
+    assert_eq!(langs, ["python", "node", "php", "sh", "wasm"]);
+    let sh = list.iter().find(|r| r["language"] == "sh").unwrap();
+    assert_eq!(sh["available"], true, "{sh}");
+    let py = list.iter().find(|r| r["language"] == "python").unwrap();
+    assert!(
+        py["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("Python 3")),
+        "{py}"
+    );
+    let a = request("GET", &s.url("/openapi.json"), None, None);
+    assert_eq!(a.status, 200);
+    let doc = a.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let execute = &doc["paths"]["/v1/execute"]["post"];
+    assert!(execute.is_object(), "no POST /v1/execute");
+    for status in ["200", "400", "401", "403", "413", "503"] {
+        assert!(execute["responses"][status].is_object(), "no {status}");
+    }
+    for path in ["/healthz", "/readyz", "/v1/runtimes", "/openapi.json"] {
+        assert!(doc["paths"][path].is_object(), "no {path}");
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let a = request("GET", &s.url("/nowhere"), None, None);
+    a.error(404, "not_found");
+}
+
+#[test]
+fn readiness_fails_without_the_warden_binary() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(serve_bin())
+        .arg("--state")
+        .arg(state.path())
+        .args(["--listen", "127.0.0.1:0", "--warden", "/nonexistent/warden"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("warden-serve ended").unwrap();
+        if let Some(rest) = line.strip_prefix("warden: listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let a = request("GET", &format!("{base}/readyz"), None, None);
+    let message = a.error(503, "not_ready");
+    assert!(message.contains("/nonexistent/warden"), "{message}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn execute_sh_leaves_a_verified_ledger_entry() {
+    let s = Server::start(&[]);
+    let mut body = sh("echo hi; cat; printf '%s|' \"$@\"; pwd >&2");
+    body["stdin"] = json!("from stdin\n");
+    body["args"] = json!(["a b", "-c"]);
+    let a = s.execute(&body);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["stdout"], "hi\nfrom stdin\na b|-c|", "{v}");
+    assert_eq!(v["stdout_encoding"], "utf8");
+    assert_eq!(v["stderr"], "/work\n");
+    assert_eq!(v["report"]["status"], "exited", "{v}");
+    assert_eq!(v["report"]["exit_code"], 0);
+    assert_eq!(v["report"]["backend"], "jail");
+    let index = v["ledger_index"].as_u64().expect("ledger_index");
+    assert_eq!(v["report"]["audit"]["index"].as_u64(), Some(index));
+    // The entry names the principal whose key made the request.
+    let log = s.warden(&[
+        "audit",
+        "log",
+        "--from",
+        &index.to_string(),
+        "--to",
+        &(index + 1).to_string(),
+    ]);
+    assert!(log.status.success(), "{log:?}");
+    let entry = String::from_utf8_lossy(&log.stdout);
+    assert!(entry.contains("\"dev\""), "{entry}");
+    let verify = s.warden(&["audit", "verify"]);
+    assert!(verify.status.success(), "audit verify: {verify:?}");
+    // Nothing of the run's directory is left.
+    let a = s.execute(&sh("exit 3"));
+    assert_eq!(a.json()["report"]["exit_code"], 3);
+}
+
+#[test]
+fn execute_python_wasm_and_binary_output() {
+    let s = Server::start(&[]);
+    let a = s.execute(&json!({
+        "language": "python",
+        "files": [
+            {"name": "main.py", "content": "import lib.util as u\nprint(u.f(), open('data.bin','rb').read())"},
+            {"name": "lib/util.py", "content": "def f():\n    return sum(range(10))\n"},
+            {"name": "data.bin", "content": "AAEC", "encoding": "base64"},
+        ],
+    }));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["stdout"], "45 b'\\x00\\x01\\x02'\n", "{v}");
+    assert_eq!(v["report"]["status"], "exited");
+    // Output that is not UTF-8 comes back as base64, and says so.
+    let a = s.execute(&sh("printf '\\377\\376'"));
+    let v = a.json();
+    assert_eq!(
+        (v["stdout"].as_str(), v["stdout_encoding"].as_str()),
+        (Some("//4="), Some("base64"))
+    );
+    let wat = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 8) "hi from wasm\n")
+      (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 8))
+        (i32.store (i32.const 4) (i32.const 13))
+        (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 24)))))"#;
+    let a =
+        s.execute(&json!({"language": "wasm", "files": [{"name": "hello.wat", "content": wat}]}));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["stdout"], "hi from wasm\n", "{v}");
+    assert_eq!(v["report"]["backend"], "wasm");
+    assert!(v["ledger_index"].is_u64());
+}
+
+#[test]
+fn a_wall_time_limit_stops_the_run() {
+    let s = Server::start(&[]);
+    let mut body = sh("sleep 5");
+    body["limits"] = json!({"wall_time_ms": 200});
+    let started = Instant::now();
+    let a = s.execute(&body);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["report"]["status"], "timeout", "{v}");
+    assert_eq!(v["report"]["limits"]["wall_time_ms"], 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn missing_wrong_malformed_and_revoked_keys_are_401() {
+    let s = Server::start(&[]);
+    let body = sh("echo hi").to_string();
+    let url = s.url("/v1/execute");
+    let m = request("POST", &url, None, Some(body.clone())).error(401, "unauthenticated");
+    assert!(m.contains("missing"), "{m}");
+    let a = request(
+        "POST",
+        &url,
+        Some("wdn_notakeyofanyone"),
+        Some(body.clone()),
+    );
+    assert!(a
+        .header("www-authenticate")
+        .is_some_and(|h| h.starts_with("Bearer")));
+    a.error(401, "unauthenticated");
+    request("POST", &url, Some("notwarden"), Some(body.clone())).error(401, "unauthenticated");
+    let (status, raw_body) = raw(
+        &s.addr(),
+        &format!(
+            "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Zm9vOmJhcg==\r\nContent-Length: {}",
+            body.len()
+        ),
+        body.as_bytes(),
+    );
+    assert_eq!(status, 401, "{raw_body}");
+    // A principal added and then revoked.
+    let added = s.warden(&["principal", "add", "bob", "--tenant", "default"]);
+    assert!(added.status.success(), "{added:?}");
+    let bob = String::from_utf8(added.stdout).unwrap().trim().to_string();
+    assert!(bob.starts_with("wdn_"));
+    let ok = request("POST", &url, Some(&bob), Some(body.clone()));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let revoked = s.warden(&["principal", "revoke", "bob"]);
+    assert!(revoked.status.success(), "{revoked:?}");
+    let m = request("POST", &url, Some(&bob), Some(body)).error(401, "unauthenticated");
+    assert!(m.contains("revoked"), "{m}");
+}
+
+#[test]
+fn bad_requests_are_400_with_a_code_naming_the_field() {
+    let s = Server::start(&[]);
+    let url = s.url("/v1/execute");
+    let post = |text: &str| request("POST", &url, Some(&s.key), Some(text.to_string()));
+    post("{\"language\": \"sh\",").error(400, "bad_json");
+    post("[]").error(400, "invalid_field");
+    let m = post(r#"{"language":"sh","files":[{"name":"a","content":"x"}],"timeout":5}"#)
+        .error(400, "unknown_field");
+    assert!(m.contains("timeout"), "{m}");
+    let m =
+        post(r#"{"language":"sh","files":[{"name":"a","content":"x"}],"limits":{"wall_ms":5}}"#)
+            .error(400, "unknown_field");
+    assert!(m.contains("limits.wall_ms"), "{m}");
+    let m = post(r#"{"language":"cobol","files":[{"name":"a","content":"x"}]}"#)
+        .error(400, "unknown_language");
+    assert!(m.contains("cobol"), "{m}");
+    let m = post(r#"{"language":"sh","files":[{"name":"../../etc/x","content":"x"}]}"#)
+        .error(400, "invalid_file");
+    assert!(m.contains("files[0].name"), "{m}");
+    post(r#"{"language":"sh","files":[{"name":"/etc/passwd","content":"x"}]}"#)
+        .error(400, "invalid_file");
+    let m = post(
+        r#"{"language":"sh","files":[{"name":"a","content":"x"}],"limits":{"memory_bytes":1}}"#,
+    )
+    .error(400, "invalid_limit");
+    assert!(m.contains("limits.memory_bytes"), "{m}");
+    post(r#"{"language":"sh","files":[{"name":"a","content":"x"}],"limits":{"pids":0}}"#)
+        .error(400, "invalid_limit");
+    let m = post(
+        r#"{"language":"sh","files":[{"name":"a","content":"x"}],"capabilities":["net:nope"]}"#,
+    )
+    .error(400, "invalid_capability");
+    assert!(m.contains("capabilities[0]"), "{m}");
+    post(r#"{"language":"sh","files":[{"name":"a","content":"x"}],"capabilities":["fs:read:/"]}"#)
+        .error(400, "invalid_capability");
+    post(r#"{"language":"sh","files":[]}"#).error(400, "invalid_file");
+    post(r#"{"language":"sh"}"#).error(400, "missing_field");
+}
+
+#[test]
+fn a_body_over_the_cap_is_413() {
+    let s = Server::start(&[]);
+    // Default cap, 8 MiB: a declared length past it is refused at once.
+    let (status, body) = raw(
+        &s.addr(),
+        &format!(
+            "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}",
+            s.key,
+            9 << 20
+        ),
+        b"{\"language\":",
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
+    // Just under it is read (and then judged on its content).
+    let big = "x".repeat(7 << 20);
+    let a = s.execute(&json!({"language": "sh", "files": [{"name": "a", "content": "echo ok"}, {"name": "big", "content": big}]}));
+    assert_eq!(a.status, 200, "{}", &a.body[..a.body.len().min(300)]);
+    // A chunked body, with no length to judge by, is cut at the cap.
+    let small = Server::start(&["--max-body", "1KiB"]);
+    let chunk = "y".repeat(4096);
+    let (status, body) = raw(
+        &small.addr(),
+        &format!(
+            "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked",
+            small.key
+        ),
+        format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len()).as_bytes(),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
+}
+
+#[test]
+fn rbac_denial_is_403_naming_the_action() {
+    let rbac = "roles:\n  admin: {}\nbindings:\n  - {principal: dev, tenant: default, roles: [admin]}\nrules:\n  - allow: invoke\n    role: admin\n    resources: [\"runtime:python\"]\n  - allow: audit.read\n    role: admin\n";
+    let s = Server::start_with(&[], |state| {
+        std::fs::write(state.join("rbac.yaml"), rbac).unwrap();
+    });
+    let m = s.execute(&sh("echo never")).error(403, "forbidden");
+    assert!(m.contains("invoke") && m.contains("runtime:sh"), "{m}");
+    // The denial is in the ledger, which still verifies.
+    let log = s.warden_as(Some(&s.key), &["audit", "log"]);
+    let text = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        text.contains("\"deny\"") && text.contains("runtime:sh"),
+        "{log:?}"
+    );
+    let verify = s.warden_as(Some(&s.key), &["audit", "verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+    // What the file allows runs.
+    let a = s.execute(
+        &json!({"language": "python", "files": [{"name": "m.py", "content": "print(1)"}]}),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["stdout"], "1\n");
+}
+
+#[test]
+fn a_full_queue_is_503_with_retry_after() {
+    let s = Server::start(&["--workers", "1", "--queue", "0"]);
+    let url = s.url("/v1/execute");
+    let key = s.key.clone();
+    let slow = std::thread::spawn(move || {
+        request(
+            "POST",
+            &url,
+            Some(&key),
+            Some(sh("sleep 2; echo slow").to_string()),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let a = s.execute(&sh("echo fast"));
+    a.error(503, "overloaded");
+    assert_eq!(a.header("retry-after"), Some("1"));
+    let slow = slow.join().unwrap();
+    assert_eq!(slow.status, 200, "{}", slow.body);
+    assert_eq!(slow.json()["stdout"], "slow\n");
+}
+
+#[test]
+fn sigterm_lets_a_run_in_flight_answer_and_exits_0_leaving_no_child() {
+    let mut s = Server::start(&[]);
+    let mark = marker("term");
+    let url = s.url("/v1/execute");
+    let key = s.key.clone();
+    let mut body = sh("sleep 1.5; echo finished \"$1\"");
+    body["args"] = json!([mark]);
+    let text = body.to_string();
+    let inflight = std::thread::spawn(move || request("POST", &url, Some(&key), Some(text)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&mark).is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.terminate();
+    let a = inflight.join().unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["stdout"], format!("finished {mark}\n"), "{v}");
+    assert_eq!(v["report"]["status"], "exited");
+    let status = s.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}: {:?}", s.log.lock().unwrap());
+    assert!(
+        processes_with(&mark).is_empty(),
+        "{:?}",
+        processes_with(&mark)
+    );
+    // No new connection is taken.
+    assert!(TcpStream::connect(s.addr()).is_err());
+}
+
+#[test]
+fn after_the_shutdown_grace_runs_are_stopped_with_their_reports() {
+    let mut s = Server::start(&["--shutdown-grace", "500ms"]);
+    let mark = marker("grace");
+    let url = s.url("/v1/execute");
+    let key = s.key.clone();
+    let mut body = sh("sleep 30; echo never \"$1\"");
+    body["args"] = json!([mark]);
+    let text = body.to_string();
+    let inflight = std::thread::spawn(move || request("POST", &url, Some(&key), Some(text)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&mark).is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = Instant::now();
+    s.terminate();
+    let a = inflight.join().unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["stdout"], "", "{v}");
+    // Warden stopped it on SIGTERM: status error, the signal, a ledger entry.
+    assert_eq!(v["report"]["status"], "error", "{v}");
+    assert_eq!(v["report"]["signal"], 15, "{v}");
+    assert!(v["ledger_index"].is_u64(), "{v}");
+    let status = s.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        processes_with(&mark).is_empty(),
+        "{:?}",
+        processes_with(&mark)
+    );
+    assert!(s.warden(&["audit", "verify"]).status.success());
+}
+
+#[test]
+fn warden_serve_is_what_warden_serve_runs() {
+    let warden = warden_bin();
+    let out = Command::new(&warden)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--listen"), "{help}");
+    assert!(help.contains("--max-body"), "{help}");
+}
