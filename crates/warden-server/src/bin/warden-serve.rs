@@ -191,3 +191,32 @@ fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("warden: stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::without_serve_word;
+
+    fn strip(args: &[&str]) -> Vec<String> {
+        without_serve_word(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_serve_word_of_warden_serve_is_dropped_once() {
+        assert_eq!(
+            strip(&["w", "serve", "--listen", "x"]),
+            ["w", "--listen", "x"]
+        );
+        assert_eq!(
+            strip(&["w", "--state", "serve", "serve", "--listen", "serve"]),
+            ["w", "--state", "serve", "--listen", "serve"]
+        );
+        assert_eq!(
+            strip(&["w", "--config", "c", "serve"]),
+            ["w", "--config", "c"]
+        );
+        assert_eq!(strip(&["w", "--listen", "x"]), ["w", "--listen", "x"]);
+    }
+}
