@@ -724,3 +724,75 @@ fn warden_serve_is_what_warden_serve_runs() {
     assert!(help.contains("--listen"), "{help}");
     assert!(help.contains("--max-body"), "{help}");
 }
+
+#[test]
+fn secrets_are_leased_to_the_callers_run_and_redacted() {
+    let s = Server::start(&[]);
+    let value = "hunter2-topsecret-value";
+    let mut put = Command::new(warden_bin())
+        .env("WARDEN_API_KEY", &s.key)
+        .arg("--state")
+        .arg(s.state.path())
+        .args(["secret", "put", "db-pass"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+    let mut body = sh("cat /run/secrets/db-pass; echo; echo \"$SECRET_DB_PASS\" >&2");
+    body["capabilities"] = json!(["secret:db-pass:env"]);
+    let a = s.execute(&body);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(!a.body.contains(value), "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["stdout"], "[REDACTED:db-pass]\n", "{v}");
+    assert_eq!(v["stderr"], "[REDACTED:db-pass]\n", "{v}");
+    assert_eq!(v["report"]["leases"][0]["secret"], "db-pass", "{v}");
+    let log = s.warden(&["audit", "log"]);
+    assert!(!String::from_utf8_lossy(&log.stdout).contains(value));
+}
+
+#[test]
+fn a_client_that_goes_away_stops_its_run_which_is_still_recorded() {
+    let s = Server::start(&[]);
+    let mark = marker("gone");
+    let mut body = sh("sleep 30");
+    body["args"] = json!([mark]);
+    let text = body.to_string();
+    let mut conn = TcpStream::connect(s.addr()).unwrap();
+    write!(
+        conn,
+        "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n{text}",
+        s.key,
+        text.len()
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&mark).is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(conn);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&mark).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "still running: {:?}",
+            processes_with(&mark)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Warden stopped it on SIGTERM and wrote its entry.
+    let log = s.warden(&["audit", "log"]);
+    let text = String::from_utf8_lossy(&log.stdout);
+    let entry = text
+        .lines()
+        .find(|l| l.contains(&mark))
+        .expect("no entry of the run");
+    assert!(entry.contains("interrupted by signal 15"), "{entry}");
+}
