@@ -8,9 +8,10 @@
 //! `write` for `read`). It depends on the request alone, never on the
 //! policy, and `e.subsumes(c)` ⇔ `covering_keys(c)` contains `e`'s
 //! canonical form (tested exhaustively on generated cases). Each requested
-//! capability gets one context slot `context.caps.cN` holding its keys, and
-//! a rule with ceiling `E` requires, per slot, `cN.isEmpty() ||
-//! E.containsAny(cN)`. Limits (`mem:limit` …) are covered by any larger
+//! capability gets one context slot `context.caps.cN` holding its keys
+//! (`context.caps_count` of them are in use), and a rule with ceiling `E`
+//! requires `E.containsAny(cN)` of each slot in use, nested so that Cedar
+//! stops after the last one. Limits (`mem:limit` …) are covered by any larger
 //! limit, an infinite set, so they are compared as numbers instead.
 
 use std::path::Path;
@@ -172,13 +173,19 @@ pub(crate) fn ceiling_condition(ceiling: &[Capability]) -> String {
     entries.dedup();
     let set = format!("[{}]", entries.join(", "));
     let mut clauses = vec!["!context.caps_overflow".to_owned()];
-    for slot in 0..CAPABILITY_SLOTS {
-        clauses.push(if entries.is_empty() {
-            format!("context.caps.c{slot}.isEmpty()")
-        } else {
-            format!("(context.caps.c{slot}.isEmpty() || {set}.containsAny(context.caps.c{slot}))")
-        });
-    }
+    // Slot by slot, innermost last: `count <= N || (SET covers cN && …)`,
+    // so a request with k capabilities costs k set tests, not 16.
+    clauses.push(if entries.is_empty() {
+        "context.caps_count == 0".to_owned()
+    } else {
+        let mut nested = String::from("true");
+        for slot in (0..CAPABILITY_SLOTS).rev() {
+            nested = format!(
+                "(context.caps_count <= {slot} || ({set}.containsAny(context.caps.c{slot}) && {nested}))"
+            );
+        }
+        nested
+    });
     let mut max = [None::<i64>; 4];
     for cap in ceiling {
         if let Some((slot, amount)) = limit_amount(cap) {

@@ -58,6 +58,7 @@ type RequestContext = {{
   minute_of_day: Long,  // UTC, 0..1439
   input_bytes: Long,
   caps: Capabilities,
+  caps_count: Long,     // slots in use: c0 .. c(caps_count - 1)
   caps_overflow: Bool,
   limits: Limits,
 }};

@@ -47,6 +47,7 @@ mod time;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
@@ -199,18 +200,85 @@ pub struct CedarExport {
     pub entities: String,
 }
 
+/// Why a request that no rule allows is denied.
+fn no_rule_reason(request: &Request) -> String {
+    let resource = &request.resource;
+    let mut reason = format!(
+        "no rule allows {} (tenant {}) to {} {} {:?} of tenant {}",
+        request.principal,
+        request.tenant,
+        request.action,
+        resource.kind,
+        resource.name,
+        resource_tenant(resource)
+    );
+    if resource_tenant(resource) != request.tenant {
+        reason.push_str(
+            "; tenants are isolated: only a rule with cross_tenant: true reaches another tenant",
+        );
+    }
+    reason
+}
+
+/// Cedar's `like` for a pattern without escapes: `*` matches any run of
+/// characters (also none), every other character itself.
+fn like(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut i, mut j) = (0, 0);
+    // The last `*` seen and the text position it was tried at.
+    let mut star: Option<(usize, usize)> = None;
+    while j < t.len() {
+        if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == t[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+/// Policies that may apply to a request, each with its rule's index.
+type Slice = Vec<(Policy, usize)>;
+
+/// An action's index and a principal's sorted roles.
+type SliceKey = (usize, Vec<String>);
+
+/// How many (action, role set) policy slices [`Authz`] keeps.
+const SLICE_CACHE: usize = 4096;
+
 /// A loaded RBAC file: parsed, compiled and validated once.
 pub struct Authz {
     origin: String,
     rules: Vec<RuleRef>,
     rule_by_policy: HashMap<PolicyId, usize>,
-    policies_by_action: Vec<PolicySet>,
+    /// Per action: role → the policies of the rules naming that role, with
+    /// each rule's index. Every rule's scope is `principal in Role::R`, so
+    /// only the policies of the principal's own (flattened) roles can
+    /// apply to a request.
+    policies_by_role: Vec<HashMap<String, Vec<(Policy, usize)>>>,
+    /// (action, sorted roles) → those policies, gathered on first use; at
+    /// most [`SLICE_CACHE`] entries.
+    slices: Mutex<HashMap<SliceKey, Arc<Slice>>>,
+    /// Per rule: the resource-name patterns one of which its policy
+    /// requires (`resource.name like P`), or `None` when it applies to any
+    /// name (or has a pattern this prefilter does not read).
+    patterns: Vec<Option<Vec<String>>>,
     policies_text: String,
     schema: Schema,
     schema_text: String,
     entities_json: String,
-    /// (tenant, principal) → the principal entity, with every inherited role as a parent.
-    principals: HashMap<(String, String), Entity>,
+    /// (tenant, principal) → the principal entity, with every inherited
+    /// role as a parent, and those roles sorted.
+    principals: HashMap<(String, String), (Entity, Vec<String>)>,
     /// principal → roles (with inherited ones) bound with `tenant: "*"`.
     everywhere: HashMap<String, Vec<String>>,
     os_users: HashMap<String, String>,
@@ -279,7 +347,9 @@ impl Authz {
         let top = Location { line: 1, column: 1 };
         let schema = compile::schema().map_err(|e| (top, e))?;
         let mut policies = PolicySet::new();
-        let mut policies_by_action = vec![PolicySet::new(); Action::ALL.len()];
+        let mut policies_by_role: Vec<HashMap<String, Vec<(Policy, usize)>>> =
+            vec![HashMap::new(); Action::ALL.len()];
+        let mut patterns = Vec::new();
         let mut policies_text = String::new();
         let mut rules = Vec::new();
         let mut rule_by_policy = HashMap::new();
@@ -299,7 +369,16 @@ impl Authz {
                 set.add(policy)
                     .map_err(|e| (rule.at, format!("{}: {e}", rule.id())))
             };
-            add(&mut policies_by_action[rule.action.index()], policy.clone())?;
+            policies_by_role[rule.action.index()]
+                .entry(rule.role.name.clone())
+                .or_default()
+                .push((policy.clone(), rules.len()));
+            // The policy's `like` of each pattern, read back: `*` is any
+            // text; a backslash (Cedar's escape) is left to Cedar.
+            patterns.push(
+                (!rule.resources.iter().any(|p| p == "*" || p.contains('\\')))
+                    .then(|| rule.resources.clone()),
+            );
             add(&mut policies, policy)?;
             policies_text.push_str(&format!("// {}\n", summarize(rule)));
             policies_text.push_str(&text);
@@ -375,13 +454,19 @@ impl Authz {
             .map(|((tenant, name), roles)| {
                 let mut roles = roles.clone();
                 roles.extend(everywhere.get(name).into_iter().flatten().cloned());
-                let entity = principal_entity(name, tenant, &flatten(&roles));
-                ((tenant.clone(), name.clone()), entity)
+                let mut roles = flatten(&roles);
+                let entity = principal_entity(name, tenant, &roles);
+                roles.sort_unstable();
+                ((tenant.clone(), name.clone()), (entity, roles))
             })
             .collect();
         let everywhere_flat: HashMap<String, Vec<String>> = everywhere
             .iter()
-            .map(|(name, roles)| (name.clone(), flatten(roles)))
+            .map(|(name, roles)| {
+                let mut roles = flatten(roles);
+                roles.sort_unstable();
+                (name.clone(), roles)
+            })
             .collect();
 
         // For export: direct parents only, as written; a `tenant: "*"`
@@ -425,7 +510,9 @@ impl Authz {
             origin: origin.to_owned(),
             rules,
             rule_by_policy,
-            policies_by_action,
+            policies_by_role,
+            slices: Mutex::new(HashMap::new()),
+            patterns,
             policies_text,
             schema,
             schema_text: compile::schema_text(),
@@ -507,11 +594,39 @@ impl Authz {
                 return Decision::refused(format!("invalid tenant name {tenant:?}: {why}"));
             }
         }
+        let (principal, roles) = self.principal(&request.principal, &request.tenant);
+        let mut policies = PolicySet::new();
+        for (policy, rule) in self.slice(request.action.index(), roles).iter() {
+            // A policy whose resource patterns all miss cannot apply.
+            let applies = self.patterns[*rule]
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|p| like(p, &resource.name)));
+            if applies {
+                // Ids are unique in the whole set, so in any part of it.
+                let _ = policies.add(policy.clone());
+            }
+        }
+        if policies.is_empty() {
+            // No policy can apply: Cedar's answer is a deny with no
+            // deciding policy and no errors, without asking it. The
+            // request is still checked as it would have been.
+            if let Some(e) = request
+                .capabilities
+                .iter()
+                .find_map(|c| c.parse::<Capability>().err())
+            {
+                return Decision::refused(format!("invalid requested capability: {e}"));
+            }
+            return Decision {
+                allowed: false,
+                deciding: Vec::new(),
+                reason: no_rule_reason(request),
+            };
+        }
         let context = match request_context(request) {
             Ok(context) => context,
             Err(reason) => return Decision::refused(reason),
         };
-        let principal = self.principal(&request.principal, &request.tenant);
         let resource_entity = request_resource_entity(resource);
         let cedar_request = match cedar_policy::Request::new(
             principal.uid(),
@@ -527,20 +642,46 @@ impl Authz {
             Ok(e) => e,
             Err(e) => return Decision::refused(format!("cannot build the Cedar entities: {e}")),
         };
-        let response = self.authorizer.is_authorized(
-            &cedar_request,
-            &self.policies_by_action[request.action.index()],
-            &entities,
-        );
+        let response = self
+            .authorizer
+            .is_authorized(&cedar_request, &policies, &entities);
         self.decision(request, &response)
     }
 
-    fn principal(&self, name: &str, tenant: &str) -> Entity {
-        if let Some(entity) = self.principals.get(&(tenant.to_owned(), name.to_owned())) {
-            return entity.clone();
+    /// The principal's entity and its sorted, flattened roles.
+    fn principal(&self, name: &str, tenant: &str) -> (Entity, &[String]) {
+        if let Some((entity, roles)) = self.principals.get(&(tenant.to_owned(), name.to_owned())) {
+            return (entity.clone(), roles);
         }
         let roles = self.everywhere.get(name).map_or(&[][..], Vec::as_slice);
-        principal_entity(name, tenant, roles)
+        (principal_entity(name, tenant, roles), roles)
+    }
+
+    /// The policies of `action` whose role is one of `roles` (sorted): the
+    /// same decision as the whole set, since no other policy's scope can
+    /// match this principal, with a fraction of the evaluation.
+    fn slice(&self, action: usize, roles: &[String]) -> Arc<Slice> {
+        let key = (action, roles.to_vec());
+        let mut slices = self.slices.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = slices.get(&key) {
+            return set.clone();
+        }
+        let mut set = Vec::new();
+        for role in roles {
+            set.extend(
+                self.policies_by_role[action]
+                    .get(role)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        let set = Arc::new(set);
+        if slices.len() >= SLICE_CACHE {
+            slices.clear();
+        }
+        slices.insert(key, set.clone());
+        set
     }
 
     fn decision(&self, request: &Request, response: &cedar_policy::Response) -> Decision {
@@ -564,22 +705,7 @@ impl Authz {
         } else if !deciding.is_empty() {
             format!("denied by {}", cite(&deciding))
         } else {
-            let resource = &request.resource;
-            let mut reason = format!(
-                "no rule allows {} (tenant {}) to {} {} {:?} of tenant {}",
-                request.principal,
-                request.tenant,
-                request.action,
-                resource.kind,
-                resource.name,
-                resource_tenant(resource)
-            );
-            if resource_tenant(resource) != request.tenant {
-                reason.push_str(
-                    "; tenants are isolated: only a rule with cross_tenant: true reaches another tenant",
-                );
-            }
-            reason
+            no_rule_reason(request)
         };
         let errors: Vec<String> = response
             .diagnostics()
@@ -714,6 +840,10 @@ fn request_context(request: &Request) -> Result<Context, String> {
             RestrictedExpression::new_long(clamp(request.input_bytes)),
         ),
         ("caps".to_owned(), record(slots.collect())?),
+        (
+            "caps_count".to_owned(),
+            RestrictedExpression::new_long(caps.slots.len().min(CAPABILITY_SLOTS) as i64),
+        ),
         (
             "caps_overflow".to_owned(),
             RestrictedExpression::new_bool(caps.overflow),
@@ -921,4 +1051,49 @@ fn parse_case(item: &YamlNode, diags: &mut Diagnostics<'_>) -> Option<(Request, 
         },
         expect_allowed?,
     ))
+}
+
+#[cfg(test)]
+mod like_tests {
+    use super::like;
+    use cedar_policy::{eval_expression, Context, Entities, EvalResult, Expression, Request};
+
+    fn words(alphabet: &[char], max: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    /// The prefilter's `like` agrees with Cedar's on every pattern and
+    /// text up to four characters (patterns of a, b and *).
+    #[test]
+    fn like_agrees_with_cedar() {
+        let request = Request::new(
+            r#"P::"p""#.parse().unwrap(),
+            r#"A::"a""#.parse().unwrap(),
+            r#"R::"r""#.parse().unwrap(),
+            Context::empty(),
+            None,
+        )
+        .unwrap();
+        let entities = Entities::empty();
+        for pattern in words(&['a', 'b', '*'], 4) {
+            for text in words(&['a', 'b'], 4) {
+                let expr: Expression = format!("\"{text}\" like \"{pattern}\"").parse().unwrap();
+                let cedar = eval_expression(&request, &entities, &expr).unwrap();
+                assert_eq!(
+                    cedar,
+                    EvalResult::Bool(like(&pattern, &text)),
+                    "{text:?} like {pattern:?}"
+                );
+            }
+        }
+    }
 }
