@@ -70,15 +70,32 @@ impl Server {
     /// Starts a service; `prepare` may write into the state directory
     /// before it starts (it is fresh: the service bootstraps it).
     fn start_with(extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        Server::launch(false, extra, prepare)
+    }
+
+    /// Started as users start it: `warden serve`, which executes
+    /// `warden-serve` beside it.
+    fn start_via_warden(extra: &[&str]) -> Server {
+        Server::launch(true, extra, |_| {})
+    }
+
+    fn launch(via_warden: bool, extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
         let warden = warden_bin();
         let state = tempfile::Builder::new()
             .prefix("warden-serve-test-")
             .tempdir()
             .expect("temp state");
         prepare(state.path());
-        let mut child = Command::new(serve_bin())
-            .arg("--state")
-            .arg(state.path())
+        let mut command = if via_warden {
+            let mut c = Command::new(&warden);
+            c.arg("--state").arg(state.path()).arg("serve");
+            c
+        } else {
+            let mut c = Command::new(serve_bin());
+            c.arg("--state").arg(state.path());
+            c
+        };
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--warden"])
             .arg(&warden)
             .args(extra)
@@ -179,11 +196,24 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM, so that the service removes its run directory; SIGKILL if
+    /// it has not ended within 10 s.
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
         }
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -382,8 +412,9 @@ fn readiness_fails_without_the_warden_binary() {
     let a = request("GET", &format!("{base}/readyz"), None, None);
     let message = a.error(503, "not_ready");
     assert!(message.contains("/nonexistent/warden"), "{message}");
-    let _ = child.kill();
-    let _ = child.wait();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]
@@ -642,7 +673,9 @@ fn a_full_queue_is_503_with_retry_after() {
 
 #[test]
 fn sigterm_lets_a_run_in_flight_answer_and_exits_0_leaving_no_child() {
-    let mut s = Server::start(&[]);
+    // Through `warden serve`: the exec from `warden` (which holds the
+    // termination signals blocked) must leave them deliverable.
+    let mut s = Server::start_via_warden(&[]);
     let mark = marker("term");
     let url = s.url("/v1/execute");
     let key = s.key.clone();
@@ -670,6 +703,15 @@ fn sigterm_lets_a_run_in_flight_answer_and_exits_0_leaving_no_child() {
     );
     // No new connection is taken.
     assert!(TcpStream::connect(s.addr()).is_err());
+    // Its private run directory is gone.
+    let prefix = format!("warden-serve-{}-", s.child.id());
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

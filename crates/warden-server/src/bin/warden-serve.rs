@@ -85,6 +85,14 @@ fn without_serve_word(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> 
 }
 
 fn main() -> ExitCode {
+    // `warden` holds SIGINT/SIGTERM/SIGHUP/SIGQUIT blocked from its first
+    // instruction (so that a run still writes its report), and a signal
+    // mask survives exec: unblock them, or this service would never hear
+    // its shutdown signal. Threads started later inherit this mask.
+    if let Err(e) = warden_engine::hold_termination_signals(false) {
+        eprintln!("warden: cannot unblock the termination signals: {e}");
+        return ExitCode::from(125);
+    }
     let args = Args::parse_from(without_serve_word(std::env::args_os().collect()));
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
