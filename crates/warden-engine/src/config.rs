@@ -19,6 +19,11 @@
 //!   checkpoint_interval: 10m
 //! env_overrides:                  # variable: the setting it may override
 //!   WARDEN_POLICY: policy
+//! serve:                          # `warden serve` only (see docs/serve.md)
+//!   quotas:
+//!     default: {concurrent_runs: 8, runs_per_minute: 600}
+//!     tenants:
+//!       acme: {concurrent_runs: 2, runs_per_minute: 60, cpu_seconds_per_hour: 3600}
 //! ```
 
 use std::collections::BTreeMap;
@@ -49,6 +54,14 @@ pub enum ConfigError {
     Io(PathBuf, std::io::Error),
     #[error("{0}: {1}")]
     Invalid(PathBuf, String),
+    /// A parse error with its place: `FILE:LINE:COLUMN: message`.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    At {
+        path: PathBuf,
+        line: u64,
+        column: u64,
+        message: String,
+    },
     #[error("{path}: refused: the trust store says require_signed_config, and {why}")]
     Unsigned { path: PathBuf, why: String },
 }
@@ -63,6 +76,73 @@ struct File {
     ledger: Option<LedgerSection>,
     #[serde(default)]
     env_overrides: BTreeMap<String, String>,
+    serve: Option<ServeSection>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServeSection {
+    quotas: Option<QuotasSection>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct QuotasSection {
+    default: Option<Quota>,
+    #[serde(default)]
+    tenants: BTreeMap<String, Quota>,
+}
+
+/// One tenant's quotas (`serve.quotas` in `warden.yaml`); a field left out
+/// is no limit (or, under `tenants:`, the `default:` one). Zero is refused
+/// when parsed: leave a quota out for none.
+#[derive(serde::Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Runs of the tenant admitted at once (waiting for a worker or running).
+    pub concurrent_runs: Option<std::num::NonZeroU32>,
+    /// Runs admitted in any 60 s.
+    pub runs_per_minute: Option<std::num::NonZeroU32>,
+    /// Accepted, not enforced: the service has no sandboxes yet.
+    pub active_sandboxes: Option<std::num::NonZeroU32>,
+    /// CPU seconds the tenant's finished runs used in the last hour (their
+    /// reports' `cpu_ms`); a run is admitted while the sum is under it.
+    pub cpu_seconds_per_hour: Option<std::num::NonZeroU64>,
+}
+
+impl Quota {
+    /// `self`, with the fields it leaves out taken from `base`.
+    pub fn over(self, base: Quota) -> Quota {
+        Quota {
+            concurrent_runs: self.concurrent_runs.or(base.concurrent_runs),
+            runs_per_minute: self.runs_per_minute.or(base.runs_per_minute),
+            active_sandboxes: self.active_sandboxes.or(base.active_sandboxes),
+            cpu_seconds_per_hour: self.cpu_seconds_per_hour.or(base.cpu_seconds_per_hour),
+        }
+    }
+}
+
+/// The per-tenant quotas of `warden serve`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Quotas {
+    pub default: Quota,
+    pub tenants: BTreeMap<String, Quota>,
+}
+
+impl Quotas {
+    /// The quotas of `tenant`: its own, field by field over the default.
+    pub fn of(&self, tenant: &str) -> Quota {
+        match self.tenants.get(tenant) {
+            Some(q) => q.over(self.default),
+            None => self.default,
+        }
+    }
+}
+
+/// The settings of `warden serve` (`serve:`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub quotas: Quotas,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -87,6 +167,8 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// The trust store says configuration must be signed.
     pub signed_config: bool,
+    /// `serve:`, for `warden serve`.
+    pub serve: ServeConfig,
 }
 
 impl Config {
@@ -102,6 +184,7 @@ impl Config {
             origin: None,
             audit: crate::audit::AuditConfig::default(),
             signed_config: false,
+            serve: ServeConfig::default(),
         }
     }
 
@@ -238,14 +321,7 @@ pub fn load(state: &Path, explicit: Option<&Path>) -> Result<(Config, Vec<String
     let file: File = if text.trim().is_empty() {
         File::default()
     } else {
-        serde_saphyr::from_str(&text).map_err(|e| {
-            invalid(
-                e.to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
-        })?
+        serde_saphyr::from_str(&text).map_err(|e| parse_error(&path, &e))?
     };
     let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
@@ -305,11 +381,43 @@ pub fn load(state: &Path, explicit: Option<&Path>) -> Result<(Config, Vec<String
             .map_err(|e| invalid(format!("ledger.checkpoint_interval: {e}")))?;
         config.audit.checkpoint_interval = Some(d);
     }
+    if let Some(quotas) = file.serve.and_then(|s| s.quotas) {
+        config.serve.quotas = Quotas {
+            default: quotas.default.unwrap_or_default(),
+            tenants: quotas.tenants,
+        };
+    }
     config.signed_config = signed;
     if signed {
         require_signed_sources(&config.trust_store);
     }
     Ok((config, warnings))
+}
+
+/// A YAML error as one line, at its place when the parser knows it.
+fn parse_error(path: &Path, e: &serde_saphyr::Error) -> ConfigError {
+    let message = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match e.location() {
+        Some(at) if at.line() > 0 => {
+            // The parser's text repeats the place and quotes the source
+            // after ` --> `: keep the message alone.
+            let head = message.split(" --> ").next().unwrap_or(&message);
+            let head = head.strip_prefix("error: ").unwrap_or(head);
+            let place = format!("line {} column {}: ", at.line(), at.column());
+            let head = head.strip_prefix(place.as_str()).unwrap_or(head);
+            ConfigError::At {
+                path: path.to_path_buf(),
+                line: at.line(),
+                column: at.column(),
+                message: head.to_string(),
+            }
+        }
+        _ => ConfigError::Invalid(path.to_path_buf(), message),
+    }
 }
 
 static CURRENT: OnceLock<Config> = OnceLock::new();
@@ -325,5 +433,71 @@ pub fn current(state: &Path) -> Config {
     match CURRENT.get() {
         Some(c) if c.state == state => c.clone(),
         _ => Config::defaults(state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "warden-config-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("warden.yaml"), text).expect("write");
+        let loaded = load(&dir, None).map(|(c, _)| c);
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
+    }
+
+    #[test]
+    fn serve_quotas_are_read_tenant_over_default() {
+        let c = load_text(
+            "serve:\n  quotas:\n    default: {concurrent_runs: 4, runs_per_minute: 100}\n    tenants:\n      acme: {concurrent_runs: 1, cpu_seconds_per_hour: 60, active_sandboxes: 2}\n",
+        )
+        .expect("valid");
+        let q = &c.serve.quotas;
+        let acme = q.of("acme");
+        assert_eq!(acme.concurrent_runs.map(|n| n.get()), Some(1));
+        assert_eq!(acme.runs_per_minute.map(|n| n.get()), Some(100));
+        assert_eq!(acme.cpu_seconds_per_hour.map(|n| n.get()), Some(60));
+        assert_eq!(acme.active_sandboxes.map(|n| n.get()), Some(2));
+        let other = q.of("other");
+        assert_eq!(other.concurrent_runs.map(|n| n.get()), Some(4));
+        assert_eq!(other.cpu_seconds_per_hour, None);
+        // No serve: section, no quotas.
+        assert_eq!(load_text("").expect("empty").serve, ServeConfig::default());
+    }
+
+    #[test]
+    fn a_bad_serve_section_names_file_line_and_key() {
+        for (text, line, word) in [
+            ("serve:\n  quota: {}\n", 2, "quota"),
+            (
+                "serve:\n  quotas:\n    tenants:\n      acme: {concurent_runs: 1}\n",
+                4,
+                "concurent_runs",
+            ),
+            (
+                "serve:\n  quotas:\n    default:\n      runs_per_minute: 0\n",
+                4,
+                "",
+            ),
+            (
+                "serve:\n  quotas:\n    default:\n      runs_per_minute: lots\n",
+                4,
+                "",
+            ),
+        ] {
+            let e = load_text(text).expect_err(text).to_string();
+            assert!(e.contains(&format!("warden.yaml:{line}:")), "{text:?}: {e}");
+            assert!(e.contains(word), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 }

@@ -74,7 +74,9 @@ fn read_policy_source(path: &Path) -> Result<String, EngineError> {
                 source,
             })
         }
-        Err(e @ config::ConfigError::Unsigned { .. }) => return Err(EngineError::Config(e)),
+        Err(e @ (config::ConfigError::Unsigned { .. } | config::ConfigError::At { .. })) => {
+            return Err(EngineError::Config(e))
+        }
         Err(config::ConfigError::Invalid(_, why)) => {
             return Err(EngineError::ReadPolicy {
                 path: path.to_path_buf(),
