@@ -12,8 +12,8 @@ pub struct ErrorBody {
     /// Machine-readable cause: `bad_request`, `bad_json`, `unknown_field`,
     /// `missing_field`, `invalid_field`, `unknown_language`, `invalid_file`,
     /// `invalid_limit`, `invalid_capability`, `unauthenticated`,
-    /// `forbidden`, `payload_too_large`, `overloaded`, `shutting_down`,
-    /// `not_found`, `timeout`, `internal`.
+    /// `forbidden`, `payload_too_large`, `quota_exceeded`, `overloaded`,
+    /// `shutting_down`, `not_found`, `timeout`, `internal`.
     #[schema(example = "unknown_field")]
     pub code: String,
     /// What was wrong, naming the field (`limits.wall_time_ms`) or action.
@@ -27,9 +27,14 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Seconds for a `Retry-After` header (503).
+    /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after: Option<u64>,
 }
+
+/// Left on an error answer's extensions, for the layer that counts and
+/// audits refusals: the answer's `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -65,6 +70,14 @@ impl ApiError {
         }
     }
 
+    /// 429: a tenant's quota (`Retry-After: retry_after`).
+    pub fn quota(message: impl Into<String>, retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)
+        }
+    }
+
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             code: self.code.to_string(),
@@ -76,6 +89,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -7,7 +7,10 @@
 pub mod api;
 pub mod bootstrap;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
+pub mod quota;
+pub mod refusals;
 pub mod runner;
 pub mod server;
 

@@ -18,6 +18,7 @@ use crate::error::ErrorBody;
         crate::server::healthz,
         crate::server::readyz,
         crate::server::openapi,
+        crate::server::metrics,
     ),
     components(schemas(
         ExecuteRequest, ExecuteResponse, FileSpec, Encoding, LimitsSpec, Language,

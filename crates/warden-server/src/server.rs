@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +18,8 @@ use tokio::sync::{watch, Semaphore};
 use utoipa::OpenApi as _;
 
 use crate::api::{self, Bounds, ExecuteResponse, Language, Runtime, Runtimes};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::refusals::{Recorder, Refusal};
 use crate::runner::{RunError, Runner};
 
 /// How the service is set up.
@@ -35,6 +37,8 @@ pub struct Settings {
     /// How long in-flight requests may take after SIGTERM/SIGINT before
     /// their runs are stopped.
     pub shutdown_grace: Duration,
+    /// Per-tenant quotas (`serve.quotas` in `warden.yaml`).
+    pub quotas: warden_engine::config::Quotas,
 }
 
 impl Settings {
@@ -50,6 +54,8 @@ pub enum ServeError {
     Bind(SocketAddr, std::io::Error),
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot start the ledger writer of refusals: {0}")]
+    Recorder(std::io::Error),
 }
 
 /// What every handler shares.
@@ -59,20 +65,88 @@ pub struct AppState {
     waiting: AtomicUsize,
     stop: watch::Receiver<bool>,
     runtimes: Vec<Runtime>,
+    quotas: Arc<crate::quota::Tracker>,
+    refusals: Recorder,
 }
 
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    pub fn new(settings: Settings, stop: watch::Receiver<bool>, runtimes: Vec<Runtime>) -> Shared {
-        Arc::new(AppState {
+    /// The state, and the thread that writes refusals to the ledger.
+    pub fn new(
+        settings: Settings,
+        stop: watch::Receiver<bool>,
+        runtimes: Vec<Runtime>,
+    ) -> std::io::Result<Shared> {
+        Ok(Arc::new(AppState {
             workers: Arc::new(Semaphore::new(settings.workers.max(1))),
             waiting: AtomicUsize::new(0),
+            quotas: crate::quota::Tracker::new(settings.quotas.clone()),
+            refusals: Recorder::start(settings.runner.state.clone())?,
             settings,
             stop,
             runtimes,
-        })
+        }))
     }
+
+    /// Workers busy now.
+    fn busy(&self) -> usize {
+        self.settings
+            .workers
+            .max(1)
+            .saturating_sub(self.workers.available_permits())
+    }
+}
+
+/// Who made a refused request, when it got that far; left on the answer's
+/// extensions for [`track`].
+#[derive(Debug, Clone, Default)]
+struct Who {
+    principal: Option<String>,
+    tenant: Option<String>,
+    quota: Option<&'static str>,
+}
+
+/// The statuses that are refusals: counted, and (but 403) ledger entries.
+const REFUSAL_STATUSES: [u16; 6] = [400, 401, 403, 413, 429, 503];
+
+/// Around every request: counts it by route and status, times it, and
+/// counts and audits a refusal. A 403 is counted but not entered again:
+/// its RBAC denial is an `authz` entry already, and a refused run its
+/// `run` entry.
+async fn track(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = crate::metrics::route_label(request.uri().path());
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    crate::metrics::request(route, status, started.elapsed());
+    let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+    if let Some(code) = code.filter(|c| *c != "not_ready") {
+        if REFUSAL_STATUSES.contains(&status) {
+            crate::metrics::refusal(status, code);
+            let who = response
+                .extensions()
+                .get::<Who>()
+                .cloned()
+                .unwrap_or_default();
+            if let (Some(tenant), Some(quota)) = (&who.tenant, who.quota) {
+                crate::metrics::quota_refusal(tenant, quota);
+            }
+            if status != 403 {
+                state.refusals.record(Refusal {
+                    route: route.to_string(),
+                    method,
+                    status,
+                    code: code.to_string(),
+                    principal: who.principal,
+                    tenant: who.tenant,
+                    quota: who.quota.map(str::to_string),
+                });
+            }
+        }
+    }
+    response
 }
 
 /// The service's routes.
@@ -88,7 +162,9 @@ pub fn router(state: Shared) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/runtimes", get(runtimes))
         .route("/v1/execute", post(execute))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
@@ -160,6 +236,32 @@ pub async fn openapi() -> Response {
             ApiError::internal(format!("cannot render the OpenAPI document: {e}")).into_response()
         }
     }
+}
+
+/// The service's metrics, in the Prometheus text format. No key needed;
+/// it shows counts by route, status, backend and tenant, never a key or
+/// anything a program wrote.
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"),
+    (status = 500, description = "no recorder", body = ErrorBody)))]
+pub async fn metrics(State(state): State<Shared>) -> Response {
+    let Some(handle) = crate::metrics::handle() else {
+        return ApiError::internal("another metrics recorder is installed in this process")
+            .into_response();
+    };
+    crate::metrics::pool(
+        state.settings.workers.max(1),
+        state.busy(),
+        state.waiting.load(Ordering::SeqCst),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 /// The bearer key of a request, or 401.
@@ -323,13 +425,19 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
         (status = 401, description = "missing, malformed, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "RBAC refuses invoke of runtime:LANGUAGE, or the run was refused", body = ErrorBody),
         (status = 413, description = "body larger than the configured cap", body = ErrorBody),
+        (status = 429, description = "a quota of the caller's tenant (Retry-After)", body = ErrorBody),
         (status = 500, description = "the service could not run it", body = ErrorBody),
         (status = 503, description = "every worker busy and the queue full (Retry-After)", body = ErrorBody),
     ))]
 pub async fn execute(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    match execute_inner(&state, &headers, body).await {
+    let mut who = Who::default();
+    match execute_inner(&state, &headers, body, &mut who).await {
         Ok(answer) => Json(answer).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let mut response = e.into_response();
+            response.extensions_mut().insert(who);
+            response
+        }
     }
 }
 
@@ -337,9 +445,12 @@ async fn execute_inner(
     state: &Shared,
     headers: &HeaderMap,
     body: Body,
+    who: &mut Who,
 ) -> Result<ExecuteResponse, ApiError> {
     let key = bearer(headers)?;
     let actor = authenticate(state, &key).await?;
+    who.principal = Some(actor.principal.clone());
+    who.tenant = Some(actor.tenant.clone());
     if let Some(length) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -360,7 +471,15 @@ async fn execute_inner(
     let request = api::parse_request(&bytes)?;
     let plan = api::plan(request, &state.settings.bounds)?;
     authorize(state, &actor, &plan).await?;
-    let _permit = worker(state).await?;
+    // Quotas: after authentication and RBAC, before the queue.
+    let slot = state
+        .quotas
+        .admit(&actor.tenant, std::time::Instant::now())
+        .map_err(|over| {
+            who.quota = Some(over.quota);
+            ApiError::quota(over.to_string(), over.retry_after)
+        })?;
+    let _permit = worker(state).await.inspect_err(|_| slot.unstart())?;
     let finished = state
         .settings
         .runner
@@ -375,6 +494,11 @@ async fn execute_inner(
             }
         })?;
     let report = finished.report;
+    crate::metrics::invocation(&report);
+    if let Some(cpu_ms) = report.get("cpu_ms").and_then(|v| v.as_u64()) {
+        slot.charge_cpu(cpu_ms, std::time::Instant::now());
+    }
+    drop(slot);
     if report.get("status").and_then(|s| s.as_str()) == Some("refused") {
         let why = report
             .get("refusal")
@@ -489,7 +613,17 @@ pub async fn serve(
     let runtimes = probe_runtimes(&settings.runner.warden).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = settings.shutdown_grace;
-    let state = AppState::new(settings, stop_rx, runtimes);
+    // Installed before the first request, so that its gauges show at once.
+    if let Some(handle) = crate::metrics::handle() {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                handle.run_upkeep();
+            }
+        });
+    }
+    let state = AppState::new(settings, stop_rx, runtimes).map_err(ServeError::Recorder)?;
     let app = router(state.clone());
     on_listening(addr);
     let (begun_tx, begun_rx) = watch::channel(false);
@@ -525,5 +659,9 @@ pub async fn serve(
     // Every worker back: no run of this service is left.
     let all = state.settings.workers.max(1) as u32;
     let _ = tokio::time::timeout(Duration::from_secs(10), state.workers.acquire_many(all)).await;
+    // The refusals still queued go to the ledger.
+    let writer = state.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || writer.refusals.finish(Duration::from_secs(10))).await;
     Ok(())
 }

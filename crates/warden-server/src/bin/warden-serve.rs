@@ -14,7 +14,7 @@ use clap::Parser;
 #[command(
     name = "warden serve",
     version,
-    about = "Serve the sandbox over HTTP: POST /v1/execute, GET /v1/runtimes, /healthz, /readyz, /openapi.json"
+    about = "Serve the sandbox over HTTP: POST /v1/execute, GET /v1/runtimes, /healthz, /readyz, /metrics, /openapi.json"
 )]
 struct Args {
     /// Address to listen on (port 0: any free port; the address is printed).
@@ -121,6 +121,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     for w in warnings {
         eprintln!("warden: {w}");
     }
+    let quotas = config.serve.quotas.clone();
     warden_engine::config::install(config);
     if let Some(key) = warden_server::bootstrap::bootstrap(&state)? {
         eprintln!(
@@ -177,6 +178,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         workers,
         queue: args.queue,
         shutdown_grace: args.shutdown_grace,
+        quotas,
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
