@@ -227,3 +227,75 @@ fn a_crashed_runs_lease_is_reaped() {
     let after = leases();
     assert!(!after.contains("active"), "{after}");
 }
+
+/// `warden lease revoke` while a jailed run holds the lease stops the run
+/// (the file is in its tmpfs and may already be open, so ending the lease
+/// means ending the program's hold on it): within a fraction of a second,
+/// status `error`, the report naming the secret whose lease ended.
+#[test]
+fn revoking_a_lease_stops_the_jailed_run_holding_it() {
+    use std::time::{Duration, Instant};
+    let t = TempDir::new("secrets-revoke");
+    let s = state(&t);
+    t.raw(["secret", "put", "db-password"])
+        .env("WARDEN_STATE", &s)
+        .stdin(VALUE)
+        .go()
+        .expect_code(0, "put");
+    let marks = t.root.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let script = format!(
+        "cat /run/secrets/db-password > /dev/null && touch {m}/read && sleep 20 && touch {m}/late",
+        m = marks.display()
+    );
+    let running = t
+        .run([
+            "--allow",
+            "secret:db-password",
+            "--allow",
+            &format!("fs:write:{}", marks.display()),
+            "--wall-time",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("WARDEN_STATE", &s)
+        .spawn();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !marks.join("read").exists() {
+        assert!(Instant::now() < until, "the program never read its secret");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let list = t.raw(["lease", "list"]).env("WARDEN_STATE", &s).go();
+    let active: Vec<&str> = list
+        .stdout
+        .lines()
+        .filter(|l| l.contains("db-password@1") && l.ends_with("active"))
+        .collect();
+    assert_eq!(active.len(), 1, "{}", list.ctx());
+    let lease = active[0].split('\t').next().unwrap().to_string();
+    let revoked = Instant::now();
+    t.raw(["lease", "revoke", &lease])
+        .env("WARDEN_STATE", &s)
+        .go()
+        .expect_code(0, "lease revoke");
+    let out = running.wait();
+    let took = revoked.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {took:?} after the revocation"
+    );
+    assert!(!marks.join("late").exists(), "the program went on");
+    out.expect_status("error", "a lease that ended");
+    let r = out.report();
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the lease of secret db-password ended") && error.contains("revoked"),
+        "{}",
+        out.ctx()
+    );
+    assert_eq!(r["leases"][0]["lease"], lease.as_str());
+    assert!(!out.stdout.contains(VALUE) && !out.stderr.contains(VALUE));
+}

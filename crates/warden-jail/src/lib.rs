@@ -699,6 +699,7 @@ impl JailBackend {
             output_limit: inv.limits.output_bytes,
             started,
             redactor: redactor(inv),
+            leases: lease_watch(inv),
         });
         let _ = sys::waitpid(init_pid, 0);
         drop(alive_w);
@@ -762,6 +763,10 @@ impl JailBackend {
                 Some(supervisor::StopCause::Interrupted(sig)) => {
                     format!("interrupted by signal {sig}")
                 }
+                Some(supervisor::StopCause::LeaseEnded) => observed
+                    .lease_ended
+                    .clone()
+                    .unwrap_or_else(|| "stopped: a secret's lease ended".into()),
                 _ => "the jail's init process died before the program finished".into(),
             });
         }
@@ -852,6 +857,25 @@ fn leased_secrets(inv: &Invocation) -> Result<Vec<mounts::SecretFile>, BackendEr
 }
 
 /// The redactor of an invocation's leased secrets, if it has any.
+/// The lease store of the state directory, to watch the run's leases in;
+/// `None` when it holds no secret (or there is no state directory, which a
+/// run with leases always has).
+fn lease_watch(inv: &Invocation) -> Option<supervisor::LeaseWatch> {
+    if inv.secrets.is_empty() {
+        return None;
+    }
+    let state = warden_core::state::default_state_dir()?;
+    let store = warden_secrets::LeaseStore::open(&state).ok()?;
+    Some(supervisor::LeaseWatch {
+        store,
+        leases: inv
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), s.lease_id.clone()))
+            .collect(),
+    })
+}
+
 fn redactor(inv: &Invocation) -> Option<std::sync::Arc<warden_secrets::Redactor>> {
     (!inv.secrets.is_empty()).then(|| {
         let pairs: Vec<(&str, &[u8])> = inv

@@ -21,6 +21,36 @@ pub(crate) enum StopCause {
     CpuLimit,
     OutputLimit,
     Interrupted(u32),
+    /// A lease of one of the run's secrets was revoked, expired or is gone.
+    LeaseEnded,
+}
+
+/// The leases of a run's secrets, checked while it runs: a lease that
+/// ends stops the run, so that the program can read the value no longer.
+pub(crate) struct LeaseWatch {
+    pub store: warden_secrets::LeaseStore,
+    /// (secret name, lease id).
+    pub leases: Vec<(String, String)>,
+}
+
+/// How often a running jail's leases are checked.
+const LEASE_CHECK: Duration = Duration::from_millis(200);
+
+impl LeaseWatch {
+    /// Why the first lease that may no longer be used ended, if one did.
+    fn ended(&self) -> Option<String> {
+        let now = warden_secrets::unix_now();
+        self.leases.iter().find_map(|(name, id)| {
+            use warden_secrets::LeaseError as E;
+            match self.store.check(id, now) {
+                Err(e @ (E::Revoked(_) | E::Expired(_) | E::Unknown(_))) => Some(format!(
+                    "stopped: the lease of secret {name} ended ({e}), so the program may no longer hold it"
+                )),
+                // A store that cannot be read now is not a revocation.
+                _ => None,
+            }
+        })
+    }
 }
 
 pub(crate) struct Watch<'a> {
@@ -37,11 +67,15 @@ pub(crate) struct Watch<'a> {
     pub started: Instant,
     /// Redacts leased secrets from what reaches the caller.
     pub redactor: Option<std::sync::Arc<warden_secrets::Redactor>>,
+    /// The leases of the run's secrets, if it holds any.
+    pub leases: Option<LeaseWatch>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Observed {
     pub stop: Option<StopCause>,
+    /// Why a lease stopped the run ([`StopCause::LeaseEnded`]).
+    pub lease_ended: Option<String>,
     pub setup_error: Option<String>,
     pub exec_errno: Option<i32>,
     /// Raw wait status of the program, with its CPU µs and max RSS.
@@ -236,6 +270,7 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     let mut listener: Option<OwnedFd> = None;
     let mut total_output = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut leases_checked = w.started;
     // The engine caps limits, but a deadline past the clock's range must
     // not panic: treat it as a day from now, re-armed as it approaches.
     let deadline = w
@@ -291,6 +326,17 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
             let slice = ((limit - used) / cores)
                 .clamp(Duration::from_millis(1), Duration::from_millis(100));
             timeout = timeout.min(slice);
+        }
+        if let (Some(leases), None) = (&w.leases, obs.stop) {
+            if now.duration_since(leases_checked) >= LEASE_CHECK {
+                leases_checked = now;
+                if let Some(why) = leases.ended() {
+                    obs.lease_ended = Some(why);
+                    kill(&mut obs, StopCause::LeaseEnded);
+                    continue;
+                }
+            }
+            timeout = timeout.min(LEASE_CHECK);
         }
 
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(6);
@@ -500,6 +546,7 @@ pub(crate) fn classify(obs: &Observed, oom_killed: bool) -> (Status, Option<i32>
         Some(StopCause::CpuLimit) => return (Status::CpuLimit, None, Some(libc::SIGKILL)),
         Some(StopCause::OutputLimit) => return (Status::OutputLimit, None, Some(libc::SIGKILL)),
         Some(StopCause::Interrupted(sig)) => return (Status::Error, None, Some(sig as i32)),
+        Some(StopCause::LeaseEnded) => return (Status::Error, None, Some(libc::SIGKILL)),
         // The OOM killer acted inside the run: say so, with the program's
         // own ending (it may have survived the loss of a child).
         None if oom_killed => return (Status::MemoryLimit, code, signal),
