@@ -641,6 +641,17 @@ fn rbac_denial_is_403_naming_the_action() {
     );
     let verify = s.warden_as(Some(&s.key), &["audit", "verify"]);
     assert!(verify.status.success(), "{verify:?}");
+    // Counted as a refusal, but not entered a second time.
+    let (_, m) = scrape(&s);
+    assert_eq!(
+        sample(
+            &m,
+            "warden_refusals_total",
+            &[("status", "403"), ("code", "forbidden")]
+        ),
+        1.0
+    );
+    assert!(!text.contains("\"refusal\""), "{text}");
     // What the file allows runs.
     let a = s.execute(
         &json!({"language": "python", "files": [{"name": "m.py", "content": "print(1)"}]}),
@@ -837,4 +848,430 @@ fn a_client_that_goes_away_stops_its_run_which_is_still_recorded() {
         .find(|l| l.contains(&mark))
         .expect("no entry of the run");
     assert!(entry.contains("interrupted by signal 15"), "{entry}");
+}
+
+/// One sample of the Prometheus text format: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Parses the Prometheus text exposition format strictly: every line is
+/// a `# HELP`/`# TYPE` comment or a sample `name{label="value",…} value`.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut words = rest.splitn(3, ' ');
+            let (what, name) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            assert!(what == "HELP" || what == "TYPE", "bad comment: {line}");
+            assert!(is_name(name), "bad name in: {line}");
+            if what == "TYPE" {
+                let ty = words.next().unwrap_or("");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&ty),
+                    "bad type: {line}"
+                );
+            }
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        let (name, labels) = match name_labels.split_once('{') {
+            None => (name_labels, Vec::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                let mut labels = Vec::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                    assert!(is_name(&key), "bad label name in: {line}");
+                    assert_eq!(chars.next(), Some('"'), "{line}");
+                    let mut value = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('\\') => match chars.next() {
+                                Some('n') => value.push('\n'),
+                                Some(c @ ('\\' | '"')) => value.push(c),
+                                other => panic!("bad escape {other:?} in: {line}"),
+                            },
+                            Some('"') => break,
+                            Some(c) => value.push(c),
+                            None => panic!("unterminated label in: {line}"),
+                        }
+                    }
+                    labels.push((key, value));
+                    match chars.next() {
+                        Some(',') | None => {}
+                        other => panic!("bad separator {other:?} in: {line}"),
+                    }
+                }
+                (name, labels)
+            }
+        };
+        assert!(is_name(name), "bad metric name: {line}");
+        samples.push((name.to_string(), labels, value));
+    }
+    samples
+}
+
+/// The service's metrics, parsed.
+fn scrape(s: &Server) -> (String, Vec<Sample>) {
+    let a = request("GET", &s.url("/metrics"), None, None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")),
+        "{:?}",
+        a.headers
+    );
+    let samples = parse_prometheus(&a.body);
+    (a.body, samples)
+}
+
+/// The value of `name` with (at least) `labels`, 0 if absent.
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+/// Ledger entries of kind `refusal`, waiting up to 10 s for `count` of
+/// them (the writer thread appends them just after the answer).
+fn refusal_entries(s: &Server, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = s.warden(&["audit", "log"]);
+        assert!(log.status.success(), "{log:?}");
+        let found: Vec<Value> = String::from_utf8_lossy(&log.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["kind"] == "refusal")
+            .collect();
+        if found.len() >= count || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn with_config(yaml: &'static str) -> impl FnOnce(&Path) {
+    move |state: &Path| std::fs::write(state.join("warden.yaml"), yaml).unwrap()
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_move_after_a_run_and_a_401() {
+    let s = Server::start(&[]);
+    let (_, before) = scrape(&s);
+    assert_eq!(sample(&before, "warden_active_sandboxes", &[]), 0.0);
+    for gauge in [
+        "warden_queue_depth",
+        "warden_workers_busy",
+        "warden_workers",
+    ] {
+        assert!(
+            before.iter().any(|(n, _, _)| n == gauge),
+            "no {gauge}: {before:?}"
+        );
+    }
+    let secret_output = marker("out");
+    let a = s.execute(&sh(&format!("echo {secret_output}")));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let mut slow = sh("sleep 5");
+    slow["limits"] = json!({"wall_time_ms": 100});
+    assert_eq!(s.execute(&slow).json()["report"]["status"], "timeout");
+    request(
+        "POST",
+        &s.url("/v1/execute"),
+        None,
+        Some(sh("true").to_string()),
+    )
+    .error(401, "unauthenticated");
+    let (text, after) = scrape(&s);
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        sample(&after, name, labels) - sample(&before, name, labels)
+    };
+    let exited = [("status", "exited"), ("backend", "jail")];
+    assert_eq!(moved("warden_invocations_total", &exited), 1.0, "{text}");
+    let timeout = [("status", "timeout"), ("backend", "jail")];
+    assert_eq!(moved("warden_invocations_total", &timeout), 1.0, "{text}");
+    assert_eq!(
+        moved("warden_limit_kills_total", &[("limit", "timeout")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        moved(
+            "warden_invocation_wall_seconds_count",
+            &[("backend", "jail")]
+        ),
+        2.0,
+        "{text}"
+    );
+    let route = [("route", "/v1/execute")];
+    assert_eq!(
+        moved(
+            "warden_http_requests_total",
+            &[("route", "/v1/execute"), ("status", "200")]
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        moved(
+            "warden_http_requests_total",
+            &[("route", "/v1/execute"), ("status", "401")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        moved("warden_http_request_duration_seconds_count", &route),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        moved(
+            "warden_refusals_total",
+            &[("status", "401"), ("code", "unauthenticated")]
+        ),
+        1.0,
+        "{text}"
+    );
+    // A histogram: buckets up to +Inf, whose count is the _count.
+    let inf = sample(
+        &after,
+        "warden_http_request_duration_seconds_bucket",
+        &[("route", "/v1/execute"), ("le", "+Inf")],
+    );
+    assert_eq!(
+        inf,
+        sample(&after, "warden_http_request_duration_seconds_count", &route)
+    );
+    // Nothing secret: no key, no program output.
+    assert!(!text.contains(&s.key), "{text}");
+    assert!(!text.contains(&secret_output), "{text}");
+    // And it is in the OpenAPI document.
+    let doc = request("GET", &s.url("/openapi.json"), None, None).json();
+    assert!(doc["paths"]["/metrics"]["get"].is_object());
+    assert!(doc["paths"]["/v1/execute"]["post"]["responses"]["429"].is_object());
+}
+
+#[test]
+fn a_concurrent_runs_quota_is_429_with_retry_after_while_the_run_goes_on() {
+    let s = Server::start_with(
+        &[],
+        with_config("serve:\n  quotas:\n    tenants:\n      default: {concurrent_runs: 1}\n"),
+    );
+    let mark = marker("quota");
+    let url = s.url("/v1/execute");
+    let key = s.key.clone();
+    let mut body = sh("sleep 1; echo slow");
+    body["args"] = json!([mark]);
+    let text = body.to_string();
+    let first = std::thread::spawn(move || request("POST", &url, Some(&key), Some(text)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&mark).is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a = s.execute(&sh("echo second"));
+    let m = a.error(429, "quota_exceeded");
+    assert!(
+        m.contains("concurrent_runs") && m.contains("default"),
+        "{m}"
+    );
+    assert_eq!(a.header("retry-after"), Some("1"));
+    let first = first.join().unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.json()["stdout"], "slow\n");
+    let again = s.execute(&sh("echo again"));
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["stdout"], "again\n");
+    let (_, m) = scrape(&s);
+    assert_eq!(
+        sample(
+            &m,
+            "warden_quota_refusals_total",
+            &[("tenant", "default"), ("quota", "concurrent_runs")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_runs_per_minute_quota_refuses_the_third_run() {
+    let s = Server::start_with(
+        &[],
+        with_config("serve:\n  quotas:\n    default:\n      runs_per_minute: 2\n"),
+    );
+    for i in 0..2 {
+        let a = s.execute(&sh("true"));
+        assert_eq!(a.status, 200, "run {i}: {}", a.body);
+    }
+    let a = s.execute(&sh("true"));
+    let m = a.error(429, "quota_exceeded");
+    assert!(
+        m.contains("runs_per_minute") && m.contains("default"),
+        "{m}"
+    );
+    let retry: u64 = a
+        .header("retry-after")
+        .and_then(|r| r.parse().ok())
+        .expect("Retry-After");
+    assert!((50..=60).contains(&retry), "{retry}");
+}
+
+#[test]
+fn every_refusal_is_a_ledger_entry_and_the_ledger_verifies() {
+    let s = Server::start_with(
+        &["--workers", "1", "--queue", "0", "--max-body", "64KiB"],
+        with_config("serve:\n  quotas:\n    default: {runs_per_minute: 3}\n"),
+    );
+    let url = s.url("/v1/execute");
+    // 401
+    request("POST", &url, None, Some(sh("true").to_string())).error(401, "unauthenticated");
+    // 400
+    request("POST", &url, Some(&s.key), Some("{\"language\":".into())).error(400, "bad_json");
+    // 413
+    let (status, _) = raw(
+        &s.addr(),
+        &format!(
+            "POST /v1/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}",
+            s.key,
+            1 << 20
+        ),
+        b"{",
+    );
+    assert_eq!(status, 413);
+    // 503: the one worker is busy and no one may wait.
+    let mark = marker("refusals");
+    let key = s.key.clone();
+    let mut body = sh("sleep 1");
+    body["args"] = json!([mark]);
+    let text = body.to_string();
+    let slow_url = url.clone();
+    let slow = std::thread::spawn(move || request("POST", &slow_url, Some(&key), Some(text)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&mark).is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.execute(&sh("true")).error(503, "overloaded");
+    assert_eq!(slow.join().unwrap().status, 200);
+    // 429: the 503 did not count against runs_per_minute; the third run
+    // does, the fourth is refused.
+    assert_eq!(s.execute(&sh("true")).status, 200);
+    assert_eq!(s.execute(&sh("true")).status, 200);
+    s.execute(&sh("true")).error(429, "quota_exceeded");
+
+    let entries = refusal_entries(&s, 5);
+    let codes: Vec<(u64, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["event"]["status"].as_u64().unwrap(),
+                e["event"]["code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (401, "unauthenticated"),
+            (400, "bad_json"),
+            (413, "payload_too_large"),
+            (503, "overloaded"),
+            (429, "quota_exceeded"),
+        ],
+        "{entries:?}"
+    );
+    for e in &entries {
+        assert_eq!(e["event"]["route"], "/v1/execute", "{e}");
+        assert_eq!(e["event"]["method"], "POST", "{e}");
+        let text = e.to_string();
+        assert!(!text.contains(&s.key), "{text}");
+        assert!(!text.contains("wdn_"), "{text}");
+    }
+    // Unknown before authentication; known after.
+    assert!(
+        entries[0]["event"].get("principal").is_none(),
+        "{}",
+        entries[0]
+    );
+    for e in &entries[1..] {
+        assert_eq!(e["event"]["principal"], "dev", "{e}");
+        assert_eq!(e["event"]["tenant"], "default", "{e}");
+    }
+    assert_eq!(entries[4]["event"]["quota"], "runs_per_minute");
+    let verify = s.warden(&["audit", "verify"]);
+    assert!(verify.status.success(), "audit verify: {verify:?}");
+    // And each is counted.
+    let (text, m) = scrape(&s);
+    for (status, code) in codes {
+        let st = status.to_string();
+        assert_eq!(
+            sample(
+                &m,
+                "warden_refusals_total",
+                &[("status", st.as_str()), ("code", code)]
+            ),
+            1.0,
+            "{status} {code}: {text}"
+        );
+    }
+    assert_eq!(sample(&m, "warden_refusals_unrecorded_total", &[]), 0.0);
+}
+
+#[test]
+fn a_bad_serve_section_stops_the_service_with_one_line_naming_file_and_line() {
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("warden.yaml");
+    for (yaml, line) in [
+        (
+            "serve:\n  quotas:\n    tenants:\n      acme: {concurent_runs: 1}\n",
+            4,
+        ),
+        ("serve:\n  quota: {}\n", 2),
+        (
+            "serve:\n  quotas:\n    default:\n      runs_per_minute: 0\n",
+            4,
+        ),
+    ] {
+        std::fs::write(&config, yaml).unwrap();
+        let out = Command::new(serve_bin())
+            .arg("--state")
+            .arg(state.path())
+            .args(["--listen", "127.0.0.1:0", "--warden"])
+            .arg(warden_bin())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{yaml}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{yaml}: {stderr}");
+        let want = format!("{}:{line}:", config.display());
+        assert!(
+            lines[0].starts_with("warden: ") && lines[0].contains(&want),
+            "{yaml}: {stderr}"
+        );
+    }
 }
