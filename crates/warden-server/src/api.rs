@@ -136,7 +136,7 @@ pub struct ExecuteRequest {
 }
 
 /// How `stdout`/`stderr` are encoded in an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputEncoding {
     /// The bytes were valid UTF-8 and are the string itself.
@@ -146,8 +146,8 @@ pub enum OutputEncoding {
 }
 
 /// The answer of `POST /v1/execute` for a run that happened (whatever
-/// its status).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// its status). Also the `result` of a finished submission.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExecuteResponse {
     /// What the program wrote on stdout (redacted as in the ledger).
     pub stdout: String,
@@ -234,8 +234,15 @@ impl Plan {
 /// wrong (`bad_json`, `unknown_field`, `missing_field`, `invalid_field`,
 /// `unknown_language`).
 pub fn parse_request(body: &[u8]) -> Result<ExecuteRequest, ApiError> {
+    parse_json(body)
+}
+
+/// Parses a JSON body into `T`, with the 400s of [`parse_request`]
+/// (`bad_json`, `unknown_field`, `missing_field`, `invalid_field`, and
+/// `unknown_language` for a field `language`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: Result<ExecuteRequest, _> = serde_path_to_error::deserialize(&mut de);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let request = parsed.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();

@@ -3,11 +3,11 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// The body of every error answer.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ErrorBody {
     /// Machine-readable cause: `bad_request`, `bad_json`, `unknown_field`,
     /// `missing_field`, `invalid_field`, `unknown_language`, `invalid_file`,

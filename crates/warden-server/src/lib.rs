@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod callback;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -13,6 +14,8 @@ pub mod quota;
 pub mod refusals;
 pub mod runner;
 pub mod server;
+pub mod store;
+pub mod submissions;
 
 pub use error::{ApiError, ErrorBody};
 pub use server::{serve, Settings};

@@ -23,6 +23,7 @@ pub const LIMIT_KILLS: &str = "warden_limit_kills_total";
 pub const REFUSALS: &str = "warden_refusals_total";
 pub const QUOTA_REFUSALS: &str = "warden_quota_refusals_total";
 pub const REFUSALS_UNRECORDED: &str = "warden_refusals_unrecorded_total";
+pub const SUBMISSIONS_QUEUED: &str = "warden_submissions_queued";
 
 /// Histogram buckets, in seconds: 1 ms … 5 min.
 const BUCKETS: [f64; 16] = [
@@ -88,7 +89,12 @@ fn describe() {
         REFUSALS_UNRECORDED,
         "refusals whose ledger entry was dropped (the writer's queue was full, or the ledger failed)"
     );
+    describe_gauge!(
+        SUBMISSIONS_QUEUED,
+        "submissions waiting for a worker (their own queue, apart from warden_queue_depth)"
+    );
     gauge!(ACTIVE_SANDBOXES).set(0.0);
+    gauge!(SUBMISSIONS_QUEUED).set(0.0);
 }
 
 /// The route label of a request path: one of the service's routes, or
@@ -101,6 +107,14 @@ pub fn route_label(path: &str) -> &'static str {
         "/openapi.json" => "/openapi.json",
         "/v1/runtimes" => "/v1/runtimes",
         "/v1/execute" => "/v1/execute",
+        "/v1/submissions" => "/v1/submissions",
+        "/v1/submissions/batch" => "/v1/submissions/batch",
+        p if p
+            .strip_prefix("/v1/submissions/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+        {
+            "/v1/submissions/{id}"
+        }
         _ => "other",
     }
 }
@@ -150,6 +164,11 @@ pub fn invocation(report: &serde_json::Value) {
     }
 }
 
+/// Submissions waiting for a worker, set just before each render.
+pub fn submissions_queued(n: usize) {
+    gauge!(SUBMISSIONS_QUEUED).set(n as f64);
+}
+
 /// The pool's state, set just before each render.
 pub fn pool(workers: usize, busy: usize, waiting: usize) {
     gauge!(WORKERS).set(workers as f64);
@@ -184,5 +203,7 @@ mod tests {
             assert!(text.contains(want), "no {want} in\n{text}");
         }
         assert_eq!(route_label("/v1/execute/../x"), "other");
+        assert_eq!(route_label("/v1/submissions/abc"), "/v1/submissions/{id}");
+        assert_eq!(route_label("/v1/submissions/a/b"), "other");
     }
 }

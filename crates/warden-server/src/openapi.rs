@@ -8,12 +8,17 @@ use crate::api::{
     Runtime, Runtimes,
 };
 use crate::error::ErrorBody;
+use crate::store::{CallbackState, Status};
+use crate::submissions::{Accepted, BatchAccepted, BatchRequest, Submission, SubmissionRequest};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Warden", description = "Run untrusted code in a sandbox, over HTTP (`warden serve`)."),
     paths(
         crate::server::execute,
+        crate::submissions::submit,
+        crate::submissions::submit_batch,
+        crate::submissions::get,
         crate::server::runtimes,
         crate::server::healthz,
         crate::server::readyz,
@@ -22,7 +27,8 @@ use crate::error::ErrorBody;
     ),
     components(schemas(
         ExecuteRequest, ExecuteResponse, FileSpec, Encoding, LimitsSpec, Language,
-        OutputEncoding, Runtime, Runtimes, ErrorBody
+        OutputEncoding, Runtime, Runtimes, ErrorBody, SubmissionRequest, BatchRequest, Accepted,
+        BatchAccepted, Submission, Status, CallbackState
     )),
     modifiers(&Bearer),
 )]
@@ -61,6 +67,9 @@ mod tests {
             "/healthz",
             "/readyz",
             "/openapi.json",
+            "/v1/submissions",
+            "/v1/submissions/batch",
+            "/v1/submissions/{id}",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
@@ -73,6 +82,12 @@ mod tests {
             "ExecuteResponse",
             "ErrorBody",
             "LimitsSpec",
+            "SubmissionRequest",
+            "BatchRequest",
+            "Accepted",
+            "BatchAccepted",
+            "Submission",
+            "CallbackState",
         ] {
             assert!(
                 doc["components"]["schemas"][schema].is_object(),

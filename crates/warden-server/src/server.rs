@@ -39,6 +39,12 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Per-tenant quotas (`serve.quotas` in `warden.yaml`).
     pub quotas: warden_engine::config::Quotas,
+    /// Submissions that may wait for a worker before `POST
+    /// /v1/submissions` answers 503 (a queue of their own, apart from
+    /// `queue`).
+    pub submission_queue: usize,
+    /// How long a finished submission (its result) is kept.
+    pub submission_ttl: Duration,
 }
 
 impl Settings {
@@ -56,17 +62,23 @@ pub enum ServeError {
     Serve(std::io::Error),
     #[error("cannot start the ledger writer of refusals: {0}")]
     Recorder(std::io::Error),
+    #[error("{0}")]
+    Submissions(#[from] crate::store::StoreError),
 }
 
 /// What every handler shares.
 pub struct AppState {
     pub settings: Settings,
-    workers: Arc<Semaphore>,
+    pub(crate) workers: Arc<Semaphore>,
     waiting: AtomicUsize,
-    stop: watch::Receiver<bool>,
+    pub(crate) stop: watch::Receiver<bool>,
     runtimes: Vec<Runtime>,
-    quotas: Arc<crate::quota::Tracker>,
+    pub(crate) quotas: Arc<crate::quota::Tracker>,
     refusals: Recorder,
+    /// The submissions: their store in the state directory and their queue.
+    pub(crate) submissions: crate::submissions::Submissions,
+    /// Turns true when shutdown begins: no submission is started after it.
+    pub(crate) draining: watch::Sender<bool>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -77,12 +89,19 @@ impl AppState {
         settings: Settings,
         stop: watch::Receiver<bool>,
         runtimes: Vec<Runtime>,
-    ) -> std::io::Result<Shared> {
+    ) -> Result<Shared, ServeError> {
+        let submissions = crate::submissions::Submissions::open(
+            &settings.runner.state,
+            settings.submission_queue,
+        )?;
         Ok(Arc::new(AppState {
             workers: Arc::new(Semaphore::new(settings.workers.max(1))),
             waiting: AtomicUsize::new(0),
             quotas: crate::quota::Tracker::new(settings.quotas.clone()),
-            refusals: Recorder::start(settings.runner.state.clone())?,
+            refusals: Recorder::start(settings.runner.state.clone())
+                .map_err(ServeError::Recorder)?,
+            submissions,
+            draining: watch::channel(false).0,
             settings,
             stop,
             runtimes,
@@ -101,10 +120,10 @@ impl AppState {
 /// Who made a refused request, when it got that far; left on the answer's
 /// extensions for [`track`].
 #[derive(Debug, Clone, Default)]
-struct Who {
-    principal: Option<String>,
-    tenant: Option<String>,
-    quota: Option<&'static str>,
+pub(crate) struct Who {
+    pub(crate) principal: Option<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) quota: Option<&'static str>,
 }
 
 /// The statuses that are refusals: counted, and (but 403) ledger entries.
@@ -162,6 +181,12 @@ pub fn router(state: Shared) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/runtimes", get(runtimes))
         .route("/v1/execute", post(execute))
+        .route("/v1/submissions", post(crate::submissions::submit))
+        .route(
+            "/v1/submissions/batch",
+            post(crate::submissions::submit_batch),
+        )
+        .route("/v1/submissions/{id}", get(crate::submissions::get))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
@@ -254,6 +279,7 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         state.busy(),
         state.waiting.load(Ordering::SeqCst),
     );
+    crate::metrics::submissions_queued(state.submissions.queued());
     (
         [(
             header::CONTENT_TYPE,
@@ -316,7 +342,7 @@ pub async fn authenticate(
 /// RBAC: `invoke` of `runtime:LANGUAGE` with the requested capabilities
 /// (plain `warden run` is not gated; the service is). A denial is a ledger
 /// entry and 403.
-async fn authorize(
+pub(crate) async fn authorize(
     state: &Shared,
     actor: &warden_engine::identity::Actor,
     plan: &api::Plan,
@@ -447,6 +473,30 @@ async fn execute_inner(
     body: Body,
     who: &mut Who,
 ) -> Result<ExecuteResponse, ApiError> {
+    let (key, actor, bytes) = caller(state, headers, body, who).await?;
+    let request = api::parse_request(&bytes)?;
+    let plan = api::plan(request, &state.settings.bounds)?;
+    authorize(state, &actor, &plan).await?;
+    // Quotas: after authentication and RBAC, before the queue.
+    let slot = admit(state, &actor, who)?;
+    let _permit = worker(state).await.inspect_err(|_| slot.unstart())?;
+    let finished = state
+        .settings
+        .runner
+        .run(&plan, &key, state.stop.clone())
+        .await
+        .map_err(run_error)?;
+    answer(finished, Some(&slot))
+}
+
+/// The caller's key and principal, and the request body: 401, then 413
+/// (by `Content-Length` at once, or while reading), 400 `bad_request`.
+pub(crate) async fn caller(
+    state: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    who: &mut Who,
+) -> Result<(String, warden_engine::identity::Actor, axum::body::Bytes), ApiError> {
     let key = bearer(headers)?;
     let actor = authenticate(state, &key).await?;
     who.principal = Some(actor.principal.clone());
@@ -468,37 +518,46 @@ async fn execute_inner(
         }
     }
     let bytes = read_body(body, state.settings.body_limit).await?;
-    let request = api::parse_request(&bytes)?;
-    let plan = api::plan(request, &state.settings.bounds)?;
-    authorize(state, &actor, &plan).await?;
-    // Quotas: after authentication and RBAC, before the queue.
-    let slot = state
+    Ok((key, actor, bytes))
+}
+
+/// A run of the caller's tenant admitted under its quotas, or 429.
+pub(crate) fn admit(
+    state: &Shared,
+    actor: &warden_engine::identity::Actor,
+    who: &mut Who,
+) -> Result<crate::quota::Slot, ApiError> {
+    state
         .quotas
         .admit(&actor.tenant, std::time::Instant::now())
         .map_err(|over| {
             who.quota = Some(over.quota);
             ApiError::quota(over.to_string(), over.retry_after)
-        })?;
-    let _permit = worker(state).await.inspect_err(|_| slot.unstart())?;
-    let finished = state
-        .settings
-        .runner
-        .run(&plan, &key, state.stop.clone())
-        .await
-        .map_err(|e| match e {
-            RunError::Prepare(..) | RunError::Spawn(..) | RunError::Output(_) => {
-                ApiError::internal(e.to_string())
-            }
-            RunError::NoReport { .. } | RunError::BadReport(..) => {
-                ApiError::internal(e.to_string())
-            }
-        })?;
+        })
+}
+
+/// A run that could not happen: 500.
+pub(crate) fn run_error(e: RunError) -> ApiError {
+    match e {
+        RunError::Prepare(..) | RunError::Spawn(..) | RunError::Output(_) => {
+            ApiError::internal(e.to_string())
+        }
+        RunError::NoReport { .. } | RunError::BadReport(..) => ApiError::internal(e.to_string()),
+    }
+}
+
+/// What `POST /v1/execute` answers for a finished run: its output, report
+/// and ledger index, or 403 when the run was refused. Counts the
+/// invocation, and charges its CPU to `slot`'s tenant.
+pub(crate) fn answer(
+    finished: crate::runner::Finished,
+    slot: Option<&crate::quota::Slot>,
+) -> Result<ExecuteResponse, ApiError> {
     let report = finished.report;
     crate::metrics::invocation(&report);
-    if let Some(cpu_ms) = report.get("cpu_ms").and_then(|v| v.as_u64()) {
+    if let (Some(cpu_ms), Some(slot)) = (report.get("cpu_ms").and_then(|v| v.as_u64()), slot) {
         slot.charge_cpu(cpu_ms, std::time::Instant::now());
     }
-    drop(slot);
     if report.get("status").and_then(|s| s.as_str()) == Some("refused") {
         let why = report
             .get("refusal")
@@ -623,14 +682,19 @@ pub async fn serve(
             }
         });
     }
-    let state = AppState::new(settings, stop_rx, runtimes).map_err(ServeError::Recorder)?;
+    let state = AppState::new(settings, stop_rx, runtimes)?;
+    // The submissions left by the last service: queued again (and those
+    // it was running: at least once), their callbacks resumed.
+    crate::submissions::start(&state).await?;
     let app = router(state.clone());
     on_listening(addr);
     let (begun_tx, begun_rx) = watch::channel(false);
     let mut begun = begun_rx.clone();
+    let draining = state.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; requests in flight may finish");
+        let _ = draining.draining.send(true);
         let _ = begun_tx.send(true);
     };
     // The deadline: after the grace, runs still going are stopped.
@@ -656,9 +720,15 @@ pub async fn serve(
         r = served => r.map_err(ServeError::Serve)?,
         () = cap => tracing::warn!("connections still open after the shutdown deadline: closing them"),
     }
-    // Every worker back: no run of this service is left.
+    // Every worker back: no run of this service is left. Submissions'
+    // runs answer no connection, so they may still go on here: up to the
+    // grace, then they are stopped (and queued again for the next start).
     let all = state.settings.workers.max(1) as u32;
-    let _ = tokio::time::timeout(Duration::from_secs(10), state.workers.acquire_many(all)).await;
+    let _ = tokio::time::timeout(
+        grace + Duration::from_secs(10),
+        state.workers.acquire_many(all),
+    )
+    .await;
     // The refusals still queued go to the ledger.
     let writer = state.clone();
     let _ =

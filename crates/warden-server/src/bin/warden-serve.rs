@@ -14,7 +14,7 @@ use clap::Parser;
 #[command(
     name = "warden serve",
     version,
-    about = "Serve the sandbox over HTTP: POST /v1/execute, GET /v1/runtimes, /healthz, /readyz, /metrics, /openapi.json"
+    about = "Serve the sandbox over HTTP: POST /v1/execute, /v1/submissions, GET /v1/runtimes, /healthz, /readyz, /metrics, /openapi.json"
 )]
 struct Args {
     /// Address to listen on (port 0: any free port; the address is printed).
@@ -45,6 +45,13 @@ struct Args {
     /// their runs are stopped.
     #[arg(long = "shutdown-grace", value_name = "DUR", default_value = "30s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Submissions that may wait for a worker (a queue of their own); past
+    /// that, POST /v1/submissions answers 503 with Retry-After.
+    #[arg(long = "submission-queue", value_name = "N", default_value_t = 1024)]
+    submission_queue: usize,
+    /// How long a finished submission (and its result) is kept.
+    #[arg(long = "submission-ttl", value_name = "DUR", default_value = "24h", value_parser = duration)]
+    submission_ttl: Duration,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -179,6 +186,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         queue: args.queue,
         shutdown_grace: args.shutdown_grace,
         quotas,
+        submission_queue: args.submission_queue,
+        submission_ttl: args.submission_ttl,
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
