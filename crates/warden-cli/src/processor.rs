@@ -257,18 +257,29 @@ fn input_as_stdin(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
 
 /// Seals the values the manifest marks confidential: the argv, and each
 /// `/input/...` pointer into the input read as JSON (a pointer the input
-/// does not have is left out). `None` when nothing is confidential.
+/// does not have is left out), and then also the input's digest, which
+/// the entry would otherwise show in the clear
+/// ([`warden_engine::audit::SEALED_STDIN`]). `None` when nothing is
+/// confidential. `input`: its hex SHA-256 and its bytes.
 fn seal_confidential(
     state: &Path,
     confidential: &[String],
     argv: &[String],
-    input: Option<&[u8]>,
+    input: Option<(&str, &[u8])>,
 ) -> anyhow::Result<Option<(String, std::collections::BTreeMap<String, String>)>> {
     if confidential.is_empty() {
         return Ok(None);
     }
-    let doc: Option<serde_json::Value> = input.and_then(|b| serde_json::from_slice(b).ok());
+    let doc: Option<serde_json::Value> = input.and_then(|(_, b)| serde_json::from_slice(b).ok());
     let mut fields = std::collections::BTreeMap::new();
+    if let Some((digest, _)) = input {
+        if confidential.iter().any(|f| f.starts_with("/input")) {
+            fields.insert(
+                warden_engine::audit::SEALED_STDIN.to_string(),
+                serde_json::json!(digest),
+            );
+        }
+    }
     for field in confidential {
         if field == "argv" {
             fields.insert(field.clone(), serde_json::json!(argv));
@@ -450,7 +461,7 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         &state,
         &plan.loaded.manifest.confidential,
         &argv,
-        input.as_ref().map(|(_, b)| b.as_slice()),
+        input.as_ref().map(|(h, b)| (h.as_str(), b.as_slice())),
     ) {
         Ok(s) => s,
         Err(e) => {

@@ -459,6 +459,25 @@ fn confidential_fields_are_committed_revealed_and_shredded() {
         .as_str()
         .unwrap()
         .starts_with("sha256:"));
+    // The input's plain digest would let a guess of the card number be
+    // tested offline: it is sealed too.
+    let input_digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&input).unwrap()))
+    };
+    assert!(
+        !log.stdout.contains(&input_digest),
+        "input digest in the clear"
+    );
+    assert_eq!(
+        e["event"]["streams"]["stdin"]["commitment"], commitments["streams.stdin"],
+        "{e}"
+    );
+    assert_eq!(
+        t.report_json()["streams"]["stdin"],
+        input_digest,
+        "the caller's report keeps it"
+    );
     // Revealed, and checked against the commitments.
     let out = warden(&t, &["audit", "show", &index.to_string(), "--reveal"]);
     out.expect_code(0, "reveal");

@@ -115,13 +115,20 @@ pub fn verifier(
         .map_err(|e| AuditError::Store(warden_ledger::store::StoreError::Encode(e.to_string())))
 }
 
+/// The sealed field that stands for the digest of a run's stdin when part
+/// of its input is confidential: a plain SHA-256 of the whole input would
+/// let anyone who can guess the rest of it test guesses of the
+/// confidential part offline, defeating the salted commitment.
+pub const SEALED_STDIN: &str = "streams.stdin";
+
 /// Who asked for a run, and what it was.
 pub struct RunFacts<'a> {
     pub principal: &'a str,
     pub tenant: &'a str,
     pub argv: &'a [String],
     /// Confidential fields (see [`crate::seal`]): the seal id and each
-    /// field's commitment; `argv` among them replaces the argv.
+    /// field's commitment; `argv` among them replaces the argv, and
+    /// [`SEALED_STDIN`] the digest of stdin.
     pub sealed: Option<&'a (String, std::collections::BTreeMap<String, String>)>,
 }
 
@@ -148,8 +155,9 @@ struct RunEvent<'a> {
     violations: Vec<String>,
     limits_reached: Vec<&'a str>,
     error: Option<&'a str>,
-    /// SHA-256 of stdin, stdout and stderr.
-    streams: Option<&'a warden_core::StreamDigests>,
+    /// SHA-256 of stdin, stdout and stderr (stdin as `{"commitment": …}`
+    /// when it is sealed).
+    streams: Option<serde_json::Value>,
     refusal: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processor: Option<&'a warden_core::ProcessorRef>,
@@ -357,7 +365,16 @@ impl Audit {
                 .collect(),
             limits_reached: report.limits_reached.iter().map(|l| &*l.limit).collect(),
             error: report.error.as_deref(),
-            streams: report.streams.as_ref(),
+            streams: report.streams.as_ref().map(|s| {
+                let mut v = serde_json::json!(s);
+                if let (Some(c), Some(stdin)) = (
+                    facts.sealed.and_then(|(_, c)| c.get(SEALED_STDIN)),
+                    v.get_mut("stdin").filter(|d| !d.is_null()),
+                ) {
+                    *stdin = serde_json::json!({ "commitment": c });
+                }
+                v
+            }),
             refusal: report.refusal.as_deref(),
             processor: report.processor.as_ref(),
             module_digest: report.module_digest.as_deref(),
