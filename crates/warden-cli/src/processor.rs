@@ -292,6 +292,74 @@ fn seal_confidential(
     Ok(Some(warden_engine::seal::seal(state, &fields)?))
 }
 
+/// Keeps a bounded copy of what goes to this process's stdout: fd 1 is a
+/// pipe that a thread drains into the real stdout while it keeps the
+/// first [`KEPT_OUTPUT`] bytes.
+struct StdoutTee {
+    real: std::os::fd::OwnedFd,
+    reader: Option<std::io::PipeReader>,
+    thread: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+/// The most output kept to find confidential fields in.
+const KEPT_OUTPUT: usize = 1 << 20;
+
+impl StdoutTee {
+    /// Makes fd 1 the pipe (no thread yet).
+    fn install() -> std::io::Result<StdoutTee> {
+        use std::os::fd::AsFd;
+        let real = std::io::stdout().as_fd().try_clone_to_owned()?;
+        let (reader, writer) = std::io::pipe()?;
+        rustix::stdio::dup2_stdout(&writer)?;
+        Ok(StdoutTee {
+            real,
+            reader: Some(reader),
+            thread: None,
+        })
+    }
+
+    /// Starts draining the pipe.
+    fn start(&mut self) -> std::io::Result<()> {
+        let Some(mut reader) = self.reader.take() else {
+            return Ok(());
+        };
+        let mut real = std::fs::File::from(self.real.try_clone()?);
+        self.thread = Some(std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut kept = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = real.write_all(&buf[..n]);
+                        let room = KEPT_OUTPUT.saturating_sub(kept.len()).min(n);
+                        kept.extend_from_slice(&buf[..room]);
+                    }
+                }
+            }
+            kept
+        }));
+        Ok(())
+    }
+
+    /// Puts the real stdout back and returns what was kept (nothing if the
+    /// copy never started, or the output was cut at the bound: a cut JSON
+    /// document has no fields to find).
+    fn finish(mut self) -> Vec<u8> {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // Closes the pipe's last write end: the thread sees its end.
+        let _ = rustix::stdio::dup2_stdout(&self.real);
+        self.reader = None;
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .filter(|kept| kept.len() < KEPT_OUTPUT)
+            .unwrap_or_default()
+    }
+}
+
 /// `warden invoke`.
 pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitCode {
     let id = invocation_id();
@@ -496,7 +564,34 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
             return stop(report, Some(&mut audit), &facts);
         }
     };
-    let result = engine.run(&prepared);
+    // Confidential output fields: what the program prints is also kept
+    // (bounded) to find them in; the copy starts in the gate, once the
+    // jail's init exists (no thread may exist when the jail forks).
+    let wants_output = plan
+        .loaded
+        .manifest
+        .confidential
+        .iter()
+        .any(|f| f.starts_with("/output"));
+    let mut tee = match wants_output.then(StdoutTee::install).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            let report = with_processor(Report::setup_error(
+                format!("cannot keep the output for its confidential fields: {e}"),
+                id,
+                &backend,
+            ));
+            return stop(report, Some(&mut audit), &facts);
+        }
+    };
+    let result = engine.run_gated(&prepared, &mut || {
+        if let Some(t) = tee.as_mut() {
+            t.start()
+                .map_err(|e| format!("cannot copy the output: {e}"))?;
+        }
+        Ok(())
+    });
+    let kept = tee.map(StdoutTee::finish);
     // The run is over: its leases end, whatever happened.
     if let Some(l) = &leases {
         l.release();
@@ -519,6 +614,40 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
     if let (Some(streams), Some(input)) = (report.streams.as_mut(), input_sha256) {
         streams.stdin.get_or_insert(input);
     }
+    // Output fields, sealed now that they exist (with the output's digest,
+    // which would otherwise show them to a guesser).
+    let mut sealed = sealed.clone();
+    if let (Some(kept), Some((seal_id, commitments))) = (kept, sealed.as_mut()) {
+        let mut fields = std::collections::BTreeMap::new();
+        if let Some(digest) = report.streams.as_ref().map(|s| s.stdout.clone()) {
+            fields.insert(
+                warden_engine::audit::SEALED_STDOUT.to_string(),
+                serde_json::json!(digest),
+            );
+        }
+        let doc: Option<serde_json::Value> = serde_json::from_slice(&kept).ok();
+        for field in &plan.loaded.manifest.confidential {
+            if let (Some(pointer), Some(doc)) = (field.strip_prefix("/output"), &doc) {
+                if let Some(v) = warden_engine::seal::pointer(doc, pointer) {
+                    fields.insert(field.clone(), v.clone());
+                }
+            }
+        }
+        match warden_engine::seal::seal_more(&state, seal_id, &fields) {
+            Ok(more) => commitments.extend(more),
+            Err(e) => {
+                // Unsealed, the values must not enter the entry at all.
+                let message = format!("cannot seal the confidential output fields: {e}");
+                say(&message);
+                report.error.get_or_insert(message);
+                report.streams = None;
+            }
+        }
+    }
+    let facts = RunFacts {
+        sealed: sealed.as_ref(),
+        ..facts
+    };
     let unrecorded = audit
         .record_run(&facts, &mut report)
         .err()

@@ -409,6 +409,74 @@ fn a_bad_manifest_is_reported_with_its_place() {
     warden(&t, &["processor", "add", &p(&dir)]).expect_code(1, "bad add");
 }
 
+/// `/output/POINTER` fields: the caller gets the output as printed, the
+/// ledger only commitments of the fields and of the output's digest, and
+/// `audit show --reveal` checks them.
+#[test]
+fn confidential_output_fields_are_committed_after_the_run() {
+    let t = TempDir::new("proc-confidential-out");
+    let dir = processor(
+        &t,
+        "issuer",
+        "name: issuer\nversion: 1.0.0\nkind: script\nlanguage: sh\nentry: run.sh\nconfidential: [/output/token, /output/none]\n",
+        &[(
+            "run.sh",
+            b"printf '{\"token\":\"tok-5e8f21c9\",\"ok\":true}\\n'\n",
+            false,
+        )],
+    );
+    warden(&t, &["processor", "add", &p(&dir)]).expect_code(0, "add");
+    let out = t
+        .raw(["invoke", "issuer", "--report", &p(&t.report_path())])
+        .env("WARDEN_STATE", &state(&t))
+        .go();
+    out.expect_code(0, "invoke");
+    assert_eq!(
+        out.stdout,
+        "{\"token\":\"tok-5e8f21c9\",\"ok\":true}\n",
+        "{}",
+        out.ctx()
+    );
+    let report = t.report_json();
+    let stdout_digest = report["streams"]["stdout"].as_str().unwrap().to_string();
+    let index = report["audit"]["index"].as_u64().unwrap();
+    let log = warden(&t, &["audit", "log"]);
+    assert!(!log.stdout.contains("tok-5e8f21c9"), "token in the clear");
+    assert!(
+        !log.stdout.contains(&stdout_digest),
+        "output digest in the clear"
+    );
+    let e: serde_json::Value = serde_json::from_str(log.stdout.lines().last().unwrap()).unwrap();
+    let commitments = &e["event"]["confidential"]["commitments"];
+    assert!(
+        commitments["/output/token"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{e}"
+    );
+    assert!(
+        commitments.get("/output/none").is_none(),
+        "absent pointer: {e}"
+    );
+    assert_eq!(
+        e["event"]["streams"]["stdout"]["commitment"],
+        commitments["streams.stdout"]
+    );
+    let out = warden(&t, &["audit", "show", &index.to_string(), "--reveal"]);
+    out.expect_code(0, "reveal");
+    let shown: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        shown["revealed"]["/output/token"]["value"], "tok-5e8f21c9",
+        "{shown}"
+    );
+    assert_eq!(
+        shown["revealed"]["streams.stdout"]["value"],
+        stdout_digest.as_str()
+    );
+    warden(&t, &["audit", "verify"]).expect_code(0, "verify");
+}
+
 /// Fields a manifest marks confidential enter the ledger as salted
 /// commitments; `audit show --reveal` shows and checks them, `audit shred`
 /// deletes them for good, and the ledger and exported proofs stay valid.

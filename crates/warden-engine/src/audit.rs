@@ -121,6 +121,9 @@ pub fn verifier(
 /// confidential part offline, defeating the salted commitment.
 pub const SEALED_STDIN: &str = "streams.stdin";
 
+/// The same for stdout, when part of the output is confidential.
+pub const SEALED_STDOUT: &str = "streams.stdout";
+
 /// Who asked for a run, and what it was.
 pub struct RunFacts<'a> {
     pub principal: &'a str,
@@ -367,11 +370,13 @@ impl Audit {
             error: report.error.as_deref(),
             streams: report.streams.as_ref().map(|s| {
                 let mut v = serde_json::json!(s);
-                if let (Some(c), Some(stdin)) = (
-                    facts.sealed.and_then(|(_, c)| c.get(SEALED_STDIN)),
-                    v.get_mut("stdin").filter(|d| !d.is_null()),
-                ) {
-                    *stdin = serde_json::json!({ "commitment": c });
+                for (sealed, stream) in [(SEALED_STDIN, "stdin"), (SEALED_STDOUT, "stdout")] {
+                    if let (Some(c), Some(digest)) = (
+                        facts.sealed.and_then(|(_, c)| c.get(sealed)),
+                        v.get_mut(stream).filter(|d| !d.is_null()),
+                    ) {
+                        *digest = serde_json::json!({ "commitment": c });
+                    }
                 }
                 v
             }),

@@ -83,6 +83,48 @@ pub fn seal(
     Ok((id, commitments))
 }
 
+/// Adds `fields` to the seal `id` (made by [`seal`]): returns their
+/// commitments. For values known only after the run (its output).
+pub fn seal_more(
+    state: &Path,
+    id: &str,
+    fields: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, String>, SealError> {
+    let mut record: BTreeMap<String, Sealed> = reveal(state, id)?
+        .into_iter()
+        .map(|(k, (salt, value))| {
+            (
+                k,
+                Sealed {
+                    salt: hex::encode(salt),
+                    value,
+                },
+            )
+        })
+        .collect();
+    let mut commitments = BTreeMap::new();
+    for (name, value) in fields {
+        let salt = random_bytes::<32>()?;
+        commitments.insert(name.clone(), commitment(&salt, value)?);
+        record.insert(
+            name.clone(),
+            Sealed {
+                salt: hex::encode(salt),
+                value: value.clone(),
+            },
+        );
+    }
+    let bytes = zeroize::Zeroizing::new(
+        serde_json::to_vec(&record).map_err(|e| SealError::Encode(e.to_string()))?,
+    );
+    let master = crate::secrets::master_key(state)?;
+    let store = warden_secrets::SecretStore::open(state, &master)?;
+    let name = format!("seal-{id}");
+    store.remove(SEAL_TENANT, &name)?;
+    store.put(SEAL_TENANT, &name, &bytes)?;
+    Ok(commitments)
+}
+
 /// What a seal still holds: field → (salt, value); a shredded field is
 /// absent. An unknown or fully shredded seal is empty.
 pub fn reveal(

@@ -925,9 +925,12 @@ pub fn check_confidential(field: &str) -> Result<(), String> {
     if field == "argv" {
         return Ok(());
     }
-    let Some(pointer) = field.strip_prefix("/input") else {
+    let Some(pointer) = field
+        .strip_prefix("/input")
+        .or_else(|| field.strip_prefix("/output"))
+    else {
         return Err(format!(
-            "confidential field {:?}: expected argv or a JSON pointer into the input (/input/...)",
+            "confidential field {:?}: expected argv or a JSON pointer into the input (/input/...) or the output (/output/...)",
             excerpt(field)
         ));
     };
