@@ -643,10 +643,14 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         cwd: cwd.clone(),
         exact_grants: false,
     };
-    let prepared = match warden_engine::prepare(&request, id.clone()) {
+    let mut prepared = match warden_engine::prepare(&request, id.clone()) {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
+    // The run acts in the tenant it was authorized for (the acting
+    // principal's, or --tenant for the OS user): whose key-value store a
+    // guest reaches is that tenant's, never the default's.
+    prepared.invocation.tenant = tenant.clone();
     if prepared.audit_required && ledger_state.is_none() {
         return refuse_unaudited(&prepared, &report_target, &principal, &tenant, &argv);
     }
@@ -657,7 +661,6 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
     // A SIGINT/SIGTERM/SIGHUP/SIGQUIT stops a WebAssembly run with a report,
     // as it does a jail.
     let mut engine = engine.with_kv_dir(kv_dir).with_interrupt_on_signals(true);
-    let mut prepared = prepared;
     // RBAC: may this principal read each secret the run is granted?
     if let Some(actor) = &actor {
         for (name, _) in warden_engine::secrets::granted_secrets(&prepared.invocation.capabilities)

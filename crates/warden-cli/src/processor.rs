@@ -550,6 +550,8 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         }
     };
     prepared.invocation.code = plan.code.clone();
+    // The tenant the invocation was authorized in owns its kv store.
+    prepared.invocation.tenant = tenant.clone();
     // A script processor runs under the jail's interpreter by design: that
     // the caller's PATH would find another is no news here.
     prepared.notices.clear();

@@ -191,3 +191,158 @@ fn tenants_do_not_see_each_other() {
     assert!(out.stdout.contains("\"action\":\"add\""), "{}", out.ctx());
     assert!(!out.stdout.contains("\"bob\""), "{}", out.ctx());
 }
+
+/// A WebAssembly guest (wasm32-wasip1) built by tests-guests/build.sh.
+fn guest(name: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("sh")
+        .arg(root.join("tests-guests/build.sh"))
+        .output()
+        .expect("run tests-guests/build.sh");
+    assert!(
+        out.status.success(),
+        "tests-guests/build.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8(out.stdout).unwrap();
+    let path = std::path::Path::new(dir.trim()).join(format!("wasm32-wasip1/release/{name}.wasm"));
+    assert!(path.is_file(), "guest {} was not built", path.display());
+    path.display().to_string()
+}
+
+/// With API keys, one tenant's key-value store and leases are out of
+/// another tenant's principals' reach, and a principal cannot act in
+/// another tenant by naming it.
+#[test]
+fn kv_stores_and_leases_are_per_tenant() {
+    let t = TempDir::new("identity-kv-leases");
+    let s = state(&t);
+    let kv = t.root.join("kv");
+    let w = |args: &[&str], key: &str| {
+        t.raw(args.iter().copied())
+            .env("WARDEN_STATE", &s)
+            .env("WARDEN_KV_DIR", &kv.display().to_string())
+            .env("WARDEN_API_KEY", key)
+            .go()
+    };
+    w(&["tenant", "add", "acme"], "").expect_code(0, "acme");
+    w(&["tenant", "add", "beta"], "").expect_code(0, "beta");
+    let alice = w(&["principal", "add", "alice", "--tenant", "acme"], "")
+        .stdout
+        .trim()
+        .to_string();
+    let bob = w(&["principal", "add", "bob", "--tenant", "beta"], "")
+        .stdout
+        .trim()
+        .to_string();
+    let kv_guest = guest("hostkv");
+    let out = w(
+        &[
+            "run",
+            "--allow",
+            "kv:write:orders",
+            &kv_guest,
+            "set orders k1 acme-value",
+        ],
+        &alice,
+    );
+    out.expect_code(0, "alice sets");
+    assert_eq!(
+        out.stdout,
+        "set orders k1 acme-value: rc=0\n",
+        "{}",
+        out.ctx()
+    );
+    let out = w(
+        &[
+            "run",
+            "--allow",
+            "kv:read:orders",
+            &kv_guest,
+            "get orders k1",
+        ],
+        &alice,
+    );
+    assert_eq!(
+        out.stdout,
+        "get orders k1: rc=0 value=acme-value\n",
+        "{}",
+        out.ctx()
+    );
+    // Bob's store is his tenant's: the key is not there (NOT_FOUND = 2).
+    let out = w(
+        &[
+            "run",
+            "--allow",
+            "kv:read:orders",
+            &kv_guest,
+            "get orders k1",
+        ],
+        &bob,
+    );
+    assert_eq!(out.stdout, "get orders k1: rc=2\n", "{}", out.ctx());
+    // Nor can he name alice's tenant.
+    let out = w(
+        &[
+            "run",
+            "--tenant",
+            "acme",
+            "--allow",
+            "kv:read:orders",
+            &kv_guest,
+            "get orders k1",
+        ],
+        &bob,
+    );
+    out.expect_code(126, "another tenant named");
+    assert!(!out.stdout.contains("acme-value"), "{}", out.ctx());
+
+    // Alice's lease: in her list, not in bob's, and bob cannot revoke it.
+    let put = t
+        .raw(["secret", "put", "token"])
+        .env("WARDEN_STATE", &s)
+        .env("WARDEN_API_KEY", &alice)
+        .stdin("acme-token-value")
+        .go();
+    put.expect_code(0, "alice puts");
+    let script = "cat /run/secrets/token >/dev/null; sleep 30";
+    let running = t
+        .run(["--allow", "secret:token", "--", "sh", "-c", script])
+        .env("WARDEN_STATE", &s)
+        .env("WARDEN_API_KEY", &alice)
+        .spawn();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let lease = loop {
+        let list = w(&["lease", "list"], &alice);
+        if let Some(line) = list.stdout.lines().find(|l| l.ends_with("active")) {
+            break line.split('\t').next().unwrap().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no active lease: {}",
+            list.ctx()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let list = w(&["lease", "list"], &bob);
+    assert!(!list.stdout.contains(&lease), "{}", list.ctx());
+    let out = w(&["lease", "revoke", &lease], &bob);
+    assert_ne!(out.code, 0, "bob revoked alice's lease: {}", out.ctx());
+    assert!(
+        out.stderr.contains(&format!("no lease {lease}")),
+        "{}",
+        out.ctx()
+    );
+    let list = w(&["lease", "list"], &alice);
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with(&lease) && l.ends_with("active")),
+        "still active: {}",
+        list.ctx()
+    );
+    // Alice ends her own run's lease (which stops it).
+    w(&["lease", "revoke", &lease], &alice).expect_code(0, "alice revokes");
+    let out = running.wait();
+    out.expect_status("error", "the lease ended");
+}
