@@ -408,7 +408,63 @@ pub fn plan(request: ExecuteRequest, bounds: &Bounds) -> Result<Plan, ApiError> 
             format!("args[{i}]: contains NUL"),
         ));
     }
-    let l = &request.limits;
+    let limits = check_limits(&request.limits, bounds)?;
+    let capabilities = check_capabilities(&request.capabilities)?;
+    Ok(Plan {
+        language: request.language,
+        files,
+        entry,
+        args: request.args,
+        stdin: request.stdin.map(String::into_bytes).unwrap_or_default(),
+        capabilities,
+        wall_time: limits.wall_time,
+        cpu_time: limits.cpu_time,
+        memory_bytes: limits.memory_bytes,
+        pids: limits.pids,
+        output_bytes: limits.output_bytes,
+    })
+}
+
+/// Checked limits: the request's, or the service's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(with = "millis")]
+    pub wall_time: Duration,
+    #[serde(with = "opt_millis")]
+    pub cpu_time: Option<Duration>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    pub output_bytes: u64,
+}
+
+mod millis {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+mod opt_millis {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        <Option<u64> as serde::Deserialize>::deserialize(d).map(|o| o.map(Duration::from_millis))
+    }
+}
+
+/// Checks limits against the service's bounds (400 `invalid_limit`
+/// naming the field).
+pub fn check_limits(l: &LimitsSpec, bounds: &Bounds) -> Result<Limits, ApiError> {
     let wall_time = match l.wall_time_ms {
         Some(ms) => {
             let d = Duration::from_millis(ms);
@@ -471,17 +527,29 @@ pub fn plan(request: ExecuteRequest, bounds: &Bounds) -> Result<Plan, ApiError> 
         Some(b) => b,
         None => bounds.default_output_bytes,
     };
-    if request.capabilities.len() > MAX_CAPABILITIES {
+    Ok(Limits {
+        wall_time,
+        cpu_time,
+        memory_bytes: l.memory_bytes,
+        pids: l.pids,
+        output_bytes,
+    })
+}
+
+/// Checks capabilities (400 `invalid_capability` naming the index):
+/// `fs:` and `env:` grants are refused. Canonical strings.
+pub fn check_capabilities(requested: &[String]) -> Result<Vec<String>, ApiError> {
+    if requested.len() > MAX_CAPABILITIES {
         return Err(ApiError::bad(
             "invalid_capability",
             format!(
                 "capabilities: {} capabilities; at most {MAX_CAPABILITIES}",
-                request.capabilities.len()
+                requested.len()
             ),
         ));
     }
-    let mut capabilities = Vec::with_capacity(request.capabilities.len());
-    for (i, text) in request.capabilities.iter().enumerate() {
+    let mut capabilities = Vec::with_capacity(requested.len());
+    for (i, text) in requested.iter().enumerate() {
         let cap: Capability = text.parse().map_err(|e| {
             ApiError::bad(
                 "invalid_capability",
@@ -501,19 +569,7 @@ pub fn plan(request: ExecuteRequest, bounds: &Bounds) -> Result<Plan, ApiError> 
         }
         capabilities.push(cap.to_string());
     }
-    Ok(Plan {
-        language: request.language,
-        files,
-        entry,
-        args: request.args,
-        stdin: request.stdin.map(String::into_bytes).unwrap_or_default(),
-        capabilities,
-        wall_time,
-        cpu_time,
-        memory_bytes: l.memory_bytes,
-        pids: l.pids,
-        output_bytes,
-    })
+    Ok(capabilities)
 }
 
 /// `bytes` as a string of an answer: itself when UTF-8, else base64.
