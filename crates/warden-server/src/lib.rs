@@ -13,9 +13,11 @@ pub mod openapi;
 pub mod quota;
 pub mod refusals;
 pub mod runner;
+pub mod sandboxes;
 pub mod server;
 pub mod store;
 pub mod submissions;
+pub mod workspace;
 
 pub use error::{ApiError, ErrorBody};
 pub use server::{serve, Settings};

@@ -71,10 +71,7 @@ fn describe() {
     describe_gauge!(QUEUE_DEPTH, "requests waiting for a worker");
     describe_gauge!(WORKERS_BUSY, "workers running a request");
     describe_gauge!(WORKERS, "workers (runs at once)");
-    describe_gauge!(
-        ACTIVE_SANDBOXES,
-        "persistent sandboxes (always 0: not implemented yet)"
-    );
+    describe_gauge!(ACTIVE_SANDBOXES, "persistent sandboxes (running or paused)");
     describe_counter!(VIOLATIONS, "violations in run reports, by backend");
     describe_counter!(
         LIMIT_KILLS,
@@ -115,8 +112,32 @@ pub fn route_label(path: &str) -> &'static str {
         {
             "/v1/submissions/{id}"
         }
+        "/v1/sandboxes" => "/v1/sandboxes",
+        p if p.starts_with("/v1/sandboxes/") => sandbox_route(&p["/v1/sandboxes/".len()..]),
         _ => "other",
     }
+}
+
+fn sandbox_route(rest: &str) -> &'static str {
+    let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if id.is_empty() {
+        return "other";
+    }
+    match tail {
+        "" => "/v1/sandboxes/{id}",
+        "exec" => "/v1/sandboxes/{id}/exec",
+        "pause" => "/v1/sandboxes/{id}/pause",
+        "resume" => "/v1/sandboxes/{id}/resume",
+        t if t.starts_with("files/") && t.len() > "files/".len() => {
+            "/v1/sandboxes/{id}/files/{path}"
+        }
+        _ => "other",
+    }
+}
+
+/// The sandboxes there are now.
+pub fn active_sandboxes(n: usize) {
+    gauge!(ACTIVE_SANDBOXES).set(n as f64);
 }
 
 pub fn request(route: &'static str, status: u16, took: Duration) {

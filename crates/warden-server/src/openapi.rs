@@ -8,6 +8,7 @@ use crate::api::{
     Runtime, Runtimes,
 };
 use crate::error::ErrorBody;
+use crate::sandboxes::{CreateRequest, ExecRequest, IdleAction, Sandbox, SandboxState};
 use crate::store::{CallbackState, Status};
 use crate::submissions::{Accepted, BatchAccepted, BatchRequest, Submission, SubmissionRequest};
 
@@ -24,11 +25,20 @@ use crate::submissions::{Accepted, BatchAccepted, BatchRequest, Submission, Subm
         crate::server::readyz,
         crate::server::openapi,
         crate::server::metrics,
+        crate::sandboxes::create,
+        crate::sandboxes::get,
+        crate::sandboxes::delete,
+        crate::sandboxes::exec,
+        crate::sandboxes::pause,
+        crate::sandboxes::resume,
+        crate::sandboxes::put_file,
+        crate::sandboxes::get_file,
     ),
     components(schemas(
         ExecuteRequest, ExecuteResponse, FileSpec, Encoding, LimitsSpec, Language,
         OutputEncoding, Runtime, Runtimes, ErrorBody, SubmissionRequest, BatchRequest, Accepted,
-        BatchAccepted, Submission, Status, CallbackState
+        BatchAccepted, Submission, Status, CallbackState, CreateRequest, ExecRequest, Sandbox,
+        SandboxState, IdleAction
     )),
     modifiers(&Bearer),
 )]
@@ -70,6 +80,12 @@ mod tests {
             "/v1/submissions",
             "/v1/submissions/batch",
             "/v1/submissions/{id}",
+            "/v1/sandboxes",
+            "/v1/sandboxes/{id}",
+            "/v1/sandboxes/{id}/exec",
+            "/v1/sandboxes/{id}/pause",
+            "/v1/sandboxes/{id}/resume",
+            "/v1/sandboxes/{id}/files/{path}",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }

@@ -21,6 +21,9 @@ use crate::api::{Language, Plan};
 /// directory.
 pub const JAIL_WORKDIR: &str = "/work";
 
+/// Where a sandbox's exec sees its workspace, and its working directory.
+pub const SANDBOX_WORKSPACE: &str = "/workspace";
+
 /// The `PATH` the child gets: the jail's own, so that the interpreter it
 /// names is the one the jail runs (and no warning says otherwise).
 const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -127,6 +130,25 @@ pub fn command_line(runner: &Runner, plan: &Plan, files: &Path, report: &Path) -
         argv.push("--allow".into());
         argv.push(cap.clone());
     }
+    push_limits(&mut argv, plan);
+    let entry = format!("./{}", plan.entry.display());
+    if plan.language == Language::Wasm {
+        let by_name = entry.ends_with(".wasm") || entry.ends_with(".wat");
+        if !by_name {
+            argv.extend(["--backend".into(), "wasm".into()]);
+        }
+    }
+    argv.push("--".into());
+    if let Some(interpreter) = plan.language.interpreter() {
+        argv.push(interpreter.into());
+    }
+    argv.push(entry);
+    argv.extend(plan.args.iter().cloned());
+    argv
+}
+
+/// The `warden run` flags of a plan's limits.
+fn push_limits(argv: &mut Vec<String>, plan: &Plan) {
     argv.push("--wall-time".into());
     argv.push(format!("{}ms", plan.wall_time.as_millis()));
     if let Some(d) = plan.cpu_time {
@@ -143,19 +165,46 @@ pub fn command_line(runner: &Runner, plan: &Plan, files: &Path, report: &Path) -
     }
     argv.push("--output-limit".into());
     argv.push(plan.output_bytes.to_string());
-    let entry = format!("./{}", plan.entry.display());
-    if plan.language == Language::Wasm {
-        let by_name = entry.ends_with(".wasm") || entry.ends_with(".wat");
-        if !by_name {
-            argv.extend(["--backend".into(), "wasm".into()]);
-        }
+}
+
+/// The `warden` command line of a sandbox's exec (after the binary): the
+/// workspace granted read-write at [`SANDBOX_WORKSPACE`], the plan's
+/// capabilities and limits, then `program`, started in
+/// [`SANDBOX_WORKSPACE`] by a `sh` that `cd`s there and `exec`s it
+/// (`warden run --workdir` names a directory of the host, and the
+/// workspace is at another path inside the jail).
+pub fn exec_command_line(
+    runner: &Runner,
+    plan: &Plan,
+    workspace: &Path,
+    report: &Path,
+    program: &[String],
+) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["--state".into(), runner.state.display().to_string()];
+    if let Some(config) = &runner.config {
+        argv.push("--config".into());
+        argv.push(config.display().to_string());
     }
+    argv.push("run".into());
+    argv.push("--report".into());
+    argv.push(report.display().to_string());
+    argv.push("--quiet".into());
+    argv.push("--allow".into());
+    argv.push(format!("fs:write:{}", workspace.display()));
+    argv.extend(["--at".into(), SANDBOX_WORKSPACE.into()]);
+    for cap in &plan.capabilities {
+        argv.push("--allow".into());
+        argv.push(cap.clone());
+    }
+    push_limits(&mut argv, plan);
     argv.push("--".into());
-    if let Some(interpreter) = plan.language.interpreter() {
-        argv.push(interpreter.into());
-    }
-    argv.push(entry);
-    argv.extend(plan.args.iter().cloned());
+    argv.extend([
+        "sh".into(),
+        "-c".into(),
+        format!("cd {SANDBOX_WORKSPACE} || exit 125; exec \"$@\""),
+        "warden-exec".into(),
+    ]);
+    argv.extend(program.iter().cloned());
     argv
 }
 
@@ -179,7 +228,7 @@ impl Runner {
         &self,
         plan: &Plan,
         api_key: &str,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Finished, RunError> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = RunDir(self.runtime_dir.join(format!("r{n}")));
@@ -193,11 +242,47 @@ impl Runner {
         write_files(&files, plan)?;
         let report = dir.0.join("report.json");
         let argv = command_line(self, plan, &files, &report);
+        self.invoke(&argv, &files, plan, &report, api_key, stop)
+            .await
+    }
 
+    /// Runs a sandbox's exec: `program` in a jail whose `/workspace` (and
+    /// working directory) is `workspace`, read-write, under `plan`'s
+    /// capabilities and limits (its files, entry and args are not used).
+    pub async fn exec(
+        &self,
+        plan: &Plan,
+        workspace: &Path,
+        program: &[String],
+        api_key: &str,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Finished, RunError> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = RunDir(self.runtime_dir.join(format!("x{n}")));
+        private_dir(&dir.0)?;
+        let report = dir.0.join("report.json");
+        let argv = exec_command_line(self, plan, workspace, &report, program);
+        // Started in the run's own directory (empty in the jail), not the
+        // workspace: the program's working directory is set inside.
+        self.invoke(&argv, &dir.0, plan, &report, api_key, stop)
+            .await
+    }
+
+    /// Starts `warden` with `argv` in `cwd` and collects its output and
+    /// the report it writes to `report`.
+    async fn invoke(
+        &self,
+        argv: &[String],
+        cwd: &Path,
+        plan: &Plan,
+        report: &Path,
+        api_key: &str,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Finished, RunError> {
         let mut command = tokio::process::Command::new(&self.warden);
         command
-            .args(&argv)
-            .current_dir(&files)
+            .args(argv)
+            .current_dir(cwd)
             .env("WARDEN_API_KEY", api_key)
             .env("PATH", CHILD_PATH)
             .stdin(Stdio::piped())
@@ -270,7 +355,7 @@ impl Runner {
         let status = status.map_err(RunError::Output)?;
         let stdout = out.map_err(RunError::Output)?;
         let stderr = err.map_err(RunError::Output)?;
-        let bytes = match std::fs::read(&report) {
+        let bytes = match std::fs::read(report) {
             Ok(b) => b,
             Err(_) => {
                 return Err(RunError::NoReport {
@@ -282,9 +367,8 @@ impl Runner {
                 })
             }
         };
-        let report =
-            serde_json::from_slice(&bytes).map_err(|e| RunError::BadReport(report.clone(), e))?;
-        drop(dir);
+        let report = serde_json::from_slice(&bytes)
+            .map_err(|e| RunError::BadReport(report.to_path_buf(), e))?;
         Ok(Finished {
             stdout,
             stderr,

@@ -45,6 +45,11 @@ pub struct Settings {
     pub submission_queue: usize,
     /// How long a finished submission (its result) is kept.
     pub submission_ttl: Duration,
+    /// Longest `ttl_s` (and `idle_timeout_s`) of a sandbox.
+    pub sandbox_max_ttl: Duration,
+    /// Where sandboxes' workspaces are (`ROOT/ID/workspace`): outside the
+    /// state directory, since the jail refuses to grant a path inside it.
+    pub sandbox_root: PathBuf,
 }
 
 impl Settings {
@@ -79,6 +84,8 @@ pub struct AppState {
     pub(crate) submissions: crate::submissions::Submissions,
     /// Turns true when shutdown begins: no submission is started after it.
     pub(crate) draining: watch::Sender<bool>,
+    /// The persistent sandboxes (`STATE/serve/sandboxes`).
+    pub(crate) sandboxes: crate::sandboxes::Sandboxes,
 }
 
 pub type Shared = Arc<AppState>;
@@ -94,7 +101,10 @@ impl AppState {
             &settings.runner.state,
             settings.submission_queue,
         )?;
+        let sandboxes =
+            crate::sandboxes::Sandboxes::open(&settings.runner.state, &settings.sandbox_root)?;
         Ok(Arc::new(AppState {
+            sandboxes,
             workers: Arc::new(Semaphore::new(settings.workers.max(1))),
             waiting: AtomicUsize::new(0),
             quotas: crate::quota::Tracker::new(settings.quotas.clone()),
@@ -187,6 +197,18 @@ pub fn router(state: Shared) -> Router {
             post(crate::submissions::submit_batch),
         )
         .route("/v1/submissions/{id}", get(crate::submissions::get))
+        .route("/v1/sandboxes", post(crate::sandboxes::create))
+        .route(
+            "/v1/sandboxes/{id}",
+            get(crate::sandboxes::get).delete(crate::sandboxes::delete),
+        )
+        .route("/v1/sandboxes/{id}/exec", post(crate::sandboxes::exec))
+        .route("/v1/sandboxes/{id}/pause", post(crate::sandboxes::pause))
+        .route("/v1/sandboxes/{id}/resume", post(crate::sandboxes::resume))
+        .route(
+            "/v1/sandboxes/{id}/files/{*path}",
+            get(crate::sandboxes::get_file).put(crate::sandboxes::put_file),
+        )
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
@@ -347,9 +369,19 @@ pub(crate) async fn authorize(
     actor: &warden_engine::identity::Actor,
     plan: &api::Plan,
 ) -> Result<(), ApiError> {
+    authorize_as(state, actor, plan.language.resource(), plan).await
+}
+
+/// [`authorize`] with another resource: `invoke` of `resource_name` (a
+/// sandbox's raw command is `runtime:sandbox`).
+pub(crate) async fn authorize_as(
+    state: &Shared,
+    actor: &warden_engine::identity::Actor,
+    resource_name: String,
+    plan: &api::Plan,
+) -> Result<(), ApiError> {
     let dir = state.settings.runner.state.clone();
     let actor = actor.clone();
-    let resource_name = plan.language.resource();
     let capabilities = plan.capabilities.clone();
     let input_bytes = plan.input_bytes();
     let decided = tokio::task::spawn_blocking(move || {
@@ -385,7 +417,7 @@ pub(crate) async fn authorize(
 }
 
 /// A worker, or 503 when the queue is full. Released on drop.
-async fn worker(state: &Shared) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+pub(crate) async fn worker(state: &Shared) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     if let Ok(permit) = state.workers.clone().try_acquire_owned() {
         return Ok(permit);
     }
@@ -686,6 +718,9 @@ pub async fn serve(
     // The submissions left by the last service: queued again (and those
     // it was running: at least once), their callbacks resumed.
     crate::submissions::start(&state).await?;
+    // Sandboxes left by the last service are kept; the reaper ends the
+    // expired and idle ones.
+    crate::sandboxes::start(&state);
     let app = router(state.clone());
     on_listening(addr);
     let (begun_tx, begun_rx) = watch::channel(false);

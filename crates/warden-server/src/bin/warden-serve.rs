@@ -14,7 +14,7 @@ use clap::Parser;
 #[command(
     name = "warden serve",
     version,
-    about = "Serve the sandbox over HTTP: POST /v1/execute, /v1/submissions, GET /v1/runtimes, /healthz, /readyz, /metrics, /openapi.json"
+    about = "Serve the sandbox over HTTP: POST /v1/execute, /v1/submissions, /v1/sandboxes, GET /v1/runtimes, /healthz, /readyz, /metrics, /openapi.json"
 )]
 struct Args {
     /// Address to listen on (port 0: any free port; the address is printed).
@@ -52,6 +52,14 @@ struct Args {
     /// How long a finished submission (and its result) is kept.
     #[arg(long = "submission-ttl", value_name = "DUR", default_value = "24h", value_parser = duration)]
     submission_ttl: Duration,
+    /// Longest ttl_s (and idle_timeout_s) a sandbox may ask for.
+    #[arg(long = "sandbox-max-ttl", value_name = "DUR", default_value = "24h", value_parser = duration)]
+    sandbox_max_ttl: Duration,
+    /// Where sandboxes' workspaces are kept (ROOT/ID/workspace; outside the
+    /// state directory, whose paths the jail never grants) [default:
+    /// STATE-sandboxes, beside the state directory].
+    #[arg(long = "sandbox-root", value_name = "DIR")]
+    sandbox_root: Option<PathBuf>,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -161,6 +169,21 @@ fn run(args: Args) -> anyhow::Result<()> {
             .create(&runtime_dir)
             .with_context(|| format!("cannot make {}", runtime_dir.display()))?;
     }
+    let sandbox_root = match args.sandbox_root {
+        Some(p) => std::env::current_dir().map(|cwd| cwd.join(&p)).unwrap_or(p),
+        None => {
+            let mut name = state.as_os_str().to_os_string();
+            name.push("-sandboxes");
+            PathBuf::from(name)
+        }
+    };
+    if sandbox_root.starts_with(&state) {
+        anyhow::bail!(
+            "--sandbox-root {} is inside the state directory {}, whose paths the jail never grants",
+            sandbox_root.display(),
+            state.display()
+        );
+    }
     let bounds = warden_server::api::Bounds {
         max_wall_time: args.max_wall_time,
         default_wall_time: warden_server::api::Bounds::default()
@@ -188,6 +211,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         quotas,
         submission_queue: args.submission_queue,
         submission_ttl: args.submission_ttl,
+        sandbox_max_ttl: args.sandbox_max_ttl,
+        sandbox_root,
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
