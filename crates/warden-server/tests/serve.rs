@@ -1275,3 +1275,36 @@ fn a_bad_serve_section_stops_the_service_with_one_line_naming_file_and_line() {
         );
     }
 }
+
+/// The Python client in clients/python, as the README shows it: an execute,
+/// a submission waited for, and a refusal with its code.
+#[test]
+fn the_python_client_runs_executes_and_submissions() {
+    let server = Server::start(&[]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("python3")
+        .arg(root.join("clients/python/example.py"))
+        .arg(&server.base)
+        .arg(&server.key)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("execute: exited 'HELLO\\n' ledger "),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("submission: exited 'queued-42\\n' ledger "),
+        "{stdout}"
+    );
+    assert_eq!(lines[2], "refused: 400 unknown_language", "{stdout}");
+    let verify = server.warden(&["audit", "verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+}
