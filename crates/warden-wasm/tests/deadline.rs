@@ -1,7 +1,9 @@
 //! Deadline latency: from the wall-clock deadline to the run reported
 //! stopped, for a guest running wasm code and for one blocked in a host
-//! call. One test alone in its binary, so that nothing competes for the
-//! CPU while it measures.
+//! call. One test alone in its binary. It checks that the deadline stops
+//! the run promptly, with bounds loose enough for a loaded CI machine (a
+//! broken ticker or timer is late by the run's whole remaining time, or
+//! forever); the 5 ms bar itself is measured by bench/wasm.sh.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use warden_core::Status;
 use warden_wasm::{Input, RunIo};
 
 #[test]
-fn a_deadline_stops_the_run_within_5ms() {
+fn a_deadline_stops_the_run_promptly() {
     measure("spin.wat", "wasm code (epoch)", None);
     measure("sleep.wat", "a host call (timer)", None);
     measure("spin.wat", "metered wasm code (fuel yield)", Some(1 << 50));
@@ -47,6 +49,6 @@ fn measure(guest: &str, what: &str, fuel: Option<u64>) {
         median,
         max
     );
-    assert!(median < Duration::from_millis(5), "median {median:?}");
-    assert!(max < Duration::from_millis(20), "max {max:?}");
+    assert!(median < Duration::from_millis(25), "median {median:?}");
+    assert!(max < Duration::from_millis(250), "max {max:?}");
 }
