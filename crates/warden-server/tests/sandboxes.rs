@@ -587,9 +587,8 @@ fn expired_and_idle_sandboxes_are_reaped() {
     for id in [&ttl, &idle] {
         let dir = f.sandbox_dir(id);
         eventually(Duration::from_secs(15), "reaped", || {
-            f.info(id).status == 404 && !dir.exists()
+            f.info(id).status == 404 && !dir.exists() && !f.record(id).exists()
         });
-        assert!(!f.record(id).exists());
     }
     eventually(Duration::from_secs(15), "idle pause", || {
         f.info(&paused).json()["state"] == "paused"
@@ -723,4 +722,33 @@ fn a_sandbox_and_its_files_survive_a_restart() {
     assert_eq!(a.body, b"made\n");
     let verify = warden(state.path(), &["audit", "verify"]);
     assert!(verify.status.success(), "audit verify: {verify:?}");
+}
+
+/// Host processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(marker) && !text.contains("sandboxes-") {
+                found.push(text);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_process_outlives_its_exec() {
+    let f = fixture(&[]);
+    let id = f.create(&json!({}));
+    let started = Instant::now();
+    let v = f.sh(&id, "sleep 41.7 & echo started");
+    assert_eq!(v["stdout"], "started\n", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{v}");
+    eventually(
+        Duration::from_secs(10),
+        "the background sleep ended",
+        || processes_with("sleep 41.7").is_empty(),
+    );
 }
