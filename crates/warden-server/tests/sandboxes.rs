@@ -752,3 +752,66 @@ fn no_process_outlives_its_exec() {
         || processes_with("sleep 41.7").is_empty(),
     );
 }
+
+#[test]
+fn rbac_gates_code_by_its_language_and_commands_as_runtime_sandbox() {
+    let rbac = "roles:\n  admin: {}\nbindings:\n  - {principal: dev, tenant: default, roles: [admin]}\nrules:\n  - allow: invoke\n    role: admin\n    resources: [\"runtime:python\"]\n";
+    let f = fixture_with(&[], |state| {
+        std::fs::write(state.join("rbac.yaml"), rbac).unwrap();
+    });
+    let id = f.create(&json!({"language": "python"}));
+    let m = f
+        .exec(&id, &json!({"command": ["true"]}))
+        .error(403, "forbidden");
+    assert!(m.contains("runtime:sandbox"), "{m}");
+    let m = f
+        .exec(&id, &json!({"code": "echo no", "language": "sh"}))
+        .error(403, "forbidden");
+    assert!(m.contains("runtime:sh"), "{m}");
+    let a = f.exec(&id, &json!({"code": "print(6*7)"}));
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["stdout"], "42\n");
+}
+
+#[test]
+fn pause_waits_for_an_exec_in_flight_and_delete_stops_one() {
+    let f = Arc::new(fixture(&[]));
+    let id = f.create(&json!({}));
+    // Pause while an exec runs: the exec finishes, then pause answers.
+    let (g, i) = (f.clone(), id.clone());
+    let running = std::thread::spawn(move || g.sh(&i, "sleep 2; echo done"));
+    std::thread::sleep(Duration::from_millis(700));
+    let a = f.call("POST", &format!("/v1/sandboxes/{id}/pause"), None);
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(
+        running.is_finished(),
+        "pause answered before the exec ended"
+    );
+    let v = running.join().unwrap();
+    assert_eq!(v["stdout"], "done\n", "{v}");
+    f.exec(&id, &json!({"command": ["true"]}))
+        .error(409, "paused");
+    assert_eq!(
+        f.call("POST", &format!("/v1/sandboxes/{id}/resume"), None)
+            .status,
+        200
+    );
+    // Delete while an exec runs: it is stopped, the workspace removed.
+    let (g, i) = (f.clone(), id.clone());
+    let started = Instant::now();
+    let running = std::thread::spawn(move || {
+        g.exec(
+            &i,
+            &json!({"command": ["sh", "-c", "while :; do echo x >> log; sleep 0.1; done"]}),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let a = f.call("DELETE", &format!("/v1/sandboxes/{id}"), None);
+    assert_eq!(a.status, 204, "{}", a.text());
+    let a = running.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(9), "not stopped");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_ne!(a.json()["report"]["status"], "exited", "{}", a.text());
+    assert!(!f.sandbox_dir(&id).exists());
+    f.verify();
+}
