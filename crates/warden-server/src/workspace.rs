@@ -240,6 +240,19 @@ mod tests {
             read_file(&ws, Path::new("nope"), 10),
             Err(FileError::NotFound)
         ));
+        // A FIFO the program made: neither read (which would block) nor
+        // written.
+        let made = std::process::Command::new("mkfifo")
+            .arg(ws.join("fifo"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(matches!(
+            read_file(&ws, Path::new("fifo"), 10),
+            Err(FileError::NotRegular)
+        ));
+        let e = write_file(&ws, Path::new("fifo"), b"x").unwrap_err();
+        assert!(matches!(e, FileError::NotRegular), "{e:?}");
         assert_eq!(disk_bytes(&ws), 1);
         std::fs::set_permissions(
             ws.join("a"),
