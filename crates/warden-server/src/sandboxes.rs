@@ -212,10 +212,6 @@ impl Sandboxes {
     pub fn open(state: &std::path::Path, root: &std::path::Path) -> Result<Sandboxes, StoreError> {
         let dir = state.join("serve").join("sandboxes");
         store::private_dirs(&dir)?;
-        store::private_dirs(root)?;
-        // Given by the operator, it may exist already: it is the service's.
-        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .map_err(io(root))?;
         let mut map = HashMap::new();
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
             let entry = entry.map_err(io(&dir))?;
@@ -270,6 +266,18 @@ impl Sandboxes {
             .flatten()
             .filter(|e| e.record().tenant == tenant && !e.gone());
         found.ok_or_else(not_found)
+    }
+
+    /// Makes the root of the workspaces (0700; given by the operator, it
+    /// may exist already: it is the service's). At the first create, so
+    /// that a service that makes no sandbox leaves no directory.
+    fn make_root(&self) -> Result<(), StoreError> {
+        store::private_dirs(&self.root)?;
+        std::fs::set_permissions(
+            &self.root,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(io(&self.root))
     }
 
     fn count(&self) -> usize {
@@ -496,7 +504,15 @@ async fn create_inner(
         map.insert(id.clone(), entry.clone());
     }
     let dir = state.sandboxes.sandbox_dir(&id);
-    let made = blocking(move || workspace::create(&dir).map(|_| ())).await?;
+    let shared = state.clone();
+    let made = blocking(move || {
+        shared
+            .sandboxes
+            .make_root()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        workspace::create(&dir).map(|_| ())
+    })
+    .await?;
     let made = match made {
         Ok(()) => persist(state, &entry).await,
         Err(e) => Err(ApiError::internal(format!(
