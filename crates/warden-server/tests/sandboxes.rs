@@ -815,3 +815,51 @@ fn pause_waits_for_an_exec_in_flight_and_delete_stops_one() {
     assert!(!f.sandbox_dir(&id).exists());
     f.verify();
 }
+
+#[test]
+fn the_default_root_is_beside_the_state_and_made_only_when_needed() {
+    let state = temp("state");
+    let mut name = state.path().as_os_str().to_os_string();
+    name.push("-sandboxes");
+    let root = PathBuf::from(name);
+    let (server, key) = Server::start(state.path(), &[]);
+    let key = key.expect("dev key");
+    assert!(!root.exists(), "{} made before any sandbox", root.display());
+    let a = request(
+        "POST",
+        &server.url("/v1/sandboxes"),
+        Some(&key),
+        Some(b"{}".to_vec()),
+    );
+    assert_eq!(a.status, 201, "{}", a.text());
+    let id = a.json()["id"].as_str().unwrap().to_string();
+    let made = root.join(&id).join("workspace").is_dir();
+    let a = request(
+        "DELETE",
+        &server.url(&format!("/v1/sandboxes/{id}")),
+        Some(&key),
+        None,
+    );
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(made, "no workspace under {}", root.display());
+    assert_eq!(a.status, 204, "{}", a.text());
+    assert!(left.is_empty(), "{left:?}");
+    // Inside the state directory: refused at start.
+    let inside = state.path().join("ws");
+    let out = Command::new(serve_bin())
+        .arg("--state")
+        .arg(state.path())
+        .arg("--sandbox-root")
+        .arg(&inside)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run warden-serve");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("inside the state directory"),
+        "{out:?}"
+    );
+}
