@@ -9,6 +9,17 @@ use warden_policy::{Capability, Grant, Limits, Policy};
 
 use crate::{load_policy, route, EngineError};
 
+/// Whether `dir` is absolute, has no `.` or `..`, and is at or under the
+/// inside path of one of the request's `--at` views.
+fn inside_a_view(dir: &Path, at: &[(usize, PathBuf)]) -> bool {
+    use std::path::Component;
+    dir.is_absolute()
+        && dir
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && at.iter().any(|(_, inside)| dir.starts_with(inside))
+}
+
 /// What the caller asked for, unresolved.
 #[derive(Debug, Default, Clone)]
 pub struct RunRequest {
@@ -512,6 +523,9 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
     let effective = fill(&limits);
 
     let workdir = match &req.workdir {
+        // A directory inside an `--at` view exists only in the jail: it is
+        // taken as written (absolute and clean), not looked up on the host.
+        Some(dir) if inside_a_view(dir, &req.at) => dir.clone(),
         Some(dir) => fs::canonicalize(req.cwd.join(dir))
             .map_err(|e| EngineError::Request(format!("--workdir {}: {e}", dir.display())))?,
         None => fs::canonicalize(&req.cwd).unwrap_or_else(|_| PathBuf::from("/")),

@@ -387,6 +387,28 @@ fn a_grant_can_be_shown_at_a_chosen_path() {
     );
     // Only there: not also at its own path.
     out.expect_stdout_lacks("in.txt", "its own path is empty");
+    // A working directory inside the view: it exists only in the jail.
+    let out = t
+        .run([
+            "--allow",
+            "fs:read:./fixtures",
+            "--at",
+            "/nowhere-on-the-host",
+            "--workdir",
+            "/nowhere-on-the-host",
+            "--",
+            "sh",
+            "-c",
+            "pwd; cat in.txt",
+        ])
+        .go();
+    out.expect_ok("--workdir in a view");
+    assert_eq!(
+        out.stdout,
+        "/nowhere-on-the-host\nfixture\n",
+        "{}",
+        out.ctx()
+    );
     // Writable at a chosen path.
     t.mkdir("out");
     let out = t
