@@ -2,49 +2,18 @@
 //! driven over HTTP (the harness is a trimmed copy of tests/serve.rs's;
 //! this one can start a service again on the same state directory).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{serve_bin, warden_bin};
 use serde_json::{json, Value};
-
-fn serve_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_warden-serve"))
-}
-
-/// The `warden` binary beside `warden-serve`, built once per test run.
-fn warden_bin() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let serve = serve_bin();
-            let dir = serve.parent().expect("binary directory");
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let mut build = Command::new(env!("CARGO"));
-            build.current_dir(&root).args([
-                "build",
-                "-p",
-                "warden-cli",
-                "--bin",
-                "warden",
-                "--bin",
-                "warden-wasm",
-            ]);
-            if dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build -p warden-cli");
-            assert!(status.success(), "cargo build -p warden-cli failed");
-            let warden = dir.join("warden");
-            assert!(warden.is_file(), "{} missing", warden.display());
-            warden
-        })
-        .clone()
-}
 
 struct Server {
     child: Child,

@@ -1,0 +1,85 @@
+//! What every end-to-end test of the service shares: the binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// `warden-serve`, which cargo builds for these tests.
+pub fn serve_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warden-serve"))
+}
+
+/// The `warden` binary beside `warden-serve` (with `warden-wasm`), built
+/// once per test process unless it is already newer than every source of
+/// the workspace: `cargo test --workspace` has built it with the
+/// workspace's features, and a second build for warden-cli alone would
+/// resolve features differently and rebuild much of the tree.
+pub fn warden_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let serve = serve_bin();
+            let dir = serve.parent().expect("binary directory");
+            let warden = dir.join("warden");
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            if !fresh(&[warden.clone(), dir.join("warden-wasm")], &root) {
+                let mut build = Command::new(env!("CARGO"));
+                build.current_dir(&root).args([
+                    "build",
+                    "-p",
+                    "warden-cli",
+                    "--bin",
+                    "warden",
+                    "--bin",
+                    "warden-wasm",
+                ]);
+                if dir.ends_with("release") {
+                    build.arg("--release");
+                }
+                let status = build.status().expect("run cargo build -p warden-cli");
+                assert!(status.success(), "cargo build -p warden-cli failed");
+            }
+            assert!(
+                warden.is_file(),
+                "{} missing after cargo build -p warden-cli (another target directory?)",
+                warden.display()
+            );
+            warden
+        })
+        .clone()
+}
+
+/// Whether every binary exists and is newer than every `.rs` and `.toml`
+/// file under `root/crates` and `root/Cargo.lock`.
+fn fresh(binaries: &[PathBuf], root: &Path) -> bool {
+    let built = binaries
+        .iter()
+        .map(|b| std::fs::metadata(b).and_then(|m| m.modified()).ok())
+        .collect::<Option<Vec<SystemTime>>>()
+        .and_then(|times| times.into_iter().min());
+    let Some(built) = built else {
+        return false;
+    };
+    let mut newest = std::fs::metadata(root.join("Cargo.lock"))
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut todo = vec![root.join("crates")];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+                if let Ok(t) = meta.modified() {
+                    newest = newest.max(t);
+                }
+            }
+        }
+    }
+    built > newest
+}
