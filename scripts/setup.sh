@@ -19,6 +19,10 @@ command -v script >/dev/null 2>&1 || need+=(bsdutils)
 # The signature tests check Warden's envelopes with OpenSSL, a verifier nobody here wrote.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
+# The service's API fuzz run (schemathesis, from PyPI) lives in a venv of
+# Debian's own Python, which needs ensurepip (python3-venv).
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
 # The dynamic-secrets tests start a private PostgreSQL cluster (initdb, pg_ctl).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
@@ -36,4 +40,13 @@ if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# schemathesis for the API fuzz test of `warden serve`
+# (crates/warden-server/tests/serve.rs), in target/tools/venv.
+tools="$(cd "$(dirname "$0")/.." && pwd)/target/tools"
+if [ ! -x "$tools/venv/bin/schemathesis" ]; then
+  echo "setup: installing schemathesis into $tools/venv"
+  /usr/bin/python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
 fi

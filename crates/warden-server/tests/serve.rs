@@ -1273,3 +1273,39 @@ fn the_python_client_runs_executes_and_submissions() {
     let verify = server.warden(&["audit", "verify"]);
     assert!(verify.status.success(), "{verify:?}");
 }
+
+/// schemathesis (installed by scripts/setup.sh into target/tools/venv)
+/// against the service's own /openapi.json, bounded in examples and with
+/// a fixed seed: no answer is a 5xx, and every answer's status, content
+/// type, headers and body match the document.
+#[test]
+fn the_api_survives_a_schemathesis_run_and_matches_its_document() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tool = root.join("target/tools/venv/bin/schemathesis");
+    assert!(
+        tool.is_file(),
+        "{} is missing: run scripts/setup.sh",
+        tool.display()
+    );
+    let server = Server::start(&[]);
+    let out = Command::new(&tool)
+        .args(["run", &server.url("/openapi.json")])
+        .args(["-H", &format!("Authorization: Bearer {}", server.key)])
+        .args(["--max-examples", "15", "--seed", "1", "--workers", "1"])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run schemathesis");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+    let verify = server.warden(&["audit", "verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+}
