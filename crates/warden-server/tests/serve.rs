@@ -1288,7 +1288,11 @@ fn the_api_survives_a_schemathesis_run_and_matches_its_document() {
         tool.display()
     );
     let server = Server::start(&[]);
+    // schemathesis keeps its replay data in .schemathesis/ of its working
+    // directory: a scratch one, not the checkout.
+    let scratch = tempfile::tempdir().expect("scratch directory");
     let out = Command::new(&tool)
+        .current_dir(scratch.path())
         .args(["run", &server.url("/openapi.json")])
         .args(["-H", &format!("Authorization: Bearer {}", server.key)])
         .args(["--max-examples", "15", "--seed", "1", "--workers", "1"])
