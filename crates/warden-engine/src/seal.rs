@@ -61,25 +61,7 @@ pub fn seal(
     fields: &BTreeMap<String, serde_json::Value>,
 ) -> Result<(String, BTreeMap<String, String>), SealError> {
     let id = hex::encode(random_bytes::<16>()?);
-    let mut record = BTreeMap::new();
-    let mut commitments = BTreeMap::new();
-    for (name, value) in fields {
-        let salt = random_bytes::<32>()?;
-        commitments.insert(name.clone(), commitment(&salt, value)?);
-        record.insert(
-            name.clone(),
-            Sealed {
-                salt: hex::encode(salt),
-                value: value.clone(),
-            },
-        );
-    }
-    let bytes = zeroize::Zeroizing::new(
-        serde_json::to_vec(&record).map_err(|e| SealError::Encode(e.to_string()))?,
-    );
-    let master = crate::secrets::master_key(state)?;
-    let store = warden_secrets::SecretStore::open(state, &master)?;
-    store.put(SEAL_TENANT, &format!("seal-{id}"), &bytes)?;
+    let commitments = add_fields(state, &id, BTreeMap::new(), fields)?;
     Ok((id, commitments))
 }
 
@@ -90,7 +72,47 @@ pub fn seal_more(
     id: &str,
     fields: &BTreeMap<String, serde_json::Value>,
 ) -> Result<BTreeMap<String, String>, SealError> {
-    let mut record: BTreeMap<String, Sealed> = reveal(state, id)?
+    let held = reveal(state, id)?;
+    add_fields(state, id, held, fields)
+}
+
+/// Writes `held` plus `fields` (each with a fresh salt) as seal `id`;
+/// the new fields' commitments.
+fn add_fields(
+    state: &Path,
+    id: &str,
+    held: BTreeMap<String, (Vec<u8>, serde_json::Value)>,
+    fields: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, String>, SealError> {
+    let mut record = held;
+    let mut commitments = BTreeMap::new();
+    for (name, value) in fields {
+        let salt = random_bytes::<32>()?;
+        commitments.insert(name.clone(), commitment(&salt, value)?);
+        record.insert(name.clone(), (salt.to_vec(), value.clone()));
+    }
+    write_record(state, id, record)?;
+    Ok(commitments)
+}
+
+/// Replaces seal `id`'s stored record with `record` (every earlier
+/// version of it deleted); an empty record leaves nothing.
+fn write_record(
+    state: &Path,
+    id: &str,
+    record: BTreeMap<String, (Vec<u8>, serde_json::Value)>,
+) -> Result<(), SealError> {
+    let master = crate::secrets::master_key(state)?;
+    let store = warden_secrets::SecretStore::open(state, &master)?;
+    let name = format!("seal-{id}");
+    match store.remove(SEAL_TENANT, &name) {
+        Ok(_) | Err(warden_secrets::SecretError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if record.is_empty() {
+        return Ok(());
+    }
+    let record: BTreeMap<String, Sealed> = record
         .into_iter()
         .map(|(k, (salt, value))| {
             (
@@ -102,27 +124,11 @@ pub fn seal_more(
             )
         })
         .collect();
-    let mut commitments = BTreeMap::new();
-    for (name, value) in fields {
-        let salt = random_bytes::<32>()?;
-        commitments.insert(name.clone(), commitment(&salt, value)?);
-        record.insert(
-            name.clone(),
-            Sealed {
-                salt: hex::encode(salt),
-                value: value.clone(),
-            },
-        );
-    }
     let bytes = zeroize::Zeroizing::new(
         serde_json::to_vec(&record).map_err(|e| SealError::Encode(e.to_string()))?,
     );
-    let master = crate::secrets::master_key(state)?;
-    let store = warden_secrets::SecretStore::open(state, &master)?;
-    let name = format!("seal-{id}");
-    store.remove(SEAL_TENANT, &name)?;
     store.put(SEAL_TENANT, &name, &bytes)?;
-    Ok(commitments)
+    Ok(())
 }
 
 /// What a seal still holds: field → (salt, value); a shredded field is
@@ -157,28 +163,7 @@ pub fn shred(state: &Path, id: &str, field: &str) -> Result<bool, SealError> {
     if fields.remove(field).is_none() {
         return Ok(false);
     }
-    let master = crate::secrets::master_key(state)?;
-    let store = warden_secrets::SecretStore::open(state, &master)?;
-    let name = format!("seal-{id}");
-    store.remove(SEAL_TENANT, &name)?;
-    if !fields.is_empty() {
-        let record: BTreeMap<String, Sealed> = fields
-            .into_iter()
-            .map(|(k, (salt, value))| {
-                (
-                    k,
-                    Sealed {
-                        salt: hex::encode(salt),
-                        value,
-                    },
-                )
-            })
-            .collect();
-        let bytes = zeroize::Zeroizing::new(
-            serde_json::to_vec(&record).map_err(|e| SealError::Encode(e.to_string()))?,
-        );
-        store.put(SEAL_TENANT, &name, &bytes)?;
-    }
+    write_record(state, id, fields)?;
     Ok(true)
 }
 
