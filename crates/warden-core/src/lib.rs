@@ -7,6 +7,7 @@ mod invocation;
 mod outcome;
 mod report;
 pub mod state;
+mod text;
 
 pub use invocation::{
     secret_env_name, valid_tenant, EffectiveLimits, Invocation, LeasedSecret, ModuleRef,
@@ -17,6 +18,7 @@ pub use outcome::{
     LogLevel, LogRecord, Outcome, Status, StreamDigests, Violation,
 };
 pub use report::{AuditRef, LeaseRef, ProcessorRef, Report};
+pub use text::printable;
 
 use thiserror::Error;
 

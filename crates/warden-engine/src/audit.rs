@@ -6,9 +6,11 @@
 //! entry is durable before the report says the run is done.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use warden_core::{AuditRef, Report};
+use warden_ledger::group::GroupLedger;
 use warden_ledger::store::Ledger;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +27,85 @@ pub enum AuditError {
 
 /// The ledger, open for appending runs.
 pub struct Audit {
-    ledger: Ledger,
+    ledger: Sink,
     origin: String,
     dir: PathBuf,
     config: AuditConfig,
+}
+
+/// The ledger of a long-lived service, open once: [`SharedAudit::handle`]
+/// makes an [`Audit`] on the same connection for each use, and appends
+/// made at once through them share commits. Cheap to clone.
+#[derive(Clone)]
+pub struct SharedAudit {
+    group: Arc<GroupLedger>,
+    origin: String,
+    dir: PathBuf,
+    config: AuditConfig,
+}
+
+impl SharedAudit {
+    /// Opens the ledger of `state` (after [`Audit::check`]).
+    pub fn open(state: &Path) -> Result<SharedAudit, AuditError> {
+        Audit::check(state)?;
+        let opened = Audit::open_with(state, |l| Sink::Shared(Arc::new(GroupLedger::new(l))))?;
+        match opened.ledger {
+            Sink::Shared(group) => Ok(SharedAudit {
+                group,
+                origin: opened.origin,
+                dir: opened.dir,
+                config: opened.config,
+            }),
+            Sink::Own(_) => Err(AuditError::Config(
+                opened.dir,
+                "the ledger was not opened for shared appends".into(),
+            )),
+        }
+    }
+
+    /// A handle for appending.
+    pub fn handle(&self) -> Audit {
+        Audit {
+            ledger: Sink::Shared(Arc::clone(&self.group)),
+            origin: self.origin.clone(),
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Where an [`Audit`] appends: its own connection (a command, one
+/// transaction per call), or a connection shared by the handles of a
+/// long-lived service, whose concurrent appends are committed together
+/// (one transaction and one sync per group: see [`GroupLedger`]).
+enum Sink {
+    Own(Ledger),
+    Shared(Arc<GroupLedger>),
+}
+
+impl Sink {
+    fn append(
+        &mut self,
+        time: u64,
+        batch: &[(&str, serde_json::Value)],
+    ) -> Result<Vec<(u64, warden_ledger::merkle::Hash)>, warden_ledger::store::StoreError> {
+        match self {
+            Sink::Own(l) => l.append(time, batch),
+            // Each durable before the next: entries of one call stay in
+            // order, and other handles' entries may come between them.
+            Sink::Shared(g) => batch
+                .iter()
+                .map(|(kind, event)| g.append(time, kind, event))
+                .collect(),
+        }
+    }
+
+    fn with<R>(&mut self, f: impl FnOnce(&mut Ledger) -> R) -> R {
+        match self {
+            Sink::Own(l) => f(l),
+            Sink::Shared(g) => g.with_ledger(f),
+        }
+    }
 }
 
 /// A checkpoint is signed automatically after every this many entries,
@@ -214,6 +291,10 @@ impl Audit {
 
     /// [`Audit::open`] after [`Audit::check`] passed.
     pub fn open_checked(state: &Path) -> Result<Audit, AuditError> {
+        Audit::open_with(state, Sink::Own)
+    }
+
+    fn open_with(state: &Path, sink: impl FnOnce(Ledger) -> Sink) -> Result<Audit, AuditError> {
         let dir = state.join("ledger");
         let settings = crate::config::current(state);
         let config = settings.audit.clone();
@@ -228,7 +309,7 @@ impl Audit {
                 .unwrap_or_else(|| format!("warden.local/{host}")),
         )?;
         Ok(Audit {
-            ledger,
+            ledger: sink(ledger),
             origin,
             dir,
             config,
@@ -284,17 +365,19 @@ impl Audit {
         let time = seconds_now();
         let mut first: Option<u64> = None;
         let mut last = 0;
-        let n = self.ledger.append_stream(
-            events
-                .into_iter()
-                .map(|e| warden_ledger::store::Prepared::new(time, kind, &e)),
-            1000,
-            |index, _| {
-                first.get_or_insert(index);
-                last = index;
-                ack(index);
-            },
-        )?;
+        let n = self.ledger.with(|ledger| {
+            ledger.append_stream(
+                events
+                    .into_iter()
+                    .map(|e| warden_ledger::store::Prepared::new(time, kind, &e)),
+                1000,
+                |index, _| {
+                    first.get_or_insert(index);
+                    last = index;
+                    ack(index);
+                },
+            )
+        })?;
         if let Some(first) = first {
             self.maybe_checkpoint(first, last);
         }
@@ -310,24 +393,25 @@ impl Audit {
         let every = self.config.checkpoint_every;
         let mut due = every > 0 && (last + 1) / every > first / every;
         if let (false, Some(interval)) = (due, self.config.checkpoint_interval) {
-            let covered = self
-                .ledger
-                .checkpoints()
-                .ok()
-                .and_then(|c| c.last().map(|(size, _)| *size))
-                .unwrap_or(0);
-            let oldest = self
-                .ledger
-                .entry(covered)
-                .ok()
-                .flatten()
-                .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
-                .and_then(|v| v.get("time").and_then(|t| t.as_u64()));
+            let oldest = self.ledger.with(|ledger| {
+                let covered = ledger
+                    .checkpoints()
+                    .ok()
+                    .and_then(|c| c.last().map(|(size, _)| *size))
+                    .unwrap_or(0);
+                ledger
+                    .entry(covered)
+                    .ok()
+                    .flatten()
+                    .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                    .and_then(|v| v.get("time").and_then(|t| t.as_u64()))
+            });
             due = oldest.is_some_and(|t| seconds_now().saturating_sub(t) >= interval.as_secs());
         }
         if due {
             if let Ok(key) = log_key(&self.dir) {
-                let _ = self.ledger.checkpoint(&self.origin, &key);
+                let origin = &self.origin;
+                let _ = self.ledger.with(|ledger| ledger.checkpoint(origin, &key));
             }
         }
     }

@@ -211,6 +211,12 @@ pub fn signed_sources_required() -> bool {
     SIGNED_SOURCES.get().is_some()
 }
 
+/// The trust store signed sources are checked against, once
+/// [`require_signed_sources`] was called.
+pub fn signed_sources() -> Option<&'static Path> {
+    SIGNED_SOURCES.get().map(PathBuf::as_path)
+}
+
 /// Reads a policy or RBAC file once: the returned bytes are the ones
 /// checked against `FILE.sig` when signed sources are required.
 pub fn read_trusted(path: &Path, ty: ArtifactType) -> Result<Vec<u8>, ConfigError> {

@@ -354,24 +354,31 @@ impl Engine {
         gate: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Report, EngineError> {
         let backend = self.backend(&prepared.backend)?;
-        let mut outcome = backend.run_gated(&prepared.invocation, gate)?;
-        outcome.note_stop_limit(&prepared.invocation.limits);
-        // What the request resolved to differently from what was asked.
-        outcome
-            .warnings
-            .splice(0..0, prepared.notices.iter().cloned());
-        let mut report = Report::from_outcome(
-            outcome,
-            prepared.capabilities.clone(),
-            prepared.policy_digest.clone(),
-            prepared.invocation.invocation_id.clone(),
-            &prepared.backend,
-            Some(prepared.invocation.limits.clone()),
-        );
-        report.notices = prepared.notices.clone();
-        report.views = prepared.invocation.views.clone();
-        Ok(report)
+        let outcome = backend.run_gated(&prepared.invocation, gate)?;
+        Ok(report_of(prepared, outcome))
     }
+}
+
+/// The report of `prepared`'s run that ended with `outcome` (what
+/// [`Engine::run`] returns; a service that runs a backend itself, with its
+/// own streams, builds the same report with this).
+pub fn report_of(prepared: &Prepared, mut outcome: warden_core::Outcome) -> Report {
+    outcome.note_stop_limit(&prepared.invocation.limits);
+    // What the request resolved to differently from what was asked.
+    outcome
+        .warnings
+        .splice(0..0, prepared.notices.iter().cloned());
+    let mut report = Report::from_outcome(
+        outcome,
+        prepared.capabilities.clone(),
+        prepared.policy_digest.clone(),
+        prepared.invocation.invocation_id.clone(),
+        &prepared.backend,
+        Some(prepared.invocation.limits.clone()),
+    );
+    report.notices = prepared.notices.clone();
+    report.views = prepared.invocation.views.clone();
+    report
 }
 
 /// File extensions that mean a WebAssembly module.

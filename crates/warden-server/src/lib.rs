@@ -8,6 +8,8 @@ pub mod api;
 pub mod bootstrap;
 pub mod callback;
 pub mod error;
+pub mod gates;
+pub mod inproc;
 pub mod metrics;
 pub mod openapi;
 pub mod quota;

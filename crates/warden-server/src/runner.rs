@@ -43,6 +43,9 @@ pub enum RunError {
     NoReport { status: String, stderr: String },
     #[error("the report {0} is not JSON: {1}")]
     BadReport(PathBuf, serde_json::Error),
+    /// An in-process run whose entry (or report) could not be made.
+    #[error("{0}")]
+    Unrecorded(String),
 }
 
 /// What the service needs to start runs.
@@ -67,7 +70,7 @@ pub struct Finished {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A run's directory, removed on drop.
-struct RunDir(PathBuf);
+pub(crate) struct RunDir(PathBuf);
 
 impl Drop for RunDir {
     fn drop(&mut self) {
@@ -230,6 +233,16 @@ impl Runner {
         api_key: &str,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Finished, RunError> {
+        let (dir, files) = self.prepare_files(plan)?;
+        let report = dir.0.join("report.json");
+        let argv = command_line(self, plan, &files, &report);
+        self.invoke(&argv, &files, plan, &report, api_key, stop)
+            .await
+    }
+
+    /// A fresh private run directory with the plan's files in its
+    /// `files/` (returned); the directory goes when the first is dropped.
+    pub(crate) fn prepare_files(&self, plan: &Plan) -> Result<(RunDir, PathBuf), RunError> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = RunDir(self.runtime_dir.join(format!("r{n}")));
         private_dir(&dir.0)?;
@@ -240,10 +253,7 @@ impl Runner {
         std::fs::set_permissions(&files, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(|e| RunError::Prepare(files.clone(), e))?;
         write_files(&files, plan)?;
-        let report = dir.0.join("report.json");
-        let argv = command_line(self, plan, &files, &report);
-        self.invoke(&argv, &files, plan, &report, api_key, stop)
-            .await
+        Ok((dir, files))
     }
 
     /// Runs a sandbox's exec: `program` in a jail whose `/workspace` (and

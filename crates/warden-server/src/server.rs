@@ -50,6 +50,9 @@ pub struct Settings {
     /// Where sandboxes' workspaces are (`ROOT/ID/workspace`): outside the
     /// state directory, since the jail refuses to grant a path inside it.
     pub sandbox_root: PathBuf,
+    /// Run WebAssembly requests in this process (see [`crate::inproc`])
+    /// rather than in a `warden` child.
+    pub wasm_in_process: bool,
 }
 
 impl Settings {
@@ -69,6 +72,8 @@ pub enum ServeError {
     Recorder(std::io::Error),
     #[error("{0}")]
     Submissions(#[from] crate::store::StoreError),
+    #[error("cannot start in-process WebAssembly runs: {0}")]
+    InProcess(String),
 }
 
 /// What every handler shares.
@@ -86,6 +91,14 @@ pub struct AppState {
     pub(crate) draining: watch::Sender<bool>,
     /// The persistent sandboxes (`STATE/serve/sandboxes`).
     pub(crate) sandboxes: crate::sandboxes::Sandboxes,
+    /// The RBAC gate, loaded again only when its files change.
+    pub(crate) gates: crate::gates::Gates,
+    /// The ledger, one connection shared by this process's appends
+    /// (group commit); `None` when it could not be opened at start (each
+    /// run then fails on it as `warden run` does).
+    pub(crate) audit: Option<warden_engine::audit::SharedAudit>,
+    /// WebAssembly runs in this process; `None`: in a `warden` child.
+    pub(crate) inproc: Option<crate::inproc::InProcess>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -103,7 +116,31 @@ impl AppState {
         )?;
         let sandboxes =
             crate::sandboxes::Sandboxes::open(&settings.runner.state, &settings.sandbox_root)?;
+        let state = &settings.runner.state;
+        let audit = match warden_engine::audit::SharedAudit::open(state) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("the audit ledger cannot be opened now: {e}; runs will fail on it");
+                None
+            }
+        };
+        let inproc = match (&audit, settings.wasm_in_process) {
+            (Some(a), true) => {
+                let handle = a.clone();
+                // Instance slots: a few per worker (a module may call
+                // others: each callee is an instance too).
+                let slots = u32::try_from(settings.workers.max(1) * 4).unwrap_or(u32::MAX);
+                Some(
+                    crate::inproc::InProcess::new(state, handle, slots)
+                        .map_err(|e| ServeError::InProcess(e.to_string()))?,
+                )
+            }
+            _ => None,
+        };
         Ok(Arc::new(AppState {
+            gates: crate::gates::Gates::new(state),
+            audit,
+            inproc,
             sandboxes,
             workers: Arc::new(Semaphore::new(settings.workers.max(1))),
             waiting: AtomicUsize::new(0),
@@ -380,16 +417,20 @@ pub(crate) async fn authorize_as(
     resource_name: String,
     plan: &api::Plan,
 ) -> Result<(), ApiError> {
-    let dir = state.settings.runner.state.clone();
+    let shared = Arc::clone(state);
     let actor = actor.clone();
     let capabilities = plan.capabilities.clone();
     let input_bytes = plan.input_bytes();
     let decided = tokio::task::spawn_blocking(move || {
-        let gate = warden_engine::authz::Gate::load(&dir).map_err(|e| e.to_string())?;
+        let gate = shared.gates.current().map_err(|e| e.to_string())?;
         if !gate.enforcing() {
             return Ok::<_, String>(Ok(()));
         }
-        let mut audit = warden_engine::audit::Audit::open(&dir).ok();
+        let dir = &shared.settings.runner.state;
+        let mut audit = match shared.audit.as_ref().map(|a| a.handle()) {
+            Some(a) => Some(a),
+            None => warden_engine::audit::Audit::open(dir).ok(),
+        };
         let resource = warden_engine::authz::resource(
             warden_authz::Action::Invoke.resource_kind(),
             &resource_name,
@@ -512,13 +553,38 @@ async fn execute_inner(
     // Quotas: after authentication and RBAC, before the queue.
     let slot = admit(state, &actor, who)?;
     let _permit = worker(state).await.inspect_err(|_| slot.unstart())?;
-    let finished = state
-        .settings
-        .runner
-        .run(&plan, &key, state.stop.clone())
-        .await
-        .map_err(run_error)?;
+    let finished = if plan.language == Language::Wasm && state.inproc.is_some() {
+        run_in_process(state, plan, actor).await?
+    } else {
+        state
+            .settings
+            .runner
+            .run(&plan, &key, state.stop.clone())
+            .await
+            .map_err(run_error)?
+    };
     answer(finished, Some(&slot))
+}
+
+/// A WebAssembly plan run in this process (see [`crate::inproc`]), on a
+/// blocking thread: a run keeps its thread until it ends (its wall-time
+/// limit bounds it; the shutdown deadline does not stop it).
+pub(crate) async fn run_in_process(
+    state: &Shared,
+    plan: api::Plan,
+    actor: warden_engine::identity::Actor,
+) -> Result<crate::runner::Finished, ApiError> {
+    let shared = Arc::clone(state);
+    tokio::task::spawn_blocking(move || {
+        let Some(inproc) = shared.inproc.as_ref() else {
+            return Err(ApiError::internal("in-process runs are off"));
+        };
+        inproc
+            .run(&shared.settings.runner, &shared.gates, &plan, &actor)
+            .map_err(run_error)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the run's thread failed: {e}")))?
 }
 
 /// The caller's key and principal, and the request body: 401, then 413
@@ -574,7 +640,9 @@ pub(crate) fn run_error(e: RunError) -> ApiError {
         RunError::Prepare(..) | RunError::Spawn(..) | RunError::Output(_) => {
             ApiError::internal(e.to_string())
         }
-        RunError::NoReport { .. } | RunError::BadReport(..) => ApiError::internal(e.to_string()),
+        RunError::NoReport { .. } | RunError::BadReport(..) | RunError::Unrecorded(_) => {
+            ApiError::internal(e.to_string())
+        }
     }
 }
 

@@ -1313,3 +1313,148 @@ fn the_api_survives_a_schemathesis_run_and_matches_its_document() {
     let verify = server.warden(&["audit", "verify"]);
     assert!(verify.status.success(), "{verify:?}");
 }
+
+/// Puts the secret `name` (as the service's development principal).
+fn put_secret(s: &Server, name: &str, value: &str) {
+    let mut put = Command::new(warden_bin())
+        .env("WARDEN_API_KEY", &s.key)
+        .arg("--state")
+        .arg(s.state.path())
+        .args(["secret", "put", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+}
+
+fn wasm_file(name: &str, bytes: &[u8]) -> Value {
+    use base64::Engine as _;
+    json!({"name": name, "content": base64::engine::general_purpose::STANDARD.encode(bytes), "encoding": "base64"})
+}
+
+/// WebAssembly requests run inside the service (one shared engine, no
+/// `warden` child): with the same output, report and ledger entry as a
+/// run in a `warden` child (`--wasm-in-child`), secrets leased and
+/// redacted, limits kept, the module compiled once and reused.
+#[test]
+fn wasm_runs_in_the_service_as_in_a_warden_child() {
+    let inside = Server::start(&[]);
+    let child = Server::start(&["--wasm-in-child"]);
+    let env = common::guest("env");
+    let body = json!({"language": "wasm", "files": [wasm_file("env.wasm", &env)], "args": ["a b"]});
+    let mut seen = Vec::new();
+    for s in [&inside, &child] {
+        let a = s.execute(&body);
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v = a.json();
+        let r = &v["report"];
+        assert_eq!(r["backend"], "wasm", "{v}");
+        assert_eq!(r["status"], "exited", "{v}");
+        assert!(v["ledger_index"].is_u64(), "{v}");
+        assert!(r["module_digest"].is_string(), "{v}");
+        // The guest's argv[0] names the module in the run's directory,
+        // which differs from run to run.
+        let stdout = v["stdout"].as_str().unwrap_or_default();
+        let at = stdout
+            .find("/files/")
+            .expect("argv[0] in the run's directory");
+        seen.push((
+            stdout[at..].to_string(),
+            v["stderr"].clone(),
+            r["exit_code"].clone(),
+            r["module_digest"].clone(),
+            r["limits"].clone(),
+        ));
+    }
+    assert_eq!(seen[0], seen[1], "in-process and child runs differ");
+    assert!(
+        seen[0].0.starts_with("/files/./env.wasm\narg:a b\n"),
+        "{:?}",
+        seen[0]
+    );
+    // The same module again (now compiled), and another module.
+    let again = inside.execute(&body);
+    assert!(again.json()["stdout"]
+        .as_str()
+        .is_some_and(|o| o.ends_with(&seen[0].0)));
+    let cat = common::guest("cat");
+    let a = inside.execute(&json!({
+        "language": "wasm", "files": [wasm_file("cat.wasm", &cat)], "stdin": "through stdin\n",
+    }));
+    assert_eq!(a.json()["stdout"], "through stdin\n", "{}", a.body);
+    // A secret leased to the run, and redacted from what it prints.
+    let value = "wasm-topsecret-value-42";
+    put_secret(&inside, "db-pass", value);
+    let mut leased = body.clone();
+    leased["capabilities"] = json!(["secret:db-pass:env"]);
+    let a = inside.execute(&leased);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(!a.body.contains(value), "{}", a.body);
+    let v = a.json();
+    assert!(
+        v["stdout"]
+            .as_str()
+            .is_some_and(|o| o.contains("SECRET_DB_PASS=[REDACTED:db-pass]")),
+        "{v}"
+    );
+    assert_eq!(v["report"]["leases"][0]["secret"], "db-pass", "{v}");
+    // Limits: a guest that never ends is stopped at its wall time.
+    let spin =
+        "(module (memory (export \"memory\") 1) (func (export \"_start\") (loop $l (br $l))))";
+    let a = inside.execute(&json!({
+        "language": "wasm", "files": [{"name": "spin.wat", "content": spin}],
+        "limits": {"wall_time_ms": 300},
+    }));
+    let v = a.json();
+    assert_eq!(v["report"]["status"], "timeout", "{v}");
+    // A module that is not one: the run's error, as `warden run` gives it.
+    let a = inside.execute(&json!({
+        "language": "wasm", "files": [{"name": "bad.wasm", "content": "bm90IGEgbW9kdWxl", "encoding": "base64"}],
+    }));
+    let v = a.json();
+    assert_eq!(v["report"]["status"], "error", "{v}");
+    assert_eq!(v["report"]["exit_code"], 126, "{v}");
+    assert!(
+        v["stderr"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("warden: error: ")),
+        "{v}"
+    );
+    // Every run is an entry, and the ledger verifies.
+    let log = inside.warden(&["audit", "log"]);
+    let text = String::from_utf8_lossy(&log.stdout);
+    assert!(!text.contains(value), "{text}");
+    assert_eq!(text.matches("\"kind\":\"run\"").count(), 6, "{text}");
+    let verify = inside.warden(&["audit", "verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+/// RBAC decides for in-process runs as for the others: `invoke` of
+/// `runtime:wasm`, then `secret.read` of each granted secret.
+#[test]
+fn rbac_refuses_a_secret_to_an_in_process_wasm_run() {
+    let rbac = "roles:\n  admin: {}\nbindings:\n  - {principal: dev, tenant: default, roles: [admin]}\nrules:\n  - allow: invoke\n    role: admin\n    resources: [\"runtime:wasm\"]\n  - allow: secret.put\n    role: admin\n  - allow: audit.read\n    role: admin\n";
+    let s = Server::start_with(&[], |state| {
+        std::fs::write(state.join("rbac.yaml"), rbac).unwrap();
+    });
+    put_secret(&s, "api-token", "tok-123456789");
+    let env = common::guest("env");
+    let a = s.execute(&json!({"language": "wasm", "files": [wasm_file("env.wasm", &env)]}));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = s.execute(&json!({
+        "language": "wasm", "files": [wasm_file("env.wasm", &env)],
+        "capabilities": ["secret:api-token:env"],
+    }));
+    let m = a.error(403, "forbidden");
+    assert!(m.contains("secret.read") && m.contains("api-token"), "{m}");
+    let log = s.warden_as(Some(&s.key), &["audit", "log"]);
+    let text = String::from_utf8_lossy(&log.stdout);
+    assert!(text.contains("\"refused\""), "{text}");
+    assert!(!text.contains("tok-123456789"), "{text}");
+}

@@ -60,6 +60,10 @@ struct Args {
     /// STATE-sandboxes, beside the state directory].
     #[arg(long = "sandbox-root", value_name = "DIR")]
     sandbox_root: Option<PathBuf>,
+    /// Run WebAssembly requests in a `warden` child each, as jailed ones
+    /// are, instead of in this process on a shared engine.
+    #[arg(long = "wasm-in-child")]
+    wasm_in_child: bool,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -213,6 +217,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         submission_ttl: args.submission_ttl,
         sandbox_max_ttl: args.sandbox_max_ttl,
         sandbox_root,
+        wasm_in_process: !args.wasm_in_child,
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -83,3 +83,22 @@ fn fresh(binaries: &[PathBuf], root: &Path) -> bool {
     }
     built > newest
 }
+
+/// A WebAssembly guest (wasm32-wasip1) built by tests-guests/build.sh: its
+/// bytes. (Not every test binary that shares this module uses it.)
+#[allow(dead_code)]
+pub fn guest(name: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("sh")
+        .arg(root.join("tests-guests/build.sh"))
+        .output()
+        .expect("run tests-guests/build.sh");
+    assert!(
+        out.status.success(),
+        "tests-guests/build.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8(out.stdout).expect("UTF-8 path");
+    let path = Path::new(dir.trim()).join(format!("wasm32-wasip1/release/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("guest {}: {e}", path.display()))
+}

@@ -1,0 +1,123 @@
+//! The RBAC gate in force, loaded (parsed, compiled to Cedar, validated)
+//! once and again only when a file it was made from changes: the RBAC
+//! file, its signature and, when sources must be signed, the trust store.
+//! A request costs a few `stat`s instead of a Cedar compile, and an
+//! edited or revoked file still takes effect on the next request.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use warden_engine::authz::{Gate, GateError};
+
+/// What identifies a version of a file: missing, or its inode, size and
+/// change times (a rewrite in place changes `ctime`, a rename the inode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stamp {
+    Missing,
+    Present {
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime_ns: i128,
+        ctime_ns: i128,
+    },
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Stamp {
+        match std::fs::metadata(path) {
+            Ok(m) => Stamp::Present {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            },
+            Err(_) => Stamp::Missing,
+        }
+    }
+}
+
+/// The files a gate of `state` is made from.
+fn sources(state: &Path) -> Vec<PathBuf> {
+    let rbac = warden_engine::config::current(state).rbac;
+    let mut sig = rbac.clone().into_os_string();
+    sig.push(".sig");
+    let mut out = vec![rbac, PathBuf::from(sig)];
+    if let Some(trust) = warden_engine::config::signed_sources() {
+        out.push(trust.to_path_buf());
+    }
+    out
+}
+
+/// The gate of one state directory, with the stamps it was loaded at.
+pub struct Gates {
+    state: PathBuf,
+    loaded: Mutex<Option<(Vec<Stamp>, Arc<Gate>)>>,
+}
+
+impl Gates {
+    pub fn new(state: &Path) -> Gates {
+        Gates {
+            state: state.to_path_buf(),
+            loaded: Mutex::new(None),
+        }
+    }
+
+    /// The gate in force now. A file changed within the last second is
+    /// read again on every call until it is older (a write within the
+    /// timestamp granularity could otherwise hide behind equal stamps).
+    pub fn current(&self) -> Result<Arc<Gate>, GateError> {
+        let files = sources(&self.state);
+        let stamps: Vec<Stamp> = files.iter().map(|f| Stamp::of(f)).collect();
+        let settled = stamps.iter().all(settled);
+        if settled {
+            let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, gate)) = loaded.as_ref() {
+                if *at == stamps {
+                    return Ok(Arc::clone(gate));
+                }
+            }
+        }
+        let gate = Arc::new(Gate::load(&self.state)?);
+        if settled {
+            *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((stamps, Arc::clone(&gate)));
+        }
+        Ok(gate)
+    }
+}
+
+/// Whether a file's last change is more than a second ago.
+fn settled(stamp: &Stamp) -> bool {
+    let Stamp::Present {
+        mtime_ns, ctime_ns, ..
+    } = stamp
+    else {
+        return true;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    now - (*mtime_ns).max(*ctime_ns) > 1_000_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_stamped_by_content_version_and_a_missing_one_as_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("rbac.yaml");
+        assert_eq!(Stamp::of(&f), Stamp::Missing);
+        std::fs::write(&f, "a").expect("write");
+        let first = Stamp::of(&f);
+        assert_ne!(first, Stamp::Missing);
+        std::fs::write(&f, "ab").expect("write");
+        assert_ne!(Stamp::of(&f), first, "a rewrite changes the stamp");
+        assert!(!settled(&Stamp::of(&f)), "just written: not settled");
+        assert!(settled(&Stamp::Missing));
+    }
+}
