@@ -10,6 +10,7 @@ use crate::api::{
 use crate::error::ErrorBody;
 use crate::sandboxes::{CreateRequest, ExecRequest, IdleAction, Sandbox, SandboxState};
 use crate::store::{CallbackState, Status};
+use crate::stream::{OutputChunk, StreamOpened};
 use crate::submissions::{Accepted, BatchAccepted, BatchRequest, Submission, SubmissionRequest};
 
 #[derive(OpenApi)]
@@ -33,12 +34,13 @@ use crate::submissions::{Accepted, BatchAccepted, BatchRequest, Submission, Subm
         crate::sandboxes::resume,
         crate::sandboxes::put_file,
         crate::sandboxes::get_file,
+        crate::stream::resume,
     ),
     components(schemas(
         ExecuteRequest, ExecuteResponse, FileSpec, Encoding, LimitsSpec, Language,
         OutputEncoding, Runtime, Runtimes, ErrorBody, SubmissionRequest, BatchRequest, Accepted,
         BatchAccepted, Submission, Status, CallbackState, CreateRequest, ExecRequest, Sandbox,
-        SandboxState, IdleAction
+        SandboxState, IdleAction, OutputChunk, StreamOpened
     )),
     modifiers(&Bearer),
 )]
@@ -86,6 +88,7 @@ mod tests {
             "/v1/sandboxes/{id}/pause",
             "/v1/sandboxes/{id}/resume",
             "/v1/sandboxes/{id}/files/{path}",
+            "/v1/streams/{id}",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }

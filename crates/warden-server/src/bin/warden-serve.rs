@@ -60,6 +60,14 @@ struct Args {
     /// STATE-sandboxes, beside the state directory].
     #[arg(long = "sandbox-root", value_name = "DIR")]
     sandbox_root: Option<PathBuf>,
+    /// How long a streamed run's events are kept after it ended, for
+    /// resuming with GET /v1/streams/{id}.
+    #[arg(long = "stream-retention", value_name = "DUR", default_value = "5m", value_parser = duration)]
+    stream_retention: Duration,
+    /// The interval of keep-alive comments on an event stream while its
+    /// run is silent.
+    #[arg(long = "stream-keepalive", value_name = "DUR", default_value = "15s", value_parser = duration)]
+    stream_keepalive: Duration,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -213,6 +221,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         submission_ttl: args.submission_ttl,
         sandbox_max_ttl: args.sandbox_max_ttl,
         sandbox_root,
+        streams: warden_server::stream::StreamSettings {
+            retention: args.stream_retention,
+            keep_alive: args.stream_keepalive.max(Duration::from_millis(100)),
+            ..Default::default()
+        },
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
