@@ -96,7 +96,19 @@ mod tests {
         for status in ["200", "400", "401", "403", "413", "503"] {
             assert!(execute["responses"][status].is_object(), "{status} missing");
         }
+        for route in ["/v1/execute", "/v1/sandboxes/{id}/exec"] {
+            let ok = &doc["paths"][route]["post"]["responses"]["200"]["content"];
+            assert!(ok["application/json"].is_object(), "{route}: {ok}");
+            assert!(ok["text/event-stream"].is_object(), "{route}: {ok}");
+        }
+        let resume = &doc["paths"]["/v1/streams/{id}"]["get"];
+        assert!(resume["responses"]["200"]["content"]["text/event-stream"].is_object());
+        for status in ["400", "401", "404", "410"] {
+            assert!(resume["responses"][status].is_object(), "{status} missing");
+        }
         for schema in [
+            "OutputChunk",
+            "StreamOpened",
             "ExecuteRequest",
             "ExecuteResponse",
             "ErrorBody",

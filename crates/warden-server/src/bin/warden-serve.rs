@@ -14,7 +14,7 @@ use clap::Parser;
 #[command(
     name = "warden serve",
     version,
-    about = "Serve the sandbox over HTTP: POST /v1/execute, /v1/submissions, /v1/sandboxes, GET /v1/runtimes, /healthz, /readyz, /metrics, /openapi.json"
+    about = "Serve the sandbox over HTTP: POST /v1/execute, /v1/submissions, /v1/sandboxes, GET /v1/streams/{id}, /v1/runtimes, /healthz, /readyz, /metrics, /openapi.json"
 )]
 struct Args {
     /// Address to listen on (port 0: any free port; the address is printed).
