@@ -650,3 +650,39 @@ impl Http {
         String::from_utf8_lossy(&self.pending).into_owned()
     }
 }
+
+#[test]
+fn an_rbac_denial_is_403_before_the_stream_and_a_refused_run_is_its_report() {
+    let s = Server::start(&[]);
+    let mut put = Command::new(warden_bin())
+        .env("WARDEN_API_KEY", &s.key)
+        .arg("--state")
+        .arg(s.state.path())
+        .args(["secret", "put", "db-pass"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret-value")
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+    // Read on every request: python may be invoked, no secret read.
+    let rbac = "roles:\n  admin: {}\nbindings:\n  - {principal: dev, tenant: default, roles: [admin]}\nrules:\n  - allow: invoke\n    role: admin\n    resources: [\"runtime:python\"]\n";
+    std::fs::write(s.state.path().join("rbac.yaml"), rbac).unwrap();
+    let mut denied = s.stream("POST", "/v1/execute", &sh("echo never").to_string());
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.header("content-type"), Some("application/json"));
+    assert_eq!(denied.json()["code"], "forbidden");
+    let mut body: Value = serde_json::from_str(&python("print('never')")).unwrap();
+    body["capabilities"] = json!(["secret:db-pass:env"]);
+    let mut a = s.stream("POST", "/v1/execute", &body.to_string());
+    assert_eq!(a.status, 200);
+    let events = a.events();
+    assert!(output(&events, "stdout").is_empty(), "{events:?}");
+    let report = events.last().expect("a report").json();
+    assert_eq!(report["report"]["status"], "refused", "{report}");
+    assert!(report["report"]["refusal"].is_string(), "{report}");
+}
