@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod callback;
+pub mod chunk;
 pub mod error;
 pub mod gates;
 pub mod inproc;
@@ -18,6 +19,7 @@ pub mod runner;
 pub mod sandboxes;
 pub mod server;
 pub mod store;
+pub mod stream;
 pub mod submissions;
 pub mod workspace;
 

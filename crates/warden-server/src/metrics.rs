@@ -24,6 +24,7 @@ pub const REFUSALS: &str = "warden_refusals_total";
 pub const QUOTA_REFUSALS: &str = "warden_quota_refusals_total";
 pub const REFUSALS_UNRECORDED: &str = "warden_refusals_unrecorded_total";
 pub const SUBMISSIONS_QUEUED: &str = "warden_submissions_queued";
+pub const STREAMS: &str = "warden_streams_total";
 
 /// Histogram buckets, in seconds: 1 ms … 5 min.
 const BUCKETS: [f64; 16] = [
@@ -90,8 +91,17 @@ fn describe() {
         SUBMISSIONS_QUEUED,
         "submissions waiting for a worker (their own queue, apart from warden_queue_depth)"
     );
+    describe_counter!(
+        STREAMS,
+        "event streams answered, by kind: opened (a streamed run) or resumed (GET /v1/streams/{id})"
+    );
     gauge!(ACTIVE_SANDBOXES).set(0.0);
     gauge!(SUBMISSIONS_QUEUED).set(0.0);
+}
+
+/// An event stream answered: `opened` or `resumed`.
+pub fn stream(kind: &'static str) {
+    counter!(STREAMS, "kind" => kind).increment(1);
 }
 
 /// The route label of a request path: one of the service's routes, or
@@ -113,6 +123,12 @@ pub fn route_label(path: &str) -> &'static str {
             "/v1/submissions/{id}"
         }
         "/v1/sandboxes" => "/v1/sandboxes",
+        p if p
+            .strip_prefix("/v1/streams/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+        {
+            "/v1/streams/{id}"
+        }
         p if p.starts_with("/v1/sandboxes/") => sandbox_route(&p["/v1/sandboxes/".len()..]),
         _ => "other",
     }

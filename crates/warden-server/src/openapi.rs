@@ -10,6 +10,7 @@ use crate::api::{
 use crate::error::ErrorBody;
 use crate::sandboxes::{CreateRequest, ExecRequest, IdleAction, Sandbox, SandboxState};
 use crate::store::{CallbackState, Status};
+use crate::stream::{OutputChunk, StreamOpened};
 use crate::submissions::{Accepted, BatchAccepted, BatchRequest, Submission, SubmissionRequest};
 
 #[derive(OpenApi)]
@@ -33,12 +34,13 @@ use crate::submissions::{Accepted, BatchAccepted, BatchRequest, Submission, Subm
         crate::sandboxes::resume,
         crate::sandboxes::put_file,
         crate::sandboxes::get_file,
+        crate::stream::resume,
     ),
     components(schemas(
         ExecuteRequest, ExecuteResponse, FileSpec, Encoding, LimitsSpec, Language,
         OutputEncoding, Runtime, Runtimes, ErrorBody, SubmissionRequest, BatchRequest, Accepted,
         BatchAccepted, Submission, Status, CallbackState, CreateRequest, ExecRequest, Sandbox,
-        SandboxState, IdleAction
+        SandboxState, IdleAction, OutputChunk, StreamOpened
     )),
     modifiers(&Bearer),
 )]
@@ -86,6 +88,7 @@ mod tests {
             "/v1/sandboxes/{id}/pause",
             "/v1/sandboxes/{id}/resume",
             "/v1/sandboxes/{id}/files/{path}",
+            "/v1/streams/{id}",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
@@ -93,7 +96,19 @@ mod tests {
         for status in ["200", "400", "401", "403", "413", "503"] {
             assert!(execute["responses"][status].is_object(), "{status} missing");
         }
+        for route in ["/v1/execute", "/v1/sandboxes/{id}/exec"] {
+            let ok = &doc["paths"][route]["post"]["responses"]["200"]["content"];
+            assert!(ok["application/json"].is_object(), "{route}: {ok}");
+            assert!(ok["text/event-stream"].is_object(), "{route}: {ok}");
+        }
+        let resume = &doc["paths"]["/v1/streams/{id}"]["get"];
+        assert!(resume["responses"]["200"]["content"]["text/event-stream"].is_object());
+        for status in ["400", "401", "404", "410"] {
+            assert!(resume["responses"][status].is_object(), "{status} missing");
+        }
         for schema in [
+            "OutputChunk",
+            "StreamOpened",
             "ExecuteRequest",
             "ExecuteResponse",
             "ErrorBody",

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::api::{Language, Plan};
+use crate::chunk::{Channel, Chunk, ChunkSink};
 
 /// Where the jail shows the request's files, and the program's working
 /// directory.
@@ -29,7 +30,7 @@ pub const SANDBOX_WORKSPACE: &str = "/workspace";
 const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Bytes of Warden's own stderr lines kept beyond the output limit.
-const STDERR_SLACK: u64 = 64 << 10;
+pub const STDERR_SLACK: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -212,13 +213,33 @@ pub fn exec_command_line(
 }
 
 /// Reads at most `cap` bytes of `r`, then drains (and drops) the rest so
-/// that the writer never blocks on a full pipe.
+/// that the writer never blocks on a full pipe. With a sink, each read is
+/// also sent to it as it comes (a sink whose receiver is gone is dropped:
+/// the run goes on).
 async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
     mut r: R,
     cap: u64,
+    mut sink: Option<(ChunkSink, Channel)>,
 ) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    (&mut r).take(cap).read_to_end(&mut out).await?;
+    let mut capped = (&mut r).take(cap);
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = capped.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if let Some((to, channel)) = &sink {
+            let chunk = Chunk {
+                channel: *channel,
+                bytes: buf[..n].to_vec(),
+            };
+            if to.send(chunk).await.is_err() {
+                sink = None;
+            }
+        }
+    }
     tokio::io::copy(&mut r, &mut tokio::io::sink()).await?;
     Ok(out)
 }
@@ -233,10 +254,21 @@ impl Runner {
         api_key: &str,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Finished, RunError> {
+        self.run_into(plan, api_key, stop, None).await
+    }
+
+    /// [`Runner::run`], sending the output to `sink` as it comes too.
+    pub async fn run_into(
+        &self,
+        plan: &Plan,
+        api_key: &str,
+        stop: tokio::sync::watch::Receiver<bool>,
+        sink: Option<ChunkSink>,
+    ) -> Result<Finished, RunError> {
         let (dir, files) = self.prepare_files(plan)?;
         let report = dir.0.join("report.json");
         let argv = command_line(self, plan, &files, &report);
-        self.invoke(&argv, &files, plan, &report, api_key, stop)
+        self.invoke(&argv, &files, plan, &report, api_key, stop, sink)
             .await
     }
 
@@ -267,6 +299,20 @@ impl Runner {
         api_key: &str,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Finished, RunError> {
+        self.exec_into(plan, workspace, program, api_key, stop, None)
+            .await
+    }
+
+    /// [`Runner::exec`], sending the output to `sink` as it comes too.
+    pub async fn exec_into(
+        &self,
+        plan: &Plan,
+        workspace: &Path,
+        program: &[String],
+        api_key: &str,
+        stop: tokio::sync::watch::Receiver<bool>,
+        sink: Option<ChunkSink>,
+    ) -> Result<Finished, RunError> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = RunDir(self.runtime_dir.join(format!("x{n}")));
         private_dir(&dir.0)?;
@@ -274,12 +320,14 @@ impl Runner {
         let argv = exec_command_line(self, plan, workspace, &report, program);
         // Started in the run's own directory (empty in the jail), not the
         // workspace: the program's working directory is set inside.
-        self.invoke(&argv, &dir.0, plan, &report, api_key, stop)
+        self.invoke(&argv, &dir.0, plan, &report, api_key, stop, sink)
             .await
     }
 
-    /// Starts `warden` with `argv` in `cwd` and collects its output and
-    /// the report it writes to `report`.
+    /// Starts `warden` with `argv` in `cwd` and collects its output (also
+    /// sent to `sink` as it comes, if any) and the report it writes to
+    /// `report`.
+    #[allow(clippy::too_many_arguments)]
     async fn invoke(
         &self,
         argv: &[String],
@@ -288,6 +336,7 @@ impl Runner {
         report: &Path,
         api_key: &str,
         mut stop: tokio::sync::watch::Receiver<bool>,
+        sink: Option<ChunkSink>,
     ) -> Result<Finished, RunError> {
         let mut command = tokio::process::Command::new(&self.warden);
         command
@@ -323,15 +372,17 @@ impl Runner {
         let out_cap = plan.output_bytes;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+        let out_sink = sink.clone().map(|s| (s, Channel::Stdout));
+        let err_sink = sink.map(|s| (s, Channel::Stderr));
         let read_out = async move {
             match stdout {
-                Some(s) => read_capped(s, out_cap).await,
+                Some(s) => read_capped(s, out_cap, out_sink).await,
                 None => Ok(Vec::new()),
             }
         };
         let read_err = async move {
             match stderr {
-                Some(s) => read_capped(s, out_cap + STDERR_SLACK).await,
+                Some(s) => read_capped(s, out_cap + STDERR_SLACK, err_sink).await,
                 None => Ok(Vec::new()),
             }
         };

@@ -170,7 +170,7 @@ struct Entry {
     record: Mutex<Record>,
     /// Execs and file accesses hold it shared; pause, delete and reaping
     /// take it whole, so they wait for those in flight.
-    gate: RwLock<()>,
+    gate: Arc<RwLock<()>>,
     /// Turns true when it is destroyed: an exec in flight is stopped.
     kill: watch::Sender<bool>,
 }
@@ -179,7 +179,7 @@ impl Entry {
     fn new(record: Record) -> Arc<Entry> {
         Arc::new(Entry {
             record: Mutex::new(record),
-            gate: RwLock::new(()),
+            gate: Arc::new(RwLock::new(())),
             kill: watch::channel(false).0,
         })
     }
@@ -676,7 +676,10 @@ async fn set_state(state: Shared, id: String, headers: HeaderMap, to: SandboxSta
     request_body = ExecRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the run happened (whatever its status)", body = crate::api::ExecuteResponse),
+        (status = 200, description = "the run happened (whatever its status); with `Accept: text/event-stream`, once it is admitted, its events (`stream`, `stdout`, `stderr`, then `report` or `error`) and a `Warden-Stream-Id` header", content(
+            (crate::api::ExecuteResponse = "application/json"),
+            (String = "text/event-stream"),
+        )),
         (status = 400, description = "bad JSON, unknown field, neither or both of command and code, no language, bad wall_time_ms", body = ErrorBody),
         (status = 401, description = "missing, malformed, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "RBAC refuses invoke of runtime:LANGUAGE or runtime:sandbox, or the run was refused", body = ErrorBody),
@@ -695,7 +698,7 @@ pub async fn exec(
 ) -> Response {
     let mut who = Who::default();
     let result = exec_inner(&state, &id, &headers, body, &mut who).await;
-    respond(result.map(Json), who)
+    respond(result, who)
 }
 
 /// The program of an exec and the RBAC resource it is authorized as.
@@ -786,7 +789,7 @@ async fn exec_inner(
     headers: &HeaderMap,
     body: Body,
     who: &mut Who,
-) -> Result<api::ExecuteResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let (key, actor, bytes) = crate::server::caller(state, headers, body, who).await?;
     let request: ExecRequest = api::parse_json(&bytes)?;
     let entry = state.sandboxes.lookup(&actor.tenant, id)?;
@@ -818,7 +821,8 @@ async fn exec_inner(
     };
     crate::server::authorize_as(state, &actor, resource, &plan).await?;
     let slot = crate::server::admit(state, &actor, who)?;
-    let _shared = entry.gate.read().await;
+    // Owned: a streamed exec holds it in its own task.
+    let shared = entry.gate.clone().read_owned().await;
     // Paused or destroyed while this one waited.
     if entry.gone() {
         slot.unstart();
@@ -829,48 +833,93 @@ async fn exec_inner(
         return Err(paused());
     }
     entry.record().last_used_ms = store::now_ms();
-    let _permit = crate::server::worker(state)
+    let permit = crate::server::worker(state)
         .await
         .inspect_err(|_| slot.unstart())?;
-    // Stopped by the service's shutdown deadline or the sandbox's end.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut global = state.stop.clone();
-    let mut kill = entry.kill.subscribe();
-    let relay = tokio::spawn(async move {
-        let global = async move {
-            // A dropped sender is no order to stop.
-            if global.wait_for(|s| *s).await.is_err() {
-                std::future::pending::<()>().await;
+    let admitted = AdmittedExec {
+        state: state.clone(),
+        id: id.to_string(),
+        entry,
+        plan,
+        argv,
+        key,
+        _shared: shared,
+        _permit: permit,
+    };
+    if crate::stream::wants_stream(headers) {
+        let output_bytes = admitted.plan.output_bytes;
+        return crate::stream::start(state, &actor.tenant, output_bytes, move |sink| async move {
+            let finished = admitted.run(Some(sink)).await?;
+            Ok(crate::server::streamed_answer(finished, Some(&slot)))
+        });
+    }
+    let finished = admitted.run(None).await?;
+    crate::server::answer(finished, Some(&slot)).map(|a| Json(a).into_response())
+}
+
+/// An exec past every check, holding its sandbox's gate (shared) and a
+/// worker until it has run.
+struct AdmittedExec {
+    state: Shared,
+    id: String,
+    entry: Arc<Entry>,
+    plan: Plan,
+    argv: Vec<String>,
+    key: String,
+    _shared: tokio::sync::OwnedRwLockReadGuard<()>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AdmittedExec {
+    /// Runs it (its output also to `sink`, if any) and counts it in the
+    /// sandbox's record.
+    async fn run(
+        self,
+        sink: Option<crate::chunk::ChunkSink>,
+    ) -> Result<crate::runner::Finished, ApiError> {
+        let AdmittedExec {
+            state, id, entry, ..
+        } = &self;
+        // Stopped by the service's shutdown deadline or the sandbox's end.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut global = state.stop.clone();
+        let mut kill = entry.kill.subscribe();
+        let relay = tokio::spawn(async move {
+            let global = async move {
+                // A dropped sender is no order to stop.
+                if global.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let kill = async move {
+                if kill.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = global => {}
+                () = kill => {}
             }
-        };
-        let kill = async move {
-            if kill.wait_for(|s| *s).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            () = global => {}
-            () = kill => {}
+            let _ = stop_tx.send(true);
+        });
+        let workspace = state.sandboxes.workspace(id);
+        let finished = state
+            .settings
+            .runner
+            .exec_into(&self.plan, &workspace, &self.argv, &self.key, stop_rx, sink)
+            .await;
+        relay.abort();
+        let finished = finished.map_err(crate::server::run_error)?;
+        {
+            let mut r = entry.record();
+            r.execs += 1;
+            r.last_used_ms = store::now_ms();
         }
-        let _ = stop_tx.send(true);
-    });
-    let workspace = state.sandboxes.workspace(id);
-    let finished = state
-        .settings
-        .runner
-        .exec(&plan, &workspace, &argv, &key, stop_rx)
-        .await;
-    relay.abort();
-    let finished = finished.map_err(crate::server::run_error)?;
-    {
-        let mut r = entry.record();
-        r.execs += 1;
-        r.last_used_ms = store::now_ms();
+        if !entry.gone() {
+            persist(state, entry).await?;
+        }
+        Ok(finished)
     }
-    if !entry.gone() {
-        persist(state, &entry).await?;
-    }
-    crate::server::answer(finished, Some(&slot))
 }
 
 fn file_error(path: &str, e: FileError) -> ApiError {

@@ -53,6 +53,8 @@ pub struct Settings {
     /// Run WebAssembly requests in this process (see [`crate::inproc`])
     /// rather than in a `warden` child.
     pub wasm_in_process: bool,
+    /// How long and how much of streamed runs' events is kept.
+    pub streams: crate::stream::StreamSettings,
 }
 
 impl Settings {
@@ -99,6 +101,8 @@ pub struct AppState {
     pub(crate) audit: Option<warden_engine::audit::SharedAudit>,
     /// WebAssembly runs in this process; `None`: in a `warden` child.
     pub(crate) inproc: Option<crate::inproc::InProcess>,
+    /// The events of streamed runs, kept for resuming.
+    pub(crate) streams: crate::stream::Streams,
 }
 
 pub type Shared = Arc<AppState>;
@@ -142,6 +146,7 @@ impl AppState {
             audit,
             inproc,
             sandboxes,
+            streams: crate::stream::Streams::new(settings.streams.clone()),
             workers: Arc::new(Semaphore::new(settings.workers.max(1))),
             waiting: AtomicUsize::new(0),
             quotas: crate::quota::Tracker::new(settings.quotas.clone()),
@@ -246,6 +251,7 @@ pub fn router(state: Shared) -> Router {
             "/v1/sandboxes/{id}/files/{*path}",
             get(crate::sandboxes::get_file).put(crate::sandboxes::put_file),
         )
+        .route("/v1/streams/{id}", get(crate::stream::resume))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
@@ -514,12 +520,17 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
     }
 }
 
-/// Runs a program and answers with its output and report.
+/// Runs a program and answers with its output and report; with `Accept:
+/// text/event-stream`, streams its output as it comes, then the report
+/// (docs/serve.md, "Streaming").
 #[utoipa::path(post, path = "/v1/execute",
     request_body = crate::api::ExecuteRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the run happened (whatever its status)", body = ExecuteResponse),
+        (status = 200, description = "the run happened (whatever its status); with `Accept: text/event-stream`, once it is admitted, its events (`stream`, `stdout`, `stderr`, then `report` or `error`) and a `Warden-Stream-Id` header", content(
+            (ExecuteResponse = "application/json"),
+            (String = "text/event-stream"),
+        )),
         (status = 400, description = "bad JSON, unknown field, unknown language, invalid file, limit or capability", body = ErrorBody),
         (status = 401, description = "missing, malformed, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "RBAC refuses invoke of runtime:LANGUAGE, or the run was refused", body = ErrorBody),
@@ -531,7 +542,7 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
 pub async fn execute(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Response {
     let mut who = Who::default();
     match execute_inner(&state, &headers, body, &mut who).await {
-        Ok(answer) => Json(answer).into_response(),
+        Ok(answer) => answer,
         Err(e) => {
             let mut response = e.into_response();
             response.extensions_mut().insert(who);
@@ -545,14 +556,28 @@ async fn execute_inner(
     headers: &HeaderMap,
     body: Body,
     who: &mut Who,
-) -> Result<ExecuteResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let (key, actor, bytes) = caller(state, headers, body, who).await?;
     let request = api::parse_request(&bytes)?;
     let plan = api::plan(request, &state.settings.bounds)?;
     authorize(state, &actor, &plan).await?;
     // Quotas: after authentication and RBAC, before the queue.
     let slot = admit(state, &actor, who)?;
-    let _permit = worker(state).await.inspect_err(|_| slot.unstart())?;
+    let permit = worker(state).await.inspect_err(|_| slot.unstart())?;
+    if crate::stream::wants_stream(headers) {
+        let shared = state.clone();
+        let output_bytes = plan.output_bytes;
+        return crate::stream::start(state, &actor.tenant, output_bytes, move |sink| async move {
+            let _permit = permit;
+            let finished = shared
+                .settings
+                .runner
+                .run_into(&plan, &key, shared.stop.clone(), Some(sink))
+                .await
+                .map_err(run_error)?;
+            Ok(streamed_answer(finished, Some(&slot)))
+        });
+    }
     let finished = if plan.language == Language::Wasm && state.inproc.is_some() {
         run_in_process(state, plan, actor).await?
     } else {
@@ -563,7 +588,8 @@ async fn execute_inner(
             .await
             .map_err(run_error)?
     };
-    answer(finished, Some(&slot))
+    drop(permit);
+    answer(finished, Some(&slot)).map(|a| Json(a).into_response())
 }
 
 /// A WebAssembly plan run in this process (see [`crate::inproc`]), on a
@@ -654,10 +680,7 @@ pub(crate) fn answer(
     slot: Option<&crate::quota::Slot>,
 ) -> Result<ExecuteResponse, ApiError> {
     let report = finished.report;
-    crate::metrics::invocation(&report);
-    if let (Some(cpu_ms), Some(slot)) = (report.get("cpu_ms").and_then(|v| v.as_u64()), slot) {
-        slot.charge_cpu(cpu_ms, std::time::Instant::now());
-    }
+    account(&report, slot);
     if report.get("status").and_then(|s| s.as_str()) == Some("refused") {
         let why = report
             .get("refusal")
@@ -666,10 +689,7 @@ pub(crate) fn answer(
             .to_string();
         return Err(ApiError::forbidden(why));
     }
-    let ledger_index = report
-        .get("audit")
-        .and_then(|a| a.get("index"))
-        .and_then(|i| i.as_u64());
+    let ledger_index = ledger_index(&report);
     let (stdout, stdout_encoding) = api::encode_output(finished.stdout);
     let (stderr, stderr_encoding) = api::encode_output(finished.stderr);
     Ok(ExecuteResponse {
@@ -680,6 +700,41 @@ pub(crate) fn answer(
         report,
         ledger_index,
     })
+}
+
+/// Counts a finished run's invocation, and charges its CPU to `slot`'s
+/// tenant.
+fn account(report: &serde_json::Value, slot: Option<&crate::quota::Slot>) {
+    crate::metrics::invocation(report);
+    if let (Some(cpu_ms), Some(slot)) = (report.get("cpu_ms").and_then(|v| v.as_u64()), slot) {
+        slot.charge_cpu(cpu_ms, std::time::Instant::now());
+    }
+}
+
+fn ledger_index(report: &serde_json::Value) -> Option<u64> {
+    report
+        .get("audit")
+        .and_then(|a| a.get("index"))
+        .and_then(|i| i.as_u64())
+}
+
+/// The `report` event of a streamed run: [`answer`]'s body with empty
+/// `stdout` and `stderr` (the output went out as events), also for a
+/// refused run (the stream has begun: no 403 any more).
+pub(crate) fn streamed_answer(
+    finished: crate::runner::Finished,
+    slot: Option<&crate::quota::Slot>,
+) -> ExecuteResponse {
+    let report = finished.report;
+    account(&report, slot);
+    ExecuteResponse {
+        stdout: String::new(),
+        stdout_encoding: api::OutputEncoding::Utf8,
+        stderr: String::new(),
+        stderr_encoding: api::OutputEncoding::Utf8,
+        ledger_index: ledger_index(&report),
+        report,
+    }
 }
 
 /// The languages and what runs them, looked up once at start.
@@ -789,6 +844,7 @@ pub async fn serve(
     // Sandboxes left by the last service are kept; the reaper ends the
     // expired and idle ones.
     crate::sandboxes::start(&state);
+    crate::stream::start_sweeper(&state);
     let app = router(state.clone());
     on_listening(addr);
     let (begun_tx, begun_rx) = watch::channel(false);

@@ -14,7 +14,7 @@ use clap::Parser;
 #[command(
     name = "warden serve",
     version,
-    about = "Serve the sandbox over HTTP: POST /v1/execute, /v1/submissions, /v1/sandboxes, GET /v1/runtimes, /healthz, /readyz, /metrics, /openapi.json"
+    about = "Serve the sandbox over HTTP: POST /v1/execute, /v1/submissions, /v1/sandboxes, GET /v1/streams/{id}, /v1/runtimes, /healthz, /readyz, /metrics, /openapi.json"
 )]
 struct Args {
     /// Address to listen on (port 0: any free port; the address is printed).
@@ -64,6 +64,14 @@ struct Args {
     /// are, instead of in this process on a shared engine.
     #[arg(long = "wasm-in-child")]
     wasm_in_child: bool,
+    /// How long a streamed run's events are kept after it ended, for
+    /// resuming with GET /v1/streams/{id}.
+    #[arg(long = "stream-retention", value_name = "DUR", default_value = "5m", value_parser = duration)]
+    stream_retention: Duration,
+    /// The interval of keep-alive comments on an event stream while its
+    /// run is silent.
+    #[arg(long = "stream-keepalive", value_name = "DUR", default_value = "15s", value_parser = duration)]
+    stream_keepalive: Duration,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -218,6 +226,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         sandbox_max_ttl: args.sandbox_max_ttl,
         sandbox_root,
         wasm_in_process: !args.wasm_in_child,
+        streams: warden_server::stream::StreamSettings {
+            retention: args.stream_retention,
+            keep_alive: args.stream_keepalive.max(Duration::from_millis(100)),
+            ..Default::default()
+        },
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
