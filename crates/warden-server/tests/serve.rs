@@ -747,21 +747,7 @@ fn warden_serve_is_what_warden_serve_runs() {
 fn secrets_are_leased_to_the_callers_run_and_redacted() {
     let s = Server::start(&[]);
     let value = "hunter2-topsecret-value";
-    let mut put = Command::new(warden_bin())
-        .env("WARDEN_API_KEY", &s.key)
-        .arg("--state")
-        .arg(s.state.path())
-        .args(["secret", "put", "db-pass"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    assert!(put.wait().unwrap().success());
+    common::put_secret(s.state.path(), &s.key, "db-pass", value.as_bytes());
     let mut body = sh("cat /run/secrets/db-pass; echo; echo \"$SECRET_DB_PASS\" >&2");
     body["capabilities"] = json!(["secret:db-pass:env"]);
     let a = s.execute(&body);
@@ -1319,25 +1305,6 @@ fn the_api_survives_a_schemathesis_run_and_matches_its_document() {
     assert!(verify.status.success(), "{verify:?}");
 }
 
-/// Puts the secret `name` (as the service's development principal).
-fn put_secret(s: &Server, name: &str, value: &str) {
-    let mut put = Command::new(warden_bin())
-        .env("WARDEN_API_KEY", &s.key)
-        .arg("--state")
-        .arg(s.state.path())
-        .args(["secret", "put", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    assert!(put.wait().unwrap().success());
-}
-
 fn wasm_file(name: &str, bytes: &[u8]) -> Value {
     use base64::Engine as _;
     json!({"name": name, "content": base64::engine::general_purpose::STANDARD.encode(bytes), "encoding": "base64"})
@@ -1395,7 +1362,12 @@ fn wasm_runs_in_the_service_as_in_a_warden_child() {
     assert_eq!(a.json()["stdout"], "through stdin\n", "{}", a.body);
     // A secret leased to the run, and redacted from what it prints.
     let value = "wasm-topsecret-value-42";
-    put_secret(&inside, "db-pass", value);
+    common::put_secret(
+        inside.state.path(),
+        &inside.key,
+        "db-pass",
+        value.as_bytes(),
+    );
     let mut leased = body.clone();
     leased["capabilities"] = json!(["secret:db-pass:env"]);
     let a = inside.execute(&leased);
@@ -1448,7 +1420,7 @@ fn rbac_refuses_a_secret_to_an_in_process_wasm_run() {
     let s = Server::start_with(&[], |state| {
         std::fs::write(state.join("rbac.yaml"), rbac).unwrap();
     });
-    put_secret(&s, "api-token", "tok-123456789");
+    common::put_secret(s.state.path(), &s.key, "api-token", b"tok-123456789");
     let env = common::guest("env");
     let a = s.execute(&json!({"language": "wasm", "files": [wasm_file("env.wasm", &env)]}));
     assert_eq!(a.status, 200, "{}", a.body);

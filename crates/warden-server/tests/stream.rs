@@ -512,21 +512,7 @@ fn bytes_that_are_not_utf8_are_base64_and_a_split_character_stays_text() {
 fn a_granted_secret_printed_by_the_program_is_in_no_event() {
     let s = Server::start(&[]);
     let value = "hunter2-streamed-secret";
-    let mut put = Command::new(warden_bin())
-        .env("WARDEN_API_KEY", &s.key)
-        .arg("--state")
-        .arg(s.state.path())
-        .args(["secret", "put", "db-pass"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    assert!(put.wait().unwrap().success());
+    common::put_secret(s.state.path(), &s.key, "db-pass", value.as_bytes());
     let mut body = sh("cat /run/secrets/db-pass; echo; sleep 0.2; echo \"$SECRET_DB_PASS\" >&2");
     body["capabilities"] = json!(["secret:db-pass:env"]);
     let mut a = s.stream("POST", "/v1/execute", &body.to_string());
@@ -654,21 +640,7 @@ impl Http {
 #[test]
 fn an_rbac_denial_is_403_before_the_stream_and_a_refused_run_is_its_report() {
     let s = Server::start(&[]);
-    let mut put = Command::new(warden_bin())
-        .env("WARDEN_API_KEY", &s.key)
-        .arg("--state")
-        .arg(s.state.path())
-        .args(["secret", "put", "db-pass"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all(b"s3cret-value")
-        .unwrap();
-    assert!(put.wait().unwrap().success());
+    common::put_secret(s.state.path(), &s.key, "db-pass", b"s3cret-value");
     // Read on every request: python may be invoked, no secret read.
     let rbac = "roles:\n  admin: {}\nbindings:\n  - {principal: dev, tenant: default, roles: [admin]}\nrules:\n  - allow: invoke\n    role: admin\n    resources: [\"runtime:python\"]\n";
     std::fs::write(s.state.path().join("rbac.yaml"), rbac).unwrap();

@@ -102,3 +102,28 @@ pub fn guest(name: &str) -> Vec<u8> {
     let path = Path::new(dir.trim()).join(format!("wasm32-wasip1/release/{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("guest {}: {e}", path.display()))
 }
+
+/// `warden --state STATE secret put NAME` of `value`, as the principal of
+/// `key`. (Not every test binary that shares this module uses it.)
+#[allow(dead_code)]
+pub fn put_secret(state: &Path, key: &str, name: &str, value: &[u8]) {
+    use std::io::Write as _;
+    let mut put = Command::new(warden_bin())
+        .env("WARDEN_API_KEY", key)
+        .arg("--state")
+        .arg(state)
+        .args(["secret", "put", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run warden secret put");
+    put.stdin
+        .take()
+        .expect("stdin")
+        .write_all(value)
+        .expect("write the value");
+    assert!(
+        put.wait().expect("wait").success(),
+        "warden secret put {name}"
+    );
+}
