@@ -21,6 +21,7 @@ pub mod server;
 pub mod store;
 pub mod stream;
 pub mod submissions;
+pub mod tls;
 pub mod workspace;
 
 pub use error::{ApiError, ErrorBody};

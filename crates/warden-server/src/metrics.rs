@@ -25,6 +25,7 @@ pub const QUOTA_REFUSALS: &str = "warden_quota_refusals_total";
 pub const REFUSALS_UNRECORDED: &str = "warden_refusals_unrecorded_total";
 pub const SUBMISSIONS_QUEUED: &str = "warden_submissions_queued";
 pub const STREAMS: &str = "warden_streams_total";
+pub const TLS_HANDSHAKE_FAILURES: &str = "warden_tls_handshake_failures_total";
 
 /// Histogram buckets, in seconds: 1 ms … 5 min.
 const BUCKETS: [f64; 16] = [
@@ -94,6 +95,10 @@ fn describe() {
     describe_counter!(
         STREAMS,
         "event streams answered, by kind: opened (a streamed run) or resumed (GET /v1/streams/{id})"
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS connections dropped before a request: failed, timed-out or too many handshakes"
     );
     gauge!(ACTIVE_SANDBOXES).set(0.0);
     gauge!(SUBMISSIONS_QUEUED).set(0.0);
@@ -167,6 +172,11 @@ pub fn refusal(status: u16, code: &'static str) {
 
 pub fn quota_refusal(tenant: &str, quota: &'static str) {
     counter!(QUOTA_REFUSALS, "tenant" => tenant.to_string(), "quota" => quota).increment(1);
+}
+
+/// A TLS connection dropped before its handshake finished.
+pub fn tls_handshake_failure() {
+    counter!(TLS_HANDSHAKE_FAILURES).increment(1);
 }
 
 pub fn unrecorded(n: u64) {

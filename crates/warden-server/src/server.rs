@@ -55,6 +55,9 @@ pub struct Settings {
     pub wasm_in_process: bool,
     /// How long and how much of streamed runs' events is kept.
     pub streams: crate::stream::StreamSettings,
+    /// HTTPS with this configuration (`--tls-cert`/`--tls-key`, see
+    /// [`crate::tls::load`]); plain HTTP without.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Settings {
@@ -864,7 +867,21 @@ pub async fn serve(
             let _ = stop_tx.send(true);
         }
     });
-    let served = axum::serve(listener, app).with_graceful_shutdown(signal);
+    // The same server and the same graceful shutdown over TCP or TLS: the
+    // TLS listener hands over connections whose handshake is done.
+    let served: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match state.settings.tls.clone() {
+            None => Box::pin(std::future::IntoFuture::into_future(
+                axum::serve(listener, app).with_graceful_shutdown(signal),
+            )),
+            Some(config) => {
+                let listener =
+                    crate::tls::TlsListener::new(listener, config).map_err(ServeError::Serve)?;
+                Box::pin(std::future::IntoFuture::into_future(
+                    axum::serve(listener, app).with_graceful_shutdown(signal),
+                ))
+            }
+        };
     // A connection that stays open past the grace and the runs' stop (a
     // client that never finishes its request) does not hold the service.
     let mut begun = begun_rx;

@@ -72,6 +72,13 @@ struct Args {
     /// run is silent.
     #[arg(long = "stream-keepalive", value_name = "DUR", default_value = "15s", value_parser = duration)]
     stream_keepalive: Duration,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs
+    /// --tls-key.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long = "tls-key", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -121,6 +128,15 @@ fn main() -> ExitCode {
         return ExitCode::from(125);
     }
     let args = Args::parse_from(without_serve_word(std::env::args_os().collect()));
+    // Both or neither, refused like a bad flag (exit 2), in one line.
+    if let Some(missing) = match (&args.tls_cert, &args.tls_key) {
+        (Some(_), None) => Some("--tls-cert needs --tls-key"),
+        (None, Some(_)) => Some("--tls-key needs --tls-cert"),
+        _ => None,
+    } {
+        eprintln!("warden: {missing} (give both, or neither for plain HTTP)");
+        return ExitCode::from(2);
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -139,6 +155,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|_| state.clone());
         std::env::set_var("WARDEN_STATE", absolute);
     }
+    // The certificate and key before anything else: a bad file stops the
+    // service before it listens or touches the state.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(warden_server::tls::load(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let state = warden_core::state::default_state_dir()
         .context("no state directory: give --state DIR or set WARDEN_STATE (HOME is not set)")?;
     warden_core::state::private_dir(&state)
@@ -231,6 +254,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             keep_alive: args.stream_keepalive.max(Duration::from_millis(100)),
             ..Default::default()
         },
+        tls,
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -244,7 +268,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         settings,
         warden_server::server::termination(),
         move |addr| {
-            eprintln!("warden: listening on http://{addr} ({workers} workers)");
+            eprintln!("warden: listening on {scheme}://{addr} ({workers} workers)");
         },
     ));
     drop(runtime);
