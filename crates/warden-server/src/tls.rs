@@ -34,12 +34,12 @@ const READY_QUEUE: usize = 64;
 /// Why the certificate or key cannot be used; each names its file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("--tls-cert {path}: cannot read: {source}")]
+    #[error("--tls-cert {path}: cannot read")]
     ReadCert {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("--tls-key {path}: cannot read: {source}")]
+    #[error("--tls-key {path}: cannot read")]
     ReadKey {
         path: PathBuf,
         source: std::io::Error,
