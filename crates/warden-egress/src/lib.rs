@@ -8,7 +8,17 @@
 //! are classed by the IPv4 address they carry, so that `::ffff:127.0.0.1`
 //! is loopback and `64:ff9b::a9fe:a9fe` is the metadata service, not a
 //! public address.
+//!
+//! [`EgressPlan`] turns a run's `net:connect` grants into the addresses and
+//! ports its connections may go to: names are resolved once, before the
+//! run, and every later connection is judged against those addresses only.
 #![forbid(unsafe_code)]
+
+mod plan;
+
+pub use plan::{
+    EgressError, EgressPlan, HostsFile, Pinned, Resolve, SystemResolver, Verdict, HOSTS_ENV,
+};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -65,6 +75,15 @@ impl AddrClass {
             AddrClass::Metadata => "metadata",
             AddrClass::Unroutable => "unroutable",
         }
+    }
+}
+
+/// `ip` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) written as
+/// the IPv4 address it is: the form grants and pinned names are compared in.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
     }
 }
 

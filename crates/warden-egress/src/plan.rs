@@ -1,0 +1,430 @@
+//! A run's egress plan: its `net:connect` grants, with every granted name
+//! resolved once before the run starts. A connection is then judged by its
+//! address and port alone, against those pinned addresses: what a name
+//! resolves to later (a rebinding DNS answer) changes nothing for the run.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use warden_policy::{Capability, HostPattern, PortPattern};
+
+use crate::{canonical, classify, may_connect, AddrClass};
+
+/// The environment variable naming a hosts-format file that the supervisor
+/// resolves granted names from, instead of the system's resolver: for
+/// tests and for hosts whose egress names are pinned by their operator.
+pub const HOSTS_ENV: &str = "WARDEN_EGRESS_HOSTS";
+
+/// Most addresses kept for one name (a name with hundreds of records
+/// would otherwise make every decision slow).
+const MAX_ADDRS_PER_NAME: usize = 16;
+
+/// Resolves a host name to its addresses.
+pub trait Resolve {
+    fn resolve(&self, name: &str) -> io::Result<Vec<IpAddr>>;
+}
+
+/// The system's resolver (getaddrinfo, through the standard library).
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, name: &str) -> io::Result<Vec<IpAddr>> {
+        let mut addrs: Vec<IpAddr> = (name, 0)
+            .to_socket_addrs()?
+            .map(|a| canonical(a.ip()))
+            .collect();
+        dedup(&mut addrs);
+        Ok(addrs)
+    }
+}
+
+/// A hosts-format file (`ADDRESS NAME [NAME…]`, `#` comments), read once.
+#[derive(Debug, Default)]
+pub struct HostsFile {
+    names: BTreeMap<String, Vec<IpAddr>>,
+}
+
+impl HostsFile {
+    pub fn read(path: &Path) -> Result<HostsFile, EgressError> {
+        let text = std::fs::read_to_string(path).map_err(|source| EgressError::Hosts {
+            path: path.to_path_buf(),
+            line: 0,
+            why: source.to_string(),
+        })?;
+        HostsFile::parse(&text).map_err(|(line, why)| EgressError::Hosts {
+            path: path.to_path_buf(),
+            line,
+            why,
+        })
+    }
+
+    /// Parses hosts-file text; an error names its 1-based line.
+    pub fn parse(text: &str) -> Result<HostsFile, (usize, String)> {
+        let mut names: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            let Some(addr) = words.next() else { continue };
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| (i + 1, format!("{addr:?} is not an IP address")))?;
+            let mut any = false;
+            for name in words {
+                any = true;
+                let entry = names.entry(name.to_ascii_lowercase()).or_default();
+                entry.push(canonical(ip));
+                dedup(entry);
+            }
+            if !any {
+                return Err((i + 1, format!("{addr} has no host name after it")));
+            }
+        }
+        Ok(HostsFile { names })
+    }
+}
+
+impl Resolve for HostsFile {
+    fn resolve(&self, name: &str) -> io::Result<Vec<IpAddr>> {
+        self.names
+            .get(name)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the egress hosts file"))
+    }
+}
+
+fn dedup(addrs: &mut Vec<IpAddr>) {
+    let mut seen = Vec::with_capacity(addrs.len());
+    addrs.retain(|a| {
+        let new = !seen.contains(a);
+        seen.push(*a);
+        new
+    });
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("egress hosts file {path}{}: {why}", if *line > 0 { format!(":{line}") } else { String::new() })]
+    Hosts {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+}
+
+/// A granted name and the addresses it was resolved to for this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    pub name: String,
+    pub addrs: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    host: HostPattern,
+    port: PortPattern,
+    /// The grant as written, for the report.
+    grant: String,
+}
+
+/// Whether a connection may be made, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed by `grant`; `name` is the granted name the address was
+    /// pinned for (none for an address literal or `*`).
+    Allowed { grant: String, name: Option<String> },
+    /// Refused, with a one-line reason.
+    Refused(String),
+}
+
+/// The `net:connect` grants of one run, with their names resolved.
+#[derive(Debug, Clone, Default)]
+pub struct EgressPlan {
+    rules: Vec<Rule>,
+    pinned: Vec<Pinned>,
+    /// What the report should say about the plan (a name that did not
+    /// resolve, an address a name resolved to that is never reachable).
+    pub warnings: Vec<String>,
+}
+
+impl EgressPlan {
+    /// The plan for `capabilities`, or `None` when they grant no egress.
+    /// Names are resolved by `resolver`, once each; a name that does not
+    /// resolve, or resolves only to addresses never reachable, is kept with
+    /// no addresses and a warning (the run goes on without it).
+    pub fn from_capabilities(
+        capabilities: &[Capability],
+        resolver: &dyn Resolve,
+    ) -> Option<EgressPlan> {
+        let mut plan = EgressPlan::default();
+        for cap in capabilities {
+            if let Capability::NetConnect { host, port } = cap {
+                plan.rules.push(Rule {
+                    host: host.clone(),
+                    port: *port,
+                    grant: cap.to_string(),
+                });
+            }
+        }
+        if plan.rules.is_empty() {
+            return None;
+        }
+        let names: Vec<(String, String)> = plan
+            .rules
+            .iter()
+            .filter_map(|r| match &r.host {
+                HostPattern::Name(n) => Some((n.clone(), r.grant.clone())),
+                _ => None,
+            })
+            .collect();
+        for (name, grant) in names {
+            if plan.pinned.iter().any(|p| p.name == name) {
+                continue;
+            }
+            let addrs = match resolver.resolve(&name) {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    plan.warnings.push(format!(
+                        "{grant}: {name} did not resolve ({e}); no connection to it is possible in this run"
+                    ));
+                    Vec::new()
+                }
+            };
+            let mut kept = Vec::new();
+            for ip in addrs {
+                match may_connect(ip, false) {
+                    Ok(()) if kept.len() < MAX_ADDRS_PER_NAME => kept.push(ip),
+                    Ok(()) => {}
+                    Err(class) => plan.warnings.push(format!(
+                        "{grant}: {name} resolves to {ip}, {}; not used",
+                        describe(class)
+                    )),
+                }
+            }
+            plan.pinned.push(Pinned { name, addrs: kept });
+        }
+        Some(plan)
+    }
+
+    /// The granted names and the addresses pinned for them.
+    pub fn pinned(&self) -> &[Pinned] {
+        &self.pinned
+    }
+
+    /// `/etc/hosts` lines for the jail: each granted name at the addresses
+    /// pinned for it, so that the program's resolver finds exactly those.
+    pub fn hosts_lines(&self) -> String {
+        let mut out = String::new();
+        for p in &self.pinned {
+            for ip in &p.addrs {
+                out.push_str(&format!("{ip}\t{}\n", p.name));
+            }
+        }
+        out
+    }
+
+    /// Whether a TCP connection to `ip`:`port` may be made.
+    pub fn decide(&self, ip: IpAddr, port: u16) -> Verdict {
+        let ip = canonical(ip);
+        let mut class_refusal = None;
+        for rule in &self.rules {
+            let port_ok = match rule.port {
+                PortPattern::Any => true,
+                PortPattern::Port(p) => p == port,
+            };
+            if !port_ok {
+                continue;
+            }
+            let (covered, named, name) = match &rule.host {
+                HostPattern::Ip(a) => (canonical(*a) == ip, true, None),
+                HostPattern::Name(n) => (
+                    self.pinned
+                        .iter()
+                        .any(|p| &p.name == n && p.addrs.contains(&ip)),
+                    false,
+                    Some(n.clone()),
+                ),
+                HostPattern::Any => (true, false, None),
+                // A name below a suffix is only known through the DNS
+                // stub, which this slice does not have: an address alone
+                // never matches it.
+                HostPattern::Suffix(_) => (false, false, None),
+            };
+            if !covered {
+                continue;
+            }
+            match may_connect(ip, named) {
+                Ok(()) => {
+                    return Verdict::Allowed {
+                        grant: rule.grant.clone(),
+                        name,
+                    }
+                }
+                Err(class) => class_refusal.get_or_insert((class, rule.grant.clone())),
+            };
+        }
+        let shown = Dest(ip, port);
+        Verdict::Refused(match class_refusal {
+            Some((class, grant)) => {
+                format!(
+                    "{shown} is {}, which {grant} does not open",
+                    describe(class)
+                )
+            }
+            None if classify(ip).reach() == crate::Reach::Never => {
+                format!("{shown} is {}, never reachable", describe(classify(ip)))
+            }
+            None => format!("no net:connect grant covers {shown}"),
+        })
+    }
+}
+
+/// An address and port as written in a capability (`[::1]:80`).
+struct Dest(IpAddr, u16);
+
+impl fmt::Display for Dest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}:{}", self.1),
+            IpAddr::V6(v6) => write!(f, "[{v6}]:{}", self.1),
+        }
+    }
+}
+
+fn describe(class: AddrClass) -> &'static str {
+    match class {
+        AddrClass::Public => "a public address",
+        AddrClass::Private => "a private address (reachable only through a grant naming it)",
+        AddrClass::Loopback => "a host loopback address",
+        AddrClass::LinkLocal => "a link-local address",
+        AddrClass::Metadata => "a cloud metadata address",
+        AddrClass::Unroutable => "an unroutable or reserved address",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(list: &[&str]) -> Vec<Capability> {
+        list.iter().map(|c| c.parse().expect(c)).collect()
+    }
+
+    fn hosts() -> HostsFile {
+        HostsFile::parse(
+            "# test\n11.22.33.44 api.example  api2.example\n2a00:1::5 api.example\n\
+             10.0.0.7 intranet.example\n127.0.0.1 sneaky.example\n169.254.169.254 meta.example\n",
+        )
+        .unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn no_net_grant_no_plan() {
+        assert!(EgressPlan::from_capabilities(&caps(&["fs:read:/tmp"]), &hosts()).is_none());
+    }
+
+    #[test]
+    fn a_granted_name_reaches_its_pinned_addresses_on_its_port_only() {
+        let plan = EgressPlan::from_capabilities(&caps(&["net:connect:api.example:443"]), &hosts())
+            .unwrap();
+        assert_eq!(
+            plan.pinned(),
+            &[Pinned {
+                name: "api.example".into(),
+                addrs: vec![ip("11.22.33.44"), ip("2a00:1::5")]
+            }]
+        );
+        assert!(
+            matches!(plan.decide(ip("11.22.33.44"), 443), Verdict::Allowed { name: Some(n), .. } if n == "api.example")
+        );
+        assert!(matches!(
+            plan.decide(ip("::ffff:11.22.33.44"), 443),
+            Verdict::Allowed { .. }
+        ));
+        assert!(matches!(
+            plan.decide(ip("2a00:1::5"), 443),
+            Verdict::Allowed { .. }
+        ));
+        for (addr, port) in [("11.22.33.44", 80), ("11.22.33.45", 443), ("8.8.8.8", 443)] {
+            let Verdict::Refused(why) = plan.decide(ip(addr), port) else {
+                panic!("{addr}:{port} allowed")
+            };
+            assert!(why.starts_with("no net:connect grant covers"), "{why}");
+        }
+        assert_eq!(
+            plan.hosts_lines(),
+            "11.22.33.44\tapi.example\n2a00:1::5\tapi.example\n"
+        );
+    }
+
+    #[test]
+    fn names_resolving_to_forbidden_addresses_pin_nothing() {
+        let plan = EgressPlan::from_capabilities(
+            &caps(&[
+                "net:connect:sneaky.example:80",
+                "net:connect:meta.example:80",
+                "net:connect:intranet.example:80",
+                "net:connect:missing.example:80",
+            ]),
+            &hosts(),
+        )
+        .unwrap();
+        assert!(plan.pinned().iter().all(|p| p.addrs.is_empty()));
+        assert_eq!(plan.warnings.len(), 4, "{:?}", plan.warnings);
+        assert!(plan.warnings[0].contains("loopback"), "{:?}", plan.warnings);
+        assert!(plan.warnings[3].contains("did not resolve"));
+        for a in ["127.0.0.1", "169.254.169.254", "10.0.0.7"] {
+            assert!(matches!(plan.decide(ip(a), 80), Verdict::Refused(_)), "{a}");
+        }
+    }
+
+    #[test]
+    fn literals_private_only_when_named_and_never_the_forbidden_classes() {
+        let plan = EgressPlan::from_capabilities(
+            &caps(&[
+                "net:connect:10.0.0.7:5432",
+                "net:connect:*:443",
+                "net:connect:169.254.169.254:80",
+                "net:connect:[::1]:80",
+            ]),
+            &hosts(),
+        )
+        .unwrap();
+        assert!(matches!(
+            plan.decide(ip("10.0.0.7"), 5432),
+            Verdict::Allowed { name: None, .. }
+        ));
+        // `*` opens public addresses, not private or worse ones.
+        assert!(matches!(
+            plan.decide(ip("8.8.8.8"), 443),
+            Verdict::Allowed { .. }
+        ));
+        let Verdict::Refused(why) = plan.decide(ip("10.0.0.8"), 443) else {
+            panic!()
+        };
+        assert!(why.contains("private"), "{why}");
+        for (a, word) in [
+            ("169.254.169.254", "metadata"),
+            ("::1", "loopback"),
+            ("::ffff:127.0.0.1", "loopback"),
+        ] {
+            let port = if a == "::ffff:127.0.0.1" { 443 } else { 80 };
+            let Verdict::Refused(why) = plan.decide(ip(a), port) else {
+                panic!("{a} allowed")
+            };
+            assert!(why.contains(word), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_hosts_file_with_a_bad_line_names_it() {
+        assert_eq!(HostsFile::parse("1.2.3.4 a\nnope b\n").unwrap_err().0, 2);
+        assert_eq!(HostsFile::parse("1.2.3.4\n").unwrap_err().0, 1);
+    }
+}
