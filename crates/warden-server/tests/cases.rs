@@ -108,17 +108,26 @@ impl Server {
     }
 
     fn execute_as(&self, key: &str, body: &Value) -> Answer {
+        self.call("POST", "/v1/execute", key, Some(body))
+    }
+
+    fn call(&self, method: &str, path: &str, key: &str, body: Option<&Value>) -> Answer {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(300)))
             .build()
             .into();
-        let mut response = agent
-            .post(format!("{}/v1/execute", self.base))
-            .header("Content-Type", "application/json")
-            .header("Authorization", &format!("Bearer {key}"))
-            .send(body.to_string())
-            .expect("POST /v1/execute");
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {key}");
+        let sent = match body {
+            Some(body) if method == "POST" => agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header("Authorization", &auth)
+                .send(body.to_string()),
+            _ => agent.get(&url).header("Authorization", &auth).call(),
+        };
+        let mut response = sent.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -661,4 +670,50 @@ fn rbac_refuses_a_processor_the_principal_may_not_invoke() {
     );
     let verify = s.warden(Some(&s.key), &["audit", "verify"]);
     assert!(verify.status.success(), "{verify:?}");
+}
+
+/// A submission takes test cases and a processor as execute does: its
+/// result is execute's answer.
+#[test]
+fn a_submission_with_test_cases_has_their_verdicts_as_its_result() {
+    let s = Server::start(&[]);
+    let body = json!({
+        "language": "sh",
+        "files": [{"name": "m.sh", "content": "read x; echo $((x + 1))"}],
+        "test_cases": [
+            {"stdin": "1", "expected_stdout": "2"},
+            {"stdin": "1", "expected_stdout": "3"},
+        ],
+    });
+    let a = s.call("POST", "/v1/submissions", &s.key, Some(&body));
+    assert_eq!(a.status, 202, "{}", a.body);
+    let id = a.json()["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let v = s
+            .call("GET", &format!("/v1/submissions/{id}"), &s.key, None)
+            .ok();
+        if v["status"] == "done" || v["status"] == "failed" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "still {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["status"], "done", "{done}");
+    let result = &done["result"];
+    assert_eq!(verdicts(result), ["passed", "wrong_answer"], "{done}");
+    assert_eq!(
+        (result["passed"].as_u64(), result["total"].as_u64()),
+        (Some(1), Some(2))
+    );
+    distinct_run_entries(&s, result);
+    // An unknown processor is refused when submitted, as execute refuses it.
+    let a = s.call(
+        "POST",
+        "/v1/submissions",
+        &s.key,
+        Some(&json!({"processor": "nothere@1.0.0"})),
+    );
+    a.error(400, "unknown_processor");
+    s.verify_ledger();
 }
