@@ -137,7 +137,9 @@ pub struct TestCase {
 #[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
     /// The language of `files` (with `files`; not with `processor`).
-    #[serde(default)]
+    // No `#[serde(default)]`: left out of an object it is `None` all the
+    // same, and a JSON array (which serde would take for the fields in
+    // order) is refused as too short instead of read as all defaults.
     pub language: Option<Language>,
     /// A processor of the caller's tenant's registry, `NAME@VERSION` (or
     /// `NAME`: its highest version; `NAME@sha256:HEX`), run as `warden
@@ -949,6 +951,8 @@ mod tests {
             "{}",
             e.message
         );
+        let e = req("[]").unwrap_err();
+        assert_eq!(e.code, "invalid_field", "{}", e.message);
         let e = req(r#"{"language":"sh"}"#).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
