@@ -266,6 +266,29 @@ pub struct InvokeArgs {
     /// No lines of Warden's own on stderr about limits reached.
     #[arg(short, long)]
     pub quiet: bool,
+    /// At most this capability (repeatable): with any, every capability the
+    /// processor requests must be covered by one of them, or it is refused
+    /// (exit 126), as a policy refuses; a limit capability (mem:limit:64MiB)
+    /// also lowers that limit. They only narrow: nothing is granted that
+    /// the processor does not request.
+    #[arg(long, value_name = "CAP")]
+    pub ceiling: Vec<String>,
+    /// At most this memory for all processes together, e.g. 64MiB (the
+    /// processor's own limit when smaller).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub memory: Option<u64>,
+    /// At most this CPU time, e.g. 1s (the processor's own when smaller).
+    #[arg(long = "cpu-time", value_name = "DUR", value_parser = duration)]
+    pub cpu_time: Option<Duration>,
+    /// At most this wall-clock time, e.g. 10s (the processor's own when smaller).
+    #[arg(long = "wall-time", value_name = "DUR", value_parser = duration)]
+    pub wall_time: Option<Duration>,
+    /// At most this many processes and threads (the processor's own when smaller).
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub pids: Option<u32>,
+    /// At most this many bytes of stdout and stderr together (the processor's own when smaller).
+    #[arg(long = "output-limit", value_name = "SIZE", value_parser = size)]
+    pub output_limit: Option<u64>,
     /// Arguments given to the processor.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,

@@ -360,6 +360,52 @@ impl StdoutTee {
     }
 }
 
+/// The caller's bounds of an invocation: `--ceiling` parsed (relative
+/// paths against `cwd`; `None` without any) and the limit flags, lowered
+/// by the ceiling's limit capabilities.
+fn caller_bounds(
+    args: &InvokeArgs,
+    cwd: &Path,
+) -> Result<
+    (
+        Option<Vec<warden_policy::Capability>>,
+        warden_policy::Limits,
+    ),
+    String,
+> {
+    use warden_policy::Capability;
+    let mut limits = warden_policy::Limits {
+        memory: args.memory,
+        cpu_time: args.cpu_time,
+        wall_time: args.wall_time,
+        pids: args.pids,
+        output: args.output_limit,
+        ..warden_policy::Limits::default()
+    };
+    if args.ceiling.is_empty() {
+        return Ok((None, limits));
+    }
+    let mut ceiling = Vec::with_capacity(args.ceiling.len());
+    for text in &args.ceiling {
+        let cap: Capability = text.parse().map_err(|e| format!("--ceiling {text}: {e}"))?;
+        match &cap {
+            Capability::MemLimit(b) => {
+                limits.memory = Some(limits.memory.map_or(*b, |m| m.min(*b)))
+            }
+            Capability::CpuLimit(p) => {
+                limits.cpu_percent = Some(limits.cpu_percent.map_or(*p, |m| m.min(*p)))
+            }
+            Capability::TimeLimit(d) => {
+                limits.wall_time = Some(limits.wall_time.map_or(*d, |m| m.min(*d)))
+            }
+            Capability::ProcLimit(n) => limits.pids = Some(limits.pids.map_or(*n, |m| m.min(*n))),
+            _ => {}
+        }
+        ceiling.push(cap.with_base(cwd));
+    }
+    Ok((Some(ceiling), limits))
+}
+
 /// `warden invoke`.
 pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitCode {
     let id = invocation_id();
@@ -431,6 +477,10 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         }
     };
     let policy = invoke::policy_in_force(args.policy.as_deref(), &state);
+    let (ceiling, limits) = match caller_bounds(&args, &cwd) {
+        Ok(b) => b,
+        Err(why) => return stop(Report::setup_error(why, id, ""), None, &facts),
+    };
     let request = InvokeRequest {
         spec: &args.spec,
         tenant: &tenant,
@@ -440,6 +490,8 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         cwd,
         caller_env: std::env::vars().collect(),
         now: now_secs(),
+        ceiling,
+        limits,
     };
     let plan = match invoke::plan(&request) {
         Ok(p) => p,

@@ -616,3 +616,76 @@ fn confidential_fields_are_committed_revealed_and_shredded() {
         out.ctx()
     );
 }
+
+/// `--ceiling` and the limit flags of `warden invoke` only narrow: a
+/// capability the processor requests outside the ceiling refuses it, and
+/// a limit flag lowers the processor's own limit, never raises it.
+#[test]
+fn the_callers_ceiling_and_limits_only_narrow_what_a_processor_gets() {
+    let t = TempDir::new("proc-ceiling");
+    let dir = processor(
+        &t,
+        "ticker",
+        "name: ticker\nversion: 1.0.0\nkind: script\nlanguage: sh\nentry: main.sh\ncapabilities: [clock:read]\nlimits:\n  memory: 256MiB\n",
+        &[("main.sh", b"echo tick\n", false)],
+    );
+    warden(&t, &["processor", "add", &p(&dir)]).expect_code(0, "add");
+    let report = p(&t.report_path());
+    let out = warden(
+        &t,
+        &[
+            "invoke",
+            "ticker",
+            "--ceiling",
+            "net:http:example.com",
+            "--report",
+            &report,
+        ],
+    );
+    out.expect_code(126, "outside the ceiling");
+    let r = t.report_json();
+    assert_eq!(r["status"], "refused");
+    assert!(
+        r["refusal"]
+            .as_str()
+            .is_some_and(|m| m.contains("clock:read") && m.contains("ceiling")),
+        "{r}"
+    );
+    assert_eq!(entries(&t).last().unwrap()["event"]["status"], "refused");
+    let out = warden(
+        &t,
+        &[
+            "invoke",
+            "ticker",
+            "--ceiling",
+            "clock:read",
+            "--memory",
+            "1GiB",
+            "--wall-time",
+            "3s",
+            "--report",
+            &report,
+        ],
+    );
+    out.expect_code(0, "within the ceiling");
+    assert_eq!(out.stdout, "tick\n", "{}", out.ctx());
+    let r = t.report_json();
+    assert_eq!(r["limits"]["memory_bytes"], 256u64 << 20, "{r}");
+    assert_eq!(r["limits"]["wall_time_ms"], 3000, "{r}");
+    let out = warden(
+        &t,
+        &[
+            "invoke",
+            "ticker",
+            "--ceiling",
+            "mem:limit:64MiB",
+            "--ceiling",
+            "clock:read",
+            "--report",
+            &report,
+        ],
+    );
+    out.expect_code(0, "a limit capability in the ceiling");
+    assert_eq!(t.report_json()["limits"]["memory_bytes"], 64u64 << 20);
+    warden(&t, &["invoke", "ticker", "--ceiling", "bogus:x"]).expect_code(125, "bad ceiling");
+}

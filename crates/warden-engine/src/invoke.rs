@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use warden_core::ProcessorRef;
-use warden_policy::{Capability, Policy};
+use warden_policy::{Capability, LimitField, Limits, Policy};
 use warden_processor::{Kind, Language, LoadedProcessor, Registry};
 use warden_trust::truststore::TrustStore;
 use warden_trust::ArtifactType;
@@ -56,6 +56,15 @@ pub struct InvokeRequest<'a> {
     pub caller_env: Vec<(String, String)>,
     /// Seconds since the epoch, for signature validity.
     pub now: u64,
+    /// The caller's ceiling (`warden invoke --ceiling CAP`): when given,
+    /// every capability the processor requests must be covered by one of
+    /// these (a limit capability: at most the ceiling's of the same kind),
+    /// or the invocation is refused, as for a policy.
+    pub ceiling: Option<Vec<Capability>>,
+    /// The caller's limits (`--wall-time`, `--memory`, …): each one given
+    /// lowers the processor's own (the run gets the smaller of the two),
+    /// and is itself lowered to the policy's.
+    pub limits: Limits,
 }
 
 /// A processor ready to run.
@@ -183,6 +192,21 @@ pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
             )));
         }
     }
+    if let Some(ceiling) = &req.ceiling {
+        if let Some(outside) = requested.iter().find(|c| !within(c, ceiling)) {
+            return Err(InvokeError::Refused(format!(
+                "processor {id} requests {outside}, which the caller's ceiling does not allow"
+            )));
+        }
+    }
+    // The caller's limits, within the policy's; then the smaller of them
+    // and the processor's, also where a limit capability sets one.
+    let caller = match &policy {
+        Some(p) => at_most(&req.limits, &p.limits, false),
+        None => req.limits.clone(),
+    };
+    let limits = at_most(&manifest.limits, &caller, true);
+    let requested: Vec<Capability> = requested.into_iter().map(|c| lowered(c, &caller)).collect();
     let entry = &manifest.entry;
     let inside = Path::new(warden_core::PROCESSOR_DIR).join(entry);
     let inside = inside.display().to_string();
@@ -212,7 +236,7 @@ pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
         allow: requested.iter().map(ToString::to_string).collect(),
         at: Vec::new(),
         env: Vec::new(),
-        limits: manifest.limits.clone(),
+        limits,
         // A jailed processor works in a scratch directory of its own, not
         // in the caller's.
         workdir: (backend == "jail").then(|| PathBuf::from("/tmp")),
@@ -237,4 +261,104 @@ pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
         code,
         loaded,
     })
+}
+
+/// Whether `cap` is covered by `ceiling`: a grant by one that subsumes
+/// it; a limit capability by every one of the ceiling's of its kind (none:
+/// not limited by the ceiling).
+fn within(cap: &Capability, ceiling: &[Capability]) -> bool {
+    match LimitField::of_capability(cap) {
+        Some((field, _)) => ceiling
+            .iter()
+            .filter(|c| LimitField::of_capability(c).is_some_and(|(f, _)| f == field))
+            .all(|c| c.subsumes(cap)),
+        None => ceiling.iter().any(|c| c.subsumes(cap)),
+    }
+}
+
+/// Field by field, the smaller of `limits` and `ceiling` where both are
+/// set; where only `ceiling` is, its value if `fill`, else none.
+fn at_most(limits: &Limits, ceiling: &Limits, fill: bool) -> Limits {
+    let mut out = Limits::default();
+    for field in LimitField::ALL {
+        let value = match (limits.get(field), ceiling.get(field)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (Some(a), None) => Some(a),
+            (None, Some(b)) if fill => Some(b),
+            (None, _) => None,
+        };
+        if let Some(v) = value {
+            out.set(field, v);
+        }
+    }
+    out
+}
+
+/// A limit capability lowered to the caller's limit of its kind; any
+/// other capability as it is.
+fn lowered(cap: Capability, caller: &Limits) -> Capability {
+    match cap {
+        Capability::MemLimit(b) => Capability::MemLimit(caller.memory.map_or(b, |m| b.min(m))),
+        Capability::CpuLimit(p) => Capability::CpuLimit(caller.cpu_percent.map_or(p, |m| p.min(m))),
+        Capability::TimeLimit(d) => Capability::TimeLimit(caller.wall_time.map_or(d, |m| d.min(m))),
+        Capability::ProcLimit(n) => Capability::ProcLimit(caller.pids.map_or(n, |m| n.min(m))),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn caps(list: &[&str]) -> Vec<Capability> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_ceiling_covers_grants_and_bounds_limit_capabilities() {
+        let ceiling = caps(&["net:http:*.example.com", "mem:limit:64MiB"]);
+        let ok = caps(&[
+            "net:http:api.example.com",
+            "mem:limit:32MiB",
+            "proc:limit:4",
+        ]);
+        assert!(ok.iter().all(|c| within(c, &ceiling)));
+        for bad in caps(&["net:http:other.org", "mem:limit:128MiB", "clock:read"]) {
+            assert!(!within(&bad, &ceiling), "{bad}");
+        }
+        assert!(!within(&caps(&["clock:read"])[0], &[]));
+    }
+
+    #[test]
+    fn the_caller_lowers_limits_never_raises_them() {
+        let manifest = Limits {
+            memory: Some(256 << 20),
+            wall_time: Some(Duration::from_secs(60)),
+            ..Limits::default()
+        };
+        let caller = Limits {
+            memory: Some(512 << 20),
+            wall_time: Some(Duration::from_secs(2)),
+            output: Some(1024),
+            ..Limits::default()
+        };
+        let got = at_most(&manifest, &caller, true);
+        assert_eq!(got.memory, Some(256 << 20));
+        assert_eq!(got.wall_time, Some(Duration::from_secs(2)));
+        assert_eq!(got.output, Some(1024));
+        assert_eq!(got.pids, None);
+        let policy = Limits {
+            output: Some(100),
+            ..Limits::default()
+        };
+        let clamped = at_most(&caller, &policy, false);
+        assert_eq!(clamped.output, Some(100));
+        assert_eq!(clamped.pids, None);
+        assert_eq!(clamped.memory, Some(512 << 20));
+        assert_eq!(
+            lowered("time:limit:1m".parse().unwrap(), &caller).to_string(),
+            lowered("time:limit:2s".parse().unwrap(), &Limits::default()).to_string()
+        );
+    }
 }

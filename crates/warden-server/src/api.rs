@@ -20,6 +20,12 @@ pub const MAX_NAME_DEPTH: usize = 8;
 pub const MAX_ARGS: usize = 256;
 /// Most capabilities.
 pub const MAX_CAPABILITIES: usize = 64;
+/// Most test cases in one request.
+pub const MAX_TEST_CASES: usize = 64;
+/// Longest test case name, in bytes.
+pub const MAX_CASE_NAME_BYTES: usize = 256;
+/// Longest processor reference (`NAME@VERSION`), in bytes.
+pub const MAX_PROCESSOR_BYTES: usize = 256;
 
 /// A language the service runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -110,19 +116,50 @@ pub struct LimitsSpec {
     pub output_bytes: Option<u64>,
 }
 
-/// `POST /v1/execute`.
+/// One test case: the program runs in a fresh sandbox with `stdin`, and
+/// passes when it exits 0 and its stdout equals `expected_stdout`, once
+/// trailing whitespace is taken off both.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    /// A label, given back with the case's result (at most 256 bytes).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The program's standard input for this case.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// What the program should write on stdout.
+    pub expected_stdout: String,
+}
+
+/// `POST /v1/execute`: `language` with `files`, or `processor`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
-    pub language: Language,
-    /// The program's files (at least one, at most 64).
-    pub files: Vec<FileSpec>,
+    /// The language of `files` (with `files`; not with `processor`).
+    // No `#[serde(default)]`: left out of an object it is `None` all the
+    // same, and a JSON array (which serde would take for the fields in
+    // order) is refused as too short instead of read as all defaults.
+    pub language: Option<Language>,
+    /// A processor of the caller's tenant's registry, `NAME@VERSION` (or
+    /// `NAME`: its highest version; `NAME@sha256:HEX`), run as `warden
+    /// invoke` runs it (instead of `language` and `files`).
+    #[serde(default)]
+    #[schema(example = "upper@1.2.0")]
+    pub processor: Option<String>,
+    /// The program's files (at least one, at most 64; with `language`).
+    #[serde(default)]
+    pub files: Option<Vec<FileSpec>>,
     /// The file to run (default: the first).
     #[serde(default)]
     pub entry: Option<String>,
-    /// The program's standard input.
+    /// The program's standard input (not with `test_cases`: each has its own).
     #[serde(default)]
     pub stdin: Option<String>,
+    /// 1 to 64 test cases: the request is prepared once and each case runs
+    /// in a fresh sandbox of its own, with its own verdict and ledger entry.
+    #[serde(default)]
+    pub test_cases: Option<Vec<TestCase>>,
     /// Arguments after the entry file.
     #[serde(default)]
     pub args: Vec<String>,
@@ -161,6 +198,87 @@ pub struct ExecuteResponse {
     pub report: serde_json::Value,
     /// The run's entry in the audit ledger (`report.audit.index`).
     pub ledger_index: Option<u64>,
+}
+
+/// The verdict of a test case, from its run's report: `passed` (exited 0,
+/// stdout as expected), `wrong_answer` (exited 0, other stdout),
+/// `time_limit` (wall-clock or CPU time), `memory_limit`, `output_limit`,
+/// `runtime_error` (a nonzero exit, a signal, a denied system or host
+/// call), `refused` (policy or RBAC: nothing ran), `error` (Warden could
+/// not run it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Passed,
+    WrongAnswer,
+    TimeLimit,
+    MemoryLimit,
+    OutputLimit,
+    RuntimeError,
+    Refused,
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::WrongAnswer => "wrong_answer",
+            Verdict::TimeLimit => "time_limit",
+            Verdict::MemoryLimit => "memory_limit",
+            Verdict::OutputLimit => "output_limit",
+            Verdict::RuntimeError => "runtime_error",
+            Verdict::Refused => "refused",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// One test case's result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TestCaseResult {
+    /// The case's `name`, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub verdict: Verdict,
+    /// What the program wrote on stdout (redacted as in the ledger).
+    pub stdout: String,
+    pub stdout_encoding: OutputEncoding,
+    /// What the program wrote on stderr, then Warden's own lines, if any.
+    pub stderr: String,
+    pub stderr_encoding: OutputEncoding,
+    /// The program's exit code, when it exited.
+    pub exit_code: Option<i64>,
+    /// The run's wall time (`report.wall_ms`).
+    pub time_ms: Option<u64>,
+    /// The run's report, as `warden run --report` writes it; null for a
+    /// case that could not be run (verdict `error`, stderr says why).
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<serde_json::Value>,
+    /// The run's entry in the audit ledger (`report.audit.index`).
+    pub ledger_index: Option<u64>,
+}
+
+/// The answer of `POST /v1/execute` with `test_cases`: every case's
+/// result, in the request's order, and a summary.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TestCasesResponse {
+    /// `passed` when every case passed, else the first other verdict.
+    pub verdict: Verdict,
+    /// Cases that passed.
+    pub passed: u64,
+    /// Cases in the request.
+    pub total: u64,
+    pub test_cases: Vec<TestCaseResult>,
+}
+
+/// What `POST /v1/execute` answers with 200: one run's output and report,
+/// or with `test_cases`, each case's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ExecuteAnswer {
+    TestCases(TestCasesResponse),
+    Run(ExecuteResponse),
 }
 
 /// One language of `GET /v1/runtimes`.
@@ -203,14 +321,34 @@ impl Default for Bounds {
     }
 }
 
+/// What a plan runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// The request's files, the entry run by the language's interpreter.
+    Files {
+        language: Language,
+        /// Relative paths and contents.
+        files: Vec<(PathBuf, Vec<u8>)>,
+        /// The entry, relative.
+        entry: PathBuf,
+    },
+    /// A processor of the caller's tenant, as `warden invoke` takes it
+    /// (`NAME@VERSION` once [`crate::server::authorize`] resolved it).
+    Processor(String),
+}
+
+/// One test case, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub name: Option<String>,
+    pub stdin: Vec<u8>,
+    pub expected_stdout: Vec<u8>,
+}
+
 /// A checked request: what to write and how to run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    pub language: Language,
-    /// Relative paths and contents.
-    pub files: Vec<(PathBuf, Vec<u8>)>,
-    /// The entry, relative.
-    pub entry: PathBuf,
+    pub program: Program,
     pub args: Vec<String>,
     pub stdin: Vec<u8>,
     /// Canonical capability strings.
@@ -220,13 +358,38 @@ pub struct Plan {
     pub memory_bytes: Option<u64>,
     pub pids: Option<u64>,
     pub output_bytes: u64,
+    /// The test cases (none: one run with `stdin`).
+    pub cases: Vec<Case>,
 }
 
 impl Plan {
-    /// Bytes of input (files and stdin), as RBAC's `max_input_bytes` sees them.
+    /// A plan of `files` under `language`, without test cases.
+    pub fn files(&self) -> &[(PathBuf, Vec<u8>)] {
+        match &self.program {
+            Program::Files { files, .. } => files,
+            Program::Processor(_) => &[],
+        }
+    }
+
+    /// The language, for a plan of files.
+    pub fn language(&self) -> Option<Language> {
+        match &self.program {
+            Program::Files { language, .. } => Some(*language),
+            Program::Processor(_) => None,
+        }
+    }
+
+    /// Bytes of input of one run (files and stdin; with test cases, the
+    /// largest case's stdin), as RBAC's `max_input_bytes` sees them.
     pub fn input_bytes(&self) -> u64 {
-        let files: usize = self.files.iter().map(|(_, c)| c.len()).sum();
-        (files + self.stdin.len()) as u64
+        let files: usize = self.files().iter().map(|(_, c)| c.len()).sum();
+        let stdin = self
+            .cases
+            .iter()
+            .map(|c| c.stdin.len())
+            .max()
+            .unwrap_or(self.stdin.len());
+        (files + stdin) as u64
     }
 }
 
@@ -340,24 +503,218 @@ fn limit(field: &str, kind: LimitField, value: LimitValue) -> Result<(), ApiErro
 
 /// Checks a parsed request against the service's bounds.
 pub fn plan(request: ExecuteRequest, bounds: &Bounds) -> Result<Plan, ApiError> {
+    let program = match (request.language, &request.processor) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(
+                "invalid_field",
+                "language and processor: give one of them, not both (language with files, or a processor)",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad(
+                "missing_field",
+                "missing field language (or processor): give language with files, or a processor",
+            ))
+        }
+        (Some(language), None) => {
+            let Some(files) = &request.files else {
+                return Err(ApiError::bad("missing_field", "missing field files"));
+            };
+            let (files, entry) = check_files(files, request.entry.as_deref())?;
+            Program::Files {
+                language,
+                files,
+                entry,
+            }
+        }
+        (None, Some(spec)) => {
+            if request.files.is_some() || request.entry.is_some() {
+                let field = if request.files.is_some() { "files" } else { "entry" };
+                return Err(ApiError::bad(
+                    "invalid_field",
+                    format!("{field}: not with processor (a processor runs its own registered files)"),
+                ));
+            }
+            Program::Processor(check_processor(spec)?)
+        }
+    };
+    if request.args.len() > MAX_ARGS {
+        return Err(ApiError::bad(
+            "invalid_field",
+            format!("args: {} arguments; at most {MAX_ARGS}", request.args.len()),
+        ));
+    }
+    if let Some(i) = request.args.iter().position(|a| a.contains('\0')) {
+        return Err(ApiError::bad(
+            "invalid_field",
+            format!("args[{i}]: contains NUL"),
+        ));
+    }
+    let mut limits = check_limits(&request.limits, bounds)?;
+    let capabilities = check_capabilities(&request.capabilities)?;
+    let cases = match request.test_cases {
+        None => Vec::new(),
+        Some(cases) => {
+            if request.stdin.is_some() {
+                return Err(ApiError::bad(
+                    "invalid_field",
+                    "stdin: not with test_cases (each test case has its own stdin)",
+                ));
+            }
+            limits.wall_time = case_wall_time(
+                cases.len(),
+                request.limits.wall_time_ms.is_some(),
+                &limits,
+                bounds,
+            )?;
+            check_cases(cases)?
+        }
+    };
+    Ok(Plan {
+        program,
+        args: request.args,
+        stdin: request.stdin.map(String::into_bytes).unwrap_or_default(),
+        capabilities,
+        wall_time: limits.wall_time,
+        cpu_time: limits.cpu_time,
+        memory_bytes: limits.memory_bytes,
+        pids: limits.pids,
+        output_bytes: limits.output_bytes,
+        cases,
+    })
+}
+
+/// A processor reference as the request gives it, checked enough to be
+/// safe on a command line: it starts with a letter or digit (never `-`),
+/// no whitespace or control characters, at most 256 bytes. The registry
+/// checks the rest when it resolves it.
+fn check_processor(spec: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| ApiError::bad("invalid_field", format!("processor: {spec:?} {why}"));
+    if spec.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if spec.len() > MAX_PROCESSOR_BYTES {
+        return Err(bad(&format!("is longer than {MAX_PROCESSOR_BYTES} bytes")));
+    }
+    if !spec.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err(bad(
+            "does not start with a processor name (a lowercase letter or digit): give NAME@VERSION",
+        ));
+    }
+    if spec
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+    {
+        return Err(bad(
+            "contains whitespace, a control or a non-ASCII character: give NAME@VERSION",
+        ));
+    }
+    Ok(spec.to_string())
+}
+
+/// Each test case's wall-clock limit: the cases of a request run one
+/// after the other, so together they must fit in the longest run the
+/// service allows (`--max-wall-time`). Given: `cases ×
+/// limits.wall_time_ms` may be at most that (400 otherwise); not given:
+/// the default, or that maximum shared out among the cases when smaller.
+fn case_wall_time(
+    cases: usize,
+    given: bool,
+    limits: &Limits,
+    bounds: &Bounds,
+) -> Result<Duration, ApiError> {
+    let n = u32::try_from(cases.max(1)).unwrap_or(u32::MAX);
+    let max = bounds.max_wall_time.as_millis();
+    if given {
+        let total = limits.wall_time.as_millis() * u128::from(n);
+        if total > max {
+            return Err(ApiError::bad(
+                "invalid_limit",
+                format!(
+                    "limits.wall_time_ms: {n} test cases × {} ms is {total} ms, more than the {max} ms one request may run on this service; lower limits.wall_time_ms or send fewer test cases",
+                    limits.wall_time.as_millis()
+                ),
+            ));
+        }
+        return Ok(limits.wall_time);
+    }
+    let share = bounds.max_wall_time / n;
+    let wall = limits.wall_time.min(share);
+    if wall.as_millis() < 1 {
+        return Err(ApiError::bad(
+            "invalid_limit",
+            format!("test_cases: {n} test cases cannot share the {max} ms one request may run on this service"),
+        ));
+    }
+    // Whole milliseconds, as `warden run` takes them.
+    Ok(Duration::from_millis(
+        u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
+    ))
+}
+
+/// The test cases, checked: 1 to 64, names at most 256 bytes.
+fn check_cases(cases: Vec<TestCase>) -> Result<Vec<Case>, ApiError> {
+    if cases.is_empty() {
+        return Err(ApiError::bad(
+            "invalid_field",
+            "test_cases: at least one test case is needed (or leave test_cases out)",
+        ));
+    }
+    if cases.len() > MAX_TEST_CASES {
+        return Err(ApiError::bad(
+            "invalid_field",
+            format!(
+                "test_cases: {} test cases; at most {MAX_TEST_CASES}",
+                cases.len()
+            ),
+        ));
+    }
+    cases
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if let Some(name) = &c.name {
+                if name.len() > MAX_CASE_NAME_BYTES {
+                    return Err(ApiError::bad(
+                        "invalid_field",
+                        format!("test_cases[{i}].name: longer than {MAX_CASE_NAME_BYTES} bytes"),
+                    ));
+                }
+            }
+            Ok(Case {
+                name: c.name,
+                stdin: c.stdin.map(String::into_bytes).unwrap_or_default(),
+                expected_stdout: c.expected_stdout.into_bytes(),
+            })
+        })
+        .collect()
+}
+
+/// A request's files and entry, checked: 1 to 64, names beneath the
+/// directory, none twice or another's directory, base64 decoded.
+#[allow(clippy::type_complexity)]
+fn check_files(
+    request_files: &[FileSpec],
+    entry: Option<&str>,
+) -> Result<(Vec<(PathBuf, Vec<u8>)>, PathBuf), ApiError> {
     use base64::Engine as _;
-    if request.files.is_empty() {
+    if request_files.is_empty() {
         return Err(ApiError::bad(
             "invalid_file",
             "files: at least one file is needed",
         ));
     }
-    if request.files.len() > MAX_FILES {
+    if request_files.len() > MAX_FILES {
         return Err(ApiError::bad(
             "invalid_file",
-            format!("files: {} files; at most {MAX_FILES}", request.files.len()),
+            format!("files: {} files; at most {MAX_FILES}", request_files.len()),
         ));
     }
-    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(request.files.len());
-    for (i, f) in request.files.into_iter().enumerate() {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(request_files.len());
+    for (i, f) in request_files.iter().enumerate() {
         let name = check_name(&format!("files[{i}].name"), &f.name)?;
         let content = match f.encoding {
-            Encoding::Utf8 => f.content.into_bytes(),
+            Encoding::Utf8 => f.content.clone().into_bytes(),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD
                 .decode(f.content.as_bytes())
                 .map_err(|e| {
@@ -383,7 +740,7 @@ pub fn plan(request: ExecuteRequest, bounds: &Bounds) -> Result<Plan, ApiError> 
         }
         files.push((name, content));
     }
-    let entry = match &request.entry {
+    let entry = match entry {
         Some(e) => {
             let p = check_name("entry", e)?;
             if !files.iter().any(|(n, _)| n == &p) {
@@ -396,33 +753,7 @@ pub fn plan(request: ExecuteRequest, bounds: &Bounds) -> Result<Plan, ApiError> 
         }
         None => files[0].0.clone(),
     };
-    if request.args.len() > MAX_ARGS {
-        return Err(ApiError::bad(
-            "invalid_field",
-            format!("args: {} arguments; at most {MAX_ARGS}", request.args.len()),
-        ));
-    }
-    if let Some(i) = request.args.iter().position(|a| a.contains('\0')) {
-        return Err(ApiError::bad(
-            "invalid_field",
-            format!("args[{i}]: contains NUL"),
-        ));
-    }
-    let limits = check_limits(&request.limits, bounds)?;
-    let capabilities = check_capabilities(&request.capabilities)?;
-    Ok(Plan {
-        language: request.language,
-        files,
-        entry,
-        args: request.args,
-        stdin: request.stdin.map(String::into_bytes).unwrap_or_default(),
-        capabilities,
-        wall_time: limits.wall_time,
-        cpu_time: limits.cpu_time,
-        memory_bytes: limits.memory_bytes,
-        pids: limits.pids,
-        output_bytes: limits.output_bytes,
-    })
+    Ok((files, entry))
 }
 
 /// Checked limits: the request's, or the service's defaults.
@@ -613,10 +944,40 @@ mod tests {
         let e = req(r#"{"language":"sh""#).unwrap_err();
         assert_eq!(e.code, "bad_json");
         let e = req(r#"{"files":[]}"#).unwrap_err();
+        assert_eq!(e.code, "missing_field");
+        assert!(
+            e.message
+                .starts_with("missing field language (or processor)"),
+            "{}",
+            e.message
+        );
+        let e = req("[]").unwrap_err();
+        assert_eq!(e.code, "invalid_field", "{}", e.message);
+        let e = req(r#"{"language":"sh"}"#).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
-            ("missing_field", "missing field language")
+            ("missing_field", "missing field files")
         );
+        let e = req(r#"{"language":"sh","processor":"p@1.0.0","files":[]}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert!(
+            e.message.starts_with("language and processor:"),
+            "{}",
+            e.message
+        );
+        let e = req(r#"{"processor":"p@1.0.0","files":[{"name":"a","content":""}]}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert!(
+            e.message.starts_with("files: not with processor"),
+            "{}",
+            e.message
+        );
+        for bad in ["", "-x", "--policy=/etc/p", "a b", "P@1", "é"] {
+            let body = serde_json::json!({"processor": bad}).to_string();
+            let e = req(&body).unwrap_err();
+            assert_eq!(e.code, "invalid_field", "{bad:?}: {}", e.message);
+            assert!(e.message.starts_with("processor:"), "{}", e.message);
+        }
         let e = req(r#"{"language":"sh","files":[{"name":"a","content":""}],"limits":{"wall_time_ms":"x"}}"#)
             .unwrap_err();
         assert_eq!(e.code, "invalid_field");
@@ -673,11 +1034,72 @@ mod tests {
     }
 
     #[test]
+    fn test_cases_are_bounded_and_share_the_wall_time() {
+        let case = r#"{"stdin":"1","expected_stdout":"2"}"#;
+        let body = |n: usize, extra: &str| {
+            let cases = vec![case; n].join(",");
+            format!(
+                r#"{{"language":"sh","files":[{{"name":"a","content":""}}],"test_cases":[{cases}]{extra}}}"#
+            )
+        };
+        let p = req(&body(3, "")).unwrap();
+        assert_eq!(p.cases.len(), 3);
+        assert_eq!(p.cases[0].stdin, b"1");
+        assert_eq!(p.cases[0].expected_stdout, b"2");
+        assert_eq!(p.wall_time, Duration::from_secs(10));
+        assert_eq!(p.input_bytes(), 1);
+        // 64 cases share the 300 s a request may run: 4687 ms each.
+        let p = req(&body(64, "")).unwrap();
+        assert_eq!(p.wall_time, Duration::from_millis(4687));
+        let e = req(&body(65, "")).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            ("invalid_field", "test_cases: 65 test cases; at most 64")
+        );
+        let e = req(&body(0, "")).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        let e = req(&body(64, r#","limits":{"wall_time_ms":10000}"#)).unwrap_err();
+        assert_eq!(e.code, "invalid_limit");
+        assert!(
+            e.message.starts_with("limits.wall_time_ms: 64 test cases"),
+            "{}",
+            e.message
+        );
+        let p = req(&body(30, r#","limits":{"wall_time_ms":10000}"#)).unwrap();
+        assert_eq!(p.wall_time, Duration::from_secs(10));
+        let e = req(&body(1, r#","stdin":"x""#)).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert!(e.message.starts_with("stdin:"), "{}", e.message);
+        let e = req(
+            r#"{"language":"sh","files":[{"name":"a","content":""}],"test_cases":[{"stdin":"1"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "missing_field");
+        assert!(
+            e.message.contains("test_cases[0].expected_stdout"),
+            "{}",
+            e.message
+        );
+        let p =
+            req(r#"{"processor":"upper@1.2.0","test_cases":[{"name":"a","expected_stdout":""}]}"#)
+                .unwrap();
+        assert_eq!(p.program, Program::Processor("upper@1.2.0".into()));
+        assert_eq!(p.cases[0].name.as_deref(), Some("a"));
+    }
+
+    #[test]
     fn a_good_request_becomes_a_plan() {
         let p = req(r#"{"language":"python","files":[{"name":"m.py","content":"cHJpbnQoMSk=","encoding":"base64"}],"stdin":"x","args":["1"],"limits":{"wall_time_ms":500,"memory_bytes":67108864,"pids":8,"output_bytes":100,"cpu_time_ms":100},"capabilities":["mem:limit:64MiB"]}"#)
             .unwrap();
-        assert_eq!(p.files, vec![(PathBuf::from("m.py"), b"print(1)".to_vec())]);
-        assert_eq!(p.entry, PathBuf::from("m.py"));
+        assert_eq!(
+            p.program,
+            Program::Files {
+                language: Language::Python,
+                files: vec![(PathBuf::from("m.py"), b"print(1)".to_vec())],
+                entry: PathBuf::from("m.py"),
+            }
+        );
+        assert!(p.cases.is_empty());
         assert_eq!(p.wall_time, Duration::from_millis(500));
         assert_eq!(p.output_bytes, 100);
         assert_eq!(p.input_bytes(), 9);

@@ -21,7 +21,7 @@ use warden_engine::audit::{Audit, RunFacts, SharedAudit};
 use warden_engine::identity::Actor;
 use warden_wasm::{EngineKind, PreparedModule, WasmBackend, WasmConfig};
 
-use crate::api::Plan;
+use crate::api::{Plan, Program};
 use crate::gates::Gates;
 use crate::runner::{Finished, RunError, Runner};
 
@@ -96,12 +96,37 @@ impl InProcess {
         actor: &Actor,
     ) -> Result<Finished, RunError> {
         let (_dir, files) = runner.prepare_files(plan)?;
+        self.run_in(&files, gates, plan, &plan.stdin, actor)
+    }
+
+    /// [`InProcess::run`] of a plan whose files are written already (to
+    /// `files`, by [`Runner::prepare_files`]), with `stdin` (a test
+    /// case's): a fresh instance of the module, compiled once.
+    pub fn run_in(
+        &self,
+        files: &Path,
+        gates: &Gates,
+        plan: &Plan,
+        stdin: &[u8],
+        actor: &Actor,
+    ) -> Result<Finished, RunError> {
+        let Program::Files {
+            entry,
+            files: contents,
+            ..
+        } = &plan.program
+        else {
+            return Err(RunError::Unrecorded(
+                "only a WebAssembly module of the request's files runs in the service".into(),
+            ));
+        };
         let id = invocation_id();
         let tenant = actor.tenant.clone();
-        let entry = format!("./{}", plan.entry.display());
+        let entry_path = entry;
+        let entry = format!("./{}", entry_path.display());
         let mut argv = vec![entry.clone()];
         argv.extend(plan.args.iter().cloned());
-        let request = run_request(plan, &files, argv.clone());
+        let request = run_request(plan, files, argv.clone());
         let backend = request.backend.clone().unwrap_or_else(|| "wasm".into());
         let mut audit = self.audit.handle();
         let mut stderr: Vec<u8> = Vec::new();
@@ -187,12 +212,11 @@ impl InProcess {
                 }
             }
         };
-        let entry_bytes = plan
-            .files
+        let entry_bytes = contents
             .iter()
-            .find(|(name, _)| *name == plan.entry)
+            .find(|(name, _)| name == entry_path)
             .map(|(_, bytes)| bytes.as_slice());
-        let result = self.run_module(&prepared, &files.join(&plan.entry), entry_bytes, plan);
+        let result = self.run_module(&prepared, &files.join(entry_path), entry_bytes, stdin);
         if let Some(l) = &leases {
             l.release();
         }
@@ -220,14 +244,14 @@ impl InProcess {
     }
 
     /// Runs the module of `prepared` (at `path`; its bytes, when known,
-    /// find it compiled already) with the plan's stdin, capturing its
+    /// find it compiled already) with `stdin`, capturing its
     /// output: the report, stdout and stderr.
     fn run_module(
         &self,
         prepared: &warden_engine::Prepared,
         path: &Path,
         bytes: Option<&[u8]>,
-        plan: &Plan,
+        stdin: &[u8],
     ) -> Result<(Report, Vec<u8>, Vec<u8>), warden_core::BackendError> {
         let inv = &prepared.invocation;
         let kind = self.wasm.engine_kind(inv);
@@ -241,7 +265,7 @@ impl InProcess {
             kind,
         });
         let (io, out, err) =
-            warden_wasm::RunIo::captured(warden_wasm::Input::Bytes(plan.stdin.clone()));
+            warden_wasm::RunIo::captured(warden_wasm::Input::Bytes(stdin.to_vec()));
         let cached = key.as_ref().and_then(|k| {
             let modules = self.modules.lock().unwrap_or_else(PoisonError::into_inner);
             modules.map.get(k).cloned()

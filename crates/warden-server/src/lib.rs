@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod callback;
+pub mod cases;
 pub mod chunk;
 pub mod error;
 pub mod gates;

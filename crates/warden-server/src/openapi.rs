@@ -4,8 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    Encoding, ExecuteRequest, ExecuteResponse, FileSpec, Language, LimitsSpec, OutputEncoding,
-    Runtime, Runtimes,
+    Encoding, ExecuteAnswer, ExecuteRequest, ExecuteResponse, FileSpec, Language, LimitsSpec,
+    OutputEncoding, Runtime, Runtimes, TestCase, TestCaseResult, TestCasesResponse, Verdict,
 };
 use crate::error::ErrorBody;
 use crate::sandboxes::{CreateRequest, ExecRequest, IdleAction, Sandbox, SandboxState};
@@ -40,7 +40,8 @@ use crate::submissions::{Accepted, BatchAccepted, BatchRequest, Submission, Subm
         ExecuteRequest, ExecuteResponse, FileSpec, Encoding, LimitsSpec, Language,
         OutputEncoding, Runtime, Runtimes, ErrorBody, SubmissionRequest, BatchRequest, Accepted,
         BatchAccepted, Submission, Status, CallbackState, CreateRequest, ExecRequest, Sandbox,
-        SandboxState, IdleAction, OutputChunk, StreamOpened
+        SandboxState, IdleAction, OutputChunk, StreamOpened, ExecuteAnswer, TestCase,
+        TestCaseResult, TestCasesResponse, Verdict
     )),
     modifiers(&Bearer),
 )]
@@ -111,6 +112,11 @@ mod tests {
             "StreamOpened",
             "ExecuteRequest",
             "ExecuteResponse",
+            "ExecuteAnswer",
+            "TestCase",
+            "TestCaseResult",
+            "TestCasesResponse",
+            "Verdict",
             "ErrorBody",
             "LimitsSpec",
             "SubmissionRequest",

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::api::{Language, Plan};
+use crate::api::{Language, Plan, Program};
 use crate::chunk::{Channel, Chunk, ChunkSink};
 
 /// Where the jail shows the request's files, and the program's working
@@ -87,7 +87,7 @@ fn private_dir(path: &Path) -> Result<(), RunError> {
 }
 
 fn write_files(dir: &Path, plan: &Plan) -> Result<(), RunError> {
-    for (name, content) in &plan.files {
+    for (name, content) in plan.files() {
         if !crate::api::is_beneath(name) {
             return Err(RunError::Prepare(
                 dir.join(name),
@@ -115,6 +115,12 @@ fn write_files(dir: &Path, plan: &Plan) -> Result<(), RunError> {
 
 /// The `warden` command line of a plan (after the binary).
 pub fn command_line(runner: &Runner, plan: &Plan, files: &Path, report: &Path) -> Vec<String> {
+    let (language, entry) = match &plan.program {
+        Program::Files {
+            language, entry, ..
+        } => (*language, entry),
+        Program::Processor(spec) => return invoke_command_line(runner, plan, spec, report),
+    };
     let mut argv: Vec<String> = vec!["--state".into(), runner.state.display().to_string()];
     if let Some(config) = &runner.config {
         argv.push("--config".into());
@@ -126,7 +132,7 @@ pub fn command_line(runner: &Runner, plan: &Plan, files: &Path, report: &Path) -
     argv.push("--quiet".into());
     argv.push("--allow".into());
     argv.push(format!("fs:read:{}", files.display()));
-    if plan.language != Language::Wasm {
+    if language != Language::Wasm {
         argv.extend(["--at".into(), JAIL_WORKDIR.into()]);
         argv.extend(["--workdir".into(), JAIL_WORKDIR.into()]);
     }
@@ -135,18 +141,45 @@ pub fn command_line(runner: &Runner, plan: &Plan, files: &Path, report: &Path) -
         argv.push(cap.clone());
     }
     push_limits(&mut argv, plan);
-    let entry = format!("./{}", plan.entry.display());
-    if plan.language == Language::Wasm {
+    let entry = format!("./{}", entry.display());
+    if language == Language::Wasm {
         let by_name = entry.ends_with(".wasm") || entry.ends_with(".wat");
         if !by_name {
             argv.extend(["--backend".into(), "wasm".into()]);
         }
     }
     argv.push("--".into());
-    if let Some(interpreter) = plan.language.interpreter() {
+    if let Some(interpreter) = language.interpreter() {
         argv.push(interpreter.into());
     }
     argv.push(entry);
+    argv.extend(plan.args.iter().cloned());
+    argv
+}
+
+/// The `warden` command line of a processor's plan (after the binary):
+/// `warden invoke SPEC` with the plan's capabilities as its ceiling (the
+/// processor may get no capability that is not covered by one of them;
+/// none: no ceiling but the policy's) and its limits as the most the
+/// processor gets (its own when smaller). `spec` is the registry's
+/// `NAME@VERSION` (see [`crate::server::authorize`]).
+pub fn invoke_command_line(runner: &Runner, plan: &Plan, spec: &str, report: &Path) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["--state".into(), runner.state.display().to_string()];
+    if let Some(config) = &runner.config {
+        argv.push("--config".into());
+        argv.push(config.display().to_string());
+    }
+    argv.push("invoke".into());
+    argv.push("--report".into());
+    argv.push(report.display().to_string());
+    argv.push("--quiet".into());
+    for cap in &plan.capabilities {
+        argv.push("--ceiling".into());
+        argv.push(cap.clone());
+    }
+    push_limits(&mut argv, plan);
+    argv.push(spec.to_string());
+    argv.push("--".into());
     argv.extend(plan.args.iter().cloned());
     argv
 }
@@ -266,9 +299,28 @@ impl Runner {
         sink: Option<ChunkSink>,
     ) -> Result<Finished, RunError> {
         let (dir, files) = self.prepare_files(plan)?;
-        let report = dir.0.join("report.json");
-        let argv = command_line(self, plan, &files, &report);
-        self.invoke(&argv, &files, plan, &report, api_key, stop, sink)
+        self.run_prepared(plan, &dir, &files, 0, &plan.stdin, api_key, stop, sink)
+            .await
+    }
+
+    /// One run of `plan` whose files [`Runner::prepare_files`] wrote to
+    /// `files` in `dir`, with `stdin` (a test case's): its own `warden`
+    /// child, so its own jail, writing its report to `dir/report-N.json`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run_prepared(
+        &self,
+        plan: &Plan,
+        dir: &RunDir,
+        files: &Path,
+        n: usize,
+        stdin: &[u8],
+        api_key: &str,
+        stop: tokio::sync::watch::Receiver<bool>,
+        sink: Option<ChunkSink>,
+    ) -> Result<Finished, RunError> {
+        let report = dir.0.join(format!("report-{n}.json"));
+        let argv = command_line(self, plan, files, &report);
+        self.invoke(&argv, files, plan, stdin, &report, api_key, stop, sink)
             .await
     }
 
@@ -320,8 +372,17 @@ impl Runner {
         let argv = exec_command_line(self, plan, workspace, &report, program);
         // Started in the run's own directory (empty in the jail), not the
         // workspace: the program's working directory is set inside.
-        self.invoke(&argv, &dir.0, plan, &report, api_key, stop, sink)
-            .await
+        self.invoke(
+            &argv,
+            &dir.0,
+            plan,
+            &plan.stdin,
+            &report,
+            api_key,
+            stop,
+            sink,
+        )
+        .await
     }
 
     /// Starts `warden` with `argv` in `cwd` and collects its output (also
@@ -333,6 +394,7 @@ impl Runner {
         argv: &[String],
         cwd: &Path,
         plan: &Plan,
+        stdin: &[u8],
         report: &Path,
         api_key: &str,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -359,10 +421,10 @@ impl Runner {
             reaped: reaped.clone(),
         };
 
-        let stdin = child.stdin.take();
-        let input = plan.stdin.clone();
+        let pipe = child.stdin.take();
+        let input = stdin.to_vec();
         let feed = async move {
-            if let Some(mut stdin) = stdin {
+            if let Some(mut stdin) = pipe {
                 // A program that does not read its stdin closes the pipe:
                 // that is not the service's error.
                 let _ = stdin.write_all(&input).await;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, RwLock};
 use utoipa::ToSchema;
 
-use crate::api::{self, Language, Limits, LimitsSpec, Plan};
+use crate::api::{self, Language, Limits, LimitsSpec, Plan, Program};
 use crate::error::{ApiError, ErrorBody};
 use crate::server::{Shared, Who};
 use crate::store::{self, StoreError};
@@ -807,9 +807,11 @@ async fn exec_inner(
         limits.wall_time = api::check_limits(&spec, &state.settings.bounds)?.wall_time;
     }
     let plan = Plan {
-        language,
-        files: Vec::new(),
-        entry: PathBuf::new(),
+        program: Program::Files {
+            language,
+            files: Vec::new(),
+            entry: PathBuf::new(),
+        },
         args: Vec::new(),
         stdin: request.stdin.map(String::into_bytes).unwrap_or_default(),
         capabilities: record.capabilities.clone(),
@@ -818,6 +820,7 @@ async fn exec_inner(
         memory_bytes: limits.memory_bytes,
         pids: limits.pids,
         output_bytes: limits.output_bytes,
+        cases: Vec::new(),
     };
     crate::server::authorize_as(state, &actor, resource, &plan).await?;
     let slot = crate::server::admit(state, &actor, who)?;

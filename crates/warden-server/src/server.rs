@@ -17,7 +17,9 @@ use axum::{Json, Router};
 use tokio::sync::{watch, Semaphore};
 use utoipa::OpenApi as _;
 
-use crate::api::{self, Bounds, ExecuteResponse, Language, Runtime, Runtimes};
+use crate::api::{
+    self, Bounds, ExecuteAnswer, ExecuteResponse, Language, Program, Runtime, Runtimes,
+};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::refusals::{Recorder, Refusal};
 use crate::runner::{RunError, Runner};
@@ -408,14 +410,71 @@ pub async fn authenticate(
 }
 
 /// RBAC: `invoke` of `runtime:LANGUAGE` with the requested capabilities
-/// (plain `warden run` is not gated; the service is). A denial is a ledger
-/// entry and 403.
+/// (plain `warden run` is not gated; the service is); for a processor,
+/// `invoke` of the processor (its name and tags) with the capabilities it
+/// requests, as `warden invoke` asks. A denial is a ledger entry and 403.
+///
+/// A processor is first looked up in the caller's tenant's registry: one
+/// that is not there is 400 `unknown_processor`, a malformed reference 400
+/// `invalid_field`; `plan` then names the `NAME@VERSION` it resolved to,
+/// so the run is of the version authorized.
 pub(crate) async fn authorize(
     state: &Shared,
     actor: &warden_engine::identity::Actor,
-    plan: &api::Plan,
+    plan: &mut api::Plan,
 ) -> Result<(), ApiError> {
-    authorize_as(state, actor, plan.language.resource(), plan).await
+    let spec = match &plan.program {
+        Program::Files { language, .. } => {
+            return authorize_as(state, actor, language.resource(), plan).await
+        }
+        Program::Processor(spec) => spec.clone(),
+    };
+    let record = resolve_processor(state, &actor.tenant, &spec).await?;
+    let mut resource = warden_authz::Resource::new(
+        warden_authz::ResourceKind::Processor,
+        &record.name,
+        &actor.tenant,
+    );
+    resource.tags = record.summary.tags.clone();
+    gate(
+        state,
+        actor,
+        resource,
+        record.summary.capabilities.clone(),
+        plan.input_bytes(),
+    )
+    .await?;
+    plan.program = Program::Processor(record.id());
+    Ok(())
+}
+
+/// The record of processor `spec` in `tenant`'s registry: 400
+/// `unknown_processor` when there is none, `invalid_field` for a malformed
+/// reference.
+async fn resolve_processor(
+    state: &Shared,
+    tenant: &str,
+    spec: &str,
+) -> Result<warden_processor::Record, ApiError> {
+    use warden_processor::RegistryError;
+    let dir = state.settings.runner.state.clone();
+    let (tenant, spec) = (tenant.to_string(), spec.to_string());
+    tokio::task::spawn_blocking(move || {
+        let found = warden_engine::invoke::registry_for(&dir, &tenant)
+            .and_then(|registry| registry.resolve(&spec));
+        found.map_err(|e| match e {
+            RegistryError::NotFound { .. } => ApiError::bad(
+                "unknown_processor",
+                format!("processor: no processor {spec} in the registry of tenant {tenant}"),
+            ),
+            RegistryError::BadSpec { .. } => {
+                ApiError::bad("invalid_field", format!("processor: {e}"))
+            }
+            other => ApiError::internal(format!("the processor registry: {other}")),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the processor registry: {e}")))?
 }
 
 /// [`authorize`] with another resource: `invoke` of `resource_name` (a
@@ -426,10 +485,32 @@ pub(crate) async fn authorize_as(
     resource_name: String,
     plan: &api::Plan,
 ) -> Result<(), ApiError> {
+    let resource = warden_engine::authz::resource(
+        warden_authz::Action::Invoke.resource_kind(),
+        &resource_name,
+        &actor.tenant,
+    );
+    gate(
+        state,
+        actor,
+        resource,
+        plan.capabilities.clone(),
+        plan.input_bytes(),
+    )
+    .await
+}
+
+/// The RBAC gate's answer to `invoke` of `resource` with `capabilities`
+/// and `input_bytes` of input: a denial is a ledger entry and 403.
+async fn gate(
+    state: &Shared,
+    actor: &warden_engine::identity::Actor,
+    resource: warden_authz::Resource,
+    capabilities: Vec<String>,
+    input_bytes: u64,
+) -> Result<(), ApiError> {
     let shared = Arc::clone(state);
     let actor = actor.clone();
-    let capabilities = plan.capabilities.clone();
-    let input_bytes = plan.input_bytes();
     let decided = tokio::task::spawn_blocking(move || {
         let gate = shared.gates.current().map_err(|e| e.to_string())?;
         if !gate.enforcing() {
@@ -440,11 +521,6 @@ pub(crate) async fn authorize_as(
             Some(a) => Some(a),
             None => warden_engine::audit::Audit::open(dir).ok(),
         };
-        let resource = warden_engine::authz::resource(
-            warden_authz::Action::Invoke.resource_kind(),
-            &resource_name,
-            &actor.tenant,
-        );
         Ok(gate.check(
             &actor,
             &actor.tenant,
@@ -530,13 +606,13 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
     request_body = crate::api::ExecuteRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the run happened (whatever its status); with `Accept: text/event-stream`, once it is admitted, its events (`stream`, `stdout`, `stderr`, then `report` or `error`) and a `Warden-Stream-Id` header", content(
-            (ExecuteResponse = "application/json"),
+        (status = 200, description = "the run happened (whatever its status): its output and report; with `test_cases`, each case's verdict, output and report; with `Accept: text/event-stream` (not with `test_cases`), once it is admitted, its events (`stream`, `stdout`, `stderr`, then `report` or `error`) and a `Warden-Stream-Id` header", content(
+            (ExecuteAnswer = "application/json"),
             (String = "text/event-stream"),
         )),
-        (status = 400, description = "bad JSON, unknown field, unknown language, invalid file, limit or capability", body = ErrorBody),
+        (status = 400, description = "bad JSON, unknown field, unknown language or processor, language and processor both or neither, invalid file, limit, capability or test case, more than 64 test cases, test cases streamed", body = ErrorBody),
         (status = 401, description = "missing, malformed, unknown or revoked API key", body = ErrorBody),
-        (status = 403, description = "RBAC refuses invoke of runtime:LANGUAGE, or the run was refused", body = ErrorBody),
+        (status = 403, description = "RBAC refuses invoke of runtime:LANGUAGE or of the processor, or the run was refused", body = ErrorBody),
         (status = 413, description = "body larger than the configured cap", body = ErrorBody),
         (status = 429, description = "a quota of the caller's tenant (Retry-After)", body = ErrorBody),
         (status = 500, description = "the service could not run it", body = ErrorBody),
@@ -562,12 +638,19 @@ async fn execute_inner(
 ) -> Result<Response, ApiError> {
     let (key, actor, bytes) = caller(state, headers, body, who).await?;
     let request = api::parse_request(&bytes)?;
-    let plan = api::plan(request, &state.settings.bounds)?;
-    authorize(state, &actor, &plan).await?;
+    let mut plan = api::plan(request, &state.settings.bounds)?;
+    let streamed = crate::stream::wants_stream(headers);
+    if streamed && !plan.cases.is_empty() {
+        return Err(ApiError::bad(
+            "invalid_field",
+            "test_cases: a request with test cases is not streamed; send it without Accept: text/event-stream",
+        ));
+    }
+    authorize(state, &actor, &mut plan).await?;
     // Quotas: after authentication and RBAC, before the queue.
     let slot = admit(state, &actor, who)?;
     let permit = worker(state).await.inspect_err(|_| slot.unstart())?;
-    if crate::stream::wants_stream(headers) {
+    if streamed {
         let shared = state.clone();
         let output_bytes = plan.output_bytes;
         return crate::stream::start(state, &actor.tenant, output_bytes, move |sink| async move {
@@ -581,18 +664,41 @@ async fn execute_inner(
             Ok(streamed_answer(finished, Some(&slot)))
         });
     }
-    let finished = if plan.language == Language::Wasm && state.inproc.is_some() {
-        run_in_process(state, plan, actor).await?
+    let answer = run_plan(state, plan, &key, &actor, Some(&slot), true).await;
+    drop(permit);
+    answer.map(|a| Json(a).into_response())
+}
+
+/// Runs an authorized plan for the principal whose key is `key`: one run
+/// ([`answer`]: 403 when it was refused), or each test case in turn
+/// ([`crate::cases`]). WebAssembly runs in this process when `in_process`
+/// allows it and the service does.
+pub(crate) async fn run_plan(
+    state: &Shared,
+    plan: api::Plan,
+    key: &str,
+    actor: &warden_engine::identity::Actor,
+    slot: Option<&crate::quota::Slot>,
+    in_process: bool,
+) -> Result<ExecuteAnswer, ApiError> {
+    let in_process =
+        in_process && plan.language() == Some(Language::Wasm) && state.inproc.is_some();
+    if !plan.cases.is_empty() {
+        return crate::cases::run(state, plan, key, actor, slot, in_process)
+            .await
+            .map(ExecuteAnswer::TestCases);
+    }
+    let finished = if in_process {
+        run_in_process(state, plan, actor.clone()).await?
     } else {
         state
             .settings
             .runner
-            .run(&plan, &key, state.stop.clone())
+            .run(&plan, key, state.stop.clone())
             .await
             .map_err(run_error)?
     };
-    drop(permit);
-    answer(finished, Some(&slot)).map(|a| Json(a).into_response())
+    answer(finished, slot).map(ExecuteAnswer::Run)
 }
 
 /// A WebAssembly plan run in this process (see [`crate::inproc`]), on a
@@ -707,14 +813,14 @@ pub(crate) fn answer(
 
 /// Counts a finished run's invocation, and charges its CPU to `slot`'s
 /// tenant.
-fn account(report: &serde_json::Value, slot: Option<&crate::quota::Slot>) {
+pub(crate) fn account(report: &serde_json::Value, slot: Option<&crate::quota::Slot>) {
     crate::metrics::invocation(report);
     if let (Some(cpu_ms), Some(slot)) = (report.get("cpu_ms").and_then(|v| v.as_u64()), slot) {
         slot.charge_cpu(cpu_ms, std::time::Instant::now());
     }
 }
 
-fn ledger_index(report: &serde_json::Value) -> Option<u64> {
+pub(crate) fn ledger_index(report: &serde_json::Value) -> Option<u64> {
     report
         .get("audit")
         .and_then(|a| a.get("index"))

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::ExecuteResponse;
+use crate::api::ExecuteAnswer;
 use crate::error::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ pub struct Record {
     /// Runs started: more than 1 when a run was cut off (by a restart or
     /// the shutdown deadline) and started again.
     pub runs: u32,
-    pub result: Option<ExecuteResponse>,
+    pub result: Option<ExecuteAnswer>,
     pub error: Option<ErrorBody>,
     pub callback_url: Option<String>,
     pub callback: Option<CallbackState>,

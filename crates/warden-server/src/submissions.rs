@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
-use crate::api::{self, ExecuteRequest, ExecuteResponse};
+use crate::api::{self, ExecuteAnswer, ExecuteRequest};
 use crate::callback;
 use crate::error::{ApiError, ErrorBody};
 use crate::quota::Slot;
@@ -88,7 +88,7 @@ pub struct Submission {
     /// the shutdown deadline and started again.
     pub runs: u32,
     /// `done`: exactly what `POST /v1/execute` would have answered.
-    pub result: Option<ExecuteResponse>,
+    pub result: Option<ExecuteAnswer>,
     /// `failed`: the error `POST /v1/execute` would have answered (or why
     /// the submission could not run).
     pub error: Option<ErrorBody>,
@@ -362,8 +362,9 @@ async fn accept(
             e
         }
     };
-    for (i, c) in checked.iter().enumerate() {
-        crate::server::authorize(state, actor, &c.plan)
+    let mut checked = checked;
+    for (i, c) in checked.iter_mut().enumerate() {
+        crate::server::authorize(state, actor, &mut c.plan)
             .await
             .map_err(|e| index(i, e))?;
     }
@@ -663,7 +664,14 @@ async fn run_one(state: Shared, id: String, permit: tokio::sync::OwnedSemaphoreP
     let stopped = *state.stop.borrow();
     let cut_off = stopped
         && match &outcome {
-            Ok(r) => r.report.get("status").and_then(|s| s.as_str()) == Some("error"),
+            Ok(ExecuteAnswer::Run(r)) => {
+                r.report.get("status").and_then(|s| s.as_str()) == Some("error")
+            }
+            // A case stopped by the deadline, or not run because of it.
+            Ok(ExecuteAnswer::TestCases(c)) => c
+                .test_cases
+                .iter()
+                .any(|t| t.verdict == api::Verdict::Error),
             Err(_) => true,
         };
     if cut_off {
@@ -710,20 +718,16 @@ async fn execute(
     state: &Shared,
     input: &Input,
     slot: Option<&Slot>,
-) -> Result<ExecuteResponse, ApiError> {
+) -> Result<ExecuteAnswer, ApiError> {
     let actor = crate::server::authenticate(state, &input.key).await?;
     let bytes = serde_json::to_vec(&input.request)
         .map_err(|e| ApiError::internal(format!("the stored request: {e}")))?;
     let request = api::parse_request(&bytes)?;
-    let plan = api::plan(request, &state.settings.bounds)?;
-    crate::server::authorize(state, &actor, &plan).await?;
-    let finished = state
-        .settings
-        .runner
-        .run(&plan, &input.key, state.stop.clone())
-        .await
-        .map_err(crate::server::run_error)?;
-    crate::server::answer(finished, slot)
+    let mut plan = api::plan(request, &state.settings.bounds)?;
+    crate::server::authorize(state, &actor, &mut plan).await?;
+    // In a `warden` child (also WebAssembly), so that the shutdown
+    // deadline stops it and it runs again at the next start.
+    crate::server::run_plan(state, plan, &input.key, &actor, slot, false).await
 }
 
 /// Delivers the callback of finished submission `id`: POSTs until one is
