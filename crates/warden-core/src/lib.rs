@@ -14,8 +14,8 @@ pub use invocation::{
     SecretValue, View, DEFAULT_TENANT, PROCESSOR_DIR, SECRETS_DIR,
 };
 pub use outcome::{
-    exit_status, human_bytes, human_duration, Discarded, Enforcement, EnforcementMap, LimitReached,
-    LogLevel, LogRecord, Outcome, Status, StreamDigests, Violation,
+    exit_status, human_bytes, human_duration, Connection, Discarded, Enforcement, EnforcementMap,
+    LimitReached, LogLevel, LogRecord, Outcome, Status, StreamDigests, Violation,
 };
 pub use report::{AuditRef, LeaseRef, ProcessorRef, Report};
 pub use text::printable;

@@ -51,6 +51,30 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// A network connection the program attempted, allowed or refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Connection {
+    /// The destination address, as the program asked for it (IPv4-mapped
+    /// IPv6 addresses written as IPv4).
+    pub dest: String,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    pub allowed: bool,
+    /// The granted name the address was pinned for, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The grant that allowed it, or why it was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Bytes the program sent and received on it; null where the backend
+    /// does not count them.
+    pub bytes_out: Option<u64>,
+    pub bytes_in: Option<u64>,
+}
+
 /// A limit the run reached, from the kernel's own counters where they
 /// exist (cgroup `pids.events` and `memory.oom_control`/`memory.events`,
 /// processes the jail's init saw killed by SIGXFSZ, `/tmp`'s usage at the
@@ -235,6 +259,8 @@ pub struct Outcome {
     pub logs_truncated: bool,
     /// Every limit the run reached, in the order they were found.
     pub limits_reached: Vec<LimitReached>,
+    /// Network connections the program attempted, in order.
+    pub connections: Vec<Connection>,
     /// What the program left in its scratch working directory; `None` where
     /// there is none (the directory is granted, or not writable), or the
     /// backend could not look (a run stopped by a limit).
@@ -269,6 +295,7 @@ impl Outcome {
             logs: Vec::new(),
             logs_truncated: false,
             limits_reached: Vec::new(),
+            connections: Vec::new(),
             discarded: None,
             streams: None,
             module_digest: None,

@@ -1,8 +1,8 @@
 use serde::Serialize;
 
 use crate::{
-    human_bytes, Discarded, EffectiveLimits, Enforcement, LimitReached, LogRecord, Outcome, Status,
-    StreamDigests, View, Violation,
+    human_bytes, Connection, Discarded, EffectiveLimits, Enforcement, LimitReached, LogRecord,
+    Outcome, Status, StreamDigests, View, Violation,
 };
 
 /// A run's entry in the audit ledger.
@@ -68,6 +68,8 @@ pub struct Report {
     pub logs_truncated: bool,
     /// Every limit the run reached (`[]` when none was).
     pub limits_reached: Vec<LimitReached>,
+    /// Network connections the program attempted (`[]` when none).
+    pub connections: Vec<Connection>,
     /// Grants shown at a chosen path inside (`--at`); omitted when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub views: Vec<View>,
@@ -130,6 +132,7 @@ impl Report {
             logs: outcome.logs,
             logs_truncated: outcome.logs_truncated,
             limits_reached: outcome.limits_reached,
+            connections: outcome.connections,
             views: Vec::new(),
             discarded: outcome.discarded,
             streams: outcome.streams,

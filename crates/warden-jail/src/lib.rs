@@ -10,6 +10,7 @@
 
 mod cgroup;
 mod child;
+mod egress;
 mod forward;
 mod idmap;
 mod mounts;
@@ -61,6 +62,8 @@ pub struct JailBackend {
     root_mode: bool,
     idmaps: std::cell::RefCell<idmap::IdMaps>,
     seccomp: SeccompProgram,
+    /// The filter of runs with egress grants, compiled at the first one.
+    seccomp_egress: std::cell::OnceCell<SeccompProgram>,
     layout: SystemLayout,
     cgroups: Result<Box<dyn CgroupDriver>, String>,
     /// Groups left by Warden processes killed mid-run are removed once,
@@ -84,6 +87,7 @@ impl JailBackend {
             root_mode: sys::getuid() == 0,
             idmaps: Default::default(),
             seccomp,
+            seccomp_egress: Default::default(),
             layout,
             cgroups,
             stale_cleaned: Default::default(),
@@ -113,8 +117,10 @@ fn check_supported(cap: &Capability) -> Result<(), BackendError> {
         // asking: granting them changes nothing.
         Capability::ClockRead | Capability::RandomRead => Ok(()),
         c if c.is_limit() => Ok(()),
+        // The supervisor makes the program's connections (see `egress`).
+        Capability::NetConnect { .. } => Ok(()),
         other => Err(BackendError::Invalid(format!(
-            "capability {other} cannot be enforced by the jail backend yet (the jail has no network)"
+            "capability {other} cannot be enforced by the jail backend yet (it has net:connect egress only)"
         ))),
     }
 }
@@ -446,11 +452,42 @@ impl Backend for JailBackend {
         .map_err(|e| BackendError::setup("plan jail mounts", e))?;
         plan.add_secrets(&leased_secrets(inv)?)
             .map_err(|e| BackendError::setup("plan the secrets' tmpfs", e))?;
+        let egress = egress_plan(&inv.capabilities)?;
+        if let Some(e) = &egress {
+            plan.add_hosts(&e.hosts_lines())
+                .map_err(|e| BackendError::setup("plan the jail's /etc/hosts", e))?;
+        }
 
         let mut limits = limits_plan;
         limits.warnings.extend(grant_warnings);
-        self.run_in(inv, program, &plan, limits, scratch, gate)
+        self.run_in(inv, program, &plan, limits, scratch, egress, gate)
     }
+}
+
+/// The run's egress plan, its names resolved now (from the hosts file
+/// named by `WARDEN_EGRESS_HOSTS`, else the system's resolver); `None`
+/// without `net:connect` grants.
+fn egress_plan(
+    capabilities: &[Capability],
+) -> Result<Option<warden_egress::EgressPlan>, BackendError> {
+    if !capabilities
+        .iter()
+        .any(|c| matches!(c, Capability::NetConnect { .. }))
+    {
+        return Ok(None);
+    }
+    let plan = match std::env::var_os(warden_egress::HOSTS_ENV) {
+        Some(path) if !path.is_empty() => {
+            let hosts = warden_egress::HostsFile::read(std::path::Path::new(&path))
+                .map_err(|e| BackendError::Invalid(e.to_string()))?;
+            warden_egress::EgressPlan::from_capabilities(capabilities, &hosts)
+        }
+        _ => warden_egress::EgressPlan::from_capabilities(
+            capabilities,
+            &warden_egress::SystemResolver,
+        ),
+    };
+    Ok(plan)
 }
 
 impl JailBackend {
@@ -495,8 +532,20 @@ impl JailBackend {
         plan: &MountPlan,
         limits: Limits,
         scratch: Option<PathBuf>,
+        egress: Option<warden_egress::EgressPlan>,
         gate: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Outcome, BackendError> {
+        let seccomp = match &egress {
+            None => &self.seccomp,
+            Some(_) => match self.seccomp_egress.get() {
+                Some(program) => program,
+                None => {
+                    let program = SeccompProgram::jail_with_egress()
+                        .map_err(|e| BackendError::Unavailable("jail".into(), e.to_string()))?;
+                    self.seccomp_egress.get_or_init(|| program)
+                }
+            },
+        };
         let setup = |what: &'static str| move |e| BackendError::setup(what, e);
         let (stdout_r, stdout_w) = sys::pipe().map_err(setup("create stdout pipe"))?;
         let (stderr_r, stderr_w) = sys::pipe().map_err(setup("create stderr pipe"))?;
@@ -564,7 +613,7 @@ impl JailBackend {
         let child_plan = ChildPlan {
             mounts: plan,
             argv_area: self.argv_area,
-            seccomp: &self.seccomp,
+            seccomp,
             // An ordinary user maps its own ids (it may); root's maps are
             // written by the supervisor, to an unprivileged host id.
             own_ids: (!self.root_mode).then(|| {
@@ -700,6 +749,7 @@ impl JailBackend {
             started,
             redactor: redactor(inv),
             leases: lease_watch(inv),
+            egress: egress.map(egress::Egress::new),
         });
         let _ = sys::waitpid(init_pid, 0);
         drop(alive_w);
@@ -775,6 +825,19 @@ impl JailBackend {
             let _ = cg.remove();
         }
         let mut warnings = limits.warnings;
+        let mut violations = observed.violations();
+        let mut connections = Vec::new();
+        if let Some(e) = &observed.egress {
+            warnings.extend(e.warnings().iter().cloned());
+            violations.extend(e.violations());
+            connections = e.connections.clone();
+            // A refused connection is a violation, as a refused syscall
+            // is (the program got EPERM for it).
+            let refused = connections.iter().any(|c| !c.allowed) || e.unrecorded.1 > 0;
+            if refused && matches!(status, Status::Exited | Status::Signaled) {
+                status = Status::Violation;
+            }
+        }
         for (stream, lost) in ["stdout", "stderr"].iter().zip(observed.undelivered) {
             if lost > 0 {
                 warnings.push(format!(
@@ -806,7 +869,7 @@ impl JailBackend {
             stdout_bytes: observed.stdout_bytes,
             stderr_bytes: observed.stderr_bytes,
             truncated: observed.truncated,
-            violations: observed.violations(),
+            violations,
             enforcement: std::borrow::Cow::Owned(limits.enforcement),
             warnings,
             error,
@@ -818,6 +881,7 @@ impl JailBackend {
             discarded: reached::discarded(scratch.as_deref(), observed.found),
             streams: Some(stream_digests(&observed, stdin_hash.as_ref())),
             module_digest: None,
+            connections,
         })
     }
 }

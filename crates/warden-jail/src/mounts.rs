@@ -412,6 +412,23 @@ impl MountPlan {
         Ok(MountPlan { ops, system_len })
     }
 
+    /// Appends `lines` (hosts-file lines: the run's granted names at the
+    /// addresses pinned for them) to the jail's /etc/hosts.
+    pub fn add_hosts(&mut self, lines: &str) -> io::Result<()> {
+        let target = rel("etc/hosts")?;
+        for op in &mut self.ops {
+            if let Op::File { path, contents } = op {
+                if *path == target {
+                    contents.extend_from_slice(lines.as_bytes());
+                    return Ok(());
+                }
+            }
+        }
+        Err(io::Error::other(
+            "the jail's /etc/hosts is not in its mount plan",
+        ))
+    }
+
     /// Adds the leased secrets: a private tmpfs at [`SECRETS_DIR`]
     /// (memory only, never on disk), one 0400 file per secret, then
     /// read-only.

@@ -365,7 +365,7 @@ const PR_SET_SECCOMP: u32 = 22;
 /// personality(2) is allowed only to query (0xffffffff) or to set PER_LINUX.
 const PERSONALITY_ALLOWED: &[u32] = &[0xffff_ffff, 0];
 
-const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 const RET_ALLOW: u32 = 0x7fff_0000;
@@ -433,6 +433,17 @@ fn sysno(name: &str) -> Result<u32, SeccompError> {
 impl SeccompProgram {
     /// Builds Warden's default jail filter.
     pub fn jail_default() -> Result<Self, SeccompError> {
+        Self::build(false)
+    }
+
+    /// The jail filter of a run with egress grants: as the default, but
+    /// every connect(2) goes to the supervisor, which makes an allowed
+    /// connection itself and hands the program its socket (see `egress`).
+    pub fn jail_with_egress() -> Result<Self, SeccompError> {
+        Self::build(true)
+    }
+
+    fn build(egress: bool) -> Result<Self, SeccompError> {
         let mut p = Vec::with_capacity(2 * ALLOWED.len() + 64);
         // Any other ABI goes to the supervisor, which records and refuses it.
         p.push(stmt(LD_W_ABS, OFFSET_ARCH));
@@ -457,6 +468,9 @@ impl SeccompProgram {
             sysno("clone3")?,
             &[stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32)],
         );
+        if egress {
+            push_guarded(&mut p, sysno("connect")?, &[stmt(RET_K, RET_USER_NOTIF)]);
+        }
         push_guarded(
             &mut p,
             sysno("socket")?,

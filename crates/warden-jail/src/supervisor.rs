@@ -69,6 +69,8 @@ pub(crate) struct Watch<'a> {
     pub redactor: Option<std::sync::Arc<warden_secrets::Redactor>>,
     /// The leases of the run's secrets, if it holds any.
     pub leases: Option<LeaseWatch>,
+    /// The run's egress, when it has `net:connect` grants.
+    pub egress: Option<crate::egress::Egress>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +103,8 @@ pub(crate) struct Observed {
     /// Without a cgroup, at a stop: CPU µs (own and reaped children's) and
     /// resident bytes of the jail's live processes, summed.
     pub sampled: Option<(u64, u64)>,
+    /// The run's egress and the connections it made or was refused.
+    pub egress: Option<crate::egress::Egress>,
 }
 
 /// CPU time (µs, each process's own and its reaped children's) and
@@ -242,7 +246,10 @@ impl Stream {
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 pub(crate) fn watch(w: Watch<'_>) -> Observed {
-    let mut obs = Observed::default();
+    let mut obs = Observed {
+        egress: w.egress,
+        ..Observed::default()
+    };
     let (Ok(out), Ok(err)) = (Forwarder::new(1), Forwarder::new(2)) else {
         let _ = sys::kill(w.init_pid, libc::SIGKILL);
         obs.setup_error = Some("cannot start output threads".into());
@@ -436,7 +443,7 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                 4 => {
                     if pfd.revents & libc::POLLIN != 0 {
                         if let Some(l) = &listener {
-                            handle_notification(l.as_raw_fd(), &mut obs);
+                            handle_notification(l.as_raw_fd(), &mut obs, deadline);
                         }
                     } else {
                         // POLLHUP: no process with the filter is left.
@@ -473,10 +480,16 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     obs
 }
 
-fn handle_notification(listener: RawFd, obs: &mut Observed) {
+fn handle_notification(listener: RawFd, obs: &mut Observed, deadline: Instant) {
     let Ok(n) = sys::notify::receive(listener) else {
         return;
     };
+    if n.data.arch == crate::seccomp::AUDIT_ARCH_X86_64 && n.data.nr == libc::SYS_connect as i32 {
+        if let Some(egress) = obs.egress.as_mut() {
+            egress.handle_connect(listener, &n, deadline);
+            return;
+        }
+    }
     let name = syscall_name(n.data.arch, n.data.nr);
     // Real syscalls are always named (there are a few hundred per ABI);
     // only numbers no kernel knows are lumped together past the cap, so

@@ -952,14 +952,76 @@ pub mod notify {
     }
 
     pub fn deny(listener: RawFd, id: u64, errno: i32) -> io::Result<()> {
+        respond(listener, id, 0, -errno, 0)
+    }
+
+    /// Answers the call as if it had returned `val`.
+    pub fn succeed(listener: RawFd, id: u64, val: i64) -> io::Result<()> {
+        respond(listener, id, val, 0, 0)
+    }
+
+    /// Lets the kernel carry out the call itself. Used only where the
+    /// kernel then acts inside the jail's own namespaces (a connection
+    /// within the jail's network namespace, which has only its own
+    /// loopback), so that whatever the program put in its memory since it
+    /// was read reaches nothing outside.
+    pub fn continue_call(listener: RawFd, id: u64) -> io::Result<()> {
+        const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+        respond(listener, id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+    }
+
+    fn respond(listener: RawFd, id: u64, val: i64, error: i32, flags: u32) -> io::Result<()> {
         let resp = Resp {
             id,
-            val: 0,
-            error: -errno,
-            flags: 0,
+            val,
+            error,
+            flags,
         };
         // SAFETY: resp matches struct seccomp_notif_resp.
         check(unsafe { libc::ioctl(listener, NOTIF_SEND, &resp as *const Resp) }).map(drop)
+    }
+
+    /// Whether notification `id` is still pending: its task is still
+    /// blocked in that call (so memory read from it was that call's, and
+    /// its pid was not reused).
+    pub fn id_valid(listener: RawFd, id: u64) -> bool {
+        // _IOW('!', 2, __u64)
+        const NOTIF_ID_VALID: libc::c_ulong = 0x4008_2102;
+        // SAFETY: the argument is a pointer to a u64 the kernel reads.
+        unsafe { libc::ioctl(listener, NOTIF_ID_VALID, &id as *const u64) == 0 }
+    }
+
+    #[repr(C)]
+    struct AddFd {
+        id: u64,
+        flags: u32,
+        srcfd: u32,
+        newfd: u32,
+        newfd_flags: u32,
+    }
+
+    /// Installs `src` (ours) in the notifying task as its descriptor
+    /// `target`, replacing what was there (SECCOMP_ADDFD_FLAG_SETFD).
+    pub fn install_fd(
+        listener: RawFd,
+        id: u64,
+        src: RawFd,
+        target: RawFd,
+        cloexec: bool,
+    ) -> io::Result<()> {
+        // _IOW('!', 3, struct seccomp_notif_addfd)
+        const NOTIF_ADDFD: libc::c_ulong = 0x4018_2103;
+        const SECCOMP_ADDFD_FLAG_SETFD: u32 = 1;
+        let add = AddFd {
+            id,
+            flags: SECCOMP_ADDFD_FLAG_SETFD,
+            srcfd: src as u32,
+            newfd: target as u32,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        // SAFETY: add matches struct seccomp_notif_addfd; the kernel only
+        // reads it.
+        check(unsafe { libc::ioctl(listener, NOTIF_ADDFD, &add as *const AddFd) }).map(drop)
     }
 }
 
@@ -1006,4 +1068,73 @@ pub unsafe fn scrub_argv(area: (usize, usize), name: &[u8]) {
 pub fn setns(fd: RawFd, nstype: libc::c_int) -> io::Result<()> {
     // SAFETY: setns takes only integers.
     check(unsafe { libc::setns(fd, nstype) }).map(drop)
+}
+
+/// Reads up to `buf.len()` bytes at `addr` in process `pid`; how many.
+pub fn read_process_memory(pid: libc::pid_t, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the local iovec covers exactly `buf`, which the kernel
+    // writes; the remote one is only read, in the other process, by the
+    // kernel (a bad address there is EFAULT, not our memory).
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// A copy of descriptor `fd` of process `pid` (pidfd_open + pidfd_getfd).
+pub fn take_fd_copy(pid: libc::pid_t, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers and returns a new descriptor.
+    let pidfd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: pidfd is the descriptor just returned, owned here only.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd takes integers and returns a new descriptor.
+    let copy =
+        check_long(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
+    // SAFETY: a new descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+}
+
+/// An integer socket option of `fd`.
+pub fn socket_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are valid for writing, len holds value's size.
+    check(unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) })?;
+    Ok(value)
+}
+
+/// Sets an integer socket option of `fd`.
+pub fn set_socket_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: i32,
+) -> io::Result<()> {
+    // SAFETY: value is a c_int of the size passed, only read.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// The file status flags of `fd` (fcntl F_GETFL).
+pub fn status_flags(fd: RawFd) -> io::Result<i32> {
+    // SAFETY: F_GETFL takes no argument.
+    check(unsafe { libc::fcntl(fd, libc::F_GETFL) })
 }

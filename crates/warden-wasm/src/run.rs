@@ -894,6 +894,7 @@ impl<'a> Run<'a> {
             logs: std::mem::take(&mut state.host.log.records),
             logs_truncated: state.host.log.truncated,
             limits_reached: Vec::new(),
+            connections: Vec::new(),
             discarded: None,
             module_digest: Some(std::mem::take(&mut self.module_digest)),
             streams: Some({

@@ -1,0 +1,318 @@
+//! Egress for jailed programs: the supervisor makes their connections.
+//!
+//! A run with `net:connect` grants gets a seccomp filter that sends every
+//! connect(2) to the supervisor. The jail keeps its own network namespace
+//! with nothing in it but its loopback, so the program's own sockets can
+//! reach nothing outside. For a connection to another address the
+//! supervisor reads the address once from the program's memory, judges it
+//! against the run's [`EgressPlan`] (names pinned before the run), and for
+//! an allowed one connects a socket of its own, in its own network
+//! namespace, to the address it read — then installs that socket in the
+//! program in place of the one it called connect on
+//! (`SECCOMP_IOCTL_NOTIF_ADDFD` with `SETFD`) and answers the call with
+//! success. What the program writes into its memory afterwards changes
+//! nothing: the kernel never acts on that address again.
+//!
+//! Calls the supervisor does not make itself — AF_UNIX, the jail's own
+//! loopback, sockets it cannot inspect — are left to the kernel
+//! (`CONTINUE`), which then acts inside the jail's namespaces only: at
+//! worst a program that rewrote the address in between reaches its own
+//! empty network namespace.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use warden_core::{Connection, Violation};
+use warden_egress::{canonical, EgressPlan, Verdict};
+
+use crate::sys;
+use crate::sys::notify::Notif;
+
+/// Longest the supervisor waits for an allowed connection to be made.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connection attempts kept in the report; later ones are counted only.
+const MAX_RECORDED: usize = 256;
+
+/// Refused attempts named one by one among the violations; the rest are
+/// summed in one.
+const MAX_NAMED_REFUSALS: usize = 16;
+
+/// The egress of one run: its plan and what the program attempted.
+#[derive(Debug)]
+pub(crate) struct Egress {
+    plan: EgressPlan,
+    pub connections: Vec<Connection>,
+    /// Attempts past [`MAX_RECORDED`], allowed and refused.
+    pub unrecorded: (u64, u64),
+    /// Most connections the run may make (allowed ones), if limited.
+    pub max_connections: Option<u64>,
+    made: u64,
+}
+
+impl Egress {
+    pub fn new(plan: EgressPlan) -> Egress {
+        Egress {
+            plan,
+            connections: Vec::new(),
+            unrecorded: (0, 0),
+            max_connections: None,
+            made: 0,
+        }
+    }
+
+    /// Answers notification `n` (a connect(2)) on `listener`. `deadline`
+    /// bounds how long a connection may take to be made.
+    pub fn handle_connect(&mut self, listener: RawFd, n: &Notif, deadline: Instant) {
+        let pid = n.pid as libc::pid_t;
+        let fd = n.data.args[0] as RawFd;
+        let mut raw = [0u8; 28];
+        let len = (n.data.args[2] as usize).min(raw.len());
+        let read = sys::read_process_memory(pid, n.data.args[1], &mut raw[..len]);
+        // The memory read was the call's only if the call is still pending.
+        if !sys::notify::id_valid(listener, n.id) {
+            return;
+        }
+        let Ok(read) = read else {
+            // A bad address: the kernel gives the program its EFAULT.
+            let _ = sys::notify::continue_call(listener, n.id);
+            return;
+        };
+        let Some(dest) = inet_destination(&raw[..read]) else {
+            // AF_UNIX, AF_UNSPEC (a datagram socket's disconnect) and
+            // anything else: inside the jail's namespaces only.
+            let _ = sys::notify::continue_call(listener, n.id);
+            return;
+        };
+        let ip = canonical(dest.ip());
+        if ip.is_loopback() || ip.is_unspecified() {
+            // The jail's own loopback (0.0.0.0 means it too).
+            let _ = sys::notify::continue_call(listener, n.id);
+            return;
+        }
+        let Ok(theirs) = sys::take_fd_copy(pid, fd) else {
+            // Not a descriptor (EBADF) or not ours to look at: the kernel
+            // answers, in the jail's namespace.
+            let _ = sys::notify::continue_call(listener, n.id);
+            return;
+        };
+        let Ok(sock_type) =
+            sys::socket_option(theirs.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
+        else {
+            // ENOTSOCK and the like, answered by the kernel.
+            let _ = sys::notify::continue_call(listener, n.id);
+            return;
+        };
+        let proto = if sock_type == libc::SOCK_STREAM {
+            "tcp"
+        } else {
+            "udp"
+        };
+        let verdict = if proto == "udp" {
+            Verdict::Refused("UDP egress is not granted by net:connect (TCP only)".into())
+        } else if self.max_connections.is_some_and(|max| self.made >= max) {
+            Verdict::Refused(format!(
+                "the run's limit of {} connections is reached",
+                self.made
+            ))
+        } else {
+            self.plan.decide(ip, dest.port())
+        };
+        let mut record = Connection {
+            dest: ip.to_string(),
+            port: dest.port(),
+            proto,
+            allowed: false,
+            name: None,
+            grant: None,
+            reason: None,
+            bytes_out: None,
+            bytes_in: None,
+        };
+        match verdict {
+            Verdict::Refused(why) => {
+                record.reason = Some(why);
+                let _ = sys::notify::deny(listener, n.id, libc::EPERM);
+            }
+            Verdict::Allowed { grant, name } => {
+                record.allowed = true;
+                record.grant = Some(grant);
+                record.name = name;
+                let timeout = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(CONNECT_TIMEOUT)
+                    .max(Duration::from_millis(1));
+                match self.connect_for(listener, n, pid, fd, &theirs, dest, timeout) {
+                    Ok(()) => self.made += 1,
+                    Err(e) => {
+                        record.reason = Some(format!("connect failed: {e}"));
+                        let errno = e.raw_os_error().unwrap_or(libc::ECONNREFUSED);
+                        let _ = sys::notify::deny(listener, n.id, errno);
+                    }
+                }
+            }
+        }
+        self.record(record);
+    }
+
+    /// Connects a socket of the supervisor's to `dest` and installs it in
+    /// the program as descriptor `fd`, with the file status flags and
+    /// common options of the program's own socket; then answers success.
+    #[allow(clippy::too_many_arguments)]
+    fn connect_for(
+        &self,
+        listener: RawFd,
+        n: &Notif,
+        pid: libc::pid_t,
+        fd: RawFd,
+        theirs: &OwnedFd,
+        dest: SocketAddr,
+        timeout: Duration,
+    ) -> std::io::Result<()> {
+        let their_fd = theirs.as_raw_fd();
+        let domain = sys::socket_option(their_fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+        // The same address family as the program's socket, so that what
+        // getpeername/getsockname tell it is in the form it expects.
+        let target = match (domain, dest) {
+            (libc::AF_INET6, SocketAddr::V4(v4)) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            (libc::AF_INET, SocketAddr::V6(v6)) => match v6.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+                None => return Err(std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+            },
+            _ => dest,
+        };
+        let stream = TcpStream::connect_timeout(&target, timeout)?;
+        let ours = OwnedFd::from(stream);
+        let flags = sys::status_flags(their_fd)?;
+        if flags & libc::O_NONBLOCK != 0 {
+            sys::set_nonblocking(ours.as_raw_fd())?;
+        }
+        for (level, name) in [
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        ] {
+            if let Ok(v) = sys::socket_option(their_fd, level, name) {
+                let _ = sys::set_socket_option(ours.as_raw_fd(), level, name, v);
+            }
+        }
+        let cloexec = close_on_exec(pid, fd);
+        sys::notify::install_fd(listener, n.id, ours.as_raw_fd(), fd, cloexec)?;
+        // The program now holds the only other reference: closing ours
+        // leaves the connection's life to it.
+        drop(ours);
+        sys::notify::succeed(listener, n.id, 0)
+    }
+
+    fn record(&mut self, c: Connection) {
+        if self.connections.len() < MAX_RECORDED {
+            self.connections.push(c);
+        } else if c.allowed {
+            self.unrecorded.0 += 1;
+        } else {
+            self.unrecorded.1 += 1;
+        }
+    }
+
+    /// The plan's warnings (names that did not resolve, and the like).
+    pub fn warnings(&self) -> &[String] {
+        &self.plan.warnings
+    }
+
+    /// One `net` violation per refused attempt (the first few), and one
+    /// for the rest.
+    pub fn violations(&self) -> Vec<Violation> {
+        let refused: Vec<&Connection> = self.connections.iter().filter(|c| !c.allowed).collect();
+        let mut out: Vec<Violation> = refused
+            .iter()
+            .take(MAX_NAMED_REFUSALS)
+            .map(|c| Violation {
+                kind: "net".into(),
+                detail: format!(
+                    "{} connection to {} refused: {}",
+                    c.proto,
+                    shown(&c.dest, c.port),
+                    c.reason.as_deref().unwrap_or("not granted")
+                ),
+            })
+            .collect();
+        let more = (refused.len().saturating_sub(MAX_NAMED_REFUSALS)) as u64 + self.unrecorded.1;
+        if more > 0 {
+            out.push(Violation {
+                kind: "net".into(),
+                detail: format!("{more} more connection attempts refused"),
+            });
+        }
+        out
+    }
+}
+
+fn shown(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// The destination of a sockaddr_in or sockaddr_in6, if `raw` is one.
+fn inet_destination(raw: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([*raw.first()?, *raw.get(1)?]);
+    let port = u16::from_be_bytes([*raw.get(2)?, *raw.get(3)?]);
+    match family as i32 {
+        libc::AF_INET if raw.len() >= 8 => {
+            let ip = Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
+            Some(SocketAddr::new(IpAddr::V4(ip), port))
+        }
+        libc::AF_INET6 if raw.len() >= 24 => {
+            let octets: [u8; 16] = raw[8..24].try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(octets)), port))
+        }
+        _ => None,
+    }
+}
+
+/// Whether descriptor `fd` of `pid` is close-on-exec (its fdinfo flags).
+fn close_on_exec(pid: libc::pid_t, fd: RawFd) -> bool {
+    let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+        return true;
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| i64::from_str_radix(f.trim(), 8).ok())
+        .is_none_or(|flags| flags & libc::O_CLOEXEC as i64 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_from_raw_sockaddrs() {
+        let mut v4 = [0u8; 16];
+        v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[11, 22, 33, 44]);
+        assert_eq!(
+            inet_destination(&v4),
+            Some("11.22.33.44:8080".parse().unwrap())
+        );
+        let mut v6 = [0u8; 28];
+        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        v6[2..4].copy_from_slice(&443u16.to_be_bytes());
+        v6[8..24].copy_from_slice(&"2a00:1::5".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            inet_destination(&v6),
+            Some("[2a00:1::5]:443".parse().unwrap())
+        );
+        // Short, AF_UNIX and truncated forms are not destinations.
+        assert_eq!(inet_destination(&v4[..6]), None);
+        assert_eq!(inet_destination(&v6[..20]), None);
+        let mut unix = [0u8; 16];
+        unix[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        assert_eq!(inet_destination(&unix), None);
+        assert_eq!(inet_destination(&[]), None);
+    }
+}
