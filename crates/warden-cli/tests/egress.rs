@@ -1,0 +1,476 @@
+//! `net:connect` egress from the jail, end to end: the real `warden`
+//! binary and real TCP servers. Each test runs in a private network
+//! namespace of its own (a test thread unshares one and gives its loopback
+//! the addresses below), so that "public", private and metadata addresses
+//! all exist and are reachable from the supervisor — and Warden must still
+//! refuse the ones no grant opens. Needs root (CI runs as root).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::{warden_bin, TempDir};
+use serde_json::Value;
+
+const PUBLIC: &str = "11.22.33.44";
+const OTHER_PUBLIC: &str = "11.22.33.45";
+const PUBLIC6: &str = "2a00:1::5";
+const PRIVATE: &str = "10.9.9.9";
+const METADATA: &str = "169.254.169.254";
+const METADATA6: &str = "fd00:ec2::254";
+
+/// Runs `f` on a thread in a fresh network namespace whose loopback holds
+/// the test addresses (and 127.0.0.1, standing for the host's loopback).
+fn in_private_net<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    std::thread::spawn(move || {
+        // SAFETY: unshare takes flags only; it changes this thread's
+        // network namespace, which nothing else in the test process uses.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {} (the egress tests need root)",
+            std::io::Error::last_os_error()
+        );
+        let ip = |args: &[&str]| {
+            // Children are made from this thread, so in its namespace.
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        ip(&["link", "set", "lo", "up"]);
+        for a in [PUBLIC, OTHER_PUBLIC, PRIVATE, METADATA] {
+            ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
+        }
+        for a in [PUBLIC6, METADATA6] {
+            ip(&["-6", "addr", "add", &format!("{a}/128"), "dev", "lo"]);
+        }
+        f()
+    })
+    .join()
+    .expect("test thread")
+}
+
+/// A TCP server on `addr` (port 0: any) that greets each client with
+/// `hello from ADDR`, then reads until EOF and answers the byte count.
+/// Counts the connections it accepted.
+struct Server {
+    addr: SocketAddr,
+    accepted: Arc<AtomicU64>,
+}
+
+fn server(addr: &str) -> Server {
+    let bind: SocketAddr = if addr.contains(':') {
+        format!("[{addr}]:0")
+    } else {
+        format!("{addr}:0")
+    }
+    .parse()
+    .unwrap();
+    let listener = TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+    let local = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let _ = writeln!(stream, "hello from {}", local.ip());
+                let mut n = 0u64;
+                let mut buf = [0u8; 65536];
+                while let Ok(k) = stream.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                }
+                let _ = writeln!(stream, "got {n}");
+            });
+        }
+    });
+    Server {
+        addr: local,
+        accepted,
+    }
+}
+
+/// The client the jailed program runs: for each `HOST PORT [udp]` line of
+/// its arguments, one connection attempt, printed as `HOST PORT ok
+/// GREETING` or `HOST PORT err ERRNO-NAME`.
+const CLIENT: &str = r#"
+import errno, socket, sys
+for target in sys.argv[1:]:
+    host, port, *proto = target.split()
+    try:
+        if proto == ["udp"]:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect((host, int(port)))
+            print(target, "ok udp")
+            continue
+        s = socket.create_connection((host, int(port)), timeout=5)
+        line = s.makefile().readline().strip()
+        s.shutdown(socket.SHUT_WR)
+        print(target, "ok", line)
+        s.close()
+    except socket.gaierror as e:
+        print(target, "err", "resolve")
+    except OSError as e:
+        print(target, "err", errno.errorcode.get(e.errno, str(e.errno)))
+"#;
+
+struct Outcome {
+    stdout: String,
+    stderr: String,
+    report: Value,
+}
+
+/// `warden run --report FILE --allow GRANT… -- python3 -c SCRIPT ARGS…`
+/// with granted names resolved from `hosts`.
+fn run(dir: &TempDir, hosts: &str, grants: &[String], script: &str, args: &[String]) -> Outcome {
+    let hosts_file = dir.root.join("egress-hosts");
+    std::fs::write(&hosts_file, hosts).unwrap();
+    let report = dir.root.join("report.json");
+    let mut command = Command::new(warden_bin());
+    command
+        .env("WARDEN_EGRESS_HOSTS", &hosts_file)
+        .arg("--state")
+        .arg(dir.root.join("state"))
+        .args(["run", "--no-audit", "--wall-time", "60s", "--report"])
+        .arg(&report);
+    for g in grants {
+        command.args(["--allow", g]);
+    }
+    let out = command
+        .args(["--", "/usr/bin/python3", "-c", script])
+        .args(args)
+        .current_dir(dir.work())
+        .output()
+        .expect("run warden");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap_or_default())
+        .unwrap_or_else(|_| panic!("no report: {out:?}"));
+    Outcome {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        report,
+    }
+}
+
+fn line_for<'a>(stdout: &'a str, target: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{target} ")))
+        .unwrap_or_else(|| panic!("no line for {target} in {stdout}"))
+}
+
+fn connections(report: &Value) -> Vec<&Value> {
+    report["connections"]
+        .as_array()
+        .expect("connections array")
+        .iter()
+        .collect()
+}
+
+#[test]
+fn granted_destinations_work_and_everything_else_is_refused_and_reported() {
+    in_private_net(|| {
+        let public = server(PUBLIC);
+        let port = public.addr.port();
+        let other = server(OTHER_PUBLIC);
+        let public6 = server(PUBLIC6);
+        let private = server(PRIVATE);
+        let metadata = server(METADATA);
+        let metadata6 = server(METADATA6);
+        let host_loopback = server("127.0.0.1");
+        let second_port = server(PUBLIC);
+        let dir = TempDir::new("egress");
+        let hosts = format!(
+            "{PUBLIC} api.example\n{PUBLIC6} api6.example\n{PRIVATE} intranet.example\n\
+             127.0.0.1 sneaky.example\n{METADATA} meta.example\n"
+        );
+        let grants = vec![
+            format!("net:connect:api.example:{port}"),
+            format!("net:connect:api6.example:{}", public6.addr.port()),
+            format!("net:connect:{PRIVATE}:{}", private.addr.port()),
+            format!("net:connect:intranet.example:{}", private.addr.port()),
+            format!("net:connect:sneaky.example:{}", host_loopback.addr.port()),
+            format!("net:connect:{METADATA}:{}", metadata.addr.port()),
+            format!("net:connect:meta.example:{}", metadata.addr.port()),
+        ];
+        let targets = vec![
+            format!("api.example {port}"),
+            format!("{PUBLIC} {port}"),
+            format!("api6.example {}", public6.addr.port()),
+            format!("{PRIVATE} {}", private.addr.port()),
+            // Another port of a granted host, another host, a raw IP.
+            format!("api.example {}", second_port.addr.port()),
+            format!("{OTHER_PUBLIC} {}", other.addr.port()),
+            // A private address through a name, the metadata services
+            // named or not, the host's loopback through a name or not.
+            format!("intranet.example {}", private.addr.port()),
+            format!("{METADATA} {}", metadata.addr.port()),
+            format!("meta.example {}", metadata.addr.port()),
+            format!("{METADATA6} {}", metadata6.addr.port()),
+            format!("sneaky.example {}", host_loopback.addr.port()),
+            format!("127.0.0.1 {}", host_loopback.addr.port()),
+            // UDP is not net:connect's.
+            format!("{PUBLIC} {port} udp"),
+        ];
+        let o = run(&dir, &hosts, &grants, CLIENT, &targets);
+        let out = &o.stdout;
+        assert_eq!(
+            line_for(out, &format!("api.example {port}")),
+            format!("api.example {port} ok hello from {PUBLIC}"),
+            "{out}\n{}",
+            o.stderr
+        );
+        assert!(line_for(out, &format!("{PUBLIC} {port}"))
+            .ends_with(&format!("ok hello from {PUBLIC}")));
+        assert!(
+            line_for(out, "api6.example").ends_with(&format!("ok hello from {PUBLIC6}")),
+            "{out}"
+        );
+        assert!(
+            line_for(out, PRIVATE).ends_with(&format!("ok hello from {PRIVATE}")),
+            "{out}"
+        );
+        for refused in [
+            format!("api.example {}", second_port.addr.port()),
+            format!("{OTHER_PUBLIC} {}", other.addr.port()),
+            format!("{METADATA} {}", metadata.addr.port()),
+            format!("{METADATA6} {}", metadata6.addr.port()),
+            format!("{PUBLIC} {port} udp"),
+        ] {
+            assert_eq!(
+                line_for(out, &refused),
+                format!("{refused} err EPERM"),
+                "{out}"
+            );
+        }
+        // Names pinned to forbidden addresses are not in the jail's hosts.
+        for unresolved in ["intranet.example", "meta.example", "sneaky.example"] {
+            assert!(
+                line_for(out, unresolved).ends_with("err resolve"),
+                "{unresolved}: {out}"
+            );
+        }
+        // 127.0.0.1 is the jail's own loopback: the host's is never reached.
+        assert!(
+            line_for(out, "127.0.0.1").ends_with("err ECONNREFUSED"),
+            "{out}"
+        );
+        for (s, what) in [
+            (&other, "another public host"),
+            (&private, "the private server"),
+            (&metadata, "metadata"),
+            (&metadata6, "IPv6 metadata"),
+            (&host_loopback, "host loopback"),
+            (&second_port, "another port"),
+        ] {
+            let n = s.accepted.load(Ordering::SeqCst);
+            let want = u64::from(what == "the private server");
+            assert_eq!(n, want, "{what} accepted {n} connections");
+        }
+        assert_eq!(public.accepted.load(Ordering::SeqCst), 2);
+
+        let r = &o.report;
+        assert_eq!(r["status"], "violation", "{r}");
+        let conns = connections(r);
+        let allowed: Vec<_> = conns.iter().filter(|c| c["allowed"] == true).collect();
+        let refused: Vec<_> = conns.iter().filter(|c| c["allowed"] == false).collect();
+        assert_eq!(allowed.len(), 4, "{conns:#?}");
+        assert_eq!(refused.len(), 5, "{conns:#?}");
+        assert_eq!(allowed[0]["dest"], PUBLIC);
+        assert_eq!(allowed[0]["port"], port);
+        assert_eq!(allowed[0]["proto"], "tcp");
+        assert_eq!(allowed[0]["name"], "api.example");
+        assert_eq!(
+            allowed[0]["grant"],
+            format!("net:connect:api.example:{port}")
+        );
+        assert!(refused.iter().any(|c| c["dest"] == METADATA6));
+        assert!(refused.iter().any(|c| c["proto"] == "udp"));
+        for c in &conns {
+            assert!(
+                c.get("bytes_out").is_some() && c.get("bytes_in").is_some(),
+                "{c}"
+            );
+        }
+        let net_violations: Vec<&str> = r["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["kind"] == "net")
+            .map(|v| v["detail"].as_str().unwrap())
+            .collect();
+        assert_eq!(net_violations.len(), 5, "{net_violations:?}");
+        assert!(
+            net_violations
+                .iter()
+                .any(|d| d.contains(METADATA) && d.contains("metadata")),
+            "{net_violations:?}"
+        );
+        // Each name pinned to a forbidden address is a warning.
+        let warnings = r["warnings"].to_string();
+        for w in ["intranet.example", "meta.example", "sneaky.example"] {
+            assert!(warnings.contains(w), "{w}: {warnings}");
+        }
+    });
+}
+
+#[test]
+fn nonblocking_connects_and_bulk_transfers_behave_as_without_warden() {
+    in_private_net(|| {
+        let public = server(PUBLIC);
+        let port = public.addr.port();
+        let dir = TempDir::new("egress-async");
+        // asyncio connects a non-blocking socket; then 8 MiB one way and
+        // the server's count back, after a half-close.
+        let script = r#"
+import asyncio, sys, socket
+async def main(port):
+    r, w = await asyncio.open_connection("api.example", port)
+    print((await r.readline()).decode().strip())
+    sock = w.get_extra_info("socket")
+    print("peer", sock.getpeername()[0], "family", sock.family.name)
+    w.write(b"x" * (8 << 20)); await w.drain(); w.write_eof()
+    print((await r.readline()).decode().strip())
+    w.close()
+asyncio.run(main(int(sys.argv[1])))
+"#;
+        let o = run(
+            &dir,
+            &format!("{PUBLIC} api.example\n"),
+            &[format!("net:connect:api.example:{port}")],
+            script,
+            &[port.to_string()],
+        );
+        assert_eq!(
+            o.stdout,
+            format!("hello from {PUBLIC}\npeer {PUBLIC} family AF_INET\ngot 8388608\n"),
+            "{}\n{}",
+            o.stderr,
+            o.report
+        );
+        assert_eq!(o.report["status"], "exited", "{}", o.report);
+        assert_eq!(connections(&o.report).len(), 1);
+    });
+}
+
+#[test]
+fn rewriting_the_address_after_the_check_reaches_nothing_else() {
+    in_private_net(|| {
+        let granted = server(PUBLIC);
+        let forbidden = server(OTHER_PUBLIC);
+        let dir = TempDir::new("egress-race");
+        // One thread flips the sockaddr between the granted and a forbidden
+        // address while the other calls connect(2) on it, many times.
+        let script = r#"
+import ctypes, socket, struct, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+port_ok, port_bad = int(sys.argv[1]), int(sys.argv[2])
+good = struct.pack("!HH4s8x", 0, port_ok, socket.inet_aton(sys.argv[3]))
+bad = struct.pack("!HH4s8x", 0, port_bad, socket.inet_aton(sys.argv[4]))
+fam = struct.pack("=H", socket.AF_INET)
+good, bad = fam + good[2:], fam + bad[2:]
+buf = ctypes.create_string_buffer(good, 16)
+stop = False
+def flip():
+    while not stop:
+        ctypes.memmove(buf, bad, 16); ctypes.memmove(buf, good, 16)
+t = threading.Thread(target=flip); t.start()
+ok = refused = 0
+for _ in range(300):
+    s = socket.socket()
+    if libc.connect(s.fileno(), buf, 16) == 0:
+        peer = s.getpeername()
+        assert peer[0] == sys.argv[3], peer
+        ok += 1
+    else:
+        refused += 1
+    s.close()
+stop = True; t.join()
+print("ok", ok, "refused", refused)
+"#;
+        let args = [
+            granted.addr.port().to_string(),
+            forbidden.addr.port().to_string(),
+            PUBLIC.to_string(),
+            OTHER_PUBLIC.to_string(),
+        ];
+        let o = run(
+            &dir,
+            "",
+            &[format!("net:connect:{PUBLIC}:{}", granted.addr.port())],
+            script,
+            &args,
+        );
+        assert!(o.stdout.starts_with("ok "), "{}\n{}", o.stdout, o.stderr);
+        assert_eq!(
+            forbidden.accepted.load(Ordering::SeqCst),
+            0,
+            "a rewritten address was connected to: {}",
+            o.stdout
+        );
+        let n = |word: &str| -> u64 {
+            let words: Vec<&str> = o.stdout.split_whitespace().collect();
+            let i = words.iter().position(|w| *w == word).unwrap();
+            words[i + 1].parse().unwrap()
+        };
+        assert_eq!(n("ok") + n("refused"), 300);
+        assert_eq!(granted.accepted.load(Ordering::SeqCst), n("ok"));
+    });
+}
+
+#[test]
+fn without_a_grant_the_jail_reaches_nothing_and_connect_is_not_intercepted() {
+    in_private_net(|| {
+        let public = server(PUBLIC);
+        let dir = TempDir::new("egress-none");
+        let o = run(
+            &dir,
+            "",
+            &[],
+            CLIENT,
+            &[format!("{PUBLIC} {}", public.addr.port())],
+        );
+        assert!(
+            line_for(&o.stdout, PUBLIC).ends_with("err ENETUNREACH"),
+            "{}",
+            o.stdout
+        );
+        assert_eq!(public.accepted.load(Ordering::SeqCst), 0);
+        assert_eq!(o.report["status"], "exited", "{}", o.report);
+        assert_eq!(o.report["connections"], serde_json::json!([]));
+    });
+}
+
+#[test]
+fn a_bad_egress_hosts_file_is_one_line_naming_it() {
+    let dir = TempDir::new("egress-hosts");
+    let hosts = dir.root.join("hosts");
+    std::fs::write(&hosts, "11.22.33.44 ok.example\nnot-an-address x\n").unwrap();
+    let out = Command::new(warden_bin())
+        .env("WARDEN_EGRESS_HOSTS", &hosts)
+        .arg("--state")
+        .arg(dir.root.join("state"))
+        .args([
+            "run",
+            "--no-audit",
+            "--allow",
+            "net:connect:ok.example:80",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{}:2", hosts.display())) && stderr.contains("not an IP address"),
+        "{stderr}"
+    );
+}
