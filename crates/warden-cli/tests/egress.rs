@@ -139,7 +139,7 @@ fn run(dir: &TempDir, hosts: &str, grants: &[String], script: &str, args: &[Stri
         .env("WARDEN_EGRESS_HOSTS", &hosts_file)
         .arg("--state")
         .arg(dir.root.join("state"))
-        .args(["run", "--no-audit", "--wall-time", "60s", "--report"])
+        .args(["run", "--wall-time", "60s", "--report"])
         .arg(&report);
     for g in grants {
         command.args(["--allow", g]);
@@ -357,6 +357,22 @@ asyncio.run(main(int(sys.argv[1])))
         );
         assert_eq!(o.report["status"], "exited", "{}", o.report);
         assert_eq!(connections(&o.report).len(), 1);
+        // The ledger entry carries the connection too.
+        let log = Command::new(warden_bin())
+            .arg("--state")
+            .arg(dir.root.join("state"))
+            .args(["audit", "log"])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&log.stdout);
+        let entry = log
+            .lines()
+            .find(|l| l.contains("\"connections\""))
+            .unwrap_or_else(|| panic!("no entry with connections: {log}"));
+        assert!(
+            entry.contains(&format!("net:connect:api.example:{port}")) && entry.contains(PUBLIC),
+            "{entry}"
+        );
     });
 }
 

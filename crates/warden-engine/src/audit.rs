@@ -245,6 +245,10 @@ struct RunEvent<'a> {
     module_digest: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     leases: &'a [warden_core::LeaseRef],
+    /// Network connections attempted, allowed or refused; omitted when
+    /// there were none.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    connections: &'a [warden_core::Connection],
 }
 
 fn seconds_now() -> u64 {
@@ -468,6 +472,7 @@ impl Audit {
             processor: report.processor.as_ref(),
             module_digest: report.module_digest.as_deref(),
             leases: &report.leases,
+            connections: &report.connections,
         };
         let value = serde_json::to_value(&event)
             .map_err(|e| warden_ledger::store::StoreError::Encode(e.to_string()))?;

@@ -97,8 +97,7 @@ impl Egress {
             let _ = sys::notify::continue_call(listener, n.id);
             return;
         };
-        let Ok(sock_type) =
-            sys::socket_option(theirs.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
+        let Ok(sock_type) = sys::socket_option(theirs.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
         else {
             // ENOTSOCK and the like, answered by the kernel.
             let _ = sys::notify::continue_call(listener, n.id);
