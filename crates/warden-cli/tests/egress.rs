@@ -356,7 +356,13 @@ asyncio.run(main(int(sys.argv[1])))
             o.report
         );
         assert_eq!(o.report["status"], "exited", "{}", o.report);
-        assert_eq!(connections(&o.report).len(), 1);
+        let conns = connections(&o.report);
+        assert_eq!(conns.len(), 1);
+        // Counted from the socket's own counters: every byte sent, and the
+        // greeting and the count received.
+        let greeting = format!("hello from {PUBLIC}\n").len() + "got 8388608\n".len();
+        assert_eq!(conns[0]["bytes_out"], 8 << 20, "{}", conns[0]);
+        assert_eq!(conns[0]["bytes_in"], greeting, "{}", conns[0]);
         // The ledger entry carries the connection too.
         let log = Command::new(warden_bin())
             .arg("--state")
@@ -489,4 +495,44 @@ fn a_bad_egress_hosts_file_is_one_line_naming_it() {
         stderr.contains(&format!("{}:2", hosts.display())) && stderr.contains("not an IP address"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_programs_close_closes_the_connection_while_it_runs_on() {
+    in_private_net(|| {
+        // A server that reads to EOF and notes how long after the accept
+        // that came: the program closes at once and then sleeps 3 s.
+        let listener = TcpListener::bind(format!("{PUBLIC}:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let accepted = std::time::Instant::now();
+            let mut all = Vec::new();
+            let _ = stream.read_to_end(&mut all);
+            let _ = tx.send((accepted.elapsed(), all));
+        });
+        let dir = TempDir::new("egress-close");
+        let script = r#"
+import socket, sys, time
+s = socket.create_connection(("api.example", int(sys.argv[1])))
+s.sendall(b"bye"); s.close()
+time.sleep(3)
+"#;
+        let o = run(
+            &dir,
+            &format!("{PUBLIC} api.example\n"),
+            &[format!("net:connect:api.example:{port}")],
+            script,
+            &[port.to_string()],
+        );
+        let (after, bytes) = rx.recv().unwrap();
+        assert_eq!(bytes, b"bye");
+        assert!(
+            after < std::time::Duration::from_millis(1500),
+            "EOF came {after:?} after the accept: the connection outlived the program's close"
+        );
+        assert_eq!(o.report["status"], "exited", "{}", o.report);
+        assert_eq!(connections(&o.report)[0]["bytes_out"], 3);
+    });
 }

@@ -39,6 +39,23 @@ const MAX_RECORDED: usize = 256;
 /// summed in one.
 const MAX_NAMED_REFUSALS: usize = 16;
 
+/// How often held connections are sampled (bytes, idleness) and checked
+/// for being closed by the program.
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+
+/// An allowed connection whose socket the supervisor still holds a copy
+/// of, to read its byte counters: released once no process of the jail
+/// holds it any more (or the run ends), so that the program's close is
+/// the connection's close within [`SAMPLE_EVERY`].
+#[derive(Debug)]
+struct Held {
+    /// Index into `connections`.
+    record: usize,
+    sock: OwnedFd,
+    inode: u64,
+    shut: bool,
+}
+
 /// The egress of one run: its plan and what the program attempted.
 #[derive(Debug)]
 pub(crate) struct Egress {
@@ -48,7 +65,16 @@ pub(crate) struct Egress {
     pub unrecorded: (u64, u64),
     /// Most connections the run may make (allowed ones), if limited.
     pub max_connections: Option<u64>,
+    /// Most bytes (sent and received, all connections) the run may move.
+    pub max_bytes: Option<u64>,
+    /// A connection with no data either way for this long is shut down.
+    pub idle_timeout: Option<Duration>,
     made: u64,
+    held: Vec<Held>,
+    /// Bytes of connections no longer held.
+    moved_before: u64,
+    /// Why connections were cut (byte limit, idleness), for the report.
+    pub cut: Vec<String>,
 }
 
 impl Egress {
@@ -58,7 +84,12 @@ impl Egress {
             connections: Vec::new(),
             unrecorded: (0, 0),
             max_connections: None,
+            max_bytes: None,
+            idle_timeout: None,
             made: 0,
+            held: Vec::new(),
+            moved_before: 0,
+            cut: Vec::new(),
         }
     }
 
@@ -143,7 +174,20 @@ impl Egress {
                     .min(CONNECT_TIMEOUT)
                     .max(Duration::from_millis(1));
                 match self.connect_for(listener, n, pid, fd, &theirs, dest, timeout) {
-                    Ok(()) => self.made += 1,
+                    Ok(ours) => {
+                        self.made += 1;
+                        record.bytes_out = Some(0);
+                        record.bytes_in = Some(0);
+                        if self.connections.len() < MAX_RECORDED {
+                            let inode = sys::inode(ours.as_raw_fd()).unwrap_or(0);
+                            self.held.push(Held {
+                                record: self.connections.len(),
+                                sock: ours,
+                                inode,
+                                shut: false,
+                            });
+                        }
+                    }
                     Err(e) => {
                         record.reason = Some(format!("connect failed: {e}"));
                         let errno = e.raw_os_error().unwrap_or(libc::ECONNREFUSED);
@@ -158,6 +202,7 @@ impl Egress {
     /// Connects a socket of the supervisor's to `dest` and installs it in
     /// the program as descriptor `fd`, with the file status flags and
     /// common options of the program's own socket; then answers success.
+    /// Returns the supervisor's copy of the socket.
     #[allow(clippy::too_many_arguments)]
     fn connect_for(
         &self,
@@ -168,7 +213,7 @@ impl Egress {
         theirs: &OwnedFd,
         dest: SocketAddr,
         timeout: Duration,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<OwnedFd> {
         let their_fd = theirs.as_raw_fd();
         let domain = sys::socket_option(their_fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
         // The same address family as the program's socket, so that what
@@ -199,10 +244,99 @@ impl Egress {
         }
         let cloexec = close_on_exec(pid, fd);
         sys::notify::install_fd(listener, n.id, ours.as_raw_fd(), fd, cloexec)?;
-        // The program now holds the only other reference: closing ours
-        // leaves the connection's life to it.
-        drop(ours);
-        sys::notify::succeed(listener, n.id, 0)
+        sys::notify::succeed(listener, n.id, 0)?;
+        Ok(ours)
+    }
+
+    /// Whether connections are held (the supervisor should call
+    /// [`Egress::sample`] every [`SAMPLE_EVERY`]).
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Reads the held connections' byte counters, cuts those past the
+    /// run's byte limit or idle too long, and releases those no process of
+    /// the jail (`init` and its descendants) holds any more.
+    pub fn sample(&mut self, init: libc::pid_t) {
+        if self.held.is_empty() {
+            return;
+        }
+        self.read_counters();
+        let moved = self.moved();
+        for h in &mut self.held {
+            if h.shut {
+                continue;
+            }
+            let over = self.max_bytes.filter(|max| moved > *max);
+            let idle = self
+                .idle_timeout
+                .filter(|limit| sys::tcp_idle(h.sock.as_raw_fd()).is_ok_and(|idle| idle >= *limit));
+            if over.is_none() && idle.is_none() {
+                continue;
+            }
+            // Shutting down our copy shuts the program's: it is one socket.
+            let _ = sys::shutdown(h.sock.as_raw_fd());
+            h.shut = true;
+            let c = &self.connections[h.record];
+            let why = match (over, idle) {
+                (Some(max), _) => format!(
+                    "connection to {} cut: the run moved {moved} bytes, past its net:limit:bytes of {max}",
+                    shown(&c.dest, c.port)
+                ),
+                (None, Some(limit)) => format!(
+                    "connection to {} cut: no data for {} ms (idle timeout)",
+                    shown(&c.dest, c.port),
+                    limit.as_millis()
+                ),
+                _ => continue,
+            };
+            self.connections[h.record].reason = Some(why.clone());
+            self.cut.push(why);
+        }
+        let open = jail_socket_inodes(init);
+        let (keep, gone): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.inode != 0 && open.contains(&h.inode));
+        self.held = keep;
+        for h in gone {
+            self.release(h);
+        }
+    }
+
+    /// The run is over: final counters, every copy closed.
+    pub fn finish(&mut self) {
+        self.read_counters();
+        for h in std::mem::take(&mut self.held) {
+            self.release(h);
+        }
+    }
+
+    fn release(&mut self, h: Held) {
+        let c = &self.connections[h.record];
+        self.moved_before += c.bytes_out.unwrap_or(0) + c.bytes_in.unwrap_or(0);
+    }
+
+    fn read_counters(&mut self) {
+        for h in &self.held {
+            if let Ok((out, inn)) = sys::tcp_bytes(h.sock.as_raw_fd()) {
+                let c = &mut self.connections[h.record];
+                c.bytes_out = Some(out);
+                c.bytes_in = Some(inn);
+            }
+        }
+    }
+
+    /// Bytes moved by the run's connections so far, both ways.
+    fn moved(&self) -> u64 {
+        self.moved_before
+            + self
+                .held
+                .iter()
+                .map(|h| {
+                    let c = &self.connections[h.record];
+                    c.bytes_out.unwrap_or(0) + c.bytes_in.unwrap_or(0)
+                })
+                .sum::<u64>()
     }
 
     fn record(&mut self, c: Connection) {
@@ -271,6 +405,48 @@ fn inet_destination(raw: &[u8]) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// The inodes of the sockets the processes of the jail hold: `init` and
+/// its descendants, found through each task's `children` list.
+fn jail_socket_inodes(init: libc::pid_t) -> std::collections::HashSet<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    let mut pending = vec![init];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(pid) = pending.pop() {
+        if !seen.insert(pid) || seen.len() > 65_536 {
+            continue;
+        }
+        if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            for fd in fds.flatten() {
+                let Ok(link) = std::fs::read_link(fd.path()) else {
+                    continue;
+                };
+                let inode = link
+                    .to_str()
+                    .and_then(|l| l.strip_prefix("socket:["))
+                    .and_then(|l| l.strip_suffix(']'))
+                    .and_then(|n| n.parse().ok());
+                if let Some(inode) = inode {
+                    inodes.insert(inode);
+                }
+            }
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            pending.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<libc::pid_t>().ok()),
+            );
+        }
+    }
+    inodes
 }
 
 /// Whether descriptor `fd` of `pid` is close-on-exec (its fdinfo flags).

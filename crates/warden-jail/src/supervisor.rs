@@ -278,6 +278,7 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     let mut total_output = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     let mut leases_checked = w.started;
+    let mut egress_sampled = w.started;
     // The engine caps limits, but a deadline past the clock's range must
     // not panic: treat it as a day from now, re-armed as it approaches.
     let deadline = w
@@ -344,6 +345,14 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                 }
             }
             timeout = timeout.min(LEASE_CHECK);
+        }
+
+        if let Some(egress) = obs.egress.as_mut().filter(|e| e.holding()) {
+            if now.duration_since(egress_sampled) >= crate::egress::SAMPLE_EVERY {
+                egress_sampled = now;
+                egress.sample(w.init_pid);
+            }
+            timeout = timeout.min(crate::egress::SAMPLE_EVERY);
         }
 
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(6);
@@ -460,6 +469,9 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
     }
     if obs.wall.is_zero() {
         obs.wall = w.started.elapsed();
+    }
+    if let Some(egress) = obs.egress.as_mut() {
+        egress.finish();
     }
     // What is still in the program's pipes (the caller did not read in
     // time, so the loop stopped reading): counted against the output limit

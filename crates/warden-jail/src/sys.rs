@@ -1138,3 +1138,74 @@ pub fn status_flags(fd: RawFd) -> io::Result<i32> {
     // SAFETY: F_GETFL takes no argument.
     check(unsafe { libc::fcntl(fd, libc::F_GETFL) })
 }
+
+/// Bytes sent and acknowledged, and bytes received, on TCP socket `fd`
+/// (tcp_info's tcpi_bytes_acked and tcpi_bytes_received).
+/// The kernel counts sequence space, so the SYN and each FIN count one:
+/// they are taken off by the connection's state.
+pub fn tcp_bytes(fd: RawFd) -> io::Result<(u64, u64)> {
+    let info = tcp_info(fd)?;
+    // TCP states (include/net/tcp_states.h).
+    const FIN_WAIT2: u8 = 5;
+    const TIME_WAIT: u8 = 6;
+    const CLOSE: u8 = 7;
+    const CLOSE_WAIT: u8 = 8;
+    const LAST_ACK: u8 = 9;
+    const CLOSING: u8 = 11;
+    let state = info[0];
+    let our_fin_acked = matches!(state, FIN_WAIT2 | TIME_WAIT | CLOSE);
+    let their_fin_seen = matches!(state, TIME_WAIT | CLOSE | CLOSE_WAIT | LAST_ACK | CLOSING);
+    let acked = u64_at(&info, 120).saturating_sub(1 + u64::from(our_fin_acked));
+    let received = u64_at(&info, 128).saturating_sub(u64::from(their_fin_seen));
+    Ok((acked, received))
+}
+
+/// How long TCP socket `fd` has had no data either way (the smaller of
+/// tcp_info's tcpi_last_data_sent and tcpi_last_data_recv, ms).
+pub fn tcp_idle(fd: RawFd) -> io::Result<std::time::Duration> {
+    let info = tcp_info(fd)?;
+    let at = |o: usize| u32::from_ne_bytes(info[o..o + 4].try_into().unwrap_or([0; 4]));
+    // tcpi_last_data_sent at 44, tcpi_last_data_recv at 52.
+    Ok(std::time::Duration::from_millis(u64::from(
+        at(44).min(at(52)),
+    )))
+}
+
+fn u64_at(info: &[u8], o: usize) -> u64 {
+    u64::from_ne_bytes(info[o..o + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// struct tcp_info of `fd`, up to tcpi_bytes_received (136 bytes).
+fn tcp_info(fd: RawFd) -> io::Result<[u8; 136]> {
+    let mut info = [0u8; 136];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: info and len are valid for writing, len holds info's size.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    if (len as usize) < info.len() {
+        return Err(io::Error::other("tcp_info without byte counters"));
+    }
+    Ok(info)
+}
+
+/// shutdown(fd, SHUT_RDWR).
+pub fn shutdown(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown takes integers.
+    check(unsafe { libc::shutdown(fd, libc::SHUT_RDWR) }).map(drop)
+}
+
+/// The inode number of `fd`.
+pub fn inode(fd: RawFd) -> io::Result<u64> {
+    // SAFETY: st is written by fstat before it is read.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid, writable stat buffer.
+    check(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st.st_ino)
+}

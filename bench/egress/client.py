@@ -1,0 +1,32 @@
+"""Egress benchmark client: connect latency and bulk throughput to one
+server, run the same way bare and inside `warden run` (bench/egress/run.sh).
+Prints one JSON line."""
+import json, socket, statistics, sys, time
+
+host, port = sys.argv[1], int(sys.argv[2])
+connects, mib = int(sys.argv[3]), int(sys.argv[4])
+
+lat = []
+for _ in range(connects):
+    t = time.perf_counter_ns()
+    s = socket.create_connection((host, port))
+    lat.append(time.perf_counter_ns() - t)
+    s.close()
+lat.sort()
+
+chunk = b"x" * (1 << 20)
+s = socket.create_connection((host, port))
+s.sendall(b"B")  # bulk: the server counts until EOF and answers
+t = time.perf_counter()
+for _ in range(mib):
+    s.sendall(chunk)
+s.shutdown(socket.SHUT_WR)
+got = s.makefile().readline().strip()
+secs = time.perf_counter() - t
+assert got == str(mib << 20), got
+print(json.dumps({
+    "connect_p50_us": lat[len(lat) // 2] / 1000,
+    "connect_p99_us": lat[int(len(lat) * 0.99)] / 1000,
+    "connect_mean_us": statistics.mean(lat) / 1000,
+    "throughput_mib_s": mib / secs,
+}))
