@@ -525,6 +525,8 @@ impl JailBackend {
         Ok(Some(group))
     }
 
+    // The run's prepared parts, each from its own step of `run`.
+    #[allow(clippy::too_many_arguments)]
     fn run_in(
         &self,
         inv: &Invocation,
