@@ -630,6 +630,8 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
             file_size: args.file_size,
             open_files: args.open_files,
             tmpfs: args.tmpfs,
+            // Set by net:limit capabilities.
+            ..Default::default()
         },
         workdir: args.workdir,
         backend: args.backend,

@@ -533,6 +533,111 @@ time.sleep(3)
             "EOF came {after:?} after the accept: the connection outlived the program's close"
         );
         assert_eq!(o.report["status"], "exited", "{}", o.report);
-        assert_eq!(connections(&o.report)[0]["bytes_out"], 3);
+        assert_eq!(connections(&o.report)[0]["bytes_out"], 3, "{}", o.stderr);
+    });
+}
+
+#[test]
+fn net_limits_cut_connections_past_their_bytes_idleness_and_count() {
+    in_private_net(|| {
+        let public = server(PUBLIC);
+        let port = public.addr.port();
+        let hosts = format!("{PUBLIC} api.example\n");
+        let grant = format!("net:connect:api.example:{port}");
+        // Bytes: 4 MiB written under a 1 MiB limit is cut (EPIPE or a
+        // reset) well before it is all sent.
+        let dir = TempDir::new("egress-bytes");
+        let script = r#"
+import socket, sys, time
+s = socket.create_connection(("api.example", int(sys.argv[1])))
+s.makefile().readline()
+sent = 0
+try:
+    for _ in range(4 * 16):
+        s.sendall(b"x" * 65536); sent += 65536
+        time.sleep(0.005)
+    print("all sent", sent)
+except OSError as e:
+    print("cut after", sent)
+"#;
+        let o = run(
+            &dir,
+            &hosts,
+            &[grant.clone(), "net:limit:bytes:1MiB".into()],
+            script,
+            &[port.to_string()],
+        );
+        assert!(
+            o.stdout.starts_with("cut after"),
+            "{}\n{}",
+            o.stdout,
+            o.stderr
+        );
+        let sent: u64 = o.stdout.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(sent < 3 << 20, "{sent} bytes sent under a 1 MiB limit");
+        assert_eq!(
+            o.report["limits"]["net_bytes"],
+            1 << 20,
+            "{}",
+            o.report["limits"]
+        );
+        let reached = o.report["limits_reached"].to_string();
+        assert!(reached.contains("net_bytes"), "{reached}");
+
+        // Connections: the third of two allowed is refused.
+        let dir = TempDir::new("egress-count");
+        let targets = vec![format!("api.example {port}"); 3];
+        let o = run(
+            &dir,
+            &hosts,
+            &[grant.clone(), "net:limit:connections:2".into()],
+            CLIENT,
+            &targets,
+        );
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", o.stdout);
+        assert!(
+            lines[0].contains(" ok ") && lines[1].contains(" ok "),
+            "{}",
+            o.stdout
+        );
+        assert!(lines[2].ends_with("err EPERM"), "{}", o.stdout);
+        assert!(o.report["violations"]
+            .to_string()
+            .contains("limit of 2 connections"));
+        assert!(o.report["limits_reached"]
+            .to_string()
+            .contains("net_connections"));
+
+        // Idleness: a connection silent for longer than 300 ms is cut.
+        let dir = TempDir::new("egress-idle");
+        let script = r#"
+import socket, sys, time
+s = socket.create_connection(("api.example", int(sys.argv[1])))
+s.makefile().readline()
+time.sleep(1.5)
+try:
+    s.sendall(b"late"); print("data", s.recv(100))
+except OSError as e:
+    print("cut", e.errno)
+"#;
+        let o = run(
+            &dir,
+            &hosts,
+            &[grant, "net:limit:idle:300ms".into()],
+            script,
+            &[port.to_string()],
+        );
+        assert!(
+            o.stdout.starts_with("cut") || o.stdout.starts_with("data b''"),
+            "{}\n{}",
+            o.stdout,
+            o.stderr
+        );
+        assert!(
+            o.report["limits_reached"].to_string().contains("net_idle"),
+            "{}",
+            o.report
+        );
     });
 }

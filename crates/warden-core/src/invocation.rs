@@ -21,6 +21,14 @@ pub struct EffectiveLimits {
     pub file_size_bytes: u64,
     pub open_files: u64,
     pub tmpfs_bytes: u64,
+    /// Bytes the run's connections may move, both ways; null: no bound
+    /// but the wall time (`net:limit:bytes`).
+    pub net_bytes: Option<u64>,
+    /// Connections the run may make (`net:limit:connections`).
+    pub net_connections: u64,
+    /// Longest a connection may carry no data (`net:limit:idle`).
+    #[serde(rename = "net_idle_ms", serialize_with = "opt_ms")]
+    pub net_idle: Option<Duration>,
 }
 
 fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -48,6 +56,9 @@ impl Default for EffectiveLimits {
             file_size_bytes: 64 << 20,
             open_files: 256,
             tmpfs_bytes: 64 << 20,
+            net_bytes: None,
+            net_connections: 256,
+            net_idle: None,
         }
     }
 }

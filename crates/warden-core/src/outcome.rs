@@ -132,6 +132,9 @@ impl LimitReached {
             "open_files" => "--open-files",
             "tmpfs" => "--tmpfs",
             "fuel" => "--fuel",
+            "net_bytes" => "--allow net:limit:bytes:SIZE",
+            "net_connections" => "--allow net:limit:connections:N",
+            "net_idle" => "--allow net:limit:idle:DURATION",
             _ => "--help",
         }
     }

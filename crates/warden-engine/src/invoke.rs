@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use warden_core::ProcessorRef;
-use warden_policy::{Capability, LimitField, Limits, Policy};
+use warden_policy::{Capability, LimitField, Limits, NetLimit, Policy};
 use warden_processor::{Kind, Language, LoadedProcessor, Registry};
 use warden_trust::truststore::TrustStore;
 use warden_trust::ArtifactType;
@@ -302,6 +302,15 @@ fn lowered(cap: Capability, caller: &Limits) -> Capability {
         Capability::CpuLimit(p) => Capability::CpuLimit(caller.cpu_percent.map_or(p, |m| p.min(m))),
         Capability::TimeLimit(d) => Capability::TimeLimit(caller.wall_time.map_or(d, |m| d.min(m))),
         Capability::ProcLimit(n) => Capability::ProcLimit(caller.pids.map_or(n, |m| n.min(m))),
+        Capability::NetLimit(NetLimit::Bytes(b)) => {
+            Capability::NetLimit(NetLimit::Bytes(caller.net_bytes.map_or(b, |m| b.min(m))))
+        }
+        Capability::NetLimit(NetLimit::Connections(n)) => Capability::NetLimit(
+            NetLimit::Connections(caller.net_connections.map_or(n, |m| n.min(m))),
+        ),
+        Capability::NetLimit(NetLimit::Idle(d)) => {
+            Capability::NetLimit(NetLimit::Idle(caller.net_idle.map_or(d, |m| d.min(m))))
+        }
         other => other,
     }
 }

@@ -96,6 +96,9 @@ fn fill(limits: &Limits) -> EffectiveLimits {
         file_size_bytes: limits.file_size.unwrap_or(d.file_size_bytes),
         open_files: limits.open_files.unwrap_or(d.open_files),
         tmpfs_bytes: limits.tmpfs.unwrap_or(d.tmpfs_bytes),
+        net_bytes: limits.net_bytes.or(d.net_bytes),
+        net_connections: limits.net_connections.unwrap_or(d.net_connections),
+        net_idle: limits.net_idle.or(d.net_idle),
     }
 }
 
@@ -430,12 +433,9 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
         for (_, at) in req.at.iter().filter(|(of, _)| *of == i) {
             views.push(view(&cap.clone().with_base(&req.cwd), text, at, &views)?);
         }
-        match cap {
-            Capability::MemLimit(b) => limits.memory = Some(b),
-            Capability::CpuLimit(p) => limits.cpu_percent = Some(p),
-            Capability::TimeLimit(d) => limits.wall_time = Some(d),
-            Capability::ProcLimit(n) => limits.pids = Some(n),
-            other => requested.push(other.with_base(&req.cwd)),
+        match warden_policy::LimitField::of_capability(&cap) {
+            Some((field, value)) => limits.set(field, value),
+            None => requested.push(cap.with_base(&req.cwd)),
         }
     }
     // Values by name, in first-given order; the index keeps many --env

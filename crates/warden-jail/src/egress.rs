@@ -75,6 +75,11 @@ pub(crate) struct Egress {
     moved_before: u64,
     /// Why connections were cut (byte limit, idleness), for the report.
     pub cut: Vec<String>,
+    /// Connections cut at the byte limit, cut for idleness, and refused
+    /// at the connection limit.
+    cut_bytes: u64,
+    cut_idle: u64,
+    over_count: u64,
 }
 
 impl Egress {
@@ -90,6 +95,9 @@ impl Egress {
             held: Vec::new(),
             moved_before: 0,
             cut: Vec::new(),
+            cut_bytes: 0,
+            cut_idle: 0,
+            over_count: 0,
         }
     }
 
@@ -142,8 +150,9 @@ impl Egress {
         let verdict = if proto == "udp" {
             Verdict::Refused("UDP egress is not granted by net:connect (TCP only)".into())
         } else if self.max_connections.is_some_and(|max| self.made >= max) {
+            self.over_count += 1;
             Verdict::Refused(format!(
-                "the run's limit of {} connections is reached",
+                "the run's limit of {} connections is reached (net:limit:connections)",
                 self.made
             ))
         } else {
@@ -279,21 +288,28 @@ impl Egress {
             h.shut = true;
             let c = &self.connections[h.record];
             let why = match (over, idle) {
-                (Some(max), _) => format!(
+                (Some(max), _) => {
+                    self.cut_bytes += 1;
+                    format!(
                     "connection to {} cut: the run moved {moved} bytes, past its net:limit:bytes of {max}",
                     shown(&c.dest, c.port)
-                ),
-                (None, Some(limit)) => format!(
-                    "connection to {} cut: no data for {} ms (idle timeout)",
-                    shown(&c.dest, c.port),
-                    limit.as_millis()
-                ),
+                )
+                }
+                (None, Some(limit)) => {
+                    self.cut_idle += 1;
+                    format!(
+                        "connection to {} cut: no data for {} ms (idle timeout)",
+                        shown(&c.dest, c.port),
+                        limit.as_millis()
+                    )
+                }
                 _ => continue,
             };
             self.connections[h.record].reason = Some(why.clone());
             self.cut.push(why);
         }
         let open = jail_socket_inodes(init);
+
         let (keep, gone): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|h| h.inode != 0 && open.contains(&h.inode));
@@ -347,6 +363,42 @@ impl Egress {
         } else {
             self.unrecorded.1 += 1;
         }
+    }
+
+    /// The network limits the run reached.
+    pub fn limits_reached(&self) -> Vec<warden_core::LimitReached> {
+        use warden_core::LimitReached;
+        let mut out = Vec::new();
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        if let (Some(max), true) = (self.max_bytes, self.cut_bytes > 0) {
+            out.push(LimitReached::new(
+                "net_bytes",
+                warden_core::human_bytes(max),
+                plural(self.cut_bytes, "connection cut", "connections cut"),
+                self.cut_bytes,
+                false,
+            ));
+        }
+        if let (Some(max), true) = (self.max_connections, self.over_count > 0) {
+            out.push(LimitReached::new(
+                "net_connections",
+                plural(max, "connection", "connections"),
+                plural(self.over_count, "connect refused", "connects refused"),
+                self.over_count,
+                false,
+            ));
+        }
+        if let (Some(idle), true) = (self.idle_timeout, self.cut_idle > 0) {
+            out.push(LimitReached::new(
+                "net_idle",
+                warden_core::human_duration(idle),
+                plural(self.cut_idle, "idle connection cut", "idle connections cut"),
+                self.cut_idle,
+                false,
+            ));
+        }
+        out
     }
 
     /// The plan's warnings (names that did not resolve, and the like).
@@ -417,6 +469,7 @@ fn jail_socket_inodes(init: libc::pid_t) -> std::collections::HashSet<u64> {
         if !seen.insert(pid) || seen.len() > 65_536 {
             continue;
         }
+
         if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
             for fd in fds.flatten() {
                 let Ok(link) = std::fs::read_link(fd.path()) else {

@@ -751,7 +751,13 @@ impl JailBackend {
             started,
             redactor: redactor(inv),
             leases: lease_watch(inv),
-            egress: egress.map(egress::Egress::new),
+            egress: egress.map(|plan| {
+                let mut e = egress::Egress::new(plan);
+                e.max_connections = Some(inv.limits.net_connections);
+                e.max_bytes = inv.limits.net_bytes;
+                e.idle_timeout = inv.limits.net_idle;
+                e
+            }),
         });
         let _ = sys::waitpid(init_pid, 0);
         drop(alive_w);
@@ -850,7 +856,7 @@ impl JailBackend {
         let program_signal = observed
             .program
             .and_then(|(st, _, _)| libc::WIFSIGNALED(st).then(|| libc::WTERMSIG(st)));
-        let limits_reached = reached::limits_reached(&reached::Seen {
+        let mut limits_reached = reached::limits_reached(&reached::Seen {
             limits: &inv.limits,
             status,
             stopped: observed.stop.is_some() || exit_code.is_none() && signal.is_some(),
@@ -861,6 +867,9 @@ impl JailBackend {
             output_kept: observed.stdout_bytes + observed.stderr_bytes,
             truncated: observed.truncated,
         });
+        if let Some(e) = &observed.egress {
+            limits_reached.extend(e.limits_reached());
+        }
         Ok(Outcome {
             status,
             exit_code,

@@ -1139,25 +1139,24 @@ pub fn status_flags(fd: RawFd) -> io::Result<i32> {
     check(unsafe { libc::fcntl(fd, libc::F_GETFL) })
 }
 
-/// Bytes sent and acknowledged, and bytes received, on TCP socket `fd`
-/// (tcp_info's tcpi_bytes_acked and tcpi_bytes_received).
-/// The kernel counts sequence space, so the SYN and each FIN count one:
-/// they are taken off by the connection's state.
+/// Bytes the program wrote (sent once, or still waiting to be sent) and
+/// bytes received on TCP socket `fd`, from its tcp_info: tcpi_bytes_sent
+/// less tcpi_bytes_retrans plus tcpi_notsent_bytes, and
+/// tcpi_bytes_received less the peer's FIN (the kernel counts sequence
+/// space, so a FIN counts one).
 pub fn tcp_bytes(fd: RawFd) -> io::Result<(u64, u64)> {
     let info = tcp_info(fd)?;
-    // TCP states (include/net/tcp_states.h).
-    const FIN_WAIT2: u8 = 5;
+    // TCP states (include/net/tcp_states.h) after the peer's FIN.
     const TIME_WAIT: u8 = 6;
     const CLOSE: u8 = 7;
     const CLOSE_WAIT: u8 = 8;
     const LAST_ACK: u8 = 9;
     const CLOSING: u8 = 11;
-    let state = info[0];
-    let our_fin_acked = matches!(state, FIN_WAIT2 | TIME_WAIT | CLOSE);
-    let their_fin_seen = matches!(state, TIME_WAIT | CLOSE | CLOSE_WAIT | LAST_ACK | CLOSING);
-    let acked = u64_at(&info, 120).saturating_sub(1 + u64::from(our_fin_acked));
+    let their_fin_seen = matches!(info[0], TIME_WAIT | CLOSE | CLOSE_WAIT | LAST_ACK | CLOSING);
+    let notsent = u32::from_ne_bytes(info[144..148].try_into().unwrap_or([0; 4]));
+    let sent = u64_at(&info, 200).saturating_sub(u64_at(&info, 208)) + u64::from(notsent);
     let received = u64_at(&info, 128).saturating_sub(u64::from(their_fin_seen));
-    Ok((acked, received))
+    Ok((sent, received))
 }
 
 /// How long TCP socket `fd` has had no data either way (the smaller of
@@ -1175,9 +1174,10 @@ fn u64_at(info: &[u8], o: usize) -> u64 {
     u64::from_ne_bytes(info[o..o + 8].try_into().unwrap_or([0; 8]))
 }
 
-/// struct tcp_info of `fd`, up to tcpi_bytes_received (136 bytes).
-fn tcp_info(fd: RawFd) -> io::Result<[u8; 136]> {
-    let mut info = [0u8; 136];
+/// struct tcp_info of `fd`, up to tcpi_bytes_retrans (216 bytes: Linux
+/// 4.19 and later).
+fn tcp_info(fd: RawFd) -> io::Result<[u8; 216]> {
+    let mut info = [0u8; 216];
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: info and len are valid for writing, len holds info's size.
     check(unsafe {
@@ -1190,7 +1190,9 @@ fn tcp_info(fd: RawFd) -> io::Result<[u8; 136]> {
         )
     })?;
     if (len as usize) < info.len() {
-        return Err(io::Error::other("tcp_info without byte counters"));
+        return Err(io::Error::other(
+            "tcp_info without byte counters (Linux before 4.19)",
+        ));
     }
     Ok(info)
 }

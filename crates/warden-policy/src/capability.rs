@@ -63,6 +63,20 @@ pub enum Capability {
     TimeLimit(Duration),
     /// `proc:limit:N` — maximum number of processes.
     ProcLimit(u32),
+    /// `net:limit:bytes:SIZE`, `net:limit:connections:N`,
+    /// `net:limit:idle:DURATION` — bounds on the run's network use.
+    NetLimit(NetLimit),
+}
+
+/// A bound on a run's network use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetLimit {
+    /// Bytes moved by all connections, both ways together.
+    Bytes(u64),
+    /// Connections made.
+    Connections(u64),
+    /// Longest a connection may carry no data either way.
+    Idle(Duration),
 }
 
 /// Which hosts a network capability covers.
@@ -130,8 +144,11 @@ pub enum MalformedReason {
     #[error("unknown fs access {0:?}: expected read or write")]
     UnknownFsAccess(String),
     /// `net:udp:…` and the like.
-    #[error("unknown net access {0:?}: expected connect or http")]
+    #[error("unknown net access {0:?}: expected connect, http or limit")]
     UnknownNetAccess(String),
+    /// `net:limit:WHAT:…` with WHAT other than bytes, connections, idle.
+    #[error("unknown net limit {0:?}: expected net:limit:bytes:SIZE, net:limit:connections:N or net:limit:idle:DURATION")]
+    UnknownNetLimit(String),
     /// `module:load:…` and the like.
     #[error("unknown module access {0:?}: expected call")]
     UnknownModuleAccess(String),
@@ -259,6 +276,26 @@ impl FromStr for Capability {
                     "http" => Ok(Capability::NetHttp(
                         parse_host(arg, false).map_err(malformed)?,
                     )),
+                    "limit" => {
+                        let (what, value) = split_arg(arg);
+                        if value.is_empty() && matches!(what, "bytes" | "connections" | "idle") {
+                            return Err(malformed(MalformedReason::MissingValue));
+                        }
+                        let value_err = |e: ValueError| malformed(MalformedReason::Value(e));
+                        let limit = match what {
+                            "bytes" => NetLimit::Bytes(parse_size(value).map_err(value_err)?),
+                            "connections" => NetLimit::Connections(
+                                parse_count(value, u32::MAX.into()).map_err(value_err)?,
+                            ),
+                            "idle" => NetLimit::Idle(parse_duration(value).map_err(value_err)?),
+                            other => {
+                                return Err(malformed(MalformedReason::UnknownNetLimit(excerpt(
+                                    other,
+                                ))))
+                            }
+                        };
+                        Ok(Capability::NetLimit(limit))
+                    }
                     other => Err(malformed(MalformedReason::UnknownNetAccess(excerpt(other)))),
                 }
             }
@@ -629,6 +666,11 @@ impl Capability {
             (C::MemLimit(a), C::MemLimit(b)) => b <= a,
             (C::CpuLimit(a), C::CpuLimit(b)) | (C::ProcLimit(a), C::ProcLimit(b)) => b <= a,
             (C::TimeLimit(a), C::TimeLimit(b)) => b <= a,
+            (C::NetLimit(NetLimit::Bytes(a)), C::NetLimit(NetLimit::Bytes(b)))
+            | (C::NetLimit(NetLimit::Connections(a)), C::NetLimit(NetLimit::Connections(b))) => {
+                b <= a
+            }
+            (C::NetLimit(NetLimit::Idle(a)), C::NetLimit(NetLimit::Idle(b))) => b <= a,
             _ => false,
         }
     }
@@ -641,6 +683,7 @@ impl Capability {
                 | Capability::CpuLimit(_)
                 | Capability::TimeLimit(_)
                 | Capability::ProcLimit(_)
+                | Capability::NetLimit(_)
         )
     }
 
@@ -704,6 +747,15 @@ impl fmt::Display for Capability {
             Capability::CpuLimit(p) => write!(f, "cpu:limit:{p}%"),
             Capability::TimeLimit(d) => write!(f, "time:limit:{}", format_duration(*d)),
             Capability::ProcLimit(n) => write!(f, "proc:limit:{n}"),
+            Capability::NetLimit(NetLimit::Bytes(b)) => {
+                write!(f, "net:limit:bytes:{}", format_size(*b))
+            }
+            Capability::NetLimit(NetLimit::Connections(n)) => {
+                write!(f, "net:limit:connections:{n}")
+            }
+            Capability::NetLimit(NetLimit::Idle(d)) => {
+                write!(f, "net:limit:idle:{}", format_duration(*d))
+            }
         }
     }
 }

@@ -24,7 +24,7 @@ mod value;
 mod yaml;
 
 pub use capability::{
-    normalize, Capability, CapabilityError, HostPattern, MalformedReason, PortPattern,
+    normalize, Capability, CapabilityError, HostPattern, MalformedReason, NetLimit, PortPattern,
     MAX_CAPABILITY_LEN,
 };
 pub use check::{check, Diagnostic, Severity, MAX_GRANTS};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::capability::Capability;
+use crate::capability::{Capability, NetLimit};
 use crate::value::{
     format_duration, format_size, parse_count, parse_duration, parse_percent, parse_size,
     ValueError,
@@ -33,6 +33,15 @@ pub struct Limits {
     pub open_files: Option<u64>,
     /// Size of the scratch tmpfs in bytes (`tmpfs`).
     pub tmpfs: Option<u64>,
+    /// Bytes the run's network connections may move, both ways together
+    /// (`net_bytes`, `net:limit:bytes`).
+    pub net_bytes: Option<u64>,
+    /// Connections the run may make (`net_connections`,
+    /// `net:limit:connections`).
+    pub net_connections: Option<u64>,
+    /// How long a connection may go without data either way before it is
+    /// cut (`net_idle`, `net:limit:idle`).
+    pub net_idle: Option<Duration>,
 }
 
 /// One field of [`Limits`].
@@ -56,6 +65,12 @@ pub enum LimitField {
     OpenFiles,
     /// `tmpfs`.
     Tmpfs,
+    /// `net_bytes`.
+    NetBytes,
+    /// `net_connections`.
+    NetConnections,
+    /// `net_idle`.
+    NetIdle,
 }
 
 /// The value of one limit, typed by its field.
@@ -84,7 +99,7 @@ impl fmt::Display for LimitValue {
 
 impl LimitField {
     /// Every limit, in the order of [`Limits`]' fields.
-    pub const ALL: [LimitField; 9] = [
+    pub const ALL: [LimitField; 12] = [
         LimitField::Memory,
         LimitField::CpuTime,
         LimitField::WallTime,
@@ -94,6 +109,9 @@ impl LimitField {
         LimitField::FileSize,
         LimitField::OpenFiles,
         LimitField::Tmpfs,
+        LimitField::NetBytes,
+        LimitField::NetConnections,
+        LimitField::NetIdle,
     ];
 
     /// The key of this limit in a policy's `limits` mapping.
@@ -108,6 +126,9 @@ impl LimitField {
             LimitField::FileSize => "file_size",
             LimitField::OpenFiles => "open_files",
             LimitField::Tmpfs => "tmpfs",
+            LimitField::NetBytes => "net_bytes",
+            LimitField::NetConnections => "net_connections",
+            LimitField::NetIdle => "net_idle",
         }
     }
 
@@ -119,9 +140,13 @@ impl LimitField {
     /// Parses a value written for this limit.
     pub fn parse(self, text: &str) -> Result<LimitValue, ValueError> {
         Ok(match self {
-            LimitField::Memory | LimitField::Output | LimitField::FileSize | LimitField::Tmpfs => {
-                LimitValue::Bytes(parse_size(text)?)
-            }
+            LimitField::Memory
+            | LimitField::Output
+            | LimitField::FileSize
+            | LimitField::Tmpfs
+            | LimitField::NetBytes => LimitValue::Bytes(parse_size(text)?),
+            LimitField::NetConnections => LimitValue::Count(parse_count(text, u32::MAX.into())?),
+            LimitField::NetIdle => LimitValue::Time(parse_duration(text)?),
             LimitField::CpuTime | LimitField::WallTime => LimitValue::Time(parse_duration(text)?),
             LimitField::Pids => LimitValue::Count(parse_count(text, u32::MAX.into())?),
             LimitField::OpenFiles => LimitValue::Count(parse_count(text, u64::MAX)?),
@@ -136,6 +161,15 @@ impl LimitField {
             Capability::CpuLimit(p) => Some((LimitField::Cpu, LimitValue::Percent(*p))),
             Capability::TimeLimit(d) => Some((LimitField::WallTime, LimitValue::Time(*d))),
             Capability::ProcLimit(n) => Some((LimitField::Pids, LimitValue::Count(u64::from(*n)))),
+            Capability::NetLimit(NetLimit::Bytes(b)) => {
+                Some((LimitField::NetBytes, LimitValue::Bytes(*b)))
+            }
+            Capability::NetLimit(NetLimit::Connections(n)) => {
+                Some((LimitField::NetConnections, LimitValue::Count(*n)))
+            }
+            Capability::NetLimit(NetLimit::Idle(d)) => {
+                Some((LimitField::NetIdle, LimitValue::Time(*d)))
+            }
             _ => None,
         }
     }
@@ -173,16 +207,14 @@ impl LimitField {
             (LimitField::Memory, LimitValue::Bytes(b)) if b < MIN_MEMORY => {
                 fail("must be at least 1MiB".into())
             }
-            (LimitField::CpuTime | LimitField::WallTime, LimitValue::Time(d))
-                if d < MIN_DURATION =>
-            {
-                fail("must be at least 1ms".into())
-            }
-            (LimitField::CpuTime | LimitField::WallTime, LimitValue::Time(d))
-                if d > MAX_DURATION =>
-            {
-                fail("may be at most 365 days".into())
-            }
+            (
+                LimitField::CpuTime | LimitField::WallTime | LimitField::NetIdle,
+                LimitValue::Time(d),
+            ) if d < MIN_DURATION => fail("must be at least 1ms".into()),
+            (
+                LimitField::CpuTime | LimitField::WallTime | LimitField::NetIdle,
+                LimitValue::Time(d),
+            ) if d > MAX_DURATION => fail("may be at most 365 days".into()),
             (LimitField::Pids, LimitValue::Count(0))
             | (LimitField::Tmpfs, LimitValue::Bytes(0))
             | (LimitField::Cpu, LimitValue::Percent(0)) => fail("must be greater than zero".into()),
@@ -224,6 +256,9 @@ impl Limits {
             LimitField::FileSize => self.file_size.map(LimitValue::Bytes),
             LimitField::OpenFiles => self.open_files.map(LimitValue::Count),
             LimitField::Tmpfs => self.tmpfs.map(LimitValue::Bytes),
+            LimitField::NetBytes => self.net_bytes.map(LimitValue::Bytes),
+            LimitField::NetConnections => self.net_connections.map(LimitValue::Count),
+            LimitField::NetIdle => self.net_idle.map(LimitValue::Time),
         }
     }
 
@@ -242,6 +277,9 @@ impl Limits {
             (LimitField::FileSize, LimitValue::Bytes(b)) => self.file_size = Some(b),
             (LimitField::OpenFiles, LimitValue::Count(n)) => self.open_files = Some(n),
             (LimitField::Tmpfs, LimitValue::Bytes(b)) => self.tmpfs = Some(b),
+            (LimitField::NetBytes, LimitValue::Bytes(b)) => self.net_bytes = Some(b),
+            (LimitField::NetConnections, LimitValue::Count(n)) => self.net_connections = Some(n),
+            (LimitField::NetIdle, LimitValue::Time(d)) => self.net_idle = Some(d),
             _ => {}
         }
     }
@@ -258,6 +296,9 @@ impl Limits {
             file_size: self.file_size.or(fallback.file_size),
             open_files: self.open_files.or(fallback.open_files),
             tmpfs: self.tmpfs.or(fallback.tmpfs),
+            net_bytes: self.net_bytes.or(fallback.net_bytes),
+            net_connections: self.net_connections.or(fallback.net_connections),
+            net_idle: self.net_idle.or(fallback.net_idle),
         }
     }
 
