@@ -517,6 +517,7 @@ fn parses_the_documented_example() {
             file_size: Some(16 << 20),
             open_files: Some(128),
             tmpfs: Some(64 << 20),
+            ..Limits::default()
         }
     );
     assert!(check(EXAMPLE, "policy.yaml").is_empty());
@@ -1067,4 +1068,32 @@ fn secret_grants_as_files_or_also_as_environment() {
     assert!(!file.subsumes(&env));
     assert!("secret::env".parse::<Capability>().is_err());
     assert!("secret:a:b".parse::<Capability>().is_err());
+}
+
+#[test]
+fn net_limits_parse_display_and_attenuate() {
+    for (text, shown) in [
+        ("net:limit:bytes:10MiB", "net:limit:bytes:10MiB"),
+        ("net:limit:connections:3", "net:limit:connections:3"),
+        ("net:limit:idle:30s", "net:limit:idle:30s"),
+    ] {
+        let c = cap(text);
+        assert!(c.is_limit(), "{text}");
+        assert_eq!(c.to_string(), shown);
+    }
+    assert!(cap("net:limit:bytes:10MiB").subsumes(&cap("net:limit:bytes:1MiB")));
+    assert!(!cap("net:limit:bytes:1MiB").subsumes(&cap("net:limit:bytes:10MiB")));
+    assert!(!cap("net:limit:idle:1s").subsumes(&cap("net:limit:bytes:1")));
+    for bad in [
+        "net:limit:packets:3",
+        "net:limit:bytes:",
+        "net:limit:idle:soon",
+    ] {
+        assert!(bad.parse::<Capability>().is_err(), "{bad}");
+    }
+    let err = "net:limit:packets:3"
+        .parse::<Capability>()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("net:limit:bytes:SIZE"), "{err}");
 }
