@@ -27,7 +27,7 @@ STATE=$(mktemp -d /var/tmp/warden-egress-bench-XXXXXX)
 HOSTS=$STATE-hosts; echo "11.22.33.44 bench.example" > "$HOSTS"
 for i in $(seq "$ROUNDS"); do
   echo "direct $(python3 "$B/client.py" 11.22.33.44 9000 "$CONNECTS" "$MIB")"
-  echo "warden $(WARDEN_EGRESS_HOSTS=$HOSTS "$W" --state "$STATE" run --no-audit --allow net:connect:bench.example:9000 \
+  echo "warden $(WARDEN_EGRESS_HOSTS=$HOSTS "$W" --state "$STATE" run --no-audit --allow net:connect:bench.example:9000 --allow net:limit:connections:1000000 \
       --allow fs:read:"$B" -- /usr/bin/python3 "$B/client.py" bench.example 9000 "$CONNECTS" "$MIB")"
 done
 rm -rf "$STATE" "$HOSTS"
