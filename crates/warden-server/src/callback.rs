@@ -132,7 +132,16 @@ pub fn check_url(url: &str) -> Result<(), String> {
         None => return Err(format!("{url:?} is not an absolute http(s) URL")),
     }
     match uri.host() {
-        Some(h) if !h.is_empty() => {}
+        Some(h) if !h.is_empty() => {
+            // An address literal that no callback may ever reach is
+            // refused now rather than at delivery.
+            let literal = h.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+                if let Err(why) = may_post_to(ip, true) {
+                    return Err(format!("host {ip} is {why}: callbacks never go there"));
+                }
+            }
+        }
         _ => return Err(format!("{url:?} has no host")),
     }
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
@@ -158,18 +167,85 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_millis(random % (ceiling + 1))
 }
 
+/// Whether a callback may be POSTed to `ip`: public addresses, and with
+/// `allow_private` private and loopback ones; never link-local, cloud
+/// metadata or unroutable ones (a tenant's callback must not become a
+/// request to the host's metadata service).
+pub fn may_post_to(ip: std::net::IpAddr, allow_private: bool) -> Result<(), &'static str> {
+    use warden_egress::AddrClass as C;
+    match warden_egress::classify(ip) {
+        C::Public => Ok(()),
+        C::Private | C::Loopback if allow_private => Ok(()),
+        C::Private => Err("a private address (see --callback-allow-private)"),
+        C::Loopback => Err("a loopback address (see --callback-allow-private)"),
+        C::LinkLocal => Err("a link-local address"),
+        C::Metadata => Err("a cloud metadata address"),
+        C::Unroutable => Err("an unroutable or reserved address"),
+    }
+}
+
+/// ureq's resolver, keeping only the addresses a callback may go to: the
+/// connection is made to exactly the addresses checked, so a name that
+/// resolves differently a moment later (DNS rebinding) gains nothing.
+#[derive(Debug)]
+struct CheckedResolver {
+    allow_private: bool,
+}
+
+impl ureq::unversioned::resolver::Resolver for CheckedResolver {
+    fn resolve(
+        &self,
+        uri: &axum::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let all = ureq::unversioned::resolver::DefaultResolver::default()
+            .resolve(uri, config, timeout)?;
+        let mut kept = self.empty();
+        let mut refused = None;
+        for addr in all.iter() {
+            match may_post_to(addr.ip(), self.allow_private) {
+                Ok(()) => kept.push(*addr),
+                Err(why) => refused = Some((addr.ip(), why)),
+            }
+        }
+        match (kept.is_empty(), refused) {
+            (true, Some((ip, why))) => Err(ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "callback host {} is {ip}, {why}: not posted to",
+                    uri.host().unwrap_or("?")
+                ),
+            ))),
+            (true, None) => Err(ureq::Error::HostNotFound),
+            _ => Ok(kept),
+        }
+    }
+}
+
 /// One POST of `body` to `url`, blocking (at most [`ATTEMPT_TIMEOUT`]).
 /// `Ok` on a 2xx answer; else what went wrong. No redirect is followed
-/// and no proxy of the environment is used.
-pub fn post(url: &str, id: &str, signature: &str, body: &[u8]) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+/// and no proxy of the environment is used; the host's addresses are
+/// checked by [`may_post_to`].
+pub fn post(
+    url: &str,
+    id: &str,
+    signature: &str,
+    body: &[u8],
+    allow_private: bool,
+) -> Result<(), String> {
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(ATTEMPT_TIMEOUT))
         .max_redirects(0)
         .proxy(None)
         .user_agent("warden-serve")
-        .build()
-        .into();
+        .build();
+    let agent = ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        CheckedResolver { allow_private },
+    );
     let response = agent
         .post(url)
         .header("Content-Type", "application/json")
@@ -218,9 +294,60 @@ mod tests {
             "/relative",
             "http://user:pw@example.com/",
             "",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fd00:ec2::254]/",
+            "http://[fe80::1]/",
+            "http://0.0.0.0:80/",
         ] {
             assert!(check_url(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn callbacks_go_to_public_addresses_and_private_ones_only_when_allowed() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(may_post_to(ip("8.8.8.8"), false).is_ok());
+        for private in [
+            "10.0.0.1",
+            "127.0.0.1",
+            "::1",
+            "fd12::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(may_post_to(ip(private), false).is_err(), "{private}");
+            assert!(may_post_to(ip(private), true).is_ok(), "{private}");
+        }
+        for never in [
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "fe80::1",
+            "0.0.0.0",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(may_post_to(ip(never), true).is_err(), "{never}");
+        }
+    }
+
+    /// A callback to a loopback receiver is not delivered without
+    /// `--callback-allow-private`, and is with it.
+    #[test]
+    fn a_loopback_receiver_is_posted_to_only_when_private_addresses_are_allowed() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://localhost:{}/hook",
+            listener.local_addr().unwrap().port()
+        );
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        });
+        let refused = post(&url, "id", "sha256=00", b"{}", false).unwrap_err();
+        assert!(refused.contains("loopback"), "{refused}");
+        post(&url, "id", "sha256=00", b"{}", true).unwrap();
+        server.join().unwrap();
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct Settings {
     pub submission_ttl: Duration,
     /// Longest `ttl_s` (and `idle_timeout_s`) of a sandbox.
     pub sandbox_max_ttl: Duration,
+    /// Callbacks may go to private and loopback addresses
+    /// (`--callback-allow-private`); link-local and metadata ones never.
+    pub callback_allow_private: bool,
     /// Where sandboxes' workspaces are (`ROOT/ID/workspace`): outside the
     /// state directory, since the jail refuses to grant a path inside it.
     pub sandbox_root: PathBuf,

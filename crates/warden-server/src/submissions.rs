@@ -776,7 +776,8 @@ async fn deliver(state: Shared, id: String) {
             _ = draining.wait_for(|d| *d) => return,
         }
         let (u, i, s, b) = (url.clone(), id.clone(), signature.clone(), body.clone());
-        let sent = tokio::task::spawn_blocking(move || callback::post(&u, &i, &s, &b))
+        let private = state.settings.callback_allow_private;
+        let sent = tokio::task::spawn_blocking(move || callback::post(&u, &i, &s, &b, private))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
         let c = record.callback.get_or_insert_with(Default::default);

@@ -30,6 +30,8 @@ impl Server {
             .arg(state)
             .args(["--listen", "127.0.0.1:0", "--warden"])
             .arg(&warden)
+            // The receivers here listen on loopback.
+            .arg("--callback-allow-private")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

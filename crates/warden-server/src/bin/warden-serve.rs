@@ -55,6 +55,11 @@ struct Args {
     /// Longest ttl_s (and idle_timeout_s) a sandbox may ask for.
     #[arg(long = "sandbox-max-ttl", value_name = "DUR", default_value = "24h", value_parser = duration)]
     sandbox_max_ttl: Duration,
+    /// Let callback URLs reach private (RFC 1918, unique-local) and
+    /// loopback addresses; without it only public ones are POSTed to.
+    /// Link-local and cloud metadata addresses are refused either way.
+    #[arg(long = "callback-allow-private")]
+    callback_allow_private: bool,
     /// Where sandboxes' workspaces are kept (ROOT/ID/workspace; outside the
     /// state directory, whose paths the jail never grants) [default:
     /// STATE-sandboxes, beside the state directory].
@@ -247,6 +252,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         submission_queue: args.submission_queue,
         submission_ttl: args.submission_ttl,
         sandbox_max_ttl: args.sandbox_max_ttl,
+        callback_allow_private: args.callback_allow_private,
         sandbox_root,
         wasm_in_process: !args.wasm_in_child,
         streams: warden_server::stream::StreamSettings {
