@@ -55,14 +55,18 @@ pub fn covering_keys(cap: &Capability) -> Vec<String> {
                 keys.push(format!("net:http:{h}"));
             }
         }
-        Capability::NetConnect { host, port } => {
+        Capability::NetConnect { host, port } | Capability::NetConnectUdp { host, port } => {
             let ports: &[PortPattern] = match port {
                 PortPattern::Port(_) => &[*port, PortPattern::Any],
                 PortPattern::Any => &[PortPattern::Any],
             };
+            let kind = match cap {
+                Capability::NetConnectUdp { .. } => "net:connect:udp",
+                _ => "net:connect",
+            };
             for h in host_keys(host) {
                 for p in ports {
-                    keys.push(format!("net:connect:{h}:{p}"));
+                    keys.push(format!("{kind}:{h}:{p}"));
                 }
             }
         }

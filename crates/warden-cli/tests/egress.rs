@@ -641,3 +641,68 @@ except OSError as e:
         );
     });
 }
+
+#[test]
+fn a_udp_grant_opens_datagrams_to_its_destination_only() {
+    in_private_net(|| {
+        // A UDP echo server.
+        let socket = std::net::UdpSocket::bind(format!("{PUBLIC}:0")).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let other = std::net::UdpSocket::bind(format!("{PUBLIC}:0")).unwrap();
+        let other_port = other.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..n], from);
+            }
+        });
+        let dir = TempDir::new("egress-udp");
+        let script = r#"
+import socket, sys
+port, other = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect(("api.example", port))
+s.send(b"ping")
+print("echo", s.recv(100).decode())
+for what, target, kind in [("other port", ("api.example", other), socket.SOCK_DGRAM),
+                           ("tcp to the udp grant", ("api.example", port), socket.SOCK_STREAM)]:
+    t = socket.socket(socket.AF_INET, kind)
+    try:
+        t.connect(target); print(what, "connected")
+    except OSError as e:
+        print(what, "refused", e.errno)
+"#;
+        let o = run(
+            &dir,
+            &format!("{PUBLIC} api.example\n"),
+            &[format!("net:connect:udp:api.example:{port}")],
+            script,
+            &[port.to_string(), other_port.to_string()],
+        );
+        assert_eq!(
+            o.stdout, "echo ping\nother port refused 1\ntcp to the udp grant refused 1\n",
+            "{}",
+            o.stderr
+        );
+        let conns = connections(&o.report);
+        assert_eq!(conns.len(), 3, "{conns:#?}");
+        assert_eq!(conns[0]["proto"], "udp");
+        assert_eq!(conns[0]["allowed"], true);
+        assert_eq!(
+            conns[0]["grant"],
+            format!("net:connect:udp:api.example:{port}")
+        );
+        assert_eq!(conns[1]["allowed"], false);
+        assert_eq!(conns[2]["proto"], "tcp");
+        assert_eq!(conns[2]["allowed"], false);
+        assert!(
+            conns[2]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no net:connect grant"),
+            "{}",
+            conns[2]
+        );
+    });
+}

@@ -125,6 +125,7 @@ pub struct Pinned {
 struct Rule {
     host: HostPattern,
     port: PortPattern,
+    udp: bool,
     /// The grant as written, for the report.
     grant: String,
 }
@@ -160,13 +161,17 @@ impl EgressPlan {
     ) -> Option<EgressPlan> {
         let mut plan = EgressPlan::default();
         for cap in capabilities {
-            if let Capability::NetConnect { host, port } = cap {
-                plan.rules.push(Rule {
-                    host: host.clone(),
-                    port: *port,
-                    grant: cap.to_string(),
-                });
-            }
+            let (host, port, udp) = match cap {
+                Capability::NetConnect { host, port } => (host, port, false),
+                Capability::NetConnectUdp { host, port } => (host, port, true),
+                _ => continue,
+            };
+            plan.rules.push(Rule {
+                host: host.clone(),
+                port: *port,
+                udp,
+                grant: cap.to_string(),
+            });
         }
         if plan.rules.is_empty() {
             return None;
@@ -227,9 +232,15 @@ impl EgressPlan {
 
     /// Whether a TCP connection to `ip`:`port` may be made.
     pub fn decide(&self, ip: IpAddr, port: u16) -> Verdict {
+        self.decide_proto(ip, port, false)
+    }
+
+    /// Whether a connection to `ip`:`port` may be made, over UDP
+    /// (`net:connect:udp:` grants) or TCP (`net:connect:`).
+    pub fn decide_proto(&self, ip: IpAddr, port: u16, udp: bool) -> Verdict {
         let ip = canonical(ip);
         let mut class_refusal = None;
-        for rule in &self.rules {
+        for rule in self.rules.iter().filter(|r| r.udp == udp) {
             let port_ok = match rule.port {
                 PortPattern::Any => true,
                 PortPattern::Port(p) => p == port,
@@ -276,6 +287,7 @@ impl EgressPlan {
             None if classify(ip).reach() == crate::Reach::Never => {
                 format!("{shown} is {}, never reachable", describe(classify(ip)))
             }
+            None if udp => format!("no net:connect:udp grant covers {shown}"),
             None => format!("no net:connect grant covers {shown}"),
         })
     }
@@ -420,6 +432,34 @@ mod tests {
             };
             assert!(why.contains(word), "{why}");
         }
+    }
+
+    #[test]
+    fn udp_grants_open_udp_only_and_tcp_grants_tcp_only() {
+        let plan = EgressPlan::from_capabilities(
+            &caps(&[
+                "net:connect:udp:api.example:53",
+                "net:connect:api.example:443",
+            ]),
+            &hosts(),
+        )
+        .unwrap();
+        assert!(matches!(
+            plan.decide_proto(ip("11.22.33.44"), 53, true),
+            Verdict::Allowed { .. }
+        ));
+        assert!(matches!(
+            plan.decide_proto(ip("11.22.33.44"), 53, false),
+            Verdict::Refused(_)
+        ));
+        assert!(
+            matches!(plan.decide_proto(ip("11.22.33.44"), 443, true), Verdict::Refused(w) if w.contains("udp"))
+        );
+        assert!(matches!(
+            plan.decide(ip("11.22.33.44"), 443),
+            Verdict::Allowed { .. }
+        ));
+        assert_eq!(plan.pinned().len(), 1, "one name, resolved once");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! worst a program that rewrote the address in between reaches its own
 //! empty network namespace.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -142,21 +142,24 @@ impl Egress {
             let _ = sys::notify::continue_call(listener, n.id);
             return;
         };
-        let proto = if sock_type == libc::SOCK_STREAM {
-            "tcp"
-        } else {
-            "udp"
+        let proto = match sock_type {
+            libc::SOCK_STREAM => "tcp",
+            libc::SOCK_DGRAM => "udp",
+            // SOCK_SEQPACKET, SOCK_RAW and the like: not egress Warden
+            // makes; the kernel answers inside the jail's namespace.
+            _ => {
+                let _ = sys::notify::continue_call(listener, n.id);
+                return;
+            }
         };
-        let verdict = if proto == "udp" {
-            Verdict::Refused("UDP egress is not granted by net:connect (TCP only)".into())
-        } else if self.max_connections.is_some_and(|max| self.made >= max) {
+        let verdict = if self.max_connections.is_some_and(|max| self.made >= max) {
             self.over_count += 1;
             Verdict::Refused(format!(
                 "the run's limit of {} connections is reached (net:limit:connections)",
                 self.made
             ))
         } else {
-            self.plan.decide(ip, dest.port())
+            self.plan.decide_proto(ip, dest.port(), proto == "udp")
         };
         let mut record = Connection {
             dest: ip.to_string(),
@@ -182,12 +185,13 @@ impl Egress {
                     .saturating_duration_since(Instant::now())
                     .min(CONNECT_TIMEOUT)
                     .max(Duration::from_millis(1));
-                match self.connect_for(listener, n, pid, fd, &theirs, dest, timeout) {
+                match self.connect_for(listener, n, pid, fd, &theirs, dest, timeout, proto) {
                     Ok(ours) => {
                         self.made += 1;
-                        record.bytes_out = Some(0);
-                        record.bytes_in = Some(0);
-                        if self.connections.len() < MAX_RECORDED {
+                        // Datagrams are not counted (no tcp_info).
+                        if proto == "tcp" && self.connections.len() < MAX_RECORDED {
+                            record.bytes_out = Some(0);
+                            record.bytes_in = Some(0);
                             let inode = sys::inode(ours.as_raw_fd()).unwrap_or(0);
                             self.held.push(Held {
                                 record: self.connections.len(),
@@ -222,6 +226,7 @@ impl Egress {
         theirs: &OwnedFd,
         dest: SocketAddr,
         timeout: Duration,
+        proto: &str,
     ) -> std::io::Result<OwnedFd> {
         let their_fd = theirs.as_raw_fd();
         let domain = sys::socket_option(their_fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
@@ -237,8 +242,17 @@ impl Egress {
             },
             _ => dest,
         };
-        let stream = TcpStream::connect_timeout(&target, timeout)?;
-        let ours = OwnedFd::from(stream);
+        let ours = if proto == "udp" {
+            let local: SocketAddr = match target {
+                SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+            };
+            let socket = UdpSocket::bind(local)?;
+            socket.connect(target)?;
+            OwnedFd::from(socket)
+        } else {
+            OwnedFd::from(TcpStream::connect_timeout(&target, timeout)?)
+        };
         let flags = sys::status_flags(their_fd)?;
         if flags & libc::O_NONBLOCK != 0 {
             sys::set_nonblocking(ours.as_raw_fd())?;

@@ -118,7 +118,7 @@ fn check_supported(cap: &Capability) -> Result<(), BackendError> {
         Capability::ClockRead | Capability::RandomRead => Ok(()),
         c if c.is_limit() => Ok(()),
         // The supervisor makes the program's connections (see `egress`).
-        Capability::NetConnect { .. } => Ok(()),
+        Capability::NetConnect { .. } | Capability::NetConnectUdp { .. } => Ok(()),
         other => Err(BackendError::Invalid(format!(
             "capability {other} cannot be enforced by the jail backend yet (it has net:connect egress only)"
         ))),
@@ -470,10 +470,12 @@ impl Backend for JailBackend {
 fn egress_plan(
     capabilities: &[Capability],
 ) -> Result<Option<warden_egress::EgressPlan>, BackendError> {
-    if !capabilities
-        .iter()
-        .any(|c| matches!(c, Capability::NetConnect { .. }))
-    {
+    if !capabilities.iter().any(|c| {
+        matches!(
+            c,
+            Capability::NetConnect { .. } | Capability::NetConnectUdp { .. }
+        )
+    }) {
         return Ok(None);
     }
     let plan = match std::env::var_os(warden_egress::HOSTS_ENV) {

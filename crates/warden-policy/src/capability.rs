@@ -31,6 +31,14 @@ pub enum Capability {
         /// Which ports.
         port: PortPattern,
     },
+    /// `net:connect:udp:HOST:PORT` — send UDP datagrams to HOST:PORT
+    /// (a connected UDP socket).
+    NetConnectUdp {
+        /// Which hosts.
+        host: HostPattern,
+        /// Which ports.
+        port: PortPattern,
+    },
     /// `net:http:HOST` — make HTTP requests through the mediating proxy.
     NetHttp(HostPattern),
     /// `env:NAME` — see the named environment variable.
@@ -269,10 +277,16 @@ impl FromStr for Capability {
             "net" => {
                 let (access, arg) = split_arg(rest);
                 match access {
-                    "connect" => {
-                        let (host, port) = parse_host_port(arg).map_err(malformed)?;
-                        Ok(Capability::NetConnect { host, port })
-                    }
+                    "connect" => match arg.strip_prefix("udp:") {
+                        Some(udp) => {
+                            let (host, port) = parse_host_port(udp).map_err(malformed)?;
+                            Ok(Capability::NetConnectUdp { host, port })
+                        }
+                        None => {
+                            let (host, port) = parse_host_port(arg).map_err(malformed)?;
+                            Ok(Capability::NetConnect { host, port })
+                        }
+                    },
                     "http" => Ok(Capability::NetHttp(
                         parse_host(arg, false).map_err(malformed)?,
                     )),
@@ -649,7 +663,8 @@ impl Capability {
             (C::FsWrite(a), C::FsRead(b) | C::FsWrite(b)) | (C::FsRead(a), C::FsRead(b)) => {
                 path_covers(a, b)
             }
-            (C::NetConnect { host: h1, port: p1 }, C::NetConnect { host: h2, port: p2 }) => {
+            (C::NetConnect { host: h1, port: p1 }, C::NetConnect { host: h2, port: p2 })
+            | (C::NetConnectUdp { host: h1, port: p1 }, C::NetConnectUdp { host: h2, port: p2 }) => {
                 h1.covers(h2) && p1.covers(p2)
             }
             (C::NetHttp(a), C::NetHttp(b)) => a.covers(b),
@@ -733,6 +748,9 @@ impl fmt::Display for Capability {
             Capability::FsRead(p) => write!(f, "fs:read:{}", p.display()),
             Capability::FsWrite(p) => write!(f, "fs:write:{}", p.display()),
             Capability::NetConnect { host, port } => write!(f, "net:connect:{host}:{port}"),
+            Capability::NetConnectUdp { host, port } => {
+                write!(f, "net:connect:udp:{host}:{port}")
+            }
             Capability::NetHttp(host) => write!(f, "net:http:{host}"),
             Capability::Env(n) => write!(f, "env:{n}"),
             Capability::Secret(n) => write!(f, "secret:{n}"),

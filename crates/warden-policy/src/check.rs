@@ -523,6 +523,18 @@ fn broader_candidates(capability: &Capability) -> Vec<Capability> {
                 })
                 .collect()
         }
+        Capability::NetConnectUdp { host, port } => {
+            let ports = [*port, PortPattern::Any];
+            broader_hosts(host)
+                .into_iter()
+                .flat_map(|h| {
+                    ports.map(|p| Capability::NetConnectUdp {
+                        host: h.clone(),
+                        port: p,
+                    })
+                })
+                .collect()
+        }
         Capability::NetHttp(host) => broader_hosts(host)
             .into_iter()
             .map(Capability::NetHttp)

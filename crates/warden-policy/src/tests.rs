@@ -1097,3 +1097,13 @@ fn net_limits_parse_display_and_attenuate() {
         .to_string();
     assert!(err.contains("net:limit:bytes:SIZE"), "{err}");
 }
+
+#[test]
+fn udp_connect_grants_parse_and_cover_only_udp() {
+    let udp = cap("net:connect:udp:ntp.example:123");
+    assert_eq!(udp.to_string(), "net:connect:udp:ntp.example:123");
+    assert!(cap("net:connect:udp:*:*").subsumes(&udp));
+    assert!(!cap("net:connect:*:*").subsumes(&udp));
+    assert!(!udp.subsumes(&cap("net:connect:ntp.example:123")));
+    assert!("net:connect:udp:ntp.example".parse::<Capability>().is_err());
+}
