@@ -470,6 +470,7 @@ impl ReportTarget {
 fn run(args: RunArgs, engine: Engine) -> ExitCode {
     let id = invocation_id();
     let quiet = args.quiet;
+    let explain = args.explain;
     let backend = warden_engine::route(args.backend.as_deref(), &args.command)
         .unwrap_or_else(|_| args.backend.clone().unwrap_or_default());
     let report_target = match ReportTarget::open(args.report.as_deref()) {
@@ -649,6 +650,10 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
+    if explain {
+        print!("{}", warden_engine::explain(&prepared));
+        return ExitCode::SUCCESS;
+    }
     // The run acts in the tenant it was authorized for (the acting
     // principal's, or --tenant for the OS user): whose key-value store a
     // guest reaches is that tenant's, never the default's.

@@ -266,6 +266,10 @@ pub struct InvokeArgs {
     /// No lines of Warden's own on stderr about limits reached.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Print which backend the processor would run on and why, its
+    /// grants and limits; run nothing.
+    #[arg(long)]
+    pub explain: bool,
     /// At most this capability (repeatable): with any, every capability the
     /// processor requests must be covered by one of them, or it is refused
     /// (exit 126), as a policy refuses; a limit capability (mem:limit:64MiB)
@@ -483,6 +487,10 @@ pub struct RunArgs {
     /// substituted program (the report still has them).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Print which backend the run would go to and why, its grants,
+    /// limits and where its net:connect names resolve; run nothing.
+    #[arg(long)]
+    pub explain: bool,
     /// Fuel budget for a WebAssembly module (WASM backend only).
     #[arg(long, value_name = "N", value_parser = fuel)]
     pub fuel: Option<u64>,

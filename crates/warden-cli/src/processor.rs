@@ -602,6 +602,11 @@ pub(crate) fn invoke(args: InvokeArgs, engine: Engine, wasm_here: bool) -> ExitC
         }
     };
     prepared.invocation.code = plan.code.clone();
+    prepared.routing = plan.routing.clone();
+    if args.explain {
+        print!("{}", warden_engine::explain(&prepared));
+        return ExitCode::SUCCESS;
+    }
     // The tenant the invocation was authorized in owns its kv store.
     prepared.invocation.tenant = tenant.clone();
     // A script processor runs under the jail's interpreter by design: that

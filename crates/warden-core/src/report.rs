@@ -89,6 +89,11 @@ pub struct Report {
     /// Secrets leased to the run; omitted when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leases: Vec<LeaseRef>,
+    /// Why the run went to its backend (`--backend`, the program's file
+    /// type, a processor's kind, the default); omitted when nothing was
+    /// routed (a request refused before routing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
     /// The processor that ran (`warden invoke`); omitted for `warden run`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processor: Option<ProcessorRef>,
@@ -142,6 +147,7 @@ impl Report {
             leases: Vec::new(),
             processor: None,
             notices: Vec::new(),
+            routing: None,
         }
     }
 

@@ -213,6 +213,19 @@ impl EgressPlan {
         Some(plan)
     }
 
+    /// The plan for `capabilities` with names resolved as a run resolves
+    /// them: from the hosts file named by [`HOSTS_ENV`] when it is set,
+    /// else by the system's resolver.
+    pub fn for_run(capabilities: &[Capability]) -> Result<Option<EgressPlan>, EgressError> {
+        match std::env::var_os(HOSTS_ENV) {
+            Some(path) if !path.is_empty() => {
+                let hosts = HostsFile::read(Path::new(&path))?;
+                Ok(EgressPlan::from_capabilities(capabilities, &hosts))
+            }
+            _ => Ok(EgressPlan::from_capabilities(capabilities, &SystemResolver)),
+        }
+    }
+
     /// The granted names and the addresses pinned for them.
     pub fn pinned(&self) -> &[Pinned] {
         &self.pinned

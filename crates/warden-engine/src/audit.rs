@@ -222,6 +222,9 @@ struct RunEvent<'a> {
     confidential: Option<serde_json::Value>,
     invocation_id: &'a str,
     backend: &'a str,
+    /// The rule that chose the backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routing: Option<&'a str>,
     policy_digest: &'a str,
     capabilities: &'a [String],
     status: &'a str,
@@ -439,6 +442,7 @@ impl Audit {
                 .map(|(id, c)| serde_json::json!({"seal": id, "commitments": c})),
             invocation_id: &report.invocation_id,
             backend: &report.backend,
+            routing: report.routing.as_deref(),
             policy_digest: &report.policy_digest,
             capabilities: &report.capabilities,
             status: report.status.as_str(),

@@ -74,6 +74,8 @@ pub struct InvokePlan {
     /// The verified copy's directory, to show at `/processor` (jail kinds).
     pub code: Option<PathBuf>,
     pub loaded: LoadedProcessor,
+    /// Why it goes to its backend: the processor's kind.
+    pub routing: String,
 }
 
 fn interpreter(language: Language) -> &'static str {
@@ -250,7 +252,16 @@ pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
         cwd: req.cwd.clone(),
         exact_grants: true,
     };
+    let routing = format!(
+        "processor kind {}: the {backend}",
+        match manifest.kind {
+            Kind::Script => "script",
+            Kind::Native => "native",
+            Kind::Wasm => "wasm",
+        }
+    );
     Ok(InvokePlan {
+        routing,
         request,
         processor: ProcessorRef {
             name: record.name.clone(),

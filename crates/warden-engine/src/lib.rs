@@ -378,7 +378,69 @@ pub fn report_of(prepared: &Prepared, mut outcome: warden_core::Outcome) -> Repo
     );
     report.notices = prepared.notices.clone();
     report.views = prepared.invocation.views.clone();
+    report.routing = Some(prepared.routing.clone());
     report
+}
+
+/// What `--explain` prints: the backend and the rule that chose it, what
+/// would run, the effective grants and limits, and where the run's
+/// `net:connect` names resolve now (the run resolves them again, once,
+/// when it starts). One `key: value` line each.
+pub fn explain(prepared: &Prepared) -> String {
+    let inv = &prepared.invocation;
+    let l = &inv.limits;
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| out.push_str(&format!("{key}: {value}\n"));
+    line("backend", prepared.backend.clone());
+    line("because", prepared.routing.clone());
+    line("program", warden_core::printable(&inv.argv.join(" ")));
+    line(
+        "grants",
+        if prepared.capabilities.is_empty() {
+            "none".into()
+        } else {
+            prepared.capabilities.join(", ")
+        },
+    );
+    let mut limits = vec![
+        format!("memory {}", warden_core::human_bytes(l.memory_bytes)),
+        format!("wall time {}", warden_core::human_duration(l.wall_time)),
+        format!("pids {}", l.pids),
+        format!("output {}", warden_core::human_bytes(l.output_bytes)),
+    ];
+    if let Some(cpu) = l.cpu_time {
+        limits.push(format!("cpu time {}", warden_core::human_duration(cpu)));
+    }
+    if let Some(b) = l.net_bytes {
+        limits.push(format!("net bytes {}", warden_core::human_bytes(b)));
+    }
+    line("limits", limits.join(", "));
+    line("policy", prepared.policy_digest.clone());
+    match warden_egress::EgressPlan::for_run(&inv.capabilities) {
+        Err(e) => line("egress", format!("cannot resolve: {e}")),
+        Ok(None) => {}
+        Ok(Some(plan)) => {
+            for p in plan.pinned() {
+                let addrs: Vec<String> = p.addrs.iter().map(ToString::to_string).collect();
+                line(
+                    "egress",
+                    format!(
+                        "{} -> {}",
+                        p.name,
+                        if addrs.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            addrs.join(", ")
+                        }
+                    ),
+                );
+            }
+            for w in &plan.warnings {
+                line("warning", w.clone());
+            }
+        }
+    }
+    out
 }
 
 /// File extensions that mean a WebAssembly module.
@@ -388,16 +450,35 @@ const WASM_EXTENSIONS: &[&str] = &["wasm", "wat", "cwasm"];
 /// a `.wasm`, `.wat` or `.cwasm` program goes to the WASM backend and
 /// everything else to the jail (the hybrid router grows here).
 pub fn route(requested: Option<&str>, argv: &[String]) -> Result<String, EngineError> {
+    route_with_rule(requested, argv).map(|(backend, _)| backend)
+}
+
+/// [`route`], with the rule that decided, as the report's `routing` and
+/// `--explain` say it.
+pub fn route_with_rule(
+    requested: Option<&str>,
+    argv: &[String],
+) -> Result<(String, String), EngineError> {
     match requested {
-        Some(name @ ("jail" | "wasm")) => Ok(name.to_string()),
+        Some(name @ ("jail" | "wasm")) => Ok((name.to_string(), format!("--backend {name}"))),
         Some(other) => Err(EngineError::UnknownBackend(other.to_string())),
         None => {
-            let is_wasm = argv
+            let extension = argv
                 .first()
                 .and_then(|p| Path::new(p).extension())
                 .and_then(|e| e.to_str())
-                .is_some_and(|e| WASM_EXTENSIONS.contains(&e));
-            Ok(if is_wasm { "wasm" } else { "jail" }.to_string())
+                .filter(|e| WASM_EXTENSIONS.contains(e));
+            Ok(match extension {
+                Some(e) => (
+                    "wasm".to_string(),
+                    format!("the program is a WebAssembly module (.{e}): the wasm backend"),
+                ),
+                None => (
+                    "jail".to_string(),
+                    "the program is native code or a script (not .wasm, .wat or .cwasm): the jail"
+                        .to_string(),
+                ),
+            })
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use warden_core::{valid_tenant, EffectiveLimits, Invocation, ModuleRef, View, DEFAULT_TENANT};
 use warden_policy::{Capability, Grant, Limits, Policy};
 
-use crate::{load_policy, route, EngineError};
+use crate::{load_policy, EngineError};
 
 /// Whether `dir` is absolute, has no `.` or `..`, and is at or under the
 /// inside path of one of the request's `--at` views.
@@ -65,6 +65,9 @@ pub struct RunRequest {
 pub struct Prepared {
     pub invocation: Invocation,
     pub backend: String,
+    /// The rule that chose [`Prepared::backend`] (see
+    /// [`crate::route_with_rule`]).
+    pub routing: String,
     /// Effective grants as capability strings, for the report.
     pub capabilities: Vec<String>,
     pub policy_digest: String,
@@ -397,7 +400,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             "no command given (usage: warden run [OPTIONS] -- PROGRAM [ARGS...])".into(),
         ));
     }
-    let backend = route(req.backend.as_deref(), &req.argv)?;
+    let (backend, routing) = crate::route_with_rule(req.backend.as_deref(), &req.argv)?;
     if backend == "jail" && (req.fuel.is_some() || req.deterministic) {
         return Err(EngineError::Request(
             "--fuel and --deterministic apply to WebAssembly modules only (backend wasm)".into(),
@@ -576,6 +579,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
         .as_ref()
         .map_or((false, false), |p| (p.audit_required, p.require_signed));
     Ok(Prepared {
+        routing,
         audit_required,
         require_signed,
         capabilities: capabilities.iter().map(|c| c.to_string()).collect(),

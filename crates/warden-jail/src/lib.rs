@@ -470,26 +470,8 @@ impl Backend for JailBackend {
 fn egress_plan(
     capabilities: &[Capability],
 ) -> Result<Option<warden_egress::EgressPlan>, BackendError> {
-    if !capabilities.iter().any(|c| {
-        matches!(
-            c,
-            Capability::NetConnect { .. } | Capability::NetConnectUdp { .. }
-        )
-    }) {
-        return Ok(None);
-    }
-    let plan = match std::env::var_os(warden_egress::HOSTS_ENV) {
-        Some(path) if !path.is_empty() => {
-            let hosts = warden_egress::HostsFile::read(std::path::Path::new(&path))
-                .map_err(|e| BackendError::Invalid(e.to_string()))?;
-            warden_egress::EgressPlan::from_capabilities(capabilities, &hosts)
-        }
-        _ => warden_egress::EgressPlan::from_capabilities(
-            capabilities,
-            &warden_egress::SystemResolver,
-        ),
-    };
-    Ok(plan)
+    warden_egress::EgressPlan::for_run(capabilities)
+        .map_err(|e| BackendError::Invalid(e.to_string()))
 }
 
 impl JailBackend {
