@@ -706,3 +706,35 @@ for what, target, kind in [("other port", ("api.example", other), socket.SOCK_DG
         );
     });
 }
+
+#[test]
+fn a_connection_made_from_another_thread_is_handed_over_too() {
+    in_private_net(|| {
+        let public = server(PUBLIC);
+        let port = public.addr.port();
+        let dir = TempDir::new("egress-thread");
+        let script = r#"
+import socket, sys, threading
+out = []
+def work():
+    s = socket.create_connection(("api.example", int(sys.argv[1])), timeout=5)
+    out.append(s.makefile().readline().strip())
+t = threading.Thread(target=work); t.start(); t.join()
+print(out)
+"#;
+        let o = run(
+            &dir,
+            &format!("{PUBLIC} api.example\n"),
+            &[format!("net:connect:api.example:{port}")],
+            script,
+            &[port.to_string()],
+        );
+        assert_eq!(
+            o.stdout,
+            format!("['hello from {PUBLIC}']\n"),
+            "{}",
+            o.stderr
+        );
+        assert_eq!(public.accepted.load(Ordering::SeqCst), 1);
+    });
+}

@@ -130,12 +130,18 @@ impl Egress {
             let _ = sys::notify::continue_call(listener, n.id);
             return;
         }
-        let Ok(theirs) = sys::take_fd_copy(pid, fd) else {
+        // The notifying task may be any thread of the program; its
+        // descriptors are its thread group's (pidfd_open wants the leader).
+        let Ok(theirs) = sys::take_fd_copy(thread_group(pid), fd) else {
             // Not a descriptor (EBADF) or not ours to look at: the kernel
             // answers, in the jail's namespace.
             let _ = sys::notify::continue_call(listener, n.id);
             return;
         };
+        // Still the call we were told of (its task, so its pid, is alive).
+        if !sys::notify::id_valid(listener, n.id) {
+            return;
+        }
         let Ok(sock_type) = sys::socket_option(theirs.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
         else {
             // ENOTSOCK and the like, answered by the kernel.
@@ -514,6 +520,19 @@ fn jail_socket_inodes(init: libc::pid_t) -> std::collections::HashSet<u64> {
         }
     }
     inodes
+}
+
+/// The thread group (process) of task `tid`, from `/proc/TID/status`;
+/// `tid` itself when that cannot be read.
+fn thread_group(tid: libc::pid_t) -> libc::pid_t {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(tid)
 }
 
 /// Whether descriptor `fd` of `pid` is close-on-exec (its fdinfo flags).
