@@ -290,6 +290,9 @@ impl Egress {
         if self.held.is_empty() {
             return;
         }
+        // Which sockets the jail still holds, before the counters are
+        // read: one it closed has then written all it ever will.
+        let open = jail_socket_inodes(init);
         self.read_counters();
         let moved = self.moved();
         for h in &mut self.held {
@@ -328,8 +331,6 @@ impl Egress {
             self.connections[h.record].reason = Some(why.clone());
             self.cut.push(why);
         }
-        let open = jail_socket_inodes(init);
-
         let (keep, gone): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|h| h.inode != 0 && open.contains(&h.inode));
