@@ -306,7 +306,15 @@ fn granted_destinations_work_and_everything_else_is_refused_and_reported() {
             .filter(|v| v["kind"] == "net")
             .map(|v| v["detail"].as_str().unwrap())
             .collect();
-        assert_eq!(net_violations.len(), 5, "{net_violations:?}");
+        let (dns, connects): (Vec<&str>, Vec<&str>) = net_violations
+            .iter()
+            .partition(|d| d.starts_with("dns query for "));
+        assert_eq!(connects.len(), 5, "{net_violations:?}");
+        // The names pinned to forbidden addresses were asked of the stub,
+        // which withheld them.
+        for name in ["intranet.example", "meta.example", "sneaky.example"] {
+            assert!(dns.iter().any(|d| d.contains(name)), "{name}: {dns:?}");
+        }
         assert!(
             net_violations
                 .iter()
@@ -736,5 +744,78 @@ print(out)
             o.stderr
         );
         assert_eq!(public.accepted.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn the_dns_stub_answers_granted_names_once_and_refuses_the_rest() {
+    in_private_net(|| {
+        let public = server(PUBLIC);
+        let port = public.addr.port();
+        let rebound = server(OTHER_PUBLIC);
+        let dir = TempDir::new("egress-dns");
+        let hosts = format!(
+            "{PUBLIC} a.example.com\n{OTHER_PUBLIC} other.test\n127.0.0.1 local.example.com\n"
+        );
+        // The program resolves through the jail's resolver (the stub), then
+        // the hosts file the supervisor resolves from is rewritten to send
+        // a.example.com elsewhere (a rebinding answer): the run keeps the
+        // first answer, and the rebound address stays closed.
+        let script = r#"
+import socket, sys
+port, hosts, rebound = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def resolve(name):
+    try:
+        return sorted({a[4][0] for a in socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_STREAM)})
+    except socket.gaierror as e:
+        return "error %d" % e.errno
+print("a", resolve("a.example.com"))
+open(hosts, "w").write("%s a.example.com\n" % rebound)
+print("again", resolve("a.example.com"))
+print("other", resolve("other.test"))
+print("local", resolve("local.example.com"))
+s = socket.create_connection(("a.example.com", port), timeout=5)
+print("line", s.makefile().readline().strip())
+try:
+    socket.create_connection((rebound, port), timeout=5); print("rebound connected")
+except OSError as e:
+    print("rebound", e.errno)
+"#;
+        let hosts_file = dir.root.join("egress-hosts");
+        let o = run(
+            &dir,
+            &hosts,
+            &[
+                format!("net:connect:*.example.com:{port}"),
+                format!("fs:write:{}", dir.root.display()),
+            ],
+            script,
+            &[
+                port.to_string(),
+                hosts_file.display().to_string(),
+                OTHER_PUBLIC.to_string(),
+            ],
+        );
+        let want = format!(
+            "a ['{PUBLIC}']\nagain ['{PUBLIC}']\nother error -2\nlocal error -2\nline hello from {PUBLIC}\nrebound 1\n"
+        );
+        assert_eq!(o.stdout, want, "{}", o.stderr);
+        assert_eq!(rebound.accepted.load(Ordering::SeqCst), 0);
+        let conns = connections(&o.report);
+        assert_eq!(conns[0]["name"], "a.example.com", "{conns:#?}");
+        assert_eq!(
+            conns[0]["grant"],
+            format!("net:connect:*.example.com:{port}")
+        );
+        let violations = o.report["violations"].to_string();
+        assert!(
+            violations.contains("dns query for other.test"),
+            "{violations}"
+        );
+        assert!(
+            violations.contains("dns query for local.example.com")
+                && violations.contains("loopback"),
+            "{violations}"
+        );
     });
 }

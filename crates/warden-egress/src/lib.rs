@@ -14,7 +14,10 @@
 //! run, and every later connection is judged against those addresses only.
 #![forbid(unsafe_code)]
 
+mod dns;
 mod plan;
+
+pub use dns::Query as DnsQuery;
 
 pub use plan::{
     EgressError, EgressPlan, HostsFile, Pinned, Resolve, SystemResolver, Verdict, HOSTS_ENV,

@@ -145,6 +145,9 @@ pub enum Verdict {
 pub struct EgressPlan {
     rules: Vec<Rule>,
     pinned: Vec<Pinned>,
+    /// Names resolved during the run through the DNS stub (below a
+    /// `*.suffix` grant, or under `*`), shared with the stub's thread.
+    later: std::sync::Arc<std::sync::Mutex<Vec<Pinned>>>,
     /// What the report should say about the plan (a name that did not
     /// resolve, an address a name resolved to that is never reachable).
     pub warnings: Vec<String>,
@@ -213,17 +216,31 @@ impl EgressPlan {
         Some(plan)
     }
 
+    /// The resolver a run uses: the hosts file named by [`HOSTS_ENV`],
+    /// else the system's.
+    pub fn run_resolver() -> Result<Box<dyn Resolve + Send>, EgressError> {
+        match std::env::var_os(HOSTS_ENV) {
+            Some(path) if !path.is_empty() => Ok(Box::new(HostsFile::read(Path::new(&path))?)),
+            _ => Ok(Box::new(SystemResolver)),
+        }
+    }
+
     /// The plan for `capabilities` with names resolved as a run resolves
     /// them: from the hosts file named by [`HOSTS_ENV`] when it is set,
     /// else by the system's resolver.
     pub fn for_run(capabilities: &[Capability]) -> Result<Option<EgressPlan>, EgressError> {
-        match std::env::var_os(HOSTS_ENV) {
-            Some(path) if !path.is_empty() => {
-                let hosts = HostsFile::read(Path::new(&path))?;
-                Ok(EgressPlan::from_capabilities(capabilities, &hosts))
-            }
-            _ => Ok(EgressPlan::from_capabilities(capabilities, &SystemResolver)),
-        }
+        let resolver = EgressPlan::run_resolver()?;
+        Ok(EgressPlan::from_capabilities(capabilities, &*resolver))
+    }
+
+    /// The grants' host and port patterns.
+    pub(crate) fn rules(&self) -> impl Iterator<Item = (&HostPattern, PortPattern)> {
+        self.rules.iter().map(|r| (&r.host, r.port))
+    }
+
+    /// The names resolved through the stub so far.
+    pub(crate) fn resolved_later(&self) -> std::sync::MutexGuard<'_, Vec<Pinned>> {
+        self.later.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The granted names and the addresses pinned for them.
@@ -270,11 +287,16 @@ impl EgressPlan {
                     false,
                     Some(n.clone()),
                 ),
-                HostPattern::Any => (true, false, None),
-                // A name below a suffix is only known through the DNS
-                // stub, which this slice does not have: an address alone
-                // never matches it.
-                HostPattern::Suffix(_) => (false, false, None),
+                // `*` opens public addresses; the name is the stub's, if
+                // it answered one for this address.
+                HostPattern::Any => (true, false, self.resolved_below(None, ip)),
+                // A name below a suffix is known only through the DNS
+                // stub's answers in this run: an address alone never
+                // matches it.
+                HostPattern::Suffix(_) => match crate::dns::stub_covers(self, &rule.host, ip) {
+                    Some(name) => (true, false, name),
+                    None => (false, false, None),
+                },
             };
             if !covered {
                 continue;

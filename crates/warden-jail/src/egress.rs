@@ -80,6 +80,66 @@ pub(crate) struct Egress {
     cut_bytes: u64,
     cut_idle: u64,
     over_count: u64,
+    /// The run's DNS stub, when it could be started.
+    stub: Option<Stub>,
+}
+
+/// The DNS stub of a run: a UDP socket of the supervisor's on the host's
+/// loopback, answered by a thread of its own from the run's plan. The
+/// program's resolver reaches it through the jail's own 127.0.0.1:53: a
+/// connect there is handed a socket connected to the stub.
+#[derive(Debug)]
+struct Stub {
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    queries: std::sync::Arc<std::sync::Mutex<Vec<warden_egress::DnsQuery>>>,
+}
+
+/// Queries kept for the report; later ones are answered, not listed.
+const MAX_QUERIES: usize = 256;
+
+impl Stub {
+    fn start(plan: &EgressPlan) -> std::io::Result<Stub> {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let addr = socket.local_addr()?;
+        let resolver = EgressPlan::run_resolver().map_err(std::io::Error::other)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (plan, halt, log) = (plan.clone(), stop.clone(), queries.clone());
+        let thread = std::thread::Builder::new()
+            .name("warden-dns".into())
+            .spawn(move || {
+                let mut buf = [0u8; 1500];
+                while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let Some((reply, query)) = plan.answer(&buf[..n], &*resolver) else {
+                        continue;
+                    };
+                    let _ = socket.send_to(&reply, from);
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    if log.len() < MAX_QUERIES && !log.contains(&query) {
+                        log.push(query);
+                    }
+                }
+            })?;
+        Ok(Stub {
+            addr,
+            stop,
+            thread: Some(thread),
+            queries,
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Egress {
@@ -98,6 +158,22 @@ impl Egress {
             cut_bytes: 0,
             cut_idle: 0,
             over_count: 0,
+            stub: None,
+        }
+    }
+
+    /// Starts the run's DNS stub; without it, names resolve only from the
+    /// jail's /etc/hosts (the names pinned before the run). Returns why it
+    /// could not start.
+    pub fn start_stub(&mut self) -> Result<(), String> {
+        match Stub::start(&self.plan) {
+            Ok(stub) => {
+                self.stub = Some(stub);
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "the DNS stub could not start ({e}): names resolve from the jail's /etc/hosts only"
+            )),
         }
     }
 
@@ -125,6 +201,12 @@ impl Egress {
             return;
         };
         let ip = canonical(dest.ip());
+        if ip.is_loopback() && dest.port() == 53 {
+            if let Some(stub) = self.stub.as_ref().map(|s| s.addr) {
+                self.hand_over_stub(listener, n, pid, fd, stub);
+                return;
+            }
+        }
         if ip.is_loopback() || ip.is_unspecified() {
             // The jail's own loopback (0.0.0.0 means it too).
             let _ = sys::notify::continue_call(listener, n.id);
@@ -277,6 +359,53 @@ impl Egress {
         Ok(ours)
     }
 
+    /// A UDP socket of the program's connecting to the jail's own port 53
+    /// gets one of the supervisor's connected to the stub instead; TCP
+    /// (a resolver's fallback) and anything else are left to the jail's
+    /// namespace, where nothing listens.
+    fn hand_over_stub(
+        &self,
+        listener: RawFd,
+        n: &Notif,
+        pid: libc::pid_t,
+        fd: RawFd,
+        stub: SocketAddr,
+    ) {
+        let handed = (|| -> std::io::Result<bool> {
+            let theirs = sys::take_fd_copy(thread_group(pid), fd)?;
+            let their_fd = theirs.as_raw_fd();
+            if sys::socket_option(their_fd, libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_DGRAM
+                || !sys::notify::id_valid(listener, n.id)
+            {
+                return Ok(false);
+            }
+            let domain = sys::socket_option(their_fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+            let socket = if domain == libc::AF_INET6 {
+                let s = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
+                s.connect(SocketAddr::new(
+                    IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+                    stub.port(),
+                ))?;
+                s
+            } else {
+                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                s.connect(stub)?;
+                s
+            };
+            let ours = OwnedFd::from(socket);
+            if sys::status_flags(their_fd)? & libc::O_NONBLOCK != 0 {
+                sys::set_nonblocking(ours.as_raw_fd())?;
+            }
+            let cloexec = close_on_exec(pid, fd);
+            sys::notify::install_fd(listener, n.id, ours.as_raw_fd(), fd, cloexec)?;
+            sys::notify::succeed(listener, n.id, 0)?;
+            Ok(true)
+        })();
+        if !matches!(handed, Ok(true)) {
+            let _ = sys::notify::continue_call(listener, n.id);
+        }
+    }
+
     /// Whether connections are held (the supervisor should call
     /// [`Egress::sample`] every [`SAMPLE_EVERY`]).
     pub fn holding(&self) -> bool {
@@ -340,8 +469,12 @@ impl Egress {
         }
     }
 
-    /// The run is over: final counters, every copy closed.
+    /// The run is over: final counters, every copy closed, the stub
+    /// stopped.
     pub fn finish(&mut self) {
+        if let Some(stub) = self.stub.as_mut() {
+            stub.stop();
+        }
         self.read_counters();
         for h in std::mem::take(&mut self.held) {
             self.release(h);
@@ -444,6 +577,24 @@ impl Egress {
                 ),
             })
             .collect();
+        if let Some(stub) = &self.stub {
+            let queries = stub.queries.lock().unwrap_or_else(|e| e.into_inner());
+            for q in queries
+                .iter()
+                .filter(|q| !q.answered)
+                .take(MAX_NAMED_REFUSALS)
+            {
+                out.push(Violation {
+                    kind: "net".into(),
+                    detail: format!(
+                        "dns query for {} ({}) refused: {}",
+                        warden_core::printable(&q.name),
+                        q.qtype,
+                        q.reason.unwrap_or("not granted")
+                    ),
+                });
+            }
+        }
         let more = (refused.len().saturating_sub(MAX_NAMED_REFUSALS)) as u64 + self.unrecorded.1;
         if more > 0 {
             out.push(Violation {

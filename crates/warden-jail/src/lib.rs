@@ -456,6 +456,10 @@ impl Backend for JailBackend {
         if let Some(e) = &egress {
             plan.add_hosts(&e.hosts_lines())
                 .map_err(|e| BackendError::setup("plan the jail's /etc/hosts", e))?;
+            // The resolver asks the jail's own loopback, which the
+            // supervisor hands to its DNS stub.
+            plan.add_etc_file("resolv.conf", b"nameserver 127.0.0.1\n")
+                .map_err(|e| BackendError::setup("plan the jail's /etc/resolv.conf", e))?;
         }
 
         let mut limits = limits_plan;
@@ -721,6 +725,7 @@ impl JailBackend {
             }
         };
         let cgroup = cgroup.as_deref();
+        let mut stub_warning = None;
         let observed = supervisor::watch(Watch {
             init_pid,
             cgroup,
@@ -740,6 +745,9 @@ impl JailBackend {
                 e.max_connections = Some(inv.limits.net_connections);
                 e.max_bytes = inv.limits.net_bytes;
                 e.idle_timeout = inv.limits.net_idle;
+                if let Err(why) = e.start_stub() {
+                    stub_warning = Some(why);
+                }
                 e
             }),
         });
@@ -817,6 +825,7 @@ impl JailBackend {
             let _ = cg.remove();
         }
         let mut warnings = limits.warnings;
+        warnings.extend(stub_warning);
         let mut violations = observed.violations();
         let mut connections = Vec::new();
         if let Some(e) = &observed.egress {

@@ -429,6 +429,26 @@ impl MountPlan {
         ))
     }
 
+    /// Adds `/etc/NAME` with `contents` to the jail's root.
+    pub fn add_etc_file(&mut self, name: &str, contents: &[u8]) -> io::Result<()> {
+        let target = rel(&format!("etc/{name}"))?;
+        // Beside /etc/hosts, so that /etc exists when it is written.
+        let hosts = rel("etc/hosts")?;
+        let at = self
+            .ops
+            .iter()
+            .position(|op| matches!(op, Op::File { path, .. } if *path == hosts))
+            .ok_or_else(|| io::Error::other("the jail's /etc is not in its mount plan"))?;
+        self.ops.insert(
+            at + 1,
+            Op::File {
+                path: target,
+                contents: contents.to_vec(),
+            },
+        );
+        Ok(())
+    }
+
     /// Adds the leased secrets: a private tmpfs at [`SECRETS_DIR`]
     /// (memory only, never on disk), one 0400 file per secret, then
     /// read-only.
