@@ -13,11 +13,15 @@
 //! success. What the program writes into its memory afterwards changes
 //! nothing: the kernel never acts on that address again.
 //!
-//! Calls the supervisor does not make itself — AF_UNIX, the jail's own
-//! loopback, sockets it cannot inspect — are left to the kernel
-//! (`CONTINUE`), which then acts inside the jail's namespaces only: at
-//! worst a program that rewrote the address in between reaches its own
-//! empty network namespace.
+//! No connect(2) is ever left to the kernel (`CONTINUE`): the kernel would
+//! look the descriptor and the address up again, and a program that holds
+//! a handed-over socket (of the supervisor's namespace) could swap it in
+//! at that descriptor number in between. Connections inside the jail —
+//! its own loopback, abstract AF_UNIX, AF_UNSPEC — are made by the
+//! supervisor on the program's socket object (taken with pidfd_getfd)
+//! with the address it read; a handed-over socket is never reconnected
+//! (EISCONN); pathname AF_UNIX connects are refused for now (they would
+//! need the program's file system view).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -80,8 +84,15 @@ pub(crate) struct Egress {
     cut_bytes: u64,
     cut_idle: u64,
     over_count: u64,
-    /// The run's DNS stub, when it could be started.
+    /// The run's DNS stub, started at the first query.
     stub: Option<Stub>,
+    /// Why it could not start.
+    pub stub_error: Option<String>,
+    /// The supervisor's own network namespace (SO_NETNS_COOKIE), where
+    /// handed-over sockets live.
+    own_netns: Option<u64>,
+    /// Pathname AF_UNIX connects refused.
+    unix_refused: Vec<String>,
 }
 
 /// The DNS stub of a run: a UDP socket of the supervisor's on the host's
@@ -90,7 +101,6 @@ pub(crate) struct Egress {
 /// connect there is handed a socket connected to the stub.
 #[derive(Debug)]
 struct Stub {
-    addr: SocketAddr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     queries: std::sync::Arc<std::sync::Mutex<Vec<warden_egress::DnsQuery>>>,
@@ -100,17 +110,36 @@ struct Stub {
 const MAX_QUERIES: usize = 256;
 
 impl Stub {
-    fn start(plan: &EgressPlan) -> std::io::Result<Stub> {
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let addr = socket.local_addr()?;
+    /// Binds 127.0.0.1:53 inside the network namespace of task `pid`
+    /// (from a thread that joins it) and answers there.
+    fn start(plan: &EgressPlan, pid: libc::pid_t) -> std::io::Result<Stub> {
+        let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
         let resolver = EgressPlan::run_resolver().map_err(std::io::Error::other)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let queries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (plan, halt, log) = (plan.clone(), stop.clone(), queries.clone());
+        let (bound_tx, bound_rx) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
         let thread = std::thread::Builder::new()
             .name("warden-dns".into())
             .spawn(move || {
+                use std::os::fd::AsRawFd as _;
+                // Only this thread moves into the jail's network namespace.
+                let socket = sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)
+                    .and_then(|()| UdpSocket::bind((Ipv4Addr::LOCALHOST, 53)))
+                    .and_then(|s| {
+                        s.set_read_timeout(Some(Duration::from_millis(100)))?;
+                        Ok(s)
+                    });
+                let socket = match socket {
+                    Ok(s) => {
+                        let _ = bound_tx.send(Ok(()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(e));
+                        return;
+                    }
+                };
                 let mut buf = [0u8; 1500];
                 while !halt.load(std::sync::atomic::Ordering::Relaxed) {
                     let Ok((n, from)) = socket.recv_from(&mut buf) else {
@@ -126,8 +155,12 @@ impl Stub {
                     }
                 }
             })?;
+        match bound_rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::Error::other("the stub thread did not start")),
+        }
         Ok(Stub {
-            addr,
             stop,
             thread: Some(thread),
             queries,
@@ -159,21 +192,11 @@ impl Egress {
             cut_idle: 0,
             over_count: 0,
             stub: None,
-        }
-    }
-
-    /// Starts the run's DNS stub; without it, names resolve only from the
-    /// jail's /etc/hosts (the names pinned before the run). Returns why it
-    /// could not start.
-    pub fn start_stub(&mut self) -> Result<(), String> {
-        match Stub::start(&self.plan) {
-            Ok(stub) => {
-                self.stub = Some(stub);
-                Ok(())
-            }
-            Err(e) => Err(format!(
-                "the DNS stub could not start ({e}): names resolve from the jail's /etc/hosts only"
-            )),
+            stub_error: None,
+            own_netns: UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                .ok()
+                .and_then(|s| sys::netns_cookie(s.as_raw_fd()).ok()),
+            unix_refused: Vec::new(),
         }
     }
 
@@ -182,7 +205,9 @@ impl Egress {
     pub fn handle_connect(&mut self, listener: RawFd, n: &Notif, deadline: Instant) {
         let pid = n.pid as libc::pid_t;
         let fd = n.data.args[0] as RawFd;
-        let mut raw = [0u8; 28];
+        // Large enough for any sockaddr the jail's families use
+        // (sockaddr_un is the largest, 110 bytes).
+        let mut raw = [0u8; 128];
         let len = (n.data.args[2] as usize).min(raw.len());
         let read = sys::read_process_memory(pid, n.data.args[1], &mut raw[..len]);
         // The memory read was the call's only if the call is still pending.
@@ -190,53 +215,81 @@ impl Egress {
             return;
         }
         let Ok(read) = read else {
-            // A bad address: the kernel gives the program its EFAULT.
-            let _ = sys::notify::continue_call(listener, n.id);
+            let _ = sys::notify::deny(listener, n.id, libc::EFAULT);
             return;
         };
-        let Some(dest) = inet_destination(&raw[..read]) else {
-            // AF_UNIX, AF_UNSPEC (a datagram socket's disconnect) and
-            // anything else: inside the jail's namespaces only.
-            let _ = sys::notify::continue_call(listener, n.id);
-            return;
-        };
-        let ip = canonical(dest.ip());
-        if ip.is_loopback() && dest.port() == 53 {
-            if let Some(stub) = self.stub.as_ref().map(|s| s.addr) {
-                self.hand_over_stub(listener, n, pid, fd, stub);
+        let raw = &raw[..read];
+        // The socket object the call is about, taken once: whatever the
+        // program puts at that descriptor number afterwards, the
+        // supervisor acts on this object only. (No call is ever left to
+        // the kernel: it would look the descriptor and the address up
+        // again, and the program may hold sockets of the supervisor's
+        // network namespace that it swaps in between.) The notifying task
+        // may be any thread; pidfd_open wants the thread group's leader.
+        let theirs = match sys::take_fd_copy(thread_group(pid), fd) {
+            Ok(f) => f,
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EBADF);
+                let _ = sys::notify::deny(listener, n.id, errno);
                 return;
             }
-        }
-        if ip.is_loopback() || ip.is_unspecified() {
-            // The jail's own loopback (0.0.0.0 means it too).
-            let _ = sys::notify::continue_call(listener, n.id);
-            return;
-        }
-        // The notifying task may be any thread of the program; its
-        // descriptors are its thread group's (pidfd_open wants the leader).
-        let Ok(theirs) = sys::take_fd_copy(thread_group(pid), fd) else {
-            // Not a descriptor (EBADF) or not ours to look at: the kernel
-            // answers, in the jail's namespace.
-            let _ = sys::notify::continue_call(listener, n.id);
-            return;
         };
         // Still the call we were told of (its task, so its pid, is alive).
         if !sys::notify::id_valid(listener, n.id) {
             return;
         }
-        let Ok(sock_type) = sys::socket_option(theirs.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
-        else {
-            // ENOTSOCK and the like, answered by the kernel.
-            let _ = sys::notify::continue_call(listener, n.id);
+        let their_fd = theirs.as_raw_fd();
+        let Ok(sock_type) = sys::socket_option(their_fd, libc::SOL_SOCKET, libc::SO_TYPE) else {
+            let _ = sys::notify::deny(listener, n.id, libc::ENOTSOCK);
             return;
         };
+        // A socket the supervisor handed over lives in the supervisor's
+        // network namespace: it is connected, and stays as it is. (A
+        // kernel without SO_NETNS_COOKIE cannot tell them apart: refused.)
+        match (sys::netns_cookie(their_fd), self.own_netns) {
+            (Ok(theirs), Some(ours)) if theirs != ours => {}
+            (Ok(_), Some(_)) => {
+                let _ = sys::notify::deny(listener, n.id, libc::EISCONN);
+                return;
+            }
+            _ => {
+                let _ = sys::notify::deny(listener, n.id, libc::EPERM);
+                return;
+            }
+        }
+        let dest = inet_destination(raw);
+        let inside = dest.is_none_or(|d| {
+            let ip = canonical(d.ip());
+            ip.is_loopback() || ip.is_unspecified()
+        });
+        if inside {
+            // The jail's own loopback, AF_UNIX, AF_UNSPEC, netlink: made by
+            // the supervisor on the program's socket, with the address it
+            // read, inside the jail's namespaces.
+            if dest.is_some_and(|d| d.port() == 53) && sock_type == libc::SOCK_DGRAM {
+                self.ensure_stub(pid);
+            }
+            let errno = match unix_path(raw) {
+                Some(path) => {
+                    self.unix_refused.push(path);
+                    Some(libc::EACCES)
+                }
+                None => connect_inside(their_fd, raw, deadline).err(),
+            };
+            let _ = match errno {
+                None => sys::notify::succeed(listener, n.id, 0),
+                Some(e) => sys::notify::deny(listener, n.id, e),
+            };
+            return;
+        }
+        let Some(dest) = dest else { return };
+        let ip = canonical(dest.ip());
         let proto = match sock_type {
             libc::SOCK_STREAM => "tcp",
             libc::SOCK_DGRAM => "udp",
-            // SOCK_SEQPACKET, SOCK_RAW and the like: not egress Warden
-            // makes; the kernel answers inside the jail's namespace.
+            // SOCK_SEQPACKET, SOCK_RAW and the like: no egress.
             _ => {
-                let _ = sys::notify::continue_call(listener, n.id);
+                let _ = sys::notify::deny(listener, n.id, libc::EPERM);
                 return;
             }
         };
@@ -359,50 +412,19 @@ impl Egress {
         Ok(ours)
     }
 
-    /// A UDP socket of the program's connecting to the jail's own port 53
-    /// gets one of the supervisor's connected to the stub instead; TCP
-    /// (a resolver's fallback) and anything else are left to the jail's
-    /// namespace, where nothing listens.
-    fn hand_over_stub(
-        &self,
-        listener: RawFd,
-        n: &Notif,
-        pid: libc::pid_t,
-        fd: RawFd,
-        stub: SocketAddr,
-    ) {
-        let handed = (|| -> std::io::Result<bool> {
-            let theirs = sys::take_fd_copy(thread_group(pid), fd)?;
-            let their_fd = theirs.as_raw_fd();
-            if sys::socket_option(their_fd, libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_DGRAM
-                || !sys::notify::id_valid(listener, n.id)
-            {
-                return Ok(false);
+    /// Starts the DNS stub in the jail's network namespace (that of task
+    /// `pid`) at the first query, once; a failure is a warning.
+    fn ensure_stub(&mut self, pid: libc::pid_t) {
+        if self.stub.is_some() || self.stub_error.is_some() {
+            return;
+        }
+        match Stub::start(&self.plan, pid) {
+            Ok(stub) => self.stub = Some(stub),
+            Err(e) => {
+                self.stub_error = Some(format!(
+                    "the DNS stub could not start in the jail ({e}): names resolve from the jail's /etc/hosts only"
+                ))
             }
-            let domain = sys::socket_option(their_fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
-            let socket = if domain == libc::AF_INET6 {
-                let s = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
-                s.connect(SocketAddr::new(
-                    IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
-                    stub.port(),
-                ))?;
-                s
-            } else {
-                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-                s.connect(stub)?;
-                s
-            };
-            let ours = OwnedFd::from(socket);
-            if sys::status_flags(their_fd)? & libc::O_NONBLOCK != 0 {
-                sys::set_nonblocking(ours.as_raw_fd())?;
-            }
-            let cloexec = close_on_exec(pid, fd);
-            sys::notify::install_fd(listener, n.id, ours.as_raw_fd(), fd, cloexec)?;
-            sys::notify::succeed(listener, n.id, 0)?;
-            Ok(true)
-        })();
-        if !matches!(handed, Ok(true)) {
-            let _ = sys::notify::continue_call(listener, n.id);
         }
     }
 
@@ -555,9 +577,20 @@ impl Egress {
         out
     }
 
-    /// The plan's warnings (names that did not resolve, and the like).
-    pub fn warnings(&self) -> &[String] {
-        &self.plan.warnings
+    /// The plan's warnings (names that did not resolve, and the like), and
+    /// the pathname AF_UNIX sockets the program was refused.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = self.plan.warnings.clone();
+        let mut paths: Vec<&String> = self.unix_refused.iter().collect();
+        paths.sort();
+        paths.dedup();
+        for path in paths.into_iter().take(MAX_NAMED_REFUSALS) {
+            out.push(format!(
+                "connect to the unix socket {} refused (EACCES): a run with net:connect grants cannot reach pathname unix sockets yet",
+                warden_core::printable(path)
+            ));
+        }
+        out
     }
 
     /// One `net` violation per refused attempt (the first few), and one
@@ -672,6 +705,37 @@ fn jail_socket_inodes(init: libc::pid_t) -> std::collections::HashSet<u64> {
         }
     }
     inodes
+}
+
+/// The path of a pathname AF_UNIX address (not an abstract or unnamed
+/// one), printable.
+fn unix_path(raw: &[u8]) -> Option<String> {
+    let family = u16::from_ne_bytes([*raw.first()?, *raw.get(1)?]);
+    if family as i32 != libc::AF_UNIX {
+        return None;
+    }
+    let path = raw.get(2..)?;
+    if path.first().is_none_or(|b| *b == 0) {
+        return None;
+    }
+    let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
+    Some(String::from_utf8_lossy(&path[..end]).into_owned())
+}
+
+/// connect(2) of the program's socket `fd` (the supervisor's copy) to the
+/// address bytes `raw` it read, inside the jail's network namespace (the
+/// socket's own), with a send timeout so a blocking connect cannot hold
+/// the supervisor past `deadline` (or 10 s).
+fn connect_inside(fd: RawFd, raw: &[u8], deadline: Instant) -> Result<(), i32> {
+    let limit = deadline
+        .saturating_duration_since(Instant::now())
+        .min(CONNECT_TIMEOUT)
+        .max(Duration::from_millis(1));
+    let before = sys::send_timeout(fd).ok();
+    let _ = sys::set_send_timeout(fd, Some(limit));
+    let result = sys::connect_raw(fd, raw);
+    let _ = sys::set_send_timeout(fd, before.flatten());
+    result.map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))
 }
 
 /// The thread group (process) of task `tid`, from `/proc/TID/status`;

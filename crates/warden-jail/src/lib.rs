@@ -118,7 +118,13 @@ fn check_supported(cap: &Capability) -> Result<(), BackendError> {
         Capability::ClockRead | Capability::RandomRead => Ok(()),
         c if c.is_limit() => Ok(()),
         // The supervisor makes the program's connections (see `egress`).
-        Capability::NetConnect { .. } | Capability::NetConnectUdp { .. } => Ok(()),
+        Capability::NetConnect { .. } => Ok(()),
+        // A handed-over UDP socket could still send to any address
+        // (sendto overrides a datagram socket's peer): not until the
+        // supervisor relays datagrams itself.
+        Capability::NetConnectUdp { .. } => Err(BackendError::Invalid(format!(
+            "capability {cap} cannot be enforced by the jail backend yet: a UDP socket handed to the program could send to any address; only net:connect (TCP) egress is enforced"
+        ))),
         other => Err(BackendError::Invalid(format!(
             "capability {other} cannot be enforced by the jail backend yet (it has net:connect egress only)"
         ))),
@@ -725,7 +731,6 @@ impl JailBackend {
             }
         };
         let cgroup = cgroup.as_deref();
-        let mut stub_warning = None;
         let observed = supervisor::watch(Watch {
             init_pid,
             cgroup,
@@ -745,9 +750,6 @@ impl JailBackend {
                 e.max_connections = Some(inv.limits.net_connections);
                 e.max_bytes = inv.limits.net_bytes;
                 e.idle_timeout = inv.limits.net_idle;
-                if let Err(why) = e.start_stub() {
-                    stub_warning = Some(why);
-                }
                 e
             }),
         });
@@ -825,11 +827,11 @@ impl JailBackend {
             let _ = cg.remove();
         }
         let mut warnings = limits.warnings;
-        warnings.extend(stub_warning);
         let mut violations = observed.violations();
         let mut connections = Vec::new();
         if let Some(e) = &observed.egress {
-            warnings.extend(e.warnings().iter().cloned());
+            warnings.extend(e.warnings());
+            warnings.extend(e.stub_error.clone());
             violations.extend(e.violations());
             connections = e.connections.clone();
             // A refused connection is a violation, as a refused syscall

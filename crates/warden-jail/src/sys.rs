@@ -960,16 +960,6 @@ pub mod notify {
         respond(listener, id, val, 0, 0)
     }
 
-    /// Lets the kernel carry out the call itself. Used only where the
-    /// kernel then acts inside the jail's own namespaces (a connection
-    /// within the jail's network namespace, which has only its own
-    /// loopback), so that whatever the program put in its memory since it
-    /// was read reaches nothing outside.
-    pub fn continue_call(listener: RawFd, id: u64) -> io::Result<()> {
-        const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
-        respond(listener, id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-    }
-
     fn respond(listener: RawFd, id: u64, val: i64, error: i32, flags: u32) -> io::Result<()> {
         let resp = Resp {
             id,
@@ -1210,4 +1200,92 @@ pub fn inode(fd: RawFd) -> io::Result<u64> {
     // SAFETY: st is a valid, writable stat buffer.
     check(unsafe { libc::fstat(fd, &mut st) })?;
     Ok(st.st_ino)
+}
+
+/// The cookie of the network namespace socket `fd` belongs to
+/// (SO_NETNS_COOKIE, Linux 5.14).
+pub fn netns_cookie(fd: RawFd) -> io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let mut value: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: value and len are valid for writing, len holds value's size.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut value as *mut u64).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// connect(2) of `fd` to the socket address bytes `addr`.
+pub fn connect_raw(fd: RawFd, addr: &[u8]) -> io::Result<()> {
+    // sockaddr_storage is aligned for every family; the bytes are copied
+    // into it rather than passed from an unaligned buffer.
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = addr
+        .len()
+        .min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: storage is at least `len` bytes and does not overlap addr.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        )
+    };
+    // SAFETY: storage holds `len` initialized bytes of a socket address.
+    check(unsafe {
+        libc::connect(
+            fd,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// SO_SNDTIMEO of `fd` (`None`: none).
+pub fn send_timeout(fd: RawFd) -> io::Result<Option<std::time::Duration>> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: tv and len are valid for writing, len holds tv's size.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    })?;
+    let d = std::time::Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000);
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// Sets SO_SNDTIMEO of `fd` (`None`: none).
+pub fn set_send_timeout(fd: RawFd, timeout: Option<std::time::Duration>) -> io::Result<()> {
+    let d = timeout.unwrap_or_default();
+    let tv = libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: tv is a timeval of the size passed, only read.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
 }
