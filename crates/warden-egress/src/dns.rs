@@ -146,23 +146,6 @@ impl EgressPlan {
     }
 }
 
-/// Whether `rule`'s host matches an address through the stub's answers.
-pub(crate) fn stub_covers(
-    plan: &EgressPlan,
-    host: &HostPattern,
-    ip: IpAddr,
-) -> Option<Option<String>> {
-    match host {
-        HostPattern::Suffix(s) => plan.resolved_below(Some(s), ip).map(Some),
-        HostPattern::Name(n) => plan
-            .resolved_later()
-            .iter()
-            .any(|p| &p.name == n && p.addrs.contains(&ip))
-            .then(|| Some(n.clone())),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

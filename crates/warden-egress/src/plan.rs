@@ -293,8 +293,8 @@ impl EgressPlan {
                 // A name below a suffix is known only through the DNS
                 // stub's answers in this run: an address alone never
                 // matches it.
-                HostPattern::Suffix(_) => match crate::dns::stub_covers(self, &rule.host, ip) {
-                    Some(name) => (true, false, name),
+                HostPattern::Suffix(s) => match self.resolved_below(Some(s), ip) {
+                    Some(name) => (true, false, Some(name)),
                     None => (false, false, None),
                 },
             };

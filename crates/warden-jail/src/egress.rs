@@ -77,8 +77,6 @@ pub(crate) struct Egress {
     held: Vec<Held>,
     /// Bytes of connections no longer held.
     moved_before: u64,
-    /// Why connections were cut (byte limit, idleness), for the report.
-    pub cut: Vec<String>,
     /// Connections cut at the byte limit, cut for idleness, and refused
     /// at the connection limit.
     cut_bytes: u64,
@@ -187,7 +185,6 @@ impl Egress {
             made: 0,
             held: Vec::new(),
             moved_before: 0,
-            cut: Vec::new(),
             cut_bytes: 0,
             cut_idle: 0,
             over_count: 0,
@@ -479,8 +476,7 @@ impl Egress {
                 }
                 _ => continue,
             };
-            self.connections[h.record].reason = Some(why.clone());
-            self.cut.push(why);
+            self.connections[h.record].reason = Some(why);
         }
         let (keep, gone): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
             .into_iter()
