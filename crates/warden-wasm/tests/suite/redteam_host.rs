@@ -1455,6 +1455,47 @@ fn a_callee_cannot_read_its_callers_stdin_or_flood_its_caller() {
     );
 }
 
+/// A called module's requests are its caller's run's: listed in the
+/// caller's report (it has none of its own), a refused one a violation
+/// there too.
+#[test]
+fn a_callees_connections_are_in_its_callers_report() {
+    in_net(|| {
+        let port = server::get().port;
+        let g = http_guest(&[
+            req("GET", format!("http://api.test:{port}/hello")),
+            req("GET", format!("http://meta.test:{port}/hello")),
+        ]);
+        let fetcher = callee("fetcher", &g.file(), None);
+        let i = calling(
+            &[
+                "module:call:fetcher",
+                "net:http:api.test",
+                "net:http:meta.test",
+            ],
+            vec![fetcher],
+            "fetcher",
+            "",
+        );
+        let (io, out, _) = RunIo::captured(Input::Empty);
+        let outcome = net::backend().run_with_io(&i, &io).expect("runs");
+        assert_eq!(
+            out.text(),
+            format!("rc=0 exit=0\n{OK} 200 {DENIED} 0 "),
+            "{outcome:?}"
+        );
+        let c: Vec<(&str, bool)> = outcome
+            .connections
+            .iter()
+            .map(|c| (c.dest.as_str(), c.allowed))
+            .collect();
+        assert_eq!(c, [(PUBLIC, true), ("meta.test", false)], "{outcome:?}");
+        let v = violations_of(&outcome, "net");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].starts_with("in module fetcher: "), "{v:?}");
+    })
+}
+
 #[test]
 fn a_callees_own_grants_never_widen_its_callers() {
     in_net(a_callees_own_grants_never_widen_its_callers_in_net)
