@@ -843,3 +843,141 @@ except OSError as e:
         );
     });
 }
+
+/// An HTTP server on `addr`:`port` (0: any) answering every request with
+/// `200 hello`; counts the requests.
+fn http_server(addr: &str, port: u16) -> (u16, Arc<AtomicU64>) {
+    use std::io::{BufRead, BufReader};
+    let listener = TcpListener::bind((addr, port)).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicU64::new(0));
+    let count = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let mut s = stream;
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    (port, hits)
+}
+
+/// A WASM guest's `http` host is under the jail's egress rules:
+/// `warden run GUEST.wasm --report` (which execs warden-wasm) resolves a
+/// granted name through the hosts file named by WARDEN_EGRESS_HOSTS and
+/// reaches its server; loopback and the metadata service are refused by
+/// name and by address even when granted; every attempt is in the
+/// report's `connections`, each refusal a `net` violation.
+#[test]
+fn a_wasm_guests_http_requests_go_through_the_same_egress() {
+    in_private_net(|| {
+        let (port, public_hits) = http_server(PUBLIC, 0);
+        let (_, loopback_hits) = http_server("127.0.0.1", port);
+        let (_, metadata_hits) = http_server(METADATA, port);
+        let dir = TempDir::new("wasm-egress");
+        let hosts = dir.root.join("egress-hosts");
+        std::fs::write(
+            &hosts,
+            format!("{PUBLIC} api.example\n127.0.0.1 sneaky.example\n{METADATA} meta.example\n"),
+        )
+        .unwrap();
+        let guest = common::rust_guest("hosthttp");
+        let run = |grant: &str, url: &str| {
+            let report = dir.root.join("report.json");
+            let _ = std::fs::remove_file(&report);
+            let out = Command::new(warden_bin())
+                .env("WARDEN_EGRESS_HOSTS", &hosts)
+                .env("WARDEN_CACHE_DIR", dir.root.join("cache"))
+                .arg("--state")
+                .arg(dir.root.join("state"))
+                .args(["run", "--wall-time", "30s", "--report"])
+                .arg(&report)
+                .args(["--allow", grant, "--", &guest, "GET", url])
+                .current_dir(dir.work())
+                .output()
+                .expect("run warden");
+            let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap_or_default())
+                .unwrap_or_else(|_| panic!("no report: {out:?}"));
+            (String::from_utf8_lossy(&out.stdout).into_owned(), report)
+        };
+        let (stdout, report) = run(
+            "net:http:api.example",
+            &format!("http://api.example:{port}/hello"),
+        );
+        assert_eq!(stdout, "rc=0 status=200 len=5\nhello\n", "{report}");
+        assert_eq!(report["status"], "exited", "{report}");
+        assert_eq!(
+            report["connections"],
+            serde_json::json!([{
+                "dest": PUBLIC,
+                "port": port,
+                "proto": "tcp",
+                "allowed": true,
+                "name": "api.example",
+                "grant": "net:http:api.example",
+                "bytes_out": 0,
+                "bytes_in": 5,
+            }]),
+            "{report}"
+        );
+        assert_eq!(public_hits.load(Ordering::SeqCst), 1);
+        for (grant, url, dest, word) in [
+            (
+                "net:http:sneaky.example".to_string(),
+                format!("http://sneaky.example:{port}/"),
+                "sneaky.example",
+                "loopback",
+            ),
+            (
+                "net:http:127.0.0.1".to_string(),
+                format!("http://127.0.0.1:{port}/"),
+                "127.0.0.1",
+                "loopback",
+            ),
+            (
+                "net:http:meta.example".to_string(),
+                format!("http://meta.example:{port}/"),
+                "meta.example",
+                "metadata",
+            ),
+            (
+                format!("net:http:{METADATA}"),
+                format!("http://{METADATA}:{port}/latest/meta-data/"),
+                METADATA,
+                "metadata",
+            ),
+        ] {
+            let (stdout, report) = run(&grant, &url);
+            assert_eq!(stdout, "rc=1 status=0 len=0\n", "{grant}: {report}");
+            assert_eq!(report["status"], "violation", "{grant}: {report}");
+            let c = connections(&report);
+            assert_eq!(c.len(), 1, "{grant}: {report}");
+            assert_eq!(c[0]["dest"], dest, "{report}");
+            assert_eq!(c[0]["allowed"], false, "{report}");
+            assert!(c[0]["bytes_out"].is_null(), "{report}");
+            assert!(
+                c[0]["reason"].as_str().is_some_and(|r| r.contains(word)),
+                "{report}"
+            );
+            let net: Vec<&Value> = report["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v["kind"] == "net")
+                .collect();
+            assert_eq!(net.len(), 1, "{report}");
+        }
+        assert_eq!(loopback_hits.load(Ordering::SeqCst), 0, "loopback reached");
+        assert_eq!(metadata_hits.load(Ordering::SeqCst), 0, "metadata reached");
+    })
+}

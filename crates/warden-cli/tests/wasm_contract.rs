@@ -7,19 +7,11 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{warden_bin, TempDir};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
+use common::{repo, rust_guest as rust, warden_bin, TempDir};
 
 fn wat(name: &str) -> String {
     repo()
@@ -27,27 +19,6 @@ fn wat(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-/// A Rust guest (wasm32-wasip1), built once per test process by
-/// tests-guests/build.sh.
-fn rust(name: &str) -> String {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let out = Command::new("sh")
-            .arg(repo().join("tests-guests/build.sh"))
-            .output()
-            .expect("run tests-guests/build.sh");
-        assert!(
-            out.status.success(),
-            "tests-guests/build.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    });
-    let path = dir.join(format!("wasm32-wasip1/release/{name}.wasm"));
-    assert!(path.is_file(), "guest {} was not built", path.display());
-    path.display().to_string()
 }
 
 /// The compile cache of a test: inside its temporary directory.

@@ -55,13 +55,16 @@ pub struct Violation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Connection {
     /// The destination address, as the program asked for it (IPv4-mapped
-    /// IPv6 addresses written as IPv4).
+    /// IPv6 addresses written as IPv4); for a WASM `http` call, the address
+    /// connected to, or the URL's host when none was (refused, or a name
+    /// that did not resolve).
     pub dest: String,
     pub port: u16,
     /// `tcp` or `udp`.
     pub proto: &'static str,
     pub allowed: bool,
-    /// The granted name the address was pinned for, when there is one.
+    /// The granted name the address was pinned for, when there is one (for
+    /// a WASM `http` call, the URL's host).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The grant that allowed it, or why it was refused.

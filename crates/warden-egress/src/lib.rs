@@ -12,12 +12,19 @@
 //! [`EgressPlan`] turns a run's `net:connect` grants into the addresses and
 //! ports its connections may go to: names are resolved once, before the
 //! run, and every later connection is judged against those addresses only.
+//!
+//! [`RunNames`] serves connections Warden makes on a run's behalf (the WASM
+//! `http` host): each name resolved at most once per run, when first asked,
+//! and only the addresses its class allows handed out.
 #![forbid(unsafe_code)]
 
 mod dns;
+mod names;
 mod plan;
 
 pub use dns::Query as DnsQuery;
+
+pub use names::{Reachable, RunNames, Unreachable};
 
 pub use plan::{
     EgressError, EgressPlan, HostsFile, Pinned, Resolve, SystemResolver, Verdict, HOSTS_ENV,
@@ -66,6 +73,18 @@ impl AddrClass {
             | AddrClass::LinkLocal
             | AddrClass::Metadata
             | AddrClass::Unroutable => Reach::Never,
+        }
+    }
+
+    /// The class as a phrase: `a host loopback address`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            AddrClass::Public => "a public address",
+            AddrClass::Private => "a private address (reachable only through a grant naming it)",
+            AddrClass::Loopback => "a host loopback address",
+            AddrClass::LinkLocal => "a link-local address",
+            AddrClass::Metadata => "a cloud metadata address",
+            AddrClass::Unroutable => "an unroutable or reserved address",
         }
     }
 

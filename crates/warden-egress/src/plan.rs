@@ -218,7 +218,7 @@ impl EgressPlan {
 
     /// The resolver a run uses: the hosts file named by [`HOSTS_ENV`],
     /// else the system's.
-    pub fn run_resolver() -> Result<Box<dyn Resolve + Send>, EgressError> {
+    pub fn run_resolver() -> Result<Box<dyn Resolve + Send + Sync>, EgressError> {
         match std::env::var_os(HOSTS_ENV) {
             Some(path) if !path.is_empty() => Ok(Box::new(HostsFile::read(Path::new(&path))?)),
             _ => Ok(Box::new(SystemResolver)),
@@ -341,14 +341,7 @@ impl fmt::Display for Dest {
 }
 
 fn describe(class: AddrClass) -> &'static str {
-    match class {
-        AddrClass::Public => "a public address",
-        AddrClass::Private => "a private address (reachable only through a grant naming it)",
-        AddrClass::Loopback => "a host loopback address",
-        AddrClass::LinkLocal => "a link-local address",
-        AddrClass::Metadata => "a cloud metadata address",
-        AddrClass::Unroutable => "an unroutable or reserved address",
-    }
+    class.describe()
 }
 
 #[cfg(test)]

@@ -35,16 +35,26 @@ impl Server {
     /// Starts a service; `prepare` may write into the state directory
     /// before it starts (it is fresh: the service bootstraps it).
     fn start_with(extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
-        Server::launch(false, extra, prepare)
+        Server::launch(false, extra, prepare, &[])
+    }
+
+    /// Starts a service with `env` added to its environment.
+    fn start_with_env(extra: &[&str], env: &[(&str, &Path)]) -> Server {
+        Server::launch(false, extra, |_| {}, env)
     }
 
     /// Started as users start it: `warden serve`, which executes
     /// `warden-serve` beside it.
     fn start_via_warden(extra: &[&str]) -> Server {
-        Server::launch(true, extra, |_| {})
+        Server::launch(true, extra, |_| {}, &[])
     }
 
-    fn launch(via_warden: bool, extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+    fn launch(
+        via_warden: bool,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path),
+        env: &[(&str, &Path)],
+    ) -> Server {
         let warden = warden_bin();
         let state = tempfile::Builder::new()
             .prefix("warden-serve-test-")
@@ -60,6 +70,9 @@ impl Server {
             c.arg("--state").arg(state.path());
             c
         };
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let mut child = command
             .args(["--listen", "127.0.0.1:0", "--warden"])
             .arg(&warden)
@@ -1410,6 +1423,97 @@ fn wasm_runs_in_the_service_as_in_a_warden_child() {
     assert_eq!(text.matches("\"kind\":\"run\"").count(), 6, "{text}");
     let verify = inside.warden(&["audit", "verify"]);
     assert!(verify.status.success(), "{verify:?}");
+}
+
+/// A WebAssembly run's `http` requests, in the service and in a `warden`
+/// child alike, go where the jail's egress rules let them (names from the
+/// hosts file named by WARDEN_EGRESS_HOSTS, never loopback) and are in the
+/// report's `connections`. The service, its test server and this client
+/// live in a private network namespace.
+#[test]
+fn wasm_http_requests_in_the_service_go_through_egress_and_are_reported() {
+    use std::io::{BufRead, Write};
+    common::in_private_net(|| {
+        let public = std::net::TcpListener::bind((common::PUBLIC, 0)).unwrap();
+        let port = public.local_addr().unwrap().port();
+        let lo = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        for (listener, tag) in [(public, "public"), (lo, "loopback")] {
+            let hits = hits.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    hits.lock().unwrap().push(tag);
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut s = stream;
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                    );
+                }
+            });
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(
+            &hosts,
+            format!("{} api.example\n127.0.0.1 sneaky.example\n", common::PUBLIC),
+        )
+        .unwrap();
+        let env = [("WARDEN_EGRESS_HOSTS", hosts.as_path())];
+        let inside = Server::start_with_env(&[], &env);
+        let child = Server::start_with_env(&["--wasm-in-child"], &env);
+        let guest = common::guest("hosthttp");
+        for s in [&inside, &child] {
+            let a = s.execute(&json!({
+                "language": "wasm", "files": [wasm_file("hosthttp.wasm", &guest)],
+                "args": ["GET", format!("http://api.example:{port}/hello")],
+                "capabilities": ["net:http:api.example"],
+            }));
+            assert_eq!(a.status, 200, "{}", a.body);
+            let v = a.json();
+            assert_eq!(v["stdout"], "rc=0 status=200 len=5\nhello\n", "{v}");
+            assert_eq!(
+                v["report"]["connections"],
+                json!([{
+                    "dest": common::PUBLIC, "port": port, "proto": "tcp", "allowed": true,
+                    "name": "api.example", "grant": "net:http:api.example",
+                    "bytes_out": 0, "bytes_in": 5,
+                }]),
+                "{v}"
+            );
+            for (grant, host) in [
+                ("net:http:sneaky.example", "sneaky.example"),
+                ("net:http:127.0.0.1", "127.0.0.1"),
+            ] {
+                let a = s.execute(&json!({
+                    "language": "wasm", "files": [wasm_file("hosthttp.wasm", &guest)],
+                    "args": ["GET", format!("http://{host}:{port}/")],
+                    "capabilities": [grant],
+                }));
+                let v = a.json();
+                assert_eq!(v["stdout"], "rc=1 status=0 len=0\n", "{v}");
+                let r = &v["report"];
+                assert_eq!(r["status"], "violation", "{v}");
+                assert_eq!(r["connections"][0]["allowed"], false, "{v}");
+                assert_eq!(r["connections"][0]["dest"], host, "{v}");
+                assert!(
+                    r["violations"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x["kind"] == "net"
+                            && x["detail"].as_str().unwrap_or("").contains("loopback")),
+                    "{v}"
+                );
+            }
+        }
+        assert_eq!(*hits.lock().unwrap(), ["public", "public"]);
+    })
 }
 
 /// RBAC decides for in-process runs as for the others: `invoke` of

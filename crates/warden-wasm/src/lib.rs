@@ -63,7 +63,11 @@
 //!   `clock:read` and `random:read`. A module importing an interface it has
 //!   no grant for is refused before it starts (exit status 126); a refused
 //!   call is a status code for the guest and a `capability` violation in
-//!   the report.
+//!   the report. `http` requests go where a jailed run's connections may
+//!   (`warden_egress`: names resolved once per run, never loopback,
+//!   link-local or metadata addresses, private ones only by address), a
+//!   refused address is a `net` violation, and every attempt is in the
+//!   outcome's `connections`.
 //! * **Leased secrets.** A run granted `secret:NAME` must hold its lease
 //!   ([`Invocation::secrets`], made by the engine); the guest reads the
 //!   value with `secret`, each read checking that the lease is still valid

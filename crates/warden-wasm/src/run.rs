@@ -924,6 +924,9 @@ impl<'a> Run<'a> {
         outcome.violations.extend(state.fs.violations());
         reached_limits(&mut outcome, state, inv);
         outcome.violations.extend(host_violations);
+        let (connections, net_warnings) = state.host.take_connections();
+        outcome.connections = connections;
+        outcome.warnings.extend(net_warnings);
         if let Some(why) = state.host.kv_unavailable() {
             outcome
                 .warnings
@@ -971,6 +974,12 @@ fn redact_outcome(outcome: &mut Outcome, redactor: &Redactor) {
         .iter_mut()
         .chain(outcome.warnings.iter_mut())
         .chain(outcome.violations.iter_mut().map(|v| &mut v.detail))
+        // A guest chooses the hosts it asks for.
+        .chain(outcome.connections.iter_mut().flat_map(|c| {
+            std::iter::once(&mut c.dest)
+                .chain(c.name.iter_mut())
+                .chain(c.reason.iter_mut())
+        }))
     {
         *s = redactor.redact_str(s);
     }

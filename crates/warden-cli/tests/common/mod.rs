@@ -22,6 +22,35 @@ pub fn warden_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warden"))
 }
 
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// A Rust guest (wasm32-wasip1), built once per test process by
+/// tests-guests/build.sh.
+pub fn rust_guest(name: &str) -> String {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let out = Command::new("sh")
+            .arg(repo().join("tests-guests/build.sh"))
+            .output()
+            .expect("run tests-guests/build.sh");
+        assert!(
+            out.status.success(),
+            "tests-guests/build.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    });
+    let path = dir.join(format!("wasm32-wasip1/release/{name}.wasm"));
+    assert!(path.is_file(), "guest {} was not built", path.display());
+    path.display().to_string()
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A string no other test (or earlier run) uses: for marker arguments and names.

@@ -127,3 +127,51 @@ pub fn put_secret(state: &Path, key: &str, name: &str, value: &[u8]) {
         "warden secret put {name}"
     );
 }
+
+/// Stands for a public host in [`in_private_net`].
+#[allow(dead_code)]
+pub const PUBLIC: &str = "11.22.33.44";
+
+/// Runs `f` on a thread moved into a fresh network namespace (its loopback
+/// up, [`PUBLIC`] and 169.254.169.254 on it): servers `f` starts and
+/// processes it spawns live there, and a service started from it reaches
+/// "public" test servers while Warden still refuses the host's loopback.
+/// Needs root (CI runs these as root); fails without it, never skips.
+#[allow(dead_code)]
+pub fn in_private_net<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    use std::io::BufRead as _;
+    use std::os::fd::AsFd as _;
+    let script = format!(
+        "set -e; ip link set lo up; ip addr add {PUBLIC}/32 dev lo; \
+         ip addr add 169.254.169.254/32 dev lo; echo ready; read _"
+    );
+    let mut shell = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run unshare(1)");
+    let mut line = String::new();
+    std::io::BufReader::new(shell.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read from the namespace's shell");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "making a network namespace failed (these tests need root)"
+    );
+    let ns =
+        std::fs::File::open(format!("/proc/{}/ns/net", shell.id())).expect("open the namespace");
+    drop(shell.stdin.take());
+    let _ = shell.wait();
+    std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns (these tests need root)");
+        f()
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

@@ -35,7 +35,9 @@ use warden::host::{call, http, kv, log, types};
 impl From<HostError> for Error {
     fn from(e: HostError) -> Self {
         match e {
-            HostError::Denied { .. } | HostError::LeaseEnded { .. } => Error::Denied,
+            HostError::Denied { .. } | HostError::LeaseEnded { .. } | HostError::Refused(_) => {
+                Error::Denied
+            }
             HostError::NotFound => Error::NotFound,
             HostError::Invalid(_) => Error::Invalid,
             HostError::TooLarge(_) => Error::TooLarge,

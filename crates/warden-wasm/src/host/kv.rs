@@ -163,6 +163,9 @@ pub(crate) struct Quota {
     written: u64,
     /// HTTP requests sent (the `http` capability shares this quota).
     http_requests: u32,
+    /// The run's network state (names pinned, connections recorded),
+    /// which its callees share too.
+    net: Arc<super::http::RunNet>,
 }
 
 /// A run's access to its tenant's store.
@@ -173,6 +176,9 @@ pub(crate) struct Session {
     /// Why the store could not be opened, the first time: the guest only
     /// gets UNAVAILABLE, the operator reads this in the report's warnings.
     unavailable: Option<String>,
+    /// The quota (and the network state in it) is this run's own, not a
+    /// caller's: its report lists the connections.
+    owner: bool,
 }
 
 impl Session {
@@ -187,9 +193,20 @@ impl Session {
         Session {
             backend: backend.clone(),
             tenant: tenant.to_string(),
+            owner: quota.is_none(),
             quota: quota.unwrap_or_default(),
             unavailable: None,
         }
+    }
+
+    /// The run's network state, shared with its callees.
+    pub fn net(&self) -> Arc<super::http::RunNet> {
+        self.with_quota(|q| q.net.clone())
+    }
+
+    /// True for a run of its own (not a called module).
+    pub fn owner(&self) -> bool {
+        self.owner
     }
 
     /// Why the tenant's store could not be opened, if it could not.

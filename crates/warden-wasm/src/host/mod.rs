@@ -94,12 +94,17 @@ pub(crate) enum HostError {
     Timeout,
     #[error("failed: {0}")]
     Failed(String),
+    /// A connection to an address the run may not reach (a denial too).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl HostError {
     pub fn code(&self) -> HostCode {
         match self {
-            HostError::Denied { .. } | HostError::LeaseEnded { .. } => HostCode::Denied,
+            HostError::Denied { .. } | HostError::LeaseEnded { .. } | HostError::Refused(_) => {
+                HostCode::Denied
+            }
             HostError::NotFound => HostCode::NotFound,
             HostError::Invalid(_) => HostCode::Invalid,
             HostError::TooLarge(_) => HostCode::TooLarge,
@@ -117,7 +122,8 @@ pub(crate) struct HostShared {
     pub kv: kv::Stores,
     pub modules: RwLock<HashMap<String, ModuleRef>>,
     pub http: http::HttpConfig,
-    pub http_agent: ureq::Agent,
+    /// The TLS connector of every call's HTTP client.
+    pub http_tls: Arc<ureq::unversioned::transport::RustlsConnector>,
     /// Key-value quotas of callers, handed to the callees they are
     /// starting, by the callee's invocation id (see [`call`]).
     pub call_quotas: Mutex<HashMap<String, Arc<Mutex<kv::Quota>>>>,
@@ -129,7 +135,7 @@ impl HostShared {
             kv: kv::Stores::new(kv_dir, kv_max_tenant_bytes),
             modules: RwLock::new(HashMap::new()),
             http,
-            http_agent: http::agent(),
+            http_tls: http::tls(),
             call_quotas: Mutex::new(HashMap::new()),
         }
     }
@@ -137,6 +143,9 @@ impl HostShared {
 
 /// Distinct denied host calls kept per run (then only counted).
 const MAX_DENIED_KINDS: usize = 64;
+/// Distinct refused connections named among a run's violations (as the
+/// jail names); the rest are summed in one.
+const MAX_NET_REFUSALS: usize = 16;
 /// Violations of callees kept per run.
 const MAX_CALLEE_VIOLATIONS: usize = 64;
 
@@ -160,6 +169,10 @@ pub(crate) struct HostState {
     denied: BTreeMap<String, u64>,
     /// Other denials beyond [`MAX_DENIED_KINDS`].
     denied_overflow: u64,
+    /// Refused connections (`net` violations) by detail, counted.
+    net_refused: BTreeMap<String, u64>,
+    /// Refused connections beyond [`MAX_NET_REFUSALS`].
+    net_refused_overflow: u64,
     /// Violations that happened in callees, already prefixed.
     callee_violations: Vec<Violation>,
     /// Callees' violations beyond [`MAX_CALLEE_VIOLATIONS`], counted by
@@ -198,6 +211,8 @@ impl HostState {
             call: call.map(Box::new),
             denied: BTreeMap::new(),
             denied_overflow: 0,
+            net_refused: BTreeMap::new(),
+            net_refused_overflow: 0,
             callee_violations: Vec::new(),
             callee_violations_dropped: BTreeMap::new(),
         }
@@ -260,6 +275,27 @@ impl HostState {
         err
     }
 
+    /// Records a refused connection (a `net` violation of the run).
+    pub fn refuse_net(&mut self, detail: String) {
+        if let Some(n) = self.net_refused.get_mut(&detail) {
+            *n += 1;
+        } else if self.net_refused.len() < MAX_NET_REFUSALS {
+            self.net_refused.insert(detail, 1);
+        } else {
+            self.net_refused_overflow += 1;
+        }
+    }
+
+    /// The connections the run attempted and the warnings about them, for
+    /// its report: a run of its own takes them (its callees' included); a
+    /// called module has none of its own (its caller lists them).
+    pub fn take_connections(&self) -> (Vec<warden_core::Connection>, Vec<String>) {
+        match self.kv.as_deref() {
+            Some(session) if session.owner() => session.net().take(),
+            _ => (Vec::new(), Vec::new()),
+        }
+    }
+
     /// Adds a callee's violations (prefixed with its name) to this run's.
     pub fn add_callee_violations(&mut self, module: &str, violations: &[Violation]) {
         for v in violations {
@@ -304,6 +340,23 @@ impl HostState {
                 detail: format!("{} more denied host calls", self.denied_overflow),
             });
         }
+        out.extend(self.net_refused.iter().map(|(detail, count)| Violation {
+            kind: "net".into(),
+            detail: if *count == 1 {
+                detail.clone()
+            } else {
+                format!("{detail} ({count} attempts)")
+            },
+        }));
+        if self.net_refused_overflow > 0 {
+            out.push(Violation {
+                kind: "net".into(),
+                detail: format!(
+                    "{} more connection attempts refused",
+                    self.net_refused_overflow
+                ),
+            });
+        }
         out.extend(self.callee_violations.iter().cloned());
         out.extend(
             self.callee_violations_dropped
@@ -316,9 +369,13 @@ impl HostState {
         out
     }
 
-    /// True if this run itself (not a callee) had a host call refused.
+    /// True if this run itself (not a callee) had a host call refused (a
+    /// connection included).
     pub fn any_denied(&self) -> bool {
-        !self.denied.is_empty() || self.denied_overflow > 0
+        !self.denied.is_empty()
+            || self.denied_overflow > 0
+            || !self.net_refused.is_empty()
+            || self.net_refused_overflow > 0
     }
 }
 

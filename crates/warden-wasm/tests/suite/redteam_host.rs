@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
+use crate::common::net::{self, in_net, PUBLIC};
 use crate::common::*;
 use warden_core::{Invocation, Status};
 use warden_wasm::{Input, RunIo, WasmBackend, WasmConfig};
@@ -22,6 +23,7 @@ const DENIED: i64 = 1;
 const NOT_FOUND: i64 = 2;
 const INVALID: i64 = 3;
 const TOO_LARGE: i64 = 4;
+const FAILED: i64 = 8;
 /// WASI's `errno` NOTCAPABLE.
 const NOTCAPABLE: i64 = 76;
 
@@ -676,7 +678,10 @@ fn kv_operation_and_byte_quotas_hold() {
 }
 
 // ---------------------------------------------------------------------
-// HTTP: a hostile server on 127.0.0.1 and hostile requests.
+// HTTP: a hostile server on a public address of the tests' network
+// namespace (see common/net.rs), the same server on that namespace's
+// loopback (standing for the host's, which no request may reach), and
+// hostile requests.
 
 mod server {
     use std::io::{BufRead, BufReader, Write};
@@ -703,6 +708,14 @@ mod server {
                 .count()
         }
 
+        /// Requests that arrived on the loopback address.
+        pub fn loopback_hits(&self) -> usize {
+            self.heads()
+                .iter()
+                .filter(|h| h.starts_with("LOOPBACK "))
+                .count()
+        }
+
         pub fn any_head(&self, f: impl Fn(&str) -> bool) -> bool {
             self.heads().iter().any(|h| f(h))
         }
@@ -721,13 +734,16 @@ mod server {
         }
     }
 
+    /// The server (started inside the namespace on first use): the same
+    /// port on the public address and on the loopback one.
     pub fn get() -> &'static Server {
         static S: OnceLock<Server> = OnceLock::new();
         static STARTED: OnceLock<()> = OnceLock::new();
         let server = S.get_or_init(|| {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-            let port = listener.local_addr().unwrap().port();
-            LISTENER.set(listener).unwrap();
+            let public = TcpListener::bind((super::PUBLIC, 0)).expect("bind the public address");
+            let port = public.local_addr().unwrap().port();
+            let lo = TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
+            LISTENERS.set([public, lo]).unwrap();
             Server {
                 port,
                 heads: Mutex::new(Vec::new()),
@@ -735,18 +751,23 @@ mod server {
             }
         });
         STARTED.get_or_init(|| {
-            std::thread::spawn(|| {
-                for stream in LISTENER.get().unwrap().incoming().flatten() {
-                    std::thread::spawn(move || serve(stream, get()));
-                }
-            });
+            for n in 0..2 {
+                std::thread::spawn(move || {
+                    for stream in LISTENERS.get().unwrap()[n].incoming().flatten() {
+                        let lo = n == 1;
+                        std::thread::spawn(move || serve(stream, get(), lo));
+                    }
+                });
+            }
         });
         server
     }
 
-    static LISTENER: OnceLock<TcpListener> = OnceLock::new();
+    static LISTENERS: OnceLock<[TcpListener; 2]> = OnceLock::new();
 
-    fn serve(stream: TcpStream, server: &Server) {
+    /// Serves one connection; `lo`: it came in on the loopback address
+    /// (recorded with a `LOOPBACK ` prefix to its head).
+    fn serve(stream: TcpStream, server: &Server, lo: bool) {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut head = String::new();
@@ -760,7 +781,11 @@ mod server {
                 break;
             }
         }
-        server.heads().push(head.clone());
+        server.heads().push(if lo {
+            format!("LOOPBACK {head}")
+        } else {
+            head.clone()
+        });
         let full = head.split(' ').nth(1).unwrap_or("").to_string();
         let path = full.split('?').next().unwrap_or("").to_string();
         let mut s = stream;
@@ -892,8 +917,17 @@ fn http_guest(reqs: &[Req<'_>]) -> Guest {
     g
 }
 
-/// A backend whose HTTP calls time out after `ms`.
+/// A backend whose HTTP calls time out after `ms`, names resolved from the
+/// tests' hosts file.
 fn http_backend(ms: u64) -> WasmBackend {
+    net::backend_with(warden_wasm::HttpConfig {
+        timeout: std::time::Duration::from_millis(ms),
+        ..warden_wasm::HttpConfig::default()
+    })
+}
+
+/// The same, names resolved by the system's resolver.
+fn http_backend_system_resolver(ms: u64) -> WasmBackend {
     WasmBackend::with_config(WasmConfig {
         http: warden_wasm::HttpConfig {
             timeout: std::time::Duration::from_millis(ms),
@@ -902,6 +936,11 @@ fn http_backend(ms: u64) -> WasmBackend {
         ..WasmConfig::default()
     })
     .expect("backend")
+}
+
+/// `net:http:` of the public test address.
+fn public_grant() -> String {
+    format!("net:http:{PUBLIC}")
 }
 
 fn http_attack(backend: &WasmBackend, grants: &[&str], reqs: &[Req<'_>]) -> Got {
@@ -917,217 +956,340 @@ fn rcs(got: &Got) -> Vec<i64> {
 
 #[test]
 fn url_host_confusion_never_reaches_an_ungranted_host() {
-    let port = server::get().port;
-    let before = server::get().hits("/confused");
-    let urls = [
-        format!("http://granted.test@127.0.0.1:{port}/confused"),
-        format!("http://granted.test:80@127.0.0.1:{port}/confused"),
-        format!("http://127.0.0.1:{port}#@granted.test/confused"),
-        format!("http://127.0.0.1:{port}?@granted.test/confused"),
-        format!("http://granted.test\\@127.0.0.1:{port}/confused"),
-        format!("http://127.0.0.1:{port}\\@granted.test/confused"),
-        format!("http://127.0.0.1:{port}/@granted.test/confused"),
-        format!("http://[::ffff:127.0.0.1]:{port}/confused"),
-        format!("http://[::ffff:7f00:1]:{port}/confused"),
-        format!("http://2130706433:{port}/confused"),
-        format!("http://0x7f000001:{port}/confused"),
-        format!("http://0x7f.1:{port}/confused"),
-        format!("http://0177.0.0.1:{port}/confused"),
-        format!("http://127.1:{port}/confused"),
-        format!("http://127.0.0.1.:{port}/confused"),
-        format!("http://%31%32%37.0.0.1:{port}/confused"),
-        format!("http://granted.test.127.0.0.1.nip.io:{port}/confused"),
-        format!("http://localhost:{port}/confused"),
-        format!("http:// 127.0.0.1:{port}/confused"),
-        format!("http://127.0.0.1:{port} /confused"),
-    ];
-    let backend = http_backend(2000);
-    for chunk in urls.chunks(10) {
-        let reqs: Vec<Req<'_>> = chunk.iter().map(|u| req("GET", u.clone())).collect();
-        let got = http_attack(
-            &backend,
-            &["net:http:granted.test", "net:http:*.granted.test"],
-            &reqs,
-        );
-        for (url, rc) in chunk.iter().zip(rcs(&got)) {
-            assert!(rc == DENIED || rc == INVALID, "{url}: rc {rc}");
+    in_net(|| {
+        let port = server::get().port;
+        let before = server::get().hits("/confused");
+        let mut urls = Vec::new();
+        // Each confusion against the loopback address and against a
+        // public one the run could otherwise reach.
+        for addr in ["127.0.0.1", PUBLIC] {
+            urls.extend([
+                format!("http://granted.test@{addr}:{port}/confused"),
+                format!("http://granted.test:80@{addr}:{port}/confused"),
+                format!("http://{addr}:{port}#@granted.test/confused"),
+                format!("http://{addr}:{port}?@granted.test/confused"),
+                format!("http://granted.test\\@{addr}:{port}/confused"),
+                format!("http://{addr}:{port}\\@granted.test/confused"),
+                format!("http://{addr}:{port}/@granted.test/confused"),
+                format!("http://[::ffff:{addr}]:{port}/confused"),
+                format!("http://{addr}.:{port}/confused"),
+                format!("http://granted.test.{addr}.nip.io:{port}/confused"),
+                format!("http:// {addr}:{port}/confused"),
+                format!("http://{addr}:{port} /confused"),
+            ]);
         }
-    }
-    assert_eq!(
-        server::get().hits("/confused"),
-        before,
-        "an ungranted host was reached"
-    );
+        urls.extend([
+            format!("http://[::ffff:7f00:1]:{port}/confused"),
+            format!("http://[::ffff:b16:212c]:{port}/confused"),
+            format!("http://2130706433:{port}/confused"),
+            format!("http://185999660:{port}/confused"),
+            format!("http://0x7f000001:{port}/confused"),
+            format!("http://0x7f.1:{port}/confused"),
+            format!("http://0177.0.0.1:{port}/confused"),
+            format!("http://127.1:{port}/confused"),
+            format!("http://%31%32%37.0.0.1:{port}/confused"),
+            format!("http://localhost:{port}/confused"),
+            format!("http://api.test:{port}/confused"),
+        ]);
+        let backend = http_backend(2000);
+        for chunk in urls.chunks(10) {
+            let reqs: Vec<Req<'_>> = chunk.iter().map(|u| req("GET", u.clone())).collect();
+            let got = http_attack(
+                &backend,
+                &["net:http:granted.test", "net:http:*.granted.test"],
+                &reqs,
+            );
+            for (url, rc) in chunk.iter().zip(rcs(&got)) {
+                assert!(rc == DENIED || rc == INVALID, "{url}: rc {rc}");
+            }
+        }
+        assert_eq!(
+            server::get().hits("/confused"),
+            before,
+            "an ungranted host was reached"
+        );
+    })
+}
+
+/// Loopback is never reached, granted or not, by address or by name, in
+/// any of its spellings, whichever resolver the names go through: each
+/// call is refused (DENIED, a `net` violation) or fails (a name that does
+/// not resolve), and nothing arrives on the loopback listener.
+#[test]
+fn loopback_is_never_reached_even_when_granted() {
+    in_net(|| {
+        let port = server::get().port;
+        let before = server::get().loopback_hits();
+        let hosts = [
+            "127.0.0.1",
+            "127.0.0.1.",
+            "127.1",
+            "127.255.255.254",
+            "2130706433",
+            "0x7f000001",
+            "0177.0.0.1",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "[::ffff:7f00:1]",
+            "[::127.0.0.1]",
+            "[64:ff9b::7f00:1]",
+            "[2002:7f00:1::1]",
+            "localhost",
+            "LOCALHOST",
+            "localhost.",
+            "loop.test",
+            "mixed.test.",
+            "granted.test.127.0.0.1.nip.io",
+        ];
+        let grants = [
+            "net:http:127.0.0.1",
+            "net:http:127.255.255.254",
+            "net:http:[::1]",
+            "net:http:[::ffff:127.0.0.1]",
+            "net:http:[::127.0.0.1]",
+            "net:http:[64:ff9b::7f00:1]",
+            "net:http:[2002:7f00:1::1]",
+            "net:http:localhost",
+            "net:http:loop.test",
+            "net:http:*",
+        ];
+        for backend in [http_backend(2000), http_backend_system_resolver(2000)] {
+            for chunk in hosts.chunks(10) {
+                let reqs: Vec<Req<'_>> = chunk
+                    .iter()
+                    .map(|h| req("GET", format!("http://{h}:{port}/lo")))
+                    .collect();
+                let got = http_attack(&backend, &grants, &reqs);
+                for (host, rc) in chunk.iter().zip(rcs(&got)) {
+                    assert!(
+                        rc == DENIED || rc == FAILED || rc == INVALID,
+                        "{host}: rc {rc} {:?}",
+                        got.outcome
+                    );
+                }
+                for c in &got.outcome.connections {
+                    assert!(c.bytes_out.is_none(), "{c:?}");
+                }
+            }
+        }
+        assert_eq!(
+            server::get().loopback_hits(),
+            before,
+            "a loopback address was reached"
+        );
+        // Each refusal is a violation of the run and a refused connection
+        // in its report.
+        let got = http_attack(
+            &http_backend(2000),
+            &["net:http:127.0.0.1", "net:http:localhost"],
+            &[
+                req("GET", format!("http://127.0.0.1:{port}/lo")),
+                req("GET", format!("http://localhost:{port}/lo")),
+            ],
+        );
+        assert_eq!(rcs(&got), [DENIED, DENIED]);
+        assert_eq!(got.outcome.status, Status::Violation);
+        let refused: Vec<(&str, bool)> = got
+            .outcome
+            .connections
+            .iter()
+            .map(|c| (c.dest.as_str(), c.allowed))
+            .collect();
+        assert_eq!(refused, [("127.0.0.1", false), ("localhost", false)]);
+        assert_eq!(
+            violations_of(&got.outcome, "net").len(),
+            2,
+            "{:?}",
+            got.outcome
+        );
+        // The public address of the same server answers the same call.
+        let got = http_attack(
+            &http_backend(2000),
+            &[&public_grant()],
+            &[req("GET", format!("http://{PUBLIC}:{port}/hello"))],
+        );
+        assert_eq!(got.codes, [OK, 200], "{:?}", got.outcome);
+    })
 }
 
 #[test]
 fn only_http_and_https_and_only_known_methods() {
-    let port = server::get().port;
-    let backend = http_backend(2000);
-    let reqs = [
-        req("GET", "file:///etc/passwd"),
-        req("GET", format!("ftp://127.0.0.1:{port}/scheme")),
-        req("GET", "data:text/plain,hello"),
-        req("GET", format!("gopher://127.0.0.1:{port}/scheme")),
-        req("GET", format!("ws://127.0.0.1:{port}/scheme")),
-        req("GET", format!("//127.0.0.1:{port}/scheme")),
-        req("GET", "/scheme"),
-        req("CONNECT", format!("http://127.0.0.1:{port}/scheme")),
-        req("TRACE", format!("http://127.0.0.1:{port}/scheme")),
-        req("GET\r\nX: y", format!("http://127.0.0.1:{port}/scheme")),
-    ];
-    let got = http_attack(&backend, &["net:http:*"], &reqs);
-    assert_eq!(rcs(&got), [INVALID; 10], "{:?}", got.outcome);
-    assert_eq!(server::get().hits("/scheme"), 0);
-    // Scheme and host case do not matter; a lower-case method is fine.
-    let reqs = [
-        req("get", format!("HTTP://127.0.0.1:{port}/hello")),
-        req("GET", format!("http://LOCALHOST:{port}/hello")),
-    ];
-    let got = http_attack(
-        &backend,
-        &["net:http:127.0.0.1", "net:http:localhost"],
-        &reqs,
-    );
-    assert_eq!(got.codes, [OK, 200, OK, 200], "{:?}", got.outcome);
+    in_net(|| {
+        let port = server::get().port;
+        let backend = http_backend(2000);
+        let reqs = [
+            req("GET", "file:///etc/passwd"),
+            req("GET", format!("ftp://{PUBLIC}:{port}/scheme")),
+            req("GET", "data:text/plain,hello"),
+            req("GET", format!("gopher://{PUBLIC}:{port}/scheme")),
+            req("GET", format!("ws://{PUBLIC}:{port}/scheme")),
+            req("GET", format!("//{PUBLIC}:{port}/scheme")),
+            req("GET", "/scheme"),
+            req("CONNECT", format!("http://{PUBLIC}:{port}/scheme")),
+            req("TRACE", format!("http://{PUBLIC}:{port}/scheme")),
+            req("GET\r\nX: y", format!("http://{PUBLIC}:{port}/scheme")),
+        ];
+        let got = http_attack(&backend, &["net:http:*"], &reqs);
+        assert_eq!(rcs(&got), [INVALID; 10], "{:?}", got.outcome);
+        assert_eq!(server::get().hits("/scheme"), 0);
+        // Scheme and host case do not matter; a lower-case method is fine.
+        let reqs = [
+            req("get", format!("HTTP://{PUBLIC}:{port}/hello")),
+            req("GET", format!("http://API.test:{port}/hello")),
+        ];
+        let got = http_attack(&backend, &[&public_grant(), "net:http:api.test"], &reqs);
+        assert_eq!(got.codes, [OK, 200, OK, 200], "{:?}", got.outcome);
+    })
 }
 
 #[test]
 fn request_headers_cannot_smuggle_or_redirect() {
-    let port = server::get().port;
-    let backend = http_backend(2000);
-    let url = format!("http://127.0.0.1:{port}/echo");
-    let bad = [
-        "Host: evil.test\n",
-        "host : evil.test\n",
-        "HOST:evil.test\n",
-        "X-A: b\rInjected: yes\n",
-        "X-A: b\0c\n",
-        "X\r\nInjected: yes\n",
-        "Transfer-Encoding: chunked\n",
-        "Connection: upgrade\n",
-        "Upgrade: websocket\n",
-        "Content-Length: 0\n",
-        "Content-Length: 100\n",
-        "Expect: 100-continue\n",
-        "TE: trailers\n",
-        "Trailer: X-A\n",
-        "Keep-Alive: timeout=100\n",
-        "Proxy-Connection: keep-alive\n",
-        "no colon here\n",
-        ": empty name\n",
-    ];
-    for chunk in bad.chunks(9) {
-        let reqs: Vec<Req<'_>> = chunk
-            .iter()
-            .map(|h| Req {
-                method: "POST",
-                url: url.clone(),
-                headers: h,
-                body: "payload",
-            })
-            .collect();
-        let got = http_attack(&backend, &["net:http:127.0.0.1"], &reqs);
-        for (h, rc) in chunk.iter().zip(rcs(&got)) {
-            assert_eq!(rc, INVALID, "header {h:?} was sent");
+    in_net(|| {
+        let port = server::get().port;
+        let backend = http_backend(2000);
+        let url = format!("http://{PUBLIC}:{port}/echo");
+        let grant = public_grant();
+        let bad = [
+            "Host: evil.test\n",
+            "host : evil.test\n",
+            "HOST:evil.test\n",
+            "X-A: b\rInjected: yes\n",
+            "X-A: b\0c\n",
+            "X\r\nInjected: yes\n",
+            "Transfer-Encoding: chunked\n",
+            "Connection: upgrade\n",
+            "Upgrade: websocket\n",
+            "Content-Length: 0\n",
+            "Content-Length: 100\n",
+            "Expect: 100-continue\n",
+            "TE: trailers\n",
+            "Trailer: X-A\n",
+            "Keep-Alive: timeout=100\n",
+            "Proxy-Connection: keep-alive\n",
+            "no colon here\n",
+            ": empty name\n",
+        ];
+        for chunk in bad.chunks(9) {
+            let reqs: Vec<Req<'_>> = chunk
+                .iter()
+                .map(|h| Req {
+                    method: "POST",
+                    url: url.clone(),
+                    headers: h,
+                    body: "payload",
+                })
+                .collect();
+            let got = http_attack(&backend, &[&grant], &reqs);
+            for (h, rc) in chunk.iter().zip(rcs(&got)) {
+                assert_eq!(rc, INVALID, "header {h:?} was sent");
+            }
         }
-    }
-    assert!(server::get().last_head("Injected").is_none());
-    let smuggled = server::get().any_head(|h| h.to_ascii_lowercase().contains("evil.test"));
-    assert!(!smuggled, "a Host header went out");
-    // Ordinary headers go through as given.
-    let reqs = [Req {
-        method: "POST",
-        url: url.clone(),
-        headers: "X-Trace: 1\r\nAuthorization: Bearer t\n",
-        body: "payload",
-    }];
-    let got = http_attack(&backend, &["net:http:127.0.0.1"], &reqs);
-    assert_eq!(rcs(&got), [OK], "{:?}", got.outcome);
-    let head = server::get().last_head("POST /echo").unwrap();
-    assert!(
-        head.contains("x-trace: 1\r\n") || head.contains("X-Trace: 1\r\n"),
-        "{head}"
-    );
+        assert!(server::get().last_head("Injected").is_none());
+        let smuggled = server::get().any_head(|h| h.to_ascii_lowercase().contains("evil.test"));
+        assert!(!smuggled, "a Host header went out");
+        // Ordinary headers go through as given.
+        let reqs = [Req {
+            method: "POST",
+            url: url.clone(),
+            headers: "X-Trace: 1\r\nAuthorization: Bearer t\n",
+            body: "payload",
+        }];
+        let got = http_attack(&backend, &[&grant], &reqs);
+        assert_eq!(rcs(&got), [OK], "{:?}", got.outcome);
+        let head = server::get().last_head("POST /echo").unwrap();
+        assert!(
+            head.contains("x-trace: 1\r\n") || head.contains("X-Trace: 1\r\n"),
+            "{head}"
+        );
+    })
 }
 
 #[test]
 fn a_hostile_server_cannot_hold_or_flood_a_call() {
     use std::time::{Duration, Instant};
-    let port = server::get().port;
-    let backend = http_backend(500);
-    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
-    // Each within the 500 ms per-call deadline (+ slack), even when the
-    // server keeps sending a byte now and then.
-    for (path, expect) in [
-        ("/drip?hostile", vec![7]),
-        ("/drip-head?hostile", vec![7]),
-        ("/chunked-forever", vec![TOO_LARGE]),
-        ("/huge-headers", vec![8]),
-        ("/length-lie", vec![TOO_LARGE, 8, 7]),
-    ] {
+    in_net(|| {
+        let port = server::get().port;
+        let backend = http_backend(500);
+        let grant = public_grant();
+        let url = |p: &str| format!("http://{PUBLIC}:{port}{p}");
+        // Each within the 500 ms per-call deadline (+ slack), even when the
+        // server keeps sending a byte now and then.
+        for (path, expect) in [
+            ("/drip?hostile", vec![7]),
+            ("/drip-head?hostile", vec![7]),
+            ("/chunked-forever", vec![TOO_LARGE]),
+            ("/huge-headers", vec![8]),
+            ("/length-lie", vec![TOO_LARGE, 8, 7]),
+        ] {
+            let t = Instant::now();
+            let got = http_attack(&backend, &[&grant], &[req("GET", url(path))]);
+            let took = t.elapsed();
+            assert!(
+                expect.contains(&rcs(&got)[0]),
+                "{path}: {:?} {:?}",
+                got.codes,
+                got.outcome
+            );
+            assert!(took < Duration::from_secs(3), "{path}: {took:?}");
+            assert_eq!(
+                got.outcome.status,
+                Status::Exited,
+                "{path}: {:?}",
+                got.outcome
+            );
+        }
+        // The client really hung up on the dripping servers (no thread of
+        // Warden's is left reading them).
         let t = Instant::now();
-        let got = http_attack(&backend, &["net:http:127.0.0.1"], &[req("GET", url(path))]);
-        let took = t.elapsed();
-        assert!(
-            expect.contains(&rcs(&got)[0]),
-            "{path}: {:?} {:?}",
-            got.codes,
-            got.outcome
-        );
-        assert!(took < Duration::from_secs(3), "{path}: {took:?}");
-        assert_eq!(
-            got.outcome.status,
-            Status::Exited,
-            "{path}: {:?}",
-            got.outcome
-        );
-    }
-    // The client really hung up on the dripping servers (no thread of
-    // Warden's is left reading them).
-    let t = Instant::now();
-    let ended = |p: &str| {
-        server::get()
-            .drips_ended
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e == p)
-    };
-    while !(ended("/drip?hostile") && ended("/drip-head?hostile")) {
-        assert!(
-            t.elapsed() < Duration::from_secs(3),
-            "a dripping connection stayed open"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Redirects to the metadata address come back as they are.
-    let got = http_attack(
-        &backend,
-        &["net:http:127.0.0.1"],
-        &[req("GET", url("/redirect"))],
-    );
-    assert_eq!(got.codes, [OK, 307]);
+        let ended = |p: &str| {
+            server::get()
+                .drips_ended
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e == p)
+        };
+        while !(ended("/drip?hostile") && ended("/drip-head?hostile")) {
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "a dripping connection stayed open"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Redirects to the metadata address come back as they are.
+        let got = http_attack(&backend, &[&grant], &[req("GET", url("/redirect"))]);
+        assert_eq!(got.codes, [OK, 307]);
+    })
 }
 
 #[test]
 fn many_concurrent_slow_calls_all_end_at_their_deadline() {
     use std::time::{Duration, Instant};
-    let port = server::get().port;
+    let (port, path) = in_net(|| {
+        let reqs: Vec<Req<'_>> = (0..4)
+            .map(|_| {
+                req(
+                    "GET",
+                    format!("http://{PUBLIC}:{}/drip", server::get().port),
+                )
+            })
+            .collect();
+        (server::get().port, http_guest(&reqs).file())
+    });
+    let _ = port;
     let backend = http_backend(300);
-    let reqs: Vec<Req<'_>> = (0..4)
-        .map(|_| req("GET", format!("http://127.0.0.1:{port}/drip")))
-        .collect();
-    let path = http_guest(&reqs).file();
     let t = Instant::now();
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let backend = backend.clone();
             let path = path.clone();
+            // Each run on a thread (and runtime) of its own in the namespace.
             std::thread::spawn(move || {
-                let mut i = inv(&path, &[]);
-                i.capabilities = caps(&["net:http:127.0.0.1"]);
-                run_on(&backend, &i).codes
+                in_net(move || {
+                    let mut i = inv(&path, &[]);
+                    i.capabilities = caps(&[&public_grant()]);
+                    run_on(&backend, &i).codes
+                })
             })
         })
         .collect();
@@ -1143,24 +1305,26 @@ fn many_concurrent_slow_calls_all_end_at_their_deadline() {
 #[test]
 fn the_run_deadline_bounds_a_dripping_call() {
     use std::time::{Duration, Instant};
-    let port = server::get().port;
-    // A per-call deadline of 10 s, a run of 400 ms.
-    let backend = http_backend(10_000);
-    let mut i = inv(
-        &http_guest(&[req("GET", format!("http://127.0.0.1:{port}/drip"))]).file(),
-        &[],
-    );
-    i.capabilities = caps(&["net:http:127.0.0.1"]);
-    i.limits.wall_time = Duration::from_millis(400);
-    let t = Instant::now();
-    let got = run_on(&backend, &i);
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-    assert!(
-        got.outcome.status == Status::Timeout || rcs(&got) == [7],
-        "{:?} {:?}",
-        got.codes,
-        got.outcome
-    );
+    in_net(|| {
+        let port = server::get().port;
+        // A per-call deadline of 10 s, a run of 400 ms.
+        let backend = http_backend(10_000);
+        let mut i = inv(
+            &http_guest(&[req("GET", format!("http://{PUBLIC}:{port}/drip"))]).file(),
+            &[],
+        );
+        i.capabilities = caps(&[&public_grant()]);
+        i.limits.wall_time = Duration::from_millis(400);
+        let t = Instant::now();
+        let got = run_on(&backend, &i);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(
+            got.outcome.status == Status::Timeout || rcs(&got) == [7],
+            "{:?} {:?}",
+            got.codes,
+            got.outcome
+        );
+    })
 }
 
 // ---------------------------------------------------------------------
@@ -1291,12 +1455,57 @@ fn a_callee_cannot_read_its_callers_stdin_or_flood_its_caller() {
     );
 }
 
+/// A called module's requests are its caller's run's: listed in the
+/// caller's report (it has none of its own), a refused one a violation
+/// there too.
+#[test]
+fn a_callees_connections_are_in_its_callers_report() {
+    in_net(|| {
+        let port = server::get().port;
+        let g = http_guest(&[
+            req("GET", format!("http://api.test:{port}/hello")),
+            req("GET", format!("http://meta.test:{port}/hello")),
+        ]);
+        let fetcher = callee("fetcher", &g.file(), None);
+        let i = calling(
+            &[
+                "module:call:fetcher",
+                "net:http:api.test",
+                "net:http:meta.test",
+            ],
+            vec![fetcher],
+            "fetcher",
+            "",
+        );
+        let (io, out, _) = RunIo::captured(Input::Empty);
+        let outcome = net::backend().run_with_io(&i, &io).expect("runs");
+        assert_eq!(
+            out.text(),
+            format!("rc=0 exit=0\n{OK} 200 {DENIED} 0 "),
+            "{outcome:?}"
+        );
+        let c: Vec<(&str, bool)> = outcome
+            .connections
+            .iter()
+            .map(|c| (c.dest.as_str(), c.allowed))
+            .collect();
+        assert_eq!(c, [(PUBLIC, true), ("meta.test", false)], "{outcome:?}");
+        let v = violations_of(&outcome, "net");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].starts_with("in module fetcher: "), "{v:?}");
+    })
+}
+
 #[test]
 fn a_callees_own_grants_never_widen_its_callers() {
+    in_net(a_callees_own_grants_never_widen_its_callers_in_net)
+}
+
+fn a_callees_own_grants_never_widen_its_callers_in_net() {
     let port = server::get().port;
     // The callee declares everything; the caller has kv:read:orders and
     // net:http:*.example.test only.
-    let g = http_guest(&[req("GET", format!("http://127.0.0.1:{port}/greedy"))]);
+    let g = http_guest(&[req("GET", format!("http://{PUBLIC}:{port}/greedy"))]);
     let mut body = g.body.clone();
     body += &rec("kv_set", &[1024, 6, 1040, 1, 1040, 1]);
     body += &rec("kv_get", &[1030, 5, 1040, 1, 2000, 10, 2020]);
@@ -1363,20 +1572,36 @@ fn redaction_holds_end_to_end_for_a_hostile_logger() {
 }
 
 #[test]
-fn a_granted_name_reaches_whatever_it_resolves_to() {
-    // Documented, not a leak: `net:http:NAME` trusts DNS. `localhost`
-    // resolves to 127.0.0.1, so a grant of the name reaches the loopback
-    // server (as a rebinding name under `*.example.com` would reach
-    // whatever address it names). Grant addresses, not names, to pin
-    // them.
-    let port = server::get().port;
-    let backend = http_backend(2000);
-    let got = http_attack(
-        &backend,
-        &["net:http:localhost"],
-        &[req("GET", format!("http://localhost:{port}/hello"))],
-    );
-    assert_eq!(got.codes, [OK, 200], "{:?}", got.outcome);
+fn a_granted_name_reaches_only_the_addresses_egress_allows() {
+    // `net:http:NAME` reaches what the name resolves to (once per run)
+    // only where its class allows: a public address, never the metadata
+    // service, loopback or a private address (a private one needs a grant
+    // naming the address). `localhost` is covered in
+    // loopback_is_never_reached_even_when_granted.
+    in_net(|| {
+        let port = server::get().port;
+        let backend = http_backend(2000);
+        let got = http_attack(
+            &backend,
+            &[
+                "net:http:api.test",
+                "net:http:meta.test",
+                "net:http:intranet.test",
+                "net:http:loop.test",
+            ],
+            &[
+                req("GET", format!("http://api.test:{port}/hello")),
+                req("GET", format!("http://meta.test:{port}/hello")),
+                req("GET", format!("http://intranet.test:{port}/hello")),
+                req("GET", format!("http://loop.test:{port}/hello")),
+            ],
+        );
+        assert_eq!(rcs(&got), [OK, DENIED, DENIED, DENIED], "{:?}", got.outcome);
+        let allowed: Vec<bool> = got.outcome.connections.iter().map(|c| c.allowed).collect();
+        assert_eq!(allowed, [true, false, false, false]);
+        assert_eq!(violations_of(&got.outcome, "net").len(), 3);
+        assert_eq!(got.outcome.status, Status::Violation);
+    })
 }
 
 #[test]
@@ -1411,8 +1636,12 @@ fn preview_0_and_misnamed_clock_imports_are_not_linked() {
 
 #[test]
 fn component_guests_meet_the_same_checks() {
+    in_net(component_guests_meet_the_same_checks_in_net)
+}
+
+fn component_guests_meet_the_same_checks_in_net() {
     let port = server::get().port;
-    let url = format!("http://127.0.0.1:{port}/echo");
+    let url = format!("http://{PUBLIC}:{port}/echo");
     let before = server::get().hits("/echo");
     let mut commands: Vec<String> = [
         "Host|evil.test",
@@ -1439,7 +1668,7 @@ fn component_guests_meet_the_same_checks() {
     let mut i = inv(&component("redteam_wit"), &[]);
     i.argv.extend(commands.iter().cloned());
     i.capabilities = caps(&[
-        "net:http:127.0.0.1",
+        &public_grant(),
         "log:write",
         "kv:write:*",
         "module:call:none",
