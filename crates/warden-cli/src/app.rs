@@ -54,6 +54,13 @@ pub const FULL_BINARY: &str = "warden-wasm";
 pub const SERVE_BINARY: &str = "warden-serve";
 
 pub fn main(backends: Backends) -> ExitCode {
+    // Inside a gVisor sandbox, this binary is its init (never returns then).
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(warden_engine::GVISOR_INIT_FLAG))
+    {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        warden_engine::run_gvisor_init_if_asked(&args);
+    }
     // From the first instruction on: a SIGINT/SIGTERM/SIGHUP/SIGQUIT that
     // comes before a backend watches for them stays pending, so that the
     // run still ends with its report (they were lost in the first ~2 ms).
@@ -594,7 +601,7 @@ fn run(args: RunArgs, engine: Engine) -> ExitCode {
         }
         return ExitCode::from(EXIT_REFUSED);
     }
-    if backend == "jail" && args.kv_dir.is_some() {
+    if backend != "wasm" && args.kv_dir.is_some() {
         return fail(
             "--kv-dir applies to WebAssembly modules only (backend wasm): the key-value store is a WASM host capability".into(),
         );

@@ -506,7 +506,7 @@ pub struct RunArgs {
     /// Directory of the key-value stores [default: $WARDEN_KV_DIR, else /var/lib/warden/kv for root, else ~/.local/share/warden/kv].
     #[arg(long = "kv-dir", value_name = "DIR")]
     pub kv_dir: Option<PathBuf>,
-    /// Isolation backend: jail, or wasm (chosen automatically for .wasm/.wat/.cwasm).
+    /// Isolation backend: jail, gvisor (runsc), or wasm (chosen automatically for .wasm/.wat/.cwasm).
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
     /// The program and its arguments (after `--`, or from the first non-option word).

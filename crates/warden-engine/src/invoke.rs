@@ -230,6 +230,16 @@ pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
             None,
         ),
     };
+    // Native code and scripts run on the jail, or on gVisor when the
+    // policy in force asks strong isolation.
+    let strong = policy
+        .as_ref()
+        .is_some_and(|p| p.isolation == Some(warden_policy::Isolation::Strong));
+    let backend = if backend == "jail" && strong {
+        "gvisor"
+    } else {
+        backend
+    };
     let mut argv = argv;
     argv.extend(req.args.iter().cloned());
     let request = RunRequest {
@@ -241,7 +251,7 @@ pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
         limits,
         // A jailed processor works in a scratch directory of its own, not
         // in the caller's.
-        workdir: (backend == "jail").then(|| PathBuf::from("/tmp")),
+        workdir: (backend != "wasm").then(|| PathBuf::from("/tmp")),
         backend: Some(backend.to_string()),
         fuel: None,
         deterministic: false,

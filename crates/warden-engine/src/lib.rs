@@ -25,6 +25,7 @@ use warden_policy::{check, Policy, PolicyError, Severity};
 
 /// How deep an `extends` chain may go.
 pub use warden_jail::hold_termination_signals;
+pub use warden_jail::{run_gvisor_init_if_asked, GVISOR_INIT_FLAG};
 
 pub const MAX_EXTENDS_DEPTH: usize = 16;
 
@@ -184,6 +185,7 @@ pub fn check_policy_file(path: &Path) -> Result<(Vec<String>, bool), EngineError
 /// a run of another backend should not pay).
 pub struct Engine {
     jail: Option<warden_jail::JailBackend>,
+    gvisor: Option<warden_jail::GvisorBackend>,
     wasm: Option<Box<dyn WasmRuntime>>,
     /// Makes the WASM backend; `None` in an engine built without it. A
     /// function pointer and a trait object, so that nothing of wasmtime is
@@ -261,6 +263,7 @@ impl Engine {
     pub fn jail_only() -> Self {
         Engine {
             jail: None,
+            gvisor: None,
             wasm: None,
             wasm_factory: None,
             kv_dir: None,
@@ -311,6 +314,15 @@ impl Engine {
                     .as_ref()
                     .map(|b| b as &dyn Backend)
                     .ok_or_else(|| EngineError::Request("jail backend unavailable".into()))
+            }
+            "gvisor" => {
+                if self.gvisor.is_none() {
+                    self.gvisor = Some(warden_jail::GvisorBackend::new()?);
+                }
+                self.gvisor
+                    .as_ref()
+                    .map(|b| b as &dyn Backend)
+                    .ok_or_else(|| EngineError::Request("gvisor backend unavailable".into()))
             }
             "wasm" => {
                 if self.wasm.is_none() {
@@ -450,35 +462,71 @@ const WASM_EXTENSIONS: &[&str] = &["wasm", "wat", "cwasm"];
 /// a `.wasm`, `.wat` or `.cwasm` program goes to the WASM backend and
 /// everything else to the jail (the hybrid router grows here).
 pub fn route(requested: Option<&str>, argv: &[String]) -> Result<String, EngineError> {
-    route_with_rule(requested, argv).map(|(backend, _)| backend)
+    route_with_rule(requested, argv, None).map(|(backend, _)| backend)
 }
 
-/// [`route`], with the rule that decided, as the report's `routing` and
-/// `--explain` say it.
+/// A policy's `isolation` and the policy's name, for [`route_with_rule`].
+pub type IsolationRule<'a> = (warden_policy::Isolation, &'a str);
+
+/// [`route`], with the policy's `isolation` (if it sets one), and the rule
+/// that decided, as the report's `routing` and `--explain` say it. A
+/// backend the policy's isolation excludes is refused, naming both.
 pub fn route_with_rule(
     requested: Option<&str>,
     argv: &[String],
+    isolation: Option<IsolationRule<'_>>,
 ) -> Result<(String, String), EngineError> {
-    match requested {
-        Some(name @ ("jail" | "wasm")) => Ok((name.to_string(), format!("--backend {name}"))),
-        Some(other) => Err(EngineError::UnknownBackend(other.to_string())),
-        None => {
-            let extension = argv
-                .first()
-                .and_then(|p| Path::new(p).extension())
-                .and_then(|e| e.to_str())
-                .filter(|e| WASM_EXTENSIONS.contains(e));
-            Ok(match extension {
-                Some(e) => (
-                    "wasm".to_string(),
-                    format!("the program is a WebAssembly module (.{e}): the wasm backend"),
-                ),
-                None => (
-                    "jail".to_string(),
-                    "the program is native code or a script (not .wasm, .wat or .cwasm): the jail"
-                        .to_string(),
-                ),
-            })
+    use warden_policy::Isolation;
+    let module = argv
+        .first()
+        .and_then(|p| Path::new(p).extension())
+        .and_then(|e| e.to_str())
+        .filter(|e| WASM_EXTENSIONS.contains(e));
+    let conflict = |what: String| EngineError::Request(what);
+    match (requested, isolation) {
+        (Some(name @ ("jail" | "gvisor" | "wasm")), None) => {
+            Ok((name.to_string(), format!("--backend {name}")))
         }
+        (Some(name @ ("jail" | "gvisor" | "wasm")), Some((iso, policy))) => {
+            let allowed = match iso {
+                Isolation::Jail => true,
+                Isolation::Strong => name == "gvisor",
+                Isolation::Wasm => name == "wasm",
+            };
+            if !allowed {
+                return Err(conflict(format!(
+                    "--backend {name} conflicts with policy {policy}: isolation: {iso} requires the {} backend",
+                    if iso == Isolation::Strong { "gvisor" } else { "wasm" }
+                )));
+            }
+            Ok((
+                name.to_string(),
+                format!("--backend {name} (policy {policy} asks isolation: {iso})"),
+            ))
+        }
+        (Some(other), _) => Err(EngineError::UnknownBackend(other.to_string())),
+        (None, Some((Isolation::Strong, policy))) => match module {
+            Some(e) => Err(conflict(format!(
+                "policy {policy} asks isolation: strong (the gvisor backend), which runs native code and scripts; a WebAssembly module (.{e}) runs on the wasm backend"
+            ))),
+            None => Ok((
+                "gvisor".to_string(),
+                format!("policy {policy} asks isolation: strong: the gvisor backend"),
+            )),
+        },
+        (None, Some((Isolation::Wasm, policy))) if module.is_none() => Err(conflict(format!(
+            "policy {policy} asks isolation: wasm, and the program is not a WebAssembly module (.wasm, .wat or .cwasm)"
+        ))),
+        (None, _) => Ok(match module {
+            Some(e) => (
+                "wasm".to_string(),
+                format!("the program is a WebAssembly module (.{e}): the wasm backend"),
+            ),
+            None => (
+                "jail".to_string(),
+                "the program is native code or a script (not .wasm, .wat or .cwasm): the jail"
+                    .to_string(),
+            ),
+        }),
     }
 }

@@ -400,18 +400,26 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             "no command given (usage: warden run [OPTIONS] -- PROGRAM [ARGS...])".into(),
         ));
     }
-    let (backend, routing) = crate::route_with_rule(req.backend.as_deref(), &req.argv)?;
-    if backend == "jail" && (req.fuel.is_some() || req.deterministic) {
+    // The policy first: its `isolation` takes part in routing.
+    let loaded_policy = match &req.policy {
+        Some(path) => Some(load_policy(&req.cwd.join(path))?),
+        None => None,
+    };
+    let isolation = loaded_policy
+        .as_ref()
+        .and_then(|p| p.isolation.map(|i| (i, p.origin.as_str())));
+    let (backend, routing) = crate::route_with_rule(req.backend.as_deref(), &req.argv, isolation)?;
+    if backend != "wasm" && (req.fuel.is_some() || req.deterministic) {
         return Err(EngineError::Request(
             "--fuel and --deterministic apply to WebAssembly modules only (backend wasm)".into(),
         ));
     }
-    if backend == "jail" && req.tenant.is_some() {
+    if backend != "wasm" && req.tenant.is_some() {
         return Err(EngineError::Request(
             "--tenant applies to WebAssembly modules only (backend wasm): the key-value store is a WASM host capability".into(),
         ));
     }
-    if backend == "jail" && !req.modules.is_empty() {
+    if backend != "wasm" && !req.modules.is_empty() {
         return Err(EngineError::Request(
             "--module applies to WebAssembly modules only (backend wasm)".into(),
         ));
@@ -478,9 +486,8 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
     }
 
     let mut ceiling: Option<Policy> = None;
-    let (grants, limits, policy_digest) = match &req.policy {
-        Some(path) => {
-            let policy = load_policy(&req.cwd.join(path))?;
+    let (grants, limits, policy_digest) = match (loaded_policy, &req.policy) {
+        (Some(policy), Some(path)) => {
             let grants = if requested.is_empty() && !req.exact_grants {
                 policy.grants.iter().map(|g| g.capability.clone()).collect()
             } else {
@@ -499,7 +506,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             ceiling = Some(policy);
             (grants, limits, digest)
         }
-        None => {
+        _ => {
             let policy = Policy {
                 grants: requested.iter().cloned().map(Grant::from).collect(),
                 limits: limits.clone(),
@@ -550,7 +557,7 @@ pub fn prepare(req: &RunRequest, invocation_id: String) -> Result<Prepared, Engi
             .any(|c| matches!(c, Capability::FsRead(p) | Capability::FsWrite(p) if *p == v.grant))
     });
     let mut notices = Vec::new();
-    if backend == "jail" {
+    if backend != "wasm" {
         for entry in entry_files(&req.argv, &req.cwd) {
             let entry = Capability::FsRead(entry);
             let allowed = ceiling.as_ref().is_none_or(|p| p.permits(&entry));

@@ -18,18 +18,48 @@ use crate::sys;
 /// The host uid and gid of the program when Warden runs as root ("nobody").
 pub const SANDBOX_HOST_ID: u32 = 65534;
 
-/// User namespaces that map one owner (uid, gid) to the sandbox user,
-/// made once per owner and kept for the process's life.
-#[derive(Default)]
+/// User namespaces that map one owner (uid, gid) to the sandbox user's
+/// host id, made once per owner and kept for the process's life.
 pub(crate) struct IdMaps {
     by_owner: HashMap<(u32, u32), OwnedFd>,
+    /// The host id a grant's owner appears as: [`SANDBOX_HOST_ID`] for the
+    /// jail; the sandbox uid itself for gVisor, whose file server (root)
+    /// reports host owners to the Sentry unchanged.
+    target: u32,
+    /// gVisor: the file server creates files as root before it chowns them
+    /// to the Sentry's user, so root must be mapped too (from
+    /// [`SANDBOX_HOST_ID`] on disk, an id nothing is created as otherwise).
+    map_root: bool,
+}
+
+impl Default for IdMaps {
+    fn default() -> Self {
+        IdMaps::mapping_to(SANDBOX_HOST_ID)
+    }
 }
 
 impl IdMaps {
+    pub(crate) fn mapping_to(target: u32) -> Self {
+        IdMaps {
+            by_owner: HashMap::new(),
+            target,
+            map_root: false,
+        }
+    }
+
+    /// [`IdMaps::mapping_to`], with root mapped as well (see `map_root`).
+    pub(crate) fn for_file_server(target: u32) -> Self {
+        IdMaps {
+            map_root: true,
+            ..IdMaps::mapping_to(target)
+        }
+    }
+
     fn userns_for(&mut self, uid: u32, gid: u32) -> io::Result<&OwnedFd> {
+        let (target, map_root) = (self.target, self.map_root);
         match self.by_owner.entry((uid, gid)) {
             Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(e) => Ok(e.insert(mapping_userns(uid, gid)?)),
+            Entry::Vacant(e) => Ok(e.insert(mapping_userns(uid, gid, target, map_root)?)),
         }
     }
 
@@ -67,7 +97,7 @@ impl IdMaps {
 
 /// A user namespace whose only mapping is owner uid → sandbox uid and
 /// owner gid → sandbox gid, held by descriptor.
-fn mapping_userns(uid: u32, gid: u32) -> io::Result<OwnedFd> {
+fn mapping_userns(uid: u32, gid: u32, target: u32, map_root: bool) -> io::Result<OwnedFd> {
     let (ready_r, ready_w) = sys::pipe()?;
     let (done_r, done_w) = sys::pipe()?;
     // SAFETY: the supervisor is single-threaded here (before the jail's
@@ -95,14 +125,16 @@ fn mapping_userns(uid: u32, gid: u32) -> io::Result<OwnedFd> {
             ));
         }
         let proc = format!("/proc/{pid}");
-        std::fs::write(
-            format!("{proc}/uid_map"),
-            format!("{uid} {SANDBOX_HOST_ID} 1\n"),
-        )?;
-        std::fs::write(
-            format!("{proc}/gid_map"),
-            format!("{gid} {SANDBOX_HOST_ID} 1\n"),
-        )?;
+        // Each line: the id on disk, the id it appears as, one id.
+        let map = |owner: u32| {
+            let mut m = format!("{owner} {target} 1\n");
+            if map_root && owner != SANDBOX_HOST_ID && target != 0 {
+                m.push_str(&format!("{SANDBOX_HOST_ID} 0 1\n"));
+            }
+            m
+        };
+        std::fs::write(format!("{proc}/uid_map"), map(uid))?;
+        std::fs::write(format!("{proc}/gid_map"), map(gid))?;
         Ok(OwnedFd::from(std::fs::File::open(format!(
             "{proc}/ns/user"
         ))?))

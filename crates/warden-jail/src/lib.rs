@@ -12,6 +12,8 @@ mod cgroup;
 mod child;
 mod egress;
 mod forward;
+mod gvisor;
+mod gvisor_init;
 mod idmap;
 mod mounts;
 mod reached;
@@ -36,6 +38,10 @@ use crate::mounts::{GrantMount, MountPlan, SystemLayout};
 use crate::seccomp::SeccompProgram;
 use crate::supervisor::{classify, Watch};
 
+pub use crate::gvisor::GvisorBackend;
+pub use crate::gvisor_init::{
+    run_if_init as run_gvisor_init_if_asked, INIT_FLAG as GVISOR_INIT_FLAG,
+};
 pub use crate::seccomp::SeccompError;
 
 /// Holds (`true`) or releases SIGINT, SIGTERM, SIGHUP and SIGQUIT for the
@@ -559,53 +565,7 @@ impl JailBackend {
         let (notify_parent, notify_child) =
             sys::socketpair().map_err(setup("create notify socket"))?;
 
-        // A granted PATH replaces the jail's default instead of following
-        // it (two PATH entries would mean different things to different
-        // programs).
-        let granted_path = inv.env.iter().find(|(k, _)| k == "PATH");
-        let path = granted_path.map_or(JAIL_PATH, |(_, v)| v.as_str());
-        let mut env: Vec<Vec<u8>> = Vec::with_capacity(inv.env.len() + 4);
-        if granted_path.is_none() {
-            env.push(format!("PATH={JAIL_PATH}").into_bytes());
-        }
-        // What ordinary programs expect (git refuses `config --global`
-        // without HOME), unless granted: HOME is the sandbox user's home in
-        // the generated /etc/passwd, the private writable /tmp; the locale
-        // is C.UTF-8 (glibc's, under /usr/lib/locale). LC_ALL would override
-        // any granted locale variable, so it is only set when none is.
-        const JAIL_HOME: &str = "/tmp";
-        const JAIL_LOCALE: &str = "C.UTF-8";
-        let granted = |name: &str| inv.env.iter().any(|(k, _)| k == name);
-        let granted_locale = inv
-            .env
-            .iter()
-            .any(|(k, _)| k == "LANG" || k.starts_with("LC_"));
-        for (name, value, skip) in [
-            ("HOME", JAIL_HOME, granted("HOME")),
-            ("LANG", JAIL_LOCALE, granted("LANG")),
-            ("LC_ALL", JAIL_LOCALE, granted_locale),
-        ] {
-            if !skip {
-                env.push(format!("{name}={value}").into_bytes());
-            }
-        }
-        env.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));
-        for secret in inv.secrets.iter().filter(|s| s.env) {
-            let value = std::str::from_utf8(secret.value.expose())
-                .ok()
-                .filter(|v| !v.contains('\0'))
-                .ok_or_else(|| {
-                    BackendError::Invalid(format!(
-                        "secret:{}:env: its value is not text without NUL bytes, so it cannot be an environment variable (use the file {}/{})",
-                        secret.name,
-                        warden_core::SECRETS_DIR,
-                        secret.name
-                    ))
-                })?;
-            env.push(
-                format!("{}={value}", warden_core::secret_env_name(&secret.name)).into_bytes(),
-            );
-        }
+        let (env, path) = program_env(inv)?;
         let child_plan = ChildPlan {
             mounts: plan,
             argv_area: self.argv_area,
@@ -890,6 +850,58 @@ impl JailBackend {
             connections,
         })
     }
+}
+
+/// The program's environment (granted variables, leased secrets given as
+/// variables, and PATH, HOME and the locale unless granted), with the PATH
+/// its name is looked up on.
+fn program_env(inv: &Invocation) -> Result<(Vec<Vec<u8>>, &str), BackendError> {
+    // A granted PATH replaces the jail's default instead of following
+    // it (two PATH entries would mean different things to different
+    // programs).
+    let granted_path = inv.env.iter().find(|(k, _)| k == "PATH");
+    let path = granted_path.map_or(JAIL_PATH, |(_, v)| v.as_str());
+    let mut env: Vec<Vec<u8>> = Vec::with_capacity(inv.env.len() + 4);
+    if granted_path.is_none() {
+        env.push(format!("PATH={JAIL_PATH}").into_bytes());
+    }
+    // What ordinary programs expect (git refuses `config --global`
+    // without HOME), unless granted: HOME is the sandbox user's home in
+    // the generated /etc/passwd, the private writable /tmp; the locale
+    // is C.UTF-8 (glibc's, under /usr/lib/locale). LC_ALL would override
+    // any granted locale variable, so it is only set when none is.
+    const JAIL_HOME: &str = "/tmp";
+    const JAIL_LOCALE: &str = "C.UTF-8";
+    let granted = |name: &str| inv.env.iter().any(|(k, _)| k == name);
+    let granted_locale = inv
+        .env
+        .iter()
+        .any(|(k, _)| k == "LANG" || k.starts_with("LC_"));
+    for (name, value, skip) in [
+        ("HOME", JAIL_HOME, granted("HOME")),
+        ("LANG", JAIL_LOCALE, granted("LANG")),
+        ("LC_ALL", JAIL_LOCALE, granted_locale),
+    ] {
+        if !skip {
+            env.push(format!("{name}={value}").into_bytes());
+        }
+    }
+    env.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()));
+    for secret in inv.secrets.iter().filter(|s| s.env) {
+        let value = std::str::from_utf8(secret.value.expose())
+            .ok()
+            .filter(|v| !v.contains('\0'))
+            .ok_or_else(|| {
+                BackendError::Invalid(format!(
+                    "secret:{}:env: its value is not text without NUL bytes, so it cannot be an environment variable (use the file {}/{})",
+                    secret.name,
+                    warden_core::SECRETS_DIR,
+                    secret.name
+                ))
+            })?;
+        env.push(format!("{}={value}", warden_core::secret_env_name(&secret.name)).into_bytes());
+    }
+    Ok((env, path))
 }
 
 /// The secrets to place in the jail: every `secret:` grant must have its

@@ -152,11 +152,12 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 /// host's own reserve) one run can hold.
 const DEVPTS_OPTIONS: &str = "newinstance,ptmxmode=0666,mode=0620,max=64";
 
-const PASSWD: &str = "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n\
+pub(crate) const PASSWD: &str = "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n\
 sandbox:x:1000:1000:warden sandbox:/tmp:/bin/sh\n\
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
-const GROUP: &str = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
-const HOSTS: &str = "127.0.0.1\tlocalhost warden\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+pub(crate) const GROUP: &str = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
+pub(crate) const HOSTS: &str =
+    "127.0.0.1\tlocalhost warden\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
 fn rel(path: &str) -> io::Result<CString> {
     sys::cstring(path.trim_start_matches('/'))
@@ -180,7 +181,7 @@ pub(crate) struct SystemLayout {
 }
 
 #[derive(Debug, Clone)]
-enum SystemEntry {
+pub(crate) enum SystemEntry {
     Link { link: String, target: PathBuf },
     Dir { path: String },
     File { path: String },
@@ -188,6 +189,11 @@ enum SystemEntry {
 }
 
 impl SystemLayout {
+    /// The host's system paths and /etc entries, as probed.
+    pub(crate) fn entries(&self) -> &[SystemEntry] {
+        &self.entries
+    }
+
     pub(crate) fn probe() -> io::Result<Self> {
         let mut entries = Vec::new();
         let candidates = SYSTEM_DIRS

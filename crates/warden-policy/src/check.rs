@@ -38,7 +38,14 @@ const SENSITIVE_READS: [(&str, &str); 8] = [
     ("/etc/ssh", "gives access to the host's SSH keys"),
 ];
 
-const TOP_KEYS: [&str; 5] = ["extends", "grants", "limits", "require_signed", "audit"];
+const TOP_KEYS: [&str; 6] = [
+    "extends",
+    "grants",
+    "limits",
+    "require_signed",
+    "audit",
+    "isolation",
+];
 
 /// How bad a [`Diagnostic`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -162,6 +169,7 @@ impl Analysis {
                 "limits" => self.limits(value),
                 "require_signed" => self.require_signed(value),
                 "audit" => self.audit(value),
+                "isolation" => self.isolation(value),
                 other => {
                     let message = unknown_key("top-level key", other, &TOP_KEYS);
                     self.error(key.location, message);
@@ -223,6 +231,26 @@ impl Analysis {
                 format!(
                     "require_signed must be true or false; found {}",
                     value.describe()
+                ),
+            ),
+        }
+    }
+
+    /// `isolation: jail|strong|wasm`: the boundary the policy's runs need.
+    fn isolation(&mut self, value: &Node) {
+        match &value.kind {
+            NodeKind::Scalar { text, .. } if crate::Isolation::parse(text).is_some() => {
+                self.policy.isolation = crate::Isolation::parse(text);
+            }
+            _ => self.error(
+                value.location,
+                format!(
+                    "isolation must be jail, strong or wasm; found {}",
+                    match &value.kind {
+                        NodeKind::Scalar { text, .. } if !value.is_null() =>
+                            format!("{:?}", excerpt(text)),
+                        _ => value.describe().to_owned(),
+                    }
                 ),
             ),
         }

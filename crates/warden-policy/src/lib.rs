@@ -29,7 +29,7 @@ pub use capability::{
 };
 pub use check::{check, Diagnostic, Severity, MAX_GRANTS};
 pub use limits::{bounds, LimitField, LimitValue, Limits};
-pub use policy::{parse_policy, Grant, Location, Policy, PolicyError};
+pub use policy::{parse_policy, Grant, Isolation, Location, Policy, PolicyError};
 pub use value::{
     format_duration, format_size, parse_count, parse_duration, parse_percent, parse_size,
     ValueError, MAX_CPU_PERCENT,

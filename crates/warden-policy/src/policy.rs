@@ -44,6 +44,59 @@ impl From<Capability> for Grant {
     }
 }
 
+/// Which boundary a policy's runs need (`isolation:`), weakest first:
+/// the jail (native code and scripts; WASM modules too, a boundary of
+/// their own), `strong` (gVisor: a kernel in user space between the
+/// program and the host's), `wasm` (WebAssembly modules only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    Jail,
+    Strong,
+    Wasm,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Jail => "jail",
+            Isolation::Strong => "strong",
+            Isolation::Wasm => "wasm",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Isolation> {
+        match text {
+            "jail" => Some(Isolation::Jail),
+            "strong" => Some(Isolation::Strong),
+            "wasm" => Some(Isolation::Wasm),
+            _ => None,
+        }
+    }
+
+    /// What a child policy's `isolation` makes of its parent's: a child may
+    /// ask for more (jail → strong, jail → wasm), never less; strong and
+    /// wasm exclude each other.
+    pub fn narrowed(
+        parent: Option<Isolation>,
+        child: Option<Isolation>,
+    ) -> Result<Option<Isolation>, (Isolation, Isolation)> {
+        match (parent, child) {
+            (None, c) => Ok(c),
+            (p, None) => Ok(p),
+            (Some(p), Some(c)) if p == c => Ok(Some(p)),
+            (Some(Isolation::Jail), Some(c)) => Ok(Some(c)),
+            (Some(p), Some(c)) => Err((p, c)),
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A parsed policy: grants (deny by default) and limits.
 ///
 /// Limit capabilities written in `grants` (`mem:limit:…` and the like) are
@@ -62,6 +115,9 @@ pub struct Policy {
     /// `audit: required`: no run skips the audit ledger (`--no-audit` is
     /// refused).
     pub audit_required: bool,
+    /// `isolation: jail|strong|wasm`: the boundary its runs need (see
+    /// [`Isolation`]); `None`: the backend the program's kind picks.
+    pub isolation: Option<Isolation>,
     /// Name of the source, for messages (usually the file name).
     pub origin: String,
     /// True if the source had no `grants` key: on [`Policy::attenuate`] the
@@ -117,6 +173,14 @@ pub enum PolicyError {
         parent: String,
         /// The parent's value.
         parent_value: String,
+    },
+    /// A child policy asks for an isolation its parent's excludes, or less.
+    #[error("{origin}: isolation {child} conflicts with parent policy {parent}, which requires isolation {parent_isolation}")]
+    IsolationWidens {
+        origin: String,
+        child: Isolation,
+        parent: String,
+        parent_isolation: Isolation,
     },
     /// A requested capability that no grant of the policy covers.
     #[error("requested capability {capability} is not granted by policy {origin}")]
@@ -236,6 +300,14 @@ impl Policy {
             // A child can add these requirements, never drop its parent's.
             require_signed: parent.require_signed || child.require_signed,
             audit_required: parent.audit_required || child.audit_required,
+            isolation: Isolation::narrowed(parent.isolation, child.isolation).map_err(
+                |(parent_isolation, isolation)| PolicyError::IsolationWidens {
+                    origin: child.origin.clone(),
+                    child: isolation,
+                    parent: parent.origin.clone(),
+                    parent_isolation,
+                },
+            )?,
             origin: child.origin.clone(),
             inherit_grants: false,
             extends_location: None,
@@ -276,6 +348,9 @@ impl Policy {
         }
         if self.audit_required {
             hasher.update(b"audit required\n");
+        }
+        if let Some(isolation) = self.isolation {
+            hasher.update(format!("isolation {isolation}\n").as_bytes());
         }
         format!("sha256:{}", hex::encode(hasher.finalize()))
     }

@@ -862,11 +862,11 @@ fn check_structural_errors() {
         ("", "1:1: error: policy is empty: expected a mapping with grants and/or limits"),
         (
             "- fs:read:/x\n",
-            "1:1: error: a policy must be a YAML mapping with keys extends, grants, limits, require_signed, audit; found a list",
+            "1:1: error: a policy must be a YAML mapping with keys extends, grants, limits, require_signed, audit, isolation; found a list",
         ),
         (
             "just text\n",
-            "1:1: error: a policy must be a YAML mapping with keys extends, grants, limits, require_signed, audit; found a scalar",
+            "1:1: error: a policy must be a YAML mapping with keys extends, grants, limits, require_signed, audit, isolation; found a scalar",
         ),
         ("grants: fs:read:/x\n", "1:9: error: grants must be a list of capability strings; found a scalar"),
         ("limits: [1]\n", "1:9: error: limits must be a mapping of limit names to values; found a list"),
@@ -1106,4 +1106,38 @@ fn udp_connect_grants_parse_and_cover_only_udp() {
     assert!(!cap("net:connect:*:*").subsumes(&udp));
     assert!(!udp.subsumes(&cap("net:connect:ntp.example:123")));
     assert!("net:connect:udp:ntp.example".parse::<Capability>().is_err());
+}
+
+#[test]
+fn isolation_parses_narrows_only_upward_and_enters_the_digest() {
+    let plain = policy("grants: []\n", "p.yaml");
+    assert_eq!(plain.isolation, None);
+    let jail = policy("grants: []\nisolation: jail\n", "j.yaml");
+    let strong = policy("grants: []\nisolation: strong\n", "s.yaml");
+    let wasm = policy("grants: []\nisolation: wasm\n", "w.yaml");
+    assert_eq!(strong.isolation, Some(crate::Isolation::Strong));
+    assert_ne!(plain.digest(), strong.digest());
+    assert_ne!(strong.digest(), wasm.digest());
+    // A child may ask for more than its parent, never less.
+    let up = Policy::attenuate(&jail, &strong).unwrap();
+    assert_eq!(up.isolation, Some(crate::Isolation::Strong));
+    let kept = Policy::attenuate(&strong, &plain).unwrap();
+    assert_eq!(kept.isolation, Some(crate::Isolation::Strong));
+    for (parent, child) in [(&strong, &jail), (&strong, &wasm), (&wasm, &strong)] {
+        let err = Policy::attenuate(parent, child).unwrap_err().to_string();
+        assert!(err.contains("conflicts with parent policy"), "{err}");
+    }
+    for (source, want) in [
+        (
+            "isolation: gvisor\n",
+            "1:12: isolation must be jail, strong or wasm; found \"gvisor\"",
+        ),
+        (
+            "isolation:\n",
+            "isolation must be jail, strong or wasm; found null",
+        ),
+    ] {
+        let err = parse_policy(source, "x.yaml").unwrap_err().to_string();
+        assert!(err.contains(want), "{source:?}: {err}");
+    }
 }

@@ -1,0 +1,931 @@
+//! The gVisor backend: the same invocation as the jail's — its mount plan,
+//! grants, limits and environment — written as an OCI bundle and run by
+//! `runsc`, whose Sentry (a kernel in user space) answers the program's
+//! system calls instead of the host's kernel.
+//!
+//! Warden's side, per run: a private run directory (0700) with the bundle,
+//! runsc's state and the init's status directory; the run's cgroup (memory
+//! and CPU of the whole sandbox: the Sentry, the gofer and the program);
+//! and a shim process that joins the cgroup, enters a private mount
+//! namespace where each grant is attached from the descriptor Warden
+//! checked (a detached mount tree: no path is looked up again), puts the
+//! leased secrets on a tmpfs there, and execs runsc. runsc's PID 1 is
+//! Warden's own binary ([`crate::gvisor_init`]), which runs the program as
+//! the sandbox user and records how it ended. The jail's supervisor loop
+//! watches the run: output caps, redaction, wall and CPU time, leases,
+//! termination signals.
+
+use std::cell::Cell;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+use warden_core::{Backend, BackendError, EnforcementMap, Invocation, Outcome, Status};
+use warden_policy::Capability;
+
+use crate::cgroup::{CgroupDriver, JailCgroup};
+use crate::child::MSG_SETUP_ERROR;
+use crate::gvisor_init::{self, Ending, INIT_FLAG, INIT_PATH, STATUS_DIR, STATUS_FILE};
+use crate::mounts::{self, GrantMount, SystemLayout};
+use crate::supervisor::{classify, Watch};
+use crate::{sys, SANDBOX_ID};
+
+/// Host tasks the sandbox itself needs besides the program's processes:
+/// the Sentry's and the gofer's threads and, on the ptrace platform, a
+/// stub process per address space. The program's own limit is
+/// RLIMIT_NPROC inside the Sentry; the cgroup's bound only stops a
+/// runaway sandbox.
+const SANDBOX_TASKS: u32 = 512;
+
+/// The gVisor backend, prepared once.
+pub struct GvisorBackend {
+    runsc: PathBuf,
+    /// `ptrace` unless `WARDEN_GVISOR_PLATFORM` names another (systrap
+    /// where runsc has it; Debian 12's runsc 20221219 has only ptrace and
+    /// kvm, and KVM hangs in nested VMs).
+    platform: String,
+    layout: SystemLayout,
+    cgroups: Box<dyn CgroupDriver>,
+    signals: OwnedFd,
+    /// Warden's own binary: the sandbox's init.
+    init: PathBuf,
+    /// Where run directories are made.
+    runtime_dir: PathBuf,
+    stale_cleaned: Cell<bool>,
+    /// Grants are idmapped so that their owner is the sandbox user.
+    idmaps: std::cell::RefCell<crate::idmap::IdMaps>,
+}
+
+fn unavailable(why: impl Into<String>) -> BackendError {
+    BackendError::Unavailable("gvisor".into(), why.into())
+}
+
+/// runsc: `WARDEN_RUNSC`, else the first on PATH (or /usr/bin, /usr/sbin).
+fn find_runsc() -> Result<PathBuf, BackendError> {
+    if let Some(path) = std::env::var_os("WARDEN_RUNSC").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(unavailable(format!(
+                "WARDEN_RUNSC={}: no such file",
+                path.display()
+            )))
+        };
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .chain(["/usr/bin", "/usr/sbin"])
+        .map(|d| Path::new(d).join("runsc"))
+        .find(|p| p.is_file());
+    found.ok_or_else(|| {
+        unavailable("runsc (gVisor) is not installed: apt-get install runsc, or set WARDEN_RUNSC")
+    })
+}
+
+impl GvisorBackend {
+    pub fn new() -> Result<Self, BackendError> {
+        if sys::getuid() != 0 {
+            return Err(unavailable(
+                "it needs root here: each run's grants are attached in a private mount namespace and runsc's sandbox is built as root (rootless runsc is not supported yet)",
+            ));
+        }
+        let runsc = find_runsc()?;
+        let cgroups = crate::cgroup::detect()
+            .map_err(|why| unavailable(format!("no cgroup to bound the sandbox: {why}")))?;
+        let layout =
+            SystemLayout::probe().map_err(|e| BackendError::setup("probe system layout", e))?;
+        let signals = sys::signalfd_for_termination()
+            .map_err(|e| BackendError::setup("watch termination signals", e))?;
+        let init = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .map_err(|e| BackendError::setup("find Warden's own binary", e))?;
+        let runtime_dir = PathBuf::from("/run/warden/gvisor");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&runtime_dir)
+            .map_err(|e| BackendError::setup(format!("create {}", runtime_dir.display()), e))?;
+        let platform = std::env::var("WARDEN_GVISOR_PLATFORM")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "ptrace".into());
+        if !platform
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(unavailable(format!(
+                "WARDEN_GVISOR_PLATFORM={platform:?}: expected a runsc platform name such as ptrace or systrap"
+            )));
+        }
+        Ok(GvisorBackend {
+            runsc,
+            platform,
+            layout,
+            cgroups,
+            signals,
+            init,
+            runtime_dir,
+            stale_cleaned: Cell::new(false),
+            idmaps: std::cell::RefCell::new(crate::idmap::IdMaps::for_file_server(SANDBOX_ID)),
+        })
+    }
+}
+
+/// What the gVisor backend can enforce: as the jail's, without egress yet.
+fn check_supported(cap: &Capability) -> Result<(), BackendError> {
+    match cap {
+        Capability::NetConnect { .. } | Capability::NetConnectUdp { .. } => {
+            Err(BackendError::Invalid(format!(
+                "capability {cap} cannot be enforced by the gvisor backend yet (its sandbox has no network; egress grants run on the jail backend)"
+            )))
+        }
+        other => crate::check_supported(other),
+    }
+}
+
+/// A mount of the bundle.
+struct OciMount {
+    destination: PathBuf,
+    kind: &'static str,
+    source: PathBuf,
+    options: Vec<String>,
+    /// What its mount point in the rootfs is: a directory or a file.
+    is_dir: bool,
+}
+
+/// A grant's detached tree, attached by the shim at `at` (inside the run
+/// directory) in its own mount namespace.
+struct Attach {
+    tree: OwnedFd,
+    at: CString,
+}
+
+/// The run directory: removed when the run is over.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn io_setup(what: &str) -> impl Fn(std::io::Error) -> BackendError + '_ {
+    move |e| BackendError::setup(what, e)
+}
+
+/// Creates `path` inside the rootfs as a mount point: a directory, or an
+/// empty file for a file mount. Parents are made as needed.
+fn mount_point(rootfs: &Path, inside: &Path, is_dir: bool) -> std::io::Result<()> {
+    let rel = inside.strip_prefix("/").unwrap_or(inside);
+    let at = rootfs.join(rel);
+    if is_dir {
+        std::fs::create_dir_all(&at)
+    } else {
+        if let Some(parent) = at.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&at)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether `path` lies in a mount other than the rootfs (a mount point
+/// cannot be made there from the host).
+fn under_a_mount(path: &Path, mounts: &[OciMount]) -> bool {
+    mounts
+        .iter()
+        .any(|m| path.starts_with(&m.destination) && path != m.destination)
+}
+
+impl GvisorBackend {
+    /// The detached, read-only (unless granted writable), nosuid, nodev
+    /// tree of a checked grant source, idmapped so that its owner is the
+    /// sandbox user (else a warning says whose permissions apply).
+    fn grant_tree(
+        &self,
+        g: &GrantMount,
+        warnings: &mut Vec<String>,
+    ) -> Result<OwnedFd, BackendError> {
+        let (source, _) = mounts::inspect_source(&g.path)
+            .map_err(|e| BackendError::Invalid(format!("grant {}: {e}", g.path.display())))?;
+        let (tree, idmapped) = self
+            .idmaps
+            .borrow_mut()
+            .detached_tree(&source, g.writable)
+            .map_err(|e| BackendError::setup(format!("prepare grant {}", g.path.display()), e))?;
+        if !idmapped {
+            warnings.push(format!(
+                "grant {}: its filesystem cannot be idmapped; the program accesses it as host uid {SANDBOX_ID} (its owner's or others' permissions)",
+                g.path.display()
+            ));
+        }
+        Ok(tree)
+    }
+
+    /// Writes the bundle (rootfs with its mount points and generated /etc,
+    /// config.json) into `run`, and returns the trees the shim attaches.
+    #[allow(clippy::too_many_arguments)]
+    fn write_bundle(
+        &self,
+        inv: &Invocation,
+        run: &Path,
+        grants: &[GrantMount],
+        hidden: &[PathBuf],
+        has_secrets: bool,
+        env: &[Vec<u8>],
+        path: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<Attach>, BackendError> {
+        let rootfs = run.join("bundle/rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).map_err(io_setup("create the rootfs"))?;
+        let mut mounts: Vec<OciMount> = Vec::new();
+        let bind_ro = |rw: bool| {
+            let mut o = vec!["rbind".to_string(), "nosuid".into(), "nodev".into()];
+            o.push(if rw { "rw".into() } else { "ro".into() });
+            o
+        };
+        for entry in self.layout.entries() {
+            match entry {
+                mounts::SystemEntry::Link { link, target } => {
+                    let at = rootfs.join(link.trim_start_matches('/'));
+                    std::os::unix::fs::symlink(target, &at)
+                        .map_err(io_setup("link a system path in the rootfs"))?;
+                }
+                mounts::SystemEntry::Copy { path, contents } => {
+                    std::fs::write(rootfs.join(path.trim_start_matches('/')), contents)
+                        .map_err(io_setup("copy an /etc file into the rootfs"))?;
+                }
+                mounts::SystemEntry::Dir { path } | mounts::SystemEntry::File { path } => {
+                    mounts.push(OciMount {
+                        destination: PathBuf::from(path),
+                        kind: "bind",
+                        source: PathBuf::from(path),
+                        options: bind_ro(false),
+                        is_dir: matches!(entry, mounts::SystemEntry::Dir { .. }),
+                    });
+                }
+            }
+        }
+        for (name, contents) in [
+            ("etc/passwd", mounts::PASSWD),
+            ("etc/group", mounts::GROUP),
+            ("etc/hosts", mounts::HOSTS),
+            ("etc/hostname", "warden\n"),
+        ] {
+            std::fs::write(rootfs.join(name), contents)
+                .map_err(io_setup("write the rootfs's /etc"))?;
+        }
+        mounts.push(OciMount {
+            destination: "/proc".into(),
+            kind: "proc",
+            source: "proc".into(),
+            options: vec!["nosuid".into(), "noexec".into(), "nodev".into()],
+            is_dir: true,
+        });
+        mounts.push(OciMount {
+            destination: "/tmp".into(),
+            kind: "tmpfs",
+            source: "tmpfs".into(),
+            options: vec![
+                "nosuid".into(),
+                "nodev".into(),
+                format!("size={}", inv.limits.tmpfs_bytes),
+                "mode=1777".into(),
+            ],
+            is_dir: true,
+        });
+        // Warden's init and where it writes the program's ending.
+        let status = run.join("status");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&status)
+            .map_err(io_setup("create the status directory"))?;
+        mounts.push(OciMount {
+            destination: INIT_PATH.into(),
+            kind: "bind",
+            source: self.init.clone(),
+            options: bind_ro(false),
+            is_dir: false,
+        });
+        mounts.push(OciMount {
+            destination: STATUS_DIR.into(),
+            kind: "bind",
+            source: status,
+            options: bind_ro(true),
+            is_dir: true,
+        });
+        // Grants, parents before children, from the trees attached in the
+        // shim's namespace at run/mnt/N.
+        let mut attach = Vec::new();
+        let mut order: Vec<&GrantMount> = grants.iter().collect();
+        order.sort_by_key(|g| g.inside.components().count());
+        std::fs::create_dir(run.join("mnt")).map_err(io_setup("create the grants' directory"))?;
+        for (i, g) in order.into_iter().enumerate() {
+            let at = run.join("mnt").join(i.to_string());
+            mount_point(&at, Path::new("/"), g.is_dir)
+                .map_err(io_setup("create a grant's attachment point"))?;
+            attach.push(Attach {
+                tree: self.grant_tree(g, warnings)?,
+                at: sys::cstring(at.as_os_str().as_bytes())
+                    .map_err(io_setup("name a grant's attachment point"))?,
+            });
+            mounts.push(OciMount {
+                destination: g.inside.clone(),
+                kind: "bind",
+                source: at,
+                options: bind_ro(g.writable),
+                is_dir: g.is_dir,
+            });
+        }
+        for dir in hidden {
+            mounts.push(OciMount {
+                destination: dir.clone(),
+                kind: "tmpfs",
+                source: "tmpfs".into(),
+                options: vec![
+                    "ro".into(),
+                    "nosuid".into(),
+                    "nodev".into(),
+                    "noexec".into(),
+                    "size=4k".into(),
+                    "mode=000".into(),
+                ],
+                is_dir: true,
+            });
+        }
+        if has_secrets {
+            mounts.push(OciMount {
+                destination: warden_core::SECRETS_DIR.into(),
+                kind: "bind",
+                source: run.join("secrets"),
+                options: bind_ro(false),
+                is_dir: true,
+            });
+            std::fs::create_dir(run.join("secrets"))
+                .map_err(io_setup("create the secrets' mount point"))?;
+        }
+        // Mount points the rootfs must hold (a read-only root cannot grow
+        // them later); those inside another mount are that mount's.
+        for m in &mounts {
+            if !under_a_mount(&m.destination, &mounts) {
+                mount_point(&rootfs, &m.destination, m.is_dir)
+                    .map_err(io_setup("create a mount point"))?;
+            }
+        }
+        if inv.workdir != Path::new("/") && !under_a_mount(&inv.workdir, &mounts) {
+            let dir = rootfs.join(inv.workdir.strip_prefix("/").unwrap_or(&inv.workdir));
+            std::fs::create_dir_all(&dir).map_err(io_setup("create the working directory"))?;
+            std::os::unix::fs::chown(&dir, Some(SANDBOX_ID), Some(SANDBOX_ID))
+                .map_err(io_setup("give the working directory to the sandbox user"))?;
+        }
+
+        let l = &inv.limits;
+        let rlimit = |kind: &str, value: u64| json!({"type": kind, "hard": value, "soft": value});
+        let mut args: Vec<String> = vec![
+            INIT_PATH.into(),
+            INIT_FLAG.into(),
+            inv.workdir.display().to_string(),
+            path.to_string(),
+        ];
+        args.extend(inv.argv.iter().cloned());
+        let env: Vec<String> = env
+            .iter()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect();
+        let caps = ["CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_CHOWN"];
+        let config = json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": args,
+                "env": env,
+                "cwd": "/",
+                "noNewPrivileges": true,
+                "capabilities": {
+                    "bounding": caps, "effective": caps, "permitted": caps,
+                    "inheritable": [], "ambient": []
+                },
+                "rlimits": [
+                    // Per user inside the Sentry: every process and thread
+                    // of the program (init is root, not counted).
+                    rlimit("RLIMIT_NPROC", u64::from(l.pids)),
+                    rlimit("RLIMIT_FSIZE", l.file_size_bytes),
+                    rlimit("RLIMIT_NOFILE", l.open_files),
+                    rlimit("RLIMIT_CORE", 0),
+                    rlimit("RLIMIT_MEMLOCK", 64 << 10),
+                ],
+            },
+            "root": {"path": "rootfs", "readonly": true},
+            "hostname": "warden",
+            "mounts": mounts.iter().map(|m| json!({
+                "destination": m.destination,
+                "type": m.kind,
+                "source": m.source,
+                "options": m.options,
+            })).collect::<Vec<_>>(),
+            "linux": {
+                "namespaces": [
+                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                    {"type": "mount"}, {"type": "network"}
+                ]
+            }
+        });
+        let text = serde_json::to_vec(&config)
+            .map_err(|e| BackendError::setup("write config.json", std::io::Error::other(e)))?;
+        std::fs::write(run.join("bundle/config.json"), text)
+            .map_err(io_setup("write config.json"))?;
+        Ok(attach)
+    }
+}
+
+/// A status-pipe message, as the jail's init sends them.
+fn status_message(tag: u8, payload: &[u8]) -> Vec<u8> {
+    let payload = &payload[..payload.len().min(2048)];
+    let mut msg = Vec::with_capacity(5 + payload.len());
+    msg.push(tag);
+    msg.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    msg.extend_from_slice(payload);
+    msg
+}
+
+/// What the shim does between fork and exec of runsc. Everything is
+/// prepared before the fork; this only makes system calls.
+struct Shim<'a> {
+    joins: Vec<OwnedFd>,
+    attach: &'a [Attach],
+    secrets_dir: Option<CString>,
+    secrets: &'a [(CString, &'a [u8])],
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    status: OwnedFd,
+    runsc: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+}
+
+impl Shim<'_> {
+    /// Runs in the forked child: never returns.
+    fn run(self) -> ! {
+        let status = self.status.as_raw_fd();
+        let fail = |what: &str, e: std::io::Error| -> ! {
+            let _ = sys::write_all(
+                status,
+                &status_message(MSG_SETUP_ERROR, format!("{what}: {e}").as_bytes()),
+            );
+            sys::exit_now(125)
+        };
+        for join in &self.joins {
+            if let Err(e) = sys::write_all(join.as_raw_fd(), b"0") {
+                fail("join the run's cgroup", e);
+            }
+        }
+        if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) {
+            fail("tie runsc to Warden", e);
+        }
+        if let Err(e) = sys::unshare(libc::CLONE_NEWNS) {
+            fail("create the sandbox's mount namespace", e);
+        }
+        if let Err(e) = sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None) {
+            fail("make the mount namespace private", e);
+        }
+        for a in self.attach {
+            let onto = match std::fs::File::open(std::ffi::OsStr::from_bytes(a.at.as_bytes())) {
+                Ok(f) => f,
+                Err(e) => fail("open a grant's attachment point", e),
+            };
+            if let Err(e) = sys::move_mount_onto(a.tree.as_raw_fd(), onto.as_raw_fd()) {
+                fail("attach a grant", e);
+            }
+        }
+        if let Some(dir) = &self.secrets_dir {
+            let bytes: usize = self.secrets.iter().map(|(_, v)| v.len()).sum();
+            let size = (bytes + 4096 * (self.secrets.len() + 1)).next_multiple_of(4096);
+            let options = format!(
+                "size={size},nr_inodes={},mode=0500,uid={SANDBOX_ID},gid={SANDBOX_ID}",
+                self.secrets.len() + 4
+            );
+            let options = match sys::cstring(options) {
+                Ok(o) => o,
+                Err(e) => fail("size the secrets' tmpfs", e),
+            };
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            if let Err(e) = sys::mount(Some(c"tmpfs"), dir, Some(c"tmpfs"), flags, Some(&options)) {
+                fail("mount the secrets' tmpfs", e);
+            }
+            for (path, value) in self.secrets {
+                let written = std::fs::write(std::ffi::OsStr::from_bytes(path.as_bytes()), value)
+                    .and_then(|()| {
+                        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()));
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o400))?;
+                        std::os::unix::fs::chown(p, Some(SANDBOX_ID), Some(SANDBOX_ID))
+                    });
+                if let Err(e) = written {
+                    fail("write a leased secret", e);
+                }
+            }
+        }
+        let stdin = match &self.stdin {
+            Some(fd) => Ok(fd.as_raw_fd()),
+            None => std::fs::File::open("/dev/null").map(|f| {
+                let fd = f.as_raw_fd();
+                std::mem::forget(f);
+                fd
+            }),
+        };
+        let dups = stdin
+            .and_then(|fd| sys::dup2(fd, 0))
+            .and_then(|()| sys::dup2(self.stdout.as_raw_fd(), 1))
+            .and_then(|()| sys::dup2(self.stderr.as_raw_fd(), 2))
+            .and_then(|()| sys::dup2(status, 3))
+            .and_then(|()| sys::cloexec_from(4));
+        if let Err(e) = dups {
+            fail("hand runsc its standard streams", e);
+        }
+        sys::unblock_all_signals();
+        let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter()
+                .map(|a| a.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        let err = sys::execve(&self.runsc, &ptrs(&self.argv), &ptrs(&self.env));
+        fail("start runsc", err)
+    }
+}
+
+impl Backend for GvisorBackend {
+    fn name(&self) -> &'static str {
+        "gvisor"
+    }
+
+    fn run(&self, inv: &Invocation) -> Result<Outcome, BackendError> {
+        self.run_gated(inv, &mut || Ok(()))
+    }
+
+    fn run_gated(
+        &self,
+        inv: &Invocation,
+        gate: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<Outcome, BackendError> {
+        let program = inv
+            .argv
+            .first()
+            .ok_or_else(|| BackendError::Invalid("no program to run".into()))?;
+        if !mounts::is_clean_absolute(&inv.workdir) {
+            return Err(BackendError::Invalid(format!(
+                "working directory {} must be an absolute path without . or ..",
+                inv.workdir.display()
+            )));
+        }
+        for cap in &inv.capabilities {
+            check_supported(cap)?;
+        }
+        let mut grants = Vec::new();
+        for (path, writable) in crate::resolve_grants(&inv.capabilities)? {
+            let inside = inv.inside_path(&path).to_path_buf();
+            if inside != path {
+                crate::check_view(&inside)?;
+            }
+            let (_, is_dir) = mounts::inspect_source(&path)
+                .map_err(|e| BackendError::Invalid(format!("grant {}: {e}", path.display())))?;
+            grants.push(GrantMount {
+                path,
+                inside,
+                is_dir,
+                writable,
+                detached: None,
+            });
+        }
+        let mut hidden = crate::state_masks(&grants)?;
+        if let Some(code) = &inv.code {
+            let inside = PathBuf::from(warden_core::PROCESSOR_DIR);
+            grants.push(GrantMount {
+                path: code.clone(),
+                inside: inside.clone(),
+                is_dir: true,
+                writable: false,
+                detached: None,
+            });
+            hidden.retain(|h| !h.starts_with(&inside));
+        }
+        let secrets = crate::leased_secrets(inv)?;
+        let (env, path) = crate::program_env(inv)?;
+
+        let name = format!("{}-{}", sys::getpid(), inv.invocation_id);
+        let run = RunDir(self.runtime_dir.join(&name));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&run.0)
+            .map_err(io_setup("create the run directory"))?;
+        let mut grant_warnings = Vec::new();
+        let attach = self.write_bundle(
+            inv,
+            &run.0,
+            &grants,
+            &hidden,
+            !secrets.is_empty(),
+            &env,
+            path,
+            &mut grant_warnings,
+        )?;
+        let secret_paths: Vec<(CString, &[u8])> = secrets
+            .iter()
+            .map(|(n, v)| {
+                sys::cstring(run.0.join("secrets").join(n).as_os_str().as_bytes())
+                    .map(|p| (p, v.expose()))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(io_setup("name a secret's file"))?;
+
+        // The sandbox's host cgroup: memory and CPU of everything runsc
+        // starts; pids only as a backstop (see SANDBOX_TASKS).
+        let mut host_limits = inv.limits.clone();
+        host_limits.pids = inv.limits.pids.saturating_add(SANDBOX_TASKS);
+        let group: Box<dyn JailCgroup> = self
+            .cgroups
+            .create(&name, &host_limits)
+            .map_err(io_setup("create cgroup"))?;
+        let remove_group = |g: &dyn JailCgroup| {
+            g.kill_all();
+            let _ = g.remove();
+        };
+        if !self.stale_cleaned.replace(true) {
+            self.cgroups.clean_stale();
+        }
+        let joins = match group.join_handles() {
+            Ok(j) => j,
+            Err(e) => {
+                remove_group(&*group);
+                return Err(BackendError::setup("open the cgroup to join", e));
+            }
+        };
+
+        let setup = |what: &'static str| move |e| BackendError::setup(what, e);
+        let (stdout_r, stdout_w) = sys::pipe().map_err(setup("create stdout pipe"))?;
+        let (stderr_r, stderr_w) = sys::pipe().map_err(setup("create stderr pipe"))?;
+        let (status_r, status_w) = sys::pipe().map_err(setup("create status pipe"))?;
+        let (stdin_r, stdin_w) = if sys::stdin_is_null() {
+            (None, None)
+        } else {
+            let (r, w) = sys::pipe().map_err(setup("create stdin pipe"))?;
+            (Some(r), Some(w))
+        };
+        // The jail's init hands the supervisor a seccomp listener on this
+        // socket; runsc has none: its end is closed at once.
+        let (notify, _) = sys::socketpair().map_err(setup("create notify socket"))?;
+        let cstr = |s: &[u8]| {
+            sys::cstring(s.to_vec()).map_err(|_| BackendError::Invalid("a path holds a NUL".into()))
+        };
+        let state = run.0.join("state");
+        let log = run.0.join("runsc.log");
+        let argv: Vec<CString> = [
+            self.runsc.as_os_str().as_bytes(),
+            b"--root",
+            state.as_os_str().as_bytes(),
+            b"--log",
+            log.as_os_str().as_bytes(),
+            b"--network=none",
+            format!("--platform={}", self.platform).as_bytes(),
+            b"--ignore-cgroups",
+            b"run",
+            b"--bundle",
+            run.0.join("bundle").as_os_str().as_bytes(),
+            name.as_bytes(),
+        ]
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<_, _>>()?;
+        let shim = Shim {
+            joins,
+            attach: &attach,
+            secrets_dir: if secrets.is_empty() {
+                None
+            } else {
+                Some(cstr(run.0.join("secrets").as_os_str().as_bytes())?)
+            },
+            secrets: &secret_paths,
+            stdin: stdin_r,
+            stdout: stdout_w,
+            stderr: stderr_w,
+            status: status_w,
+            runsc: cstr(self.runsc.as_os_str().as_bytes())?,
+            argv,
+            env: vec![cstr(b"PATH=/usr/sbin:/usr/bin:/sbin:/bin")?],
+        };
+
+        if let Err(why) = gate() {
+            remove_group(&*group);
+            return Err(BackendError::Gate(why));
+        }
+        let started = Instant::now();
+        // SAFETY: the CLI runs a backend single-threaded (crate docs); the
+        // child runs only `Shim::run`, which execs runsc or _exits.
+        #[allow(unsafe_code)]
+        let forked = unsafe { sys::fork() };
+        let runsc_pid = match forked {
+            Ok(0) => shim.run(),
+            Ok(pid) => pid,
+            Err(e) => {
+                remove_group(&*group);
+                return Err(BackendError::setup("start runsc (fork)", e));
+            }
+        };
+        drop(shim);
+        let mut stdin_hash = None;
+        if let Some(w) = stdin_w {
+            match crate::forward::pump_stdin(w) {
+                Ok(h) => stdin_hash = Some(h),
+                Err(e) => {
+                    let _ = sys::kill(runsc_pid, libc::SIGKILL);
+                    remove_group(&*group);
+                    let _ = sys::waitpid(runsc_pid, 0);
+                    return Err(BackendError::setup("start the stdin pump", e));
+                }
+            }
+        }
+        let mut observed = crate::supervisor::watch(Watch {
+            init_pid: runsc_pid,
+            cgroup: Some(&*group),
+            stdout: stdout_r,
+            stderr: stderr_r,
+            status: status_r,
+            notify,
+            signals: self.signals.as_raw_fd(),
+            wall_limit: inv.limits.wall_time,
+            cpu_limit: inv.limits.cpu_time,
+            output_limit: inv.limits.output_bytes,
+            started,
+            redactor: crate::redactor(inv),
+            leases: crate::lease_watch(inv),
+            egress: None,
+        });
+        let runsc_status = sys::waitpid(runsc_pid, 0).map(|(_, st)| st).ok();
+        match std::fs::read_to_string(run.0.join("status").join(STATUS_FILE))
+            .ok()
+            .and_then(|t| gvisor_init::parse_status(&t))
+        {
+            Some(Ending::Waited(st)) => observed.program = Some((st, 0, 0)),
+            Some(Ending::Exec(errno)) => {
+                observed.program = Some((127 << 8, 0, 0));
+                observed.exec_errno = Some(errno);
+            }
+            Some(Ending::Setup(why)) => {
+                observed.setup_error = Some(format!("the sandbox's init: {why}"))
+            }
+            None => {
+                if observed.setup_error.is_none() && observed.stop.is_none() {
+                    observed.setup_error = Some(runsc_failure(runsc_status, &log));
+                }
+            }
+        }
+        let counters = group.limit_counters();
+        let oom = counters.oom_kills > 0;
+        let (mut status, mut exit_code, signal) = classify(&observed, oom);
+        let cpu_ms = group.cpu_usage_ns().map_or(0, |ns| ns / 1_000_000);
+        let peak_memory_bytes = group.peak_memory_bytes().unwrap_or(0);
+        remove_group(&*group);
+        let mut error = observed.setup_error.clone();
+        if let Some(errno) = observed.exec_errno {
+            let err = std::io::Error::from_raw_os_error(errno);
+            status = Status::Error;
+            exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
+            let shown = program.escape_debug();
+            error = Some(if errno == libc::ENOENT && program.contains('/') {
+                format!("{shown}: no such file in the sandbox (it shows /usr, /bin, /lib*, /tmp and granted paths; grant its directory with --allow fs:read:DIR)")
+            } else if errno == libc::ENOENT {
+                format!("{shown}: command not found in the sandbox (PATH={path})")
+            } else {
+                format!("{shown}: cannot execute: {err}")
+            });
+        }
+        if status == Status::Error && error.is_none() {
+            error = Some(match observed.stop {
+                Some(crate::supervisor::StopCause::Interrupted(sig)) => {
+                    format!("interrupted by signal {sig}")
+                }
+                Some(crate::supervisor::StopCause::LeaseEnded) => observed
+                    .lease_ended
+                    .clone()
+                    .unwrap_or_else(|| "stopped: a secret's lease ended".into()),
+                _ => "the sandbox ended before the program finished".into(),
+            });
+        }
+        let mut warnings = vec![format!(
+            "gvisor: the memory limit ({}) bounds the whole sandbox, gVisor's own kernel (the Sentry) and file server included",
+            warden_core::human_bytes(inv.limits.memory_bytes)
+        )];
+        warnings.extend(grant_warnings);
+        for (stream, lost) in ["stdout", "stderr"].iter().zip(observed.undelivered) {
+            if lost > 0 {
+                warnings.push(format!(
+                    "{lost} bytes of the program's {stream} were not delivered: the caller closed it or did not read it"
+                ));
+            }
+        }
+        let program_signal = observed
+            .program
+            .and_then(|(st, _, _)| libc::WIFSIGNALED(st).then(|| libc::WTERMSIG(st)));
+        let limits_reached = crate::reached::limits_reached(&crate::reached::Seen {
+            limits: &inv.limits,
+            status,
+            stopped: observed.stop.is_some() || exit_code.is_none() && signal.is_some(),
+            program_oom_killed: oom && program_signal == Some(libc::SIGKILL),
+            counters: Some(crate::cgroup::LimitCounters {
+                // The host group's pids bound is the sandbox's, not the program's.
+                forks_refused: 0,
+                ..counters
+            }),
+            found: None,
+            output_written: observed.output_written,
+            output_kept: observed.stdout_bytes + observed.stderr_bytes,
+            truncated: observed.truncated,
+        });
+        Ok(Outcome {
+            status,
+            exit_code,
+            signal,
+            wall_ms: observed.wall.as_millis() as u64,
+            cpu_ms,
+            peak_memory_bytes,
+            stdout_bytes: observed.stdout_bytes,
+            stderr_bytes: observed.stderr_bytes,
+            truncated: observed.truncated,
+            violations: Vec::new(),
+            enforcement: std::borrow::Cow::Owned(enforcement(self.cgroups.mechanism(), inv)),
+            warnings,
+            error,
+            fuel_consumed: None,
+            instantiate_us: None,
+            logs: Vec::new(),
+            logs_truncated: false,
+            limits_reached,
+            discarded: None,
+            streams: Some(crate::stream_digests(&observed, stdin_hash.as_ref())),
+            module_digest: None,
+            connections: Vec::new(),
+        })
+    }
+}
+
+/// Which mechanism holds each limit under gVisor.
+fn enforcement(cgroup: &'static str, inv: &Invocation) -> EnforcementMap {
+    let mut m = EnforcementMap::new();
+    let sandbox = format!("{cgroup}_sandbox");
+    m.insert("wall_time".into(), "supervisor".into());
+    m.insert("output".into(), "supervisor".into());
+    m.insert("memory".into(), sandbox.clone().into());
+    m.insert("pids".into(), "gvisor_rlimit_nproc".into());
+    m.insert("file_size".into(), "gvisor_rlimit_fsize".into());
+    m.insert("open_files".into(), "gvisor_rlimit_nofile".into());
+    m.insert("tmpfs".into(), "gvisor_tmpfs_size".into());
+    m.insert("syscalls".into(), "gvisor_sentry".into());
+    if inv.limits.cpu_time.is_some() {
+        m.insert("cpu_time".into(), format!("{sandbox}_accounting").into());
+    }
+    if inv.limits.cpu_percent.is_some() {
+        m.insert("cpu_share".into(), sandbox.into());
+    }
+    m
+}
+
+/// Why runsc ended without the program's status: its exit status and the
+/// last message of its log.
+fn runsc_failure(status: Option<i32>, log: &Path) -> String {
+    let last = std::fs::read_to_string(log)
+        .ok()
+        .and_then(|text| {
+            // runsc logs JSON objects back to back; the last "msg" is the cause.
+            text.rsplit("\"msg\":\"")
+                .next()
+                .filter(|_| text.contains("\"msg\":\""))
+                .and_then(|rest| rest.split("\",\"").next())
+                .map(|m| m.replace("\\n", " ").replace("\\\"", "\""))
+        })
+        .unwrap_or_default();
+    let status = match status {
+        Some(st) if libc::WIFEXITED(st) => format!("exit status {}", libc::WEXITSTATUS(st)),
+        Some(st) if libc::WIFSIGNALED(st) => format!("signal {}", libc::WTERMSIG(st)),
+        _ => "unknown status".into(),
+    };
+    if last.is_empty() {
+        format!("runsc ended ({status}) before the program did")
+    } else {
+        format!("runsc ended ({status}) before the program did: {last}")
+    }
+}
