@@ -16,6 +16,8 @@ command -v ps >/dev/null 2>&1 && command -v top >/dev/null 2>&1 || need+=(procps
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v script >/dev/null 2>&1 || need+=(bsdutils)
+# The gVisor backend's tests run programs under runsc.
+[ -x /usr/bin/runsc ] || command -v runsc >/dev/null 2>&1 || need+=(runsc)
 # The signature tests check Warden's envelopes with OpenSSL, a verifier nobody here wrote.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 

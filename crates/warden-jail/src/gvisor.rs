@@ -421,9 +421,11 @@ impl GvisorBackend {
                     "inheritable": [], "ambient": []
                 },
                 "rlimits": [
-                    // Per user inside the Sentry: every process and thread
-                    // of the program (init is root, not counted).
-                    rlimit("RLIMIT_NPROC", u64::from(l.pids)),
+                    // Per user inside the Sentry, charged at fork to the
+                    // forking user: the program's first process is forked
+                    // by init (root), so the user's count is one short of
+                    // the program's processes.
+                    rlimit("RLIMIT_NPROC", u64::from(l.pids.saturating_sub(1))),
                     rlimit("RLIMIT_FSIZE", l.file_size_bytes),
                     rlimit("RLIMIT_NOFILE", l.open_files),
                     rlimit("RLIMIT_CORE", 0),
@@ -788,14 +790,20 @@ impl Backend for GvisorBackend {
             Some(Ending::Setup(why)) => {
                 observed.setup_error = Some(format!("the sandbox's init: {why}"))
             }
-            None => {
-                if observed.setup_error.is_none() && observed.stop.is_none() {
-                    observed.setup_error = Some(runsc_failure(runsc_status, &log));
-                }
-            }
+            None => {}
         }
         let counters = group.limit_counters();
         let oom = counters.oom_kills > 0;
+        // No ending from init: the sandbox went down with the program in
+        // it — under the OOM killer (a memory limit, said as such), or
+        // runsc failed.
+        if observed.program.is_none() && observed.setup_error.is_none() && observed.stop.is_none() {
+            if oom {
+                observed.program = Some((libc::SIGKILL, 0, 0));
+            } else {
+                observed.setup_error = Some(runsc_failure(runsc_status, &log));
+            }
+        }
         let (mut status, mut exit_code, signal) = classify(&observed, oom);
         let cpu_ms = group.cpu_usage_ns().map_or(0, |ns| ns / 1_000_000);
         let peak_memory_bytes = group.peak_memory_bytes().unwrap_or(0);

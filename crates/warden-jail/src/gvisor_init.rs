@@ -113,10 +113,11 @@ fn make_workdir(dir: &std::path::Path) -> std::io::Result<()> {
         return Ok(());
     }
     let mut made = std::path::PathBuf::from("/");
+    let mut created = Vec::new();
     for part in dir.components().skip(1) {
         made.push(part);
         match std::fs::create_dir(&made) {
-            Ok(()) => std::os::unix::fs::chown(&made, Some(SANDBOX_ID), Some(SANDBOX_ID))?,
+            Ok(()) => created.push(made.clone()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 return Err(std::io::Error::new(
@@ -125,6 +126,11 @@ fn make_workdir(dir: &std::path::Path) -> std::io::Result<()> {
                 ))
             }
         }
+    }
+    // Given away only once made: init has no CAP_DAC_OVERRIDE to write
+    // into a directory it no longer owns.
+    for dir in created {
+        std::os::unix::fs::chown(&dir, Some(SANDBOX_ID), Some(SANDBOX_ID))?;
     }
     Ok(())
 }
