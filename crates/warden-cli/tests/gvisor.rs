@@ -43,6 +43,29 @@ fn exit_statuses_signals_and_errors_are_the_jails() {
         .expect_status("error", "missing command");
     let error = out.report()["error"].as_str().unwrap_or("").to_owned();
     assert!(error.contains("command not found"), "{}", out.ctx());
+    // The same with the program as the sandbox's first process (a working
+    // directory the rootfs holds: no init goes first).
+    for workdir in ["/tmp", "/"] {
+        let out = gvisor(
+            &t,
+            &["--workdir", workdir, "--", "/bin/sh", "-c", "kill -9 $$"],
+        );
+        out.expect_code(137, "SIGKILL, direct")
+            .expect_status("signaled", "SIGKILL, direct");
+        let out = gvisor(
+            &t,
+            &["--workdir", workdir, "--", "/bin/sh", "-c", "pwd; exit 137"],
+        );
+        out.expect_code(137, "exit 137, direct")
+            .expect_status("exited", "exit 137, direct")
+            .expect_stdout_has(workdir, "working directory");
+        let out = gvisor(&t, &["--workdir", workdir, "--", "no-such-command"]);
+        out.expect_code(127, "missing command, direct")
+            .expect_status("error", "missing command, direct");
+        let out = gvisor(&t, &["--workdir", workdir, "--", "/etc/passwd"]);
+        out.expect_code(126, "not executable, direct")
+            .expect_status("error", "not executable, direct");
+    }
     // Standard input reaches the program; its output comes back.
     let out = t
         .run(["--backend", "gvisor", "--", "/bin/cat"])
@@ -217,7 +240,9 @@ print(json.dumps(out))
         "{}",
         out.ctx()
     );
-    assert_eq!(seen["init"], "/.warden/init", "{}", out.ctx());
+    // The program itself is PID 1 (Warden's init, when it went first to
+    // make the working directory, exec'd the program in its place).
+    assert_eq!(seen["init"], "python3", "{}", out.ctx());
     assert_eq!(seen["uid"], 1000, "{}", out.ctx());
     for cap in seen["caps"].as_array().unwrap() {
         assert_eq!(cap, "0000000000000000", "{}", out.ctx());

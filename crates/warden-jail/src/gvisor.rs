@@ -9,11 +9,13 @@
 //! and a shim process that joins the cgroup, enters a private mount
 //! namespace where each grant is attached from the descriptor Warden
 //! checked (a detached mount tree: no path is looked up again), puts the
-//! leased secrets on a tmpfs there, and execs runsc. runsc's PID 1 is
-//! Warden's own binary ([`crate::gvisor_init`]), which runs the program as
-//! the sandbox user and records how it ended. The jail's supervisor loop
-//! watches the run: output caps, redaction, wall and CPU time, leases,
-//! termination signals.
+//! leased secrets on a tmpfs there, and execs runsc. The program is the
+//! sandbox's first process, as the sandbox user with no capabilities and
+//! no_new_privs (Warden's binary goes first only to make a working
+//! directory under the sandbox's /tmp: [`crate::gvisor_init`]); how it
+//! ended is read from the Sentry's log. The jail's supervisor loop watches
+//! the run: output caps, redaction, wall and CPU time, leases, termination
+//! signals.
 
 use std::cell::Cell;
 use std::ffi::CString;
@@ -308,26 +310,32 @@ impl GvisorBackend {
             ],
             is_dir: true,
         });
-        // Warden's init and where it writes the program's ending.
-        let status = run.join("status");
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&status)
-            .map_err(io_setup("create the status directory"))?;
-        mounts.push(OciMount {
-            destination: INIT_PATH.into(),
-            kind: "bind",
-            source: self.init.clone(),
-            options: bind_ro(false),
-            is_dir: false,
-        });
-        mounts.push(OciMount {
-            destination: STATUS_DIR.into(),
-            kind: "bind",
-            source: status,
-            options: bind_ro(true),
-            is_dir: true,
-        });
+        // Warden's init, where it makes the working directory: under the
+        // sandbox's /tmp (a tmpfs the host cannot populate).
+        let with_init = inv.workdir.starts_with("/tmp") && inv.workdir != Path::new("/tmp");
+        if with_init {
+            let status = run.join("status");
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&status)
+                .map_err(io_setup("create the status directory"))?;
+            std::os::unix::fs::chown(&status, Some(SANDBOX_ID), Some(SANDBOX_ID))
+                .map_err(io_setup("give the status directory to the sandbox user"))?;
+            mounts.push(OciMount {
+                destination: INIT_PATH.into(),
+                kind: "bind",
+                source: self.init.clone(),
+                options: bind_ro(false),
+                is_dir: false,
+            });
+            mounts.push(OciMount {
+                destination: STATUS_DIR.into(),
+                kind: "bind",
+                source: status,
+                options: bind_ro(true),
+                is_dir: true,
+            });
+        }
         // Grants, parents before children, from the trees attached in the
         // shim's namespace at run/mnt/N.
         let mut attach = Vec::new();
@@ -386,7 +394,8 @@ impl GvisorBackend {
                     .map_err(io_setup("create a mount point"))?;
             }
         }
-        if inv.workdir != Path::new("/") && !under_a_mount(&inv.workdir, &mounts) {
+        let is_a_mount = mounts.iter().any(|m| m.destination == inv.workdir);
+        if inv.workdir != Path::new("/") && !is_a_mount && !under_a_mount(&inv.workdir, &mounts) {
             let dir = rootfs.join(inv.workdir.strip_prefix("/").unwrap_or(&inv.workdir));
             std::fs::create_dir_all(&dir).map_err(io_setup("create the working directory"))?;
             std::os::unix::fs::chown(&dir, Some(SANDBOX_ID), Some(SANDBOX_ID))
@@ -395,37 +404,43 @@ impl GvisorBackend {
 
         let l = &inv.limits;
         let rlimit = |kind: &str, value: u64| json!({"type": kind, "hard": value, "soft": value});
-        let mut args: Vec<String> = vec![
-            INIT_PATH.into(),
-            INIT_FLAG.into(),
-            inv.workdir.display().to_string(),
-            path.to_string(),
-        ];
+        let mut args: Vec<String> = Vec::new();
+        if with_init {
+            args.extend([
+                INIT_PATH.to_string(),
+                INIT_FLAG.to_string(),
+                inv.workdir.display().to_string(),
+                path.to_string(),
+            ]);
+        }
         args.extend(inv.argv.iter().cloned());
+        let cwd = if with_init {
+            PathBuf::from("/")
+        } else {
+            inv.workdir.clone()
+        };
         let env: Vec<String> = env
             .iter()
             .map(|e| String::from_utf8_lossy(e).into_owned())
             .collect();
-        let caps = ["CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_CHOWN"];
+        let none: [&str; 0] = [];
         let config = json!({
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": false,
-                "user": {"uid": 0, "gid": 0},
+                "user": {"uid": SANDBOX_ID, "gid": SANDBOX_ID},
                 "args": args,
                 "env": env,
-                "cwd": "/",
+                "cwd": cwd,
                 "noNewPrivileges": true,
                 "capabilities": {
-                    "bounding": caps, "effective": caps, "permitted": caps,
-                    "inheritable": [], "ambient": []
+                    "bounding": none, "effective": none, "permitted": none,
+                    "inheritable": none, "ambient": none
                 },
                 "rlimits": [
-                    // Per user inside the Sentry, charged at fork to the
-                    // forking user: the program's first process is forked
-                    // by init (root), so the user's count is one short of
-                    // the program's processes.
-                    rlimit("RLIMIT_NPROC", u64::from(l.pids.saturating_sub(1))),
+                    // Per user inside the Sentry: every process of the
+                    // program, the first one included.
+                    rlimit("RLIMIT_NPROC", u64::from(l.pids)),
                     rlimit("RLIMIT_FSIZE", l.file_size_bytes),
                     rlimit("RLIMIT_NOFILE", l.open_files),
                     rlimit("RLIMIT_CORE", 0),
@@ -696,12 +711,17 @@ impl Backend for GvisorBackend {
         };
         let state = run.0.join("state");
         let log = run.0.join("runsc.log");
+        let boot_log = run.0.join("boot.log");
+        let mut boot_log_flag = b"--debug-log=".to_vec();
+        boot_log_flag.extend_from_slice(boot_log.as_os_str().as_bytes());
         let argv: Vec<CString> = [
             self.runsc.as_os_str().as_bytes(),
             b"--root",
             state.as_os_str().as_bytes(),
             b"--log",
             log.as_os_str().as_bytes(),
+            &boot_log_flag,
+            b"--debug-command=boot",
             b"--network=none",
             format!("--platform={}", self.platform).as_bytes(),
             b"--ignore-cgroups",
@@ -778,19 +798,30 @@ impl Backend for GvisorBackend {
             egress: None,
         });
         let runsc_status = sys::waitpid(runsc_pid, 0).map(|(_, st)| st).ok();
-        match std::fs::read_to_string(run.0.join("status").join(STATUS_FILE))
+        let sentry_status = std::fs::read_to_string(&boot_log)
             .ok()
-            .and_then(|t| gvisor_init::parse_status(&t))
-        {
-            Some(Ending::Waited(st)) => observed.program = Some((st, 0, 0)),
-            Some(Ending::Exec(errno)) => {
-                observed.program = Some((127 << 8, 0, 0));
+            .and_then(|t| gvisor_init::parse_boot_log(&t));
+        let init_said = std::fs::read_to_string(run.0.join("status").join(STATUS_FILE))
+            .ok()
+            .and_then(|t| gvisor_init::parse_status(&t));
+        match (sentry_status, init_said) {
+            // Init's record counts only where the Sentry agrees that it
+            // ended as init does after a failed exec (127) or set-up (125).
+            (Some(st), Some(Ending::Exec(errno))) if st == 127 << 8 => {
+                observed.program = Some((st, 0, 0));
                 observed.exec_errno = Some(errno);
             }
-            Some(Ending::Setup(why)) => {
-                observed.setup_error = Some(format!("the sandbox's init: {why}"))
+            (Some(st), Some(Ending::Setup(why))) if st == 125 << 8 => {
+                observed.setup_error = Some(format!("the sandbox's init: {why}"));
             }
-            None => {}
+            (Some(st), _) => observed.program = Some((st, 0, 0)),
+            // runsc refused to start the program: its own error says why.
+            (None, _) => {
+                if let Some(errno) = runsc_exec_error(&log) {
+                    observed.program = Some((127 << 8, 0, 0));
+                    observed.exec_errno = Some(errno);
+                }
+            }
         }
         let counters = group.limit_counters();
         let oom = counters.oom_kills > 0;
@@ -910,6 +941,26 @@ fn enforcement(cgroup: &'static str, inv: &Invocation) -> EnforcementMap {
         m.insert("cpu_share".into(), sandbox.into());
     }
     m
+}
+
+/// The errno of runsc's failure to start the program, from its log: the
+/// Sentry looks the program up itself (no init in between).
+fn runsc_exec_error(log: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(log).ok()?;
+    if text.contains("error finding executable") {
+        return Some(libc::ENOENT);
+    }
+    let load = text.split("failed to load ").nth(1)?;
+    let cause = load.split('"').next().unwrap_or(load);
+    Some(if cause.contains("no such file or directory") {
+        libc::ENOENT
+    } else if cause.contains("permission denied") {
+        libc::EACCES
+    } else if cause.contains("exec format error") {
+        libc::ENOEXEC
+    } else {
+        return None;
+    })
 }
 
 /// Why runsc ended without the program's status: its exit status and the
