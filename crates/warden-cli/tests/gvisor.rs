@@ -382,3 +382,90 @@ fn a_gvisor_run_leaves_its_ledger_entry_and_no_run_directory() {
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn a_leased_secret_is_a_memory_file_in_gvisor_and_redacted_outside() {
+    const VALUE: &str = "gvisor-Very/Secret+Value";
+    let t = TempDir::new("gvisor-secret");
+    let state = t.root.join("state").display().to_string();
+    t.raw(["secret", "put", "api-token"])
+        .env("WARDEN_STATE", &state)
+        .stdin(VALUE)
+        .go()
+        .expect_code(0, "put");
+    let script = r#"
+import os
+v = open('/run/secrets/api-token').read()
+st = os.stat('/run/secrets/api-token')
+print('mode', oct(st.st_mode & 0o777), 'uid', st.st_uid, 'len', len(v))
+print('exact', v)
+print('env', os.environ.get('SECRET_API_TOKEN'))
+try:
+    open('/run/secrets/api-token', 'w').write('x'); print('WROTE')
+except OSError as e:
+    print('readonly', e.errno)
+"#;
+    let out = t
+        .run([
+            "--backend",
+            "gvisor",
+            "--allow",
+            "secret:api-token:env",
+            "--",
+            "python3",
+            "-c",
+            script,
+        ])
+        .env("WARDEN_STATE", &state)
+        .go();
+    out.expect_ok("secret under gvisor")
+        .expect_stdout_has("mode 0o400 uid 1000 len 24", "secret file")
+        .expect_stdout_has("exact [REDACTED:api-token]", "redacted read")
+        .expect_stdout_has("env [REDACTED:api-token]", "redacted env")
+        .expect_stdout_has("readonly", "read-only secret")
+        .expect_stdout_lacks(VALUE, "the value itself");
+    assert!(!out.report_text.clone().unwrap_or_default().contains(VALUE));
+}
+
+#[test]
+fn a_processor_runs_under_gvisor_when_the_policy_asks_strong_isolation() {
+    let t = TempDir::new("gvisor-processor");
+    let state = t.root.join("state").display().to_string();
+    let dir = t.mkdir("hello");
+    std::fs::write(
+        dir.join("processor.yaml"),
+        "name: hello\nversion: 1.0.0\nkind: script\nlanguage: sh\nentry: main.sh\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("main.sh"), "echo \"kernel $(uname -r) from $0\"\n").unwrap();
+    let policy = t.write_root("strong.yaml", "grants: []\nisolation: strong\n");
+    t.raw([
+        "--state",
+        &state,
+        "processor",
+        "add",
+        &dir.display().to_string(),
+    ])
+    .go()
+    .expect_code(0, "processor add");
+    let report = t.root.join("invoke.json").display().to_string();
+    let out = t
+        .raw([
+            "--state",
+            &state,
+            "invoke",
+            "hello@1.0.0",
+            "--policy",
+            &policy.display().to_string(),
+            "--report",
+            &report,
+        ])
+        .go();
+    let host_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    out.expect_code(0, "invoke under strong isolation")
+        .expect_stdout_has("from /processor/main.sh", "the processor's code")
+        .expect_stdout_lacks(host_release.trim(), "the host's kernel");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["backend"], "gvisor", "{}", out.ctx());
+}
