@@ -101,11 +101,39 @@ fn a_request_the_backend_cannot_honour_is_refused_naming_the_conflict() {
     );
     let out = warden(
         &dir,
-        &["run", "--explain", "--backend", "gvisor", "--", "true"],
+        &["run", "--explain", "--backend", "firecracker", "--", "true"],
     );
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("gvisor"),
+        String::from_utf8_lossy(&out.stderr).contains("firecracker"),
+        "{out:?}"
+    );
+    // gVisor takes native code, never a fuel budget.
+    let out = warden(
+        &dir,
+        &["run", "--explain", "--backend", "gvisor", "--", "true"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        field(&String::from_utf8_lossy(&out.stdout), "backend"),
+        "gvisor"
+    );
+    let out = warden(
+        &dir,
+        &[
+            "run",
+            "--explain",
+            "--backend",
+            "gvisor",
+            "--fuel",
+            "10",
+            "--",
+            "true",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--fuel"),
         "{out:?}"
     );
 }
