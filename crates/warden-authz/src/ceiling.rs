@@ -55,6 +55,13 @@ pub fn covering_keys(cap: &Capability) -> Vec<String> {
                 keys.push(format!("net:http:{h}"));
             }
         }
+        // Within a ceiling of net:https or of net:http (which covers it).
+        Capability::NetHttps(host) => {
+            for h in host_keys(host) {
+                keys.push(format!("net:https:{h}"));
+                keys.push(format!("net:http:{h}"));
+            }
+        }
         Capability::NetConnect { host, port } | Capability::NetConnectUdp { host, port } => {
             let ports: &[PortPattern] = match port {
                 PortPattern::Port(_) => &[*port, PortPattern::Any],

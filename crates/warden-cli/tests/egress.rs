@@ -981,3 +981,269 @@ fn a_wasm_guests_http_requests_go_through_the_same_egress() {
         assert_eq!(metadata_hits.load(Ordering::SeqCst), 0, "metadata reached");
     })
 }
+
+/// A keep-alive HTTP/1.1 server on `addr:80` that answers each request
+/// with the Host header it got and the body length it read, and records
+/// every request line it saw.
+fn host_echo_server(addr: &str) -> Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader};
+    let listener = TcpListener::bind((addr, 80)).unwrap_or_else(|e| panic!("bind {addr}:80: {e}"));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let (mut host, mut length) = (String::new(), 0usize);
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("host:") {
+                            host = v.trim().to_string();
+                        }
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    let _ = reader.read_exact(&mut body);
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{} {host}", request.trim()));
+                    let reply = format!("host={host} body={length}");
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                }
+            });
+        }
+    });
+    seen
+}
+
+/// `openssl s_server` on `addr:443` with a fresh self-signed certificate
+/// for api.example; killed on drop (and its certificate's directory
+/// removed with it).
+struct TlsServer {
+    child: std::process::Child,
+    _cert_dir: TempDir,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_server(addr: &str) -> TlsServer {
+    let dir = TempDir::new("egress-tls-cert");
+    let (cert, key) = (dir.root.join("cert.pem"), dir.root.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=api.example",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl req");
+    assert!(made.status.success(), "{made:?}");
+    let child = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("{addr}:443"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start openssl s_server");
+    // Listening once a TCP connect succeeds.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect((addr, 443)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    TlsServer {
+        child,
+        _cert_dir: dir,
+    }
+}
+
+/// `net:http:HOST` and `net:https:HOST`: the supervisor's proxy carries a
+/// request only when its Host header (each request on a kept-alive
+/// connection) or its TLS server name names the granted host at the
+/// address it was pinned to; another Host, an absolute URL for another
+/// host, or another server name closes the connection, and the report's
+/// entry for it says why (a net violation). Other ports stay closed.
+#[test]
+fn http_and_https_grants_are_checked_by_host_header_and_server_name() {
+    in_private_net(|| {
+        let seen = host_echo_server(PUBLIC);
+        let _tls = tls_server(PUBLIC);
+        let dir = TempDir::new("egress-http");
+        let script = r#"
+import http.client, socket, ssl, sys
+def attempt(label, f):
+    try:
+        print(label, "ok", f())
+    except Exception as e:
+        print(label, "err", type(e).__name__)
+c = http.client.HTTPConnection("api.example", 80, timeout=10)
+def get(host=None, path="/", body=None):
+    c.putrequest("POST" if body else "GET", path, skip_host=host is not None)
+    if host is not None:
+        c.putheader("Host", host)
+    if body:
+        c.putheader("Content-Length", str(len(body)))
+    c.endheaders(body.encode() if body else None)
+    return c.getresponse().read().decode()
+attempt("first", get)
+attempt("second", lambda: get(body="twelve bytes"))
+attempt("other-host", lambda: get(host="other.example"))
+c = http.client.HTTPConnection("api.example", 80, timeout=10)
+attempt("absolute", lambda: get(host="api.example", path="http://other.example/x"))
+def tls(name):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(socket.create_connection(("api.example", 443), timeout=10), server_hostname=name)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return "tls-" + str(b"HTTP/1.0 200" in data)
+attempt("tls-granted", lambda: tls("api.example"))
+attempt("tls-other", lambda: tls("evil.example"))
+attempt("port-22", lambda: socket.create_connection(("api.example", 22), timeout=5) and "connected")
+"#;
+        let out = run(
+            &dir,
+            &format!("{PUBLIC} api.example other.example\n"),
+            &["net:http:api.example".into()],
+            script,
+            &[],
+        );
+        let ctx = format!("{}\n{}\n{}", out.stdout, out.stderr, out.report);
+        assert_eq!(
+            line_for(&out.stdout, "first"),
+            "first ok host=api.example body=0",
+            "{ctx}"
+        );
+        assert_eq!(
+            line_for(&out.stdout, "second"),
+            "second ok host=api.example body=12",
+            "{ctx}"
+        );
+        assert!(
+            line_for(&out.stdout, "other-host").contains(" err "),
+            "{ctx}"
+        );
+        assert!(line_for(&out.stdout, "absolute").contains(" err "), "{ctx}");
+        assert_eq!(
+            line_for(&out.stdout, "tls-granted"),
+            "tls-granted ok tls-True",
+            "{ctx}"
+        );
+        assert!(
+            line_for(&out.stdout, "tls-other").contains(" err "),
+            "{ctx}"
+        );
+        assert!(line_for(&out.stdout, "port-22").contains(" err "), "{ctx}");
+        // The server saw the granted requests only.
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}\n{ctx}");
+        assert!(seen.iter().all(|l| l.ends_with(" api.example")), "{seen:?}");
+        assert_eq!(out.report["status"], "violation", "{ctx}");
+        let conns = connections(&out.report);
+        let reasons: Vec<String> = conns
+            .iter()
+            .filter(|c| c["allowed"] == false)
+            .map(|c| c["reason"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("Host other.example is not granted")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("request for other.example")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("TLS server name evil.example is not granted")),
+            "{reasons:?}"
+        );
+        assert!(
+            conns
+                .iter()
+                .any(|c| c["port"] == 22 && c["allowed"] == false),
+            "{conns:?}"
+        );
+        let granted = conns
+            .iter()
+            .filter(|c| c["allowed"] == true)
+            .map(|c| c["grant"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>();
+        assert!(
+            granted.iter().all(|g| *g == "net:http:api.example"),
+            "{granted:?}"
+        );
+        // net:https opens TLS only: port 80 stays closed.
+        let only_tls = run(
+            &dir,
+            &format!("{PUBLIC} api.example\n"),
+            &["net:https:api.example".into()],
+            r#"
+import socket
+try:
+    socket.create_connection(("api.example", 80), timeout=5); print("http connected")
+except OSError:
+    print("http refused")
+"#,
+            &[],
+        );
+        assert!(
+            only_tls.stdout.contains("http refused"),
+            "{}",
+            only_tls.stdout
+        );
+    });
+}

@@ -27,10 +27,17 @@ pub use dns::Query as DnsQuery;
 pub use names::{Reachable, RunNames, Unreachable};
 
 pub use plan::{
-    EgressError, EgressPlan, HostsFile, Pinned, Resolve, SystemResolver, Verdict, HOSTS_ENV,
+    EgressError, EgressPlan, HostsFile, Pinned, Proxy, Resolve, SystemResolver, Verdict, HOSTS_ENV,
 };
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A name from the network (a Host header, a TLS server name) fit for a
+/// report: printable, and cut at 255 bytes.
+pub fn printable_host(name: &str) -> String {
+    let cut: String = name.chars().take(255).collect();
+    cut.escape_debug().to_string()
+}
 
 /// What an address is, for egress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -121,11 +121,23 @@ pub struct Pinned {
     pub addrs: Vec<IpAddr>,
 }
 
+/// How a connection a `net:http`/`net:https` grant opens is carried: by
+/// the supervisor's proxy, which checks the name the program asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxy {
+    /// HTTP/1.x: every request's Host header (port 80).
+    Http,
+    /// TLS: the ClientHello's server name (port 443).
+    Tls,
+}
+
 #[derive(Debug, Clone)]
 struct Rule {
     host: HostPattern,
     port: PortPattern,
     udp: bool,
+    /// `Some` for the rules of `net:http`/`net:https` grants.
+    proxy: Option<Proxy>,
     /// The grant as written, for the report.
     grant: String,
 }
@@ -134,8 +146,13 @@ struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Allowed by `grant`; `name` is the granted name the address was
-    /// pinned for (none for an address literal or `*`).
-    Allowed { grant: String, name: Option<String> },
+    /// pinned for (none for an address literal or `*`); `proxy` when the
+    /// grant is `net:http`/`net:https` (see [`EgressPlan::decide_host`]).
+    Allowed {
+        grant: String,
+        name: Option<String>,
+        proxy: Option<Proxy>,
+    },
     /// Refused, with a one-line reason.
     Refused(String),
 }
@@ -164,17 +181,32 @@ impl EgressPlan {
     ) -> Option<EgressPlan> {
         let mut plan = EgressPlan::default();
         for cap in capabilities {
-            let (host, port, udp) = match cap {
-                Capability::NetConnect { host, port } => (host, port, false),
-                Capability::NetConnectUdp { host, port } => (host, port, true),
+            let rules: &[(PortPattern, bool, Option<Proxy>)] = match cap {
+                Capability::NetConnect { port, .. } => &[(*port, false, None)],
+                Capability::NetConnectUdp { port, .. } => &[(*port, true, None)],
+                Capability::NetHttp(_) => &[
+                    (PortPattern::Port(80), false, Some(Proxy::Http)),
+                    (PortPattern::Port(443), false, Some(Proxy::Tls)),
+                ],
+                Capability::NetHttps(_) => &[(PortPattern::Port(443), false, Some(Proxy::Tls))],
                 _ => continue,
             };
-            plan.rules.push(Rule {
-                host: host.clone(),
-                port: *port,
-                udp,
-                grant: cap.to_string(),
-            });
+            let host = match cap {
+                Capability::NetConnect { host, .. }
+                | Capability::NetConnectUdp { host, .. }
+                | Capability::NetHttp(host)
+                | Capability::NetHttps(host) => host,
+                _ => continue,
+            };
+            for &(port, udp, proxy) in rules {
+                plan.rules.push(Rule {
+                    host: host.clone(),
+                    port,
+                    udp,
+                    proxy,
+                    grant: cap.to_string(),
+                });
+            }
         }
         if plan.rules.is_empty() {
             return None;
@@ -270,7 +302,10 @@ impl EgressPlan {
     pub fn decide_proto(&self, ip: IpAddr, port: u16, udp: bool) -> Verdict {
         let ip = canonical(ip);
         let mut class_refusal = None;
-        for rule in self.rules.iter().filter(|r| r.udp == udp) {
+        // A plain net:connect grant first: it needs no proxy.
+        let plain = self.rules.iter().filter(|r| r.proxy.is_none());
+        let proxied = self.rules.iter().filter(|r| r.proxy.is_some());
+        for rule in plain.chain(proxied).filter(|r| r.udp == udp) {
             let port_ok = match rule.port {
                 PortPattern::Any => true,
                 PortPattern::Port(p) => p == port,
@@ -306,6 +341,7 @@ impl EgressPlan {
                     return Verdict::Allowed {
                         grant: rule.grant.clone(),
                         name,
+                        proxy: rule.proxy,
                     }
                 }
                 Err(class) => class_refusal.get_or_insert((class, rule.grant.clone())),
@@ -326,6 +362,90 @@ impl EgressPlan {
             None => format!("no net:connect grant covers {shown}"),
         })
     }
+}
+
+impl EgressPlan {
+    /// Whether the proxy may carry a request for `host` (a Host header or
+    /// a TLS server name, as the program sent it) over a connection to
+    /// `ip`: a `net:http`/`net:https` grant of that kind must name the
+    /// host, and `ip` must be an address pinned for it in this run — so a
+    /// granted address cannot be used to reach another name it serves.
+    /// Returns the deciding grant, or why not.
+    pub fn decide_host(&self, host: &str, ip: IpAddr, proxy: Proxy) -> Result<String, String> {
+        let ip = canonical(ip);
+        let host = normal_host(host, proxy);
+        let what = match proxy {
+            Proxy::Http => "Host",
+            Proxy::Tls => "TLS server name",
+        };
+        let Some(host) = host else {
+            return Err(format!("{what} is missing or malformed"));
+        };
+        for rule in self.rules.iter().filter(|r| r.proxy == Some(proxy)) {
+            let ok = match &rule.host {
+                HostPattern::Name(n) => {
+                    *n == host
+                        && self
+                            .pinned
+                            .iter()
+                            .any(|p| p.name == host && p.addrs.contains(&ip))
+                }
+                HostPattern::Suffix(_) => {
+                    rule.host.covers(&HostPattern::Name(host.clone()))
+                        && self
+                            .resolved_later()
+                            .iter()
+                            .any(|p| p.name == host && p.addrs.contains(&ip))
+                }
+                HostPattern::Any => true,
+                HostPattern::Ip(a) => {
+                    host.parse::<IpAddr>()
+                        .is_ok_and(|h| canonical(h) == canonical(*a))
+                        && canonical(*a) == ip
+                }
+            };
+            if ok {
+                return Ok(rule.grant.clone());
+            }
+        }
+        Err(format!(
+            "{what} {} is not granted for {ip} ({})",
+            crate::printable_host(&host),
+            match proxy {
+                Proxy::Http => "net:http",
+                Proxy::Tls => "net:http or net:https",
+            }
+        ))
+    }
+}
+
+/// `host` as a grant names it: lower case, no trailing dot, no port (an
+/// HTTP Host may carry one: it must be the proxied port's default or
+/// absent), IPv6 without brackets. `None` when it is not a host.
+fn normal_host(host: &str, proxy: Proxy) -> Option<String> {
+    let host = host.trim();
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']')?;
+        (inner, after.strip_prefix(':'))
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) if !n.contains(':') => (n, Some(p)),
+            _ => (host, None),
+        }
+    };
+    if let Some(port) = port {
+        let default = if proxy == Proxy::Http { "80" } else { "443" };
+        if port != default {
+            return None;
+        }
+    }
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_'));
+    valid.then_some(name)
 }
 
 /// An address and port as written in a capability (`[::1]:80`).
@@ -494,5 +614,65 @@ mod tests {
     fn a_hosts_file_with_a_bad_line_names_it() {
         assert_eq!(HostsFile::parse("1.2.3.4 a\nnope b\n").unwrap_err().0, 2);
         assert_eq!(HostsFile::parse("1.2.3.4\n").unwrap_err().0, 1);
+    }
+
+    #[test]
+    fn http_grants_open_their_names_ports_through_the_proxy_only_for_that_name() {
+        let plan = EgressPlan::from_capabilities(
+            &caps(&[
+                "net:http:api.example",
+                "net:https:intranet.example",
+                "net:https:10.0.0.7",
+                "net:connect:api2.example:8080",
+            ]),
+            &hosts(),
+        )
+        .unwrap();
+        let proxied = |addr: &str, port| match plan.decide(ip(addr), port) {
+            Verdict::Allowed { proxy, .. } => proxy,
+            Verdict::Refused(why) => panic!("{addr}:{port} refused: {why}"),
+        };
+        assert_eq!(proxied("11.22.33.44", 80), Some(Proxy::Http));
+        assert_eq!(proxied("11.22.33.44", 443), Some(Proxy::Tls));
+        // A plain grant wins where both cover the address.
+        assert_eq!(proxied("11.22.33.44", 8080), None);
+        // A private address only through a grant naming the address
+        // (intranet.example resolves to it, and is not kept); TLS only.
+        assert_eq!(proxied("10.0.0.7", 443), Some(Proxy::Tls));
+        assert!(matches!(
+            plan.decide(ip("10.0.0.7"), 80),
+            Verdict::Refused(_)
+        ));
+        assert!(matches!(
+            plan.decide(ip("11.22.33.44"), 22),
+            Verdict::Refused(_)
+        ));
+
+        let a = ip("11.22.33.44");
+        assert!(plan.decide_host("api.example", a, Proxy::Http).is_ok());
+        assert!(plan.decide_host("API.Example.:80", a, Proxy::Http).is_ok());
+        assert!(plan.decide_host("api.example", a, Proxy::Tls).is_ok());
+        // api2.example shares the address but is granted net:connect only.
+        let why = plan
+            .decide_host("api2.example", a, Proxy::Http)
+            .unwrap_err();
+        assert!(why.contains("Host api2.example is not granted"), "{why}");
+        assert!(plan
+            .decide_host("api.example:8080", a, Proxy::Http)
+            .is_err());
+        assert!(plan.decide_host("", a, Proxy::Http).is_err());
+        assert!(plan.decide_host("evil.example", a, Proxy::Tls).is_err());
+        // A granted name over another name's address is refused.
+        assert!(plan.decide_host("intranet.example", a, Proxy::Tls).is_err());
+        assert!(plan
+            .decide_host("intranet.example", ip("10.0.0.7"), Proxy::Tls)
+            .is_err());
+        assert!(plan
+            .decide_host("10.0.0.7", ip("10.0.0.7"), Proxy::Tls)
+            .is_ok());
+        // net:https does not open plain HTTP.
+        assert!(plan
+            .decide_host("10.0.0.7", ip("10.0.0.7"), Proxy::Http)
+            .is_err());
     }
 }

@@ -91,6 +91,8 @@ pub(crate) struct Egress {
     own_netns: Option<u64>,
     /// Pathname AF_UNIX connects refused.
     unix_refused: Vec<String>,
+    /// The proxy of `net:http`/`net:https` connections, made at the first.
+    proxy: Option<crate::proxy::Hub>,
 }
 
 /// The DNS stub of a run: a UDP socket of the supervisor's on the host's
@@ -194,6 +196,7 @@ impl Egress {
                 .ok()
                 .and_then(|s| sys::netns_cookie(s.as_raw_fd()).ok()),
             unix_refused: Vec::new(),
+            proxy: None,
         }
     }
 
@@ -315,7 +318,7 @@ impl Egress {
                 record.reason = Some(why);
                 let _ = sys::notify::deny(listener, n.id, libc::EPERM);
             }
-            Verdict::Allowed { grant, name } => {
+            Verdict::Allowed { grant, name, proxy } => {
                 record.allowed = true;
                 record.grant = Some(grant);
                 record.name = name;
@@ -323,7 +326,8 @@ impl Egress {
                     .saturating_duration_since(Instant::now())
                     .min(CONNECT_TIMEOUT)
                     .max(Duration::from_millis(1));
-                match self.connect_for(listener, n, pid, fd, &theirs, dest, timeout, proto) {
+                let via = proxy.map(|kind| (kind, self.connections.len()));
+                match self.connect_for(listener, n, pid, fd, &theirs, dest, timeout, proto, via) {
                     Ok(ours) => {
                         self.made += 1;
                         // Datagrams are not counted (no tcp_info).
@@ -356,7 +360,7 @@ impl Egress {
     /// Returns the supervisor's copy of the socket.
     #[allow(clippy::too_many_arguments)]
     fn connect_for(
-        &self,
+        &mut self,
         listener: RawFd,
         n: &Notif,
         pid: libc::pid_t,
@@ -365,6 +369,7 @@ impl Egress {
         dest: SocketAddr,
         timeout: Duration,
         proto: &str,
+        via: Option<(warden_egress::Proxy, usize)>,
     ) -> std::io::Result<OwnedFd> {
         let their_fd = theirs.as_raw_fd();
         let domain = sys::socket_option(their_fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
@@ -388,6 +393,18 @@ impl Egress {
             let socket = UdpSocket::bind(local)?;
             socket.connect(target)?;
             OwnedFd::from(socket)
+        } else if let Some((kind, record)) = via {
+            // The real connection is the proxy's; the program gets one end
+            // of a loopback connection whose other end the proxy reads.
+            let upstream = TcpStream::connect_timeout(&dest, timeout)?;
+            if self.proxy.is_none() {
+                self.proxy = Some(crate::proxy::Hub::new()?);
+            }
+            let hub = self
+                .proxy
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("no proxy"))?;
+            OwnedFd::from(hub.carry(upstream, dest.ip(), kind, self.plan.clone(), record)?)
         } else {
             OwnedFd::from(TcpStream::connect_timeout(&target, timeout)?)
         };
@@ -496,6 +513,16 @@ impl Egress {
         self.read_counters();
         for h in std::mem::take(&mut self.held) {
             self.release(h);
+        }
+        // What the proxy refused (a Host or server name not granted).
+        if let Some(hub) = &self.proxy {
+            let refusals = hub.refusals.lock().unwrap_or_else(|e| e.into_inner());
+            for (record, why) in refusals.iter() {
+                if let Some(c) = self.connections.get_mut(*record) {
+                    c.allowed = false;
+                    c.reason = Some(why.clone());
+                }
+            }
         }
     }
 

@@ -17,6 +17,7 @@ mod gvisor_init;
 mod gvisor_rootfs;
 mod idmap;
 mod mounts;
+mod proxy;
 mod reached;
 mod seccomp;
 mod supervisor;
@@ -124,8 +125,9 @@ fn check_supported(cap: &Capability) -> Result<(), BackendError> {
         // asking: granting them changes nothing.
         Capability::ClockRead | Capability::RandomRead => Ok(()),
         c if c.is_limit() => Ok(()),
-        // The supervisor makes the program's connections (see `egress`).
-        Capability::NetConnect { .. } => Ok(()),
+        // The supervisor makes the program's connections (see `egress`),
+        // through its proxy for net:http and net:https (see `proxy`).
+        Capability::NetConnect { .. } | Capability::NetHttp(_) | Capability::NetHttps(_) => Ok(()),
         // A handed-over UDP socket could still send to any address
         // (sendto overrides a datagram socket's peer): not until the
         // supervisor relays datagrams itself.

@@ -39,8 +39,11 @@ pub enum Capability {
         /// Which ports.
         port: PortPattern,
     },
-    /// `net:http:HOST` — make HTTP requests through the mediating proxy.
+    /// `net:http:HOST` — HTTP and HTTPS to HOST through the mediating
+    /// proxy (the Host header, or the TLS SNI, must name HOST).
     NetHttp(HostPattern),
+    /// `net:https:HOST` — HTTPS only (TLS whose SNI names HOST).
+    NetHttps(HostPattern),
     /// `env:NAME` — see the named environment variable.
     Env(String),
     /// `secret:NAME` — lease the named secret (a file in the sandbox).
@@ -288,6 +291,9 @@ impl FromStr for Capability {
                         }
                     },
                     "http" => Ok(Capability::NetHttp(
+                        parse_host(arg, false).map_err(malformed)?,
+                    )),
+                    "https" => Ok(Capability::NetHttps(
                         parse_host(arg, false).map_err(malformed)?,
                     )),
                     "limit" => {
@@ -667,7 +673,9 @@ impl Capability {
             | (C::NetConnectUdp { host: h1, port: p1 }, C::NetConnectUdp { host: h2, port: p2 }) => {
                 h1.covers(h2) && p1.covers(p2)
             }
-            (C::NetHttp(a), C::NetHttp(b)) => a.covers(b),
+            (C::NetHttp(a), C::NetHttp(b) | C::NetHttps(b)) | (C::NetHttps(a), C::NetHttps(b)) => {
+                a.covers(b)
+            }
             (C::Env(a), C::Env(b))
             | (C::Secret(a), C::Secret(b))
             | (C::SecretEnv(a), C::Secret(b) | C::SecretEnv(b))
@@ -752,6 +760,7 @@ impl fmt::Display for Capability {
                 write!(f, "net:connect:udp:{host}:{port}")
             }
             Capability::NetHttp(host) => write!(f, "net:http:{host}"),
+            Capability::NetHttps(host) => write!(f, "net:https:{host}"),
             Capability::Env(n) => write!(f, "env:{n}"),
             Capability::Secret(n) => write!(f, "secret:{n}"),
             Capability::SecretEnv(n) => write!(f, "secret:{n}:env"),

@@ -518,6 +518,9 @@ fn over_broad(capability: &Capability) -> Option<String> {
         Capability::NetHttp(HostPattern::Any) => {
             Some("allows HTTP requests to any host".to_owned())
         }
+        Capability::NetHttps(HostPattern::Any) => {
+            Some("allows HTTPS requests to any host".to_owned())
+        }
         Capability::KvWrite(ns) if ns == "*" => {
             Some("allows writing every key-value namespace of the tenant".to_owned())
         }
@@ -566,6 +569,12 @@ fn broader_candidates(capability: &Capability) -> Vec<Capability> {
         Capability::NetHttp(host) => broader_hosts(host)
             .into_iter()
             .map(Capability::NetHttp)
+            .collect(),
+        // Also under an http grant of the same or a broader host.
+        Capability::NetHttps(host) => broader_hosts(host)
+            .into_iter()
+            .flat_map(|h| [Capability::NetHttps(h.clone()), Capability::NetHttp(h)])
+            .chain(std::iter::once(Capability::NetHttp(host.clone())))
             .collect(),
         Capability::KvRead(ns) | Capability::KvWrite(ns) => [ns.as_str(), "*"]
             .into_iter()

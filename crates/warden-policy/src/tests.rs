@@ -1141,3 +1141,16 @@ fn isolation_parses_narrows_only_upward_and_enters_the_digest() {
         assert!(err.contains(want), "{source:?}: {err}");
     }
 }
+
+#[test]
+fn net_https_parses_and_net_http_covers_it() {
+    let https: Capability = "net:https:api.example.com".parse().unwrap();
+    assert_eq!(https.to_string(), "net:https:api.example.com");
+    let http: Capability = "net:http:api.example.com".parse().unwrap();
+    let any_https: Capability = "net:https:*".parse().unwrap();
+    assert!(http.subsumes(&https), "net:http covers https too");
+    assert!(!https.subsumes(&http), "net:https is TLS only");
+    assert!(any_https.subsumes(&https));
+    assert!(!any_https.subsumes(&http));
+    assert!("net:https:".parse::<Capability>().is_err());
+}

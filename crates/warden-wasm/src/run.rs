@@ -117,6 +117,7 @@ pub(crate) fn preopens(
             | Capability::KvRead(_)
             | Capability::KvWrite(_)
             | Capability::NetHttp(_)
+            | Capability::NetHttps(_)
             | Capability::ModuleCall(_) => continue,
             // Leased by the engine, read through the `secret` host
             // function (the lease is checked by `check_leases`).

@@ -220,7 +220,9 @@ fn url_host(url: &str) -> Result<Target, HostError> {
         .host()
         .filter(|h| !h.is_empty() && !h.contains('*'))
         .ok_or_else(|| HostError::Invalid(format!("URL {url:?} has no host")))?;
-    let needed: Capability = format!("net:http:{host}")
+    // An https URL is within net:https (or net:http, which covers it).
+    let scheme = if default_port == 443 { "https" } else { "http" };
+    let needed: Capability = format!("net:{scheme}:{host}")
         .parse()
         .map_err(|_| HostError::Invalid(format!("URL host {host:?} is not a valid host")))?;
     let port = uri.port_u16().unwrap_or(default_port);
@@ -281,7 +283,10 @@ pub(crate) async fn send(
     // A private address only through a grant that names it: an IP
     // literal granted as one (`*` does not name it).
     let named = state.grants.iter().any(|g| {
-        matches!(g, Capability::NetHttp(HostPattern::Ip(_))) && g.subsumes(&target.needed)
+        matches!(
+            g,
+            Capability::NetHttp(HostPattern::Ip(_)) | Capability::NetHttps(HostPattern::Ip(_))
+        ) && g.subsumes(&target.needed)
     });
     let method = req.method.to_ascii_uppercase();
     if !METHODS.contains(&method.as_str()) {
@@ -634,8 +639,13 @@ mod tests {
         );
         assert_eq!((t.host.as_str(), t.port), ("api.example.com", 8080));
         let t = url_host("https://127.0.0.1/").unwrap();
-        assert_eq!(t.needed.to_string(), "net:http:127.0.0.1");
+        assert_eq!(t.needed.to_string(), "net:https:127.0.0.1");
         assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 443));
+        // net:http covers an https URL; net:https does not cover http.
+        let http: Capability = "net:http:127.0.0.1".parse().unwrap();
+        let https: Capability = "net:https:127.0.0.1".parse().unwrap();
+        assert!(http.subsumes(&t.needed) && https.subsumes(&t.needed));
+        assert!(!https.subsumes(&url_host("http://127.0.0.1/").unwrap().needed));
         let t = url_host("http://[::1]/").unwrap();
         assert_eq!(t.needed.to_string(), "net:http:[::1]");
         assert_eq!((t.host.as_str(), t.port), ("::1", 80));

@@ -420,7 +420,7 @@ impl Interface {
         grants.iter().any(|g| match self {
             Interface::Log => matches!(g, Capability::LogWrite),
             Interface::Kv => matches!(g, Capability::KvRead(_) | Capability::KvWrite(_)),
-            Interface::Http => matches!(g, Capability::NetHttp(_)),
+            Interface::Http => matches!(g, Capability::NetHttp(_) | Capability::NetHttps(_)),
             Interface::Call => matches!(g, Capability::ModuleCall(_)),
             Interface::Secret => matches!(g, Capability::Secret(_) | Capability::SecretEnv(_)),
             Interface::Clocks => matches!(g, Capability::ClockRead),
