@@ -650,31 +650,89 @@ except OSError as e:
     });
 }
 
+/// A UDP server on `addr` (port 0: any) answering each datagram with
+/// `echo ` and the datagram; counts what it got.
+fn udp_echo(addr: &str) -> (u16, Arc<AtomicU64>) {
+    let socket = std::net::UdpSocket::bind((addr, 0)).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let got = Arc::new(AtomicU64::new(0));
+    let count = got.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut reply = b"echo ".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    (port, got)
+}
+
+/// `net:connect:udp:HOST:PORT`: the program's own socket stays in the
+/// jail (connected to a relay there), so datagrams reach the granted
+/// destination and nothing else — not by `sendto` another address on the
+/// connected socket, not from an unconnected one, not to another port.
 #[test]
-fn a_udp_grant_is_refused_by_the_jail_until_datagrams_are_relayed() {
-    // A UDP socket handed to the program could send anywhere (sendto
-    // overrides a datagram socket's peer), so the jail refuses the grant
-    // before anything runs, naming it.
-    let dir = TempDir::new("egress-udp");
-    let out = Command::new(warden_bin())
-        .arg("--state")
-        .arg(dir.root.join("state"))
-        .args([
-            "run",
-            "--no-audit",
-            "--allow",
-            "net:connect:udp:ntp.example:123",
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("net:connect:udp:ntp.example:123") && stderr.contains("UDP"),
-        "{stderr}"
-    );
+fn udp_grants_are_relayed_and_sendto_elsewhere_reaches_nothing() {
+    in_private_net(|| {
+        let (port, granted) = udp_echo(PUBLIC);
+        let (other_port, other) = udp_echo(OTHER_PUBLIC);
+        let dir = TempDir::new("egress-udp");
+        let script = format!(
+            r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(("ntp.example", {port}))
+s.send(b"ping")
+print("reply", s.recv(100).decode())
+for target in [("{OTHER_PUBLIC}", {other_port}), ("{PUBLIC}", {port} + 1)]:
+    try:
+        s.sendto(b"leak", target); print("sendto-sent", target[1])
+    except OSError as e:
+        print("sendto-err", e.errno)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    u.sendto(b"leak", ("{OTHER_PUBLIC}", {other_port})); print("unconnected-sent")
+except OSError as e:
+    print("unconnected-err", e.errno)
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(("{OTHER_PUBLIC}", {other_port})); print("other-connected")
+except OSError as e:
+    print("other-refused", e.errno)
+s.send(b"again")
+print("reply", s.recv(100).decode())
+"#
+        );
+        let out = run(
+            &dir,
+            &format!("{PUBLIC} ntp.example\n"),
+            &[format!("net:connect:udp:ntp.example:{port}")],
+            &script,
+            &[],
+        );
+        let ctx = format!("{}\n{}\n{}", out.stdout, out.stderr, out.report);
+        assert!(out.stdout.contains("reply echo ping"), "{ctx}");
+        assert!(out.stdout.contains("reply echo again"), "{ctx}");
+        assert!(out.stdout.contains("other-refused"), "{ctx}");
+        assert_eq!(granted.load(Ordering::SeqCst), 2, "{ctx}");
+        assert_eq!(other.load(Ordering::SeqCst), 0, "a datagram leaked\n{ctx}");
+        let conns = connections(&out.report);
+        let relayed = conns
+            .iter()
+            .find(|c| c["proto"] == "udp" && c["allowed"] == true)
+            .unwrap_or_else(|| panic!("{ctx}"));
+        assert_eq!(relayed["port"], port, "{ctx}");
+        assert_eq!(relayed["bytes_out"], 9, "ping + again\n{ctx}");
+        assert_eq!(relayed["bytes_in"], 19, "{ctx}");
+        assert!(
+            conns
+                .iter()
+                .any(|c| c["proto"] == "udp" && c["allowed"] == false),
+            "{ctx}"
+        );
+    });
 }
 
 #[test]

@@ -93,6 +93,10 @@ pub(crate) struct Egress {
     unix_refused: Vec<String>,
     /// The proxy of `net:http`/`net:https` connections, made at the first.
     proxy: Option<crate::proxy::Hub>,
+    /// UDP relays (`net:connect:udp:`), and what they share.
+    relays: Vec<crate::relay::Relay>,
+    relays_unrecorded: Vec<crate::relay::Relay>,
+    udp: Option<std::sync::Arc<crate::relay::Shared>>,
 }
 
 /// The DNS stub of a run: a UDP socket of the supervisor's on the host's
@@ -197,6 +201,9 @@ impl Egress {
                 .and_then(|s| sys::netns_cookie(s.as_raw_fd()).ok()),
             unix_refused: Vec::new(),
             proxy: None,
+            relays: Vec::new(),
+            relays_unrecorded: Vec::new(),
+            udp: None,
         }
     }
 
@@ -327,6 +334,25 @@ impl Egress {
                     .min(CONNECT_TIMEOUT)
                     .max(Duration::from_millis(1));
                 let via = proxy.map(|kind| (kind, self.connections.len()));
+                if proto == "udp" {
+                    match self.relay_udp(pid, &theirs, dest, deadline) {
+                        Ok(()) => {
+                            self.made += 1;
+                            record.bytes_out = Some(0);
+                            record.bytes_in = Some(0);
+                            let _ = sys::notify::succeed(listener, n.id, 0);
+                        }
+                        Err(errno) => {
+                            record.reason = Some(format!(
+                                "relay failed: {}",
+                                std::io::Error::from_raw_os_error(errno)
+                            ));
+                            let _ = sys::notify::deny(listener, n.id, errno);
+                        }
+                    }
+                    self.record(record);
+                    return;
+                }
                 match self.connect_for(listener, n, pid, fd, &theirs, dest, timeout, proto, via) {
                     Ok(ours) => {
                         self.made += 1;
@@ -352,6 +378,49 @@ impl Egress {
             }
         }
         self.record(record);
+    }
+
+    /// UDP: connects the program's own socket (in the jail's namespace) to
+    /// a relay bound there, which carries its datagrams to `dest` (see
+    /// `relay`). Returns the errno to answer on failure.
+    fn relay_udp(
+        &mut self,
+        pid: libc::pid_t,
+        theirs: &OwnedFd,
+        dest: SocketAddr,
+        deadline: Instant,
+    ) -> Result<(), i32> {
+        let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+        let family = sys::socket_option(theirs.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+            .map_err(errno)?;
+        let max_bytes = self.max_bytes;
+        let shared = self
+            .udp
+            .get_or_insert_with(|| {
+                std::sync::Arc::new(crate::relay::Shared {
+                    max_bytes,
+                    ..Default::default()
+                })
+            })
+            .clone();
+        let record = self.connections.len();
+        let (mut relay, at) =
+            crate::relay::start(thread_group(pid), family, dest, record, shared).map_err(errno)?;
+        if let Err(e) = connect_inside(
+            theirs.as_raw_fd(),
+            &crate::relay::raw_sockaddr(at),
+            deadline,
+        ) {
+            relay.stop();
+            return Err(e);
+        }
+        if record < MAX_RECORDED {
+            self.relays.push(relay);
+        } else {
+            // Not recorded: carried all the same, its bytes uncounted here.
+            self.relays_unrecorded.push(relay);
+        }
+        Ok(())
     }
 
     /// Connects a socket of the supervisor's to `dest` and installs it in
@@ -460,6 +529,12 @@ impl Egress {
         let open = jail_socket_inodes(init);
         self.read_counters();
         let moved = self.moved();
+        if let Some(udp) = &self.udp {
+            let tcp =
+                moved.saturating_sub(udp.udp_bytes.load(std::sync::atomic::Ordering::Relaxed));
+            udp.tcp_bytes
+                .store(tcp, std::sync::atomic::Ordering::Relaxed);
+        }
         for h in &mut self.held {
             if h.shut {
                 continue;
@@ -514,6 +589,22 @@ impl Egress {
         for h in std::mem::take(&mut self.held) {
             self.release(h);
         }
+        for relay in self
+            .relays
+            .iter_mut()
+            .chain(self.relays_unrecorded.iter_mut())
+        {
+            relay.stop();
+        }
+        for relay in &self.relays {
+            if let Some(c) = self.connections.get_mut(relay.record) {
+                c.bytes_out = Some(relay.out.load(std::sync::atomic::Ordering::Relaxed));
+                c.bytes_in = Some(relay.back.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        }
+        if let Some(udp) = &self.udp {
+            self.cut_bytes += udp.cut.load(std::sync::atomic::Ordering::Relaxed);
+        }
         // What the proxy refused (a Host or server name not granted).
         if let Some(hub) = &self.proxy {
             let refusals = hub.refusals.lock().unwrap_or_else(|e| e.into_inner());
@@ -543,7 +634,9 @@ impl Egress {
 
     /// Bytes moved by the run's connections so far, both ways.
     fn moved(&self) -> u64 {
-        self.moved_before
+        self.udp.as_ref().map_or(0, |u| {
+            u.udp_bytes.load(std::sync::atomic::Ordering::Relaxed)
+        }) + self.moved_before
             + self
                 .held
                 .iter()

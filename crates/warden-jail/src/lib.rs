@@ -19,6 +19,7 @@ mod idmap;
 mod mounts;
 mod proxy;
 mod reached;
+mod relay;
 mod seccomp;
 mod supervisor;
 // The one module that makes raw system calls; every block is justified there.
@@ -128,14 +129,11 @@ fn check_supported(cap: &Capability) -> Result<(), BackendError> {
         // The supervisor makes the program's connections (see `egress`),
         // through its proxy for net:http and net:https (see `proxy`).
         Capability::NetConnect { .. } | Capability::NetHttp(_) | Capability::NetHttps(_) => Ok(()),
-        // A handed-over UDP socket could still send to any address
-        // (sendto overrides a datagram socket's peer): not until the
-        // supervisor relays datagrams itself.
-        Capability::NetConnectUdp { .. } => Err(BackendError::Invalid(format!(
-            "capability {cap} cannot be enforced by the jail backend yet: a UDP socket handed to the program could send to any address; only net:connect (TCP) egress is enforced"
-        ))),
+        // Relayed by the supervisor (see `relay`): the program's UDP
+        // socket stays in the jail's namespace.
+        Capability::NetConnectUdp { .. } => Ok(()),
         other => Err(BackendError::Invalid(format!(
-            "capability {other} cannot be enforced by the jail backend yet (it has net:connect egress only)"
+            "capability {other} cannot be enforced by the jail backend yet"
         ))),
     }
 }
