@@ -253,16 +253,20 @@ print(json.dumps(out))
 #[test]
 fn egress_grants_are_refused_until_gvisor_enforces_them() {
     let t = TempDir::new("gvisor-egress");
-    let out = gvisor(
-        &t,
-        &["--allow", "net:connect:example.com:443", "--", "/bin/true"],
-    );
-    out.expect_code(125, "egress under gvisor");
-    assert!(
-        out.stderr.contains("gvisor backend") && out.stderr.contains("net:connect"),
-        "{}",
-        out.ctx()
-    );
+    for grant in [
+        "net:connect:example.com:443",
+        "net:connect:udp:example.com:53",
+        "net:http:example.com",
+        "net:https:example.com",
+    ] {
+        let out = gvisor(&t, &["--allow", grant, "--", "/bin/true"]);
+        out.expect_code(125, grant);
+        assert!(
+            out.stderr.contains("gvisor backend") && out.stderr.contains(grant),
+            "{}",
+            out.ctx()
+        );
+    }
 }
 
 #[test]

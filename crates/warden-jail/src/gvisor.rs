@@ -144,7 +144,10 @@ impl GvisorBackend {
 /// What the gVisor backend can enforce: as the jail's, without egress yet.
 fn check_supported(cap: &Capability) -> Result<(), BackendError> {
     match cap {
-        Capability::NetConnect { .. } | Capability::NetConnectUdp { .. } => {
+        Capability::NetConnect { .. }
+        | Capability::NetConnectUdp { .. }
+        | Capability::NetHttp(_)
+        | Capability::NetHttps(_) => {
             Err(BackendError::Invalid(format!(
                 "capability {cap} cannot be enforced by the gvisor backend yet (its sandbox has no network; egress grants run on the jail backend)"
             )))
