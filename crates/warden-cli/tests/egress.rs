@@ -131,6 +131,18 @@ struct Outcome {
 /// `warden run --report FILE --allow GRANT… -- python3 -c SCRIPT ARGS…`
 /// with granted names resolved from `hosts`.
 fn run(dir: &TempDir, hosts: &str, grants: &[String], script: &str, args: &[String]) -> Outcome {
+    run_on("jail", dir, hosts, grants, script, args)
+}
+
+/// [`run`] on backend `backend`.
+fn run_on(
+    backend: &str,
+    dir: &TempDir,
+    hosts: &str,
+    grants: &[String],
+    script: &str,
+    args: &[String],
+) -> Outcome {
     let hosts_file = dir.root.join("egress-hosts");
     std::fs::write(&hosts_file, hosts).unwrap();
     let report = dir.root.join("report.json");
@@ -139,7 +151,14 @@ fn run(dir: &TempDir, hosts: &str, grants: &[String], script: &str, args: &[Stri
         .env("WARDEN_EGRESS_HOSTS", &hosts_file)
         .arg("--state")
         .arg(dir.root.join("state"))
-        .args(["run", "--wall-time", "60s", "--report"])
+        .args([
+            "run",
+            "--backend",
+            backend,
+            "--wall-time",
+            "60s",
+            "--report",
+        ])
         .arg(&report);
     for g in grants {
         command.args(["--allow", g]);
@@ -1303,5 +1322,150 @@ except OSError:
             "{}",
             only_tls.stdout
         );
+    });
+}
+
+/// The same grants under the gVisor backend: its sandbox's network holds
+/// only the granted addresses, where the supervisor listens and carries
+/// each connection on (the proxy for net:http, a relay for UDP); the DNS
+/// stub answers there. Another host, another port, the host's loopback and
+/// an ungranted name reach nothing.
+#[test]
+fn egress_grants_hold_under_gvisor_too() {
+    in_private_net(|| {
+        let tcp = server(PUBLIC);
+        let other = server(OTHER_PUBLIC);
+        let on_loopback = server("127.0.0.1");
+        let seen = host_echo_server(PUBLIC);
+        let _tls = tls_server(PUBLIC);
+        let (udp_port, udp_got) = udp_echo(PUBLIC);
+        let dir = TempDir::new("egress-gvisor");
+        let script = format!(
+            r#"
+import http.client, socket, ssl
+def attempt(label, f):
+    try:
+        print(label, "ok", f())
+    except Exception as e:
+        print(label, "err", type(e).__name__)
+def line(host, port):
+    s = socket.create_connection((host, port), timeout=5)
+    return s.makefile().readline().strip()
+attempt("tcp", lambda: line("api.example", {tcp}))
+attempt("other-host", lambda: line("{OTHER_PUBLIC}", {other}))
+attempt("other-port", lambda: line("api.example", {other}))
+attempt("loopback", lambda: line("127.0.0.1", {lo}))
+attempt("dns", lambda: socket.getaddrinfo("evil.example", 80))
+def get(host):
+    c = http.client.HTTPConnection("api.example", 80, timeout=10)
+    c.putrequest("GET", "/", skip_host=True)
+    c.putheader("Host", host)
+    c.endheaders()
+    return c.getresponse().read().decode()
+attempt("http", lambda: get("api.example"))
+attempt("http-other", lambda: get("other.example"))
+def tls(name):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(socket.create_connection(("api.example", 443), timeout=10), server_hostname=name)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    return "tls-" + str(b"200" in s.recv(100))
+attempt("tls", lambda: tls("api.example"))
+attempt("tls-other", lambda: tls("evil.example"))
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5)
+    u.connect(("api.example", {udp_port}))
+    u.send(b"ping")
+    return u.recv(100).decode()
+attempt("udp", udp)
+"#,
+            tcp = tcp.addr.port(),
+            other = other.addr.port(),
+            lo = on_loopback.addr.port(),
+        );
+        let out = run_on(
+            "gvisor",
+            &dir,
+            &format!("{PUBLIC} api.example\n"),
+            &[
+                format!("net:connect:api.example:{}", tcp.addr.port()),
+                "net:http:api.example".into(),
+                format!("net:connect:udp:api.example:{udp_port}"),
+            ],
+            &script,
+            &[],
+        );
+        let ctx = format!("{}\n{}\n{}", out.stdout, out.stderr, out.report);
+        assert_eq!(out.report["backend"], "gvisor", "{ctx}");
+        assert_eq!(
+            line_for(&out.stdout, "tcp"),
+            format!("tcp ok hello from {PUBLIC}"),
+            "{ctx}"
+        );
+        for refused in [
+            "other-host",
+            "other-port",
+            "loopback",
+            "dns",
+            "http-other",
+            "tls-other",
+        ] {
+            assert!(
+                line_for(&out.stdout, refused).contains(" err "),
+                "{refused}\n{ctx}"
+            );
+        }
+        assert_eq!(
+            line_for(&out.stdout, "http"),
+            "http ok host=api.example body=0",
+            "{ctx}"
+        );
+        assert_eq!(line_for(&out.stdout, "tls"), "tls ok tls-True", "{ctx}");
+        assert_eq!(line_for(&out.stdout, "udp"), "udp ok echo ping", "{ctx}");
+        assert_eq!(other.accepted.load(Ordering::SeqCst), 0, "{ctx}");
+        assert_eq!(on_loopback.accepted.load(Ordering::SeqCst), 0, "{ctx}");
+        assert_eq!(udp_got.load(Ordering::SeqCst), 1, "{ctx}");
+        assert_eq!(seen.lock().unwrap().len(), 1, "{ctx}");
+        assert_eq!(out.report["status"], "violation", "{ctx}");
+        let conns = connections(&out.report);
+        let reasons: Vec<&str> = conns
+            .iter()
+            .filter(|c| c["allowed"] == false)
+            .filter_map(|c| c["reason"].as_str())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.contains("Host other.example")),
+            "{ctx}"
+        );
+        assert!(reasons.iter().any(|r| r.contains("evil.example")), "{ctx}");
+        let tcp_entry = conns
+            .iter()
+            .find(|c| c["port"] == tcp.addr.port() && c["allowed"] == true)
+            .unwrap_or_else(|| panic!("{ctx}"));
+        assert_eq!(tcp_entry["name"], "api.example", "{ctx}");
+        assert!(
+            out.report["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("dns query for evil.example")),
+            "{ctx}"
+        );
+        // Grants a listener cannot serve are refused before anything runs.
+        let wide = run_on(
+            "gvisor",
+            &dir,
+            "",
+            &["net:connect:*:443".into()],
+            "print(1)",
+            &[],
+        );
+        assert_eq!(wide.report["status"], "error", "{}", wide.stderr);
+        assert!(wide.stderr.contains("gvisor backend"), "{}", wide.stderr);
     });
 }

@@ -27,7 +27,8 @@ pub use dns::Query as DnsQuery;
 pub use names::{Reachable, RunNames, Unreachable};
 
 pub use plan::{
-    EgressError, EgressPlan, HostsFile, Pinned, Proxy, Resolve, SystemResolver, Verdict, HOSTS_ENV,
+    EgressError, EgressPlan, Endpoint, HostsFile, Pinned, Proxy, Resolve, SystemResolver, Verdict,
+    HOSTS_ENV,
 };
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -364,6 +364,48 @@ impl EgressPlan {
     }
 }
 
+/// A destination a run may reach, as a forwarder serves it: an address,
+/// a port, and whether over UDP.
+pub type Endpoint = (IpAddr, u16, bool);
+
+impl EgressPlan {
+    /// Every destination the grants open, for a backend that must listen
+    /// on each one (the gVisor backend's forwarder): named hosts at their
+    /// pinned addresses, address literals of an allowed class. A grant it
+    /// cannot list — any port (`*`), any host (`*`), a `*.suffix` —
+    /// is the error, named.
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>, String> {
+        let mut out: Vec<Endpoint> = Vec::new();
+        for rule in &self.rules {
+            let PortPattern::Port(port) = rule.port else {
+                return Err(format!("{}: any port (*)", rule.grant));
+            };
+            let addrs: Vec<IpAddr> = match &rule.host {
+                HostPattern::Name(n) => self
+                    .pinned
+                    .iter()
+                    .filter(|p| &p.name == n)
+                    .flat_map(|p| p.addrs.iter().copied())
+                    .collect(),
+                HostPattern::Ip(a) if may_connect(canonical(*a), true).is_ok() => {
+                    vec![canonical(*a)]
+                }
+                HostPattern::Ip(_) => Vec::new(),
+                HostPattern::Any => return Err(format!("{}: any host (*)", rule.grant)),
+                HostPattern::Suffix(_) => {
+                    return Err(format!("{}: names below a suffix (*.)", rule.grant))
+                }
+            };
+            for ip in addrs {
+                if !out.contains(&(ip, port, rule.udp)) {
+                    out.push((ip, port, rule.udp));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl EgressPlan {
     /// Whether the proxy may carry a request for `host` (a Host header or
     /// a TLS server name, as the program sent it) over a connection to

@@ -116,8 +116,7 @@ const MAX_QUERIES: usize = 256;
 impl Stub {
     /// Binds 127.0.0.1:53 inside the network namespace of task `pid`
     /// (from a thread that joins it) and answers there.
-    fn start(plan: &EgressPlan, pid: libc::pid_t) -> std::io::Result<Stub> {
-        let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    fn start(plan: &EgressPlan, netns: std::fs::File) -> std::io::Result<Stub> {
         let resolver = EgressPlan::run_resolver().map_err(std::io::Error::other)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let queries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -501,12 +500,67 @@ impl Egress {
         if self.stub.is_some() || self.stub_error.is_some() {
             return;
         }
-        match Stub::start(&self.plan, pid) {
+        let started = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .and_then(|netns| Stub::start(&self.plan, netns));
+        match started {
             Ok(stub) => self.stub = Some(stub),
             Err(e) => {
                 self.stub_error = Some(format!(
                     "the DNS stub could not start in the jail ({e}): names resolve from the jail's /etc/hosts only"
                 ))
+            }
+        }
+    }
+
+    /// The run's plan.
+    pub fn plan(&self) -> &EgressPlan {
+        &self.plan
+    }
+
+    /// Starts the DNS stub in network namespace `netns` (the gVisor
+    /// sandbox's); a failure is a warning.
+    pub fn start_stub_in(&mut self, netns: std::fs::File) {
+        if self.stub.is_some() || self.stub_error.is_some() {
+            return;
+        }
+        match Stub::start(&self.plan, netns) {
+            Ok(stub) => self.stub = Some(stub),
+            Err(e) => {
+                self.stub_error = Some(format!(
+                    "the DNS stub could not start in the sandbox ({e}): names resolve from its /etc/hosts only"
+                ))
+            }
+        }
+    }
+
+    /// Whether one more connection is within `net:limit:connections`;
+    /// counts it when it is.
+    pub fn admit(&mut self) -> bool {
+        if self.max_connections.is_some_and(|max| self.made >= max) {
+            self.over_count += 1;
+            return false;
+        }
+        self.made += 1;
+        true
+    }
+
+    /// Records a connection made by a forwarder (the gVisor backend's);
+    /// its index, when it was recorded.
+    pub fn record_forwarded(&mut self, c: Connection) -> Option<usize> {
+        let index = self.connections.len();
+        self.record(c);
+        (index < self.connections.len()).then_some(index)
+    }
+
+    /// A forwarded connection's bytes (the program's view) and, if the
+    /// proxy closed it, why.
+    pub fn update_forwarded(&mut self, index: usize, out: u64, back: u64, refused: Option<String>) {
+        if let Some(c) = self.connections.get_mut(index) {
+            c.bytes_out = Some(out);
+            c.bytes_in = Some(back);
+            if let Some(why) = refused {
+                c.allowed = false;
+                c.reason = Some(why);
             }
         }
     }

@@ -141,19 +141,10 @@ impl GvisorBackend {
     }
 }
 
-/// What the gVisor backend can enforce: as the jail's, without egress yet.
+/// What the gVisor backend can enforce: what the jail can (egress
+/// through the forwarder of `gvisor_net`, for grants it can list).
 fn check_supported(cap: &Capability) -> Result<(), BackendError> {
-    match cap {
-        Capability::NetConnect { .. }
-        | Capability::NetConnectUdp { .. }
-        | Capability::NetHttp(_)
-        | Capability::NetHttps(_) => {
-            Err(BackendError::Invalid(format!(
-                "capability {cap} cannot be enforced by the gvisor backend yet (its sandbox has no network; egress grants run on the jail backend)"
-            )))
-        }
-        other => crate::check_supported(other),
-    }
+    crate::check_supported(cap)
 }
 
 /// A mount of the bundle.
@@ -255,6 +246,7 @@ impl GvisorBackend {
         env: &[Vec<u8>],
         path: &str,
         warnings: &mut Vec<String>,
+        egress: Option<&warden_egress::EgressPlan>,
     ) -> Result<Vec<Attach>, BackendError> {
         std::fs::create_dir_all(run.join("bundle")).map_err(io_setup("create the bundle"))?;
         let mut root = RootPlan::default();
@@ -291,11 +283,17 @@ impl GvisorBackend {
         for (name, contents) in [
             ("etc/passwd", mounts::PASSWD),
             ("etc/group", mounts::GROUP),
-            ("etc/hosts", mounts::HOSTS),
             ("etc/hostname", "warden\n"),
         ] {
             root.file(Path::new(name), contents.as_bytes());
         }
+        let mut hosts = mounts::HOSTS.to_string();
+        if let Some(plan) = egress {
+            hosts.push_str(&plan.hosts_lines());
+            // The DNS stub answers on the sandbox's own loopback.
+            root.file(Path::new("etc/resolv.conf"), b"nameserver 127.0.0.1\n");
+        }
+        root.file(Path::new("etc/hosts"), hosts.as_bytes());
         mounts.push(OciMount {
             destination: "/proc".into(),
             kind: "proc",
@@ -460,10 +458,16 @@ impl GvisorBackend {
                 "options": m.options,
             })).collect::<Vec<_>>(),
             "linux": {
-                "namespaces": [
-                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                    {"type": "mount"}, {"type": "network"}
-                ]
+                // With egress the sandbox uses the network namespace runsc
+                // runs in (the shim's, see gvisor_net); without, none.
+                "namespaces": if egress.is_some() {
+                    json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}])
+                } else {
+                    json!([
+                        {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                        {"type": "mount"}, {"type": "network"}
+                    ])
+                }
             }
         });
         let text = serde_json::to_vec(&config)
@@ -498,6 +502,10 @@ struct Shim<'a> {
     runsc: CString,
     argv: Vec<CString>,
     env: Vec<CString>,
+    /// With egress: a network namespace of its own whose loopback carries
+    /// these addresses; the shim says "ready" and waits for "go" (the
+    /// supervisor listens there in between).
+    network: Option<(Vec<std::net::IpAddr>, OwnedFd, OwnedFd)>,
 }
 
 impl Shim<'_> {
@@ -521,6 +529,28 @@ impl Shim<'_> {
         }
         if let Err(e) = sys::unshare(libc::CLONE_NEWNS) {
             fail("create the sandbox's mount namespace", e);
+        }
+        if let Some((addrs, ready, go)) = &self.network {
+            if let Err(e) = sys::unshare(libc::CLONE_NEWNET) {
+                fail("create the sandbox's network namespace", e);
+            }
+            if let Err(e) = sys::loopback_up() {
+                fail("bring the sandbox's loopback up", e);
+            }
+            for ip in addrs {
+                if let Err(e) = sys::add_loopback_address(*ip) {
+                    fail("put a granted address on the sandbox's loopback", e);
+                }
+            }
+            let mut b = [0u8; 1];
+            let told = sys::write_all(ready.as_raw_fd(), b"R")
+                .and_then(|()| sys::read(go.as_raw_fd(), &mut b));
+            if !matches!(told, Ok(1)) || b[0] != b'G' {
+                fail(
+                    "wait for the forwarder",
+                    std::io::Error::other("the supervisor did not answer"),
+                );
+            }
         }
         if let Err(e) = sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None) {
             fail("make the mount namespace private", e);
@@ -646,6 +676,15 @@ impl Backend for GvisorBackend {
             hidden.retain(|h| !h.starts_with(&inside));
         }
         let secrets = crate::leased_secrets(inv)?;
+        let egress = crate::egress_plan(&inv.capabilities)?;
+        let endpoints = match &egress {
+            None => Vec::new(),
+            Some(plan) => plan.endpoints().map_err(|why| {
+                BackendError::Invalid(format!(
+                    "{why} cannot be served under the gvisor backend: its forwarder listens on each granted address and port (grant names or addresses with a port, or run on the jail)"
+                ))
+            })?,
+        };
         let (env, path) = crate::program_env(inv)?;
 
         let name = format!("{}-{}", sys::getpid(), inv.invocation_id);
@@ -664,6 +703,7 @@ impl Backend for GvisorBackend {
             &env,
             path,
             &mut grant_warnings,
+            egress.as_ref(),
         )?;
         let secret_paths: Vec<(CString, &[u8])> = secrets
             .iter()
@@ -726,7 +766,11 @@ impl Backend for GvisorBackend {
             log.as_os_str().as_bytes(),
             &boot_log_flag,
             b"--debug-command=boot",
-            b"--network=none",
+            if egress.is_some() {
+                b"--network=host".as_slice()
+            } else {
+                b"--network=none".as_slice()
+            },
             format!("--platform={}", self.platform).as_bytes(),
             b"--ignore-cgroups",
             b"run",
@@ -753,7 +797,16 @@ impl Backend for GvisorBackend {
             runsc: cstr(self.runsc.as_os_str().as_bytes())?,
             argv,
             env: vec![cstr(b"PATH=/usr/sbin:/usr/bin:/sbin:/bin")?],
+            network: None,
         };
+        let mut shim = shim;
+        let mut handshake = None;
+        if egress.is_some() {
+            let (ready_r, ready_w) = sys::pipe().map_err(setup("create the forwarder's pipe"))?;
+            let (go_r, go_w) = sys::pipe().map_err(setup("create the forwarder's pipe"))?;
+            shim.network = Some((crate::gvisor_net::addresses(&endpoints), ready_w, go_r));
+            handshake = Some((ready_r, go_w));
+        }
 
         if let Err(why) = gate() {
             remove_group(&*group);
@@ -773,6 +826,18 @@ impl Backend for GvisorBackend {
             }
         };
         drop(shim);
+        let mut net = None;
+        if let (Some((ready, go)), Some(plan)) = (handshake, egress) {
+            match self.start_network(runsc_pid, &ready, &go, plan, inv, &endpoints) {
+                Ok(n) => net = Some(n),
+                Err(e) => {
+                    let _ = sys::kill(runsc_pid, libc::SIGKILL);
+                    remove_group(&*group);
+                    let _ = sys::waitpid(runsc_pid, 0);
+                    return Err(e);
+                }
+            }
+        }
         let mut stdin_hash = None;
         if let Some(w) = stdin_w {
             match crate::forward::pump_stdin(w) {
@@ -884,7 +949,13 @@ impl Backend for GvisorBackend {
         let program_signal = observed
             .program
             .and_then(|(st, _, _)| libc::WIFSIGNALED(st).then(|| libc::WTERMSIG(st)));
-        let limits_reached = crate::reached::limits_reached(&crate::reached::Seen {
+        let net = net.map(crate::gvisor_net::Net::finish);
+        if net.as_ref().is_some_and(|n| n.refused)
+            && matches!(status, Status::Exited | Status::Signaled)
+        {
+            status = Status::Violation;
+        }
+        let mut limits_reached = crate::reached::limits_reached(&crate::reached::Seen {
             limits: &inv.limits,
             status,
             stopped: observed.stop.is_some() || exit_code.is_none() && signal.is_some(),
@@ -899,6 +970,13 @@ impl Backend for GvisorBackend {
             output_kept: observed.stdout_bytes + observed.stderr_bytes,
             truncated: observed.truncated,
         });
+        let (mut violations, mut connections) = (Vec::new(), Vec::new());
+        if let Some(n) = net {
+            warnings.extend(n.warnings);
+            violations = n.violations;
+            connections = n.connections;
+            limits_reached.extend(n.limits_reached);
+        }
         Ok(Outcome {
             status,
             exit_code,
@@ -909,7 +987,7 @@ impl Backend for GvisorBackend {
             stdout_bytes: observed.stdout_bytes,
             stderr_bytes: observed.stderr_bytes,
             truncated: observed.truncated,
-            violations: Vec::new(),
+            violations,
             enforcement: std::borrow::Cow::Owned(enforcement(self.cgroups.mechanism(), inv)),
             warnings,
             error,
@@ -921,8 +999,44 @@ impl Backend for GvisorBackend {
             discarded: None,
             streams: Some(crate::stream_digests(&observed, stdin_hash.as_ref())),
             module_digest: None,
-            connections: Vec::new(),
+            connections,
         })
+    }
+}
+
+impl GvisorBackend {
+    /// Waits for the shim's network namespace, listens there, and lets
+    /// the shim go on to runsc.
+    fn start_network(
+        &self,
+        shim: libc::pid_t,
+        ready: &OwnedFd,
+        go: &OwnedFd,
+        plan: warden_egress::EgressPlan,
+        inv: &Invocation,
+        endpoints: &[warden_egress::Endpoint],
+    ) -> Result<crate::gvisor_net::Net, BackendError> {
+        let mut fds = [libc::pollfd {
+            fd: ready.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let mut b = [0u8; 1];
+        let said = sys::poll(&mut fds, 10_000).and_then(|_| sys::read(ready.as_raw_fd(), &mut b));
+        if !matches!(said, Ok(1)) || b[0] != b'R' {
+            return Err(BackendError::setup(
+                "prepare the sandbox's network",
+                std::io::Error::other("the shim did not get its network namespace ready"),
+            ));
+        }
+        let netns = std::fs::File::open(format!("/proc/{shim}/ns/net"))
+            .map_err(io_setup("open the sandbox's network namespace"))?;
+        let mut egress = crate::egress::Egress::new(plan);
+        egress.max_connections = Some(inv.limits.net_connections);
+        let net = crate::gvisor_net::Net::start(netns, endpoints, egress)
+            .map_err(io_setup("listen on the granted addresses in the sandbox"))?;
+        sys::write_all(go.as_raw_fd(), b"G").map_err(io_setup("start runsc"))?;
+        Ok(net)
     }
 }
 

@@ -14,6 +14,7 @@ mod egress;
 mod forward;
 mod gvisor;
 mod gvisor_init;
+mod gvisor_net;
 mod gvisor_rootfs;
 mod idmap;
 mod mounts;

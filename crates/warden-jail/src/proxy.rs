@@ -93,7 +93,7 @@ fn close(a: &TcpStream, b: &TcpStream) {
 }
 
 /// TLS: the first record must be a ClientHello naming a granted server.
-fn tls(
+pub(crate) fn tls(
     program: TcpStream,
     upstream: TcpStream,
     ip: IpAddr,
@@ -222,7 +222,7 @@ enum Body {
 }
 
 /// HTTP/1.x: each request checked before it is forwarded.
-fn http(
+pub(crate) fn http(
     program: TcpStream,
     upstream: TcpStream,
     ip: IpAddr,

@@ -761,6 +761,76 @@ pub fn loopback_up() -> io::Result<()> {
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) }).map(drop)
 }
 
+/// Adds `ip` (as a /32 or /128) to the loopback interface of the calling
+/// thread's network namespace, by an RTM_NEWADDR netlink request.
+pub fn add_loopback_address(ip: std::net::IpAddr) -> io::Result<()> {
+    let (family, bytes): (u8, Vec<u8>) = match ip {
+        std::net::IpAddr::V4(v4) => (libc::AF_INET as u8, v4.octets().to_vec()),
+        std::net::IpAddr::V6(v6) => (libc::AF_INET6 as u8, v6.octets().to_vec()),
+    };
+    // SAFETY: the name is a NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // nlmsghdr (16) + ifaddrmsg (8) + IFA_LOCAL and IFA_ADDRESS attributes.
+    let attr_len = 4 + bytes.len();
+    let total = 16 + 8 + 2 * attr_len.next_multiple_of(4);
+    let mut msg = Vec::with_capacity(total);
+    msg.extend_from_slice(&(total as u32).to_ne_bytes());
+    msg.extend_from_slice(&libc::RTM_NEWADDR.to_ne_bytes());
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+    let prefix = if family == libc::AF_INET as u8 {
+        32
+    } else {
+        128
+    };
+    msg.extend_from_slice(&[family, prefix, 0, libc::RT_SCOPE_HOST]);
+    msg.extend_from_slice(&index.to_ne_bytes());
+    for kind in [libc::IFA_LOCAL, libc::IFA_ADDRESS] {
+        msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&bytes);
+        msg.resize(msg.len().next_multiple_of(4), 0);
+    }
+    // SAFETY: socket takes only integers.
+    let sock = check(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: the descriptor is new and ours.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: msg is a valid buffer of msg.len() bytes; with no address,
+    // a netlink socket sends to the kernel.
+    let sent = unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 256];
+    // SAFETY: reply is a valid, writable buffer of its length.
+    let got = unsafe { libc::recv(sock.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // An NLMSG_ERROR message: its error is the i32 after the header (0: ack).
+    let got = got as usize;
+    if got >= 20 && u16::from_ne_bytes([reply[4], reply[5]]) == libc::NLMSG_ERROR as u16 {
+        let errno = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+        if errno != 0 {
+            return Err(io::Error::from_raw_os_error(-errno));
+        }
+        return Ok(());
+    }
+    Err(io::Error::other("unexpected netlink reply"))
+}
+
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
     // SAFETY: fds is a valid slice of pollfd structs.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };

@@ -1,0 +1,337 @@
+//! Egress for the gVisor backend. The Sentry cannot be asked per connect
+//! (its system calls are its own), so the sandbox gets a network namespace
+//! of its own (runsc `--network=host`, inside a namespace the shim made)
+//! holding only a loopback that carries the run's pinned destination
+//! addresses. On each granted address and port the supervisor listens
+//! there; a connection it accepts it makes again from its own namespace to
+//! the same address and port — through the proxy for `net:http` and
+//! `net:https` grants — and UDP datagrams it relays likewise. The DNS stub
+//! answers at 127.0.0.1:53 there. Nothing else exists in that namespace:
+//! every other destination is unreachable.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
+};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use warden_core::Connection;
+use warden_egress::{Endpoint, Proxy, Verdict};
+
+use crate::egress::Egress;
+use crate::sys;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Shared = Arc<Mutex<Egress>>;
+
+fn lock(e: &Shared) -> std::sync::MutexGuard<'_, Egress> {
+    e.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) struct Net {
+    egress: Shared,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// The addresses the sandbox's loopback must carry.
+pub(crate) fn addresses(endpoints: &[Endpoint]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (ip, _, _) in endpoints {
+        if !out.contains(ip) {
+            out.push(*ip);
+        }
+    }
+    out
+}
+
+enum Bound {
+    Tcp(TcpListener, SocketAddr),
+    Udp(UdpSocket, SocketAddr),
+}
+
+impl Net {
+    /// Listens on every endpoint inside network namespace `netns` (the
+    /// sandbox's, its addresses already on its loopback), starts the DNS
+    /// stub there, and serves until [`Net::finish`].
+    pub fn start(
+        netns: std::fs::File,
+        endpoints: &[Endpoint],
+        mut egress: Egress,
+    ) -> io::Result<Net> {
+        let stub_ns = netns.try_clone()?;
+        let wanted = endpoints.to_vec();
+        // Sockets stay in the namespace they were made in: made on a
+        // thread that joins it, used from ordinary ones.
+        let bound: Vec<Bound> = std::thread::Builder::new()
+            .name("warden-gvisor-bind".into())
+            .spawn(move || -> io::Result<Vec<Bound>> {
+                sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)?;
+                wanted
+                    .into_iter()
+                    .map(|(ip, port, udp)| {
+                        let at = SocketAddr::new(ip, port);
+                        Ok(if udp {
+                            Bound::Udp(UdpSocket::bind(at)?, at)
+                        } else {
+                            Bound::Tcp(TcpListener::bind(at)?, at)
+                        })
+                    })
+                    .collect()
+            })?
+            .join()
+            .map_err(|_| io::Error::other("the bind thread failed"))??;
+        egress.start_stub_in(stub_ns);
+        let egress: Shared = Arc::new(Mutex::new(egress));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for b in bound {
+            let (egress, stop) = (egress.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("warden-gvisor-net".into())
+                    .spawn(move || match b {
+                        Bound::Tcp(l, at) => serve_tcp(&l, at, &egress, &stop),
+                        Bound::Udp(s, at) => serve_udp(&s, at, &egress, &stop),
+                    })?,
+            );
+        }
+        Ok(Net {
+            egress,
+            stop,
+            threads,
+        })
+    }
+
+    /// Stops serving; what the run's egress comes to.
+    pub fn finish(self) -> NetReport {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let mut e = lock(&self.egress);
+        e.finish();
+        let mut warnings = e.warnings();
+        warnings.extend(e.stub_error.clone());
+        warnings.push(
+            "gvisor: connections to destinations no grant opens fail inside the sandbox (its network has only the granted addresses) and are not listed; net:limit:bytes and net:limit:idle are not enforced under gvisor yet".into(),
+        );
+        NetReport {
+            connections: e.connections.clone(),
+            violations: e.violations(),
+            limits_reached: e.limits_reached(),
+            warnings,
+            refused: e.connections.iter().any(|c| !c.allowed) || e.unrecorded.1 > 0,
+        }
+    }
+}
+
+/// The egress part of a gVisor run's report.
+pub(crate) struct NetReport {
+    pub connections: Vec<Connection>,
+    pub violations: Vec<warden_core::Violation>,
+    pub limits_reached: Vec<warden_core::LimitReached>,
+    pub warnings: Vec<String>,
+    pub refused: bool,
+}
+
+/// Waits up to 100 ms for `fd` to be readable; false when stopping.
+fn wait_readable(fd: i32, stop: &AtomicBool) -> bool {
+    let mut fds = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let _ = sys::poll(&mut fds, 100);
+    !stop.load(Ordering::Relaxed)
+}
+
+fn record_for(egress: &Shared, at: SocketAddr, proto: &'static str) -> (Connection, Option<Proxy>) {
+    let mut c = Connection {
+        dest: at.ip().to_string(),
+        port: at.port(),
+        proto,
+        allowed: false,
+        name: None,
+        grant: None,
+        reason: None,
+        bytes_out: None,
+        bytes_in: None,
+    };
+    let mut e = lock(egress);
+    let verdict = e.plan().decide_proto(at.ip(), at.port(), proto == "udp");
+    let proxy = match verdict {
+        Verdict::Allowed { grant, name, proxy } if e.admit() => {
+            c.allowed = true;
+            c.grant = Some(grant);
+            c.name = name;
+            proxy
+        }
+        Verdict::Allowed { .. } => {
+            c.reason =
+                Some("the run's limit of connections is reached (net:limit:connections)".into());
+            None
+        }
+        Verdict::Refused(why) => {
+            c.reason = Some(why);
+            None
+        }
+    };
+    (c, proxy)
+}
+
+fn serve_tcp(listener: &TcpListener, at: SocketAddr, egress: &Shared, stop: &AtomicBool) {
+    let _ = listener.set_nonblocking(true);
+    let mut carried = Vec::new();
+    while wait_readable(listener.as_raw_fd(), stop) {
+        let Ok((conn, _)) = listener.accept() else {
+            continue;
+        };
+        let _ = conn.set_nonblocking(false);
+        let egress = egress.clone();
+        carried.push(std::thread::spawn(move || carry_tcp(conn, at, &egress)));
+        carried.retain(|t| !t.is_finished());
+    }
+    // The sandbox is gone, and with it the inside ends of what is still
+    // carried: those finish at once (a second at most is waited for).
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    for t in carried {
+        while !t.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn carry_tcp(conn: TcpStream, at: SocketAddr, egress: &Shared) {
+    let (mut record, proxy) = record_for(egress, at, "tcp");
+    if !record.allowed {
+        let _ = conn.shutdown(Shutdown::Both);
+        lock(egress).record_forwarded(record);
+        return;
+    }
+    let upstream = match TcpStream::connect_timeout(&at, CONNECT_TIMEOUT) {
+        Ok(u) => u,
+        Err(e) => {
+            record.reason = Some(format!("connect failed: {e}"));
+            let _ = conn.shutdown(Shutdown::Both);
+            lock(egress).record_forwarded(record);
+            return;
+        }
+    };
+    let counter = conn.try_clone().ok();
+    let index = lock(egress).record_forwarded(record);
+    let plan = lock(egress).plan().clone();
+    let refused = match proxy {
+        Some(Proxy::Http) => crate::proxy::http(conn, upstream, at.ip(), &plan).err(),
+        Some(Proxy::Tls) => crate::proxy::tls(conn, upstream, at.ip(), &plan).err(),
+        None => {
+            splice(conn, upstream);
+            None
+        }
+    };
+    // The program's bytes are what this end of its connection received
+    // and sent, reversed.
+    let (sent, received) = counter
+        .and_then(|c| sys::tcp_bytes(c.as_raw_fd()).ok())
+        .unwrap_or((0, 0));
+    if let Some(i) = index {
+        lock(egress).update_forwarded(i, received, sent, refused);
+    }
+}
+
+fn splice(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let back = std::thread::spawn(move || {
+        let (mut from, mut to) = (b2, a2);
+        let _ = io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    });
+    let (mut from, mut to) = (a, b);
+    let _ = io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = back.join();
+}
+
+/// UDP at `at`: each sender inside gets its own socket to `at` outside.
+fn serve_udp(inside: &UdpSocket, at: SocketAddr, egress: &Shared, stop: &AtomicBool) {
+    let _ = inside.set_nonblocking(true);
+    struct Peer {
+        upstream: UdpSocket,
+        index: Option<usize>,
+        out: u64,
+        back: u64,
+    }
+    let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
+    let mut refused: Vec<SocketAddr> = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(inside.as_raw_fd())
+            .chain(peers.values().map(|p| p.upstream.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let _ = sys::poll(&mut fds, 100);
+        while let Ok((n, from)) = inside.recv_from(&mut buf) {
+            if refused.contains(&from) {
+                continue;
+            }
+            let peer = match peers.entry(from) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let (record, _) = record_for(egress, at, "udp");
+                    if !record.allowed {
+                        lock(egress).record_forwarded(record);
+                        refused.push(from);
+                        continue;
+                    }
+                    let local: SocketAddr = match at.ip() {
+                        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+                    };
+                    let Ok(upstream) =
+                        UdpSocket::bind(local).and_then(|u| u.connect(at).map(|()| u))
+                    else {
+                        continue;
+                    };
+                    let _ = upstream.set_nonblocking(true);
+                    let index = lock(egress).record_forwarded(record);
+                    slot.insert(Peer {
+                        upstream,
+                        index,
+                        out: 0,
+                        back: 0,
+                    })
+                }
+            };
+            if peer.upstream.send(&buf[..n]).is_ok() {
+                peer.out += n as u64;
+            }
+        }
+        for (from, p) in peers.iter_mut() {
+            while let Ok(n) = p.upstream.recv(&mut buf) {
+                if inside.send_to(&buf[..n], from).is_ok() {
+                    p.back += n as u64;
+                }
+            }
+        }
+    }
+    let mut e = lock(egress);
+    for p in peers.values() {
+        if let Some(i) = p.index {
+            e.update_forwarded(i, p.out, p.back, None);
+        }
+    }
+}
