@@ -634,16 +634,7 @@ impl Backend for GvisorBackend {
         inv: &Invocation,
         gate: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Outcome, BackendError> {
-        let program = inv
-            .argv
-            .first()
-            .ok_or_else(|| BackendError::Invalid("no program to run".into()))?;
-        if !mounts::is_clean_absolute(&inv.workdir) {
-            return Err(BackendError::Invalid(format!(
-                "working directory {} must be an absolute path without . or ..",
-                inv.workdir.display()
-            )));
-        }
+        let program = crate::program_of(inv)?;
         for cap in &inv.capabilities {
             check_supported(cap)?;
         }
@@ -910,42 +901,23 @@ impl Backend for GvisorBackend {
         remove_group(&*group);
         let mut error = observed.setup_error.clone();
         if let Some(errno) = observed.exec_errno {
-            let err = std::io::Error::from_raw_os_error(errno);
             status = Status::Error;
-            exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
-            let shown = program.escape_debug();
-            error = Some(if errno == libc::ENOENT && program.contains('/') {
-                format!("{shown}: no such file in the sandbox (it shows /usr, /bin, /lib*, /tmp and granted paths; grant its directory with --allow fs:read:DIR)")
-            } else if errno == libc::ENOENT {
-                format!("{shown}: command not found in the sandbox (PATH={path})")
-            } else {
-                format!("{shown}: cannot execute: {err}")
-            });
+            let (code, why) = crate::exec_failure(program, errno, path, "sandbox");
+            exit_code = Some(code);
+            error = Some(why);
         }
         if status == Status::Error && error.is_none() {
-            error = Some(match observed.stop {
-                Some(crate::supervisor::StopCause::Interrupted(sig)) => {
-                    format!("interrupted by signal {sig}")
-                }
-                Some(crate::supervisor::StopCause::LeaseEnded) => observed
-                    .lease_ended
-                    .clone()
-                    .unwrap_or_else(|| "stopped: a secret's lease ended".into()),
-                _ => "the sandbox ended before the program finished".into(),
-            });
+            error = Some(crate::stop_error(
+                &observed,
+                "the sandbox ended before the program finished",
+            ));
         }
         let mut warnings = vec![format!(
             "gvisor: the memory limit ({}) bounds the whole sandbox, gVisor's own kernel (the Sentry) and file server included",
             warden_core::human_bytes(inv.limits.memory_bytes)
         )];
         warnings.extend(grant_warnings);
-        for (stream, lost) in ["stdout", "stderr"].iter().zip(observed.undelivered) {
-            if lost > 0 {
-                warnings.push(format!(
-                    "{lost} bytes of the program's {stream} were not delivered: the caller closed it or did not read it"
-                ));
-            }
-        }
+        warnings.extend(crate::undelivered(&observed));
         let program_signal = observed
             .program
             .and_then(|(st, _, _)| libc::WIFSIGNALED(st).then(|| libc::WTERMSIG(st)));

@@ -429,16 +429,7 @@ impl Backend for JailBackend {
         inv: &Invocation,
         gate: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Outcome, BackendError> {
-        let program = inv
-            .argv
-            .first()
-            .ok_or_else(|| BackendError::Invalid("no program to run".into()))?;
-        if !mounts::is_clean_absolute(&inv.workdir) {
-            return Err(BackendError::Invalid(format!(
-                "working directory {} must be an absolute path without . or ..",
-                inv.workdir.display()
-            )));
-        }
+        let program = program_of(inv)?;
         let (grants, grant_warnings) = self.prepare_grants(inv)?;
         let limits_plan = match &self.cgroups {
             Ok(driver) => plan_limits(inv, Some(driver.mechanism()), None),
@@ -757,32 +748,16 @@ impl JailBackend {
         }
         let mut error = observed.setup_error.clone();
         if let Some(errno) = observed.exec_errno {
-            let err = std::io::Error::from_raw_os_error(errno);
             status = Status::Error;
-            exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
-            // Escaped: the name is the caller's, and may hold a newline.
-            let shown = program.escape_debug();
-            error = Some(if errno == libc::ENOENT && program.contains('/') {
-                format!(
-                    "{shown}: no such file in the jail (it shows /usr, /bin, /lib*, /tmp and granted paths; grant its directory with --allow fs:read:DIR)"
-                )
-            } else if errno == libc::ENOENT {
-                format!("{shown}: command not found in the jail (PATH={path})")
-            } else {
-                format!("{shown}: cannot execute: {err}")
-            });
+            let (code, why) = exec_failure(program, errno, path, "jail");
+            exit_code = Some(code);
+            error = Some(why);
         }
         if status == Status::Error && error.is_none() {
-            error = Some(match observed.stop {
-                Some(supervisor::StopCause::Interrupted(sig)) => {
-                    format!("interrupted by signal {sig}")
-                }
-                Some(supervisor::StopCause::LeaseEnded) => observed
-                    .lease_ended
-                    .clone()
-                    .unwrap_or_else(|| "stopped: a secret's lease ended".into()),
-                _ => "the jail's init process died before the program finished".into(),
-            });
+            error = Some(stop_error(
+                &observed,
+                "the jail's init process died before the program finished",
+            ));
         }
         if let Some(cg) = cgroup {
             cg.kill_all();
@@ -803,13 +778,7 @@ impl JailBackend {
                 status = Status::Violation;
             }
         }
-        for (stream, lost) in ["stdout", "stderr"].iter().zip(observed.undelivered) {
-            if lost > 0 {
-                warnings.push(format!(
-                    "{lost} bytes of the program's {stream} were not delivered: the caller closed it or did not read it"
-                ));
-            }
-        }
+        warnings.extend(undelivered(&observed));
         let program_signal = observed
             .program
             .and_then(|(st, _, _)| libc::WIFSIGNALED(st).then(|| libc::WTERMSIG(st)));
@@ -904,6 +873,68 @@ fn program_env(inv: &Invocation) -> Result<(Vec<Vec<u8>>, &str), BackendError> {
         env.push(format!("{}={value}", warden_core::secret_env_name(&secret.name)).into_bytes());
     }
     Ok((env, path))
+}
+
+/// The program to run (argv[0]), once the invocation's working directory
+/// is known to be a clean absolute path.
+fn program_of(inv: &Invocation) -> Result<&str, BackendError> {
+    let program = inv
+        .argv
+        .first()
+        .ok_or_else(|| BackendError::Invalid("no program to run".into()))?;
+    if !mounts::is_clean_absolute(&inv.workdir) {
+        return Err(BackendError::Invalid(format!(
+            "working directory {} must be an absolute path without . or ..",
+            inv.workdir.display()
+        )));
+    }
+    Ok(program)
+}
+
+/// The exit status (127 not found, 126 cannot execute) and the message of
+/// a failed exec of `program` with `errno`, inside `place` ("jail",
+/// "sandbox"), looked up on `path`.
+fn exec_failure(program: &str, errno: i32, path: &str, place: &str) -> (i32, String) {
+    let err = std::io::Error::from_raw_os_error(errno);
+    // Escaped: the name is the caller's, and may hold a newline.
+    let shown = program.escape_debug();
+    let why = if errno == libc::ENOENT && program.contains('/') {
+        format!(
+            "{shown}: no such file in the {place} (it shows /usr, /bin, /lib*, /tmp and granted paths; grant its directory with --allow fs:read:DIR)"
+        )
+    } else if errno == libc::ENOENT {
+        format!("{shown}: command not found in the {place} (PATH={path})")
+    } else {
+        format!("{shown}: cannot execute: {err}")
+    };
+    (if errno == libc::ENOENT { 127 } else { 126 }, why)
+}
+
+/// The error of a run that ended in status `error` without one: why the
+/// supervisor stopped it, else `otherwise`.
+fn stop_error(observed: &supervisor::Observed, otherwise: &str) -> String {
+    match observed.stop {
+        Some(supervisor::StopCause::Interrupted(sig)) => format!("interrupted by signal {sig}"),
+        Some(supervisor::StopCause::LeaseEnded) => observed
+            .lease_ended
+            .clone()
+            .unwrap_or_else(|| "stopped: a secret's lease ended".into()),
+        _ => otherwise.to_string(),
+    }
+}
+
+/// Warnings for output the caller did not take.
+fn undelivered(observed: &supervisor::Observed) -> Vec<String> {
+    ["stdout", "stderr"]
+        .iter()
+        .zip(observed.undelivered)
+        .filter(|(_, lost)| *lost > 0)
+        .map(|(stream, lost)| {
+            format!(
+                "{lost} bytes of the program's {stream} were not delivered: the caller closed it or did not read it"
+            )
+        })
+        .collect()
 }
 
 /// The secrets to place in the jail: every `secret:` grant must have its
