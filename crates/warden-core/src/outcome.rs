@@ -83,6 +83,24 @@ pub struct Connection {
 /// processes the jail's init saw killed by SIGXFSZ, `/tmp`'s usage at the
 /// end) and Warden's own otherwise (wall clock, CPU time, output, the WASM
 /// limiter).
+impl Connection {
+    /// An attempt to reach `dest`:`port` over `proto`, not (yet) allowed,
+    /// with nothing counted.
+    pub fn attempt(dest: String, port: u16, proto: &'static str) -> Connection {
+        Connection {
+            dest,
+            port,
+            proto,
+            allowed: false,
+            name: None,
+            grant: None,
+            reason: None,
+            bytes_out: None,
+            bytes_in: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LimitReached {
     /// The limit's name, as in the report's `limits` and `enforcement`:

@@ -308,17 +308,7 @@ impl Egress {
         } else {
             self.plan.decide_proto(ip, dest.port(), proto == "udp")
         };
-        let mut record = Connection {
-            dest: ip.to_string(),
-            port: dest.port(),
-            proto,
-            allowed: false,
-            name: None,
-            grant: None,
-            reason: None,
-            bytes_out: None,
-            bytes_in: None,
-        };
+        let mut record = Connection::attempt(ip.to_string(), dest.port(), proto);
         match verdict {
             Verdict::Refused(why) => {
                 record.reason = Some(why);

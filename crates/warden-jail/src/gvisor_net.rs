@@ -152,17 +152,7 @@ fn wait_readable(fd: i32, stop: &AtomicBool) -> bool {
 }
 
 fn record_for(egress: &Shared, at: SocketAddr, proto: &'static str) -> (Connection, Option<Proxy>) {
-    let mut c = Connection {
-        dest: at.ip().to_string(),
-        port: at.port(),
-        proto,
-        allowed: false,
-        name: None,
-        grant: None,
-        reason: None,
-        bytes_out: None,
-        bytes_in: None,
-    };
+    let mut c = Connection::attempt(at.ip().to_string(), at.port(), proto);
     let mut e = lock(egress);
     let verdict = e.plan().decide_proto(at.ip(), at.port(), proto == "udp");
     let proxy = match verdict {
