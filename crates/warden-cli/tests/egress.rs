@@ -1469,3 +1469,40 @@ attempt("udp", udp)
         assert!(wide.stderr.contains("gvisor backend"), "{}", wide.stderr);
     });
 }
+
+/// `net:dns` alone: the program's resolver reaches the run's DNS stub,
+/// which answers no name (none is granted) and records each query.
+#[test]
+fn net_dns_alone_records_every_query_and_answers_none() {
+    in_private_net(|| {
+        let dir = TempDir::new("egress-dns-only");
+        let out = run(
+            &dir,
+            "",
+            &["net:dns".into()],
+            r#"
+import socket
+try:
+    socket.getaddrinfo("asked.example", 443, proto=socket.IPPROTO_TCP); print("resolved")
+except socket.gaierror:
+    print("nxdomain")
+"#,
+            &[],
+        );
+        assert!(
+            out.stdout.contains("nxdomain"),
+            "{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        let violations = out.report["violations"].as_array().unwrap();
+        assert!(
+            violations.iter().any(|v| v["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("dns query for asked.example")),
+            "{}",
+            out.report
+        );
+    });
+}

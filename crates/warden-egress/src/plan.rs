@@ -180,6 +180,7 @@ impl EgressPlan {
         resolver: &dyn Resolve,
     ) -> Option<EgressPlan> {
         let mut plan = EgressPlan::default();
+        let dns = capabilities.contains(&Capability::NetDns);
         for cap in capabilities {
             let rules: &[(PortPattern, bool, Option<Proxy>)] = match cap {
                 Capability::NetConnect { port, .. } => &[(*port, false, None)],
@@ -208,7 +209,9 @@ impl EgressPlan {
                 });
             }
         }
-        if plan.rules.is_empty() {
+        // `net:dns` alone: a stub with nothing to answer, that still
+        // records what the program asked for.
+        if plan.rules.is_empty() && !dns {
             return None;
         }
         let names: Vec<(String, String)> = plan
@@ -716,5 +719,16 @@ mod tests {
         assert!(plan
             .decide_host("10.0.0.7", ip("10.0.0.7"), Proxy::Http)
             .is_err());
+    }
+
+    #[test]
+    fn net_dns_alone_makes_a_plan_that_opens_nothing() {
+        let plan = EgressPlan::from_capabilities(&caps(&["net:dns"]), &hosts()).unwrap();
+        assert!(plan.pinned().is_empty());
+        assert!(matches!(
+            plan.decide(ip("11.22.33.44"), 443),
+            Verdict::Refused(_)
+        ));
+        assert_eq!(plan.endpoints(), Ok(Vec::new()));
     }
 }

@@ -129,7 +129,10 @@ fn check_supported(cap: &Capability) -> Result<(), BackendError> {
         c if c.is_limit() => Ok(()),
         // The supervisor makes the program's connections (see `egress`),
         // through its proxy for net:http and net:https (see `proxy`).
-        Capability::NetConnect { .. } | Capability::NetHttp(_) | Capability::NetHttps(_) => Ok(()),
+        Capability::NetConnect { .. }
+        | Capability::NetHttp(_)
+        | Capability::NetHttps(_)
+        | Capability::NetDns => Ok(()),
         // Relayed by the supervisor (see `relay`): the program's UDP
         // socket stays in the jail's namespace.
         Capability::NetConnectUdp { .. } => Ok(()),

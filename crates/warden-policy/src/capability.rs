@@ -44,6 +44,10 @@ pub enum Capability {
     NetHttp(HostPattern),
     /// `net:https:HOST` — HTTPS only (TLS whose SNI names HOST).
     NetHttps(HostPattern),
+    /// `net:dns` — resolve names through the run's DNS stub, which answers
+    /// the names the run's other net grants name, and records every query
+    /// (the rest are NXDOMAIN and net violations).
+    NetDns,
     /// `env:NAME` — see the named environment variable.
     Env(String),
     /// `secret:NAME` — lease the named secret (a file in the sandbox).
@@ -155,7 +159,7 @@ pub enum MalformedReason {
     #[error("unknown fs access {0:?}: expected read or write")]
     UnknownFsAccess(String),
     /// `net:udp:…` and the like.
-    #[error("unknown net access {0:?}: expected connect, http or limit")]
+    #[error("unknown net access {0:?}: expected connect, http, https, dns or limit")]
     UnknownNetAccess(String),
     /// `net:limit:WHAT:…` with WHAT other than bytes, connections, idle.
     #[error("unknown net limit {0:?}: expected net:limit:bytes:SIZE, net:limit:connections:N or net:limit:idle:DURATION")]
@@ -293,6 +297,7 @@ impl FromStr for Capability {
                     "http" => Ok(Capability::NetHttp(
                         parse_host(arg, false).map_err(malformed)?,
                     )),
+                    "dns" if arg.is_empty() && !rest.contains(':') => Ok(Capability::NetDns),
                     "https" => Ok(Capability::NetHttps(
                         parse_host(arg, false).map_err(malformed)?,
                     )),
@@ -683,7 +688,8 @@ impl Capability {
             (C::KvWrite(a), C::KvRead(b) | C::KvWrite(b)) | (C::KvRead(a), C::KvRead(b)) => {
                 a == "*" || a == b
             }
-            (C::ClockRead, C::ClockRead)
+            (C::NetDns, C::NetDns)
+            | (C::ClockRead, C::ClockRead)
             | (C::RandomRead, C::RandomRead)
             | (C::LogWrite, C::LogWrite) => true,
             (C::MemLimit(a), C::MemLimit(b)) => b <= a,
@@ -761,6 +767,7 @@ impl fmt::Display for Capability {
             }
             Capability::NetHttp(host) => write!(f, "net:http:{host}"),
             Capability::NetHttps(host) => write!(f, "net:https:{host}"),
+            Capability::NetDns => f.write_str("net:dns"),
             Capability::Env(n) => write!(f, "env:{n}"),
             Capability::Secret(n) => write!(f, "secret:{n}"),
             Capability::SecretEnv(n) => write!(f, "secret:{n}:env"),
