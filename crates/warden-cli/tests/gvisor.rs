@@ -475,4 +475,24 @@ fn a_processor_runs_under_gvisor_when_the_policy_asks_strong_isolation() {
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["backend"], "gvisor", "{}", out.ctx());
+    let routing = r["routing"].as_str().unwrap_or("");
+    assert!(
+        routing.contains("processor kind script") && routing.contains("isolation: strong"),
+        "{routing}"
+    );
+    // --explain says the same and runs nothing.
+    let out = t
+        .raw([
+            "--state",
+            &state,
+            "invoke",
+            "hello@1.0.0",
+            "--explain",
+            "--policy",
+            &policy.display().to_string(),
+        ])
+        .go();
+    out.expect_code(0, "invoke --explain");
+    assert!(out.stdout.contains("backend: gvisor"), "{}", out.ctx());
+    assert!(out.stdout.contains("isolation: strong"), "{}", out.ctx());
 }

@@ -262,14 +262,18 @@ pub fn plan(req: &InvokeRequest<'_>) -> Result<InvokePlan, InvokeError> {
         cwd: req.cwd.clone(),
         exact_grants: true,
     };
-    let routing = format!(
-        "processor kind {}: the {backend}",
-        match manifest.kind {
-            Kind::Script => "script",
-            Kind::Native => "native",
-            Kind::Wasm => "wasm",
-        }
-    );
+    let kind = match manifest.kind {
+        Kind::Script => "script",
+        Kind::Native => "native",
+        Kind::Wasm => "wasm",
+    };
+    let routing = match (&policy, backend) {
+        (Some(p), "gvisor") => format!(
+            "processor kind {kind}, and policy {} asks isolation: strong: the gvisor backend",
+            p.origin
+        ),
+        _ => format!("processor kind {kind}: the {backend}"),
+    };
     Ok(InvokePlan {
         routing,
         request,
