@@ -1506,3 +1506,79 @@ except socket.gaierror:
         );
     });
 }
+
+/// Under gVisor the forwarder holds the run's byte limit and idle timeout
+/// on what it carries: the connection is cut, and the report says so.
+#[test]
+fn net_limits_hold_under_gvisor() {
+    in_private_net(|| {
+        let tcp = server(PUBLIC);
+        let dir = TempDir::new("egress-gvisor-limits");
+        let port = tcp.addr.port();
+        let hosts = format!("{PUBLIC} api.example\n");
+        let grant = format!("net:connect:api.example:{port}");
+        let bulk = format!(
+            r#"
+import socket
+s = socket.create_connection(("api.example", {port}), timeout=10)
+s.makefile().readline()
+try:
+    for _ in range(64):
+        s.sendall(b"x" * 16384)
+    s.shutdown(socket.SHUT_WR)
+    print("reply", repr(s.recv(100)))
+except OSError as e:
+    print("cut", e.errno)
+"#
+        );
+        let idle = format!(
+            r#"
+import socket, time
+t = socket.create_connection(("api.example", {port}), timeout=10)
+t.makefile().readline()
+time.sleep(1.5)
+try:
+    t.sendall(b"late"); t.shutdown(socket.SHUT_WR)
+    print("after idle", repr(t.recv(100)))
+except OSError as e:
+    print("idle cut", e.errno)
+"#
+        );
+        for (limit, script, name, says) in [
+            (
+                "net:limit:bytes:64KiB",
+                &bulk,
+                "net_bytes",
+                "net:limit:bytes",
+            ),
+            ("net:limit:idle:500ms", &idle, "net_idle", "idle timeout"),
+        ] {
+            let out = run_on(
+                "gvisor",
+                &dir,
+                &hosts,
+                &[grant.clone(), limit.into()],
+                script,
+                &[],
+            );
+            let ctx = format!("{}\n{}\n{}", out.stdout, out.stderr, out.report);
+            assert!(
+                !out.stdout.contains("got "),
+                "the server answered past the cut\n{ctx}"
+            );
+            let reached: Vec<&str> = out.report["limits_reached"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|l| l["limit"].as_str())
+                .collect();
+            assert_eq!(reached, [name], "{ctx}");
+            let conn = &connections(&out.report)[0];
+            assert_eq!(conn["allowed"], true, "{ctx}");
+            assert!(
+                conn["reason"].as_str().unwrap_or("").contains(says),
+                "{ctx}"
+            );
+        }
+    });
+}

@@ -97,6 +97,8 @@ pub(crate) struct Egress {
     relays: Vec<crate::relay::Relay>,
     relays_unrecorded: Vec<crate::relay::Relay>,
     udp: Option<std::sync::Arc<crate::relay::Shared>>,
+    /// The gVisor forwarder's limits, shared by its connections.
+    forwarded: Option<std::sync::Arc<crate::gvisor_net::Limits>>,
 }
 
 /// The DNS stub of a run: a UDP socket of the supervisor's on the host's
@@ -203,6 +205,7 @@ impl Egress {
             relays: Vec::new(),
             relays_unrecorded: Vec::new(),
             udp: None,
+            forwarded: None,
         }
     }
 
@@ -534,6 +537,31 @@ impl Egress {
         true
     }
 
+    /// The run's byte and idle limits for a forwarder (the gVisor
+    /// backend's), with the bytes it moves counted across connections.
+    pub fn forward_limits(&mut self) -> std::sync::Arc<crate::gvisor_net::Limits> {
+        let (max_bytes, idle) = (self.max_bytes, self.idle_timeout);
+        self.forwarded
+            .get_or_insert_with(|| {
+                std::sync::Arc::new(crate::gvisor_net::Limits {
+                    moved: Default::default(),
+                    max_bytes,
+                    idle,
+                })
+            })
+            .clone()
+    }
+
+    /// A forwarded connection was cut at the byte limit (`bytes`) or for
+    /// idleness.
+    pub fn note_cut(&mut self, bytes: bool) {
+        if bytes {
+            self.cut_bytes += 1;
+        } else {
+            self.cut_idle += 1;
+        }
+    }
+
     /// Records a connection made by a forwarder (the gVisor backend's);
     /// its index, when it was recorded.
     pub fn record_forwarded(&mut self, c: Connection) -> Option<usize> {
@@ -542,14 +570,23 @@ impl Egress {
         (index < self.connections.len()).then_some(index)
     }
 
-    /// A forwarded connection's bytes (the program's view) and, if the
-    /// proxy closed it, why.
-    pub fn update_forwarded(&mut self, index: usize, out: u64, back: u64, refused: Option<String>) {
+    /// A forwarded connection's bytes (the program's view), and why the
+    /// proxy closed it (`refused`: it turns not allowed), or cut it at a limit (`cut`:
+    /// it stays allowed, with the reason).
+    pub fn update_forwarded(
+        &mut self,
+        index: usize,
+        (out, back): (u64, u64),
+        refused: Option<String>,
+        cut: Option<String>,
+    ) {
         if let Some(c) = self.connections.get_mut(index) {
             c.bytes_out = Some(out);
             c.bytes_in = Some(back);
             if let Some(why) = refused {
                 c.allowed = false;
+                c.reason = Some(why);
+            } else if let Some(why) = cut {
                 c.reason = Some(why);
             }
         }

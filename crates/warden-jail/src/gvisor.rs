@@ -1005,6 +1005,8 @@ impl GvisorBackend {
             .map_err(io_setup("open the sandbox's network namespace"))?;
         let mut egress = crate::egress::Egress::new(plan);
         egress.max_connections = Some(inv.limits.net_connections);
+        egress.max_bytes = inv.limits.net_bytes;
+        egress.idle_timeout = inv.limits.net_idle;
         let net = crate::gvisor_net::Net::start(netns, endpoints, egress)
             .map_err(io_setup("listen on the granted addresses in the sandbox"))?;
         sys::write_all(go.as_raw_fd(), b"G").map_err(io_setup("start runsc"))?;

@@ -15,7 +15,7 @@ use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
 };
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,7 +119,7 @@ impl Net {
         let mut warnings = e.warnings();
         warnings.extend(e.stub_error.clone());
         warnings.push(
-            "gvisor: connections to destinations no grant opens fail inside the sandbox (its network has only the granted addresses) and are not listed; net:limit:bytes and net:limit:idle are not enforced under gvisor yet".into(),
+            "gvisor: connections to destinations no grant opens fail inside the sandbox (its network has only the granted addresses) and are not listed".into(),
         );
         NetReport {
             connections: e.connections.clone(),
@@ -219,12 +219,37 @@ fn carry_tcp(conn: TcpStream, at: SocketAddr, egress: &Shared) {
     let counter = conn.try_clone().ok();
     let index = lock(egress).record_forwarded(record);
     let plan = lock(egress).plan().clone();
-    let refused = match proxy {
-        Some(Proxy::Http) => crate::proxy::http(conn, upstream, at.ip(), &plan).err(),
-        Some(Proxy::Tls) => crate::proxy::tls(conn, upstream, at.ip(), &plan).err(),
+    let (refused, cut) = match proxy {
+        Some(Proxy::Http) => (
+            crate::proxy::http(conn, upstream, at.ip(), &plan).err(),
+            None,
+        ),
+        Some(Proxy::Tls) => (
+            crate::proxy::tls(conn, upstream, at.ip(), &plan).err(),
+            None,
+        ),
         None => {
-            splice(conn, upstream);
-            None
+            let limits = lock(egress).forward_limits();
+            let cut = splice(&conn, &upstream, &limits);
+            let _ = conn.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
+            let why = match cut {
+                Some(Cut::Bytes(max)) => {
+                    lock(egress).note_cut(true);
+                    Some(format!(
+                        "cut: the run moved more than its net:limit:bytes of {max}"
+                    ))
+                }
+                Some(Cut::Idle(idle)) => {
+                    lock(egress).note_cut(false);
+                    Some(format!(
+                        "cut: no data for {} ms (idle timeout)",
+                        idle.as_millis()
+                    ))
+                }
+                None => None,
+            };
+            (None, why)
         }
     };
     // The program's bytes are what this end of its connection received
@@ -233,23 +258,79 @@ fn carry_tcp(conn: TcpStream, at: SocketAddr, egress: &Shared) {
         .and_then(|c| sys::tcp_bytes(c.as_raw_fd()).ok())
         .unwrap_or((0, 0));
     if let Some(i) = index {
-        lock(egress).update_forwarded(i, received, sent, refused);
+        lock(egress).update_forwarded(i, (received, sent), refused, cut);
     }
 }
 
-fn splice(a: TcpStream, b: TcpStream) {
-    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
-        return;
-    };
-    let back = std::thread::spawn(move || {
-        let (mut from, mut to) = (b2, a2);
-        let _ = io::copy(&mut from, &mut to);
-        let _ = to.shutdown(Shutdown::Write);
-    });
-    let (mut from, mut to) = (a, b);
-    let _ = io::copy(&mut from, &mut to);
-    let _ = to.shutdown(Shutdown::Write);
-    let _ = back.join();
+/// The run's network limits, as the forwarder holds them.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    /// Bytes every forwarded connection moved so far, both ways.
+    pub moved: AtomicU64,
+    pub max_bytes: Option<u64>,
+    pub idle: Option<Duration>,
+}
+
+/// Why a spliced connection was cut.
+enum Cut {
+    Bytes(u64),
+    Idle(Duration),
+}
+
+/// Carries `inside` (the sandbox's end) and `outside` both ways in one
+/// loop, so that the run's byte limit and the idle timeout (no data
+/// either way) hold; returns the cut, if one was made.
+fn splice(inside: &TcpStream, outside: &TcpStream, limits: &Limits) -> Option<Cut> {
+    use std::io::{Read as _, Write as _};
+    let mut open = [true, true]; // reading inside, reading outside
+    let mut buf = vec![0u8; 64 << 10];
+    let mut last = std::time::Instant::now();
+    while open[0] || open[1] {
+        let wait = limits.idle.map_or(1000, |idle| {
+            idle.saturating_sub(last.elapsed())
+                .as_millis()
+                .clamp(1, 1000) as i32
+        });
+        let mut fds: Vec<libc::pollfd> = [(inside, open[0]), (outside, open[1])]
+            .iter()
+            .map(|(s, on)| libc::pollfd {
+                fd: if *on { s.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if sys::poll(&mut fds, wait).is_err() {
+            return None;
+        }
+        if let Some(idle) = limits.idle.filter(|i| last.elapsed() >= *i) {
+            return Some(Cut::Idle(idle));
+        }
+        for (i, (mut from, mut to)) in [(inside, outside), (outside, inside)]
+            .into_iter()
+            .enumerate()
+        {
+            if !open[i] || fds[i].revents == 0 {
+                continue;
+            }
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    open[i] = false;
+                    let _ = to.shutdown(Shutdown::Write);
+                }
+                Ok(n) => {
+                    last = std::time::Instant::now();
+                    let moved = limits.moved.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                    if let Some(max) = limits.max_bytes.filter(|m| moved > *m) {
+                        return Some(Cut::Bytes(max));
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 /// UDP at `at`: each sender inside gets its own socket to `at` outside.
@@ -321,7 +402,7 @@ fn serve_udp(inside: &UdpSocket, at: SocketAddr, egress: &Shared, stop: &AtomicB
     let mut e = lock(egress);
     for p in peers.values() {
         if let Some(i) = p.index {
-            e.update_forwarded(i, p.out, p.back, None);
+            e.update_forwarded(i, (p.out, p.back), None, None);
         }
     }
 }
