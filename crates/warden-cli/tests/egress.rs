@@ -1440,6 +1440,20 @@ attempt("udp", udp)
             "{ctx}"
         );
         assert!(reasons.iter().any(|r| r.contains("evil.example")), "{ctx}");
+        // Attempts to what no grant opens are seen too (on the sandbox's
+        // loopback, where they are refused) and listed.
+        for (dest, port) in [
+            (OTHER_PUBLIC, other.addr.port()),
+            (PUBLIC, other.addr.port()),
+            ("127.0.0.1", on_loopback.addr.port()),
+        ] {
+            assert!(
+                conns
+                    .iter()
+                    .any(|c| c["dest"] == dest && c["port"] == port && c["allowed"] == false),
+                "{dest}:{port} not listed\n{ctx}"
+            );
+        }
         let tcp_entry = conns
             .iter()
             .find(|c| c["port"] == tcp.addr.port() && c["allowed"] == true)

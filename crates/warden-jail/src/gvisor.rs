@@ -542,6 +542,11 @@ impl Shim<'_> {
                     fail("put a granted address on the sandbox's loopback", e);
                 }
             }
+            // Every other destination answered on the loopback, where the
+            // supervisor sees the attempt (gvisor_net's watcher).
+            if let Err(e) = sys::route_everything_to_loopback() {
+                fail("route the sandbox's other destinations to its loopback", e);
+            }
             let mut b = [0u8; 1];
             let told = sys::write_all(ready.as_raw_fd(), b"R")
                 .and_then(|()| sys::read(go.as_raw_fd(), &mut b));

@@ -53,6 +53,133 @@ pub(crate) fn addresses(endpoints: &[Endpoint]) -> Vec<IpAddr> {
 enum Bound {
     Tcp(TcpListener, SocketAddr),
     Udp(UdpSocket, SocketAddr),
+    /// Sees the first packet of every attempt on the loopback.
+    Watch(std::os::fd::OwnedFd),
+}
+
+/// The classic BPF program of the watcher: TCP segments with SYN and no
+/// ACK, and UDP datagrams, over IPv4 (any header length) or IPv6 (no
+/// extension headers); the rest is not copied out of the kernel.
+fn attempts_filter() -> Vec<libc::sock_filter> {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    const LDB_ABS: u16 = 0x30;
+    const LDXB_MSH: u16 = 0xb1;
+    const LDB_IND: u16 = 0x50;
+    const RSH: u16 = 0x74;
+    const AND: u16 = 0x54;
+    const JEQ: u16 = 0x15;
+    const RET: u16 = 0x06;
+    vec![
+        op(LDB_ABS, 0, 0, 0),  // 0: version
+        op(RSH, 0, 0, 4),      // 1
+        op(JEQ, 0, 7, 4),      // 2: IPv4 → 3, else → 10
+        op(LDB_ABS, 0, 0, 9),  // 3: protocol
+        op(JEQ, 12, 0, 17),    // 4: UDP → accept
+        op(JEQ, 0, 12, 6),     // 5: TCP → 6, else reject
+        op(LDXB_MSH, 0, 0, 0), // 6: X = header length
+        op(LDB_IND, 0, 0, 13), // 7: TCP flags
+        op(AND, 0, 0, 0x12),   // 8: SYN|ACK
+        op(JEQ, 7, 8, 0x02),   // 9: SYN alone → accept, else reject
+        op(JEQ, 0, 7, 6),      // 10: IPv6 → 11, else reject
+        op(LDB_ABS, 0, 0, 6),  // 11: next header
+        op(JEQ, 4, 0, 17),     // 12: UDP → accept
+        op(JEQ, 0, 4, 6),      // 13: TCP → 14, else reject
+        op(LDB_ABS, 0, 0, 53), // 14: TCP flags (40 + 13)
+        op(AND, 0, 0, 0x12),   // 15
+        op(JEQ, 0, 1, 0x02),   // 16: SYN alone → accept, else reject
+        op(RET, 0, 0, 0xffff), // 17: accept
+        op(RET, 0, 0, 0),      // 18: reject
+    ]
+}
+
+/// The destination and protocol of a packet the filter passed, and its
+/// source: `(dest, proto, source)`.
+fn attempt_of(packet: &[u8]) -> Option<(SocketAddr, &'static str, SocketAddr)> {
+    let version = packet.first()? >> 4;
+    let (proto, src, dst, l4): (u8, IpAddr, IpAddr, &[u8]) = match version {
+        4 => {
+            let ihl = usize::from(packet.first()? & 0x0f) * 4;
+            let a: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            let b: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            (
+                *packet.get(9)?,
+                IpAddr::from(a),
+                IpAddr::from(b),
+                packet.get(ihl..)?,
+            )
+        }
+        6 => {
+            let a: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            let b: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            (
+                *packet.get(6)?,
+                IpAddr::from(a),
+                IpAddr::from(b),
+                packet.get(40..)?,
+            )
+        }
+        _ => return None,
+    };
+    let sport = u16::from_be_bytes(l4.get(0..2)?.try_into().ok()?);
+    let dport = u16::from_be_bytes(l4.get(2..4)?.try_into().ok()?);
+    let proto = match proto {
+        6 => "tcp",
+        17 => "udp",
+        _ => return None,
+    };
+    Some((
+        SocketAddr::new(dst, dport),
+        proto,
+        SocketAddr::new(src, sport),
+    ))
+}
+
+/// Records each attempt to a destination no listener serves (the kernel
+/// has already refused it on the loopback) as a refused connection; a
+/// UDP destination once.
+fn watch(fd: &std::os::fd::OwnedFd, endpoints: &[Endpoint], egress: &Shared, stop: &AtomicBool) {
+    let served = |a: &SocketAddr, udp: bool| {
+        endpoints
+            .iter()
+            .any(|&(ip, port, u)| ip == a.ip() && port == a.port() && u == udp)
+    };
+    let stub: SocketAddr = (Ipv4Addr::LOCALHOST, 53).into();
+    let mut seen_udp: Vec<SocketAddr> = Vec::new();
+    let mut buf = [0u8; 128];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((n, outgoing)) = sys::recv_packet(fd.as_raw_fd(), &mut buf) else {
+            continue;
+        };
+        if !outgoing {
+            continue;
+        }
+        let Some((dest, proto, source)) = attempt_of(&buf[..n]) else {
+            continue;
+        };
+        let udp = proto == "udp";
+        // Granted destinations, the DNS stub, and what they send back.
+        if served(&dest, udp) || served(&source, udp) || dest == stub || source == stub {
+            continue;
+        }
+        if udp {
+            if seen_udp.contains(&dest) {
+                continue;
+            }
+            if seen_udp.len() < 256 {
+                seen_udp.push(dest);
+            }
+        }
+        let mut e = lock(egress);
+        let why = match e.plan().decide_proto(dest.ip(), dest.port(), udp) {
+            Verdict::Refused(why) => why,
+            Verdict::Allowed { grant, .. } => {
+                format!("{grant} opens it, but the sandbox cannot reach it (not listed for the forwarder)")
+            }
+        };
+        let mut c = Connection::attempt(dest.ip().to_string(), dest.port(), proto);
+        c.reason = Some(why);
+        e.record_forwarded(c);
+    }
 }
 
 impl Net {
@@ -72,17 +199,18 @@ impl Net {
             .name("warden-gvisor-bind".into())
             .spawn(move || -> io::Result<Vec<Bound>> {
                 sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)?;
-                wanted
-                    .into_iter()
-                    .map(|(ip, port, udp)| {
-                        let at = SocketAddr::new(ip, port);
-                        Ok(if udp {
-                            Bound::Udp(UdpSocket::bind(at)?, at)
-                        } else {
-                            Bound::Tcp(TcpListener::bind(at)?, at)
-                        })
-                    })
-                    .collect()
+                let mut bound = vec![Bound::Watch(sys::loopback_packet_socket(
+                    &attempts_filter(),
+                )?)];
+                for (ip, port, udp) in wanted {
+                    let at = SocketAddr::new(ip, port);
+                    bound.push(if udp {
+                        Bound::Udp(UdpSocket::bind(at)?, at)
+                    } else {
+                        Bound::Tcp(TcpListener::bind(at)?, at)
+                    });
+                }
+                Ok(bound)
             })?
             .join()
             .map_err(|_| io::Error::other("the bind thread failed"))??;
@@ -92,12 +220,14 @@ impl Net {
         let mut threads = Vec::new();
         for b in bound {
             let (egress, stop) = (egress.clone(), stop.clone());
+            let endpoints = endpoints.to_vec();
             threads.push(
                 std::thread::Builder::new()
                     .name("warden-gvisor-net".into())
                     .spawn(move || match b {
                         Bound::Tcp(l, at) => serve_tcp(&l, at, &egress, &stop),
                         Bound::Udp(s, at) => serve_udp(&s, at, &egress, &stop),
+                        Bound::Watch(fd) => watch(&fd, &endpoints, &egress, &stop),
                     })?,
             );
         }
@@ -118,9 +248,6 @@ impl Net {
         e.finish();
         let mut warnings = e.warnings();
         warnings.extend(e.stub_error.clone());
-        warnings.push(
-            "gvisor: connections to destinations no grant opens fail inside the sandbox (its network has only the granted addresses) and are not listed".into(),
-        );
         NetReport {
             connections: e.connections.clone(),
             violations: e.violations(),

@@ -761,42 +761,30 @@ pub fn loopback_up() -> io::Result<()> {
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) }).map(drop)
 }
 
-/// Adds `ip` (as a /32 or /128) to the loopback interface of the calling
-/// thread's network namespace, by an RTM_NEWADDR netlink request.
-pub fn add_loopback_address(ip: std::net::IpAddr) -> io::Result<()> {
-    let (family, bytes): (u8, Vec<u8>) = match ip {
-        std::net::IpAddr::V4(v4) => (libc::AF_INET as u8, v4.octets().to_vec()),
-        std::net::IpAddr::V6(v6) => (libc::AF_INET6 as u8, v6.octets().to_vec()),
-    };
+/// The loopback interface's index in the calling thread's network
+/// namespace.
+fn loopback_index() -> io::Result<u32> {
     // SAFETY: the name is a NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
     if index == 0 {
         return Err(io::Error::last_os_error());
     }
-    // nlmsghdr (16) + ifaddrmsg (8) + IFA_LOCAL and IFA_ADDRESS attributes.
-    let attr_len = 4 + bytes.len();
-    let total = 16 + 8 + 2 * attr_len.next_multiple_of(4);
+    Ok(index)
+}
+
+/// Sends one rtnetlink request (`kind`, with `body` after its header) and
+/// waits for the kernel's acknowledgement.
+fn netlink_request(kind: u16, body: &[u8]) -> io::Result<()> {
+    let total = 16 + body.len();
     let mut msg = Vec::with_capacity(total);
     msg.extend_from_slice(&(total as u32).to_ne_bytes());
-    msg.extend_from_slice(&libc::RTM_NEWADDR.to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
     let flags =
         (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
     msg.extend_from_slice(&flags.to_ne_bytes());
     msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
     msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-    let prefix = if family == libc::AF_INET as u8 {
-        32
-    } else {
-        128
-    };
-    msg.extend_from_slice(&[family, prefix, 0, libc::RT_SCOPE_HOST]);
-    msg.extend_from_slice(&index.to_ne_bytes());
-    for kind in [libc::IFA_LOCAL, libc::IFA_ADDRESS] {
-        msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&bytes);
-        msg.resize(msg.len().next_multiple_of(4), 0);
-    }
+    msg.extend_from_slice(body);
     // SAFETY: socket takes only integers.
     let sock = check(unsafe {
         libc::socket(
@@ -829,6 +817,148 @@ pub fn add_loopback_address(ip: std::net::IpAddr) -> io::Result<()> {
         return Ok(());
     }
     Err(io::Error::other("unexpected netlink reply"))
+}
+
+/// An rtnetlink attribute: length, type, payload, padded to 4 bytes.
+fn rtattr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// Adds `ip` (as a /32 or /128) to the loopback interface of the calling
+/// thread's network namespace, by an RTM_NEWADDR netlink request.
+pub fn add_loopback_address(ip: std::net::IpAddr) -> io::Result<()> {
+    let (family, bytes): (u8, Vec<u8>) = match ip {
+        std::net::IpAddr::V4(v4) => (libc::AF_INET as u8, v4.octets().to_vec()),
+        std::net::IpAddr::V6(v6) => (libc::AF_INET6 as u8, v6.octets().to_vec()),
+    };
+    let prefix = if family == libc::AF_INET as u8 {
+        32
+    } else {
+        128
+    };
+    // ifaddrmsg, then the local and the peer address.
+    let mut body = vec![family, prefix, 0, libc::RT_SCOPE_HOST];
+    body.extend_from_slice(&loopback_index()?.to_ne_bytes());
+    rtattr(&mut body, libc::IFA_LOCAL, &bytes);
+    rtattr(&mut body, libc::IFA_ADDRESS, &bytes);
+    netlink_request(libc::RTM_NEWADDR, &body)
+}
+
+/// Makes every IPv4 and IPv6 destination local to the loopback of the
+/// calling thread's network namespace (`local default dev lo`, table
+/// local): a connect to an address nothing listens on is answered at
+/// once (RST, or ICMP port unreachable) on the loopback, where it can be
+/// seen, instead of failing before any packet exists.
+pub fn route_everything_to_loopback() -> io::Result<()> {
+    let index = loopback_index()?;
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        // rtmsg: family, dst_len 0 (default), src_len, tos, table,
+        // protocol, scope, type; then flags (u32).
+        let mut body = vec![
+            family,
+            0,
+            0,
+            0,
+            libc::RT_TABLE_LOCAL,
+            libc::RTPROT_BOOT,
+            libc::RT_SCOPE_HOST,
+            libc::RTN_LOCAL,
+        ];
+        body.extend_from_slice(&0u32.to_ne_bytes());
+        rtattr(&mut body, libc::RTA_OIF, &index.to_ne_bytes());
+        let made = netlink_request(libc::RTM_NEWROUTE, &body);
+        // IPv6 may be off in the namespace: then nothing reaches it anyway.
+        if family == libc::AF_INET as u8 {
+            made?;
+        }
+    }
+    Ok(())
+}
+
+/// A packet socket on the loopback of the calling thread's network
+/// namespace (network-layer packets, no link header) passing only what
+/// `filter` accepts; reads time out after 100 ms.
+pub fn loopback_packet_socket(filter: &[libc::sock_filter]) -> io::Result<OwnedFd> {
+    let protocol = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: socket takes only integers.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            i32::from(protocol),
+        )
+    })?;
+    // SAFETY: the descriptor is new and ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points at `filter`, alive for the call; the kernel
+    // copies the program.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: sockaddr_ll is plain data; zero is valid for every field.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = protocol;
+    addr.sll_ifindex = loopback_index()? as i32;
+    // SAFETY: addr is a valid sockaddr_ll of the size passed.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    // SAFETY: timeout is a valid timeval of the size passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// One packet from a packet socket into `buf`: its length, and whether
+/// it was outgoing (each loopback packet is seen leaving and arriving).
+pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    // SAFETY: sockaddr_ll is plain data; zero is valid for every field.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: buf and addr are valid, writable buffers of the sizes given.
+    let n = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (&mut addr as *mut libc::sockaddr_ll).cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((n as usize, addr.sll_pkttype == libc::PACKET_OUTGOING as u8))
 }
 
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
