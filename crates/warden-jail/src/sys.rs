@@ -958,7 +958,7 @@ pub fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((n as usize, addr.sll_pkttype == libc::PACKET_OUTGOING as u8))
+    Ok((n as usize, addr.sll_pkttype == libc::PACKET_OUTGOING))
 }
 
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
