@@ -1356,6 +1356,9 @@ attempt("other-host", lambda: line("{OTHER_PUBLIC}", {other}))
 attempt("other-port", lambda: line("api.example", {other}))
 attempt("loopback", lambda: line("127.0.0.1", {lo}))
 attempt("dns", lambda: socket.getaddrinfo("evil.example", 80))
+attempt("metadata", lambda: line("{METADATA}", 80))
+attempt("ipv6", lambda: socket.create_connection(("{PUBLIC6}", 443), timeout=5) and "connected")
+attempt("raw-ip", lambda: line("{PUBLIC}", 8443))
 def get(host):
     c = http.client.HTTPConnection("api.example", 80, timeout=10)
     c.putrequest("GET", "/", skip_host=True)
@@ -1411,6 +1414,9 @@ attempt("udp", udp)
             "dns",
             "http-other",
             "tls-other",
+            "metadata",
+            "ipv6",
+            "raw-ip",
         ] {
             assert!(
                 line_for(&out.stdout, refused).contains(" err "),
@@ -1446,6 +1452,8 @@ attempt("udp", udp)
             (OTHER_PUBLIC, other.addr.port()),
             (PUBLIC, other.addr.port()),
             ("127.0.0.1", on_loopback.addr.port()),
+            (METADATA, 80),
+            (PUBLIC, 8443),
         ] {
             assert!(
                 conns
