@@ -176,7 +176,8 @@ pub(crate) struct ChildPlan<'a> {
     pub survey: Survey,
 }
 
-fn send(status: RawFd, tag: u8, payload: &[u8]) {
+/// Writes one status-pipe message: tag, length, payload (cut at 2 KiB).
+pub(crate) fn send(status: RawFd, tag: u8, payload: &[u8]) {
     let payload = &payload[..payload.len().min(2048)];
     let mut msg = Vec::with_capacity(5 + payload.len());
     msg.push(tag);

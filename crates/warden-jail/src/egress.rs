@@ -325,7 +325,6 @@ impl Egress {
                     .saturating_duration_since(Instant::now())
                     .min(CONNECT_TIMEOUT)
                     .max(Duration::from_millis(1));
-                let via = proxy.map(|kind| (kind, self.connections.len()));
                 if proto == "udp" {
                     match self.relay_udp(pid, &theirs, dest, deadline) {
                         Ok(()) => {
@@ -345,6 +344,7 @@ impl Egress {
                     self.record(record);
                     return;
                 }
+                let via = proxy.map(|kind| (kind, self.connections.len()));
                 match self.connect_for(listener, n, pid, fd, &theirs, dest, timeout, proto, via) {
                     Ok(ours) => {
                         self.made += 1;

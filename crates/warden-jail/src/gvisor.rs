@@ -27,7 +27,6 @@ use std::time::Instant;
 
 use serde_json::json;
 use warden_core::{Backend, BackendError, EnforcementMap, Invocation, Outcome, Status};
-use warden_policy::Capability;
 
 use crate::cgroup::{CgroupDriver, JailCgroup};
 use crate::child::MSG_SETUP_ERROR;
@@ -141,12 +140,6 @@ impl GvisorBackend {
     }
 }
 
-/// What the gVisor backend can enforce: what the jail can (egress
-/// through the forwarder of `gvisor_net`, for grants it can list).
-fn check_supported(cap: &Capability) -> Result<(), BackendError> {
-    crate::check_supported(cap)
-}
-
 /// A mount of the bundle.
 struct OciMount {
     destination: PathBuf,
@@ -209,30 +202,6 @@ fn under_a_mount(path: &Path, mounts: &[OciMount]) -> bool {
 }
 
 impl GvisorBackend {
-    /// The detached, read-only (unless granted writable), nosuid, nodev
-    /// tree of a checked grant source, idmapped so that its owner is the
-    /// sandbox user (else a warning says whose permissions apply).
-    fn grant_tree(
-        &self,
-        g: &GrantMount,
-        warnings: &mut Vec<String>,
-    ) -> Result<OwnedFd, BackendError> {
-        let (source, _) = mounts::inspect_source(&g.path)
-            .map_err(|e| BackendError::Invalid(format!("grant {}: {e}", g.path.display())))?;
-        let (tree, idmapped) = self
-            .idmaps
-            .borrow_mut()
-            .detached_tree(&source, g.writable)
-            .map_err(|e| BackendError::setup(format!("prepare grant {}", g.path.display()), e))?;
-        if !idmapped {
-            warnings.push(format!(
-                "grant {}: its filesystem cannot be idmapped; the program accesses it as host uid {SANDBOX_ID} (its owner's or others' permissions)",
-                g.path.display()
-            ));
-        }
-        Ok(tree)
-    }
-
     /// Writes the bundle (rootfs with its mount points and generated /etc,
     /// config.json) into `run`, and returns the trees the shim attaches.
     #[allow(clippy::too_many_arguments)]
@@ -240,21 +209,21 @@ impl GvisorBackend {
         &self,
         inv: &Invocation,
         run: &Path,
-        grants: &[GrantMount],
+        grants: &mut [GrantMount],
         hidden: &[PathBuf],
         has_secrets: bool,
         env: &[Vec<u8>],
         path: &str,
-        warnings: &mut Vec<String>,
         egress: Option<&warden_egress::EgressPlan>,
     ) -> Result<Vec<Attach>, BackendError> {
         std::fs::create_dir_all(run.join("bundle")).map_err(io_setup("create the bundle"))?;
         let mut root = RootPlan::default();
         let mut mounts: Vec<OciMount> = Vec::new();
-        let bind_ro = |rw: bool| {
-            let mut o = vec!["rbind".to_string(), "nosuid".into(), "nodev".into()];
-            o.push(if rw { "rw".into() } else { "ro".into() });
-            o
+        let bind = |writable: bool| {
+            let access = if writable { "rw" } else { "ro" };
+            ["rbind", "nosuid", "nodev", access]
+                .map(String::from)
+                .to_vec()
         };
         for entry in self.layout.entries() {
             match entry {
@@ -274,7 +243,7 @@ impl GvisorBackend {
                         destination: PathBuf::from(path),
                         kind: "bind",
                         source: PathBuf::from(path),
-                        options: bind_ro(false),
+                        options: bind(false),
                         is_dir: matches!(entry, mounts::SystemEntry::Dir { .. }),
                     });
                 }
@@ -328,29 +297,30 @@ impl GvisorBackend {
                 destination: INIT_PATH.into(),
                 kind: "bind",
                 source: self.init.clone(),
-                options: bind_ro(false),
+                options: bind(false),
                 is_dir: false,
             });
             mounts.push(OciMount {
                 destination: STATUS_DIR.into(),
                 kind: "bind",
                 source: status,
-                options: bind_ro(true),
+                options: bind(true),
                 is_dir: true,
             });
         }
         // Grants, parents before children, from the trees attached in the
         // shim's namespace at run/mnt/N.
         let mut attach = Vec::new();
-        let mut order: Vec<&GrantMount> = grants.iter().collect();
-        order.sort_by_key(|g| g.inside.components().count());
+        grants.sort_by_key(|g| g.inside.components().count());
         std::fs::create_dir(run.join("mnt")).map_err(io_setup("create the grants' directory"))?;
-        for (i, g) in order.into_iter().enumerate() {
+        for (i, g) in grants.iter_mut().enumerate() {
             let at = run.join("mnt").join(i.to_string());
             mount_point(&at, Path::new("/"), g.is_dir)
                 .map_err(io_setup("create a grant's attachment point"))?;
             attach.push(Attach {
-                tree: self.grant_tree(g, warnings)?,
+                tree: g.detached.take().ok_or_else(|| {
+                    BackendError::Invalid(format!("grant {}: no prepared tree", g.path.display()))
+                })?,
                 at: sys::cstring(at.as_os_str().as_bytes())
                     .map_err(io_setup("name a grant's attachment point"))?,
             });
@@ -358,7 +328,7 @@ impl GvisorBackend {
                 destination: g.inside.clone(),
                 kind: "bind",
                 source: at,
-                options: bind_ro(g.writable),
+                options: bind(g.writable),
                 is_dir: g.is_dir,
             });
         }
@@ -383,7 +353,7 @@ impl GvisorBackend {
                 destination: warden_core::SECRETS_DIR.into(),
                 kind: "bind",
                 source: run.join("secrets"),
-                options: bind_ro(false),
+                options: bind(false),
                 is_dir: true,
             });
             std::fs::create_dir(run.join("secrets"))
@@ -426,6 +396,13 @@ impl GvisorBackend {
             .map(|e| String::from_utf8_lossy(e).into_owned())
             .collect();
         let none: [&str; 0] = [];
+        // With egress the sandbox uses the network namespace runsc runs in
+        // (the shim's, see gvisor_net); without, one of its own.
+        let namespaces: Vec<serde_json::Value> = ["pid", "ipc", "uts", "mount"]
+            .into_iter()
+            .chain(egress.is_none().then_some("network"))
+            .map(|kind| json!({ "type": kind }))
+            .collect();
         let config = json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -458,16 +435,7 @@ impl GvisorBackend {
                 "options": m.options,
             })).collect::<Vec<_>>(),
             "linux": {
-                // With egress the sandbox uses the network namespace runsc
-                // runs in (the shim's, see gvisor_net); without, none.
-                "namespaces": if egress.is_some() {
-                    json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}])
-                } else {
-                    json!([
-                        {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                        {"type": "mount"}, {"type": "network"}
-                    ])
-                }
+                "namespaces": namespaces
             }
         });
         let text = serde_json::to_vec(&config)
@@ -478,18 +446,8 @@ impl GvisorBackend {
     }
 }
 
-/// A status-pipe message, as the jail's init sends them.
-fn status_message(tag: u8, payload: &[u8]) -> Vec<u8> {
-    let payload = &payload[..payload.len().min(2048)];
-    let mut msg = Vec::with_capacity(5 + payload.len());
-    msg.push(tag);
-    msg.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    msg.extend_from_slice(payload);
-    msg
-}
-
-/// What the shim does between fork and exec of runsc. Everything is
-/// prepared before the fork; this only makes system calls.
+/// What the shim does between fork and exec of runsc, with what it needs
+/// prepared before the fork.
 struct Shim<'a> {
     joins: Vec<OwnedFd>,
     attach: &'a [Attach],
@@ -513,10 +471,7 @@ impl Shim<'_> {
     fn run(self) -> ! {
         let status = self.status.as_raw_fd();
         let fail = |what: &str, e: std::io::Error| -> ! {
-            let _ = sys::write_all(
-                status,
-                &status_message(MSG_SETUP_ERROR, format!("{what}: {e}").as_bytes()),
-            );
+            crate::child::send(status, MSG_SETUP_ERROR, format!("{what}: {e}").as_bytes());
             sys::exit_now(125)
         };
         for join in &self.joins {
@@ -640,35 +595,18 @@ impl Backend for GvisorBackend {
         gate: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Outcome, BackendError> {
         let program = crate::program_of(inv)?;
-        for cap in &inv.capabilities {
-            check_supported(cap)?;
-        }
-        let mut grants = Vec::new();
-        for (path, writable) in crate::resolve_grants(&inv.capabilities)? {
-            let inside = inv.inside_path(&path).to_path_buf();
-            if inside != path {
-                crate::check_view(&inside)?;
-            }
-            let (_, is_dir) = mounts::inspect_source(&path)
-                .map_err(|e| BackendError::Invalid(format!("grant {}: {e}", path.display())))?;
-            grants.push(GrantMount {
-                path,
-                inside,
-                is_dir,
-                writable,
-                detached: None,
-            });
-        }
+        let idmapping = Some((&self.idmaps, SANDBOX_ID));
+        let (mut grants, mut grant_warnings) = crate::prepare_grants(inv, idmapping)?;
         let mut hidden = crate::state_masks(&grants)?;
         if let Some(code) = &inv.code {
             let inside = PathBuf::from(warden_core::PROCESSOR_DIR);
-            grants.push(GrantMount {
-                path: code.clone(),
-                inside: inside.clone(),
-                is_dir: true,
-                writable: false,
-                detached: None,
-            });
+            grants.push(crate::grant_mount(
+                idmapping,
+                code.clone(),
+                inside.clone(),
+                false,
+                &mut grant_warnings,
+            )?);
             hidden.retain(|h| !h.starts_with(&inside));
         }
         let secrets = crate::leased_secrets(inv)?;
@@ -689,16 +627,14 @@ impl Backend for GvisorBackend {
             .mode(0o700)
             .create(&run.0)
             .map_err(io_setup("create the run directory"))?;
-        let mut grant_warnings = Vec::new();
         let attach = self.write_bundle(
             inv,
             &run.0,
-            &grants,
+            &mut grants,
             &hidden,
             !secrets.is_empty(),
             &env,
             path,
-            &mut grant_warnings,
             egress.as_ref(),
         )?;
         let secret_paths: Vec<(CString, &[u8])> = secrets
@@ -709,29 +645,6 @@ impl Backend for GvisorBackend {
             })
             .collect::<Result<_, _>>()
             .map_err(io_setup("name a secret's file"))?;
-
-        // The sandbox's host cgroup: memory and CPU of everything runsc
-        // starts; pids only as a backstop (see SANDBOX_TASKS).
-        let mut host_limits = inv.limits.clone();
-        host_limits.pids = inv.limits.pids.saturating_add(SANDBOX_TASKS);
-        let group: Box<dyn JailCgroup> = self
-            .cgroups
-            .create(&name, &host_limits)
-            .map_err(io_setup("create cgroup"))?;
-        let remove_group = |g: &dyn JailCgroup| {
-            g.kill_all();
-            let _ = g.remove();
-        };
-        if !self.stale_cleaned.replace(true) {
-            self.cgroups.clean_stale();
-        }
-        let joins = match group.join_handles() {
-            Ok(j) => j,
-            Err(e) => {
-                remove_group(&*group);
-                return Err(BackendError::setup("open the cgroup to join", e));
-            }
-        };
 
         let setup = |what: &'static str| move |e| BackendError::setup(what, e);
         let (stdout_r, stdout_w) = sys::pipe().map_err(setup("create stdout pipe"))?;
@@ -777,32 +690,60 @@ impl Backend for GvisorBackend {
         .iter()
         .map(|a| cstr(a))
         .collect::<Result<_, _>>()?;
+        let secrets_dir = if secrets.is_empty() {
+            None
+        } else {
+            Some(cstr(run.0.join("secrets").as_os_str().as_bytes())?)
+        };
+        let runsc = cstr(self.runsc.as_os_str().as_bytes())?;
+        let runsc_env = vec![cstr(b"PATH=/usr/sbin:/usr/bin:/sbin:/bin")?];
+        let (network, handshake) = if egress.is_some() {
+            let (ready_r, ready_w) = sys::pipe().map_err(setup("create the forwarder's pipe"))?;
+            let (go_r, go_w) = sys::pipe().map_err(setup("create the forwarder's pipe"))?;
+            (
+                Some((crate::gvisor_net::addresses(&endpoints), ready_w, go_r)),
+                Some((ready_r, go_w)),
+            )
+        } else {
+            (None, None)
+        };
+        // The sandbox's host cgroup, made last (every later failure removes
+        // it): memory and CPU of everything runsc starts; pids only as a
+        // backstop (see SANDBOX_TASKS).
+        let mut host_limits = inv.limits.clone();
+        host_limits.pids = inv.limits.pids.saturating_add(SANDBOX_TASKS);
+        let group: Box<dyn JailCgroup> = self
+            .cgroups
+            .create(&name, &host_limits)
+            .map_err(io_setup("create cgroup"))?;
+        let remove_group = |g: &dyn JailCgroup| {
+            g.kill_all();
+            let _ = g.remove();
+        };
+        if !self.stale_cleaned.replace(true) {
+            self.cgroups.clean_stale();
+        }
+        let joins = match group.join_handles() {
+            Ok(j) => j,
+            Err(e) => {
+                remove_group(&*group);
+                return Err(BackendError::setup("open the cgroup to join", e));
+            }
+        };
         let shim = Shim {
             joins,
             attach: &attach,
-            secrets_dir: if secrets.is_empty() {
-                None
-            } else {
-                Some(cstr(run.0.join("secrets").as_os_str().as_bytes())?)
-            },
+            secrets_dir,
             secrets: &secret_paths,
             stdin: stdin_r,
             stdout: stdout_w,
             stderr: stderr_w,
             status: status_w,
-            runsc: cstr(self.runsc.as_os_str().as_bytes())?,
+            runsc,
             argv,
-            env: vec![cstr(b"PATH=/usr/sbin:/usr/bin:/sbin:/bin")?],
-            network: None,
+            env: runsc_env,
+            network,
         };
-        let mut shim = shim;
-        let mut handshake = None;
-        if egress.is_some() {
-            let (ready_r, ready_w) = sys::pipe().map_err(setup("create the forwarder's pipe"))?;
-            let (go_r, go_w) = sys::pipe().map_err(setup("create the forwarder's pipe"))?;
-            shim.network = Some((crate::gvisor_net::addresses(&endpoints), ready_w, go_r));
-            handshake = Some((ready_r, go_w));
-        }
 
         if let Err(why) = gate() {
             remove_group(&*group);

@@ -61,34 +61,32 @@ enum Bound {
 /// ACK, and UDP datagrams, over IPv4 (any header length) or IPv6 (no
 /// extension headers); the rest is not copied out of the kernel.
 fn attempts_filter() -> Vec<libc::sock_filter> {
-    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    use crate::seccomp::{jump, stmt, ALU_AND_K as AND, JEQ_K as JEQ, RET_K as RET};
+    // Packet loads (the seccomp filters load only words from their data).
     const LDB_ABS: u16 = 0x30;
     const LDXB_MSH: u16 = 0xb1;
     const LDB_IND: u16 = 0x50;
     const RSH: u16 = 0x74;
-    const AND: u16 = 0x54;
-    const JEQ: u16 = 0x15;
-    const RET: u16 = 0x06;
     vec![
-        op(LDB_ABS, 0, 0, 0),  // 0: version
-        op(RSH, 0, 0, 4),      // 1
-        op(JEQ, 0, 7, 4),      // 2: IPv4 → 3, else → 10
-        op(LDB_ABS, 0, 0, 9),  // 3: protocol
-        op(JEQ, 12, 0, 17),    // 4: UDP → accept
-        op(JEQ, 0, 12, 6),     // 5: TCP → 6, else reject
-        op(LDXB_MSH, 0, 0, 0), // 6: X = header length
-        op(LDB_IND, 0, 0, 13), // 7: TCP flags
-        op(AND, 0, 0, 0x12),   // 8: SYN|ACK
-        op(JEQ, 7, 8, 0x02),   // 9: SYN alone → accept, else reject
-        op(JEQ, 0, 7, 6),      // 10: IPv6 → 11, else reject
-        op(LDB_ABS, 0, 0, 6),  // 11: next header
-        op(JEQ, 4, 0, 17),     // 12: UDP → accept
-        op(JEQ, 0, 4, 6),      // 13: TCP → 14, else reject
-        op(LDB_ABS, 0, 0, 53), // 14: TCP flags (40 + 13)
-        op(AND, 0, 0, 0x12),   // 15
-        op(JEQ, 0, 1, 0x02),   // 16: SYN alone → accept, else reject
-        op(RET, 0, 0, 0xffff), // 17: accept
-        op(RET, 0, 0, 0),      // 18: reject
+        stmt(LDB_ABS, 0),      // 0: version
+        stmt(RSH, 4),          // 1
+        jump(JEQ, 4, 0, 7),    // 2: IPv4 → 3, else → 10
+        stmt(LDB_ABS, 9),      // 3: protocol
+        jump(JEQ, 17, 12, 0),  // 4: UDP → accept
+        jump(JEQ, 6, 0, 12),   // 5: TCP → 6, else reject
+        stmt(LDXB_MSH, 0),     // 6: X = header length
+        stmt(LDB_IND, 13),     // 7: TCP flags
+        stmt(AND, 0x12),       // 8: SYN|ACK
+        jump(JEQ, 0x02, 7, 8), // 9: SYN alone → accept, else reject
+        jump(JEQ, 6, 0, 7),    // 10: IPv6 → 11, else reject
+        stmt(LDB_ABS, 6),      // 11: next header
+        jump(JEQ, 17, 4, 0),   // 12: UDP → accept
+        jump(JEQ, 6, 0, 4),    // 13: TCP → 14, else reject
+        stmt(LDB_ABS, 53),     // 14: TCP flags (40 + 13)
+        stmt(AND, 0x12),       // 15
+        jump(JEQ, 0x02, 0, 1), // 16: SYN alone → accept, else reject
+        stmt(RET, 0xffff),     // 17: accept
+        stmt(RET, 0),          // 18: reject
     ]
 }
 
@@ -193,27 +191,20 @@ impl Net {
     ) -> io::Result<Net> {
         let stub_ns = netns.try_clone()?;
         let wanted = endpoints.to_vec();
-        // Sockets stay in the namespace they were made in: made on a
-        // thread that joins it, used from ordinary ones.
-        let bound: Vec<Bound> = std::thread::Builder::new()
-            .name("warden-gvisor-bind".into())
-            .spawn(move || -> io::Result<Vec<Bound>> {
-                sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)?;
-                let mut bound = vec![Bound::Watch(sys::loopback_packet_socket(
-                    &attempts_filter(),
-                )?)];
-                for (ip, port, udp) in wanted {
-                    let at = SocketAddr::new(ip, port);
-                    bound.push(if udp {
-                        Bound::Udp(UdpSocket::bind(at)?, at)
-                    } else {
-                        Bound::Tcp(TcpListener::bind(at)?, at)
-                    });
-                }
-                Ok(bound)
-            })?
-            .join()
-            .map_err(|_| io::Error::other("the bind thread failed"))??;
+        let bound = crate::relay::in_netns(netns, move || {
+            let mut bound = vec![Bound::Watch(sys::loopback_packet_socket(
+                &attempts_filter(),
+            )?)];
+            for (ip, port, udp) in wanted {
+                let at = SocketAddr::new(ip, port);
+                bound.push(if udp {
+                    Bound::Udp(UdpSocket::bind(at)?, at)
+                } else {
+                    Bound::Tcp(TcpListener::bind(at)?, at)
+                });
+            }
+            Ok(bound)
+        })?;
         egress.start_stub_in(stub_ns);
         let egress: Shared = Arc::new(Mutex::new(egress));
         let stop = Arc::new(AtomicBool::new(false));

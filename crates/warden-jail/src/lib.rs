@@ -195,61 +195,76 @@ fn resolve_grants(caps: &[Capability]) -> Result<Vec<(PathBuf, bool)>, BackendEr
     Ok(by_path)
 }
 
-impl JailBackend {
-    /// Checks each granted path and, in root mode, prepares its idmapped
-    /// tree. Returns the mounts and any warnings for the report.
-    fn prepare_grants(
-        &self,
-        inv: &Invocation,
-    ) -> Result<(Vec<GrantMount>, Vec<String>), BackendError> {
-        let mut warnings = Vec::new();
-        let mut mounts = Vec::new();
-        for (path, writable) in resolve_grants(&inv.capabilities)? {
-            let inside = inv.inside_path(&path).to_path_buf();
-            if inside != path {
-                check_view(&inside)?;
-            }
-            mounts.push(self.grant_mount(path, inside, writable, &mut warnings)?);
-        }
-        Ok((mounts, warnings))
-    }
+/// How grants are idmapped: the backend's user namespaces and the host id
+/// a grant's owner appears as; `None` (an unprivileged jail): not at all.
+type Idmapping<'a> = Option<(&'a std::cell::RefCell<idmap::IdMaps>, u32)>;
 
-    /// The mount of host `path` at `inside`: checked through a descriptor
-    /// (no symlink anywhere), and in root mode a detached, idmapped tree.
-    fn grant_mount(
-        &self,
-        path: PathBuf,
-        inside: PathBuf,
-        writable: bool,
-        warnings: &mut Vec<String>,
-    ) -> Result<GrantMount, BackendError> {
-        let invalid =
-            |e: std::io::Error| BackendError::Invalid(format!("grant {}: {e}", path.display()));
-        let (source, is_dir) = mounts::inspect_source(&path).map_err(invalid)?;
-        let detached = if self.root_mode {
-            let (tree, idmapped) = self
-                .idmaps
+/// Checks each granted path and, with `idmapping`, prepares its idmapped
+/// tree. Returns the mounts and any warnings for the report.
+fn prepare_grants(
+    inv: &Invocation,
+    idmapping: Idmapping<'_>,
+) -> Result<(Vec<GrantMount>, Vec<String>), BackendError> {
+    let mut warnings = Vec::new();
+    let mut mounts = Vec::new();
+    for (path, writable) in resolve_grants(&inv.capabilities)? {
+        let inside = inv.inside_path(&path).to_path_buf();
+        if inside != path {
+            check_view(&inside)?;
+        }
+        mounts.push(grant_mount(
+            idmapping,
+            path,
+            inside,
+            writable,
+            &mut warnings,
+        )?);
+    }
+    Ok((mounts, warnings))
+}
+
+/// The mount of host `path` at `inside`: checked through a descriptor
+/// (no symlink anywhere), and with `idmapping` a detached, idmapped tree
+/// made from that same descriptor.
+fn grant_mount(
+    idmapping: Idmapping<'_>,
+    path: PathBuf,
+    inside: PathBuf,
+    writable: bool,
+    warnings: &mut Vec<String>,
+) -> Result<GrantMount, BackendError> {
+    let invalid =
+        |e: std::io::Error| BackendError::Invalid(format!("grant {}: {e}", path.display()));
+    let (source, is_dir) = mounts::inspect_source(&path).map_err(invalid)?;
+    let detached = match idmapping {
+        Some((idmaps, host_id)) => {
+            let (tree, idmapped) = idmaps
                 .borrow_mut()
                 .detached_tree(&source, writable)
                 .map_err(|e| BackendError::setup(format!("prepare grant {}", path.display()), e))?;
             if !idmapped {
                 warnings.push(format!(
-                    "grant {}: its filesystem cannot be idmapped; the program accesses it as host uid {} (others' permissions)",
+                    "grant {}: its filesystem cannot be idmapped; the program accesses it as host uid {host_id} (others' permissions)",
                     path.display(),
-                    idmap::SANDBOX_HOST_ID
                 ));
             }
             Some(tree)
-        } else {
-            None
-        };
-        Ok(GrantMount {
-            path,
-            inside,
-            is_dir,
-            writable,
-            detached,
-        })
+        }
+        None => None,
+    };
+    Ok(GrantMount {
+        path,
+        inside,
+        is_dir,
+        writable,
+        detached,
+    })
+}
+
+impl JailBackend {
+    fn idmapping(&self) -> Idmapping<'_> {
+        self.root_mode
+            .then_some((&self.idmaps, idmap::SANDBOX_HOST_ID))
     }
 }
 
@@ -433,7 +448,7 @@ impl Backend for JailBackend {
         gate: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Outcome, BackendError> {
         let program = program_of(inv)?;
-        let (grants, grant_warnings) = self.prepare_grants(inv)?;
+        let (grants, grant_warnings) = prepare_grants(inv, self.idmapping())?;
         let limits_plan = match &self.cgroups {
             Ok(driver) => plan_limits(inv, Some(driver.mechanism()), None),
             Err(why) => plan_limits(inv, None, Some(why)),
@@ -447,7 +462,13 @@ impl Backend for JailBackend {
         if let Some(code) = &inv.code {
             let inside = PathBuf::from(warden_core::PROCESSOR_DIR);
             let mut warnings = Vec::new();
-            grants.push(self.grant_mount(code.clone(), inside.clone(), false, &mut warnings)?);
+            grants.push(grant_mount(
+                self.idmapping(),
+                code.clone(),
+                inside.clone(),
+                false,
+                &mut warnings,
+            )?);
             hidden.retain(|h| !h.starts_with(&inside));
         }
         let mut plan = MountPlan::build(

@@ -47,24 +47,36 @@ impl Relay {
     }
 }
 
-/// A UDP socket bound to the loopback of task `pid`'s network namespace
-/// (the jail's), for a program socket of `family`; made on a thread that
-/// joins that namespace (a socket stays in the namespace it was made in).
-fn bind_inside(pid: libc::pid_t, family: i32) -> io::Result<UdpSocket> {
-    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+/// Runs `f` on a thread of its own that joins network namespace `netns`
+/// (the process and its other threads stay where they are): the sockets
+/// `f` makes belong to that namespace for good, and are used from any
+/// thread afterwards.
+pub(crate) fn in_netns<T: Send + 'static>(
+    netns: std::fs::File,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     std::thread::Builder::new()
-        .name("warden-udp-bind".into())
+        .name("warden-netns".into())
         .spawn(move || {
             sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)?;
-            let local: SocketAddr = if family == libc::AF_INET6 {
-                (Ipv6Addr::LOCALHOST, 0).into()
-            } else {
-                (Ipv4Addr::LOCALHOST, 0).into()
-            };
-            UdpSocket::bind(local)
+            f()
         })?
         .join()
-        .map_err(|_| io::Error::other("the relay's bind thread failed"))?
+        .map_err(|_| io::Error::other("a thread in another network namespace failed"))?
+}
+
+/// A UDP socket bound to the loopback of task `pid`'s network namespace
+/// (the jail's), for a program socket of `family`.
+fn bind_inside(pid: libc::pid_t, family: i32) -> io::Result<UdpSocket> {
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    in_netns(netns, move || {
+        let local: SocketAddr = if family == libc::AF_INET6 {
+            (Ipv6Addr::LOCALHOST, 0).into()
+        } else {
+            (Ipv4Addr::LOCALHOST, 0).into()
+        };
+        UdpSocket::bind(local)
+    })
 }
 
 /// The sockaddr bytes of `addr`, as connect(2) takes them.
@@ -138,13 +150,13 @@ fn carry(
     // this socket; later datagrams from elsewhere are dropped).
     let mut program: Option<SocketAddr> = None;
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Counts `n` more bytes; whether the run is still within its limit.
     let within = |n: usize| -> bool {
-        let Some(max) = shared.max_bytes else {
-            shared.udp_bytes.fetch_add(n as u64, Ordering::Relaxed);
-            return true;
-        };
-        let before = shared.udp_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        before + n as u64 + shared.tcp_bytes.load(Ordering::Relaxed) <= max
+        let n = n as u64;
+        let before = shared.udp_bytes.fetch_add(n, Ordering::Relaxed);
+        shared
+            .max_bytes
+            .is_none_or(|max| before + n + shared.tcp_bytes.load(Ordering::Relaxed) <= max)
     };
     while !stop.load(Ordering::Relaxed) {
         let mut fds = [

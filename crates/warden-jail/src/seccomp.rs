@@ -380,12 +380,12 @@ const fn offset_arg_low(i: u32) -> u32 {
 
 // Classic BPF opcodes.
 const LD_W_ABS: u16 = 0x20;
-const JEQ_K: u16 = 0x15;
+pub(crate) const JEQ_K: u16 = 0x15;
 const JGE_K: u16 = 0x35;
 const JSET_K: u16 = 0x45;
 const JGT_K: u16 = 0x25;
-const RET_K: u16 = 0x06;
-const ALU_AND_K: u16 = 0x54;
+pub(crate) const RET_K: u16 = 0x06;
+pub(crate) const ALU_AND_K: u16 = 0x54;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SeccompError {
@@ -411,7 +411,7 @@ impl fmt::Debug for SeccompProgram {
     }
 }
 
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
+pub(crate) fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
         code,
         jt: 0,
@@ -420,7 +420,7 @@ fn stmt(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+pub(crate) fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
