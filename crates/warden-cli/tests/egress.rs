@@ -1244,18 +1244,22 @@ attempt("port-22", lambda: socket.create_connection(("api.example", 22), timeout
             "second ok host=api.example body=12",
             "{ctx}"
         );
-        assert!(
-            line_for(&out.stdout, "other-host").contains(" err "),
-            "{ctx}"
-        );
-        assert!(line_for(&out.stdout, "absolute").contains(" err "), "{ctx}");
+        // A refused request is answered 403 with the reason.
+        for refused in ["other-host", "absolute"] {
+            let line = line_for(&out.stdout, refused);
+            assert!(
+                line.contains(" ok warden: request refused") && line.contains("other.example"),
+                "{refused}\n{ctx}"
+            );
+        }
         assert_eq!(
             line_for(&out.stdout, "tls-granted"),
             "tls-granted ok tls-True",
             "{ctx}"
         );
+        // A refused server name gets a TLS access_denied alert.
         assert!(
-            line_for(&out.stdout, "tls-other").contains(" err "),
+            line_for(&out.stdout, "tls-other").contains(" err SSLError"),
             "{ctx}"
         );
         assert!(line_for(&out.stdout, "port-22").contains(" err "), "{ctx}");
@@ -1412,7 +1416,6 @@ attempt("udp", udp)
             "other-port",
             "loopback",
             "dns",
-            "http-other",
             "tls-other",
             "metadata",
             "ipv6",
@@ -1429,6 +1432,10 @@ attempt("udp", udp)
             "{ctx}"
         );
         assert_eq!(line_for(&out.stdout, "tls"), "tls ok tls-True", "{ctx}");
+        assert!(
+            line_for(&out.stdout, "http-other").contains(" ok warden: request refused"),
+            "{ctx}"
+        );
         assert_eq!(line_for(&out.stdout, "udp"), "udp ok echo ping", "{ctx}");
         assert_eq!(other.accepted.load(Ordering::SeqCst), 0, "{ctx}");
         assert_eq!(on_loopback.accepted.load(Ordering::SeqCst), 0, "{ctx}");
@@ -1602,5 +1609,43 @@ except OSError as e:
                 "{ctx}"
             );
         }
+        // The byte limit holds on a connection through the proxy too.
+        let _http = host_echo_server(PUBLIC);
+        let post = r#"
+import http.client
+c = http.client.HTTPConnection("api.example", 80, timeout=10)
+try:
+    c.request("POST", "/", body=b"x" * (1 << 20))
+    print("got", c.getresponse().read())
+except OSError as e:
+    print("cut", e.errno)
+"#;
+        let out = run_on(
+            "gvisor",
+            &dir,
+            &hosts,
+            &[
+                "net:http:api.example".into(),
+                "net:limit:bytes:64KiB".into(),
+            ],
+            post,
+            &[],
+        );
+        let ctx = format!("{}\n{}\n{}", out.stdout, out.stderr, out.report);
+        assert!(out.stdout.contains("cut "), "{ctx}");
+        assert!(!out.stdout.contains("got "), "{ctx}");
+        assert_eq!(
+            out.report["limits_reached"][0]["limit"], "net_bytes",
+            "{ctx}"
+        );
+        let conn = &connections(&out.report)[0];
+        assert_eq!(conn["grant"], "net:http:api.example", "{ctx}");
+        assert!(
+            conn["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("net:limit:bytes"),
+            "{ctx}"
+        );
     });
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use warden_core::Connection;
-use warden_egress::{Endpoint, Proxy, Verdict};
+use warden_egress::{EgressPlan, Endpoint, Proxy, Verdict};
 
 use crate::egress::Egress;
 use crate::sys;
@@ -337,20 +337,28 @@ fn carry_tcp(conn: TcpStream, at: SocketAddr, egress: &Shared) {
     let counter = conn.try_clone().ok();
     let index = lock(egress).record_forwarded(record);
     let plan = lock(egress).plan().clone();
+    let limits = lock(egress).forward_limits();
+    let limited = limits.max_bytes.is_some() || limits.idle.is_some();
     let (refused, cut) = match proxy {
-        Some(Proxy::Http) => (
-            crate::proxy::http(conn, upstream, at.ip(), &plan).err(),
-            None,
-        ),
-        Some(Proxy::Tls) => (
-            crate::proxy::tls(conn, upstream, at.ip(), &plan).err(),
-            None,
-        ),
-        None => {
-            let limits = lock(egress).forward_limits();
-            let cut = splice(&conn, &upstream, &limits);
+        Some(kind) if !limited => (through_proxy(kind, conn, upstream, at.ip(), &plan), None),
+        _ => {
+            // Spliced, so that the limits hold: straight to the upstream
+            // connection, or for net:http/net:https to the proxy, through
+            // a loopback pair of the supervisor's.
+            let (refused, cut) = match proxy {
+                None => {
+                    let cut = splice(&conn, &upstream, &limits);
+                    let _ = upstream.shutdown(Shutdown::Both);
+                    (None, cut)
+                }
+                Some(kind) => {
+                    match proxied_with_limits(&conn, upstream, kind, at.ip(), plan, &limits) {
+                        Ok(done) => done,
+                        Err(e) => (Some(format!("carrying the connection: {e}")), None),
+                    }
+                }
+            };
             let _ = conn.shutdown(Shutdown::Both);
-            let _ = upstream.shutdown(Shutdown::Both);
             let why = match cut {
                 Some(Cut::Bytes(max)) => {
                     lock(egress).note_cut(true);
@@ -367,7 +375,7 @@ fn carry_tcp(conn: TcpStream, at: SocketAddr, egress: &Shared) {
                 }
                 None => None,
             };
-            (None, why)
+            (refused, why)
         }
     };
     // The program's bytes are what this end of its connection received
@@ -378,6 +386,46 @@ fn carry_tcp(conn: TcpStream, at: SocketAddr, egress: &Shared) {
     if let Some(i) = index {
         lock(egress).update_forwarded(i, (received, sent), refused, cut);
     }
+}
+
+/// Carries `conn` through the proxy of `kind` to `upstream`.
+fn through_proxy(
+    kind: Proxy,
+    conn: TcpStream,
+    upstream: TcpStream,
+    ip: IpAddr,
+    plan: &EgressPlan,
+) -> Option<String> {
+    match kind {
+        Proxy::Http => crate::proxy::http(conn, upstream, ip, plan).err(),
+        Proxy::Tls => crate::proxy::tls(conn, upstream, ip, plan).err(),
+    }
+}
+
+/// The proxy on one end of a loopback pair, the sandbox's connection
+/// spliced to the other under `limits`; the proxy's refusal and the cut.
+fn proxied_with_limits(
+    conn: &TcpStream,
+    upstream: TcpStream,
+    kind: Proxy,
+    ip: IpAddr,
+    plan: EgressPlan,
+    limits: &Limits,
+) -> std::io::Result<(Option<String>, Option<Cut>)> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let (near, far) = crate::proxy::pair(&listener)?;
+    drop(listener);
+    let upstream_end = upstream.try_clone()?;
+    let checker = std::thread::Builder::new()
+        .name("warden-proxy".into())
+        .spawn(move || through_proxy(kind, far, upstream, ip, &plan))?;
+    let cut = splice(conn, &near, limits);
+    let _ = near.shutdown(Shutdown::Both);
+    if cut.is_some() {
+        let _ = upstream_end.shutdown(Shutdown::Both);
+    }
+    let refused = checker.join().unwrap_or(None);
+    Ok((refused, cut))
 }
 
 /// The run's network limits, as the forwarder holds them.

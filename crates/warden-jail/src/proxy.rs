@@ -23,6 +23,9 @@ const MAX_HEAD: usize = 64 << 10;
 /// How long the program has to send its first request or ClientHello.
 const FIRST_BYTES: Duration = Duration::from_secs(30);
 
+/// A TLS record holding a fatal `access_denied` alert (RFC 8446 §6).
+const ACCESS_DENIED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49];
+
 /// Connection refusals found by proxy threads: (record index, reason).
 pub(crate) type Refusals = Arc<Mutex<Vec<(usize, String)>>>;
 
@@ -52,16 +55,7 @@ impl Hub {
         plan: EgressPlan,
         record: usize,
     ) -> io::Result<TcpStream> {
-        let program_end = TcpStream::connect(self.listener.local_addr()?)?;
-        let want: SocketAddr = program_end.local_addr()?;
-        // Any other local process may connect to the listener too: only
-        // the connection just made is ours.
-        let ours = loop {
-            let (s, peer) = self.listener.accept()?;
-            if peer == want {
-                break s;
-            }
-        };
+        let (program_end, ours) = pair(&self.listener)?;
         let refusals = self.refusals.clone();
         std::thread::Builder::new()
             .name("warden-proxy".into())
@@ -78,6 +72,20 @@ impl Hub {
                 }
             })?;
         Ok(program_end)
+    }
+}
+
+/// Both ends of a new connection to `listener` (on loopback).
+pub(crate) fn pair(listener: &TcpListener) -> io::Result<(TcpStream, TcpStream)> {
+    let near = TcpStream::connect(listener.local_addr()?)?;
+    let want: SocketAddr = near.local_addr()?;
+    // Any other local process may connect to the listener too: only the
+    // connection just made is ours.
+    loop {
+        let (far, peer) = listener.accept()?;
+        if peer == want {
+            return Ok((near, far));
+        }
     }
 }
 
@@ -109,6 +117,9 @@ pub(crate) fn tls(
         }
     };
     if let Err(why) = plan.decide_host(&name, ip, Proxy::Tls) {
+        // A fatal access_denied alert: the client's TLS library names
+        // the refusal instead of a bare reset.
+        let _ = (&program).write_all(&ACCESS_DENIED_ALERT);
         close(&program, &upstream);
         return Err(why);
     }
@@ -232,7 +243,12 @@ pub(crate) fn http(
         close(&program, &upstream);
         return Ok(());
     };
-    let back = std::thread::spawn(move || pump(u2, p2));
+    // The answers, copied back; the program's writing side is ended
+    // here, after a refusal's 403 when there is one.
+    let back = std::thread::spawn(move || {
+        let (mut from, mut to) = (u2, p2);
+        let _ = io::copy(&mut from, &mut to);
+    });
     let _ = program.set_read_timeout(Some(FIRST_BYTES));
     let mut reader = BufReader::new(program.try_clone().map_err(|e| e.to_string())?);
     let mut up = upstream;
@@ -257,11 +273,29 @@ pub(crate) fn http(
     match &result {
         Ok(()) => {
             let _ = up.shutdown(Shutdown::Write);
+            let _ = back.join();
+            let _ = program.shutdown(Shutdown::Write);
         }
-        Err(_) => close(&program, &up),
+        Err(why) => {
+            // The upstream connection ends first, so that nothing more of
+            // it reaches the program after the refusal; then the program
+            // is told why, as an HTTP answer, and the connection closes.
+            let _ = up.shutdown(Shutdown::Both);
+            let _ = back.join();
+            let _ = (&program).write_all(forbidden(why).as_bytes());
+            close(&program, &up);
+        }
     }
-    let _ = back.join();
     result
+}
+
+/// The answer to a refused request.
+fn forbidden(why: &str) -> String {
+    let body = format!("warden: request refused: {why}\n");
+    format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// One request head, through its empty line; `None` at a clean EOF.
