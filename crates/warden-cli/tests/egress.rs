@@ -46,7 +46,16 @@ fn in_private_net<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
             ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
         }
         for a in [PUBLIC6, METADATA6] {
-            ip(&["-6", "addr", "add", &format!("{a}/128"), "dev", "lo"]);
+            // nodad: usable at once (no tentative phase).
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                "lo",
+                "nodad",
+            ]);
         }
         f()
     })
@@ -1645,6 +1654,94 @@ except OSError as e:
                 .as_str()
                 .unwrap_or("")
                 .contains("net:limit:bytes"),
+            "{ctx}"
+        );
+    });
+}
+
+/// A unix socket server on `path` that greets each client with `hello`.
+fn unix_server(path: &std::path::Path, mode: u32, hello: &'static str) {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let _ = s.write_all(hello.as_bytes());
+        }
+    });
+}
+
+/// In a run with egress grants, connect(2) is the supervisor's: pathname
+/// unix sockets are reached as the program would reach them without any
+/// grant — the path looked up in its own view (its root, working
+/// directory, mounts), with its own ids — so a granted socket works, one
+/// it may not open is refused, a socket outside its view does not exist
+/// for it, and a symlink it plants to a host path leads nowhere.
+#[test]
+fn pathname_unix_sockets_mean_the_same_with_egress_grants() {
+    in_private_net(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("egress-unix");
+        let shared = dir.root.join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        unix_server(&shared.join("open.sock"), 0o666, "open");
+        unix_server(&shared.join("closed.sock"), 0o600, "closed");
+        std::os::unix::fs::chown(shared.join("closed.sock"), Some(4242), Some(4242)).unwrap();
+        let outside = TempDir::new("egress-unix-outside");
+        let hidden = outside.root.join("hidden.sock");
+        unix_server(&hidden, 0o666, "hidden");
+        let script = format!(
+            r#"
+import os, socket
+def attempt(label, path):
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        s.connect(path)
+        print(label, "ok", s.recv(100).decode())
+    except OSError as e:
+        print(label, "err", e.errno)
+attempt("open", "{shared}/open.sock")
+attempt("closed", "{shared}/closed.sock")
+attempt("hidden", "{hidden}")
+os.symlink("{hidden}", "/tmp/planted")
+attempt("planted", "/tmp/planted")
+os.chdir("/tmp")
+srv = socket.socket(socket.AF_UNIX)
+srv.bind("own.sock")
+srv.listen(1)
+c = socket.socket(socket.AF_UNIX)
+c.connect("own.sock")
+a, _ = srv.accept()
+a.send(b"own")
+print("own", "ok", c.recv(10).decode())
+"#,
+            shared = shared.display(),
+            hidden = hidden.display(),
+        );
+        let read = format!("fs:read:{}", shared.display());
+        let plain = run(&dir, "", std::slice::from_ref(&read), &script, &[]);
+        let egress = run(
+            &dir,
+            &format!("{PUBLIC} api.example\n"),
+            &[read, "net:connect:api.example:9".into()],
+            &script,
+            &[],
+        );
+        let ctx = format!(
+            "{}\n{}\n{}\n--- egress ---\n{}\n{}\n{}",
+            plain.stdout, plain.stderr, plain.report, egress.stdout, egress.stderr, egress.report
+        );
+        assert_eq!(line_for(&plain.stdout, "open"), "open ok open", "{ctx}");
+        assert_eq!(line_for(&plain.stdout, "closed"), "closed err 13", "{ctx}");
+        assert_eq!(line_for(&plain.stdout, "hidden"), "hidden err 2", "{ctx}");
+        assert_eq!(line_for(&plain.stdout, "planted"), "planted err 2", "{ctx}");
+        assert_eq!(line_for(&plain.stdout, "own"), "own ok own", "{ctx}");
+        assert_eq!(plain.stdout, egress.stdout, "{ctx}");
+        assert_eq!(egress.report["status"], "exited", "{ctx}");
+        assert!(
+            egress.report["warnings"].as_array().unwrap().is_empty(),
             "{ctx}"
         );
     });

@@ -20,8 +20,10 @@
 //! its own loopback, abstract AF_UNIX, AF_UNSPEC — are made by the
 //! supervisor on the program's socket object (taken with pidfd_getfd)
 //! with the address it read; a handed-over socket is never reconnected
-//! (EISCONN); pathname AF_UNIX connects are refused for now (they would
-//! need the program's file system view).
+//! (EISCONN); pathname AF_UNIX connects are made by a short-lived child of
+//! the supervisor that enters the task's mount namespace, root, working
+//! directory and credentials, so the path means what it means to the
+//! program (a symlink the program planted resolves inside its own view).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -89,8 +91,6 @@ pub(crate) struct Egress {
     /// The supervisor's own network namespace (SO_NETNS_COOKIE), where
     /// handed-over sockets live.
     own_netns: Option<u64>,
-    /// Pathname AF_UNIX connects refused.
-    unix_refused: Vec<String>,
     /// The proxy of `net:http`/`net:https` connections, made at the first.
     proxy: Option<crate::proxy::Hub>,
     /// UDP relays (`net:connect:udp:`), and what they share.
@@ -200,7 +200,6 @@ impl Egress {
             own_netns: UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
                 .ok()
                 .and_then(|s| sys::netns_cookie(s.as_raw_fd()).ok()),
-            unix_refused: Vec::new(),
             proxy: None,
             relays: Vec::new(),
             relays_unrecorded: Vec::new(),
@@ -279,10 +278,12 @@ impl Egress {
                 self.ensure_stub(pid);
             }
             let errno = match unix_path(raw) {
-                Some(path) => {
-                    self.unix_refused.push(path);
-                    Some(libc::EACCES)
-                }
+                Some(_) => match UnixView::of(pid) {
+                    // Still the call whose task's view was taken.
+                    Ok(_) if !sys::notify::id_valid(listener, n.id) => return,
+                    Ok(view) => view.connect(their_fd, raw, deadline).err(),
+                    Err(e) => Some(e.raw_os_error().unwrap_or(libc::EACCES)),
+                },
                 None => connect_inside(their_fd, raw, deadline).err(),
             };
             let _ = match errno {
@@ -774,20 +775,9 @@ impl Egress {
         out
     }
 
-    /// The plan's warnings (names that did not resolve, and the like), and
-    /// the pathname AF_UNIX sockets the program was refused.
+    /// The plan's warnings (names that did not resolve, and the like).
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = self.plan.warnings.clone();
-        let mut paths: Vec<&String> = self.unix_refused.iter().collect();
-        paths.sort();
-        paths.dedup();
-        for path in paths.into_iter().take(MAX_NAMED_REFUSALS) {
-            out.push(format!(
-                "connect to the unix socket {} refused (EACCES): a run with net:connect grants cannot reach pathname unix sockets yet",
-                warden_core::printable(path)
-            ));
-        }
-        out
+        self.plan.warnings.clone()
     }
 
     /// One `net` violation per refused attempt (the first few), and one
@@ -924,15 +914,69 @@ fn unix_path(raw: &[u8]) -> Option<String> {
 /// socket's own), with a send timeout so a blocking connect cannot hold
 /// the supervisor past `deadline` (or 10 s).
 fn connect_inside(fd: RawFd, raw: &[u8], deadline: Instant) -> Result<(), i32> {
+    with_send_timeout(fd, deadline, || sys::connect_raw(fd, raw))
+}
+
+/// Runs `connect` (on socket `fd`) with the socket's send timeout — which
+/// bounds a blocking connect — lowered to what is left before `deadline`.
+fn with_send_timeout(
+    fd: RawFd,
+    deadline: Instant,
+    connect: impl FnOnce() -> std::io::Result<()>,
+) -> Result<(), i32> {
     let limit = deadline
         .saturating_duration_since(Instant::now())
         .min(CONNECT_TIMEOUT)
         .max(Duration::from_millis(1));
     let before = sys::send_timeout(fd).ok();
     let _ = sys::set_send_timeout(fd, Some(limit));
-    let result = sys::connect_raw(fd, raw);
+    let result = connect();
     let _ = sys::set_send_timeout(fd, before.flatten());
     result.map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))
+}
+
+/// What a pathname AF_UNIX connect of a jailed task is looked up in: its
+/// mount namespace, root, working directory and credentials, taken from
+/// /proc while the task waits in the notified call.
+struct UnixView {
+    mnt: std::fs::File,
+    root: std::fs::File,
+    cwd: std::fs::File,
+    ids: sys::TaskIds,
+}
+
+impl UnixView {
+    fn of(tid: libc::pid_t) -> std::io::Result<UnixView> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |what: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(format!("/proc/{tid}/{what}"))
+        };
+        Ok(UnixView {
+            // setns wants a real open of the namespace file, not O_PATH.
+            mnt: std::fs::File::open(format!("/proc/{tid}/ns/mnt"))?,
+            root: open("root")?,
+            cwd: open("cwd")?,
+            ids: sys::TaskIds::of(tid)?,
+        })
+    }
+
+    /// Connects the task's socket `fd` (the supervisor's copy of it) to
+    /// the address `raw` the task passed, as the task would.
+    fn connect(&self, fd: RawFd, raw: &[u8], deadline: Instant) -> Result<(), i32> {
+        with_send_timeout(fd, deadline, || {
+            sys::connect_unix_as(
+                self.mnt.as_raw_fd(),
+                self.root.as_raw_fd(),
+                self.cwd.as_raw_fd(),
+                &self.ids,
+                fd,
+                raw,
+            )
+        })
+    }
 }
 
 /// The thread group (process) of task `tid`, from `/proc/TID/status`;

@@ -316,6 +316,126 @@ pub fn drop_all_capabilities() -> io::Result<()> {
     check_long(unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) }).map(drop)
 }
 
+/// Clears the effective, permitted and inheritable capability sets (which
+/// needs no privilege: they only shrink).
+fn clear_capability_sets() -> io::Result<()> {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: libc::c_int,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [0u32; 6];
+    // SAFETY: header and data match the kernel's v3 layout (one header,
+    // two data words of three u32 each); capset only reads them.
+    check_long(unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) }).map(drop)
+}
+
+/// The credentials of a task as the host sees them (`/proc/PID/status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskIds {
+    /// Real, effective, saved and file-system uid.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<libc::gid_t>,
+}
+
+impl TaskIds {
+    pub fn of(pid: libc::pid_t) -> io::Result<TaskIds> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        TaskIds::parse(&status)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc status"))
+    }
+
+    fn parse(status: &str) -> Option<TaskIds> {
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).map(|v| {
+                v.split_whitespace()
+                    .map(|n| n.parse::<u32>())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        };
+        let four = |v: Vec<u32>| <[u32; 4]>::try_from(v).ok();
+        Some(TaskIds {
+            uids: four(field("Uid:")?.ok()?)?,
+            gids: four(field("Gid:")?.ok()?)?,
+            groups: field("Groups:")?.ok()?,
+        })
+    }
+}
+
+/// Connects socket `sock` to the pathname unix address `addr` (the raw
+/// sockaddr_un) as the task it belongs to would: a child process enters
+/// the task's mount namespace (`mnt`), its root and working directory
+/// (`root`, `cwd`: its /proc links, opened by the caller) and takes its
+/// uids, gids and groups with no capabilities, so that the path is looked
+/// up in the task's own view with its own permissions. The calling process
+/// changes in nothing. `sock`'s send timeout bounds a blocking connect.
+pub fn connect_unix_as(
+    mnt: RawFd,
+    root: RawFd,
+    cwd: RawFd,
+    ids: &TaskIds,
+    sock: RawFd,
+    addr: &[u8],
+) -> io::Result<()> {
+    // SAFETY: fork in a multi-threaded process: the child calls only
+    // async-signal-safe syscalls on memory that was valid before the fork
+    // (the descriptors, `ids` and `addr`), then _exit; it never returns
+    // into Rust code that might take a lock.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let errno = (|| -> io::Result<()> {
+            // SAFETY: integer-only syscalls on descriptors the parent
+            // holds open.
+            check(unsafe { libc::setns(mnt, libc::CLONE_NEWNS) })?;
+            // SAFETY: as above.
+            check(unsafe { libc::fchdir(root) })?;
+            // SAFETY: a static, NUL-terminated path.
+            check(unsafe { libc::chroot(c".".as_ptr()) })?;
+            // SAFETY: as above.
+            check(unsafe { libc::fchdir(cwd) })?;
+            // SAFETY: groups is a valid slice of gid_t of the length passed.
+            check(unsafe { libc::setgroups(ids.groups.len(), ids.groups.as_ptr()) })?;
+            let [rg, eg, sg, fg] = ids.gids;
+            // SAFETY: integer-only calls.
+            check(unsafe { libc::setresgid(rg, eg, sg) })?;
+            // SAFETY: integer-only call.
+            unsafe { libc::setfsgid(fg) };
+            let [ru, eu, su, fu] = ids.uids;
+            // SAFETY: integer-only calls.
+            check(unsafe { libc::setresuid(ru, eu, su) })?;
+            // SAFETY: integer-only call.
+            unsafe { libc::setfsuid(fu) };
+            // A task of uid 0 keeps root's capabilities through setresuid.
+            clear_capability_sets()?;
+            connect_raw(sock, addr)
+        })()
+        .err()
+        .and_then(|e| e.raw_os_error())
+        .unwrap_or(0);
+        exit_now(errno.clamp(0, 255));
+    }
+    let (_, status) = loop {
+        match waitpid(pid, 0) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other?,
+        }
+    };
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => Ok(()),
+        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+        None => Err(io::Error::from_raw_os_error(libc::EIO)),
+    }
+}
+
 pub fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: integer-only prctl.
     check(unsafe {
@@ -1488,4 +1608,28 @@ pub fn set_send_timeout(fd: RawFd, timeout: Option<std::time::Duration>) -> io::
         )
     })
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskIds;
+
+    #[test]
+    fn task_ids_are_read_from_a_proc_status() {
+        let status = "Name:\tpython3\nUid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65533\nGroups:\t\nNSpid:\t9\t1\n";
+        assert_eq!(
+            TaskIds::parse(status),
+            Some(TaskIds {
+                uids: [65534; 4],
+                gids: [65534, 65534, 65534, 65533],
+                groups: vec![],
+            })
+        );
+        let with_groups = status.replace("Groups:\t", "Groups:\t4 24 ");
+        assert_eq!(TaskIds::parse(&with_groups).unwrap().groups, vec![4, 24]);
+        assert_eq!(TaskIds::parse("Uid:\t1\t2\n"), None);
+        assert_eq!(TaskIds::parse(&status.replace("65533", "x")), None);
+        // The caller's own status is readable.
+        assert!(TaskIds::of(std::process::id() as i32).is_ok());
+    }
 }
