@@ -496,3 +496,157 @@ fn a_processor_runs_under_gvisor_when_the_policy_asks_strong_isolation() {
     assert!(out.stdout.contains("backend: gvisor"), "{}", out.ctx());
     assert!(out.stdout.contains("isolation: strong"), "{}", out.ctx());
 }
+
+/// Started by an ordinary user (uid 65534 through setpriv), the gVisor
+/// backend runs rootless: runsc `--rootless` under a user namespace of the
+/// shim's own, grants opened there, limits as the Sentry's rlimits. The
+/// program meets gVisor's kernel, is the sandbox's uid 0 with no
+/// capabilities, writes land as the user, a read-only grant stays so,
+/// the host's loopback is out of reach, a stopped run leaves no process,
+/// and network grants (which need root) are refused naming why.
+#[test]
+fn an_ordinary_user_runs_gvisor_rootless() {
+    const NOBODY: u32 = 65534;
+    let t = TempDir::new("gvisor-rootless");
+    t.open_to_everyone();
+    let bin = t.private_warden();
+    let rw = t.mkdir("rw");
+    std::os::unix::fs::chown(&rw, Some(NOBODY), Some(NOBODY)).unwrap();
+    let ro = t.mkdir("ro");
+    std::fs::write(ro.join("data"), "granted\n").unwrap();
+    std::os::unix::fs::chown(&ro, Some(NOBODY), Some(NOBODY)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probe = format!(
+        r#"
+import os, socket, json
+out = {{"uid": os.getuid(), "release": os.uname().release}}
+out["read"] = open("{ro}/data").read().strip()
+try:
+    open("{ro}/new", "w").write("x"); out["ro_write"] = "written"
+except OSError as e:
+    out["ro_write"] = e.errno
+open("{rw}/made", "w").write("made")
+status = open("/proc/self/status").read()
+out["caps"] = sorted({{l.split()[1] for l in status.splitlines() if l.startswith(("CapEff", "CapBnd", "CapPrm"))}})
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2); out["loopback"] = "connected"
+except OSError:
+    out["loopback"] = "refused"
+print(json.dumps(out))
+raise SystemExit(7)
+"#,
+        ro = ro.display(),
+        rw = rw.display(),
+    );
+    let rw_grant = format!("fs:write:{}", rw.display());
+    let ro_grant = format!("fs:read:{}", ro.display());
+    let out = t
+        .run([
+            "--backend",
+            "gvisor",
+            "--allow",
+            &rw_grant,
+            "--allow",
+            &ro_grant,
+            "--memory",
+            "256MiB",
+            "--",
+            "python3",
+            "-c",
+            &probe,
+        ])
+        .bin(bin.clone())
+        .user(NOBODY)
+        .go();
+    assert_eq!(out.code, 7, "{}", out.ctx());
+    let seen: serde_json::Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{}", out.ctx()));
+    assert_eq!(seen["uid"], 0, "{}", out.ctx());
+    let host_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(seen["release"], host_release.trim(), "{}", out.ctx());
+    assert_eq!(seen["read"], "granted", "{}", out.ctx());
+    assert_eq!(seen["ro_write"], libc::EROFS, "{}", out.ctx());
+    assert_eq!(
+        seen["caps"],
+        serde_json::json!(["0000000000000000"]),
+        "{}",
+        out.ctx()
+    );
+    assert_eq!(seen["loopback"], "refused", "{}", out.ctx());
+    assert!(
+        listener.accept().is_err(),
+        "the host's loopback was reached"
+    );
+    assert_eq!(std::fs::metadata(rw.join("made")).unwrap().uid(), NOBODY);
+    assert!(!ro.join("new").exists());
+    let r = out.report();
+    assert_eq!(r["backend"], "gvisor", "{}", out.ctx());
+    assert_eq!(r["status"], "exited", "{}", out.ctx());
+    assert_eq!(
+        r["enforcement"]["memory"],
+        "gvisor_rlimit_as",
+        "{}",
+        out.ctx()
+    );
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap_or("").contains("gvisor rootless")),
+        "{}",
+        out.ctx()
+    );
+
+    // A run stopped at its wall time leaves nothing of the sandbox running.
+    let stopped = t
+        .run([
+            "--backend",
+            "gvisor",
+            "--wall-time",
+            "2s",
+            "--",
+            "/bin/sleep",
+            "60",
+        ])
+        .bin(bin.clone())
+        .user(NOBODY)
+        .go();
+    assert_eq!(stopped.report()["status"], "timeout", "{}", stopped.ctx());
+    assert!(
+        stopped.elapsed < Duration::from_secs(20),
+        "{}",
+        stopped.ctx()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // runsc and the sandbox carry the run's name, which holds its id.
+    let id = stopped.report()["invocation_id"].as_str().unwrap().to_string();
+    assert!(!id.is_empty(), "{}", stopped.ctx());
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &id])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "runsc processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+
+    // Network grants need root under gVisor: refused before anything runs.
+    let net = t
+        .run([
+            "--backend",
+            "gvisor",
+            "--allow",
+            "net:connect:api.example.com:443",
+            "--",
+            "/bin/true",
+        ])
+        .bin(bin)
+        .user(NOBODY)
+        .go();
+    assert_eq!(net.code, 125, "{}", net.ctx());
+    assert!(net.stderr.contains("need root"), "{}", net.ctx());
+}

@@ -51,7 +51,14 @@ pub struct GvisorBackend {
     /// kvm, and KVM hangs in nested VMs).
     platform: String,
     layout: SystemLayout,
-    cgroups: Box<dyn CgroupDriver>,
+    /// The host cgroup bounding each sandbox; none when rootless and no
+    /// cgroup is delegated (limits are then the Sentry's rlimits).
+    cgroups: Option<Box<dyn CgroupDriver>>,
+    /// Started by an ordinary user: its (uid, gid). The shim then enters
+    /// a user namespace of its own (the user as its root) and runsc runs
+    /// `--rootless`; the program is the sandbox's uid 0, with no
+    /// capabilities, and the host sees only that user.
+    rootless: Option<(u32, u32)>,
     signals: OwnedFd,
     /// Warden's own binary: the sandbox's init.
     init: PathBuf,
@@ -93,14 +100,17 @@ fn find_runsc() -> Result<PathBuf, BackendError> {
 
 impl GvisorBackend {
     pub fn new() -> Result<Self, BackendError> {
-        if sys::getuid() != 0 {
-            return Err(unavailable(
-                "it needs root here: each run's grants are attached in a private mount namespace and runsc's sandbox is built as root (rootless runsc is not supported yet)",
-            ));
-        }
+        let rootless = (sys::getuid() != 0).then(|| (sys::getuid(), sys::getgid()));
         let runsc = find_runsc()?;
-        let cgroups = crate::cgroup::detect()
-            .map_err(|why| unavailable(format!("no cgroup to bound the sandbox: {why}")))?;
+        let cgroups = match (crate::cgroup::detect(), rootless) {
+            (Ok(driver), _) => Some(driver),
+            (Err(_), Some(_)) => None,
+            (Err(why), None) => {
+                return Err(unavailable(format!(
+                    "no cgroup to bound the sandbox: {why}"
+                )))
+            }
+        };
         let layout =
             SystemLayout::probe().map_err(|e| BackendError::setup("probe system layout", e))?;
         let signals = sys::signalfd_for_termination()
@@ -108,12 +118,7 @@ impl GvisorBackend {
         let init = std::env::current_exe()
             .and_then(std::fs::canonicalize)
             .map_err(|e| BackendError::setup("find Warden's own binary", e))?;
-        let runtime_dir = PathBuf::from("/run/warden/gvisor");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&runtime_dir)
-            .map_err(|e| BackendError::setup(format!("create {}", runtime_dir.display()), e))?;
+        let runtime_dir = runtime_dir(rootless)?;
         let platform = std::env::var("WARDEN_GVISOR_PLATFORM")
             .ok()
             .filter(|p| !p.is_empty())
@@ -131,6 +136,7 @@ impl GvisorBackend {
             platform,
             layout,
             cgroups,
+            rootless,
             signals,
             init,
             runtime_dir,
@@ -138,6 +144,35 @@ impl GvisorBackend {
             idmaps: std::cell::RefCell::new(crate::idmap::IdMaps::for_file_server(SANDBOX_ID)),
         })
     }
+}
+
+/// Where run directories and the shared roots are made: /run/warden/gvisor
+/// for root; for an ordinary user `$XDG_RUNTIME_DIR/warden/gvisor`, else
+/// `/tmp/warden-gvisor-UID` — which must then be the user's own, mode
+/// 0700 (another user could have made it first).
+fn runtime_dir(rootless: Option<(u32, u32)>) -> Result<PathBuf, BackendError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match rootless {
+        None => PathBuf::from("/run/warden/gvisor"),
+        Some((uid, _)) => match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            Some(d) => Path::new(&d).join("warden/gvisor"),
+            None => std::env::temp_dir().join(format!("warden-gvisor-{uid}")),
+        },
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| BackendError::setup(format!("create {}", dir.display()), e))?;
+    let meta = std::fs::symlink_metadata(&dir)
+        .map_err(|e| BackendError::setup(format!("inspect {}", dir.display()), e))?;
+    if !meta.is_dir() || meta.uid() != sys::getuid() || meta.mode() & 0o077 != 0 {
+        return Err(unavailable(format!(
+            "{} is not a directory of this user's with mode 0700",
+            dir.display()
+        )));
+    }
+    Ok(dir)
 }
 
 /// A mount of the bundle.
@@ -150,11 +185,20 @@ struct OciMount {
     is_dir: bool,
 }
 
-/// A grant's detached tree, attached by the shim at `at` (inside the run
-/// directory) in its own mount namespace.
+/// A grant, attached by the shim at `at` (inside the run directory) in its
+/// own mount namespace.
 struct Attach {
-    tree: OwnedFd,
+    source: AttachSource,
     at: CString,
+}
+
+enum AttachSource {
+    /// Root: the detached, idmapped tree Warden prepared.
+    Tree(OwnedFd),
+    /// Rootless: the host path (relative to /), opened by the shim in its
+    /// own namespaces with symlinks and `..` refused, as the rootless
+    /// jail's init does.
+    Beneath(CString),
 }
 
 /// The run directory: removed when the run is over.
@@ -202,6 +246,15 @@ fn under_a_mount(path: &Path, mounts: &[OciMount]) -> bool {
 }
 
 impl GvisorBackend {
+    /// The program's uid and gid inside the sandbox.
+    fn sandbox_id(&self) -> u32 {
+        if self.rootless.is_some() {
+            0
+        } else {
+            SANDBOX_ID
+        }
+    }
+
     /// Writes the bundle (rootfs with its mount points and generated /etc,
     /// config.json) into `run`, and returns the trees the shim attaches.
     #[allow(clippy::too_many_arguments)]
@@ -291,8 +344,10 @@ impl GvisorBackend {
                 .mode(0o700)
                 .create(&status)
                 .map_err(io_setup("create the status directory"))?;
-            std::os::unix::fs::chown(&status, Some(SANDBOX_ID), Some(SANDBOX_ID))
-                .map_err(io_setup("give the status directory to the sandbox user"))?;
+            if self.rootless.is_none() {
+                std::os::unix::fs::chown(&status, Some(SANDBOX_ID), Some(SANDBOX_ID))
+                    .map_err(io_setup("give the status directory to the sandbox user"))?;
+            }
             mounts.push(OciMount {
                 destination: INIT_PATH.into(),
                 kind: "bind",
@@ -317,10 +372,20 @@ impl GvisorBackend {
             let at = run.join("mnt").join(i.to_string());
             mount_point(&at, Path::new("/"), g.is_dir)
                 .map_err(io_setup("create a grant's attachment point"))?;
+            let source = match g.detached.take() {
+                Some(tree) => AttachSource::Tree(tree),
+                None if self.rootless.is_some() => AttachSource::Beneath(
+                    mounts::rel_path(&g.path).map_err(io_setup("name a grant"))?,
+                ),
+                None => {
+                    return Err(BackendError::Invalid(format!(
+                        "grant {}: no prepared tree",
+                        g.path.display()
+                    )))
+                }
+            };
             attach.push(Attach {
-                tree: g.detached.take().ok_or_else(|| {
-                    BackendError::Invalid(format!("grant {}: no prepared tree", g.path.display()))
-                })?,
+                source,
                 at: sys::cstring(at.as_os_str().as_bytes())
                     .map_err(io_setup("name a grant's attachment point"))?,
             });
@@ -368,7 +433,7 @@ impl GvisorBackend {
         }
         let is_a_mount = mounts.iter().any(|m| m.destination == inv.workdir);
         if inv.workdir != Path::new("/") && !is_a_mount && !under_a_mount(&inv.workdir, &mounts) {
-            root.owned_dir(&inv.workdir, SANDBOX_ID);
+            root.owned_dir(&inv.workdir, self.sandbox_id());
         }
         let rootfs = root
             .materialize(&self.runtime_dir.join("rootfs"))
@@ -396,6 +461,26 @@ impl GvisorBackend {
             .map(|e| String::from_utf8_lossy(e).into_owned())
             .collect();
         let none: [&str; 0] = [];
+        let mut rlimits = vec![
+            // Per user inside the Sentry: every process of the program,
+            // the first one included.
+            rlimit("RLIMIT_NPROC", u64::from(l.pids)),
+            rlimit("RLIMIT_FSIZE", l.file_size_bytes),
+            rlimit("RLIMIT_NOFILE", l.open_files),
+            rlimit("RLIMIT_CORE", 0),
+            rlimit("RLIMIT_MEMLOCK", 64 << 10),
+        ];
+        if self.cgroups.is_none() {
+            // No host cgroup: memory and CPU time are the Sentry's
+            // rlimits, per process (as for the rootless jail).
+            rlimits.push(rlimit("RLIMIT_AS", l.memory_bytes));
+            if let Some(cpu) = l.cpu_time {
+                rlimits.push(rlimit(
+                    "RLIMIT_CPU",
+                    cpu.as_secs_f64().ceil().max(1.0) as u64,
+                ));
+            }
+        }
         // With egress the sandbox uses the network namespace runsc runs in
         // (the shim's, see gvisor_net); without, one of its own.
         let namespaces: Vec<serde_json::Value> = ["pid", "ipc", "uts", "mount"]
@@ -407,7 +492,7 @@ impl GvisorBackend {
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": false,
-                "user": {"uid": SANDBOX_ID, "gid": SANDBOX_ID},
+                "user": {"uid": self.sandbox_id(), "gid": self.sandbox_id()},
                 "args": args,
                 "env": env,
                 "cwd": cwd,
@@ -416,15 +501,7 @@ impl GvisorBackend {
                     "bounding": none, "effective": none, "permitted": none,
                     "inheritable": none, "ambient": none
                 },
-                "rlimits": [
-                    // Per user inside the Sentry: every process of the
-                    // program, the first one included.
-                    rlimit("RLIMIT_NPROC", u64::from(l.pids)),
-                    rlimit("RLIMIT_FSIZE", l.file_size_bytes),
-                    rlimit("RLIMIT_NOFILE", l.open_files),
-                    rlimit("RLIMIT_CORE", 0),
-                    rlimit("RLIMIT_MEMLOCK", 64 << 10),
-                ],
+                "rlimits": rlimits,
             },
             "root": {"path": rootfs, "readonly": true},
             "hostname": "warden",
@@ -460,6 +537,10 @@ struct Shim<'a> {
     runsc: CString,
     argv: Vec<CString>,
     env: Vec<CString>,
+    /// Rootless: the user's (uid, gid), its namespace's root.
+    userns: Option<(u32, u32)>,
+    /// Who owns the leased secrets' files inside.
+    sandbox_id: u32,
     /// With egress: a network namespace of its own whose loopback carries
     /// these addresses; the shim says "ready" and waits for "go" (the
     /// supervisor listens there in between).
@@ -482,7 +563,19 @@ impl Shim<'_> {
         if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) {
             fail("tie runsc to Warden", e);
         }
-        if let Err(e) = sys::unshare(libc::CLONE_NEWNS) {
+        if let Some((uid, gid)) = self.userns {
+            let mapped = sys::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS)
+                .and_then(|()| sys::write_file(c"/proc/self/setgroups", b"deny"))
+                .and_then(|()| {
+                    sys::write_file(c"/proc/self/uid_map", format!("0 {uid} 1").as_bytes())
+                })
+                .and_then(|()| {
+                    sys::write_file(c"/proc/self/gid_map", format!("0 {gid} 1").as_bytes())
+                });
+            if let Err(e) = mapped {
+                fail("create the sandbox's user and mount namespaces", e);
+            }
+        } else if let Err(e) = sys::unshare(libc::CLONE_NEWNS) {
             fail("create the sandbox's mount namespace", e);
         }
         if let Some((addrs, ready, go)) = &self.network {
@@ -520,7 +613,29 @@ impl Shim<'_> {
                 Ok(f) => f,
                 Err(e) => fail("open a grant's attachment point", e),
             };
-            if let Err(e) = sys::move_mount_onto(a.tree.as_raw_fd(), onto.as_raw_fd()) {
+            let opened;
+            let tree = match &a.source {
+                AttachSource::Tree(tree) => tree,
+                AttachSource::Beneath(rel) => {
+                    opened = std::fs::File::open("/").and_then(|root| {
+                        if rel.is_empty() {
+                            return sys::open_tree_clone_at(root.as_raw_fd(), c"");
+                        }
+                        let source = sys::open_beneath(root.as_raw_fd(), rel, libc::O_PATH as u64)?;
+                        sys::open_tree_clone_at(source.as_raw_fd(), c"")
+                    });
+                    match &opened {
+                        Ok(t) => t,
+                        Err(e) => fail(
+                            "open a grant",
+                            std::io::Error::from_raw_os_error(
+                                e.raw_os_error().unwrap_or(libc::EIO),
+                            ),
+                        ),
+                    }
+                }
+            };
+            if let Err(e) = sys::move_mount_onto(tree.as_raw_fd(), onto.as_raw_fd()) {
                 fail("attach a grant", e);
             }
         }
@@ -528,8 +643,9 @@ impl Shim<'_> {
             let bytes: usize = self.secrets.iter().map(|(_, v)| v.len()).sum();
             let size = (bytes + 4096 * (self.secrets.len() + 1)).next_multiple_of(4096);
             let options = format!(
-                "size={size},nr_inodes={},mode=0500,uid={SANDBOX_ID},gid={SANDBOX_ID}",
-                self.secrets.len() + 4
+                "size={size},nr_inodes={},mode=0500,uid={id},gid={id}",
+                self.secrets.len() + 4,
+                id = self.sandbox_id
             );
             let options = match sys::cstring(options) {
                 Ok(o) => o,
@@ -544,7 +660,7 @@ impl Shim<'_> {
                     .and_then(|()| {
                         let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()));
                         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o400))?;
-                        std::os::unix::fs::chown(p, Some(SANDBOX_ID), Some(SANDBOX_ID))
+                        std::os::unix::fs::chown(p, Some(self.sandbox_id), Some(self.sandbox_id))
                     });
                 if let Err(e) = written {
                     fail("write a leased secret", e);
@@ -595,7 +711,12 @@ impl Backend for GvisorBackend {
         gate: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Outcome, BackendError> {
         let program = crate::program_of(inv)?;
-        let idmapping = Some((&self.idmaps, SANDBOX_ID));
+        // Rootless: no idmapped trees (they need root); the shim opens
+        // each grant in its own namespaces.
+        let idmapping = self
+            .rootless
+            .is_none()
+            .then_some((&self.idmaps, SANDBOX_ID));
         let (mut grants, mut grant_warnings) = crate::prepare_grants(inv, idmapping)?;
         let mut hidden = crate::state_masks(&grants)?;
         if let Some(code) = &inv.code {
@@ -611,6 +732,11 @@ impl Backend for GvisorBackend {
         }
         let secrets = crate::leased_secrets(inv)?;
         let egress = crate::egress_plan(&inv.capabilities)?;
+        if egress.is_some() && self.rootless.is_some() {
+            return Err(BackendError::Invalid(
+                "network grants under the gvisor backend need root: the supervisor listens inside the sandbox's network namespace, which an ordinary user cannot enter (run as root, or on the jail)".into(),
+            ));
+        }
         let endpoints = match &egress {
             None => Vec::new(),
             Some(plan) => plan.endpoints().map_err(|why| {
@@ -667,7 +793,9 @@ impl Backend for GvisorBackend {
         let boot_log = run.0.join("boot.log");
         let mut boot_log_flag = b"--debug-log=".to_vec();
         boot_log_flag.extend_from_slice(boot_log.as_os_str().as_bytes());
-        let argv: Vec<CString> = [
+        let platform = format!("--platform={}", self.platform);
+        let bundle = run.0.join("bundle");
+        let mut flags: Vec<&[u8]> = vec![
             self.runsc.as_os_str().as_bytes(),
             b"--root",
             state.as_os_str().as_bytes(),
@@ -676,20 +804,23 @@ impl Backend for GvisorBackend {
             &boot_log_flag,
             b"--debug-command=boot",
             if egress.is_some() {
-                b"--network=host".as_slice()
+                b"--network=host"
             } else {
-                b"--network=none".as_slice()
+                b"--network=none"
             },
-            format!("--platform={}", self.platform).as_bytes(),
+            platform.as_bytes(),
             b"--ignore-cgroups",
-            b"run",
+        ];
+        if self.rootless.is_some() {
+            flags.push(b"--rootless");
+        }
+        flags.extend([
+            b"run".as_slice(),
             b"--bundle",
-            run.0.join("bundle").as_os_str().as_bytes(),
+            bundle.as_os_str().as_bytes(),
             name.as_bytes(),
-        ]
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<Result<_, _>>()?;
+        ]);
+        let argv: Vec<CString> = flags.into_iter().map(cstr).collect::<Result<_, _>>()?;
         let secrets_dir = if secrets.is_empty() {
             None
         } else {
@@ -712,21 +843,27 @@ impl Backend for GvisorBackend {
         // backstop (see SANDBOX_TASKS).
         let mut host_limits = inv.limits.clone();
         host_limits.pids = inv.limits.pids.saturating_add(SANDBOX_TASKS);
-        let group: Box<dyn JailCgroup> = self
-            .cgroups
-            .create(&name, &host_limits)
-            .map_err(io_setup("create cgroup"))?;
-        let remove_group = |g: &dyn JailCgroup| {
-            g.kill_all();
-            let _ = g.remove();
+        let group: Option<Box<dyn JailCgroup>> = match &self.cgroups {
+            Some(driver) => Some(
+                driver
+                    .create(&name, &host_limits)
+                    .map_err(io_setup("create cgroup"))?,
+            ),
+            None => None,
         };
-        if !self.stale_cleaned.replace(true) {
-            self.cgroups.clean_stale();
+        let remove_group = |g: Option<&dyn JailCgroup>| {
+            if let Some(g) = g {
+                g.kill_all();
+                let _ = g.remove();
+            }
+        };
+        if let (Some(driver), false) = (&self.cgroups, self.stale_cleaned.replace(true)) {
+            driver.clean_stale();
         }
-        let joins = match group.join_handles() {
-            Ok(j) => j,
+        let joins = match group.as_ref().map(|g| g.join_handles()).transpose() {
+            Ok(j) => j.unwrap_or_default(),
             Err(e) => {
-                remove_group(&*group);
+                remove_group(group.as_deref());
                 return Err(BackendError::setup("open the cgroup to join", e));
             }
         };
@@ -743,13 +880,16 @@ impl Backend for GvisorBackend {
             argv,
             env: runsc_env,
             network,
+            userns: self.rootless,
+            sandbox_id: self.sandbox_id(),
         };
 
         if let Err(why) = gate() {
-            remove_group(&*group);
+            remove_group(group.as_deref());
             return Err(BackendError::Gate(why));
         }
         let started = Instant::now();
+        let usage_before = sys::children_usage();
         // SAFETY: the CLI runs a backend single-threaded (crate docs); the
         // child runs only `Shim::run`, which execs runsc or _exits.
         #[allow(unsafe_code)]
@@ -758,7 +898,7 @@ impl Backend for GvisorBackend {
             Ok(0) => shim.run(),
             Ok(pid) => pid,
             Err(e) => {
-                remove_group(&*group);
+                remove_group(group.as_deref());
                 return Err(BackendError::setup("start runsc (fork)", e));
             }
         };
@@ -769,7 +909,7 @@ impl Backend for GvisorBackend {
                 Ok(n) => net = Some(n),
                 Err(e) => {
                     let _ = sys::kill(runsc_pid, libc::SIGKILL);
-                    remove_group(&*group);
+                    remove_group(group.as_deref());
                     let _ = sys::waitpid(runsc_pid, 0);
                     return Err(e);
                 }
@@ -781,7 +921,7 @@ impl Backend for GvisorBackend {
                 Ok(h) => stdin_hash = Some(h),
                 Err(e) => {
                     let _ = sys::kill(runsc_pid, libc::SIGKILL);
-                    remove_group(&*group);
+                    remove_group(group.as_deref());
                     let _ = sys::waitpid(runsc_pid, 0);
                     return Err(BackendError::setup("start the stdin pump", e));
                 }
@@ -789,7 +929,7 @@ impl Backend for GvisorBackend {
         }
         let mut observed = crate::supervisor::watch(Watch {
             init_pid: runsc_pid,
-            cgroup: Some(&*group),
+            cgroup: group.as_deref(),
             stdout: stdout_r,
             stderr: stderr_r,
             status: status_r,
@@ -829,7 +969,11 @@ impl Backend for GvisorBackend {
                 }
             }
         }
-        let counters = group.limit_counters();
+        let usage_after = sys::children_usage();
+        let counters = group
+            .as_ref()
+            .map(|g| g.limit_counters())
+            .unwrap_or_default();
         let oom = counters.oom_kills > 0;
         // No ending from init: the sandbox went down with the program in
         // it — under the OOM killer (a memory limit, said as such), or
@@ -842,9 +986,19 @@ impl Backend for GvisorBackend {
             }
         }
         let (mut status, mut exit_code, signal) = classify(&observed, oom);
-        let cpu_ms = group.cpu_usage_ns().map_or(0, |ns| ns / 1_000_000);
-        let peak_memory_bytes = group.peak_memory_bytes().unwrap_or(0);
-        remove_group(&*group);
+        // Without a cgroup: what runsc and the sandbox it reaped used (the
+        // largest single process's peak — the Sentry's, the program's
+        // memory included).
+        let cpu_ms = match &group {
+            Some(g) => g.cpu_usage_ns().map_or(0, |ns| ns / 1_000_000),
+            None => usage_after.0.saturating_sub(usage_before.0) / 1000,
+        };
+        let peak_memory_bytes = match &group {
+            Some(g) => g.peak_memory_bytes().unwrap_or(0),
+            None if usage_after.1 > usage_before.1 => usage_after.1,
+            None => 0,
+        };
+        remove_group(group.as_deref());
         let mut error = observed.setup_error.clone();
         if let Some(errno) = observed.exec_errno {
             status = Status::Error;
@@ -858,10 +1012,16 @@ impl Backend for GvisorBackend {
                 "the sandbox ended before the program finished",
             ));
         }
-        let mut warnings = vec![format!(
-            "gvisor: the memory limit ({}) bounds the whole sandbox, gVisor's own kernel (the Sentry) and file server included",
-            warden_core::human_bytes(inv.limits.memory_bytes)
-        )];
+        let mut warnings = vec![match group {
+            Some(_) => format!(
+                "gvisor: the memory limit ({}) bounds the whole sandbox, gVisor's own kernel (the Sentry) and file server included",
+                warden_core::human_bytes(inv.limits.memory_bytes)
+            ),
+            None => format!(
+                "gvisor rootless: no cgroup here, so the memory limit ({}) is RLIMIT_AS per process inside the Sentry (not a total) and CPU time RLIMIT_CPU; the program is the sandbox's uid 0 (the user's own id on the host), with no capabilities",
+                warden_core::human_bytes(inv.limits.memory_bytes)
+            ),
+        }];
         warnings.extend(grant_warnings);
         warnings.extend(crate::undelivered(&observed));
         let program_signal = observed
@@ -906,7 +1066,10 @@ impl Backend for GvisorBackend {
             stderr_bytes: observed.stderr_bytes,
             truncated: observed.truncated,
             violations,
-            enforcement: std::borrow::Cow::Owned(enforcement(self.cgroups.mechanism(), inv)),
+            enforcement: std::borrow::Cow::Owned(enforcement(
+                self.cgroups.as_ref().map(|c| c.mechanism()),
+                inv,
+            )),
             warnings,
             error,
             fuel_consumed: None,
@@ -961,17 +1124,24 @@ impl GvisorBackend {
 }
 
 /// Which mechanism holds each limit under gVisor.
-fn enforcement(cgroup: &'static str, inv: &Invocation) -> EnforcementMap {
+fn enforcement(cgroup: Option<&'static str>, inv: &Invocation) -> EnforcementMap {
     let mut m = EnforcementMap::new();
-    let sandbox = format!("{cgroup}_sandbox");
     m.insert("wall_time".into(), "supervisor".into());
     m.insert("output".into(), "supervisor".into());
-    m.insert("memory".into(), sandbox.clone().into());
     m.insert("pids".into(), "gvisor_rlimit_nproc".into());
     m.insert("file_size".into(), "gvisor_rlimit_fsize".into());
     m.insert("open_files".into(), "gvisor_rlimit_nofile".into());
     m.insert("tmpfs".into(), "gvisor_tmpfs_size".into());
     m.insert("syscalls".into(), "gvisor_sentry".into());
+    let Some(cgroup) = cgroup else {
+        m.insert("memory".into(), "gvisor_rlimit_as".into());
+        if inv.limits.cpu_time.is_some() {
+            m.insert("cpu_time".into(), "gvisor_rlimit_cpu".into());
+        }
+        return m;
+    };
+    let sandbox = format!("{cgroup}_sandbox");
+    m.insert("memory".into(), sandbox.clone().into());
     if inv.limits.cpu_time.is_some() {
         m.insert("cpu_time".into(), format!("{sandbox}_accounting").into());
     }

@@ -216,7 +216,11 @@ impl RootPlan {
                 Item::Owned { at, uid } => {
                     let p = root.join(at);
                     std::fs::create_dir_all(&p)?;
-                    std::os::unix::fs::chown(&p, Some(*uid), Some(*uid))?;
+                    // An ordinary user's own files are the sandbox's uid 0
+                    // (rootless runsc maps the user to it): nothing to give.
+                    if as_root() {
+                        std::os::unix::fs::chown(&p, Some(*uid), Some(*uid))?;
+                    }
                 }
             }
         }
@@ -233,7 +237,13 @@ type Visit<'a> = dyn FnMut(&Path, &std::fs::Metadata, Option<&Path>) -> io::Resu
 /// a symlink, its target.
 fn walk(dir: &Path, f: &mut Visit<'_>) -> io::Result<()> {
     fn go(base: &Path, dir: &Path, f: &mut Visit<'_>) -> io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        let listed = match std::fs::read_dir(dir) {
+            // An ordinary user's sandbox holds what the user can read: a
+            // directory closed to it (/etc/ssl/private) is left out.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !as_root() => return Ok(()),
+            listed => listed?,
+        };
+        let mut entries: Vec<_> = listed.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let path = e.path();
@@ -254,11 +264,19 @@ fn walk(dir: &Path, f: &mut Visit<'_>) -> io::Result<()> {
     go(dir, dir, f)
 }
 
+fn as_root() -> bool {
+    crate::sys::getuid() == 0
+}
+
 fn copy_tree(source: &Path, dest: &Path) -> io::Result<()> {
     let top = std::fs::symlink_metadata(source)?;
     std::fs::create_dir(dest)?;
     let keep = |p: &Path, meta: &std::fs::Metadata| -> io::Result<()> {
-        std::os::unix::fs::lchown(p, Some(meta.uid()), Some(meta.gid()))?;
+        // Ownership is carried over by root only (an ordinary user's
+        // copies are its own: the sandbox's uid 0 when rootless).
+        if as_root() {
+            std::os::unix::fs::lchown(p, Some(meta.uid()), Some(meta.gid()))?;
+        }
         if !meta.file_type().is_symlink() {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
         }
@@ -277,8 +295,11 @@ fn copy_tree(source: &Path, dest: &Path) -> io::Result<()> {
             dirs.push((to, meta.clone()));
             Ok(())
         } else if meta.is_file() {
-            std::fs::copy(source.join(rel), &to)?;
-            keep(&to, meta)
+            match std::fs::copy(source.join(rel), &to) {
+                // As for directories: what the user cannot read is left out.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !as_root() => Ok(()),
+                copied => copied.and_then(|_| keep(&to, meta)),
+            }
         } else {
             Ok(()) // sockets, fifos, devices: not carried over
         }

@@ -163,7 +163,7 @@ fn rel(path: &str) -> io::Result<CString> {
     sys::cstring(path.trim_start_matches('/'))
 }
 
-fn rel_path(path: &Path) -> io::Result<CString> {
+pub(crate) fn rel_path(path: &Path) -> io::Result<CString> {
     sys::cstring(
         path.as_os_str()
             .as_bytes()
