@@ -1494,12 +1494,112 @@ attempt("udp", udp)
                     .contains("dns query for evil.example")),
             "{ctx}"
         );
-        // Grants a listener cannot serve are refused before anything runs.
+    });
+}
+
+/// Wildcard grants under gVisor: one listener on `::` at the granted port
+/// takes every destination on it, and each connection is judged on its
+/// own — public addresses for `*`, names the stub answered for `*.suffix`;
+/// the host's loopback, a private address and the metadata service stay
+/// refused, and so does another port.
+#[test]
+fn wildcard_grants_hold_under_gvisor() {
+    in_private_net(|| {
+        let public = server(PUBLIC);
+        let port = public.addr.port();
+        let private = TcpListener::bind((PRIVATE, port)).unwrap();
+        private.set_nonblocking(true).unwrap();
+        let seen = host_echo_server(OTHER_PUBLIC);
+        let dir = TempDir::new("egress-gvisor-wild");
+        let script = format!(
+            r#"
+import http.client, socket
+def attempt(label, f):
+    try:
+        print(label, "ok", f())
+    except Exception as e:
+        print(label, "err", type(e).__name__)
+def line(host, port):
+    s = socket.create_connection((host, port), timeout=5)
+    return s.makefile().readline().strip()
+attempt("raw-ip", lambda: line("{PUBLIC}", {port}))
+attempt("private", lambda: line("{PRIVATE}", {port}))
+attempt("loopback", lambda: line("127.0.0.1", {port}))
+attempt("other-port", lambda: line("{PUBLIC}", {other}))
+def get(host):
+    c = http.client.HTTPConnection(host, 80, timeout=10)
+    c.request("GET", "/")
+    return c.getresponse().read().decode()
+attempt("suffix", lambda: get("www.example.org"))
+attempt("not-below", lambda: get("example.net"))
+"#,
+            other = port + 1,
+        );
+        let out = run_on(
+            "gvisor",
+            &dir,
+            &format!("{OTHER_PUBLIC} www.example.org example.net\n"),
+            &[
+                format!("net:connect:*:{port}"),
+                "net:http:*.example.org".into(),
+            ],
+            &script,
+            &[],
+        );
+        let ctx = format!("{}\n{}\n{}", out.stdout, out.stderr, out.report);
+        assert_eq!(
+            line_for(&out.stdout, "raw-ip"),
+            format!("raw-ip ok hello from {PUBLIC}"),
+            "{ctx}"
+        );
+        // A refused destination on the wildcard port was accepted by the
+        // listener before it could be judged: it is reset at once.
+        for (refused, err) in [
+            ("private", "ConnectionResetError"),
+            ("loopback", "ConnectionResetError"),
+            ("other-port", "ConnectionRefusedError"),
+        ] {
+            assert_eq!(
+                line_for(&out.stdout, refused),
+                format!("{refused} err {err}"),
+                "{ctx}"
+            );
+        }
+        assert!(
+            line_for(&out.stdout, "not-below").contains(" ok warden: request refused"),
+            "{ctx}"
+        );
+        assert_eq!(
+            line_for(&out.stdout, "suffix"),
+            "suffix ok host=www.example.org body=0",
+            "{ctx}"
+        );
+        assert!(
+            private.accept().is_err(),
+            "the private address was reached\n{ctx}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1, "{ctx}");
+        let conns = connections(&out.report);
+        for (dest, allowed) in [(PUBLIC, true), (PRIVATE, false), ("127.0.0.1", false)] {
+            assert!(
+                conns
+                    .iter()
+                    .any(|c| c["dest"] == dest && c["port"] == port && c["allowed"] == allowed),
+                "{dest}\n{ctx}"
+            );
+        }
+        let suffix = conns
+            .iter()
+            .find(|c| c["dest"] == OTHER_PUBLIC && c["allowed"] == true)
+            .unwrap_or_else(|| panic!("{ctx}"));
+        assert_eq!(suffix["name"], "www.example.org", "{ctx}");
+        assert_eq!(suffix["grant"], "net:http:*.example.org", "{ctx}");
+        // Any port cannot be listened on: refused before anything runs.
         let wide = run_on(
             "gvisor",
             &dir,
             "",
-            &["net:connect:*:443".into()],
+            &["net:connect:api.example:*".into()],
             "print(1)",
             &[],
         );

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv6Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use warden_policy::{Capability, HostPattern, PortPattern};
@@ -374,11 +374,16 @@ pub type Endpoint = (IpAddr, u16, bool);
 impl EgressPlan {
     /// Every destination the grants open, for a backend that must listen
     /// on each one (the gVisor backend's forwarder): named hosts at their
-    /// pinned addresses, address literals of an allowed class. A grant it
-    /// cannot list — any port (`*`), any host (`*`), a `*.suffix` —
+    /// pinned addresses, address literals of an allowed class; for a TCP
+    /// grant of any host (`*`) or of names below a suffix (`*.suffix`),
+    /// the unspecified address `::` at its port — one listener for every
+    /// destination on that port, each connection judged on its own — which
+    /// then stands for the listed addresses on that port too. A grant it
+    /// cannot list — any port (`*`), UDP to any host or below a suffix —
     /// is the error, named.
     pub fn endpoints(&self) -> Result<Vec<Endpoint>, String> {
         let mut out: Vec<Endpoint> = Vec::new();
+        let mut any_host: Vec<u16> = Vec::new();
         for rule in &self.rules {
             let PortPattern::Port(port) = rule.port else {
                 return Err(format!("{}: any port (*)", rule.grant));
@@ -394,9 +399,13 @@ impl EgressPlan {
                     vec![canonical(*a)]
                 }
                 HostPattern::Ip(_) => Vec::new(),
-                HostPattern::Any => return Err(format!("{}: any host (*)", rule.grant)),
+                HostPattern::Any | HostPattern::Suffix(_) if !rule.udp => {
+                    any_host.push(port);
+                    vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+                }
+                HostPattern::Any => return Err(format!("{}: UDP to any host (*)", rule.grant)),
                 HostPattern::Suffix(_) => {
-                    return Err(format!("{}: names below a suffix (*.)", rule.grant))
+                    return Err(format!("{}: UDP to names below a suffix (*.)", rule.grant))
                 }
             };
             for ip in addrs {
@@ -405,6 +414,7 @@ impl EgressPlan {
                 }
             }
         }
+        out.retain(|&(ip, port, udp)| udp || ip.is_unspecified() || !any_host.contains(&port));
         Ok(out)
     }
 }
@@ -730,5 +740,41 @@ mod tests {
             Verdict::Refused(_)
         ));
         assert_eq!(plan.endpoints(), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn endpoints_list_each_pinned_address_and_one_listener_per_wildcard_port() {
+        let any = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        let plan = EgressPlan::from_capabilities(
+            &caps(&[
+                "net:connect:api.example:8443",
+                "net:connect:api.example:443",
+                "net:connect:*:443",
+                "net:http:*.example.org",
+            ]),
+            &hosts(),
+        )
+        .unwrap();
+        let mut got = plan.endpoints().unwrap();
+        got.sort();
+        let api = plan
+            .pinned()
+            .iter()
+            .find(|p| p.name == "api.example")
+            .unwrap()
+            .addrs
+            .clone();
+        let mut want: Vec<Endpoint> = api.iter().map(|&a| (a, 8443, false)).collect();
+        want.extend([(any, 443, false), (any, 80, false)]);
+        want.sort();
+        assert_eq!(got, want);
+        for grant in [
+            "net:connect:api.example:*",
+            "net:connect:udp:*:53",
+            "net:connect:udp:*.example.org:53",
+        ] {
+            let plan = EgressPlan::from_capabilities(&caps(&[grant]), &hosts()).unwrap();
+            assert!(plan.endpoints().unwrap_err().contains(grant), "{grant}");
+        }
     }
 }

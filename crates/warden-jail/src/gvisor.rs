@@ -741,7 +741,7 @@ impl Backend for GvisorBackend {
             None => Vec::new(),
             Some(plan) => plan.endpoints().map_err(|why| {
                 BackendError::Invalid(format!(
-                    "{why} cannot be served under the gvisor backend: its forwarder listens on each granted address and port (grant names or addresses with a port, or run on the jail)"
+                    "{why} cannot be served under the gvisor backend: its forwarder listens on each granted port (grant a port, TCP for wildcard hosts, or run on the jail)"
                 ))
             })?,
         };

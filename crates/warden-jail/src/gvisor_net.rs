@@ -43,7 +43,8 @@ pub(crate) struct Net {
 pub(crate) fn addresses(endpoints: &[Endpoint]) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = Vec::new();
     for (ip, _, _) in endpoints {
-        if !out.contains(ip) {
+        // `::` is a listener for every destination, not an address.
+        if !ip.is_unspecified() && !out.contains(ip) {
             out.push(*ip);
         }
     }
@@ -137,9 +138,9 @@ fn attempt_of(packet: &[u8]) -> Option<(SocketAddr, &'static str, SocketAddr)> {
 /// UDP destination once.
 fn watch(fd: &std::os::fd::OwnedFd, endpoints: &[Endpoint], egress: &Shared, stop: &AtomicBool) {
     let served = |a: &SocketAddr, udp: bool| {
-        endpoints
-            .iter()
-            .any(|&(ip, port, u)| ip == a.ip() && port == a.port() && u == udp)
+        endpoints.iter().any(|&(ip, port, u)| {
+            (ip == a.ip() || ip.is_unspecified()) && port == a.port() && u == udp
+        })
     };
     let stub: SocketAddr = (Ipv4Addr::LOCALHOST, 53).into();
     let mut seen_udp: Vec<SocketAddr> = Vec::new();
@@ -199,6 +200,13 @@ impl Net {
                 let at = SocketAddr::new(ip, port);
                 bound.push(if udp {
                     Bound::Udp(UdpSocket::bind(at)?, at)
+                } else if ip.is_unspecified() {
+                    // Every destination on this port (all are local to
+                    // the sandbox's loopback): IPv4 too through the
+                    // dual-stack socket, or IPv4 alone without IPv6.
+                    let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
+                    let l = TcpListener::bind(at).or_else(|_| TcpListener::bind(v4))?;
+                    Bound::Tcp(l, at)
                 } else {
                     Bound::Tcp(TcpListener::bind(at)?, at)
                 });
@@ -301,8 +309,16 @@ fn serve_tcp(listener: &TcpListener, at: SocketAddr, egress: &Shared, stop: &Ato
             continue;
         };
         let _ = conn.set_nonblocking(false);
+        // The destination the program connected to (a listener on `::`
+        // gets every one on its port).
+        let dest = match conn.local_addr() {
+            Ok(local) if at.ip().is_unspecified() => {
+                SocketAddr::new(warden_egress::canonical(local.ip()), local.port())
+            }
+            _ => at,
+        };
         let egress = egress.clone();
-        carried.push(std::thread::spawn(move || carry_tcp(conn, at, &egress)));
+        carried.push(std::thread::spawn(move || carry_tcp(conn, dest, &egress)));
         carried.retain(|t| !t.is_finished());
     }
     // The sandbox is gone, and with it the inside ends of what is still
@@ -321,7 +337,10 @@ fn serve_tcp(listener: &TcpListener, at: SocketAddr, egress: &Shared, stop: &Ato
 fn carry_tcp(conn: TcpStream, at: SocketAddr, egress: &Shared) {
     let (mut record, proxy) = record_for(egress, at, "tcp");
     if !record.allowed {
-        let _ = conn.shutdown(Shutdown::Both);
+        // Accepted already (a listener on `::` takes every destination on
+        // its port): reset, so the program's first read fails.
+        let _ = sys::reset_on_close(conn.as_raw_fd());
+        drop(conn);
         lock(egress).record_forwarded(record);
         return;
     }

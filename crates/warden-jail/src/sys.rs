@@ -1414,6 +1414,26 @@ pub fn take_fd_copy(pid: libc::pid_t, fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
 }
 
+/// Makes closing TCP socket `fd` send a reset (SO_LINGER with a zero
+/// timeout): the peer's next read fails with ECONNRESET.
+pub fn reset_on_close(fd: RawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: linger is a valid struct linger of the size passed, only read.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 /// An integer socket option of `fd`.
 pub fn socket_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<i32> {
     let mut value: libc::c_int = 0;
