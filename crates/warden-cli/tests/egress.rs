@@ -1850,3 +1850,64 @@ print("own", "ok", c.recv(10).decode())
         );
     });
 }
+
+/// Started by an ordinary user, the jail's egress works the same: its
+/// init binds the DNS stub's socket in the jail's network namespace and
+/// hands it over (the supervisor cannot enter that namespace without
+/// root), so a wildcard grant's names resolve through the stub and the
+/// connection is made by the supervisor.
+#[test]
+fn an_ordinary_users_jail_resolves_through_the_stub_and_connects() {
+    in_private_net(|| {
+        use std::os::unix::fs::PermissionsExt;
+        const NOBODY: u32 = 65534;
+        let public = server(PUBLIC);
+        let port = public.addr.port();
+        let dir = TempDir::new("egress-rootless");
+        dir.open_to_everyone();
+        let bin = dir.private_warden();
+        let hosts = dir.root.join("egress-hosts");
+        std::fs::write(&hosts, format!("{PUBLIC} a.example.com\n")).unwrap();
+        std::fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let state = dir.root.join("state-nobody");
+        std::fs::create_dir(&state).unwrap();
+        std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+        let report = dir.root.join("report-nobody.json");
+        let script = format!(
+            r#"
+import socket
+print("resolved", socket.getaddrinfo("a.example.com", {port}, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
+s = socket.create_connection(("a.example.com", {port}), timeout=5)
+print("line", s.makefile().readline().strip())
+"#
+        );
+        let out = Command::new("setpriv")
+            .args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".into(),
+            ])
+            .arg(&bin)
+            .env("WARDEN_EGRESS_HOSTS", &hosts)
+            .arg("--state")
+            .arg(&state)
+            .arg("run")
+            .arg("--report")
+            .arg(&report)
+            .args(["--allow", &format!("net:connect:*.example.com:{port}")])
+            .args(["--", "/usr/bin/python3", "-c", &script])
+            .current_dir(dir.work())
+            .output()
+            .unwrap();
+        let report = std::fs::read_to_string(&report).unwrap_or_default();
+        let ctx = format!("{out:?}\n{report}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout,
+            format!("resolved {PUBLIC}\nline hello from {PUBLIC}\n"),
+            "{ctx}"
+        );
+        assert!(!report.contains("DNS stub could not start"), "{ctx}");
+        assert_eq!(public.accepted.load(Ordering::SeqCst), 1, "{ctx}");
+    });
+}

@@ -172,6 +172,8 @@ pub(crate) struct ChildPlan<'a> {
     /// would hold the supervisor's ends of its own pipes.
     pub parent_fds: Vec<RawFd>,
     pub notify: OwnedFd,
+    /// A run with egress: bind the DNS stub's socket and hand it over.
+    pub dns_stub: bool,
     /// What init looks at when the program has exited.
     pub survey: Survey,
 }
@@ -493,13 +495,26 @@ fn drop_privileges_and_filter(plan: &ChildPlan<'_>) -> std::io::Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // The DNS stub's socket, bound here while the port is still ours to
+    // bind; the supervisor answers on it. Without it the supervisor binds
+    // one itself from inside this namespace (root only), or warns.
+    let stub = plan
+        .dns_stub
+        .then(|| std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 53)).ok())
+        .flatten();
     sys::drop_all_capabilities()?;
     sys::set_no_new_privs()?;
     let listener = sys::seccomp_install_with_listener(plan.seccomp.instructions())?;
     // From here on only allowlisted syscalls may be used, or we would block
     // on a supervisor that does not yet hold the listener.
-    sys::send_fd(plan.notify.as_raw_fd(), listener.as_raw_fd())?;
+    let handed = [
+        listener.as_raw_fd(),
+        stub.as_ref().map_or(-1, |s| s.as_raw_fd()),
+    ];
+    let count = if stub.is_some() { 2 } else { 1 };
+    sys::send_fds(plan.notify.as_raw_fd(), &handed[..count])?;
     drop(listener);
+    drop(stub);
     // Limits last: an open-files limit below the descriptors Warden itself
     // still holds here must not break the set-up (setrlimit is allowlisted).
     for (resource, value) in &plan.rlimits {

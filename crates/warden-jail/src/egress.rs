@@ -99,6 +99,19 @@ pub(crate) struct Egress {
     udp: Option<std::sync::Arc<crate::relay::Shared>>,
     /// The gVisor forwarder's limits, shared by its connections.
     forwarded: Option<std::sync::Arc<crate::gvisor_net::Limits>>,
+    /// The stub's socket, bound at 127.0.0.1:53 by the jail's init in its
+    /// own network namespace and handed over with the seccomp listener
+    /// (so that the supervisor need not enter that namespace — which an
+    /// ordinary user cannot).
+    pub stub_socket: Option<UdpSocket>,
+}
+
+/// Where the stub's socket comes from.
+enum StubSocket {
+    /// Bound by a thread of the supervisor's that joins this namespace.
+    In(std::fs::File),
+    /// Bound already (by the jail's init).
+    Bound(UdpSocket),
 }
 
 /// The DNS stub of a run: a UDP socket of the supervisor's on the host's
@@ -118,7 +131,7 @@ const MAX_QUERIES: usize = 256;
 impl Stub {
     /// Binds 127.0.0.1:53 inside the network namespace of task `pid`
     /// (from a thread that joins it) and answers there.
-    fn start(plan: &EgressPlan, netns: std::fs::File) -> std::io::Result<Stub> {
+    fn start(plan: &EgressPlan, at: StubSocket) -> std::io::Result<Stub> {
         let resolver = EgressPlan::run_resolver().map_err(std::io::Error::other)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let queries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -128,13 +141,16 @@ impl Stub {
             .name("warden-dns".into())
             .spawn(move || {
                 use std::os::fd::AsRawFd as _;
-                // Only this thread moves into the jail's network namespace.
-                let socket = sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)
-                    .and_then(|()| UdpSocket::bind((Ipv4Addr::LOCALHOST, 53)))
-                    .and_then(|s| {
-                        s.set_read_timeout(Some(Duration::from_millis(100)))?;
-                        Ok(s)
-                    });
+                let socket = match at {
+                    // Only this thread moves into the jail's network namespace.
+                    StubSocket::In(netns) => sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)
+                        .and_then(|()| UdpSocket::bind((Ipv4Addr::LOCALHOST, 53))),
+                    StubSocket::Bound(s) => Ok(s),
+                };
+                let socket = socket.and_then(|s| {
+                    s.set_read_timeout(Some(Duration::from_millis(100)))?;
+                    Ok(s)
+                });
                 let socket = match socket {
                     Ok(s) => {
                         let _ = bound_tx.send(Ok(()));
@@ -205,6 +221,7 @@ impl Egress {
             relays_unrecorded: Vec::new(),
             udp: None,
             forwarded: None,
+            stub_socket: None,
         }
     }
 
@@ -494,8 +511,11 @@ impl Egress {
         if self.stub.is_some() || self.stub_error.is_some() {
             return;
         }
-        let started = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-            .and_then(|netns| Stub::start(&self.plan, netns));
+        let started = match self.stub_socket.take() {
+            Some(bound) => Stub::start(&self.plan, StubSocket::Bound(bound)),
+            None => std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                .and_then(|netns| Stub::start(&self.plan, StubSocket::In(netns))),
+        };
         match started {
             Ok(stub) => self.stub = Some(stub),
             Err(e) => {
@@ -517,7 +537,7 @@ impl Egress {
         if self.stub.is_some() || self.stub_error.is_some() {
             return;
         }
-        match Stub::start(&self.plan, netns) {
+        match Stub::start(&self.plan, StubSocket::In(netns)) {
             Ok(stub) => self.stub = Some(stub),
             Err(e) => {
                 self.stub_error = Some(format!(

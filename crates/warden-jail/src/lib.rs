@@ -617,6 +617,7 @@ impl JailBackend {
                 self.signals.as_raw_fd(),
             ],
             notify: notify_child,
+            dns_stub: egress.is_some(),
             survey: child::Survey {
                 scratch: scratch.clone(),
                 file_cap: inv.limits.file_size_bytes,

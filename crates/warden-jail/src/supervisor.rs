@@ -441,7 +441,15 @@ pub(crate) fn watch(w: Watch<'_>) -> Observed {
                 3 => {
                     if let Some(sock) = &notify_sock {
                         match sys::recv_fds(sock.as_raw_fd()) {
-                            Ok(Some(mut fds)) if fds.len() == 1 => {
+                            // The listener, and in a run with egress the
+                            // DNS stub's socket the init bound.
+                            Ok(Some(mut fds)) if (1..=2).contains(&fds.len()) => {
+                                if fds.len() == 2 {
+                                    let stub = fds.pop().map(std::net::UdpSocket::from);
+                                    if let Some(e) = obs.egress.as_mut() {
+                                        e.stub_socket = stub;
+                                    }
+                                }
                                 listener = fds.pop();
                                 notify_sock = None;
                             }

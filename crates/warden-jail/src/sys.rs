@@ -522,10 +522,6 @@ pub fn send_fds(socket: RawFd, fds: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
-pub fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
-    send_fds(socket, &[fd])
-}
-
 /// Receives one message sent by [`send_fds`]: `Ok(None)` on end of stream,
 /// else the descriptors it carried (possibly none).
 pub fn recv_fds(socket: RawFd) -> io::Result<Option<Vec<OwnedFd>>> {
