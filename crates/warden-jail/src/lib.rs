@@ -25,7 +25,7 @@ mod seccomp;
 mod supervisor;
 // The one module that makes raw system calls; every block is justified there.
 #[allow(unsafe_code)]
-mod sys;
+pub mod sys;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -42,6 +42,7 @@ use crate::mounts::{GrantMount, MountPlan, SystemLayout};
 use crate::seccomp::SeccompProgram;
 use crate::supervisor::{classify, Watch};
 
+pub use crate::cgroup::{parse_mountinfo as cgroup_mounts, CgroupMount};
 pub use crate::gvisor::GvisorBackend;
 pub use crate::gvisor_init::{
     run_if_init as run_gvisor_init_if_asked, INIT_FLAG as GVISOR_INIT_FLAG,

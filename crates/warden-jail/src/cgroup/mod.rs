@@ -83,14 +83,15 @@ pub fn detect() -> Result<Box<dyn CgroupDriver>, String> {
 
 /// A cgroup filesystem mount: (fstype, mount point, root within hierarchy, super options).
 #[derive(Debug, Clone)]
-pub(crate) struct CgroupMount {
+pub struct CgroupMount {
     pub fstype: String,
     pub mount_point: PathBuf,
     pub root: String,
     pub options: Vec<String>,
 }
 
-pub(crate) fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+/// The cgroup (v1) and cgroup2 mounts listed in a mountinfo text.
+pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
     let mut out = Vec::new();
     for line in text.lines() {
         // id parent major:minor root mount-point options [optional...] - fstype source super-options

@@ -1,0 +1,400 @@
+//! The container's cgroup at `linux.cgroupsPath`, on cgroup v1 (one
+//! directory per mounted hierarchy) or v2 (one directory), with the
+//! spec's resources written into it. This host has v1 controllers beside
+//! an empty v2 mount: v2 is used only when it carries the memory
+//! controller.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+
+use crate::OciError;
+
+/// The container's cgroup directories.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Cgroup {
+    /// (controllers, directory): for v1 each hierarchy's, for v2 one with
+    /// `["unified"]`.
+    pub dirs: Vec<(Vec<String>, PathBuf)>,
+    pub v2: bool,
+}
+
+/// The cgroup path the container gets, relative to each hierarchy's root:
+/// `linux.cgroupsPath` as given (`/a/b`, or `a/b`), systemd's
+/// `slice:prefix:name` form as the directory systemd would make
+/// (`/slice/prefix-name.scope`; systemd itself is not asked), else
+/// `/warden-oci/ID`.
+pub fn relative_path(given: Option<&Path>, id: &str) -> PathBuf {
+    let Some(given) = given.filter(|p| !p.as_os_str().is_empty()) else {
+        return PathBuf::from("/warden-oci").join(id);
+    };
+    let text = given.to_string_lossy();
+    if !text.starts_with('/') {
+        let parts: Vec<&str> = text.split(':').collect();
+        if parts.len() == 3 {
+            let slice = if parts[0].is_empty() {
+                "system.slice"
+            } else {
+                parts[0]
+            };
+            let unit = if parts[2].ends_with(".slice") {
+                parts[2].to_string()
+            } else if parts[1].is_empty() {
+                format!("{}.scope", parts[2])
+            } else {
+                format!("{}-{}.scope", parts[1], parts[2])
+            };
+            return PathBuf::from("/").join(slice).join(unit);
+        }
+    }
+    PathBuf::from("/").join(given.strip_prefix("/").unwrap_or(given))
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), OciError> {
+    let path = dir.join(file);
+    std::fs::write(&path, value)
+        .map_err(|e| OciError::Io(format!("write {value:?} to {}", path.display()), e))
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> OciError {
+    move |e| OciError::Io(what, e)
+}
+
+impl Cgroup {
+    /// Makes the directories at `rel` in every hierarchy and writes
+    /// `resources` into them.
+    pub fn create(rel: &Path, resources: Option<&LinuxResources>) -> Result<Cgroup, OciError> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(io("read /proc/self/mountinfo".into()))?;
+        let mounts = warden_jail::cgroup_mounts(&mountinfo);
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        let unified = mounts.iter().find(|m| m.fstype == "cgroup2").filter(|m| {
+            std::fs::read_to_string(m.mount_point.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+        });
+        let cgroup = match unified {
+            Some(m) => Cgroup {
+                dirs: vec![(vec!["unified".into()], m.mount_point.join(rel))],
+                v2: true,
+            },
+            None => {
+                let mut dirs: Vec<(Vec<String>, PathBuf)> = Vec::new();
+                for m in mounts.iter().filter(|m| m.fstype == "cgroup") {
+                    let controllers: Vec<String> = m
+                        .options
+                        .iter()
+                        .filter(|o| !matches!(o.as_str(), "rw" | "ro") && !o.contains('='))
+                        .cloned()
+                        .collect();
+                    if controllers.is_empty()
+                        || dirs.iter().any(|(_, d)| d.starts_with(&m.mount_point))
+                    {
+                        continue;
+                    }
+                    dirs.push((controllers, m.mount_point.join(rel)));
+                }
+                if dirs.is_empty() {
+                    return Err(OciError::Unsupported(
+                        "no cgroup hierarchy is mounted".into(),
+                    ));
+                }
+                Cgroup { dirs, v2: false }
+            }
+        };
+        for (controllers, dir) in &cgroup.dirs {
+            std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+            if controllers.iter().any(|c| c == "cpuset") {
+                inherit_cpuset(dir)?;
+            }
+        }
+        if let Some(r) = resources {
+            if let Err(e) = cgroup.apply(r) {
+                cgroup.remove();
+                return Err(e);
+            }
+        }
+        Ok(cgroup)
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| self.v2 || c.iter().any(|n| n == controller))
+            .map(|(_, d)| d.as_path())
+    }
+
+    /// Writes the spec's resources (what this host's controllers have).
+    pub fn apply(&self, r: &LinuxResources) -> Result<(), OciError> {
+        if let (Some(m), Some(dir)) = (r.memory(), self.dir("memory")) {
+            let (limit, swap, reserve) = if self.v2 {
+                ("memory.max", "memory.swap.max", "memory.low")
+            } else {
+                (
+                    "memory.limit_in_bytes",
+                    "memory.memsw.limit_in_bytes",
+                    "memory.soft_limit_in_bytes",
+                )
+            };
+            let value = |v: i64| {
+                if v < 0 {
+                    if self.v2 {
+                        "max".to_string()
+                    } else {
+                        "-1".to_string()
+                    }
+                } else {
+                    v.to_string()
+                }
+            };
+            if let Some(l) = m.limit() {
+                write(dir, limit, &value(l))?;
+            }
+            if let Some(s) = m.swap() {
+                // v1's memsw is memory+swap; v2's swap.max is swap alone.
+                let s = if self.v2 && s > 0 {
+                    s - m.limit().unwrap_or(0).max(0)
+                } else {
+                    s
+                };
+                if dir.join(swap).exists() {
+                    write(dir, swap, &value(s))?;
+                }
+            }
+            if let Some(l) = m.reservation() {
+                write(dir, reserve, &value(l))?;
+            }
+            if let (Some(s), false) = (m.swappiness(), self.v2) {
+                if s > 100 {
+                    return Err(OciError::Config(format!(
+                        "config.json: linux.resources.memory.swappiness: {s} is over 100"
+                    )));
+                }
+                write(dir, "memory.swappiness", &s.to_string())?;
+            }
+            if let (Some(true), false) = (m.disable_oom_killer(), self.v2) {
+                write(dir, "memory.oom_control", "1")?;
+            }
+        }
+        if let (Some(p), Some(dir)) = (r.pids(), self.dir("pids")) {
+            let v = if p.limit() > 0 {
+                p.limit().to_string()
+            } else {
+                "max".into()
+            };
+            write(dir, "pids.max", &v)?;
+        }
+        if let (Some(c), Some(dir)) = (r.cpu(), self.dir("cpu")) {
+            if self.v2 {
+                if let Some(shares) = c.shares() {
+                    // runc's conversion of shares (2..262144) to weight (1..10000).
+                    let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+                    write(dir, "cpu.weight", &weight.to_string())?;
+                }
+                if c.quota().is_some() || c.period().is_some() {
+                    let quota = c
+                        .quota()
+                        .filter(|q| *q > 0)
+                        .map_or("max".to_string(), |q| q.to_string());
+                    write(
+                        dir,
+                        "cpu.max",
+                        &format!("{quota} {}", c.period().unwrap_or(100_000)),
+                    )?;
+                }
+            } else {
+                if let Some(shares) = c.shares() {
+                    write(dir, "cpu.shares", &shares.to_string())?;
+                }
+                if let Some(period) = c.period() {
+                    write(dir, "cpu.cfs_period_us", &period.to_string())?;
+                }
+                if let Some(quota) = c.quota() {
+                    write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+                }
+            }
+        }
+        if let (Some(c), Some(dir)) = (r.cpu(), self.dir("cpuset")) {
+            if let Some(cpus) = c.cpus().as_ref().filter(|s| !s.is_empty()) {
+                write(dir, "cpuset.cpus", cpus)?;
+            }
+            if let Some(mems) = c.mems().as_ref().filter(|s| !s.is_empty()) {
+                write(dir, "cpuset.mems", mems)?;
+            }
+        }
+        if let (Some(b), Some(dir)) = (r.block_io(), self.dir("blkio").or(self.dir("io"))) {
+            if let Some(w) = b.weight() {
+                let (file, value) = if self.v2 {
+                    (
+                        "io.weight",
+                        format!(
+                            "default {}",
+                            1 + (u32::from(w).saturating_sub(10) * 9999) / 990
+                        ),
+                    )
+                } else {
+                    ("blkio.weight", w.to_string())
+                };
+                if dir.join(file).exists() {
+                    write(dir, file, &value)?;
+                }
+            }
+            if !self.v2 {
+                let throttles = [
+                    (
+                        "blkio.throttle.read_bps_device",
+                        b.throttle_read_bps_device(),
+                    ),
+                    (
+                        "blkio.throttle.write_bps_device",
+                        b.throttle_write_bps_device(),
+                    ),
+                    (
+                        "blkio.throttle.read_iops_device",
+                        b.throttle_read_iops_device(),
+                    ),
+                    (
+                        "blkio.throttle.write_iops_device",
+                        b.throttle_write_iops_device(),
+                    ),
+                ];
+                for (file, devices) in throttles {
+                    for d in devices.iter().flatten() {
+                        write(
+                            dir,
+                            file,
+                            &format!("{}:{} {}", d.major(), d.minor(), d.rate()),
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `pid` into every directory.
+    pub fn add(&self, pid: i32) -> Result<(), OciError> {
+        for (_, dir) in &self.dirs {
+            write(dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The freezer's directory, when there is one.
+    pub fn freezer(&self) -> Option<PathBuf> {
+        self.dir("freezer").map(Path::to_path_buf)
+    }
+
+    pub fn remove(&self) {
+        remove_dirs(&self.paths());
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|(_, d)| d.clone()).collect()
+    }
+}
+
+/// An empty cpuset group cannot take tasks: its cpus and mems come from
+/// the nearest parent that has them, level by level.
+fn inherit_cpuset(dir: &Path) -> Result<(), OciError> {
+    let mut chain = Vec::new();
+    let mut d = dir;
+    while let Some(parent) = d.parent() {
+        chain.push(d.to_path_buf());
+        if !parent.join("cpuset.cpus").exists() {
+            break;
+        }
+        d = parent;
+    }
+    for d in chain.iter().rev() {
+        let Some(parent) = d.parent() else { continue };
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let own = std::fs::read_to_string(d.join(file)).unwrap_or_default();
+            if own.trim().is_empty() {
+                let theirs = std::fs::read_to_string(parent.join(file)).unwrap_or_default();
+                if !theirs.trim().is_empty() {
+                    write(d, file, theirs.trim())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pids in the directory's `cgroup.procs` (the first that reads).
+pub fn procs(dirs: &[PathBuf]) -> Vec<i32> {
+    for dir in dirs {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        }
+    }
+    Vec::new()
+}
+
+/// Freezes (`true`) or thaws the group at `freezer`.
+pub fn set_frozen(freezer: &Path, frozen: bool) -> Result<(), OciError> {
+    if freezer.join("cgroup.freeze").exists() {
+        write(freezer, "cgroup.freeze", if frozen { "1" } else { "0" })
+    } else {
+        write(
+            freezer,
+            "freezer.state",
+            if frozen { "FROZEN" } else { "THAWED" },
+        )?;
+        // v1 freezing takes a moment: FREEZING until every task is stopped.
+        for _ in 0..200 {
+            let now = std::fs::read_to_string(freezer.join("freezer.state")).unwrap_or_default();
+            if now.trim() == if frozen { "FROZEN" } else { "THAWED" } {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(OciError::Unsupported(format!(
+            "{} did not reach the state asked for",
+            freezer.display()
+        )))
+    }
+}
+
+pub fn frozen(freezer: &Path) -> bool {
+    if let Ok(v) = std::fs::read_to_string(freezer.join("cgroup.freeze")) {
+        return v.trim() == "1";
+    }
+    std::fs::read_to_string(freezer.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+}
+
+/// Removes the groups (each must be empty: their tasks are gone).
+pub fn remove_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        // A group whose last task just exited may still be busy a moment.
+        for _ in 0..50 {
+            match std::fs::remove_dir(dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_follow_runc() {
+        assert_eq!(relative_path(None, "c1"), PathBuf::from("/warden-oci/c1"));
+        assert_eq!(
+            relative_path(Some(Path::new("/default/c1")), "c1"),
+            PathBuf::from("/default/c1")
+        );
+        assert_eq!(
+            relative_path(Some(Path::new("system.slice:cri-containerd:abc")), "abc"),
+            PathBuf::from("/system.slice/cri-containerd-abc.scope")
+        );
+        assert_eq!(
+            relative_path(Some(Path::new("rel/path")), "x"),
+            PathBuf::from("/rel/path")
+        );
+    }
+}

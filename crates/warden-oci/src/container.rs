@@ -1,0 +1,557 @@
+//! The lifecycle: `create` makes the container's namespaces, cgroup and
+//! filesystem and leaves its first process waiting on the exec FIFO;
+//! `start` releases it; `kill`, `pause`/`resume`, `ps` and `delete` act
+//! on it through its record.
+//!
+//! Three processes take part. `create` itself (it exits when the
+//! container is ready). The *monitor*, forked by `create`: the pid the
+//! shim is given (`--pid-file`) and reaps — it clones the container's
+//! first process, writes its id maps and cgroup membership, forwards the
+//! signals it gets to it, and when it ends writes Warden's report and the
+//! ledger entry, then ends the same way (exit code or signal), so the
+//! shim sees the container's own status. The *init*: the container's
+//! first process (see `init`), which execs the spec's process in place.
+
+use std::io::Read as _;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::LinuxNamespaceType;
+
+use crate::cgroups::{self, Cgroup};
+use crate::init::{self, InitPlan};
+use crate::spec::Bundle;
+use crate::state::{self, Record, Status};
+use crate::OciError;
+
+/// `create`'s options.
+pub struct CreateOptions<'a> {
+    pub root: &'a Path,
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub pid_file: Option<&'a Path>,
+    pub systemd_cgroup: bool,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), OciError> {
+    warden_jail::sys::pipe().map_err(|e| OciError::Io("create a pipe".into(), e))
+}
+
+fn read_all(fd: &OwnedFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    // SAFETY: a duplicate of a descriptor this process owns, closed by File.
+    let dup = unsafe { libc::dup(fd.as_raw_fd()) };
+    if dup >= 0 {
+        // SAFETY: dup returned a new descriptor owned by nobody else.
+        let mut f = unsafe { std::fs::File::from_raw_fd(dup) };
+        let _ = f.read_to_end(&mut out);
+    }
+    out
+}
+
+/// Removes what a failed create made.
+struct Undo<'a> {
+    dir: &'a Path,
+    cgroup: Option<Cgroup>,
+    pids: Vec<i32>,
+    armed: bool,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for pid in &self.pids {
+            let _ = warden_jail::sys::kill(*pid, libc::SIGKILL);
+        }
+        for pid in &self.pids {
+            let _ = warden_jail::sys::waitpid(*pid, 0);
+        }
+        if let Some(c) = &self.cgroup {
+            c.remove();
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
+pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
+    state::check_id(o.id)?;
+    let bundle = Bundle::load(o.bundle)?;
+    let dir = state::make_dir(o.root, o.id)?;
+    let mut undo = Undo {
+        dir: &dir,
+        cgroup: None,
+        pids: Vec::new(),
+        armed: true,
+    };
+    let fifo = dir.join(state::EXEC_FIFO);
+    let fifo_c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
+        .map_err(|_| OciError::Usage("the root path holds a NUL".into()))?;
+    // SAFETY: fifo_c is NUL-terminated.
+    if unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o622) } < 0 {
+        return Err(OciError::Io(
+            format!("mkfifo {}", fifo.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // The mode exactly (mkfifo's is cut by the umask): the container's
+    // user, whoever it is, opens it for writing.
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .map_err(|e| OciError::Io(format!("chmod {}", fifo.display()), e))?;
+    let linux = bundle.spec.linux().clone().unwrap_or_default();
+    let rel = cgroups::relative_path(linux.cgroups_path().as_deref(), o.id);
+    let _ = o.systemd_cgroup; // cgroupfs is used where systemd is absent
+    let cgroup = Cgroup::create(&rel, linux.resources().as_ref())?;
+    undo.cgroup = Some(cgroup.clone());
+    let fifo_fd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(|e| OciError::Io(format!("open {}", fifo.display()), e))?;
+
+    let (pids_r, pids_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let record_dir = dir.clone();
+    let monitor = {
+        // SAFETY: warden-oci is single-threaded; the child runs `monitor`,
+        // which never returns.
+        match unsafe { warden_jail::sys::fork() } {
+            Ok(0) => {
+                drop(pids_r);
+                drop(status_r);
+                monitor(
+                    &bundle,
+                    &cgroup,
+                    pids_w,
+                    status_w,
+                    OwnedFd::from(fifo_fd),
+                    &record_dir,
+                )
+            }
+            Ok(pid) => pid,
+            Err(e) => return Err(OciError::Io("fork the monitor".into(), e)),
+        }
+    };
+    undo.pids.push(monitor);
+    drop(pids_w);
+    drop(status_w);
+    drop(fifo_fd);
+    let said = read_all(&pids_r);
+    let (pid, pid_start) = match std::str::from_utf8(&said).ok().and_then(|s| {
+        let (a, b) = s.trim().split_once(' ')?;
+        Some((a.parse::<i32>().ok()?, b.parse::<u64>().ok()?))
+    }) {
+        Some(p) => p,
+        None => {
+            let why = String::from_utf8_lossy(&read_all(&status_r)).into_owned();
+            return Err(OciError::Create(if why.is_empty() {
+                format!("the monitor failed: {}", String::from_utf8_lossy(&said))
+            } else {
+                why.trim_start_matches("error: ").to_string()
+            }));
+        }
+    };
+    let said = read_all(&status_r);
+    if said != b"ok" {
+        let why = String::from_utf8_lossy(&said);
+        return Err(OciError::Create(if why.is_empty() {
+            "the container's init ended before it was ready".into()
+        } else {
+            why.trim_start_matches("error: ").to_string()
+        }));
+    }
+    let record = Record {
+        id: o.id.to_string(),
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: jiff::Timestamp::now().to_string(),
+        pid,
+        pid_start,
+        monitor_pid: monitor,
+        cgroup: cgroup.clone(),
+        freezer: cgroup.freezer(),
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        backend: "jail".into(),
+        started: false,
+    };
+    record.save(o.root)?;
+    if let Some(p) = o.pid_file {
+        write_pid_file(p, monitor)?;
+    }
+    undo.armed = false;
+    Ok(record)
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<(), OciError> {
+    let tmp = path.with_extension("warden-tmp");
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| OciError::Io(format!("write {}", path.display()), e))
+}
+
+/// The monitor (a child of `create`): never returns.
+fn monitor(
+    bundle: &Bundle,
+    cgroup: &Cgroup,
+    pids: OwnedFd,
+    status: OwnedFd,
+    fifo: OwnedFd,
+    dir: &Path,
+) -> ! {
+    let status_fd = status.as_raw_fd();
+    let fail = |why: String| -> ! {
+        let _ = warden_jail::sys::write_all(status_fd, format!("error: {why}").as_bytes());
+        warden_jail::sys::exit_now(1)
+    };
+    // Not tied to the caller's session or terminal: the shim reaps it.
+    let _ = warden_jail::sys::setsid();
+    let linux = bundle.spec.linux().clone().unwrap_or_default();
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    let mut flags = 0;
+    for ns in &namespaces {
+        match ns.path() {
+            None => flags |= init::ns_flag(ns.typ()),
+            // A pid namespace joined affects children only: the monitor
+            // joins it, so the init is born in it.
+            Some(p) if ns.typ() == LinuxNamespaceType::Pid => {
+                let joined = std::fs::File::open(p)
+                    .and_then(|f| warden_jail::sys::setns(f.as_raw_fd(), libc::CLONE_NEWPID));
+                if let Err(e) = joined {
+                    fail(format!("join pid namespace {}: {e}", p.display()));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    let new = |t: LinuxNamespaceType| {
+        namespaces
+            .iter()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
+    let (go_r, go_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => fail(e.to_string()),
+    };
+    let plan = InitPlan {
+        spec: &bundle.spec,
+        rootfs: &bundle.rootfs,
+        go: go_r,
+        status: match status.try_clone() {
+            Ok(s) => s,
+            Err(e) => fail(format!("duplicate the status pipe: {e}")),
+        },
+        fifo,
+        new_mount_ns: new(LinuxNamespaceType::Mount),
+        new_user_ns: new(LinuxNamespaceType::User),
+        uts_ns: namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Uts),
+    };
+    // SAFETY: clone without CLONE_VM behaves as fork (the child has its own
+    // copy of memory); the process is single-threaded. The child runs
+    // `init::run`, which never returns.
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    if child < 0 {
+        fail(format!(
+            "clone the container's namespaces: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if child == 0 {
+        // Only the init's own ends stay open in it: `create` reads the
+        // status pipe to its end.
+        drop(go_w);
+        drop(pids);
+        drop(status);
+        // The container ends with the monitor (a SIGKILL it cannot pass on).
+        let _ = warden_jail::sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        init::run(plan)
+    }
+    let init = child as i32;
+    drop(plan);
+    let setup = (|| -> Result<(), String> {
+        if new(LinuxNamespaceType::User) {
+            write_id_maps(init, &linux)?;
+        }
+        cgroup.add(init).map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    if let Err(why) = setup {
+        let _ = warden_jail::sys::kill(init, libc::SIGKILL);
+        fail(why);
+    }
+    let start = state::start_time(init).unwrap_or(0);
+    let _ = warden_jail::sys::write_all(pids.as_raw_fd(), format!("{init} {start}").as_bytes());
+    drop(pids);
+    let _ = warden_jail::sys::write_all(go_w.as_raw_fd(), b"G");
+    drop(go_w);
+    // What is said from here on is the init's.
+    drop(status);
+    crate::monitor::watch(init, bundle, cgroup, dir)
+}
+
+fn write_id_maps(pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), String> {
+    let map = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    let uid = map(linux.uid_mappings());
+    let gid = map(linux.gid_mappings());
+    if !uid.is_empty() {
+        std::fs::write(format!("/proc/{pid}/uid_map"), uid)
+            .map_err(|e| format!("write uid_map: {e}"))?;
+    }
+    if !gid.is_empty() {
+        std::fs::write(format!("/proc/{pid}/gid_map"), gid)
+            .map_err(|e| format!("write gid_map: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Releases a created container: opens the FIFO's reading end and takes
+/// the init's byte, watching that the init is still there.
+pub fn start(root: &Path, id: &str) -> Result<(), OciError> {
+    let mut record = Record::load(root, id)?;
+    match record.status() {
+        Status::Created => {}
+        other => {
+            return Err(OciError::State(format!(
+                "cannot start a container that is {}",
+                other.as_str()
+            )))
+        }
+    }
+    let fifo = state::dir_of(root, id).join(state::EXEC_FIFO);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(|e| OciError::Io(format!("open {}", fifo.display()), e))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut fds = [libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let _ = warden_jail::sys::poll(&mut fds, 50);
+        let mut b = [0u8; 1];
+        if fds[0].revents & libc::POLLIN != 0
+            && matches!(warden_jail::sys::read(f.as_raw_fd(), &mut b), Ok(1))
+        {
+            break;
+        }
+        if !state::process_is(record.pid, record.pid_start) {
+            return Err(OciError::State(
+                "the container's process ended before start".into(),
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(OciError::State(
+                "the container's init did not answer start".into(),
+            ));
+        }
+    }
+    let _ = std::fs::remove_file(&fifo);
+    record.started = true;
+    record.save(root)
+}
+
+/// Signal names as runc takes them: `KILL`, `SIGKILL`, `9`.
+pub fn parse_signal(s: &str) -> Result<i32, OciError> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+    let n = match name.as_str() {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "STKFLT" => libc::SIGSTKFLT,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => return Err(OciError::Usage(format!("unknown signal {s:?}"))),
+    };
+    Ok(n)
+}
+
+pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), OciError> {
+    let record = Record::load(root, id)?;
+    if record.status() == Status::Stopped {
+        return Err(OciError::State("container not running".into()));
+    }
+    if all {
+        for pid in cgroups::procs(&record.cgroup.paths()) {
+            let _ = warden_jail::sys::kill(pid, signal);
+        }
+        return Ok(());
+    }
+    warden_jail::sys::kill(record.pid, signal)
+        .map_err(|e| OciError::Io(format!("kill {}", record.pid), e))
+}
+
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
+    let record = match Record::load(root, id) {
+        Ok(r) => r,
+        // A container whose create died before writing its record: with
+        // --force its directory goes too.
+        Err(OciError::NotFound(_)) if force && state::dir_of(root, id).is_dir() => {
+            let _ = std::fs::remove_dir_all(state::dir_of(root, id));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    match record.status() {
+        Status::Stopped | Status::Created => {}
+        status if !force => {
+            return Err(OciError::State(format!(
+                "cannot delete container {id} that is not stopped: {}",
+                status.as_str()
+            )))
+        }
+        _ => {}
+    }
+    // Everything in the cgroup goes (a frozen group is thawed so the kill
+    // lands), then the groups and the directory.
+    if let Some(f) = &record.freezer {
+        let _ = cgroups::set_frozen(f, false);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut left = cgroups::procs(&record.cgroup.paths());
+        if state::process_is(record.pid, record.pid_start) {
+            left.push(record.pid);
+        }
+        if left.is_empty() {
+            break;
+        }
+        for pid in left {
+            let _ = warden_jail::sys::kill(pid, libc::SIGKILL);
+        }
+        if Instant::now() > deadline {
+            return Err(OciError::State(format!(
+                "container {id}: processes survived SIGKILL"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The monitor writes the report as the container ends: give it a
+    // moment, so that the ledger entry is not lost with the directory.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while record.monitor_pid > 0
+        && state::start_time(record.monitor_pid).is_some()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    record.cgroup.remove();
+    std::fs::remove_dir_all(state::dir_of(root, id))
+        .map_err(|e| OciError::Io(format!("remove {}", state::dir_of(root, id).display()), e))
+}
+
+pub fn pause(root: &Path, id: &str, frozen: bool) -> Result<(), OciError> {
+    let record = Record::load(root, id)?;
+    let status = record.status();
+    let ok = if frozen {
+        status == Status::Running
+    } else {
+        status == Status::Paused
+    };
+    if !ok {
+        return Err(OciError::State(format!(
+            "container {id} is {}, not {}",
+            status.as_str(),
+            if frozen { "running" } else { "paused" }
+        )));
+    }
+    let f = record
+        .freezer
+        .as_ref()
+        .ok_or_else(|| OciError::Unsupported("no freezer cgroup here".into()))?;
+    cgroups::set_frozen(f, frozen)
+}
+
+pub fn ps(root: &Path, id: &str) -> Result<Vec<i32>, OciError> {
+    let record = Record::load(root, id)?;
+    Ok(cgroups::procs(&record.cgroup.paths()))
+}
+
+/// Writes new resources (a `linux.resources` object) into the cgroup.
+pub fn update(root: &Path, id: &str, resources: serde_json::Value) -> Result<(), OciError> {
+    let record = Record::load(root, id)?;
+    if record.status() == Status::Stopped {
+        return Err(OciError::State("container not running".into()));
+    }
+    let r: oci_spec::runtime::LinuxResources = serde_path_to_error::deserialize(resources)
+        .map_err(|e| OciError::Config(format!("resources: {}: {}", e.path(), e.inner())))?;
+    record.cgroup.apply(&r)
+}
+
+/// Every container under `root`.
+pub fn list(root: &Path) -> Vec<Record> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        if let Some(id) = e.file_name().to_str() {
+            if let Ok(r) = Record::load(root, id) {
+                out.push(r);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// The exit status as a shell gives it.
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}

@@ -1,0 +1,365 @@
+//! The container's first process, between clone and exec: it joins the
+//! namespaces the spec names by path, builds its filesystem (mounts,
+//! devices, pivot_root, masked and read-only paths), takes its hostname,
+//! sysctls, limits, user and capabilities, says "ready" to `create`, waits
+//! on the exec FIFO until `start`, and execs the process. Runs in a forked
+//! child of a single-threaded process: allocation is safe, and every error
+//! goes back to `create` as one line.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::caps;
+use crate::mounts;
+
+/// What the init is handed by the monitor.
+pub struct InitPlan<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    /// Read: the monitor's "go" (maps written, cgroup joined).
+    pub go: OwnedFd,
+    /// Written: "ok" or the error, to `create`.
+    pub status: OwnedFd,
+    /// The exec FIFO, `O_PATH`, opened before the rootfs hides it.
+    pub fifo: OwnedFd,
+    /// Whether a new mount namespace was made (else the host's is used:
+    /// no mounts are made).
+    pub new_mount_ns: bool,
+    pub new_user_ns: bool,
+    /// A uts namespace of its own (made or joined): hostname allowed.
+    pub uts_ns: bool,
+}
+
+fn send(fd: RawFd, msg: &[u8]) {
+    let _ = warden_jail::sys::write_all(fd, msg);
+}
+
+/// Runs the init; never returns.
+pub fn run(plan: InitPlan<'_>) -> ! {
+    let status = plan.status.as_raw_fd();
+    match prepare(&plan) {
+        Ok(program) => {
+            send(status, b"ok");
+            drop(plan.status);
+            wait_for_start(&plan.fifo);
+            exec(program)
+        }
+        Err(why) => {
+            send(status, format!("error: {why}").as_bytes());
+            warden_jail::sys::exit_now(1)
+        }
+    }
+}
+
+/// The program, resolved, with its argv and environment.
+struct Program {
+    path: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+}
+
+fn cstr(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{what} holds a NUL byte"))
+}
+
+fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
+    let spec = plan.spec;
+    let mut b = [0u8; 1];
+    if !matches!(warden_jail::sys::read(plan.go.as_raw_fd(), &mut b), Ok(1)) {
+        return Err("the monitor did not let the init go on".into());
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    // Become the namespace's root first: the maps are written now.
+    if plan.new_user_ns {
+        ids(0, 0, &[]).map_err(|e| format!("become root in the user namespace: {e}"))?;
+    }
+    // Namespaces the spec names by path (the user namespace first: the
+    // others are owned by it). The pid namespace was joined by the monitor.
+    let mut joins: Vec<(LinuxNamespaceType, &Path)> = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .filter(|n| n.typ() != LinuxNamespaceType::Pid)
+        .filter_map(|n| n.path().as_deref().map(|p| (n.typ(), p)))
+        .collect();
+    joins.sort_by_key(|(t, _)| *t != LinuxNamespaceType::User);
+    for (typ, path) in joins {
+        let f = std::fs::File::open(path)
+            .map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+        warden_jail::sys::setns(f.as_raw_fd(), ns_flag(typ))
+            .map_err(|e| format!("join namespace {}: {e}", path.display()))?;
+    }
+    if plan.new_mount_ns {
+        filesystem(plan, &linux)?;
+    }
+    if let Some(h) = spec.hostname() {
+        if !plan.uts_ns {
+            return Err("config.json: hostname: set without a uts namespace".into());
+        }
+        warden_jail::sys::sethostname(h.as_bytes()).map_err(|e| format!("sethostname: {e}"))?;
+    }
+    if let Some(d) = spec.domainname() {
+        // SAFETY: d points at d.len() valid bytes.
+        let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
+        if r < 0 {
+            return Err(format!(
+                "setdomainname: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    for (key, value) in linux.sysctl().iter().flatten() {
+        if key.is_empty() || key.contains("..") || key.starts_with('/') || key.starts_with('.') {
+            return Err(format!("config.json: linux.sysctl: bad key {key:?}"));
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| format!("sysctl {key}: {e}"))?;
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or("config.json: process: missing")?;
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| format!("oom_score_adj: {e}"))?;
+    }
+    for r in process.rlimits().iter().flatten() {
+        let resource = rlimit_resource(&r.typ().to_string())
+            .ok_or_else(|| format!("config.json: process.rlimits: unknown {}", r.typ()))?;
+        let lim = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
+        // SAFETY: lim is a valid rlimit.
+        if unsafe { libc::setrlimit(resource, &lim) } < 0 {
+            return Err(format!(
+                "setrlimit {}: {}",
+                r.typ(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let env: Vec<CString> = process
+        .env()
+        .iter()
+        .flatten()
+        .map(|e| cstr(e.as_bytes(), "process.env"))
+        .collect::<Result<_, _>>()?;
+    let args = process.args().clone().unwrap_or_default();
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cstr(a.as_bytes(), "process.args"))
+        .collect::<Result<_, _>>()?;
+    let path_var = process
+        .env()
+        .iter()
+        .flatten()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .to_string();
+    // Credentials and capabilities: the spec's sets, kept through the uid
+    // change, then exactly those.
+    let user = process.user();
+    let wanted = caps::Sets::of(process.capabilities().as_ref())?;
+    caps::drop_bounding(&wanted)?;
+    caps::keep_across_setuid()?;
+    let groups: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
+    ids(user.uid(), user.gid(), &groups)
+        .map_err(|e| format!("set user {}:{}: {e}", user.uid(), user.gid()))?;
+    caps::set(&wanted)?;
+    if let Some(mask) = user.umask() {
+        // SAFETY: umask takes an integer.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    let cwd = process.cwd();
+    std::env::set_current_dir(cwd).map_err(|e| format!("process.cwd {}: {e}", cwd.display()))?;
+    if process.no_new_privileges().unwrap_or(false) {
+        warden_jail::sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    }
+    let path = find_program(&args[0], &path_var)?;
+    Ok(Program { path, argv, env })
+}
+
+/// The filesystem: propagation, the rootfs as a mount, the spec's mounts,
+/// default devices, pivot_root, masked and read-only paths.
+fn filesystem(plan: &InitPlan<'_>, linux: &oci_spec::runtime::Linux) -> Result<(), String> {
+    use warden_jail::sys;
+    let propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") | Some("rslave") | Some("slave") => libc::MS_SLAVE | libc::MS_REC,
+        Some("private") | Some("rprivate") => libc::MS_PRIVATE | libc::MS_REC,
+        Some("shared") | Some("rshared") => libc::MS_SHARED | libc::MS_REC,
+        Some("unbindable") | Some("runbindable") => libc::MS_UNBINDABLE | libc::MS_REC,
+        Some(other) => {
+            return Err(format!(
+                "config.json: linux.rootfsPropagation: unknown {other:?}"
+            ))
+        }
+    };
+    sys::mount(None, c"/", None, propagation, None)
+        .map_err(|e| format!("set / propagation: {e}"))?;
+    let rootfs = cstr(plan.rootfs.as_os_str().as_bytes(), "root.path")?;
+    sys::mount(
+        Some(&rootfs),
+        &rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| format!("bind the rootfs: {e}"))?;
+    let root = std::fs::File::open(plan.rootfs).map_err(|e| format!("open the rootfs: {e}"))?;
+    let mut dev_is_tmpfs = false;
+    for m in plan.spec.mounts().iter().flatten() {
+        mounts::mount_one(root.as_raw_fd(), m)?;
+        if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
+            dev_is_tmpfs = true;
+        }
+    }
+    if dev_is_tmpfs {
+        crate::devices::defaults(root.as_raw_fd(), plan.new_user_ns)?;
+    }
+    for d in linux.devices().iter().flatten() {
+        crate::devices::make(root.as_raw_fd(), d, plan.new_user_ns)?;
+    }
+    drop(root);
+    sys::chdir(&rootfs).map_err(|e| format!("chdir to the rootfs: {e}"))?;
+    sys::pivot_root_here().map_err(|e| format!("pivot_root: {e}"))?;
+    // The old root is stacked on the new one: detach it.
+    sys::umount_detach(c".").map_err(|e| format!("detach the old root: {e}"))?;
+    sys::chdir(c"/").map_err(|e| format!("chdir /: {e}"))?;
+    for p in linux.masked_paths().iter().flatten() {
+        mounts::mask(p)?;
+    }
+    for p in linux.readonly_paths().iter().flatten() {
+        mounts::make_readonly(p)?;
+    }
+    if plan
+        .spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        mounts::remount_root_readonly()?;
+    }
+    Ok(())
+}
+
+pub fn ns_flag(t: LinuxNamespaceType) -> libc::c_int {
+    match t {
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Time => 0x80, // CLONE_NEWTIME
+    }
+}
+
+/// setgroups, setresgid, setresuid (raw syscalls: this process has one
+/// thread).
+pub fn ids(uid: u32, gid: u32, groups: &[libc::gid_t]) -> std::io::Result<()> {
+    let check = |r: libc::c_long| {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: groups is a valid slice of the length passed.
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    // A user namespace whose setgroups is denied keeps its groups.
+    if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        check(r)?;
+    }
+    // SAFETY: integer-only syscalls.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
+    // SAFETY: integer-only syscall.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })
+}
+
+fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    })
+}
+
+/// `program` as execvp would find it on `path` (inside the container).
+fn find_program(program: &str, path: &str) -> Result<CString, String> {
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        path.split(':')
+            .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(program))
+            .collect()
+    };
+    for c in &candidates {
+        if let Ok(meta) = std::fs::metadata(c) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return cstr(c.as_os_str().as_bytes(), "process.args[0]");
+            }
+        }
+    }
+    Err(format!(
+        "exec: {program:?}: executable file not found{}",
+        if program.contains('/') {
+            ""
+        } else {
+            " in $PATH"
+        }
+    ))
+}
+
+/// Blocks until `start` reads the FIFO (its open for writing returns once
+/// a reader has it open), then says so with one byte.
+fn wait_for_start(fifo: &OwnedFd) {
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    match std::fs::OpenOptions::new().write(true).open(&path) {
+        Ok(mut f) => {
+            use std::io::Write as _;
+            let _ = f.write_all(b"0");
+        }
+        Err(e) => {
+            eprintln!("warden-oci: waiting for start: {e}");
+            warden_jail::sys::exit_now(1);
+        }
+    }
+}
+
+fn exec(p: Program) -> ! {
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let err = warden_jail::sys::execve(&p.path, &ptrs(&p.argv), &ptrs(&p.env));
+    eprintln!("warden-oci: exec {:?}: {err}", p.path);
+    warden_jail::sys::exit_now(if err.raw_os_error() == Some(libc::ENOENT) {
+        127
+    } else {
+        126
+    })
+}
