@@ -214,7 +214,12 @@ mod tests {
         ];
         for (pointer, value, named) in cases {
             let mut v = minimal();
-            *v.pointer_mut(pointer).unwrap() = value.clone();
+            let (parent, last) = pointer.rsplit_once('/').unwrap();
+            let slot = v.pointer_mut(parent).unwrap();
+            match last.parse::<usize>() {
+                Ok(i) if slot.is_array() => slot[i] = value.clone(),
+                _ => slot[last] = value.clone(),
+            }
             let err = check(&v).unwrap_err();
             assert!(err.contains(named), "{pointer}: {err}");
         }

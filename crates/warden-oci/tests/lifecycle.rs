@@ -1,0 +1,439 @@
+//! `warden-oci` end to end, as containerd's shim drives it: real bundles
+//! (a rootfs holding mount points, the host's /usr bound read-only),
+//! real namespaces and cgroups. Needs root (CI runs as root).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!(
+            "warden-oci-it-{tag}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test's world: a runtime root, a state directory for the ledger, and
+/// bundles.
+struct World {
+    tmp: Tmp,
+}
+
+impl World {
+    fn new(tag: &str) -> World {
+        World { tmp: Tmp::new(tag) }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.0.join("root")
+    }
+
+    /// A bundle running `args`, with `tweak` applied to its config.
+    fn bundle(&self, name: &str, args: &[&str], tweak: impl FnOnce(&mut Value)) -> PathBuf {
+        let b = self.tmp.0.join(name);
+        let rootfs = b.join("rootfs");
+        for d in ["usr", "proc", "dev", "sys", "tmp", "etc"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        for l in ["bin", "lib", "lib64", "sbin"] {
+            let _ = std::os::unix::fs::symlink(format!("usr/{l}"), rootfs.join(l));
+        }
+        let mut config = json!({
+            "ociVersion": "1.2.0",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": args,
+                "env": ["PATH=/usr/bin:/bin"],
+                "cwd": "/",
+                "capabilities": {
+                    "bounding": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                    "effective": ["CAP_KILL"],
+                    "permitted": ["CAP_KILL"]
+                },
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 512}],
+                "noNewPrivileges": true
+            },
+            "root": {"path": "rootfs", "readonly": true},
+            "hostname": "wardenbox",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                 "options": ["nosuid", "noexec", "nodev", "ro"]},
+                {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}
+            ],
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                               {"type": "mount"}, {"type": "network"}],
+                "resources": {"memory": {"limit": 134217728}, "pids": {"limit": 64}},
+                "cgroupsPath": format!("/warden-oci-it/{name}-{}", std::process::id()),
+                "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
+                "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"]
+            }
+        });
+        tweak(&mut config);
+        std::fs::write(
+            b.join("config.json"),
+            serde_json::to_vec_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        b
+    }
+
+    fn oci(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_warden-oci"));
+        c.env("WARDEN_STATE", self.tmp.0.join("state"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args);
+        output_of(c)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.oci(args);
+        assert!(out.status.success(), "warden-oci {args:?}: {}", ctx(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+
+    fn wait_status(&self, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.state(id);
+            if s["status"] == want || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs `c` with its output in files: a created container inherits the
+/// runtime's stdio (as under runc), so pipes would stay open past its exit.
+fn output_of(mut c: Command) -> Output {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let base = std::env::temp_dir().join(format!("warden-oci-it-out-{}-{n}", std::process::id()));
+    let (o, e) = (base.with_extension("out"), base.with_extension("err"));
+    let status = c
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&o).unwrap())
+        .stderr(std::fs::File::create(&e).unwrap())
+        .status()
+        .expect("run warden-oci");
+    let out = Output {
+        status,
+        stdout: std::fs::read(&o).unwrap_or_default(),
+        stderr: std::fs::read(&e).unwrap_or_default(),
+    };
+    let _ = std::fs::remove_file(o);
+    let _ = std::fs::remove_file(e);
+    out
+}
+
+fn ctx(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn cgroup_dir(bundle: &Path) -> PathBuf {
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let rel = config["linux"]["cgroupsPath"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    PathBuf::from("/sys/fs/cgroup/memory").join(rel)
+}
+
+/// create leaves the process waiting; start releases it; its output,
+/// isolation and exit status are the spec's; the monitor's report and
+/// ledger entry follow; delete leaves nothing.
+#[test]
+fn create_start_state_delete() {
+    let w = World::new("life");
+    let out_file = w.tmp.0.join("out");
+    let probe = &r#"
+echo hostname=$(hostname)
+echo pid=$$
+echo caps=$(grep CapBnd /proc/self/status | cut -f2)
+echo nofile=$(ulimit -n)
+echo nnp=$(grep NoNewPrivs /proc/self/status | cut -f2)
+touch /rootfs-write 2>/dev/null && echo rootfs=writable || echo rootfs=readonly
+echo keys=$(wc -c < /proc/keys)
+test -e /proc/HOSTPID && echo host=visible || echo host=hidden
+exit 3
+"#
+    .replace("HOSTPID", &std::process::id().to_string());
+    let b = w.bundle("life", &["/bin/sh", "-c", probe], |_| {});
+    let pid_file = w.tmp.0.join("pid");
+    let status = Command::new(env!("CARGO_BIN_EXE_warden-oci"))
+        .env("WARDEN_STATE", w.tmp.0.join("state"))
+        .arg("--root")
+        .arg(w.root())
+        .args(["create", "--bundle"])
+        .arg(&b)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("c1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let s = w.state("c1");
+    assert_eq!(s["status"], "created", "{s}");
+    assert_eq!(s["id"], "c1");
+    assert_eq!(s["bundle"], b.to_str().unwrap());
+    let pid = s["pid"].as_i64().unwrap();
+    assert!(alive(pid));
+    let monitor: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(monitor));
+    // Nothing ran yet.
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "");
+    assert!(cgroup_dir(&b).is_dir());
+    let ps: Vec<i64> = serde_json::from_str(&w.ok(&["ps", "--format", "json", "c1"])).unwrap();
+    assert_eq!(ps, vec![pid]);
+    w.ok(&["start", "c1"]);
+    let s = w.wait_status("c1", "stopped");
+    assert_eq!(s["status"], "stopped", "{s}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let report = loop {
+        let p = w.root().join("c1/report.json");
+        if let Ok(text) = std::fs::read(&p) {
+            break serde_json::from_slice::<Value>(&text).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no report");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let printed = std::fs::read_to_string(&out_file).unwrap();
+    for want in [
+        "hostname=wardenbox",
+        "pid=1",
+        "caps=0000000000000420",
+        "nofile=512",
+        "nnp=1",
+        "rootfs=readonly",
+        "keys=0",
+        "host=hidden",
+    ] {
+        assert!(printed.lines().any(|l| l == want), "{want}\n{printed}");
+    }
+    assert_eq!(report["status"], "exited", "{report}");
+    assert_eq!(report["exit_code"], 3, "{report}");
+    assert_eq!(report["container"], "c1");
+    assert!(report["audit"]["index"].is_u64(), "{report}");
+    // start of a stopped container is refused; delete removes everything.
+    let again = w.oci(&["start", "c1"]);
+    assert_eq!(again.status.code(), Some(1), "{}", ctx(&again));
+    w.ok(&["delete", "c1"]);
+    assert!(!w.root().join("c1").exists());
+    assert!(!cgroup_dir(&b).exists());
+    let gone = w.oci(&["state", "c1"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("does not exist"),
+        "{}",
+        ctx(&gone)
+    );
+}
+
+/// The lifecycle's edges: kill before start, delete of a running
+/// container without --force refused and with it everything gone, a
+/// duplicate id, pause and resume, run's exit status, a memory limit.
+#[test]
+fn lifecycle_edges() {
+    let w = World::new("edges");
+    // Killed before start: stopped, deletable.
+    let b = w.bundle("k", &["/bin/true"], |_| {});
+    w.ok(&["create", "--bundle", b.to_str().unwrap(), "k1"]);
+    let dup = w.oci(&["create", "--bundle", b.to_str().unwrap(), "k1"]);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("already exists"),
+        "{}",
+        ctx(&dup)
+    );
+    w.ok(&["kill", "k1", "KILL"]);
+    assert_eq!(w.wait_status("k1", "stopped")["status"], "stopped");
+    let late = w.oci(&["kill", "k1", "TERM"]);
+    assert_eq!(late.status.code(), Some(1), "{}", ctx(&late));
+    w.ok(&["delete", "k1"]);
+
+    // Running: delete refused without --force; pause and resume.
+    let b = w.bundle(
+        "r",
+        &["/bin/sh", "-c", "while :; do sleep 0.05; done"],
+        |_| {},
+    );
+    w.ok(&["create", "--bundle", b.to_str().unwrap(), "r1"]);
+    w.ok(&["start", "r1"]);
+    let pid = w.state("r1")["pid"].as_i64().unwrap();
+    assert_eq!(w.state("r1")["status"], "running");
+    w.ok(&["pause", "r1"]);
+    assert_eq!(w.state("r1")["status"], "paused");
+    w.ok(&["resume", "r1"]);
+    assert_eq!(w.state("r1")["status"], "running");
+    let refused = w.oci(&["delete", "r1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not stopped: running"),
+        "{}",
+        ctx(&refused)
+    );
+    assert!(alive(pid));
+    w.ok(&["pause", "r1"]);
+    w.ok(&["delete", "--force", "r1"]);
+    assert!(!alive(pid));
+    assert!(!w.root().join("r1").exists());
+    assert!(!cgroup_dir(&b).exists());
+
+    // run: the container's exit status, and a memory limit's kill.
+    let b = w.bundle("x", &["/bin/sh", "-c", "exit 42"], |_| {});
+    let out = w.oci(&["run", "--bundle", b.to_str().unwrap(), "x1"]);
+    assert_eq!(out.status.code(), Some(42), "{}", ctx(&out));
+    assert!(!w.root().join("x1").exists());
+    let b = w.bundle(
+        "m",
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "b = bytearray(512 << 20); print(len(b))",
+        ],
+        |c| {
+            c["linux"]["resources"]["memory"]["limit"] = json!(32 << 20);
+            c["linux"]["resources"]["memory"]["swap"] = json!(32 << 20);
+        },
+    );
+    let out = w.oci(&["run", "--keep", "--bundle", b.to_str().unwrap(), "m1"]);
+    assert_eq!(out.status.code(), Some(137), "{}", ctx(&out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(w.root().join("m1/report.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "oom", "{report}");
+    assert_eq!(report["signal"], 9, "{report}");
+    w.ok(&["delete", "m1"]);
+}
+
+/// A malformed config.json: each bad field named, exit 1, nothing made.
+#[test]
+fn malformed_configs_name_the_field_and_leave_nothing() {
+    let w = World::new("bad");
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        (
+            "linux.namespaces[1].type",
+            Box::new(|c| c["linux"]["namespaces"][1]["type"] = json!("bogus")),
+        ),
+        (
+            "process.args",
+            Box::new(|c| c["process"]["args"] = json!([])),
+        ),
+        (
+            "process.user.uid",
+            Box::new(|c| c["process"]["user"]["uid"] = json!(-1)),
+        ),
+        (
+            "mounts[0].destination",
+            Box::new(|c| c["mounts"][0]["destination"] = json!("proc")),
+        ),
+        ("process.cwd", Box::new(|c| c["process"]["cwd"] = json!(7))),
+        (
+            "root.path",
+            Box::new(|c| c["root"]["path"] = json!("missing-dir")),
+        ),
+        (
+            "executable file not found",
+            Box::new(|c| c["process"]["args"] = json!(["no-such-program"])),
+        ),
+    ];
+    for (i, (named, tweak)) in cases.into_iter().enumerate() {
+        let name = format!("bad{i}");
+        let b = w.bundle(&name, &["/bin/true"], tweak);
+        let out = w.oci(&["create", "--bundle", b.to_str().unwrap(), &name]);
+        assert_eq!(out.status.code(), Some(1), "{named}: {}", ctx(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{named}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!w.root().join(&name).exists(), "{named}: state left");
+        assert!(!cgroup_dir(&b).exists(), "{named}: cgroup left");
+    }
+    let log = w.tmp.0.join("log.json");
+    let b = w.bundle("logged", &["/bin/true"], |c| {
+        c["process"]["args"] = json!([])
+    });
+    let mut c = Command::new(env!("CARGO_BIN_EXE_warden-oci"));
+    c.arg("--root")
+        .arg(w.root())
+        .arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "create", "--bundle"])
+        .arg(&b)
+        .arg("logged");
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(1));
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(
+        line["msg"].as_str().unwrap().contains("process.args"),
+        "{line}"
+    );
+    for bad in [
+        &["state", "../x"][..],
+        &["start"][..],
+        &["kill", "nobody", "NOSIG"][..],
+        &["frobnicate"][..],
+    ] {
+        let out = w.oci(bad);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {}", ctx(&out));
+    }
+}
