@@ -362,7 +362,8 @@ fn lifecycle_edges() {
 #[test]
 fn malformed_configs_name_the_field_and_leave_nothing() {
     let w = World::new("bad");
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Tweak = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Tweak)> = vec![
         (
             "linux.namespaces[1].type",
             Box::new(|c| c["linux"]["namespaces"][1]["type"] = json!("bogus")),
