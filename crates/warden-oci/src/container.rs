@@ -436,7 +436,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
         Ok(r) => r,
         // A container whose create died before writing its record: with
         // --force its directory goes too.
-        Err(OciError::NotFound(_)) if force && state::dir_of(root, id).is_dir() => {
+        // As runc: --force of a container that is not there (or whose
+        // create died before its record) succeeds, removing what is left.
+        Err(OciError::NotFound(_)) if force => {
             let _ = std::fs::remove_dir_all(state::dir_of(root, id));
             return Ok(());
         }
@@ -554,4 +556,145 @@ pub fn exit_code(status: i32) -> i32 {
     } else {
         1
     }
+}
+
+/// `exec`'s options.
+pub struct ExecOptions<'a> {
+    pub root: &'a Path,
+    pub id: &'a str,
+    pub process: oci_spec::runtime::Process,
+    pub pid_file: Option<&'a Path>,
+    pub detach: bool,
+    pub ignore_paused: bool,
+}
+
+/// Runs another process in a running container: a child joins the
+/// container's cgroup and namespaces (the user namespace first, the mount
+/// namespace last) and forks the process there — a pid namespace takes
+/// effect for children only — which takes on its user, capabilities and
+/// limits and execs. This process is a subreaper, so the process is its
+/// own to wait for (and the shim's, the next subreaper up, once this one
+/// has gone with --detach).
+pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
+    let record = Record::load(o.root, o.id)?;
+    match record.status() {
+        Status::Running => {}
+        Status::Paused if o.ignore_paused => {}
+        other => {
+            return Err(OciError::State(format!(
+                "cannot exec in a container that is {}",
+                other.as_str()
+            )))
+        }
+    }
+    let kinds = ["user", "ipc", "uts", "net", "pid", "cgroup", "mnt"];
+    let mut joins: Vec<(std::fs::File, libc::c_int)> = Vec::new();
+    for kind in kinds {
+        let theirs = format!("/proc/{}/ns/{kind}", record.pid);
+        let same = match (
+            std::fs::metadata(&theirs),
+            std::fs::metadata(format!("/proc/self/ns/{kind}")),
+        ) {
+            (Ok(a), Ok(b)) => {
+                use std::os::unix::fs::MetadataExt;
+                a.ino() == b.ino() && a.dev() == b.dev()
+            }
+            _ => false,
+        };
+        if same {
+            continue;
+        }
+        let f =
+            std::fs::File::open(&theirs).map_err(|e| OciError::Io(format!("open {theirs}"), e))?;
+        let flag = match kind {
+            "user" => libc::CLONE_NEWUSER,
+            "ipc" => libc::CLONE_NEWIPC,
+            "uts" => libc::CLONE_NEWUTS,
+            "net" => libc::CLONE_NEWNET,
+            "pid" => libc::CLONE_NEWPID,
+            "cgroup" => libc::CLONE_NEWCGROUP,
+            _ => libc::CLONE_NEWNS,
+        };
+        joins.push((f, flag));
+    }
+    // The container's pid must still be the one whose namespaces were taken.
+    if !state::process_is(record.pid, record.pid_start) {
+        return Err(OciError::State("container not running".into()));
+    }
+    warden_jail::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1)
+        .map_err(|e| OciError::Io("become a subreaper".into(), e))?;
+    let (pid_r, pid_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    // SAFETY: warden-oci is single-threaded; the child only joins, forks
+    // and _exits (or runs the process set-up, which execs or _exits).
+    let joiner = match unsafe { warden_jail::sys::fork() } {
+        Ok(0) => {
+            drop(pid_r);
+            drop(status_r);
+            let fail = |why: String| -> ! {
+                let _ = warden_jail::sys::write_all(
+                    status_w.as_raw_fd(),
+                    format!("error: {why}").as_bytes(),
+                );
+                warden_jail::sys::exit_now(1)
+            };
+            if let Err(e) = record.cgroup.add(warden_jail::sys::getpid()) {
+                fail(e.to_string());
+            }
+            for (f, flag) in &joins {
+                if let Err(e) = warden_jail::sys::setns(f.as_raw_fd(), *flag) {
+                    fail(format!("join the container's namespace ({flag:#x}): {e}"));
+                }
+            }
+            drop(joins);
+            // SAFETY: still single-threaded; the grandchild runs the
+            // process set-up, which execs or _exits.
+            match unsafe { warden_jail::sys::fork() } {
+                Ok(0) => {
+                    drop(pid_w);
+                    // Ends with the runtime only when the runtime waits.
+                    let program = match init::become_process(&o.process) {
+                        Ok(p) => p,
+                        Err(why) => fail(why),
+                    };
+                    drop(status_w);
+                    init::exec(program)
+                }
+                Ok(pid) => {
+                    let _ =
+                        warden_jail::sys::write_all(pid_w.as_raw_fd(), pid.to_string().as_bytes());
+                    warden_jail::sys::exit_now(0)
+                }
+                Err(e) => fail(format!("fork in the container: {e}")),
+            }
+        }
+        Ok(pid) => pid,
+        Err(e) => return Err(OciError::Io("fork".into(), e)),
+    };
+    drop(pid_w);
+    drop(status_w);
+    drop(joins);
+    let said = read_all(&pid_r);
+    let _ = warden_jail::sys::waitpid(joiner, 0);
+    let status = read_all(&status_r);
+    if !status.is_empty() {
+        return Err(OciError::Create(
+            String::from_utf8_lossy(&status)
+                .trim_start_matches("error: ")
+                .to_string(),
+        ));
+    }
+    let pid: i32 = std::str::from_utf8(&said)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| OciError::Create("the process did not start in the container".into()))?;
+    if let Some(p) = o.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    if o.detach {
+        return Ok(0);
+    }
+    let (_, st) = warden_jail::sys::waitpid(pid, 0)
+        .map_err(|e| OciError::Io("wait for the process".into(), e))?;
+    Ok(exit_code(st))
 }

@@ -56,7 +56,7 @@ pub fn run(plan: InitPlan<'_>) -> ! {
 }
 
 /// The program, resolved, with its argv and environment.
-struct Program {
+pub struct Program {
     path: CString,
     argv: Vec<CString>,
     env: Vec<CString>,
@@ -123,6 +123,14 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
         .process()
         .as_ref()
         .ok_or("config.json: process: missing")?;
+    become_process(process)
+}
+
+/// What a container's process takes on, in its namespaces, before exec:
+/// oom score, rlimits, capability sets, user and groups, umask, working
+/// directory, no_new_privs; and the program looked up on its PATH. The
+/// first process and `exec`'s processes alike.
+pub fn become_process(process: &oci_spec::runtime::Process) -> Result<Program, String> {
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("oom_score_adj: {e}"))?;
@@ -180,7 +188,8 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
     if process.no_new_privileges().unwrap_or(false) {
         warden_jail::sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     }
-    let path = find_program(&args[0], &path_var)?;
+    let first = args.first().ok_or("process.args: missing or empty")?;
+    let path = find_program(first, &path_var)?;
     Ok(Program { path, argv, env })
 }
 
@@ -348,7 +357,7 @@ fn wait_for_start(fifo: &OwnedFd) {
     }
 }
 
-fn exec(p: Program) -> ! {
+pub fn exec(p: Program) -> ! {
     let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
         v.iter()
             .map(|a| a.as_ptr())

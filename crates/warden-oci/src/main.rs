@@ -116,6 +116,132 @@ enum Command {
     },
     /// What this runtime supports (JSON, as runc prints it).
     Features,
+    /// Run another process in a running container.
+    Exec(ExecArgs),
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// The process (an OCI `process` object, JSON); else the command.
+    #[arg(short = 'p', long)]
+    process: Option<PathBuf>,
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// uid[:gid]
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    #[arg(short = 'g', long = "additional-gids")]
+    additional_gids: Vec<u32>,
+    #[arg(short = 'c', long = "cap")]
+    cap: Vec<String>,
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    #[arg(long = "process-label")]
+    process_label: Option<String>,
+    #[arg(long)]
+    apparmor: Option<String>,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    #[arg(long)]
+    cgroup: Option<String>,
+    #[arg(long = "ignore-paused")]
+    ignore_paused: bool,
+    id: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// The process `exec` runs: the `--process` file, or the container's own
+/// process with the command and the flags put in.
+fn exec_process(root: &Path, a: &ExecArgs) -> Result<oci_spec::runtime::Process, OciError> {
+    if a.console_socket.is_some() || a.tty {
+        return Err(OciError::Unsupported(
+            "exec with a terminal is not supported yet".into(),
+        ));
+    }
+    if a.preserve_fds > 0 {
+        return Err(OciError::Unsupported(
+            "--preserve-fds is not supported yet".into(),
+        ));
+    }
+    let _ = (&a.process_label, &a.apparmor, &a.cgroup);
+    if let Some(p) = &a.process {
+        let text =
+            std::fs::read(p).map_err(|e| OciError::Io(format!("read {}", p.display()), e))?;
+        let mut de = serde_json::Deserializer::from_slice(&text);
+        return serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            OciError::Config(format!("{}: {}: {}", p.display(), e.path(), e.inner()))
+        });
+    }
+    if a.command.is_empty() {
+        return Err(OciError::Usage(
+            "exec: no command given (or --process)".into(),
+        ));
+    }
+    let record = Record::load(root, &a.id)?;
+    let bundle = warden_oci::spec::Bundle::load(&record.bundle)?;
+    let mut p = bundle.spec.process().clone().unwrap_or_default();
+    p.set_args(Some(a.command.clone()));
+    let mut env = p.env().clone().unwrap_or_default();
+    env.extend(a.env.iter().cloned());
+    p.set_env(Some(env));
+    if let Some(cwd) = &a.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    if let Some(u) = &a.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (u.parse(), g.parse()),
+            None => (u.parse(), Ok(p.user().gid())),
+        };
+        let (Ok(uid), Ok(gid)) = (uid, gid) else {
+            return Err(OciError::Usage(format!("--user {u}: expected UID[:GID]")));
+        };
+        let mut user = p.user().clone();
+        user.set_uid(uid);
+        user.set_gid(gid);
+        p.set_user(user);
+    }
+    if !a.additional_gids.is_empty() {
+        let mut user = p.user().clone();
+        user.set_additional_gids(Some(a.additional_gids.clone()));
+        p.set_user(user);
+    }
+    if !a.cap.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for c in &a.cap {
+            let cap: oci_spec::runtime::Capability =
+                serde_json::from_value(serde_json::json!(c))
+                    .map_err(|_| OciError::Usage(format!("--cap {c}: unknown capability")))?;
+            let add = |s: &Option<oci_spec::runtime::Capabilities>| {
+                let mut s = s.clone().unwrap_or_default();
+                s.insert(cap);
+                Some(s)
+            };
+            let (b, e, pm) = (
+                add(caps.bounding()),
+                add(caps.effective()),
+                add(caps.permitted()),
+            );
+            caps.set_bounding(b);
+            caps.set_effective(e);
+            caps.set_permitted(pm);
+        }
+        p.set_capabilities(Some(caps));
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    Ok(p)
 }
 
 #[derive(Args)]
@@ -325,6 +451,17 @@ fn run(cli: Cli) -> Result<i32, OciError> {
                 r["cpu"]["period"] = p.into();
             }
             container::update(root, &id, r).map(|()| 0)
+        }
+        Command::Exec(a) => {
+            let process = exec_process(root, &a)?;
+            container::exec(&container::ExecOptions {
+                root,
+                id: &a.id,
+                process,
+                pid_file: a.pid_file.as_deref(),
+                detach: a.detach,
+                ignore_paused: a.ignore_paused,
+            })
         }
         Command::Features => {
             println!(
