@@ -18,6 +18,11 @@ command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v script >/dev/null 2>&1 || need+=(bsdutils)
 # The gVisor backend's tests run programs under runsc.
 [ -x /usr/bin/runsc ] || command -v runsc >/dev/null 2>&1 || need+=(runsc)
+# warden-oci's tests run containers under a private containerd, beside
+# Debian's runc (the differential test), on a rootfs of static busybox.
+command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 || need+=(containerd)
+[ -x /usr/sbin/runc ] || command -v runc >/dev/null 2>&1 || need+=(runc)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # The signature tests check Warden's envelopes with OpenSSL, a verifier nobody here wrote.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
