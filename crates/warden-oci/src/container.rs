@@ -176,6 +176,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         backend: "jail".into(),
         started: false,
+        hooks: bundle.spec.hooks().clone(),
     };
     record.save(o.root)?;
     if let Some(p) = o.pid_file {
@@ -249,6 +250,11 @@ fn monitor(
         uts_ns: namespaces
             .iter()
             .any(|n| n.typ() == LinuxNamespaceType::Uts),
+        id: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        bundle_dir: &bundle.dir,
     };
     // SAFETY: clone without CLONE_VM behaves as fork (the child has its own
     // copy of memory); the process is single-threaded. The child runs
@@ -288,6 +294,19 @@ fn monitor(
         cgroup.add(init).map_err(|e| e.to_string())?;
         Ok(())
     })();
+    // prestart (deprecated) and createRuntime hooks: in the runtime's
+    // namespaces, the container's made, before its filesystem is.
+    let setup = setup.and_then(|()| {
+        let hooks = bundle.spec.hooks().clone().unwrap_or_default();
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let annotations = bundle.spec.annotations().clone().unwrap_or_default();
+        let st = state::hook_state(&id, "creating", init, &bundle.dir, &annotations);
+        crate::hooks::run_all("prestart", hooks.prestart().as_ref(), &st)?;
+        crate::hooks::run_all("createRuntime", hooks.create_runtime().as_ref(), &st)
+    });
     if let Err(why) = setup {
         let _ = warden_jail::sys::kill(init, libc::SIGKILL);
         fail(why);
@@ -368,7 +387,20 @@ pub fn start(root: &Path, id: &str) -> Result<(), OciError> {
     }
     let _ = std::fs::remove_file(&fifo);
     record.started = true;
-    record.save(root)
+    record.save(root)?;
+    // poststart: a failure is a warning, the container runs on (runtime-spec).
+    let hooks = record.hooks.clone().unwrap_or_default();
+    let st = state::hook_state(
+        id,
+        "running",
+        record.pid,
+        &record.bundle,
+        &record.annotations,
+    );
+    if let Err(why) = crate::hooks::run_all("poststart", hooks.poststart().as_ref(), &st) {
+        eprintln!("warden-oci: warning: {why}");
+    }
+    Ok(())
 }
 
 /// Signal names as runc takes them: `KILL`, `SIGKILL`, `9`.
@@ -488,6 +520,12 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
         std::thread::sleep(Duration::from_millis(5));
     }
     record.cgroup.remove();
+    // poststop: a failure is a warning, the deletion goes on.
+    let hooks = record.hooks.clone().unwrap_or_default();
+    let st = state::hook_state(id, "stopped", 0, &record.bundle, &record.annotations);
+    if let Err(why) = crate::hooks::run_all("poststop", hooks.poststop().as_ref(), &st) {
+        eprintln!("warden-oci: warning: {why}");
+    }
     std::fs::remove_dir_all(state::dir_of(root, id))
         .map_err(|e| OciError::Io(format!("remove {}", state::dir_of(root, id).display()), e))
 }

@@ -32,6 +32,22 @@ pub struct InitPlan<'a> {
     pub new_user_ns: bool,
     /// A uts namespace of its own (made or joined): hostname allowed.
     pub uts_ns: bool,
+    /// For the hooks' state.
+    pub id: String,
+    pub bundle_dir: &'a Path,
+}
+
+impl InitPlan<'_> {
+    fn hook_state(&self, status: &str) -> serde_json::Value {
+        // Before pivot_root the host's /proc is still the one mounted:
+        // /proc/self names this process by its host pid.
+        let pid = std::fs::read_link("/proc/self")
+            .ok()
+            .and_then(|p| p.to_str()?.parse().ok())
+            .unwrap_or(0);
+        let annotations = self.spec.annotations().clone().unwrap_or_default();
+        crate::state::hook_state(&self.id, status, pid, self.bundle_dir, &annotations)
+    }
 }
 
 fn send(fd: RawFd, msg: &[u8]) {
@@ -41,11 +57,23 @@ fn send(fd: RawFd, msg: &[u8]) {
 /// Runs the init; never returns.
 pub fn run(plan: InitPlan<'_>) -> ! {
     let status = plan.status.as_raw_fd();
+    // startContainer hooks run in the container, before its program: their
+    // state is taken now, while the host's pid can still be read.
+    let start_state = plan.hook_state("created");
     match prepare(&plan) {
         Ok(program) => {
             send(status, b"ok");
             drop(plan.status);
             wait_for_start(&plan.fifo);
+            let hooks = plan.spec.hooks().clone().unwrap_or_default();
+            if let Err(why) = crate::hooks::run_all(
+                "startContainer",
+                hooks.start_container().as_ref(),
+                &start_state,
+            ) {
+                eprintln!("warden-oci: {why}");
+                warden_jail::sys::exit_now(1)
+            }
             exec(program)
         }
         Err(why) => {
@@ -95,6 +123,8 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
     }
     if plan.new_mount_ns {
         filesystem(plan, &linux)?;
+    } else {
+        create_container_hooks(plan)?;
     }
     if let Some(h) = spec.hostname() {
         if !plan.uts_ns {
@@ -193,6 +223,14 @@ pub fn become_process(process: &oci_spec::runtime::Process) -> Result<Program, S
     Ok(Program { path, argv, env })
 }
 
+/// createContainer hooks: in the container's namespaces, its mounts made,
+/// before pivot_root (their paths resolve in the runtime's filesystem).
+fn create_container_hooks(plan: &InitPlan<'_>) -> Result<(), String> {
+    let hooks = plan.spec.hooks().clone().unwrap_or_default();
+    let state = plan.hook_state("creating");
+    crate::hooks::run_all("createContainer", hooks.create_container().as_ref(), &state)
+}
+
 /// The filesystem: propagation, the rootfs as a mount, the spec's mounts,
 /// default devices, pivot_root, masked and read-only paths.
 fn filesystem(plan: &InitPlan<'_>, linux: &oci_spec::runtime::Linux) -> Result<(), String> {
@@ -234,6 +272,7 @@ fn filesystem(plan: &InitPlan<'_>, linux: &oci_spec::runtime::Linux) -> Result<(
         crate::devices::make(root.as_raw_fd(), d, plan.new_user_ns)?;
     }
     drop(root);
+    create_container_hooks(plan)?;
     sys::chdir(&rootfs).map_err(|e| format!("chdir to the rootfs: {e}"))?;
     sys::pivot_root_here().map_err(|e| format!("pivot_root: {e}"))?;
     // The old root is stacked on the new one: detach it.

@@ -44,6 +44,27 @@ pub struct Record {
     pub backend: String,
     /// `start` has released the process.
     pub started: bool,
+    /// The spec's hooks (poststart and poststop run after `create`).
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+}
+
+/// The state a hook reads on its stdin.
+pub fn hook_state(
+    id: &str,
+    status: &str,
+    pid: i32,
+    bundle: &Path,
+    annotations: &HashMap<String, String>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.2.0",
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+        "annotations": annotations,
+    })
 }
 
 /// The OCI state's `status`.

@@ -438,3 +438,75 @@ fn malformed_configs_name_the_field_and_leave_nothing() {
         assert_eq!(out.status.code(), Some(1), "{bad:?}: {}", ctx(&out));
     }
 }
+
+/// Hooks run where and when the runtime-spec says, with the state on
+/// their stdin; a failing createRuntime hook fails create, naming it,
+/// and leaves nothing.
+#[test]
+fn hooks_run_at_their_points_with_the_state() {
+    let w = World::new("hooks");
+    let out = w.tmp.0.join("hooks-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.json", out.display())]});
+    let b = w.bundle(
+        "h",
+        &["/bin/sh", "-c", "cat /tmp/started.json"],
+        |c| {
+            c["hooks"] = json!({
+                "createRuntime": [hook("createRuntime")],
+                "createContainer": [hook("createContainer")],
+                "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /tmp/started.json"]}],
+                "poststart": [hook("poststart")],
+                "poststop": [hook("poststop")],
+            });
+        },
+    );
+    let stdout = w.tmp.0.join("h.out");
+    let status = Command::new(env!("CARGO_BIN_EXE_warden-oci"))
+        .env("WARDEN_STATE", w.tmp.0.join("state"))
+        .arg("--root")
+        .arg(w.root())
+        .args(["create", "--bundle"])
+        .arg(&b)
+        .arg("h1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(out.join(format!("{name}.json"))).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let pid = w.state("h1")["pid"].as_i64().unwrap();
+    for (name, status) in [
+        ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+    ] {
+        let st = read(name);
+        assert_eq!(st["id"], "h1", "{name}: {st}");
+        assert_eq!(st["status"], status, "{name}: {st}");
+        assert_eq!(st["pid"], pid, "{name}: {st}");
+        assert_eq!(st["bundle"], b.to_str().unwrap(), "{name}: {st}");
+    }
+    assert!(!out.join("poststart.json").exists());
+    w.ok(&["start", "h1"]);
+    assert_eq!(read("poststart")["status"], "running");
+    w.wait_status("h1", "stopped");
+    // startContainer ran inside the container (its /tmp), before the program.
+    let printed: Value = serde_json::from_slice(&std::fs::read(&stdout).unwrap()).unwrap();
+    assert_eq!(printed["id"], "h1", "{printed}");
+    w.ok(&["delete", "h1"]);
+    assert_eq!(read("poststop")["status"], "stopped");
+
+    let b = w.bundle("hf", &["/bin/true"], |c| {
+        c["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
+    });
+    let failed = w.oci(&["create", "--bundle", b.to_str().unwrap(), "hf1"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", ctx(&failed));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("createRuntime hook 0 (/bin/false)"), "{err}");
+    assert!(!w.root().join("hf1").exists());
+    assert!(!cgroup_dir(&b).exists());
+}
