@@ -47,7 +47,7 @@ pub use crate::gvisor::GvisorBackend;
 pub use crate::gvisor_init::{
     run_if_init as run_gvisor_init_if_asked, INIT_FLAG as GVISOR_INIT_FLAG,
 };
-pub use crate::seccomp::SeccompError;
+pub use crate::seccomp::{jump as bpf_jump, stmt as bpf_stmt, SeccompError};
 
 /// Holds (`true`) or releases SIGINT, SIGTERM, SIGHUP and SIGQUIT for the
 /// calling thread. A command-line program holds them from its first

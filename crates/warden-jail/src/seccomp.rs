@@ -411,7 +411,8 @@ impl fmt::Debug for SeccompProgram {
     }
 }
 
-pub(crate) fn stmt(code: u16, k: u32) -> libc::sock_filter {
+/// A classic BPF statement (shared with warden-oci's compiler of OCI profiles).
+pub fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
         code,
         jt: 0,
@@ -420,7 +421,8 @@ pub(crate) fn stmt(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-pub(crate) fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+/// A classic BPF jump.
+pub fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 

@@ -478,16 +478,21 @@ pub const MAX_FDS: usize = 8;
 /// Sends up to [`MAX_FDS`] descriptors (possibly none) in one message
 /// over a unix socket (SCM_RIGHTS).
 pub fn send_fds(socket: RawFd, fds: &[RawFd]) -> io::Result<()> {
-    if fds.len() > MAX_FDS {
+    send_fds_with(socket, &[0u8], fds)
+}
+
+/// Sends `payload` (at least one byte) with up to [`MAX_FDS`] descriptors
+/// in one message (SCM_RIGHTS).
+pub fn send_fds_with(socket: RawFd, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > MAX_FDS || payload.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "too many descriptors",
+            "too many descriptors, or nothing to send",
         ));
     }
-    let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
     };
     // u64 storage keeps the control buffer aligned for cmsghdr.
     let mut control = [0u64; 8];

@@ -177,6 +177,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
         backend: "jail".into(),
         started: false,
         hooks: bundle.spec.hooks().clone(),
+        seccomp: linux.seccomp().clone(),
     };
     record.save(o.root)?;
     if let Some(p) = o.pid_file {
@@ -679,6 +680,11 @@ pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
             if let Err(e) = record.cgroup.add(warden_jail::sys::getpid()) {
                 fail(e.to_string());
             }
+            // Before the mount namespace changes what the path means.
+            let agent = match init::connect_agent(record.seccomp.as_ref()) {
+                Ok(a) => a,
+                Err(why) => fail(why),
+            };
             for (f, flag) in &joins {
                 if let Err(e) = warden_jail::sys::setns(f.as_raw_fd(), *flag) {
                     fail(format!("join the container's namespace ({flag:#x}): {e}"));
@@ -691,7 +697,15 @@ pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
                 Ok(0) => {
                     drop(pid_w);
                     // Ends with the runtime only when the runtime waits.
-                    let program = match init::become_process(&o.process) {
+                    let state = state::hook_state(
+                        o.id,
+                        "running",
+                        record.pid,
+                        &record.bundle,
+                        &record.annotations,
+                    );
+                    let seccomp = record.seccomp.as_ref();
+                    let program = match init::become_process(&o.process, seccomp, agent, &state) {
                         Ok(p) => p,
                         Err(why) => fail(why),
                     };

@@ -121,6 +121,9 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
         warden_jail::sys::setns(f.as_raw_fd(), ns_flag(typ))
             .map_err(|e| format!("join namespace {}: {e}", path.display()))?;
     }
+    // The seccomp agent's socket is the runtime's: connected now, while
+    // its path still means what it does on the host.
+    let agent = connect_agent(linux.seccomp().as_ref())?;
     if plan.new_mount_ns {
         filesystem(plan, &linux)?;
     } else {
@@ -153,14 +156,55 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
         .process()
         .as_ref()
         .ok_or("config.json: process: missing")?;
-    become_process(process)
+    become_process(
+        process,
+        linux.seccomp().as_ref(),
+        agent,
+        &plan.hook_state("created"),
+    )
+}
+
+/// A connection to the profile's `listenerPath`, when a rule notifies.
+pub fn connect_agent(
+    profile: Option<&oci_spec::runtime::LinuxSeccomp>,
+) -> Result<Option<std::os::unix::net::UnixStream>, String> {
+    use oci_spec::runtime::LinuxSeccompAction::ScmpActNotify;
+    let Some(p) = profile else { return Ok(None) };
+    let notifies = p.default_action() == ScmpActNotify
+        || p.syscalls()
+            .iter()
+            .flatten()
+            .any(|r| r.action() == ScmpActNotify);
+    if !notifies {
+        return Ok(None);
+    }
+    let path = p
+        .listener_path()
+        .clone()
+        .ok_or("config.json: linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath")?;
+    std::os::unix::net::UnixStream::connect(&path)
+        .map(Some)
+        .map_err(|e| format!("seccomp listener {}: {e}", path.display()))
 }
 
 /// What a container's process takes on, in its namespaces, before exec:
 /// oom score, rlimits, capability sets, user and groups, umask, working
 /// directory, no_new_privs; and the program looked up on its PATH. The
 /// first process and `exec`'s processes alike.
-pub fn become_process(process: &oci_spec::runtime::Process) -> Result<Program, String> {
+pub fn become_process(
+    process: &oci_spec::runtime::Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    agent: Option<std::os::unix::net::UnixStream>,
+    state: &serde_json::Value,
+) -> Result<Program, String> {
+    let mut agent = agent;
+    let filter = seccomp.map(crate::seccomp::compile).transpose()?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN: installed
+    // while the process still has it, before its user and capabilities.
+    if let (Some(f), false) = (&filter, nnp) {
+        install_seccomp(f, seccomp, agent.take(), state)?;
+    }
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("oom_score_adj: {e}"))?;
@@ -215,8 +259,12 @@ pub fn become_process(process: &oci_spec::runtime::Process) -> Result<Program, S
     }
     let cwd = process.cwd();
     std::env::set_current_dir(cwd).map_err(|e| format!("process.cwd {}: {e}", cwd.display()))?;
-    if process.no_new_privileges().unwrap_or(false) {
+    if nnp {
         warden_jail::sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+        // As late as can be: the program's exec is all that follows.
+        if let Some(f) = &filter {
+            install_seccomp(f, seccomp, agent.take(), state)?;
+        }
     }
     let first = args.first().ok_or("process.args: missing or empty")?;
     let path = find_program(first, &path_var)?;
@@ -229,6 +277,34 @@ fn create_container_hooks(plan: &InitPlan<'_>) -> Result<(), String> {
     let hooks = plan.spec.hooks().clone().unwrap_or_default();
     let state = plan.hook_state("creating");
     crate::hooks::run_all("createContainer", hooks.create_container().as_ref(), &state)
+}
+
+/// Installs the filter; a listener (SCMP_ACT_NOTIFY) goes to the profile's
+/// `listenerPath` with the container's state, as runc sends it.
+fn install_seccomp(
+    f: &crate::seccomp::Compiled,
+    profile: Option<&oci_spec::runtime::LinuxSeccomp>,
+    agent: Option<std::os::unix::net::UnixStream>,
+    state: &serde_json::Value,
+) -> Result<(), String> {
+    let listener = crate::seccomp::install(f)?;
+    let Some(listener) = listener else {
+        return Ok(());
+    };
+    let sock = agent.ok_or("the seccomp agent is not connected")?;
+    let message = serde_json::json!({
+        "ociVersion": "1.2.0",
+        "fds": ["seccompFd"],
+        "pid": state["pid"],
+        "metadata": profile.and_then(|p| p.listener_metadata().clone()).unwrap_or_default(),
+        "state": state,
+    });
+    warden_jail::sys::send_fds_with(
+        sock.as_raw_fd(),
+        message.to_string().as_bytes(),
+        &[listener.as_raw_fd()],
+    )
+    .map_err(|e| format!("send the seccomp listener: {e}"))
 }
 
 /// The filesystem: propagation, the rootfs as a mount, the spec's mounts,

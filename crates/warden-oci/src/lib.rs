@@ -10,6 +10,7 @@ mod hooks;
 mod init;
 mod monitor;
 pub mod mounts;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 

@@ -47,6 +47,9 @@ pub struct Record {
     /// The spec's hooks (poststart and poststop run after `create`).
     #[serde(default)]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The profile `exec`'s processes get too.
+    #[serde(default)]
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 /// The state a hook reads on its stdin.

@@ -510,3 +510,103 @@ fn hooks_run_at_their_points_with_the_state() {
     assert!(!w.root().join("hf1").exists());
     assert!(!cgroup_dir(&b).exists());
 }
+
+/// `linux.seccomp`: the OCI JSON profile is enforced — an errno rule, a
+/// kill rule, argument conditions, and a notify rule whose listener goes
+/// to `listenerPath` with the container's state.
+#[test]
+fn seccomp_profiles_are_enforced_and_listeners_handed_over() {
+    use std::os::unix::net::UnixListener;
+    let w = World::new("seccomp");
+    let sock = w.tmp.0.join("agent.sock");
+    let agent = UnixListener::bind(&sock).unwrap();
+    let got = std::thread::spawn(move || {
+        let (s, _) = agent.accept().unwrap();
+        // One message: the JSON, with the listener as SCM_RIGHTS.
+        let mut buf = vec![0u8; 65536];
+        let mut cmsg = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; its buffers outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cmsg);
+        use std::os::fd::AsRawFd;
+        // SAFETY: as above; recvmsg fills the buffers.
+        let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
+        assert!(n > 0);
+        // SAFETY: the control buffer was filled by the kernel; its data is
+        // the descriptor it installed here, closed at once (the pending
+        // call then fails with ENOSYS).
+        let fds = unsafe {
+            libc::CMSG_FIRSTHDR(&msg).as_ref().map(|c| {
+                if c.cmsg_type == libc::SCM_RIGHTS {
+                    libc::close(*(libc::CMSG_DATA(c) as *const i32));
+                }
+                c.cmsg_type == libc::SCM_RIGHTS
+            })
+        };
+        let message: Value = serde_json::from_slice(&buf[..n as usize]).unwrap();
+        (message, fds == Some(true))
+    });
+    let out_file = w.tmp.0.join("sc.out");
+    let b = w.bundle(
+        "sc",
+        &[
+            "/bin/sh",
+            "-c",
+            "mkdir /tmp/d 2>/dev/null && echo mkdir=ok || echo mkdir=refused; \
+             /usr/bin/python3 -c 'import os; os.umask(0o22); print(\"umask=ok\")'; echo umask-rc=$?; \
+             /usr/bin/python3 -c 'import os; os.umask(0o77)'; echo umask77-rc=$?; \
+             uname >/dev/null 2>&1; echo uname-rc=$?",
+        ],
+        |c| {
+            c["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64"],
+                "listenerPath": sock,
+                "listenerMetadata": "meta-1",
+                "syscalls": [
+                    {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                    {"names": ["umask"], "action": "SCMP_ACT_KILL_PROCESS",
+                     "args": [{"index": 0, "value": 63, "op": "SCMP_CMP_EQ"}]},
+                    {"names": ["uname"], "action": "SCMP_ACT_NOTIFY"}
+                ]
+            });
+        },
+    );
+    let status = Command::new(env!("CARGO_BIN_EXE_warden-oci"))
+        .env("WARDEN_STATE", w.tmp.0.join("state"))
+        .arg("--root")
+        .arg(w.root())
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg("sc1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(w.tmp.0.join("sc.err")).unwrap())
+        .status()
+        .unwrap();
+    let err = std::fs::read_to_string(w.tmp.0.join("sc.err")).unwrap_or_default();
+    assert!(status.success(), "{status:?}: {err}");
+    let printed = std::fs::read_to_string(&out_file).unwrap();
+    for want in ["mkdir=refused", "umask=ok", "umask-rc=0", "umask77-rc=159"] {
+        assert!(printed.lines().any(|l| l == want), "{want}\n{printed}");
+    }
+    // uname was sent to the agent, which answered by going away (ENOSYS).
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("uname-rc=") && l != "uname-rc=0"),
+        "{printed}"
+    );
+    let (message, had_fd) = got.join().unwrap();
+    assert!(had_fd, "{message}");
+    assert_eq!(message["metadata"], "meta-1", "{message}");
+    assert_eq!(message["fds"], json!(["seccompFd"]), "{message}");
+    assert_eq!(message["state"]["id"], "sc1", "{message}");
+}
