@@ -33,6 +33,8 @@ pub struct CreateOptions<'a> {
     pub bundle: &'a Path,
     pub pid_file: Option<&'a Path>,
     pub systemd_cgroup: bool,
+    /// Where the terminal's master goes (`process.terminal`).
+    pub console_socket: Option<&'a Path>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), OciError> {
@@ -80,6 +82,30 @@ impl Drop for Undo<'_> {
 pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
     state::check_id(o.id)?;
     let bundle = Bundle::load(o.bundle)?;
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    // The shim's socket, connected here (its path is the host's); the init
+    // sends the terminal's master over it.
+    let console = match (terminal, o.console_socket) {
+        (true, Some(p)) => Some(std::os::unix::net::UnixStream::connect(p).map_err(|e| {
+            OciError::Io(format!("connect to the console socket {}", p.display()), e)
+        })?),
+        (true, None) => {
+            return Err(OciError::Usage(
+                "process.terminal is true: --console-socket is needed".into(),
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(OciError::Usage(
+                "--console-socket given but process.terminal is false".into(),
+            ))
+        }
+        (false, None) => None,
+    };
     let dir = state::make_dir(o.root, o.id)?;
     let mut undo = Undo {
         dir: &dir,
@@ -129,6 +155,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
                     status_w,
                     OwnedFd::from(fifo_fd),
                     &record_dir,
+                    console,
                 )
             }
             Ok(pid) => pid,
@@ -202,6 +229,7 @@ fn monitor(
     status: OwnedFd,
     fifo: OwnedFd,
     dir: &Path,
+    console: Option<std::os::unix::net::UnixStream>,
 ) -> ! {
     let status_fd = status.as_raw_fd();
     let fail = |why: String| -> ! {
@@ -256,6 +284,7 @@ fn monitor(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         bundle_dir: &bundle.dir,
+        console,
     };
     // SAFETY: clone without CLONE_VM behaves as fork (the child has its own
     // copy of memory); the process is single-threaded. The child runs
@@ -605,6 +634,7 @@ pub struct ExecOptions<'a> {
     pub pid_file: Option<&'a Path>,
     pub detach: bool,
     pub ignore_paused: bool,
+    pub console_socket: Option<&'a Path>,
 }
 
 /// Runs another process in a running container: a child joins the
@@ -660,6 +690,13 @@ pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
     if !state::process_is(record.pid, record.pid_start) {
         return Err(OciError::State("container not running".into()));
     }
+    let console = match (o.process.terminal().unwrap_or(false), o.console_socket) {
+        (true, Some(p)) => Some(std::os::unix::net::UnixStream::connect(p).map_err(|e| {
+            OciError::Io(format!("connect to the console socket {}", p.display()), e)
+        })?),
+        (true, None) => return Err(OciError::Usage("a terminal needs --console-socket".into())),
+        (false, _) => None,
+    };
     warden_jail::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1)
         .map_err(|e| OciError::Io("become a subreaper".into(), e))?;
     let (pid_r, pid_w) = pipe()?;
@@ -704,6 +741,11 @@ pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
                         &record.bundle,
                         &record.annotations,
                     );
+                    if let Some(c) = &console {
+                        if let Err(why) = init::terminal(c, &o.process) {
+                            fail(why);
+                        }
+                    }
                     let seccomp = record.seccomp.as_ref();
                     let program = match init::become_process(&o.process, seccomp, agent, &state) {
                         Ok(p) => p,

@@ -9,6 +9,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -35,6 +36,8 @@ pub struct InitPlan<'a> {
     /// For the hooks' state.
     pub id: String,
     pub bundle_dir: &'a Path,
+    /// `process.terminal`: the console socket the master goes to.
+    pub console: Option<std::os::unix::net::UnixStream>,
 }
 
 impl InitPlan<'_> {
@@ -156,6 +159,9 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
         .process()
         .as_ref()
         .ok_or("config.json: process: missing")?;
+    if let Some(console) = &plan.console {
+        terminal(console, process)?;
+    }
     become_process(
         process,
         linux.seccomp().as_ref(),
@@ -305,6 +311,72 @@ fn install_seccomp(
         &[listener.as_raw_fd()],
     )
     .map_err(|e| format!("send the seccomp listener: {e}"))
+}
+
+/// A new terminal in the container's devpts: the slave becomes the
+/// process's controlling terminal and stdio, the master goes to the
+/// console socket (SCM_RIGHTS), as runc hands it to the shim.
+pub fn terminal(
+    console: &std::os::unix::net::UnixStream,
+    process: &oci_spec::runtime::Process,
+) -> Result<(), String> {
+    let master = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/ptmx")
+        .map_err(|e| format!("open /dev/ptmx: {e}"))?;
+    let m = master.as_raw_fd();
+    let mut unlock: libc::c_int = 0;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCSPTLCK reads an int, TIOCGPTN writes an unsigned int;
+    // both point at live locals.
+    let ok = unsafe {
+        libc::ioctl(m, libc::TIOCSPTLCK, &mut unlock) == 0
+            && libc::ioctl(m, libc::TIOCGPTN, &mut n) == 0
+    };
+    if !ok {
+        return Err(format!(
+            "unlock the terminal: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let slave_path = format!("/dev/pts/{n}");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&slave_path)
+        .map_err(|e| format!("open {slave_path}: {e}"))?;
+    if let Some(size) = process.console_size() {
+        let ws = libc::winsize {
+            ws_row: size.height() as u16,
+            ws_col: size.width() as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: ws is a valid winsize for TIOCSWINSZ to read.
+        unsafe { libc::ioctl(m, libc::TIOCSWINSZ, &ws) };
+    }
+    warden_jail::sys::send_fds_with(console.as_raw_fd(), slave_path.as_bytes(), &[m])
+        .map_err(|e| format!("send the terminal to the console socket: {e}"))?;
+    drop(master);
+    let s = slave.as_raw_fd();
+    let _ = warden_jail::sys::setsid();
+    // SAFETY: TIOCSCTTY takes an integer; s is the slave just opened.
+    if unsafe { libc::ioctl(s, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(format!(
+            "make the terminal controlling: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // The process's own terminal, whatever user it runs as.
+    // SAFETY: fchown takes integers; s is open.
+    unsafe { libc::fchown(s, process.user().uid(), process.user().gid()) };
+    for fd in 0..3 {
+        warden_jail::sys::dup2(s, fd).map_err(|e| format!("the terminal as stdio: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The filesystem: propagation, the rootfs as a mount, the spec's mounts,

@@ -164,11 +164,6 @@ struct ExecArgs {
 /// The process `exec` runs: the `--process` file, or the container's own
 /// process with the command and the flags put in.
 fn exec_process(root: &Path, a: &ExecArgs) -> Result<oci_spec::runtime::Process, OciError> {
-    if a.console_socket.is_some() || a.tty {
-        return Err(OciError::Unsupported(
-            "exec with a terminal is not supported yet".into(),
-        ));
-    }
     if a.preserve_fds > 0 {
         return Err(OciError::Unsupported(
             "--preserve-fds is not supported yet".into(),
@@ -241,6 +236,7 @@ fn exec_process(root: &Path, a: &ExecArgs) -> Result<oci_spec::runtime::Process,
     if a.no_new_privs {
         p.set_no_new_privileges(Some(true));
     }
+    p.set_terminal(Some(a.tty));
     Ok(p)
 }
 
@@ -338,6 +334,7 @@ fn run(cli: Cli) -> Result<i32, OciError> {
                 bundle: &a.bundle,
                 pid_file: a.pid_file.as_deref(),
                 systemd_cgroup: cli.systemd_cgroup,
+                console_socket: a.console_socket.as_deref(),
             })?;
             Ok(0)
         }
@@ -353,6 +350,7 @@ fn run(cli: Cli) -> Result<i32, OciError> {
                 bundle: &create.bundle,
                 pid_file: create.pid_file.as_deref(),
                 systemd_cgroup: cli.systemd_cgroup,
+                console_socket: create.console_socket.as_deref(),
             })?;
             container::start(root, &create.id)?;
             if detach {
@@ -470,6 +468,7 @@ fn run(cli: Cli) -> Result<i32, OciError> {
                 pid_file: a.pid_file.as_deref(),
                 detach: a.detach,
                 ignore_paused: a.ignore_paused,
+                console_socket: a.console_socket.as_deref(),
             })
         }
         Command::Features => {
@@ -485,11 +484,6 @@ fn run(cli: Cli) -> Result<i32, OciError> {
 /// Options this version takes but cannot honour yet: refused by name
 /// rather than ignored.
 fn refuse_unsupported(a: &CreateArgs) -> Result<(), OciError> {
-    if a.console_socket.is_some() {
-        return Err(OciError::Unsupported(
-            "--console-socket (a terminal) is not supported yet".into(),
-        ));
-    }
     if a.preserve_fds > 0 {
         return Err(OciError::Unsupported(
             "--preserve-fds is not supported yet".into(),

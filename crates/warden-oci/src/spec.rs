@@ -89,6 +89,11 @@ fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf, OciError> {
         .map_err(|e| OciError::Config(format!("config.json: root.path {}: {e}", path.display())))
 }
 
+/// [`validate`], for callers holding a parsed spec (the fuzz target).
+pub fn check(spec: &Spec) -> Result<(), OciError> {
+    validate(spec)
+}
+
 /// What serde cannot see: required fields, values that must be absolute,
 /// namespaces named twice, mappings without a user namespace.
 fn validate(spec: &Spec) -> Result<(), OciError> {

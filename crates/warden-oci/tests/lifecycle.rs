@@ -302,6 +302,14 @@ fn lifecycle_edges() {
     assert_eq!(w.wait_status("k1", "stopped")["status"], "stopped");
     let late = w.oci(&["kill", "k1", "TERM"]);
     assert_eq!(late.status.code(), Some(1), "{}", ctx(&late));
+    // exec into a stopped container is refused.
+    let exec = w.oci(&["exec", "k1", "/bin/true"]);
+    assert_eq!(exec.status.code(), Some(1), "{}", ctx(&exec));
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("stopped"),
+        "{}",
+        ctx(&exec)
+    );
     w.ok(&["delete", "k1"]);
 
     // Running: delete refused without --force; pause and resume.
@@ -326,7 +334,13 @@ fn lifecycle_edges() {
         ctx(&refused)
     );
     assert!(alive(pid));
+    // exec in the running one: its namespaces (hostname, pid 1's view).
+    let exec = w.oci(&["exec", "r1", "/bin/sh", "-c", "hostname; exit 4"]);
+    assert_eq!(exec.status.code(), Some(4), "{}", ctx(&exec));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout).trim(), "wardenbox");
     w.ok(&["pause", "r1"]);
+    let paused = w.oci(&["exec", "r1", "/bin/true"]);
+    assert_eq!(paused.status.code(), Some(1), "{}", ctx(&paused));
     w.ok(&["delete", "--force", "r1"]);
     assert!(!alive(pid));
     assert!(!w.root().join("r1").exists());
@@ -609,4 +623,84 @@ fn seccomp_profiles_are_enforced_and_listeners_handed_over() {
     assert_eq!(message["metadata"], "meta-1", "{message}");
     assert_eq!(message["fds"], json!(["seccompFd"]), "{message}");
     assert_eq!(message["state"]["id"], "sc1", "{message}");
+}
+
+/// `process.terminal` with `--console-socket`: the container gets a new
+/// terminal of its devpts as its controlling terminal and stdio; the master
+/// and its name go to the socket.
+#[test]
+fn a_terminal_goes_to_the_console_socket() {
+    use std::io::Read as _;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::net::UnixListener;
+    let w = World::new("tty");
+    let sock = w.tmp.0.join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let reader = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut name = vec![0u8; 256];
+        let mut cmsg = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: name.as_mut_ptr().cast(),
+            iov_len: name.len(),
+        };
+        // SAFETY: msghdr is plain data; its buffers outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cmsg);
+        // SAFETY: as above.
+        let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
+        assert!(n > 0);
+        // SAFETY: the kernel filled the control buffer with one descriptor.
+        let fd = unsafe { *(libc::CMSG_DATA(libc::CMSG_FIRSTHDR(&msg)) as *const i32) };
+        // SAFETY: the descriptor was just installed here and is owned by nobody else.
+        let mut master = unsafe { std::fs::File::from_raw_fd(fd) };
+        let mut out = Vec::new();
+        // Reading ends with EIO once the last slave is closed.
+        let _ = master.read_to_end(&mut out);
+        (
+            String::from_utf8_lossy(&name[..n as usize]).into_owned(),
+            String::from_utf8_lossy(&out).into_owned(),
+        )
+    });
+    let b = w.bundle(
+        "t",
+        &[
+            "/bin/sh",
+            "-c",
+            "tty; test -t 0 && echo stdin-is-a-tty; exit 5",
+        ],
+        |c| {
+            c["process"]["terminal"] = json!(true);
+        },
+    );
+    let out = w.oci(&[
+        "run",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "--bundle",
+        b.to_str().unwrap(),
+        "t1",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", ctx(&out));
+    let (name, printed) = reader.join().unwrap();
+    assert_eq!(name, "/dev/pts/0");
+    assert!(
+        printed.contains("/dev/pts/0") && printed.contains("stdin-is-a-tty"),
+        "{printed:?}"
+    );
+    // A terminal asked for without a socket, or a socket without one: refused.
+    let b2 = w.bundle("t2", &["/bin/true"], |c| {
+        c["process"]["terminal"] = json!(true)
+    });
+    let refused = w.oci(&["create", "--bundle", b2.to_str().unwrap(), "t2"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", ctx(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--console-socket"),
+        "{}",
+        ctx(&refused)
+    );
+    assert!(!w.root().join("t2").exists());
 }
