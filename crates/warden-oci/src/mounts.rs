@@ -93,7 +93,8 @@ fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
 }
 
 fn fd_path(fd: RawFd) -> CString {
-    CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number")
+    // A number holds no NUL: the default is never taken.
+    CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
 }
 
 /// Opens `path` (absolute, meant inside the rootfs `root`) as `O_PATH`,

@@ -158,6 +158,41 @@ fn validate(spec: &Spec) -> Result<(), OciError> {
                 "mappings need a user namespace in linux.namespaces",
             );
         }
+        let has = |t: LinuxNamespaceType| seen.contains(&t);
+        for key in linux.sysctl().iter().flatten().map(|(k, _)| k) {
+            let k = key.replace('/', ".");
+            if k.is_empty() || k.split('.').any(|p| p.is_empty() || p == "..") {
+                return bad("linux.sysctl", &format!("bad key {key:?}"));
+            }
+            // As runc: only sysctls of a namespace the container has its
+            // own of; any other would change the host.
+            let ipc = matches!(
+                k.as_str(),
+                "kernel.msgmax"
+                    | "kernel.msgmnb"
+                    | "kernel.msgmni"
+                    | "kernel.sem"
+                    | "kernel.shmall"
+                    | "kernel.shmmax"
+                    | "kernel.shmmni"
+                    | "kernel.shm_rmid_forced"
+            ) || k.starts_with("fs.mqueue.");
+            let allowed = if ipc {
+                has(LinuxNamespaceType::Ipc)
+            } else if k.starts_with("net.") {
+                has(LinuxNamespaceType::Network)
+            } else if k == "kernel.hostname" || k == "kernel.domainname" {
+                has(LinuxNamespaceType::Uts)
+            } else {
+                false
+            };
+            if !allowed {
+                return bad(
+                    "linux.sysctl",
+                    &format!("{key} is not a sysctl of a namespace the container has its own of: it would change the host"),
+                );
+            }
+        }
         if let Some(path) = linux.cgroups_path() {
             if path
                 .components()
@@ -231,6 +266,17 @@ mod tests {
         let mut v = minimal();
         v.as_object_mut().unwrap().remove("process");
         assert!(check(&v).unwrap_err().contains("process"));
+        let mut v = minimal();
+        v["linux"]["sysctl"] = serde_json::json!({"kernel.core_pattern": "|/evil"});
+        assert!(check(&v).unwrap_err().contains("would change the host"));
+        v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        assert!(check(&v).unwrap_err().contains("net.ipv4.ip_forward"));
+        v["linux"]["namespaces"] =
+            serde_json::json!([{"type": "pid"}, {"type": "network"}, {"type": "ipc"}]);
+        v["linux"]["sysctl"] = serde_json::json!({"net/ipv4/ip_forward": "1", "kernel.shmmax": "1", "fs.mqueue.queues_max": "9"});
+        assert_eq!(check(&v), Ok(()));
+        v["linux"]["sysctl"] = serde_json::json!({"net..x": "1"});
+        assert!(check(&v).is_err());
         let mut v = minimal();
         v["linux"]["uidMappings"] =
             serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
