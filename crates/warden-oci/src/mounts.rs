@@ -214,17 +214,7 @@ pub fn mount_one(root: RawFd, m: &Mount) -> Result<(), String> {
         // point beneath it).
         let flags = o.flags & !libc::MS_REMOUNT;
         if flags != 0 {
-            let on = resolve_in_root(root, dest, is_dir).map_err(what)?;
-            let on_path = fd_path(on.as_raw_fd());
-            let locked = locked_flags(&on_path);
-            mount_raw(
-                None,
-                &on_path,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | flags | locked | rec,
-                None,
-            )
-            .map_err(what)?;
+            remount_bind(root, dest, is_dir, flags | rec).map_err(what)?;
         }
     } else {
         let fstype = cstring(kind.as_bytes()).map_err(what)?;
@@ -253,17 +243,7 @@ pub fn mount_one(root: RawFd, m: &Mount) -> Result<(), String> {
                     None,
                 )
                 .map_err(what)?;
-                let on = resolve_in_root(root, dest, true).map_err(what)?;
-                let on_path = fd_path(on.as_raw_fd());
-                let locked = locked_flags(&on_path);
-                mount_raw(
-                    None,
-                    &on_path,
-                    None,
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked,
-                    None,
-                )
-                .map_err(what)?;
+                remount_bind(root, dest, true, libc::MS_RDONLY).map_err(what)?;
             }
             // cgroup v1 hierarchies are not mounted as a whole: an empty,
             // read-only tmpfs stands at the mount point.
@@ -286,6 +266,27 @@ pub fn mount_one(root: RawFd, m: &Mount) -> Result<(), String> {
         mount_raw(None, &fd_path(on.as_raw_fd()), None, o.propagation, None).map_err(what)?;
     }
     Ok(())
+}
+
+/// Remounts the bind mount now at `dest` with `flags`, keeping the flags a
+/// user namespace may not clear; reached through a fresh descriptor (one
+/// taken before the bind names the mount point beneath it).
+fn remount_bind(
+    root: RawFd,
+    dest: &Path,
+    is_dir: bool,
+    flags: libc::c_ulong,
+) -> std::io::Result<()> {
+    let on = resolve_in_root(root, dest, is_dir)?;
+    let on_path = fd_path(on.as_raw_fd());
+    let locked = locked_flags(&on_path);
+    mount_raw(
+        None,
+        &on_path,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | flags | locked,
+        None,
+    )
 }
 
 /// The flags of the mount at `path` that a remount in a user namespace may

@@ -155,6 +155,37 @@ fn output_of(mut c: Command) -> Output {
     out
 }
 
+/// Receives one message with one descriptor (SCM_RIGHTS): its bytes and
+/// the descriptor, owned.
+fn recv_with_fd(s: &std::os::unix::net::UnixStream) -> (Vec<u8>, Option<std::os::fd::OwnedFd>) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut buf = vec![0u8; 65536];
+    let mut cmsg = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; its buffers outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    // SAFETY: as above; recvmsg fills the buffers.
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
+    assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+    buf.truncate(n as usize);
+    // SAFETY: the kernel filled the control buffer; a SCM_RIGHTS header's
+    // data is the descriptor it installed here, owned by nobody else.
+    let fd = unsafe {
+        libc::CMSG_FIRSTHDR(&msg).as_ref().and_then(|c| {
+            (c.cmsg_type == libc::SCM_RIGHTS)
+                .then(|| std::os::fd::OwnedFd::from_raw_fd(*(libc::CMSG_DATA(c) as *const i32)))
+        })
+    };
+    (buf, fd)
+}
+
 fn ctx(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -536,36 +567,12 @@ fn seccomp_profiles_are_enforced_and_listeners_handed_over() {
     let agent = UnixListener::bind(&sock).unwrap();
     let got = std::thread::spawn(move || {
         let (s, _) = agent.accept().unwrap();
-        // One message: the JSON, with the listener as SCM_RIGHTS.
-        let mut buf = vec![0u8; 65536];
-        let mut cmsg = [0u64; 16];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: msghdr is plain data; its buffers outlive the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cmsg);
-        use std::os::fd::AsRawFd;
-        // SAFETY: as above; recvmsg fills the buffers.
-        let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
-        assert!(n > 0);
-        // SAFETY: the control buffer was filled by the kernel; its data is
-        // the descriptor it installed here, closed at once (the pending
-        // call then fails with ENOSYS).
-        let fds = unsafe {
-            libc::CMSG_FIRSTHDR(&msg).as_ref().map(|c| {
-                if c.cmsg_type == libc::SCM_RIGHTS {
-                    libc::close(*(libc::CMSG_DATA(c) as *const i32));
-                }
-                c.cmsg_type == libc::SCM_RIGHTS
-            })
-        };
-        let message: Value = serde_json::from_slice(&buf[..n as usize]).unwrap();
-        (message, fds == Some(true))
+        let (bytes, fd) = recv_with_fd(&s);
+        let message: Value = serde_json::from_slice(&bytes).unwrap();
+        // Closing the listener answers the pending call with ENOSYS.
+        let had_fd = fd.is_some();
+        drop(fd);
+        (message, had_fd)
     });
     let out_file = w.tmp.0.join("sc.out");
     let b = w.bundle(
@@ -631,37 +638,19 @@ fn seccomp_profiles_are_enforced_and_listeners_handed_over() {
 #[test]
 fn a_terminal_goes_to_the_console_socket() {
     use std::io::Read as _;
-    use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::net::UnixListener;
     let w = World::new("tty");
     let sock = w.tmp.0.join("console.sock");
     let listener = UnixListener::bind(&sock).unwrap();
     let reader = std::thread::spawn(move || {
         let (s, _) = listener.accept().unwrap();
-        let mut name = vec![0u8; 256];
-        let mut cmsg = [0u64; 8];
-        let mut iov = libc::iovec {
-            iov_base: name.as_mut_ptr().cast(),
-            iov_len: name.len(),
-        };
-        // SAFETY: msghdr is plain data; its buffers outlive the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cmsg);
-        // SAFETY: as above.
-        let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
-        assert!(n > 0);
-        // SAFETY: the kernel filled the control buffer with one descriptor.
-        let fd = unsafe { *(libc::CMSG_DATA(libc::CMSG_FIRSTHDR(&msg)) as *const i32) };
-        // SAFETY: the descriptor was just installed here and is owned by nobody else.
-        let mut master = unsafe { std::fs::File::from_raw_fd(fd) };
+        let (name, fd) = recv_with_fd(&s);
+        let mut master = std::fs::File::from(fd.expect("the terminal's master"));
         let mut out = Vec::new();
         // Reading ends with EIO once the last slave is closed.
         let _ = master.read_to_end(&mut out);
         (
-            String::from_utf8_lossy(&name[..n as usize]).into_owned(),
+            String::from_utf8_lossy(&name).into_owned(),
             String::from_utf8_lossy(&out).into_owned(),
         )
     });
