@@ -82,6 +82,8 @@ impl Drop for Undo<'_> {
 pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
     state::check_id(o.id)?;
     let bundle = Bundle::load(o.bundle)?;
+    let backend = backend_of(&bundle)?;
+    let gvisor = backend == "gvisor";
     let terminal = bundle
         .spec
         .process()
@@ -91,6 +93,8 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
     // The shim's socket, connected here (its path is the host's); the init
     // sends the terminal's master over it.
     let console = match (terminal, o.console_socket) {
+        // runsc takes the socket itself.
+        (true, Some(_)) if gvisor => None,
         (true, Some(p)) => Some(std::os::unix::net::UnixStream::connect(p).map_err(|e| {
             OciError::Io(format!("connect to the console socket {}", p.display()), e)
         })?),
@@ -145,6 +149,20 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
         // SAFETY: warden-oci is single-threaded; the child runs `monitor`,
         // which never returns.
         match unsafe { warden_jail::sys::fork() } {
+            Ok(0) if gvisor => {
+                drop(pids_r);
+                drop(status_r);
+                drop(fifo_fd);
+                monitor_gvisor(
+                    &bundle,
+                    &cgroup,
+                    pids_w,
+                    status_w,
+                    &record_dir,
+                    o.id,
+                    o.console_socket,
+                )
+            }
             Ok(0) => {
                 drop(pids_r);
                 drop(status_r);
@@ -201,10 +219,11 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
         cgroup: cgroup.clone(),
         freezer: cgroup.freezer(),
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
-        backend: "jail".into(),
+        backend: backend.into(),
         started: false,
         hooks: bundle.spec.hooks().clone(),
         seccomp: linux.seccomp().clone(),
+        paused: false,
     };
     record.save(o.root)?;
     if let Some(p) = o.pid_file {
@@ -219,6 +238,54 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<(), OciError> {
     std::fs::write(&tmp, pid.to_string())
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| OciError::Io(format!("write {}", path.display()), e))
+}
+
+/// The backend the bundle asks for (`dev.warden.backend`, else the jail).
+fn backend_of(bundle: &Bundle) -> Result<&'static str, OciError> {
+    let asked = bundle
+        .spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get("dev.warden.backend").cloned());
+    match asked.as_deref() {
+        None | Some("jail") => Ok("jail"),
+        Some("gvisor") => Ok("gvisor"),
+        Some("wasm") => Err(OciError::Unsupported(
+            "dev.warden.backend=wasm is not supported by warden-oci yet".into(),
+        )),
+        Some(other) => Err(OciError::Config(format!(
+            "config.json: annotations.dev.warden.backend: {other:?} is not jail, gvisor or wasm"
+        ))),
+    }
+}
+
+/// The monitor of a gVisor container: a subreaper that runs `runsc
+/// create`, whose sandbox it then inherits and waits for. Never returns.
+fn monitor_gvisor(
+    bundle: &Bundle,
+    cgroup: &Cgroup,
+    pids: OwnedFd,
+    status: OwnedFd,
+    dir: &Path,
+    id: &str,
+    console: Option<&Path>,
+) -> ! {
+    let _ = warden_jail::sys::setsid();
+    let _ = warden_jail::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+    let sandbox = match crate::gvisor::create(dir, &bundle.dir, &bundle.spec, id, console) {
+        Ok(pid) => pid,
+        Err(why) => {
+            let _ =
+                warden_jail::sys::write_all(status.as_raw_fd(), format!("error: {why}").as_bytes());
+            warden_jail::sys::exit_now(1)
+        }
+    };
+    let start = state::start_time(sandbox).unwrap_or(0);
+    let _ = warden_jail::sys::write_all(pids.as_raw_fd(), format!("{sandbox} {start}").as_bytes());
+    let _ = warden_jail::sys::write_all(status.as_raw_fd(), b"ok");
+    drop(pids);
+    drop(status);
+    crate::monitor::watch(sandbox, bundle, cgroup, dir)
 }
 
 /// The monitor (a child of `create`): never returns.
@@ -384,6 +451,11 @@ pub fn start(root: &Path, id: &str) -> Result<(), OciError> {
             )))
         }
     }
+    if record.backend == "gvisor" {
+        crate::gvisor::run(&state::dir_of(root, id), &["start", id])?;
+        record.started = true;
+        return record.save(root);
+    }
     let fifo = state::dir_of(root, id).join(state::EXEC_FIFO);
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -483,6 +555,15 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), OciErro
     if record.status() == Status::Stopped {
         return Err(OciError::State("container not running".into()));
     }
+    if record.backend == "gvisor" {
+        let sig = signal.to_string();
+        let mut args = vec!["kill"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([id, sig.as_str()]);
+        return crate::gvisor::run(&state::dir_of(root, id), &args);
+    }
     if all {
         for pid in cgroups::procs(&record.cgroup.paths()) {
             let _ = warden_jail::sys::kill(pid, signal);
@@ -515,6 +596,10 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
             )))
         }
         _ => {}
+    }
+    if record.backend == "gvisor" {
+        // runsc removes its sandbox and state; what is left is killed below.
+        let _ = crate::gvisor::run(&state::dir_of(root, id), &["delete", "--force", id]);
     }
     // Everything in the cgroup goes (a frozen group is thawed so the kill
     // lands), then the groups and the directory.
@@ -561,7 +646,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
 }
 
 pub fn pause(root: &Path, id: &str, frozen: bool) -> Result<(), OciError> {
-    let record = Record::load(root, id)?;
+    let mut record = Record::load(root, id)?;
+    if record.backend == "gvisor" {
+        // runsc pauses inside its Sentry (and checks the state itself).
+        let verb = if frozen { "pause" } else { "resume" };
+        crate::gvisor::run(&state::dir_of(root, id), &[verb, id])?;
+        record.paused = frozen;
+        return record.save(root);
+    }
     let status = record.status();
     let ok = if frozen {
         status == Status::Running
@@ -655,6 +747,9 @@ pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
                 other.as_str()
             )))
         }
+    }
+    if record.backend == "gvisor" {
+        return crate::gvisor::exec(&state::dir_of(o.root, o.id), o);
     }
     let kinds = ["user", "ipc", "uts", "net", "pid", "cgroup", "mnt"];
     let mut joins: Vec<(std::fs::File, libc::c_int)> = Vec::new();

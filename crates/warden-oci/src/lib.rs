@@ -6,6 +6,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod container;
 mod devices;
+mod gvisor;
 mod hooks;
 mod init;
 mod monitor;

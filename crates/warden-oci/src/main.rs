@@ -352,7 +352,10 @@ fn run(cli: Cli) -> Result<i32, OciError> {
                 systemd_cgroup: cli.systemd_cgroup,
                 console_socket: create.console_socket.as_deref(),
             })?;
-            container::start(root, &create.id)?;
+            if let Err(e) = container::start(root, &create.id) {
+                let _ = container::delete(root, &create.id, true);
+                return Err(e);
+            }
             if detach {
                 return Ok(0);
             }

@@ -57,11 +57,20 @@ pub fn watch(init: i32, bundle: &Bundle, cgroup: &Cgroup, dir: &Path) -> ! {
     // SAFETY: set is valid; -1 asks for a new descriptor.
     let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
     let status = loop {
-        // The child may have ended before the signalfd existed.
-        if let Ok((pid, st)) = warden_jail::sys::waitpid(init, libc::WNOHANG) {
-            if pid == init {
-                break st;
+        // The child may have ended before the signalfd existed. Every child
+        // is reaped (a gVisor monitor is a subreaper: runsc's processes come
+        // to it); the one watched decides.
+        let mut ended = None;
+        while let Ok((pid, st)) = warden_jail::sys::waitpid(-1, libc::WNOHANG) {
+            if pid <= 0 {
+                break;
             }
+            if pid == init {
+                ended = Some(st);
+            }
+        }
+        if let Some(st) = ended {
+            break st;
         }
         if sfd < 0 {
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -174,7 +183,7 @@ fn report(
         "wall_ms": started.elapsed().as_millis() as u64,
         "cpu_ms": cpu_ns.map_or(0, |ns| ns / 1_000_000),
         "peak_memory_bytes": peak.unwrap_or(0),
-        "backend": "jail",
+        "backend": crate::monitor::backend_name(bundle),
         "runtime": "warden-oci",
         "args": bundle.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default(),
     });
@@ -216,4 +225,13 @@ fn end_as(status: i32) -> ! {
         warden_jail::sys::exit_now(128 + sig)
     }
     warden_jail::sys::exit_now(crate::container::exit_code(status))
+}
+
+fn backend_name(bundle: &Bundle) -> String {
+    bundle
+        .spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get("dev.warden.backend").cloned())
+        .unwrap_or_else(|| "jail".into())
 }

@@ -50,6 +50,9 @@ pub struct Record {
     /// The profile `exec`'s processes get too.
     #[serde(default)]
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// Paused by runsc (gVisor pauses in its Sentry, not by the freezer).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// The state a hook reads on its stdin.
@@ -170,6 +173,9 @@ impl Record {
         }
         if !self.started {
             return Status::Created;
+        }
+        if self.paused {
+            return Status::Paused;
         }
         if let Some(f) = &self.freezer {
             if crate::cgroups::frozen(f) {

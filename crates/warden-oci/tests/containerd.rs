@@ -160,6 +160,88 @@ fn containers_run_under_containerd_with_warden_oci() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "hello from warden-oci"
     );
+    // dev.warden.backend=gvisor: the same container under runsc — gVisor's
+    // kernel answers uname; the exit status is the container's.
+    let out = c.run(
+        &oci,
+        "strong",
+        &["--annotation", "dev.warden.backend=gvisor"],
+        &["/bin/sh", "-c", "uname -r; exit 3"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", ctx(&out));
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !seen.is_empty() && seen != host.trim(),
+        "{seen:?} under gVisor\n{}",
+        ctx(&out)
+    );
+    // …and exec, pause and resume go to runsc too.
+    let rootfs = c.rootfs();
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--annotation",
+        "dev.warden.backend=gvisor",
+        "--runc-binary",
+        oci.to_str().unwrap(),
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "strong-long",
+        "/bin/sleep",
+        "60",
+    ]);
+    assert!(out.status.success(), "{}", ctx(&out));
+    let out = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "g1",
+        "strong-long",
+        "/bin/sh",
+        "-c",
+        "uname -r; exit 8",
+    ]);
+    assert_eq!(out.status.code(), Some(8), "{}", ctx(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(seen.as_str()),
+        "{}",
+        ctx(&out)
+    );
+    for (verb, status) in [("pause", "PAUSED"), ("resume", "RUNNING")] {
+        let out = c.ctr(&["task", verb, "strong-long"]);
+        assert!(out.status.success(), "{verb}: {}", ctx(&out));
+        let listed = String::from_utf8_lossy(&c.ctr(&["task", "ls"]).stdout).into_owned();
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with("strong-long") && l.contains(status)),
+            "{listed}"
+        );
+    }
+    assert!(c
+        .ctr(&["task", "kill", "-s", "SIGKILL", "strong-long"])
+        .status
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.ctr(&["task", "rm", "strong-long"]).status.success() {
+        assert!(Instant::now() < deadline, "the gVisor task did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.ctr(&["container", "rm", "strong-long"]).status.success());
+    // An unknown backend is refused, naming the annotation.
+    let out = c.run(
+        &oci,
+        "bogus",
+        &["--annotation", "dev.warden.backend=vm"],
+        &["/bin/true"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", ctx(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dev.warden.backend"),
+        "{}",
+        ctx(&out)
+    );
     // A memory limit's kill is 137.
     let out = c.run(
         &oci,
