@@ -142,6 +142,12 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
         .open(&fifo)
         .map_err(|e| OciError::Io(format!("open {}", fifo.display()), e))?;
 
+    // The engine a WebAssembly container's process is: opened here, exec'd
+    // by the container's init through the descriptor.
+    let engine = match backend {
+        "wasm" => Some(wasm_engine()?),
+        _ => None,
+    };
     let (pids_r, pids_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let record_dir = dir.clone();
@@ -174,6 +180,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
                     OwnedFd::from(fifo_fd),
                     &record_dir,
                     console,
+                    engine,
                 )
             }
             Ok(pid) => pid,
@@ -240,6 +247,33 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<(), OciError> {
         .map_err(|e| OciError::Io(format!("write {}", path.display()), e))
 }
 
+/// Warden's WebAssembly engine, `warden-wasm`: `WARDEN_WASM_BIN`, else
+/// beside this binary, else on PATH; opened `O_PATH`.
+fn wasm_engine() -> Result<OwnedFd, OciError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("warden-wasm")));
+    let on_path = std::env::var("PATH").unwrap_or_default();
+    let found = std::env::var_os("WARDEN_WASM_BIN")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(beside)
+        .chain(on_path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join("warden-wasm")))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            OciError::Unsupported(
+                "dev.warden.backend=wasm: warden-wasm is not installed beside warden-oci (or set WARDEN_WASM_BIN)".into(),
+            )
+        })?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(&found)
+        .map(OwnedFd::from)
+        .map_err(|e| OciError::Io(format!("open {}", found.display()), e))
+}
+
 /// The backend the bundle asks for (`dev.warden.backend`, else the jail).
 fn backend_of(bundle: &Bundle) -> Result<&'static str, OciError> {
     let asked = bundle
@@ -247,12 +281,17 @@ fn backend_of(bundle: &Bundle) -> Result<&'static str, OciError> {
         .annotations()
         .as_ref()
         .and_then(|a| a.get("dev.warden.backend").cloned());
+    let module = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref()?.first().cloned())
+        .is_some_and(|a| a.ends_with(".wasm"));
     match asked.as_deref() {
+        None if module => Ok("wasm"),
         None | Some("jail") => Ok("jail"),
         Some("gvisor") => Ok("gvisor"),
-        Some("wasm") => Err(OciError::Unsupported(
-            "dev.warden.backend=wasm is not supported by warden-oci yet".into(),
-        )),
+        Some("wasm") => Ok("wasm"),
         Some(other) => Err(OciError::Config(format!(
             "config.json: annotations.dev.warden.backend: {other:?} is not jail, gvisor or wasm"
         ))),
@@ -297,6 +336,7 @@ fn monitor(
     fifo: OwnedFd,
     dir: &Path,
     console: Option<std::os::unix::net::UnixStream>,
+    wasm_engine: Option<OwnedFd>,
 ) -> ! {
     let status_fd = status.as_raw_fd();
     let fail = |why: String| -> ! {
@@ -352,6 +392,7 @@ fn monitor(
             .unwrap_or_default(),
         bundle_dir: &bundle.dir,
         console,
+        wasm_engine,
     };
     // SAFETY: clone without CLONE_VM behaves as fork (the child has its own
     // copy of memory); the process is single-threaded. The child runs
@@ -842,10 +883,11 @@ pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
                         }
                     }
                     let seccomp = record.seccomp.as_ref();
-                    let program = match init::become_process(&o.process, seccomp, agent, &state) {
-                        Ok(p) => p,
-                        Err(why) => fail(why),
-                    };
+                    let program =
+                        match init::become_process(&o.process, seccomp, agent, &state, None) {
+                            Ok(p) => p,
+                            Err(why) => fail(why),
+                        };
                     drop(status_w);
                     init::exec(program)
                 }

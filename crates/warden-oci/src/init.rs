@@ -38,6 +38,8 @@ pub struct InitPlan<'a> {
     pub bundle_dir: &'a Path,
     /// `process.terminal`: the console socket the master goes to.
     pub console: Option<std::os::unix::net::UnixStream>,
+    /// `dev.warden.backend: wasm`: the engine binary (`O_PATH`).
+    pub wasm_engine: Option<OwnedFd>,
 }
 
 impl InitPlan<'_> {
@@ -91,6 +93,10 @@ pub struct Program {
     path: CString,
     argv: Vec<CString>,
     env: Vec<CString>,
+    /// `dev.warden.backend: wasm`: Warden's WebAssembly engine (the host's
+    /// `warden-wasm`, opened before pivot_root) is exec'd through this
+    /// descriptor, with the module and its arguments.
+    engine: Option<RawFd>,
 }
 
 fn cstr(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, String> {
@@ -165,6 +171,7 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
         linux.seccomp().as_ref(),
         agent,
         &plan.hook_state("created"),
+        plan.wasm_engine.as_ref().map(|e| e.as_raw_fd()),
     )
 }
 
@@ -200,6 +207,7 @@ pub fn become_process(
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
     agent: Option<std::os::unix::net::UnixStream>,
     state: &serde_json::Value,
+    engine: Option<RawFd>,
 ) -> Result<Program, String> {
     let mut agent = agent;
     let filter = seccomp.map(crate::seccomp::compile).transpose()?;
@@ -270,9 +278,57 @@ pub fn become_process(
             install_seccomp(f, seccomp, agent.take(), state)?;
         }
     }
+    if let Some(engine) = engine {
+        // A module is not a program: the engine runs it.
+        return wasm_program(engine, process);
+    }
     let first = args.first().ok_or("process.args: missing or empty")?;
     let path = find_program(first, &path_var)?;
-    Ok(Program { path, argv, env })
+    Ok(Program {
+        path,
+        argv,
+        env,
+        engine: None,
+    })
+}
+
+/// The module `args[0]` names, run by the engine at `engine` with the
+/// container's root as its only preopen (read-write, as the container's
+/// filesystem is to a native process; the rootfs's own read-only mounts
+/// still hold).
+fn wasm_program(engine: RawFd, process: &oci_spec::runtime::Process) -> Result<Program, String> {
+    let args = process.args().clone().unwrap_or_default();
+    let module = args.first().ok_or("process.args: missing or empty")?;
+    if !std::fs::metadata(module).is_ok_and(|m| m.is_file()) {
+        return Err(format!("exec: {module:?}: no such module in the container"));
+    }
+    let mut argv: Vec<CString> = [
+        "warden-wasm",
+        "run",
+        "--no-audit",
+        "--quiet",
+        "--allow",
+        "fs:write:/",
+        "--",
+    ]
+    .iter()
+    .map(|a| cstr(a.as_bytes(), "argv"))
+    .collect::<Result<_, _>>()?;
+    for a in &args {
+        argv.push(cstr(a.as_bytes(), "process.args")?);
+    }
+    let env: Vec<CString> = process
+        .env()
+        .iter()
+        .flatten()
+        .map(|e| cstr(e.as_bytes(), "process.env"))
+        .collect::<Result<_, _>>()?;
+    Ok(Program {
+        path: cstr(b"warden-wasm".to_vec(), "argv")?,
+        argv,
+        env,
+        engine: Some(engine),
+    })
 }
 
 /// createContainer hooks: in the container's namespaces, its mounts made,
@@ -549,7 +605,25 @@ pub fn exec(p: Program) -> ! {
             .chain(std::iter::once(std::ptr::null()))
             .collect()
     };
-    let err = warden_jail::sys::execve(&p.path, &ptrs(&p.argv), &ptrs(&p.env));
+    let err = match p.engine {
+        Some(fd) => {
+            // SAFETY: fd is an open descriptor of the engine; argv and envp
+            // are NULL-terminated arrays of NUL-terminated strings that
+            // live through the call.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    fd,
+                    c"".as_ptr(),
+                    ptrs(&p.argv).as_ptr(),
+                    ptrs(&p.env).as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            std::io::Error::last_os_error()
+        }
+        None => warden_jail::sys::execve(&p.path, &ptrs(&p.argv), &ptrs(&p.env)),
+    };
     eprintln!("warden-oci: exec {:?}: {err}", p.path);
     warden_jail::sys::exit_now(if err.raw_os_error() == Some(libc::ENOENT) {
         127

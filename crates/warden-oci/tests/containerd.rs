@@ -229,6 +229,32 @@ fn containers_run_under_containerd_with_warden_oci() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(c.ctr(&["container", "rm", "strong-long"]).status.success());
+    // dev.warden.backend=wasm: the module runs under Warden's WebAssembly
+    // engine (warden-wasm, beside warden-oci), the rootfs its only preopen.
+    let wat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests-guests/wat");
+    for name in ["hello.wat", "exit7.wat"] {
+        std::fs::copy(wat.join(name), rootfs.join(name)).unwrap();
+    }
+    let out = c.run(
+        &oci,
+        "wasm1",
+        &["--annotation", "dev.warden.backend=wasm"],
+        &["/hello.wat"],
+    );
+    assert!(out.status.success(), "{}", ctx(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello from wat",
+        "{}",
+        ctx(&out)
+    );
+    let out = c.run(
+        &oci,
+        "wasm2",
+        &["--annotation", "dev.warden.backend=wasm"],
+        &["/exit7.wat"],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", ctx(&out));
     // An unknown backend is refused, naming the annotation.
     let out = c.run(
         &oci,
