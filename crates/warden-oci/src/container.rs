@@ -328,6 +328,7 @@ fn monitor_gvisor(
 }
 
 /// The monitor (a child of `create`): never returns.
+#[allow(clippy::too_many_arguments)]
 fn monitor(
     bundle: &Bundle,
     cgroup: &Cgroup,
