@@ -73,17 +73,15 @@ fn unavailable(why: impl Into<String>) -> BackendError {
     BackendError::Unavailable("gvisor".into(), why.into())
 }
 
-/// runsc: `WARDEN_RUNSC`, else the first on PATH (or /usr/bin, /usr/sbin).
-fn find_runsc() -> Result<PathBuf, BackendError> {
+/// runsc: `WARDEN_RUNSC`, else the first on PATH (or /usr/bin, /usr/sbin);
+/// the error says which is missing. (warden-oci runs the same runsc.)
+pub fn runsc_path() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("WARDEN_RUNSC").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(unavailable(format!(
-                "WARDEN_RUNSC={}: no such file",
-                path.display()
-            )))
+            Err(format!("WARDEN_RUNSC={}: no such file", path.display()))
         };
     }
     let path = std::env::var("PATH").unwrap_or_default();
@@ -94,14 +92,14 @@ fn find_runsc() -> Result<PathBuf, BackendError> {
         .map(|d| Path::new(d).join("runsc"))
         .find(|p| p.is_file());
     found.ok_or_else(|| {
-        unavailable("runsc (gVisor) is not installed: apt-get install runsc, or set WARDEN_RUNSC")
+        "runsc (gVisor) is not installed: apt-get install runsc, or set WARDEN_RUNSC".to_string()
     })
 }
 
 impl GvisorBackend {
     pub fn new() -> Result<Self, BackendError> {
         let rootless = (sys::getuid() != 0).then(|| (sys::getuid(), sys::getgid()));
-        let runsc = find_runsc()?;
+        let runsc = runsc_path().map_err(unavailable)?;
         let cgroups = match (crate::cgroup::detect(), rootless) {
             (Ok(driver), _) => Some(driver),
             (Err(_), Some(_)) => None,

@@ -43,7 +43,7 @@ use crate::seccomp::SeccompProgram;
 use crate::supervisor::{classify, Watch};
 
 pub use crate::cgroup::{parse_mountinfo as cgroup_mounts, CgroupMount};
-pub use crate::gvisor::GvisorBackend;
+pub use crate::gvisor::{runsc_path, GvisorBackend};
 pub use crate::gvisor_init::{
     run_if_init as run_gvisor_init_if_asked, INIT_FLAG as GVISOR_INIT_FLAG,
 };

@@ -11,23 +11,10 @@ use std::process::{Command, Stdio};
 
 use crate::OciError;
 
-/// The runsc binary: `WARDEN_RUNSC`, else on PATH, else /usr/bin/runsc.
+/// The runsc binary, as the gVisor backend finds it.
 pub fn runsc() -> Result<PathBuf, OciError> {
-    if let Some(p) = std::env::var_os("WARDEN_RUNSC").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .chain(["/usr/bin", "/usr/sbin"])
-        .map(|d| Path::new(d).join("runsc"))
-        .find(|p| p.is_file());
-    found.ok_or_else(|| {
-        OciError::Unsupported(
-            "dev.warden.backend=gvisor: runsc is not installed (apt-get install runsc)".into(),
-        )
-    })
+    warden_jail::runsc_path()
+        .map_err(|why| OciError::Unsupported(format!("dev.warden.backend=gvisor: {why}")))
 }
 
 /// Marks a container whose spec joins a network namespace by path.

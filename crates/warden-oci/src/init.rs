@@ -237,12 +237,7 @@ pub fn become_process(
             ));
         }
     }
-    let env: Vec<CString> = process
-        .env()
-        .iter()
-        .flatten()
-        .map(|e| cstr(e.as_bytes(), "process.env"))
-        .collect::<Result<_, _>>()?;
+    let env = env_of(process)?;
     let args = process.args().clone().unwrap_or_default();
     let argv: Vec<CString> = args
         .iter()
@@ -292,6 +287,16 @@ pub fn become_process(
     })
 }
 
+/// `process.env` as exec takes it.
+fn env_of(process: &oci_spec::runtime::Process) -> Result<Vec<CString>, String> {
+    process
+        .env()
+        .iter()
+        .flatten()
+        .map(|e| cstr(e.as_bytes(), "process.env"))
+        .collect()
+}
+
 /// The module `args[0]` names, run by the engine at `engine` with the
 /// container's root as its only preopen (read-write, as the container's
 /// filesystem is to a native process; the rootfs's own read-only mounts
@@ -317,12 +322,7 @@ fn wasm_program(engine: RawFd, process: &oci_spec::runtime::Process) -> Result<P
     for a in &args {
         argv.push(cstr(a.as_bytes(), "process.args")?);
     }
-    let env: Vec<CString> = process
-        .env()
-        .iter()
-        .flatten()
-        .map(|e| cstr(e.as_bytes(), "process.env"))
-        .collect::<Result<_, _>>()?;
+    let env = env_of(process)?;
     Ok(Program {
         path: cstr(b"warden-wasm".to_vec(), "argv")?,
         argv,

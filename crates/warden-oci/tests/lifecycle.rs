@@ -102,12 +102,21 @@ impl World {
     }
 
     fn oci(&self, args: &[&str]) -> Output {
+        output_of(self.command(args), None)
+    }
+
+    /// [`World::oci`] with the container's stdout (the runtime's) to `stdout`.
+    fn oci_to(&self, stdout: &Path, args: &[&str]) -> Output {
+        output_of(self.command(args), Some(stdout))
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_warden-oci"));
         c.env("WARDEN_STATE", self.tmp.0.join("state"))
             .arg("--root")
             .arg(self.root())
             .args(args);
-        output_of(c)
+        c
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -134,14 +143,14 @@ impl World {
 
 /// Runs `c` with its output in files: a created container inherits the
 /// runtime's stdio (as under runc), so pipes would stay open past its exit.
-fn output_of(mut c: Command) -> Output {
+fn output_of(mut c: Command, stdout_to: Option<&Path>) -> Output {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let base = std::env::temp_dir().join(format!("warden-oci-it-out-{}-{n}", std::process::id()));
     let (o, e) = (base.with_extension("out"), base.with_extension("err"));
     let status = c
         .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&o).unwrap())
+        .stdout(std::fs::File::create(stdout_to.unwrap_or(&o)).unwrap())
         .stderr(std::fs::File::create(&e).unwrap())
         .status()
         .expect("run warden-oci");
@@ -237,21 +246,18 @@ exit 3
     .replace("HOSTPID", &std::process::id().to_string());
     let b = w.bundle("life", &["/bin/sh", "-c", probe], |_| {});
     let pid_file = w.tmp.0.join("pid");
-    let status = Command::new(env!("CARGO_BIN_EXE_warden-oci"))
-        .env("WARDEN_STATE", w.tmp.0.join("state"))
-        .arg("--root")
-        .arg(w.root())
-        .args(["create", "--bundle"])
-        .arg(&b)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg("c1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out_file).unwrap())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let created = w.oci_to(
+        &out_file,
+        &[
+            "create",
+            "--bundle",
+            b.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "c1",
+        ],
+    );
+    assert!(created.status.success());
     let s = w.state("c1");
     assert_eq!(s["status"], "created", "{s}");
     assert_eq!(s["id"], "c1");
@@ -458,7 +464,7 @@ fn malformed_configs_name_the_field_and_leave_nothing() {
         .args(["--log-format", "json", "create", "--bundle"])
         .arg(&b)
         .arg("logged");
-    let out = output_of(c);
+    let out = output_of(c, None);
     assert_eq!(out.status.code(), Some(1));
     let line: Value = serde_json::from_str(
         std::fs::read_to_string(&log)
@@ -507,19 +513,8 @@ fn hooks_run_at_their_points_with_the_state() {
         },
     );
     let stdout = w.tmp.0.join("h.out");
-    let status = Command::new(env!("CARGO_BIN_EXE_warden-oci"))
-        .env("WARDEN_STATE", w.tmp.0.join("state"))
-        .arg("--root")
-        .arg(w.root())
-        .args(["create", "--bundle"])
-        .arg(&b)
-        .arg("h1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let created = w.oci_to(&stdout, &["create", "--bundle", b.to_str().unwrap(), "h1"]);
+    assert!(created.status.success());
     let read = |name: &str| -> Value {
         serde_json::from_slice(&std::fs::read(out.join(format!("{name}.json"))).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -600,19 +595,8 @@ fn seccomp_profiles_are_enforced_and_listeners_handed_over() {
             });
         },
     );
-    let status = Command::new(env!("CARGO_BIN_EXE_warden-oci"))
-        .env("WARDEN_STATE", w.tmp.0.join("state"))
-        .arg("--root")
-        .arg(w.root())
-        .args(["run", "--bundle"])
-        .arg(&b)
-        .arg("sc1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out_file).unwrap())
-        .stderr(std::fs::File::create(w.tmp.0.join("sc.err")).unwrap())
-        .status()
-        .unwrap();
-    let err = std::fs::read_to_string(w.tmp.0.join("sc.err")).unwrap_or_default();
+    let ran = w.oci_to(&out_file, &["run", "--bundle", b.to_str().unwrap(), "sc1"]);
+    let (status, err) = (ran.status, String::from_utf8_lossy(&ran.stderr));
     assert!(status.success(), "{status:?}: {err}");
     let printed = std::fs::read_to_string(&out_file).unwrap();
     for want in ["mkdir=refused", "umask=ok", "umask-rc=0", "umask77-rc=159"] {
