@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{
+    LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources,
+};
 
 use crate::OciError;
 
@@ -50,6 +52,43 @@ pub fn relative_path(given: Option<&Path>, id: &str) -> PathBuf {
     PathBuf::from("/").join(given.strip_prefix("/").unwrap_or(given))
 }
 
+/// A device rule as the v1 controller reads it: `TYPE MAJOR:MINOR ACCESS`.
+fn device_rule(r: &LinuxDeviceCgroup) -> Result<String, OciError> {
+    let typ = match r.typ() {
+        None | Some(LinuxDeviceType::A) => "a",
+        Some(LinuxDeviceType::B) => "b",
+        Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => "c",
+        Some(LinuxDeviceType::P) => {
+            return Err(OciError::Config(
+                "config.json: linux.resources.devices: type \"p\" (a FIFO) has no device rule"
+                    .into(),
+            ))
+        }
+    };
+    let access = r.access().as_deref().unwrap_or("rwm");
+    let access = if access.is_empty() { "rwm" } else { access };
+    if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(OciError::Config(format!(
+            "config.json: linux.resources.devices: access {access:?} is not a subset of \"rwm\""
+        )));
+    }
+    let number = |n: Option<i64>, what: &str| match n {
+        None | Some(-1) => Ok("*".to_string()),
+        Some(n) if (0..=u32::MAX as i64).contains(&n) => Ok(n.to_string()),
+        Some(n) => Err(OciError::Config(format!(
+            "config.json: linux.resources.devices: {what} {n} is out of range"
+        ))),
+    };
+    if typ == "a" && r.major().is_none() && r.minor().is_none() {
+        return Ok("a".into());
+    }
+    Ok(format!(
+        "{typ} {}:{} {access}",
+        number(r.major(), "major")?,
+        number(r.minor(), "minor")?
+    ))
+}
+
 fn write(dir: &Path, file: &str, value: &str) -> Result<(), OciError> {
     let path = dir.join(file);
     std::fs::write(&path, value)
@@ -68,6 +107,15 @@ impl Cgroup {
             .map_err(io("read /proc/self/mountinfo".into()))?;
         let mounts = warden_jail::cgroup_mounts(&mountinfo);
         let rel = rel.strip_prefix("/").unwrap_or(rel);
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(OciError::Config(format!(
+                "config.json: linux.cgroupsPath: {} leaves the cgroup hierarchy",
+                rel.display()
+            )));
+        }
         let unified = mounts.iter().find(|m| m.fstype == "cgroup2").filter(|m| {
             std::fs::read_to_string(m.mount_point.join("cgroup.controllers"))
                 .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
@@ -123,59 +171,25 @@ impl Cgroup {
             .map(|(_, d)| d.as_path())
     }
 
-    /// Writes the spec's resources (what this host's controllers have).
+    /// The directory of `controller`, or an error naming the spec field
+    /// that asks for it: a limit the host cannot enforce is refused, not
+    /// dropped.
+    fn need(&self, controller: &str, field: &str) -> Result<&Path, OciError> {
+        self.dir(controller).ok_or_else(|| {
+            OciError::Unsupported(format!(
+                "config.json: linux.resources.{field}: the {controller} cgroup controller is not mounted on this host"
+            ))
+        })
+    }
+
+    /// Writes the spec's resources.
     pub fn apply(&self, r: &LinuxResources) -> Result<(), OciError> {
-        if let (Some(m), Some(dir)) = (r.memory(), self.dir("memory")) {
-            let (limit, swap, reserve) = if self.v2 {
-                ("memory.max", "memory.swap.max", "memory.low")
-            } else {
-                (
-                    "memory.limit_in_bytes",
-                    "memory.memsw.limit_in_bytes",
-                    "memory.soft_limit_in_bytes",
-                )
-            };
-            let value = |v: i64| {
-                if v < 0 {
-                    if self.v2 {
-                        "max".to_string()
-                    } else {
-                        "-1".to_string()
-                    }
-                } else {
-                    v.to_string()
-                }
-            };
-            if let Some(l) = m.limit() {
-                write(dir, limit, &value(l))?;
-            }
-            if let Some(s) = m.swap() {
-                // v1's memsw is memory+swap; v2's swap.max is swap alone.
-                let s = if self.v2 && s > 0 {
-                    s - m.limit().unwrap_or(0).max(0)
-                } else {
-                    s
-                };
-                if dir.join(swap).exists() {
-                    write(dir, swap, &value(s))?;
-                }
-            }
-            if let Some(l) = m.reservation() {
-                write(dir, reserve, &value(l))?;
-            }
-            if let (Some(s), false) = (m.swappiness(), self.v2) {
-                if s > 100 {
-                    return Err(OciError::Config(format!(
-                        "config.json: linux.resources.memory.swappiness: {s} is over 100"
-                    )));
-                }
-                write(dir, "memory.swappiness", &s.to_string())?;
-            }
-            if let (Some(true), false) = (m.disable_oom_killer(), self.v2) {
-                write(dir, "memory.oom_control", "1")?;
-            }
+        self.devices(r.devices().as_deref().unwrap_or(&[]))?;
+        if let Some(m) = r.memory() {
+            self.memory(m)?;
         }
-        if let (Some(p), Some(dir)) = (r.pids(), self.dir("pids")) {
+        if let Some(p) = r.pids() {
+            let dir = self.need("pids", "pids")?;
             let v = if p.limit() > 0 {
                 p.limit().to_string()
             } else {
@@ -183,7 +197,201 @@ impl Cgroup {
             };
             write(dir, "pids.max", &v)?;
         }
-        if let (Some(c), Some(dir)) = (r.cpu(), self.dir("cpu")) {
+        if let Some(c) = r.cpu() {
+            self.cpu(c)?;
+        }
+        if let Some(b) = r.block_io() {
+            self.block_io(b)?;
+        }
+        if let Some(n) = r.network() {
+            if self.v2 && (n.class_id().is_some() || n.priorities().is_some()) {
+                return Err(OciError::Unsupported(
+                    "config.json: linux.resources.network: cgroup v2 has no net_cls/net_prio"
+                        .into(),
+                ));
+            }
+            if let Some(id) = n.class_id() {
+                write(
+                    self.need("net_cls", "network.classID")?,
+                    "net_cls.classid",
+                    &id.to_string(),
+                )?;
+            }
+            for p in n.priorities().iter().flatten() {
+                if p.name().is_empty() || p.name().contains(|c: char| c.is_whitespace()) {
+                    return Err(OciError::Config(format!(
+                        "config.json: linux.resources.network.priorities: bad interface name {:?}",
+                        p.name()
+                    )));
+                }
+                write(
+                    self.need("net_prio", "network.priorities")?,
+                    "net_prio.ifpriomap",
+                    &format!("{} {}", p.name(), p.priority()),
+                )?;
+            }
+        }
+        for h in r.hugepage_limits().iter().flatten() {
+            // The page size names a file: digits and a unit only.
+            let size = h.page_size();
+            let digits = size.trim_end_matches(['K', 'M', 'G', 'B']);
+            if digits.is_empty()
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+                || !size.ends_with("B")
+            {
+                return Err(OciError::Config(format!(
+                    "config.json: linux.resources.hugepageLimits: bad pageSize {size:?}"
+                )));
+            }
+            let dir = self.need("hugetlb", "hugepageLimits")?;
+            let file = if self.v2 {
+                format!("hugetlb.{size}.max")
+            } else {
+                format!("hugetlb.{size}.limit_in_bytes")
+            };
+            if !dir.join(&file).exists() {
+                return Err(OciError::Unsupported(format!(
+                    "config.json: linux.resources.hugepageLimits: no {size} huge pages on this host"
+                )));
+            }
+            write(dir, &file, &h.limit().to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The device rules, in order, after a default deny (unless the first
+    /// rule is itself a wildcard, which sets the default), then the
+    /// devices every container has (null, zero, full, random, urandom,
+    /// tty, console, ptmx, pts and tun, as runc): on v1 the devices
+    /// controller. v2's devices are an eBPF program, not yet attached.
+    fn devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<(), OciError> {
+        let mut lines = Vec::new();
+        let wildcard_first = rules.first().is_some_and(|r| {
+            matches!(r.typ(), None | Some(LinuxDeviceType::A))
+                && r.major().is_none()
+                && r.minor().is_none()
+        });
+        if !wildcard_first {
+            lines.push((false, "a".to_string()));
+        }
+        for r in rules {
+            lines.push((r.allow(), device_rule(r)?));
+        }
+        for d in [
+            "c *:* m",
+            "b *:* m",
+            "c 1:3 rwm",
+            "c 1:5 rwm",
+            "c 1:7 rwm",
+            "c 1:8 rwm",
+            "c 1:9 rwm",
+            "c 5:0 rwm",
+            "c 5:1 rwm",
+            "c 5:2 rwm",
+            "c 136:* rwm",
+            "c 10:200 rwm",
+        ] {
+            lines.push((true, d.to_string()));
+        }
+        if self.v2 {
+            return Ok(());
+        }
+        let dir = self.need("devices", "devices")?;
+        for (allow, line) in lines {
+            let file = if allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            write(dir, file, &line)?;
+        }
+        Ok(())
+    }
+
+    fn memory(&self, m: &LinuxMemory) -> Result<(), OciError> {
+        let wanted = m.limit().is_some()
+            || m.swap().is_some()
+            || m.reservation().is_some()
+            || m.swappiness().is_some()
+            || m.kernel().is_some()
+            || m.kernel_tcp().is_some()
+            || m.disable_oom_killer() == Some(true);
+        if !wanted {
+            return Ok(());
+        }
+        let dir = self.need("memory", "memory")?;
+        let (limit, swap, reserve) = if self.v2 {
+            ("memory.max", "memory.swap.max", "memory.low")
+        } else {
+            (
+                "memory.limit_in_bytes",
+                "memory.memsw.limit_in_bytes",
+                "memory.soft_limit_in_bytes",
+            )
+        };
+        let value = |v: i64| {
+            if v < 0 {
+                if self.v2 {
+                    "max".to_string()
+                } else {
+                    "-1".to_string()
+                }
+            } else {
+                v.to_string()
+            }
+        };
+        if let Some(l) = m.limit() {
+            write(dir, limit, &value(l))?;
+        }
+        if let Some(s) = m.swap() {
+            // v1's memsw is memory+swap; v2's swap.max is swap alone.
+            let s = if self.v2 && s > 0 {
+                s - m.limit().unwrap_or(0).max(0)
+            } else {
+                s
+            };
+            if dir.join(swap).exists() {
+                write(dir, swap, &value(s))?;
+            } else if s > 0 {
+                return Err(OciError::Unsupported(
+                    "config.json: linux.resources.memory.swap: swap accounting is off on this host"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(l) = m.reservation() {
+            write(dir, reserve, &value(l))?;
+        }
+        if !self.v2 {
+            if let Some(s) = m.swappiness() {
+                if s > 100 {
+                    return Err(OciError::Config(format!(
+                        "config.json: linux.resources.memory.swappiness: {s} is over 100"
+                    )));
+                }
+                write(dir, "memory.swappiness", &s.to_string())?;
+            }
+            if m.disable_oom_killer() == Some(true) {
+                write(dir, "memory.oom_control", "1")?;
+            }
+            // Kernel memory (deprecated in the spec): the kernel has
+            // accepted and ignored this limit since 5.16; TCP buffers are
+            // still limited.
+            if let Some(k) = m.kernel() {
+                if dir.join("memory.kmem.limit_in_bytes").exists() {
+                    write(dir, "memory.kmem.limit_in_bytes", &value(k))?;
+                }
+            }
+            if let Some(k) = m.kernel_tcp() {
+                write(dir, "memory.kmem.tcp.limit_in_bytes", &value(k))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn cpu(&self, c: &LinuxCpu) -> Result<(), OciError> {
+        if c.shares().is_some() || c.quota().is_some() || c.period().is_some() {
+            let dir = self.need("cpu", "cpu")?;
             if self.v2 {
                 if let Some(shares) = c.shares() {
                     // runc's conversion of shares (2..262144) to weight (1..10000).
@@ -213,59 +421,87 @@ impl Cgroup {
                 }
             }
         }
-        if let (Some(c), Some(dir)) = (r.cpu(), self.dir("cpuset")) {
-            if let Some(cpus) = c.cpus().as_ref().filter(|s| !s.is_empty()) {
+        if c.realtime_period().is_some() || c.realtime_runtime().is_some() {
+            if self.v2 {
+                return Err(OciError::Unsupported(
+                    "config.json: linux.resources.cpu.realtimeRuntime: cgroup v2 has no real-time budget"
+                        .into(),
+                ));
+            }
+            let dir = self.need("cpu", "cpu.realtimeRuntime")?;
+            if let Some(p) = c.realtime_period() {
+                write(dir, "cpu.rt_period_us", &p.to_string())?;
+            }
+            if let Some(r) = c.realtime_runtime() {
+                write(dir, "cpu.rt_runtime_us", &r.to_string())?;
+            }
+        }
+        let cpus = c.cpus().as_ref().filter(|s| !s.is_empty());
+        let mems = c.mems().as_ref().filter(|s| !s.is_empty());
+        if cpus.is_some() || mems.is_some() {
+            let dir = self.need("cpuset", "cpu.cpus")?;
+            if let Some(cpus) = cpus {
                 write(dir, "cpuset.cpus", cpus)?;
             }
-            if let Some(mems) = c.mems().as_ref().filter(|s| !s.is_empty()) {
+            if let Some(mems) = mems {
                 write(dir, "cpuset.mems", mems)?;
             }
         }
-        if let (Some(b), Some(dir)) = (r.block_io(), self.dir("blkio").or(self.dir("io"))) {
-            if let Some(w) = b.weight() {
-                let (file, value) = if self.v2 {
+        Ok(())
+    }
+
+    fn block_io(&self, b: &LinuxBlockIo) -> Result<(), OciError> {
+        let throttles = [
+            ("read_bps_device", "rbps", b.throttle_read_bps_device()),
+            ("write_bps_device", "wbps", b.throttle_write_bps_device()),
+            ("read_iops_device", "riops", b.throttle_read_iops_device()),
+            ("write_iops_device", "wiops", b.throttle_write_iops_device()),
+        ];
+        let any_throttle = throttles.iter().any(|(_, _, d)| d.is_some());
+        if b.weight().is_none() && !any_throttle {
+            return Ok(());
+        }
+        let dir = if self.v2 {
+            self.need("io", "blockIO")?
+        } else {
+            self.need("blkio", "blockIO")?
+        };
+        if let Some(w) = b.weight() {
+            let (file, value) = if self.v2 {
+                (
+                    "io.weight",
+                    format!(
+                        "default {}",
+                        1 + (u32::from(w).saturating_sub(10) * 9999) / 990
+                    ),
+                )
+            } else if dir.join("blkio.weight").exists() {
+                ("blkio.weight", w.to_string())
+            } else {
+                ("blkio.bfq.weight", w.to_string())
+            };
+            if !dir.join(file).exists() {
+                return Err(OciError::Unsupported(
+                    "config.json: linux.resources.blockIO.weight: no proportional I/O scheduler on this host"
+                        .into(),
+                ));
+            }
+            write(dir, file, &value)?;
+        }
+        for (v1, v2, devices) in throttles {
+            for d in devices.iter().flatten() {
+                let (file, line) = if self.v2 {
                     (
-                        "io.weight",
-                        format!(
-                            "default {}",
-                            1 + (u32::from(w).saturating_sub(10) * 9999) / 990
-                        ),
+                        "io.max".to_string(),
+                        format!("{}:{} {v2}={}", d.major(), d.minor(), d.rate()),
                     )
                 } else {
-                    ("blkio.weight", w.to_string())
+                    (
+                        format!("blkio.throttle.{v1}"),
+                        format!("{}:{} {}", d.major(), d.minor(), d.rate()),
+                    )
                 };
-                if dir.join(file).exists() {
-                    write(dir, file, &value)?;
-                }
-            }
-            if !self.v2 {
-                let throttles = [
-                    (
-                        "blkio.throttle.read_bps_device",
-                        b.throttle_read_bps_device(),
-                    ),
-                    (
-                        "blkio.throttle.write_bps_device",
-                        b.throttle_write_bps_device(),
-                    ),
-                    (
-                        "blkio.throttle.read_iops_device",
-                        b.throttle_read_iops_device(),
-                    ),
-                    (
-                        "blkio.throttle.write_iops_device",
-                        b.throttle_write_iops_device(),
-                    ),
-                ];
-                for (file, devices) in throttles {
-                    for d in devices.iter().flatten() {
-                        write(
-                            dir,
-                            file,
-                            &format!("{}:{} {}", d.major(), d.minor(), d.rate()),
-                        )?;
-                    }
-                }
+                write(dir, &file, &line)?;
             }
         }
         Ok(())

@@ -382,7 +382,9 @@ fn monitor(
             Err(e) => fail(format!("duplicate the status pipe: {e}")),
         },
         fifo,
-        new_mount_ns: new(LinuxNamespaceType::Mount),
+        mount_ns: namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Mount),
         new_user_ns: new(LinuxNamespaceType::User),
         uts_ns: namespaces
             .iter()

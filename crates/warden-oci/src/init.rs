@@ -27,9 +27,10 @@ pub struct InitPlan<'a> {
     pub status: OwnedFd,
     /// The exec FIFO, `O_PATH`, opened before the rootfs hides it.
     pub fifo: OwnedFd,
-    /// Whether a new mount namespace was made (else the host's is used:
-    /// no mounts are made).
-    pub new_mount_ns: bool,
+    /// A mount namespace of its own, made or joined by path (as runc, the
+    /// rootfs is set up in a joined one too); else the host's is used and
+    /// no mounts are made.
+    pub mount_ns: bool,
     pub new_user_ns: bool,
     /// A uts namespace of its own (made or joined): hostname allowed.
     pub uts_ns: bool,
@@ -65,11 +66,22 @@ pub fn run(plan: InitPlan<'_>) -> ! {
     // startContainer hooks run in the container, before its program: their
     // state is taken now, while the host's pid can still be read.
     let start_state = plan.hook_state("created");
+    // The FIFO is reopened through the host's /proc, opened now: the
+    // container may have no /proc of its own (none mounted, or chrooted
+    // without a mount namespace).
+    let fds = match std::fs::File::open("/proc/self/fd") {
+        Ok(d) => d,
+        Err(e) => {
+            send(status, format!("error: open /proc/self/fd: {e}").as_bytes());
+            warden_jail::sys::exit_now(1)
+        }
+    };
     match prepare(&plan) {
         Ok(program) => {
             send(status, b"ok");
             drop(plan.status);
-            wait_for_start(&plan.fifo);
+            wait_for_start(&fds, &plan.fifo);
+            drop(fds);
             let hooks = plan.spec.hooks().clone().unwrap_or_default();
             if let Err(why) = crate::hooks::run_all(
                 "startContainer",
@@ -133,10 +145,25 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
     // The seccomp agent's socket is the runtime's: connected now, while
     // its path still means what it does on the host.
     let agent = connect_agent(linux.seccomp().as_ref())?;
-    if plan.new_mount_ns {
+    if plan.mount_ns {
         filesystem(plan, &linux)?;
     } else {
+        // Without a mount namespace of its own the container shares the
+        // host's: it is chrooted into its rootfs (as runc does), and the
+        // spec's mounts are not made, for they would land on the host.
         create_container_hooks(plan)?;
+        if plan.spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+            eprintln!(
+                "warden-oci: warning: no mount namespace: the spec's mounts are not made (they would be the host's)"
+            );
+        }
+        let rootfs = cstr(plan.rootfs.as_os_str().as_bytes(), "root.path")?;
+        warden_jail::sys::chdir(&rootfs).map_err(|e| format!("chdir to the rootfs: {e}"))?;
+        // SAFETY: "." is a valid NUL-terminated string.
+        if unsafe { libc::chroot(c".".as_ptr()) } < 0 {
+            return Err(format!("chroot: {}", std::io::Error::last_os_error()));
+        }
+        warden_jail::sys::chdir(c"/").map_err(|e| format!("chdir /: {e}"))?;
     }
     if let Some(h) = spec.hostname() {
         if !plan.uts_ns {
@@ -437,18 +464,23 @@ pub fn terminal(
 /// default devices, pivot_root, masked and read-only paths.
 fn filesystem(plan: &InitPlan<'_>, linux: &oci_spec::runtime::Linux) -> Result<(), String> {
     use warden_jail::sys;
-    let propagation = match linux.rootfs_propagation().as_deref() {
-        None | Some("") | Some("rslave") | Some("slave") => libc::MS_SLAVE | libc::MS_REC,
-        Some("private") | Some("rprivate") => libc::MS_PRIVATE | libc::MS_REC,
-        Some("shared") | Some("rshared") => libc::MS_SHARED | libc::MS_REC,
-        Some("unbindable") | Some("runbindable") => libc::MS_UNBINDABLE | libc::MS_REC,
+    // The rootfs is bound and pivoted into under a recursively slave (or
+    // private) `/`: pivot_root refuses shared mounts, and an unbindable one
+    // cannot be bound. The requested shared or unbindable propagation is
+    // given to the new root after the pivot, so a shared root still receives
+    // the host's mounts (slave) and shares its own among its peers.
+    let (before, after) = match linux.rootfs_propagation().as_deref() {
+        None | Some("") | Some("rslave") | Some("slave") => (libc::MS_SLAVE, None),
+        Some("private") | Some("rprivate") => (libc::MS_PRIVATE, None),
+        Some("shared") | Some("rshared") => (libc::MS_SLAVE, Some(libc::MS_SHARED)),
+        Some("unbindable") | Some("runbindable") => (libc::MS_SLAVE, Some(libc::MS_UNBINDABLE)),
         Some(other) => {
             return Err(format!(
                 "config.json: linux.rootfsPropagation: unknown {other:?}"
             ))
         }
     };
-    sys::mount(None, c"/", None, propagation, None)
+    sys::mount(None, c"/", None, before | libc::MS_REC, None)
         .map_err(|e| format!("set / propagation: {e}"))?;
     let rootfs = cstr(plan.rootfs.as_os_str().as_bytes(), "root.path")?;
     sys::mount(
@@ -494,6 +526,12 @@ fn filesystem(plan: &InitPlan<'_>, linux: &oci_spec::runtime::Linux) -> Result<(
         .unwrap_or(false)
     {
         mounts::remount_root_readonly()?;
+    }
+    // Last: masking and read-only paths bind, which an unbindable root
+    // would refuse.
+    if let Some(flag) = after {
+        sys::mount(None, c"/", None, flag | libc::MS_REC, None)
+            .map_err(|e| format!("set the root's propagation: {e}"))?;
     }
     Ok(())
 }
@@ -584,14 +622,27 @@ fn find_program(program: &str, path: &str) -> Result<CString, String> {
 
 /// Blocks until `start` reads the FIFO (its open for writing returns once
 /// a reader has it open), then says so with one byte.
-fn wait_for_start(fifo: &OwnedFd) {
-    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-    match std::fs::OpenOptions::new().write(true).open(&path) {
-        Ok(mut f) => {
+fn wait_for_start(fds: &std::fs::File, fifo: &OwnedFd) {
+    let name = CString::new(fifo.as_raw_fd().to_string()).unwrap_or_default();
+    // SAFETY: fds is an open directory, name a NUL-terminated string; the
+    // descriptor returned is owned by the File made from it.
+    let fd = unsafe {
+        libc::openat(
+            fds.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    };
+    match (fd >= 0).then_some(fd) {
+        Some(fd) => {
             use std::io::Write as _;
+            use std::os::fd::FromRawFd as _;
+            // SAFETY: fd was just opened and is owned by nothing else.
+            let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
             let _ = f.write_all(b"0");
         }
-        Err(e) => {
+        None => {
+            let e = std::io::Error::last_os_error();
             eprintln!("warden-oci: waiting for start: {e}");
             warden_jail::sys::exit_now(1);
         }

@@ -440,6 +440,24 @@ fn malformed_configs_name_the_field_and_leave_nothing() {
             "executable file not found",
             Box::new(|c| c["process"]["args"] = json!(["no-such-program"])),
         ),
+        (
+            "linux.cgroupsPath",
+            Box::new(|c| c["linux"]["cgroupsPath"] = json!("/warden-oci-it/../../../tmp/escape")),
+        ),
+        (
+            "linux.resources.hugepageLimits",
+            Box::new(|c| {
+                c["linux"]["resources"]["hugepageLimits"] =
+                    json!([{"pageSize": "../../x", "limit": 1}])
+            }),
+        ),
+        (
+            "linux.resources.devices",
+            Box::new(|c| {
+                c["linux"]["resources"]["devices"] =
+                    json!([{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwx"}])
+            }),
+        ),
     ];
     for (i, (named, tweak)) in cases.into_iter().enumerate() {
         let name = format!("bad{i}");
@@ -676,4 +694,156 @@ fn a_terminal_goes_to_the_console_socket() {
         ctx(&refused)
     );
     assert!(!w.root().join("t2").exists());
+}
+
+/// The devices controller holds what the spec does not allow, even for a
+/// process that may make device nodes: a node made for /dev/fuse cannot
+/// be opened until a rule allows it; the devices every container has
+/// still work.
+#[test]
+fn device_rules_hold_against_mknod() {
+    let w = World::new("devices");
+    let probe = r#"
+mknod /dev/probe c 10 229 || exit 9
+( : </dev/probe ) 2>/dev/null && echo fuse=open || echo fuse=denied
+echo x > /dev/null && echo null=ok
+"#;
+    for (name, rules, want) in [
+        (
+            "deny",
+            json!([{"allow": false, "access": "rwm"}]),
+            "fuse=denied",
+        ),
+        ("none", json!([]), "fuse=denied"),
+        (
+            "allow",
+            json!([{"allow": false, "access": "rwm"},
+                   {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"}]),
+            "fuse=open",
+        ),
+    ] {
+        let b = w.bundle(name, &["/bin/sh", "-c", probe], |c| {
+            c["root"]["readonly"] = json!(false);
+            c["process"]["capabilities"] = json!({
+                "bounding": ["CAP_MKNOD", "CAP_DAC_OVERRIDE"],
+                "effective": ["CAP_MKNOD", "CAP_DAC_OVERRIDE"],
+                "permitted": ["CAP_MKNOD", "CAP_DAC_OVERRIDE"]
+            });
+            c["linux"]["resources"]["devices"] = rules;
+        });
+        let out_file = w.tmp.0.join(format!("{name}.out"));
+        let run = w.oci_to(&out_file, &["run", "--bundle", b.to_str().unwrap(), name]);
+        let printed = std::fs::read_to_string(&out_file).unwrap();
+        assert_eq!(
+            run.status.code(),
+            Some(0),
+            "{name}: {}\n{printed}",
+            ctx(&run)
+        );
+        assert!(
+            printed.lines().any(|l| l == want),
+            "{name}: {want}\n{printed}"
+        );
+        assert!(printed.lines().any(|l| l == "null=ok"), "{name}: {printed}");
+        let _ = w.oci(&["delete", "--force", name]);
+    }
+}
+
+/// `linux.rootfsPropagation`: a shared root passes a later mount to its
+/// bound copy, a private one does not, an unbindable one cannot be bound
+/// (and each can still be pivoted into).
+#[test]
+fn rootfs_propagation_is_the_spec_s() {
+    let w = World::new("propagation");
+    let probe = r#"
+mkdir -p /t /m /s && touch /s/f
+mount --rbind / /t 2>/dev/null || { echo root=unbindable; exit 0; }
+mount --bind /s /m
+test -e /t/m/f && echo root=shared || echo root=private
+"#;
+    for (mode, want) in [
+        ("shared", "root=shared"),
+        ("private", "root=private"),
+        ("slave", "root=private"),
+        ("unbindable", "root=unbindable"),
+    ] {
+        let b = w.bundle(mode, &["/bin/sh", "-c", probe], |c| {
+            c["root"]["readonly"] = json!(false);
+            c["process"]["capabilities"] = json!({
+                "bounding": ["CAP_SYS_ADMIN"],
+                "effective": ["CAP_SYS_ADMIN"],
+                "permitted": ["CAP_SYS_ADMIN"]
+            });
+            c["process"]["noNewPrivileges"] = json!(false);
+            c["linux"]["rootfsPropagation"] = json!(mode);
+        });
+        let out_file = w.tmp.0.join(format!("{mode}.out"));
+        let run = w.oci_to(&out_file, &["run", "--bundle", b.to_str().unwrap(), mode]);
+        let printed = std::fs::read_to_string(&out_file).unwrap();
+        assert_eq!(
+            run.status.code(),
+            Some(0),
+            "{mode}: {}\n{printed}",
+            ctx(&run)
+        );
+        assert!(
+            printed.lines().any(|l| l == want),
+            "{mode}: {want}\n{printed}"
+        );
+    }
+}
+
+/// A mount namespace joined by path gets the container's root set up in
+/// it, as a new one does: the program runs from the bundle's rootfs in
+/// the namespace named.
+#[test]
+fn a_joined_mount_namespace_gets_the_rootfs() {
+    let w = World::new("joinmnt");
+    let mut holder = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--fork",
+            "sleep",
+            "60",
+        ])
+        .spawn()
+        .expect("unshare (util-linux)");
+    let ns = format!("/proc/{}/ns/mnt", holder.id());
+    let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(&ns).ok().as_ref() == Some(&ours) {
+        assert!(
+            Instant::now() < deadline,
+            "unshare did not make a namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let theirs = std::fs::read_link(&ns).unwrap();
+    let b = w.bundle(
+        "j",
+        &[
+            "/bin/sh",
+            "-c",
+            "readlink /proc/self/ns/mnt; test -e /rootfs-mark && echo root=bundle",
+        ],
+        |c| {
+            c["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                                          {"type": "mount", "path": ns}, {"type": "network"}]);
+        },
+    );
+    std::fs::write(b.join("rootfs/rootfs-mark"), "").unwrap();
+    let out_file = w.tmp.0.join("j.out");
+    let run = w.oci_to(&out_file, &["run", "--bundle", b.to_str().unwrap(), "j1"]);
+    let printed = std::fs::read_to_string(&out_file).unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(run.status.code(), Some(0), "{}\n{printed}", ctx(&run));
+    assert!(printed.lines().any(|l| l == "root=bundle"), "{printed}");
+    assert!(
+        printed.lines().any(|l| Path::new(l) == theirs),
+        "{printed} (want {})",
+        theirs.display()
+    );
 }
