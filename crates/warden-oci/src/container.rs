@@ -35,6 +35,8 @@ pub struct CreateOptions<'a> {
     pub systemd_cgroup: bool,
     /// Where the terminal's master goes (`process.terminal`).
     pub console_socket: Option<&'a Path>,
+    /// `--preserve-fds N`: descriptors 3..3+N go to the process.
+    pub preserve_fds: u32,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), OciError> {
@@ -84,6 +86,11 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
     let bundle = Bundle::load(o.bundle)?;
     let backend = backend_of(&bundle)?;
     let gvisor = backend == "gvisor";
+    if gvisor && o.preserve_fds > 0 {
+        return Err(OciError::Unsupported(
+            "--preserve-fds is not supported with dev.warden.backend: gvisor".into(),
+        ));
+    }
     let terminal = bundle
         .spec
         .process()
@@ -181,6 +188,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Record, OciError> {
                     &record_dir,
                     console,
                     engine,
+                    o.preserve_fds,
                 )
             }
             Ok(pid) => pid,
@@ -338,6 +346,7 @@ fn monitor(
     dir: &Path,
     console: Option<std::os::unix::net::UnixStream>,
     wasm_engine: Option<OwnedFd>,
+    preserve_fds: u32,
 ) -> ! {
     let status_fd = status.as_raw_fd();
     let fail = |why: String| -> ! {
@@ -396,6 +405,7 @@ fn monitor(
         bundle_dir: &bundle.dir,
         console,
         wasm_engine,
+        preserve_fds,
     };
     // SAFETY: clone without CLONE_VM behaves as fork (the child has its own
     // copy of memory); the process is single-threaded. The child runs
@@ -771,6 +781,8 @@ pub struct ExecOptions<'a> {
     pub detach: bool,
     pub ignore_paused: bool,
     pub console_socket: Option<&'a Path>,
+    /// `--preserve-fds N`: descriptors 3..3+N go to the process.
+    pub preserve_fds: u32,
 }
 
 /// Runs another process in a running container: a child joins the
@@ -793,6 +805,11 @@ pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
         }
     }
     if record.backend == "gvisor" {
+        if o.preserve_fds > 0 {
+            return Err(OciError::Unsupported(
+                "--preserve-fds is not supported with dev.warden.backend: gvisor".into(),
+            ));
+        }
         return crate::gvisor::exec(&state::dir_of(o.root, o.id), o);
     }
     let kinds = ["user", "ipc", "uts", "net", "pid", "cgroup", "mnt"];
@@ -892,7 +909,7 @@ pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
                             Err(why) => fail(why),
                         };
                     drop(status_w);
-                    init::exec(program)
+                    init::exec(program, o.preserve_fds)
                 }
                 Ok(pid) => {
                     let _ =

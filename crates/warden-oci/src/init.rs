@@ -41,6 +41,8 @@ pub struct InitPlan<'a> {
     pub console: Option<std::os::unix::net::UnixStream>,
     /// `dev.warden.backend: wasm`: the engine binary (`O_PATH`).
     pub wasm_engine: Option<OwnedFd>,
+    /// `--preserve-fds N`: descriptors 3..3+N go to the program.
+    pub preserve_fds: u32,
 }
 
 impl InitPlan<'_> {
@@ -91,7 +93,7 @@ pub fn run(plan: InitPlan<'_>) -> ! {
                 eprintln!("warden-oci: {why}");
                 warden_jail::sys::exit_now(1)
             }
-            exec(program)
+            exec(program, plan.preserve_fds)
         }
         Err(why) => {
             send(status, format!("error: {why}").as_bytes());
@@ -649,7 +651,35 @@ fn wait_for_start(fds: &std::fs::File, fifo: &OwnedFd) {
     }
 }
 
-pub fn exec(p: Program) -> ! {
+/// Only stdio and the `preserve` descriptors after it reach the program:
+/// everything else this process holds (or inherited from whoever ran the
+/// runtime) is closed on exec, as runc does.
+fn descriptors_for_exec(preserve: u32) {
+    let first_closed = 3 + preserve;
+    for fd in 3..first_closed {
+        // SAFETY: F_SETFD on a number that may not be open only fails.
+        unsafe { libc::fcntl(fd as i32, libc::F_SETFD, 0) };
+    }
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only marks descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first_closed,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        eprintln!(
+            "warden-oci: close_range: {}",
+            std::io::Error::last_os_error()
+        );
+        warden_jail::sys::exit_now(1);
+    }
+}
+
+pub fn exec(p: Program, preserve_fds: u32) -> ! {
+    descriptors_for_exec(preserve_fds);
     let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
         v.iter()
             .map(|a| a.as_ptr())

@@ -164,11 +164,6 @@ struct ExecArgs {
 /// The process `exec` runs: the `--process` file, or the container's own
 /// process with the command and the flags put in.
 fn exec_process(root: &Path, a: &ExecArgs) -> Result<oci_spec::runtime::Process, OciError> {
-    if a.preserve_fds > 0 {
-        return Err(OciError::Unsupported(
-            "--preserve-fds is not supported yet".into(),
-        ));
-    }
     let _ = (&a.process_label, &a.apparmor, &a.cgroup);
     if let Some(p) = &a.process {
         let text =
@@ -327,7 +322,9 @@ fn run(cli: Cli) -> Result<i32, OciError> {
     };
     match command {
         Command::Create(a) => {
-            refuse_unsupported(&a)?;
+            // --no-pivot and --no-new-keyring are accepted as runc does; the
+            // root is always pivoted into, a keyring always made.
+            let _ = (a.no_pivot, a.no_new_keyring);
             container::create(&CreateOptions {
                 root,
                 id: &a.id,
@@ -335,6 +332,7 @@ fn run(cli: Cli) -> Result<i32, OciError> {
                 pid_file: a.pid_file.as_deref(),
                 systemd_cgroup: cli.systemd_cgroup,
                 console_socket: a.console_socket.as_deref(),
+                preserve_fds: a.preserve_fds,
             })?;
             Ok(0)
         }
@@ -343,7 +341,6 @@ fn run(cli: Cli) -> Result<i32, OciError> {
             detach,
             keep,
         } => {
-            refuse_unsupported(&create)?;
             let record = container::create(&CreateOptions {
                 root,
                 id: &create.id,
@@ -351,6 +348,7 @@ fn run(cli: Cli) -> Result<i32, OciError> {
                 pid_file: create.pid_file.as_deref(),
                 systemd_cgroup: cli.systemd_cgroup,
                 console_socket: create.console_socket.as_deref(),
+                preserve_fds: create.preserve_fds,
             })?;
             if let Err(e) = container::start(root, &create.id) {
                 let _ = container::delete(root, &create.id, true);
@@ -472,6 +470,7 @@ fn run(cli: Cli) -> Result<i32, OciError> {
                 detach: a.detach,
                 ignore_paused: a.ignore_paused,
                 console_socket: a.console_socket.as_deref(),
+                preserve_fds: a.preserve_fds,
             })
         }
         Command::Features => {
@@ -482,18 +481,6 @@ fn run(cli: Cli) -> Result<i32, OciError> {
             Ok(0)
         }
     }
-}
-
-/// Options this version takes but cannot honour yet: refused by name
-/// rather than ignored.
-fn refuse_unsupported(a: &CreateArgs) -> Result<(), OciError> {
-    if a.preserve_fds > 0 {
-        return Err(OciError::Unsupported(
-            "--preserve-fds is not supported yet".into(),
-        ));
-    }
-    let _ = (a.no_pivot, a.no_new_keyring);
-    Ok(())
 }
 
 fn main() -> ExitCode {

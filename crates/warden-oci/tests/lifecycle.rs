@@ -847,3 +847,60 @@ fn a_joined_mount_namespace_gets_the_rootfs() {
         theirs.display()
     );
 }
+
+/// `--preserve-fds N`: descriptors 3..3+N reach the program; any other
+/// the runtime inherited without close-on-exec does not.
+#[test]
+fn preserved_descriptors_pass_and_others_do_not() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let w = World::new("fds");
+    let given = w.tmp.0.join("given");
+    std::fs::write(&given, "through fd 3\n").unwrap();
+    let passed = std::fs::File::open(&given).unwrap();
+    let stray = std::fs::File::open(&given).unwrap();
+    let (p, s) = (passed.as_raw_fd(), stray.as_raw_fd());
+    let probe = "cat <&3; test -e /proc/self/fd/4 && echo fd4=leaked || echo fd4=closed";
+    for (preserve, want_cat) in [("1", true), ("0", false)] {
+        let name = format!("fds{preserve}");
+        let b = w.bundle(&name, &["/bin/sh", "-c", probe], |_| {});
+        let mut c = w.command(&[
+            "run",
+            "--preserve-fds",
+            preserve,
+            "--bundle",
+            b.to_str().unwrap(),
+            &name,
+        ]);
+        // SAFETY: between fork and exec only fcntl and dup2 run
+        // (async-signal-safe);
+        // fds 3 and 4 are left without close-on-exec, as a careless
+        // caller would leave them.
+        unsafe {
+            c.pre_exec(move || {
+                // Copies above 10 first: p or s may already be 3 or 4.
+                let (a, b) = (
+                    libc::fcntl(p, libc::F_DUPFD, 10),
+                    libc::fcntl(s, libc::F_DUPFD, 10),
+                );
+                if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out_file = w.tmp.0.join(format!("{name}.out"));
+        let run = output_of(c, Some(&out_file));
+        let printed = std::fs::read_to_string(&out_file).unwrap();
+        assert!(
+            printed.lines().any(|l| l == "fd4=closed"),
+            "{preserve}: {printed}"
+        );
+        assert_eq!(
+            printed.lines().any(|l| l == "through fd 3"),
+            want_cat,
+            "{preserve}: {printed} {}",
+            ctx(&run)
+        );
+    }
+}
