@@ -903,13 +903,16 @@ pub fn exec(o: &ExecOptions<'_>) -> Result<i32, OciError> {
                         }
                     }
                     let seccomp = record.seccomp.as_ref();
+                    if let Err(why) = init::descriptors_for_exec(o.preserve_fds) {
+                        fail(why);
+                    }
                     let program =
                         match init::become_process(&o.process, seccomp, agent, &state, None) {
                             Ok(p) => p,
                             Err(why) => fail(why),
                         };
                     drop(status_w);
-                    init::exec(program, o.preserve_fds)
+                    init::exec(program)
                 }
                 Ok(pid) => {
                     let _ =

@@ -93,7 +93,7 @@ pub fn run(plan: InitPlan<'_>) -> ! {
                 eprintln!("warden-oci: {why}");
                 warden_jail::sys::exit_now(1)
             }
-            exec(program, plan.preserve_fds)
+            exec(program)
         }
         Err(why) => {
             send(status, format!("error: {why}").as_bytes());
@@ -195,6 +195,8 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
     if let Some(console) = &plan.console {
         terminal(console, process)?;
     }
+    // Before the profile is installed: it may not allow close_range.
+    descriptors_for_exec(plan.preserve_fds)?;
     become_process(
         process,
         linux.seccomp().as_ref(),
@@ -653,8 +655,9 @@ fn wait_for_start(fds: &std::fs::File, fifo: &OwnedFd) {
 
 /// Only stdio and the `preserve` descriptors after it reach the program:
 /// everything else this process holds (or inherited from whoever ran the
-/// runtime) is closed on exec, as runc does.
-fn descriptors_for_exec(preserve: u32) {
+/// runtime) is closed on exec, as runc does. Called before the seccomp
+/// profile is installed.
+pub fn descriptors_for_exec(preserve: u32) -> Result<(), String> {
     let first_closed = 3 + preserve;
     for fd in 3..first_closed {
         // SAFETY: F_SETFD on a number that may not be open only fails.
@@ -670,16 +673,12 @@ fn descriptors_for_exec(preserve: u32) {
         )
     };
     if r < 0 {
-        eprintln!(
-            "warden-oci: close_range: {}",
-            std::io::Error::last_os_error()
-        );
-        warden_jail::sys::exit_now(1);
+        return Err(format!("close_range: {}", std::io::Error::last_os_error()));
     }
+    Ok(())
 }
 
-pub fn exec(p: Program, preserve_fds: u32) -> ! {
-    descriptors_for_exec(preserve_fds);
+pub fn exec(p: Program) -> ! {
     let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
         v.iter()
             .map(|a| a.as_ptr())

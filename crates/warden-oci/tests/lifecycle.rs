@@ -863,7 +863,15 @@ fn preserved_descriptors_pass_and_others_do_not() {
     let probe = "cat <&3; test -e /proc/self/fd/4 && echo fd4=leaked || echo fd4=closed";
     for (preserve, want_cat) in [("1", true), ("0", false)] {
         let name = format!("fds{preserve}");
-        let b = w.bundle(&name, &["/bin/sh", "-c", probe], |_| {});
+        // A profile that refuses close_range: descriptors are settled
+        // before it is installed.
+        let b = w.bundle(&name, &["/bin/sh", "-c", probe], |c| {
+            c["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64"],
+                "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+            });
+        });
         let mut c = w.command(&[
             "run",
             "--preserve-fds",
