@@ -281,19 +281,41 @@ impl Identity {
 
     /// The principal an API key belongs to.
     pub fn authenticate(&self, key: &str) -> Result<Principal, IdentityError> {
+        self.read()?.authenticate(key).cloned()
+    }
+
+    /// The identity file's path (for callers that keep it read).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl IdentityFile {
+    /// The principal whose key `key` is, unless revoked.
+    pub fn authenticate(&self, key: &str) -> Result<&Principal, IdentityError> {
         let hash = key_hash(key);
-        let file = self.read()?;
         // Compared as hashes: equal-length hex of a one-way function, so
         // a timing difference tells nothing about the key.
-        let p = file
+        let p = self
             .principals
-            .into_iter()
+            .iter()
             .find(|p| p.key_sha256 == hash)
             .ok_or(IdentityError::UnknownKey)?;
         if p.revoked_at.is_some() {
-            return Err(IdentityError::RevokedKey(p.name));
+            return Err(IdentityError::RevokedKey(p.name.clone()));
         }
         Ok(p)
+    }
+
+    /// [`IdentityFile::authenticate`] as the acting principal.
+    pub fn actor(&self, key: &str) -> Result<Actor, IdentityError> {
+        let p = self.authenticate(key)?;
+        Ok(Actor {
+            principal: p.name.clone(),
+            tenant: p.tenant.clone(),
+            roles: p.roles.clone(),
+            os_user: false,
+        })
     }
 }
 
@@ -302,15 +324,7 @@ impl Identity {
 /// default tenant.
 pub fn actor(state: &Path, api_key: Option<&str>) -> Result<Actor, IdentityError> {
     match api_key.filter(|k| !k.trim().is_empty()) {
-        Some(key) => {
-            let p = Identity::open(state)?.authenticate(key)?;
-            Ok(Actor {
-                principal: p.name,
-                tenant: p.tenant,
-                roles: p.roles,
-                os_user: false,
-            })
-        }
+        Some(key) => Identity::open(state)?.read()?.actor(key),
         None => Ok(Actor {
             principal: crate::audit::os_principal(),
             tenant: warden_core::DEFAULT_TENANT.to_string(),

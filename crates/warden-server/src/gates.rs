@@ -65,6 +65,20 @@ impl Gates {
         }
     }
 
+    /// The gate as last loaded, if none of its files changed since (stats
+    /// only, never a load: callable on the async threads).
+    pub fn fresh(&self) -> Option<Arc<Gate>> {
+        let stamps: Vec<Stamp> = sources(&self.state).iter().map(|f| Stamp::of(f)).collect();
+        if !stamps.iter().all(settled) {
+            return None;
+        }
+        let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        match loaded.as_ref() {
+            Some((at, gate)) if *at == stamps => Some(Arc::clone(gate)),
+            _ => None,
+        }
+    }
+
     /// The gate in force now. A file changed within the last second is
     /// read again on every call until it is older (a write within the
     /// timestamp granularity could otherwise hide behind equal stamps).
@@ -101,6 +115,53 @@ fn settled(stamp: &Stamp) -> bool {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
     now - (*mtime_ns).max(*ctime_ns) > 1_000_000_000
+}
+
+/// The identity file (principals and their key hashes), kept read while
+/// its stamp stays the same: a request's key is checked in memory, and a
+/// key revoked on disk is refused from the next request on (a changed
+/// file is read again, and one changed within the last second on every
+/// call, as for the gate).
+pub struct Identities {
+    path: PathBuf,
+    loaded: Mutex<Option<(Stamp, Arc<warden_engine::identity::IdentityFile>)>>,
+}
+
+impl Identities {
+    pub fn new(state: &Path) -> Identities {
+        Identities {
+            path: state.join("identity").join("identity.json"),
+            loaded: Mutex::new(None),
+        }
+    }
+
+    /// The file as last read, if it has not changed since (one stat).
+    pub fn fresh(&self) -> Option<Arc<warden_engine::identity::IdentityFile>> {
+        let stamp = Stamp::of(&self.path);
+        if !settled(&stamp) {
+            return None;
+        }
+        let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        match loaded.as_ref() {
+            Some((at, file)) if *at == stamp => Some(Arc::clone(file)),
+            _ => None,
+        }
+    }
+
+    /// Reads the file again (blocking), keeping it when it has settled.
+    pub fn load(
+        &self,
+        state: &Path,
+    ) -> Result<Arc<warden_engine::identity::IdentityFile>, warden_engine::identity::IdentityError>
+    {
+        let stamp = Stamp::of(&self.path);
+        let file = Arc::new(warden_engine::identity::Identity::open(state)?.read()?);
+        if settled(&stamp) && Stamp::of(&self.path) == stamp {
+            *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((stamp, Arc::clone(&file)));
+        }
+        Ok(file)
+    }
 }
 
 #[cfg(test)]

@@ -209,6 +209,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .create(&runtime_dir)
             .with_context(|| format!("cannot make {}", runtime_dir.display()))?;
     }
+    let runtime_tmpfs = private_tmpfs(&runtime_dir);
     let sandbox_root = match args.sandbox_root {
         Some(p) => std::env::current_dir().map(|cwd| cwd.join(&p)).unwrap_or(p),
         None => {
@@ -278,10 +279,53 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
     ));
     drop(runtime);
+    if runtime_tmpfs {
+        let _ = rustix::mount::unmount(&runtime_dir, rustix::mount::UnmountFlags::DETACH);
+    }
     let _ = std::fs::remove_dir_all(&runtime_dir);
     served?;
     eprintln!("warden: stopped");
     Ok(())
+}
+
+/// As root, the run directories (each request's files, written and
+/// removed once per run) go on a tmpfs of this service's own, mounted
+/// over `dir` in a mount namespace of its own (made now, while this
+/// process has one thread; the runs it starts inherit it): no disk
+/// journal, fsync or discard per request, and nothing left mounted on
+/// the host if the service dies. Otherwise (or if that fails) they stay
+/// on `dir`'s filesystem.
+fn private_tmpfs(dir: &std::path::Path) -> bool {
+    use rustix::mount::{MountFlags, MountPropagationFlags};
+    if !rustix::process::geteuid().is_root() {
+        return false;
+    }
+    // rustix deprecates its safe `unshare` because unsharing under other
+    // threads is unsound; this process has one thread (the async runtime
+    // is not started yet), so no other thread shares its context.
+    #[allow(deprecated)]
+    let unshared = rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS);
+    if unshared.is_err() {
+        return false;
+    }
+    // Slave: the host's later mounts (a sandbox workspace's filesystem)
+    // still show; this one does not go back.
+    if rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .is_err()
+    {
+        return false;
+    }
+    rustix::mount::mount(
+        "warden-serve",
+        dir,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        c"mode=0700,size=25%",
+    )
+    .is_ok()
 }
 
 #[cfg(test)]
