@@ -155,11 +155,16 @@ impl Cgroup {
                 inherit_cpuset(dir)?;
             }
         }
-        if let Some(r) = resources {
-            if let Err(e) = cgroup.apply(r) {
-                cgroup.remove();
-                return Err(e);
-            }
+        // Device rules always (none given is deny-all but the standard
+        // devices); the rest as given.
+        let applied = match resources {
+            Some(r) if r.devices().is_some() => cgroup.apply(r),
+            Some(r) => cgroup.devices(&[]).and_then(|()| cgroup.apply(r)),
+            None => cgroup.devices(&[]),
+        };
+        if let Err(e) = applied {
+            cgroup.remove();
+            return Err(e);
         }
         Ok(cgroup)
     }
@@ -182,9 +187,12 @@ impl Cgroup {
         })
     }
 
-    /// Writes the spec's resources.
+    /// Writes the resources given (`update` passes only what changes: the
+    /// device rules are rewritten only when it names them).
     pub fn apply(&self, r: &LinuxResources) -> Result<(), OciError> {
-        self.devices(r.devices().as_deref().unwrap_or(&[]))?;
+        if let Some(rules) = r.devices() {
+            self.devices(rules)?;
+        }
         if let Some(m) = r.memory() {
             self.memory(m)?;
         }
@@ -352,7 +360,9 @@ impl Cgroup {
             };
             if dir.join(swap).exists() {
                 write(dir, swap, &value(s))?;
-            } else if s > 0 {
+            } else if s > 0 && Some(s) != m.limit() {
+                // Swap equal to the limit is no swap at all: nothing to
+                // refuse on a host without swap accounting.
                 return Err(OciError::Unsupported(
                     "config.json: linux.resources.memory.swap: swap accounting is off on this host"
                         .into(),

@@ -747,6 +747,25 @@ echo x > /dev/null && echo null=ok
         assert!(printed.lines().any(|l| l == "null=ok"), "{name}: {printed}");
         let _ = w.oci(&["delete", "--force", name]);
     }
+    // `update` of another resource leaves the device rules as they were.
+    let b = w.bundle("upd", &["/bin/sleep", "30"], |c| {
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"}
+        ]);
+    });
+    w.ok(&["create", "--bundle", b.to_str().unwrap(), "upd"]);
+    let rel = cgroup_dir(&b);
+    let rel = rel.strip_prefix("/sys/fs/cgroup/memory").unwrap();
+    let list = Path::new("/sys/fs/cgroup/devices")
+        .join(rel)
+        .join("devices.list");
+    let before = std::fs::read_to_string(&list).unwrap();
+    assert!(before.lines().any(|l| l == "c 10:229 rw"), "{before}");
+    assert!(!before.lines().any(|l| l.starts_with("a ")), "{before}");
+    w.ok(&["update", "--memory", "100000000", "upd"]);
+    assert_eq!(std::fs::read_to_string(&list).unwrap(), before);
+    w.ok(&["delete", "--force", "upd"]);
 }
 
 /// `linux.rootfsPropagation`: a shared root passes a later mount to its
