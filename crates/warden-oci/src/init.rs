@@ -154,9 +154,15 @@ fn prepare(plan: &InitPlan<'_>) -> Result<Program, String> {
         // host's: it is chrooted into its rootfs (as runc does), and the
         // spec's mounts are not made, for they would land on the host.
         create_container_hooks(plan)?;
-        if plan.spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+        let mounts = plan.spec.mounts().as_ref().is_some_and(|m| !m.is_empty());
+        let masks = linux.masked_paths().as_ref().is_some_and(|m| !m.is_empty())
+            || linux
+                .readonly_paths()
+                .as_ref()
+                .is_some_and(|m| !m.is_empty());
+        if mounts || masks {
             eprintln!(
-                "warden-oci: warning: no mount namespace: the spec's mounts are not made (they would be the host's)"
+                "warden-oci: warning: no mount namespace: the spec's mounts, masked and read-only paths are not applied (they would be the host's)"
             );
         }
         let rootfs = cstr(plan.rootfs.as_os_str().as_bytes(), "root.path")?;
