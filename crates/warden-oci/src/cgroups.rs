@@ -581,18 +581,27 @@ pub fn set_frozen(freezer: &Path, frozen: bool) -> Result<(), OciError> {
     if freezer.join("cgroup.freeze").exists() {
         write(freezer, "cgroup.freeze", if frozen { "1" } else { "0" })
     } else {
-        write(
-            freezer,
-            "freezer.state",
-            if frozen { "FROZEN" } else { "THAWED" },
-        )?;
-        // v1 freezing takes a moment: FREEZING until every task is stopped.
-        for _ in 0..200 {
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        write(freezer, "freezer.state", want)?;
+        // v1 freezing takes a moment (FREEZING until every task is
+        // stopped), and a task forking as it is frozen can keep the group
+        // FREEZING: the state is asked for again each round, and every
+        // 25th round the group is thawed and frozen afresh (as runc does),
+        // for up to about five seconds.
+        for round in 1..=1000u32 {
             let now = std::fs::read_to_string(freezer.join("freezer.state")).unwrap_or_default();
-            if now.trim() == if frozen { "FROZEN" } else { "THAWED" } {
+            if now.trim() == want {
                 return Ok(());
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            if frozen && round % 25 == 0 {
+                write(freezer, "freezer.state", "THAWED")?;
+            }
+            write(freezer, "freezer.state", want)?;
+            std::thread::sleep(std::time::Duration::from_millis(if round < 100 {
+                1
+            } else {
+                5
+            }));
         }
         Err(OciError::Unsupported(format!(
             "{} did not reach the state asked for",
