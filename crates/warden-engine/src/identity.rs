@@ -283,11 +283,6 @@ impl Identity {
     pub fn authenticate(&self, key: &str) -> Result<Principal, IdentityError> {
         self.read()?.authenticate(key).cloned()
     }
-
-    /// The identity file's path (for callers that keep it read).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl IdentityFile {

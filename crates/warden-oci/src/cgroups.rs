@@ -273,17 +273,13 @@ impl Cgroup {
     /// tty, console, ptmx, pts and tun, as runc): on v1 the devices
     /// controller. v2's devices are an eBPF program, not yet attached.
     fn devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<(), OciError> {
-        let mut lines = Vec::new();
-        let wildcard_first = rules.first().is_some_and(|r| {
-            matches!(r.typ(), None | Some(LinuxDeviceType::A))
-                && r.major().is_none()
-                && r.minor().is_none()
-        });
-        if !wildcard_first {
-            lines.push((false, "a".to_string()));
-        }
-        for r in rules {
-            lines.push((r.allow(), device_rule(r)?));
+        let mut lines = rules
+            .iter()
+            .map(|r| Ok((r.allow(), device_rule(r)?)))
+            .collect::<Result<Vec<_>, OciError>>()?;
+        // A first rule that is a wildcard ("a") sets the default itself.
+        if lines.first().map(|(_, l)| l.as_str()) != Some("a") {
+            lines.insert(0, (false, "a".to_string()));
         }
         for d in [
             "c *:* m",

@@ -51,54 +51,70 @@ fn sources(state: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A value read from files, kept with the files' stamps at reading: it
+/// stands while they are unchanged and settled (see [`settled`]).
+struct Kept<T>(Mutex<Option<(Vec<Stamp>, Arc<T>)>>);
+
+impl<T> Kept<T> {
+    fn new() -> Kept<T> {
+        Kept(Mutex::new(None))
+    }
+
+    /// The value kept at `stamps`, if they are settled and the same.
+    fn at(&self, stamps: &[Stamp]) -> Option<Arc<T>> {
+        if !stamps.iter().all(settled) {
+            return None;
+        }
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match kept.as_ref() {
+            Some((at, value)) if at == stamps => Some(Arc::clone(value)),
+            _ => None,
+        }
+    }
+
+    /// Keeps `value`, read at `stamps`, when they have settled.
+    fn keep(&self, stamps: Vec<Stamp>, value: &Arc<T>) {
+        if stamps.iter().all(settled) {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((stamps, Arc::clone(value)));
+        }
+    }
+}
+
 /// The gate of one state directory, with the stamps it was loaded at.
 pub struct Gates {
     state: PathBuf,
-    loaded: Mutex<Option<(Vec<Stamp>, Arc<Gate>)>>,
+    loaded: Kept<Gate>,
 }
 
 impl Gates {
     pub fn new(state: &Path) -> Gates {
         Gates {
             state: state.to_path_buf(),
-            loaded: Mutex::new(None),
+            loaded: Kept::new(),
         }
+    }
+
+    fn stamps(&self) -> Vec<Stamp> {
+        sources(&self.state).iter().map(|f| Stamp::of(f)).collect()
     }
 
     /// The gate as last loaded, if none of its files changed since (stats
     /// only, never a load: callable on the async threads).
     pub fn fresh(&self) -> Option<Arc<Gate>> {
-        let stamps: Vec<Stamp> = sources(&self.state).iter().map(|f| Stamp::of(f)).collect();
-        if !stamps.iter().all(settled) {
-            return None;
-        }
-        let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        match loaded.as_ref() {
-            Some((at, gate)) if *at == stamps => Some(Arc::clone(gate)),
-            _ => None,
-        }
+        self.loaded.at(&self.stamps())
     }
 
     /// The gate in force now. A file changed within the last second is
     /// read again on every call until it is older (a write within the
     /// timestamp granularity could otherwise hide behind equal stamps).
     pub fn current(&self) -> Result<Arc<Gate>, GateError> {
-        let files = sources(&self.state);
-        let stamps: Vec<Stamp> = files.iter().map(|f| Stamp::of(f)).collect();
-        let settled = stamps.iter().all(settled);
-        if settled {
-            let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((at, gate)) = loaded.as_ref() {
-                if *at == stamps {
-                    return Ok(Arc::clone(gate));
-                }
-            }
+        let stamps = self.stamps();
+        if let Some(gate) = self.loaded.at(&stamps) {
+            return Ok(gate);
         }
         let gate = Arc::new(Gate::load(&self.state)?);
-        if settled {
-            *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some((stamps, Arc::clone(&gate)));
-        }
+        self.loaded.keep(stamps, &gate);
         Ok(gate)
     }
 }
@@ -124,31 +140,24 @@ fn settled(stamp: &Stamp) -> bool {
 /// call, as for the gate).
 pub struct Identities {
     path: PathBuf,
-    loaded: Mutex<Option<(Stamp, Arc<warden_engine::identity::IdentityFile>)>>,
+    loaded: Kept<warden_engine::identity::IdentityFile>,
 }
 
 impl Identities {
     pub fn new(state: &Path) -> Identities {
         Identities {
             path: state.join("identity").join("identity.json"),
-            loaded: Mutex::new(None),
+            loaded: Kept::new(),
         }
     }
 
     /// The file as last read, if it has not changed since (one stat).
     pub fn fresh(&self) -> Option<Arc<warden_engine::identity::IdentityFile>> {
-        let stamp = Stamp::of(&self.path);
-        if !settled(&stamp) {
-            return None;
-        }
-        let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        match loaded.as_ref() {
-            Some((at, file)) if *at == stamp => Some(Arc::clone(file)),
-            _ => None,
-        }
+        self.loaded.at(&[Stamp::of(&self.path)])
     }
 
-    /// Reads the file again (blocking), keeping it when it has settled.
+    /// Reads the file again (blocking), keeping it when it has settled
+    /// and did not change while it was read.
     pub fn load(
         &self,
         state: &Path,
@@ -156,9 +165,8 @@ impl Identities {
     {
         let stamp = Stamp::of(&self.path);
         let file = Arc::new(warden_engine::identity::Identity::open(state)?.read()?);
-        if settled(&stamp) && Stamp::of(&self.path) == stamp {
-            *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some((stamp, Arc::clone(&file)));
+        if Stamp::of(&self.path) == stamp {
+            self.loaded.keep(vec![stamp], &file);
         }
         Ok(file)
     }

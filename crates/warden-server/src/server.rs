@@ -397,9 +397,6 @@ pub async fn authenticate(
     key: &str,
 ) -> Result<warden_engine::identity::Actor, ApiError> {
     use warden_engine::identity::IdentityError;
-    if key.trim().is_empty() {
-        return Err(ApiError::unauthenticated("not a Warden API key"));
-    }
     // In memory while the identity file is unchanged (one stat); read
     // again off the async threads when it changed.
     let found = match state.identities.fresh() {
@@ -735,17 +732,16 @@ pub(crate) async fn run_in_process(
     actor: warden_engine::identity::Actor,
 ) -> Result<crate::runner::Finished, ApiError> {
     let shared = Arc::clone(state);
-    let run = move || {
+    tokio::task::spawn_blocking(move || {
         let Some(inproc) = shared.inproc.as_ref() else {
             return Err(ApiError::internal("in-process runs are off"));
         };
         inproc
             .run(&shared.settings.runner, &shared.gates, &plan, &actor)
             .map_err(run_error)
-    };
-    tokio::task::spawn_blocking(run)
-        .await
-        .map_err(|e| ApiError::internal(format!("the run's thread failed: {e}")))?
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the run's thread failed: {e}")))?
 }
 
 /// The caller's key and principal, and the request body: 401, then 413
